@@ -1,0 +1,38 @@
+// A frozen base matrix [rows = out, cols = in] in the storage it was loaded with, and the two
+// products training needs from it. It has no gradient: only dX flows through it.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "autograd/quant.h"
+
+namespace lora {
+
+enum class WeightFormat { F32, BF16, Quantized };
+
+struct FrozenWeight {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  WeightFormat format = WeightFormat::F32;
+  std::vector<float> f32;     // format F32: rows * cols
+  std::vector<uint16_t> bf16; // format BF16: rows * cols
+  QuantizedMatrix quant;      // format Quantized
+
+  static FrozenWeight from_f32(std::vector<float> w, int64_t rows, int64_t cols);
+  static FrozenWeight from_bf16(std::vector<uint16_t> w, int64_t rows, int64_t cols);
+  static FrozenWeight from_quantized(QuantizedMatrix q);
+
+  std::size_t stored_bytes() const;
+  // Rows [begin, end) as f32, [end - begin, cols].
+  void rows_f32(int64_t begin, int64_t end, float* out) const;
+  std::vector<float> to_f32() const;
+};
+
+// y[n, rows] = x[n, cols] * W^T + beta * y. Quantized and bf16 weights are widened tile by tile,
+// never whole.
+void frozen_matmul(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta = 0.0f);
+// dx[n, cols] = g[n, rows] * W + beta * dx.
+void frozen_matmul_input_grad(const FrozenWeight& w, const float* g, int64_t n, float* dx,
+                              float beta = 0.0f);
+
+}  // namespace lora

@@ -1,0 +1,56 @@
+// Reverse-mode autograd: a tape of nodes (values and their gradients) and the backward closures
+// that ops push while running forward. Backward replays the closures in reverse.
+//
+// Trainable weights are not tape nodes: they are `Parameter`s owned by the model (the LoRA A/B
+// matrices), and ops that use them accumulate straight into Parameter::grad. The frozen base has
+// no Parameter at all, so it can never receive a weight gradient.
+#pragma once
+#include <deque>
+#include <functional>
+#include <vector>
+
+#include "autograd/tensor.h"
+
+namespace lora::ag {
+
+struct Node {
+  Tensor value;
+  Tensor grad;  // empty until backward first touches it
+  bool requires_grad = false;
+};
+// A non-owning handle to a node that lives as long as its tape.
+using Var = Node*;
+
+struct Parameter {
+  Tensor value;
+  Tensor grad;  // same shape as value; accumulated by backward, zeroed by the optimizer step
+  void zero_grad();
+};
+
+class Tape {
+ public:
+  // A tape that does not record keeps no backward closures (inference, and the forward half of
+  // gradient checkpointing); ops still compute their values.
+  explicit Tape(bool record = true) : record_(record) {}
+  Tape(const Tape&) = delete;
+  Tape& operator=(const Tape&) = delete;
+
+  bool recording() const { return record_; }
+  Var make(Tensor value, bool requires_grad);
+  Var constant(Tensor value) { return make(std::move(value), false); }
+  // The gradient buffer of a node, zero-filled with the value's shape on first use.
+  Tensor& grad(Var v);
+  void push_backward(std::function<void()> fn);
+  // Seeds d(loss)/d(loss) = seed for a scalar node and runs every closure in reverse order.
+  void backward(Var loss, float seed = 1.0f);
+  // Drops all nodes and closures (memory is released).
+  void clear();
+  std::size_t size() const { return nodes_.size(); }
+
+ private:
+  bool record_;
+  std::deque<Node> nodes_;  // deque: handles stay valid as nodes are added
+  std::vector<std::function<void()>> backward_;
+};
+
+}  // namespace lora::ag

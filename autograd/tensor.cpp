@@ -1,0 +1,40 @@
+#include "autograd/tensor.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace lora {
+
+int64_t shape_numel(std::span<const int64_t> shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) throw std::invalid_argument("negative dimension in shape " + shape_to_string(shape));
+    n *= d;
+  }
+  return n;
+}
+
+std::string shape_to_string(std::span<const int64_t> shape) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  return s + "]";
+}
+
+Tensor::Tensor(std::vector<int64_t> shape_, float fill)
+    : shape(std::move(shape_)), data(static_cast<std::size_t>(shape_numel(shape)), fill) {}
+
+Tensor::Tensor(std::vector<int64_t> shape_, std::vector<float> values)
+    : shape(std::move(shape_)), data(std::move(values)) {
+  if (static_cast<int64_t>(data.size()) != shape_numel(shape))
+    throw std::invalid_argument("tensor of shape " + shape_to_string(shape) + " given " +
+                                std::to_string(data.size()) + " values");
+}
+
+void Tensor::zero() { std::fill(data.begin(), data.end(), 0.0f); }
+
+std::string Tensor::shape_str() const { return shape_to_string(shape); }
+
+}  // namespace lora

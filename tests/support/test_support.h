@@ -1,0 +1,61 @@
+// Helpers every test uses: where ../shared is, temporary folders, running the CLI.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace lora::test {
+
+// The shared reference folder: $LORA_SHARED, else ../shared beside the repository root.
+std::filesystem::path shared_dir();
+// True when shared_dir()/relative exists.
+bool have_shared(const std::string& relative);
+
+// A fresh folder under the system temp dir, removed when the object dies.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag = "test");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+// Runs build/lora with the arguments (no shell), capturing stdout and stderr.
+CommandResult run_lora(const std::vector<std::string>& args, const std::string& stdin_text = "");
+// Runs any program (argv[0] looked up in PATH).
+CommandResult run_program(const std::vector<std::string>& argv, const std::string& stdin_text = "");
+
+// Debian's python3 (with python3-torch), or empty when torch is not importable.
+std::string torch_python();
+
+std::string read_file(const std::filesystem::path& p);
+void write_file(const std::filesystem::path& p, const std::string& text);
+
+}  // namespace lora::test
+
+// Skips the test with a clear message when ../shared/<relative> is missing.
+#define LORA_REQUIRE_SHARED(relative)                                                     \
+  do {                                                                                   \
+    if (!::lora::test::have_shared(relative))                                            \
+      GTEST_SKIP() << "shared reference data missing: " << (::lora::test::shared_dir() / \
+                                                            (relative))                  \
+                   << " (set LORA_SHARED to the shared folder)";                         \
+  } while (0)
+
+#define LORA_REQUIRE_TORCH()                                                               \
+  do {                                                                                     \
+    if (::lora::test::torch_python().empty())                                              \
+      GTEST_SKIP() << "python3 with torch not found (scripts/setup.sh installs python3-torch)"; \
+  } while (0)

@@ -1,0 +1,48 @@
+// lora: LoRA fine-tuning for Llama-family models on the CPU.
+#include <omp.h>
+
+#include <cstdio>
+#include <exception>
+
+#include "trainer/cli/commands.h"
+
+extern "C" void openblas_set_num_threads(int);
+
+int main(int argc, char** argv) {
+  lora::cli::GlobalOptions global;
+  CLI::App app{
+      "lora: fine-tune Llama-family models with LoRA on the CPU.\n"
+      "Run `lora COMMAND --help` for the options of a command."};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Show the options of every command");
+  app.add_flag("-q,--quiet", global.quiet, "Print only errors and the final result");
+  app.add_flag("--json", global.json, "Write JSON lines to stdout (for scripts)");
+  app.add_option("-t,--threads", global.threads, "Threads to use (default: all cores)")
+      ->check(CLI::NonNegativeNumber);
+  app.fallthrough();
+
+  lora::cli::add_train(app, global);
+  lora::cli::add_eval(app, global);
+  lora::cli::add_generate(app, global);
+  lora::cli::add_merge(app, global);
+  lora::cli::add_export(app, global);
+  lora::cli::add_convert(app, global);
+  lora::cli::add_inspect(app, global);
+  lora::cli::add_tokenize(app, global);
+
+  app.parse_complete_callback([&] {
+    if (global.threads > 0) {
+      omp_set_num_threads(global.threads);
+      openblas_set_num_threads(global.threads);
+    }
+  });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lora: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

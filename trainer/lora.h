@@ -1,0 +1,53 @@
+// LoRA adapters over a model's projections: configuration, initialization, and the per-layer
+// branches the transformer forward applies.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "autograd/ops.h"
+#include "trainer/model.h"
+
+namespace lora {
+
+struct LoraConfig {
+  int rank = 8;
+  float alpha = 16.0f;            // scale = alpha / rank (or alpha / sqrt(rank) with rslora)
+  std::optional<float> scale;     // when set, used as is (mlx-lm's lora_parameters.scale)
+  bool rslora = false;
+  float dropout = 0.0f;
+  std::vector<Proj> keys = {Proj::q, Proj::v};
+  int num_layers = -1;            // last N blocks; -1 = all
+
+  float effective_scale() const;
+  // First adapted block index for a model with n layers.
+  int64_t first_layer(int64_t n_layers) const;
+};
+
+struct LoraModule {
+  int64_t layer = 0;
+  Proj proj = Proj::q;
+  ag::Parameter A;  // [rank, in]
+  ag::Parameter B;  // [out, rank]
+  float scale = 1.0f;
+};
+
+// All modules of one adapter, in (layer, proj) order.
+struct LoraAdapter {
+  LoraConfig config;
+  std::vector<LoraModule> modules;
+  bool enabled = true;          // runtime toggle: off = the base alone, nothing unloaded
+  float strength = 1.0f;        // runtime multiplier on every module's scale
+
+  // Kaiming-uniform A (U(-1/sqrt(in), 1/sqrt(in))), zero B, deterministic from seed.
+  static LoraAdapter create(const Model& model, const LoraConfig& config, uint64_t seed);
+  LoraModule* find(int64_t layer, Proj proj);
+  const LoraModule* find(int64_t layer, Proj proj) const;
+  std::vector<ag::Parameter*> parameters();  // A then B for each module, in order
+  int64_t num_parameters() const;
+};
+
+}  // namespace lora

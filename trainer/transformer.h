@@ -1,0 +1,46 @@
+// The Llama-family forward pass over autograd ops, shared by training (recording tape), evaluation
+// and generation (non-recording tape, KV cache).
+#pragma once
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "autograd/ops.h"
+#include "trainer/lora.h"
+#include "trainer/model.h"
+
+namespace lora {
+
+// The adapters applied in a forward pass, stacked, each with its own scale multiplier.
+struct AdapterStack {
+  std::vector<LoraAdapter*> adapters;
+  bool training = false;          // dropout on, gradients to A/B
+  uint64_t dropout_seed = 0;      // per step; mixed with layer/proj ids
+};
+
+struct KVCache {
+  std::vector<Tensor> k, v;  // per layer, [max_tokens, kv_heads * head_dim] (batch 1)
+  int64_t length = 0;        // tokens cached
+  int64_t capacity = 0;
+  static KVCache create(const ModelConfig& c, int64_t max_tokens);
+};
+
+struct ForwardOptions {
+  bool grad_checkpoint = false;
+};
+
+// Hidden states after the final norm, [batch * seq, hidden]. ids [batch * seq], batch-major.
+// key_valid (optional, [batch * seq]) marks padding keys as 0.
+ag::Var forward_hidden(ag::Tape& tape, const Model& model, const AdapterStack& adapters,
+                       std::span<const int32_t> ids, int64_t batch, int64_t seq,
+                       std::span<const uint8_t> key_valid = {}, const ForwardOptions& opts = {});
+
+// Batch-1 incremental forward for generation: appends ids to the cache, returns logits [n, vocab].
+Tensor forward_cached(const Model& model, const AdapterStack& adapters, KVCache& cache,
+                      std::span<const int32_t> ids);
+
+// Full-sequence logits [batch * seq, vocab], no grad.
+Tensor forward_logits(const Model& model, const AdapterStack& adapters, std::span<const int32_t> ids,
+                      int64_t batch, int64_t seq);
+
+}  // namespace lora
