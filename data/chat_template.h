@@ -19,7 +19,7 @@ class ChatTemplate {
   // `context` holds the variables: messages, add_generation_prompt, bos_token, eos_token, ... and
   // any extra keyword arguments (enable_thinking, ...). raise_exception() and render errors throw
   // std::runtime_error naming the template line.
-  std::string render(const nlohmann::json& context) const;
+  std::string render(const nlohmann::ordered_json& context) const;
 
  private:
   ChatTemplate();
