@@ -1,0 +1,154 @@
+#include "autograd/frozen_weight.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+namespace lora {
+
+namespace {
+
+// Rows widened per sgemm call for bf16 and quantized weights: big enough that sgemm's packing of
+// x is amortized, small enough that the f32 tile stays a small fraction of the matrix.
+constexpr int64_t kTileRows = 256;
+
+void check_size(std::size_t have, int64_t rows, int64_t cols, const char* what) {
+  if (rows < 0 || cols < 0 || have != static_cast<std::size_t>(rows * cols))
+    throw std::invalid_argument(std::string(what) + ": " + std::to_string(have) +
+                                " values for a [" + std::to_string(rows) + ", " +
+                                std::to_string(cols) + "] matrix");
+}
+
+void scale_in_place(float* y, int64_t count, float beta) {
+  if (beta == 0.0f)
+    std::fill(y, y + count, 0.0f);
+  else if (beta != 1.0f)
+    std::for_each(y, y + count, [beta](float& v) { v *= beta; });
+}
+
+}  // namespace
+
+FrozenWeight FrozenWeight::from_f32(std::vector<float> w, int64_t rows, int64_t cols) {
+  check_size(w.size(), rows, cols, "FrozenWeight::from_f32");
+  FrozenWeight f;
+  f.rows = rows;
+  f.cols = cols;
+  f.format = WeightFormat::F32;
+  f.f32 = std::move(w);
+  return f;
+}
+
+FrozenWeight FrozenWeight::from_bf16(std::vector<uint16_t> w, int64_t rows, int64_t cols) {
+  check_size(w.size(), rows, cols, "FrozenWeight::from_bf16");
+  FrozenWeight f;
+  f.rows = rows;
+  f.cols = cols;
+  f.format = WeightFormat::BF16;
+  f.bf16 = std::move(w);
+  return f;
+}
+
+FrozenWeight FrozenWeight::from_quantized(QuantizedMatrix q) {
+  if (static_cast<int64_t>(q.packed.size()) != q.rows * q.words_per_row() ||
+      static_cast<int64_t>(q.scales.size()) != q.rows * q.groups_per_row() ||
+      q.scales.size() != q.biases.size())
+    throw std::invalid_argument(
+        "FrozenWeight::from_quantized: packed/scales/biases sizes do not "
+        "match [" +
+        std::to_string(q.rows) + ", " + std::to_string(q.cols) + "]");
+  FrozenWeight f;
+  f.rows = q.rows;
+  f.cols = q.cols;
+  f.format = WeightFormat::Quantized;
+  f.quant = std::move(q);
+  return f;
+}
+
+std::size_t FrozenWeight::stored_bytes() const {
+  switch (format) {
+    case WeightFormat::F32:
+      return f32.size() * sizeof(float);
+    case WeightFormat::BF16:
+      return bf16.size() * sizeof(uint16_t);
+    case WeightFormat::Quantized:
+      return quant.packed.size() * sizeof(uint32_t) +
+             (quant.scales.size() + quant.biases.size()) * dtype_size(quant.scale_dtype);
+  }
+  return 0;
+}
+
+void FrozenWeight::rows_f32(int64_t begin, int64_t end, float* out) const {
+  if (begin < 0 || end > rows || begin > end)
+    throw std::out_of_range("FrozenWeight::rows_f32: rows [" + std::to_string(begin) + ", " +
+                            std::to_string(end) + ") of " + std::to_string(rows));
+  const auto first = static_cast<std::size_t>(begin * cols);
+  const auto count = static_cast<std::size_t>((end - begin) * cols);
+  switch (format) {
+    case WeightFormat::F32:
+      std::copy_n(f32.data() + first, count, out);
+      break;
+    case WeightFormat::BF16:
+      convert_to_f32(DType::BF16, bf16.data() + first, count, out);
+      break;
+    case WeightFormat::Quantized:
+      dequantize_rows(quant, begin, end, out);
+      break;
+  }
+}
+
+std::vector<float> FrozenWeight::to_f32() const {
+  std::vector<float> out(static_cast<std::size_t>(rows * cols));
+  rows_f32(0, rows, out.data());
+  return out;
+}
+
+void frozen_matmul(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta) {
+  if (n <= 0 || w.rows == 0) return;
+  if (w.cols == 0) {
+    scale_in_place(y, n * w.rows, beta);
+    return;
+  }
+  const auto N = static_cast<int>(n), R = static_cast<int>(w.rows), C = static_cast<int>(w.cols);
+  if (w.format == WeightFormat::F32) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, R, C, 1.0f, x, C, w.f32.data(), C, beta,
+                y, R);
+    return;
+  }
+  // Output columns [r0, r1) come from weight rows [r0, r1): widen a tile, multiply, move on.
+  const int64_t tile = std::min(kTileRows, w.rows);
+  std::vector<float> buf(static_cast<std::size_t>(tile * w.cols));
+  for (int64_t r0 = 0; r0 < w.rows; r0 += tile) {
+    const int64_t r1 = std::min(w.rows, r0 + tile);
+    w.rows_f32(r0, r1, buf.data());
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, static_cast<int>(r1 - r0), C, 1.0f, x,
+                C, buf.data(), C, beta, y + r0, R);
+  }
+}
+
+void frozen_matmul_input_grad(const FrozenWeight& w, const float* g, int64_t n, float* dx,
+                              float beta) {
+  if (n <= 0 || w.cols == 0) return;
+  if (w.rows == 0) {
+    scale_in_place(dx, n * w.cols, beta);
+    return;
+  }
+  const auto N = static_cast<int>(n), R = static_cast<int>(w.rows), C = static_cast<int>(w.cols);
+  if (w.format == WeightFormat::F32) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, R, 1.0f, g, R, w.f32.data(), C,
+                beta, dx, C);
+    return;
+  }
+  // dx = sum over row tiles of g[:, r0:r1] W[r0:r1, :]; the first tile applies beta.
+  const int64_t tile = std::min(kTileRows, w.rows);
+  std::vector<float> buf(static_cast<std::size_t>(tile * w.cols));
+  for (int64_t r0 = 0; r0 < w.rows; r0 += tile) {
+    const int64_t r1 = std::min(w.rows, r0 + tile);
+    w.rows_f32(r0, r1, buf.data());
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, static_cast<int>(r1 - r0), 1.0f,
+                g + r0, R, buf.data(), C, r0 == 0 ? beta : 1.0f, dx, C);
+  }
+}
+
+}  // namespace lora
