@@ -9,6 +9,10 @@ void Parameter::zero_grad() {
   grad.zero();
 }
 
+void Parameter::ensure_grad() {
+  if (grad.shape != value.shape) grad = Tensor(value.shape);
+}
+
 Var Tape::make(Tensor value, bool requires_grad) {
   nodes_.push_back(Node{std::move(value), Tensor{}, requires_grad && record_});
   return &nodes_.back();
@@ -26,7 +30,16 @@ void Tape::push_backward(std::function<void()> fn) {
 void Tape::backward(Var loss, float seed) {
   if (!record_) throw std::logic_error("backward on a tape that does not record");
   if (loss->value.numel() != 1) throw std::logic_error("backward needs a scalar loss");
-  grad(loss).data[0] = seed;
+  backward_from(loss, Tensor(loss->value.shape, seed));
+}
+
+void Tape::backward_from(Var output, const Tensor& output_grad) {
+  if (!record_) throw std::logic_error("backward on a tape that does not record");
+  if (output_grad.shape != output->value.shape)
+    throw std::logic_error("backward seed of shape " + output_grad.shape_str() +
+                           " for a node of shape " + output->value.shape_str());
+  Tensor& g = grad(output);
+  for (std::size_t i = 0; i < g.data.size(); ++i) g.data[i] += output_grad.data[i];
   for (auto it = backward_.rbegin(); it != backward_.rend(); ++it) (*it)();
 }
 

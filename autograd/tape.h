@@ -25,6 +25,8 @@ struct Parameter {
   Tensor value;
   Tensor grad;  // same shape as value; accumulated by backward, zeroed by the optimizer step
   void zero_grad();
+  // Gives grad the value's shape (zero-filled) if it does not have it yet; keeps it otherwise.
+  void ensure_grad();
 };
 
 class Tape {
@@ -43,6 +45,9 @@ class Tape {
   void push_backward(std::function<void()> fn);
   // Seeds d(loss)/d(loss) = seed for a scalar node and runs every closure in reverse order.
   void backward(Var loss, float seed = 1.0f);
+  // Seeds the gradient of any node (same shape as its value) and runs every closure in reverse:
+  // the vector-Jacobian product through the whole tape (used by gradient checkpointing).
+  void backward_from(Var output, const Tensor& output_grad);
   // Drops all nodes and closures (memory is released).
   void clear();
   std::size_t size() const { return nodes_.size(); }

@@ -1,0 +1,54 @@
+// Rotary position embedding (the rotate_half convention of Hugging Face Llama): for i < half,
+//   out[i]        = x[i] * cos - x[i + half] * sin
+//   out[i + half] = x[i + half] * cos + x[i] * sin,  angle = position * inv_freq[i].
+// The backward is the inverse rotation, the same kernel with the sine negated.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace lora::kernels {
+
+// cos/sin tables [seq, half] for positions pos_offset .. pos_offset + seq - 1. The angle is formed
+// in f32 (position * inv_freq) as the reference implementation does, then widened.
+struct RopeTable {
+  std::vector<double> cos, sin;
+  int64_t half = 0;
+  RopeTable(std::span<const float> inv_freq, int64_t seq, int64_t pos_offset)
+      : cos(static_cast<std::size_t>(seq) * inv_freq.size()),
+        sin(static_cast<std::size_t>(seq) * inv_freq.size()),
+        half(static_cast<int64_t>(inv_freq.size())) {
+    for (int64_t t = 0; t < seq; ++t)
+      for (int64_t i = 0; i < half; ++i) {
+        const float angle = float(pos_offset + t) * inv_freq[i];
+        cos[t * half + i] = std::cos(angle);
+        sin[t * half + i] = std::sin(angle);
+      }
+  }
+};
+
+// Rotates x [batch * seq, heads * head_dim] in place; direction -1 applies the inverse rotation.
+template <typename T>
+void rope_rotate(T* x, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
+                 const RopeTable& table, int direction = 1) {
+  const int64_t half = head_dim / 2;
+#pragma omp parallel for schedule(static) if (batch * seq * heads * head_dim > (1 << 16))
+  for (int64_t row = 0; row < batch * seq; ++row) {
+    const int64_t t = row % seq;
+    const double* c = table.cos.data() + t * half;
+    const double* s = table.sin.data() + t * half;
+    for (int64_t h = 0; h < heads; ++h) {
+      T* v = x + row * heads * head_dim + h * head_dim;
+      for (int64_t i = 0; i < half; ++i) {
+        const T cs = T(c[i]);
+        const T sn = direction > 0 ? T(s[i]) : T(-s[i]);
+        const T a = v[i], b = v[i + half];
+        v[i] = a * cs - b * sn;
+        v[i + half] = b * cs + a * sn;
+      }
+    }
+  }
+}
+
+}  // namespace lora::kernels

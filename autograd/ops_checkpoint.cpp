@@ -1,0 +1,27 @@
+// checkpoint: run a block without keeping its intermediates, recompute it during backward.
+#include "autograd/ops.h"
+
+namespace lora::ag {
+
+Var checkpoint(Tape& tape, Var x, const std::function<Var(Tape&, Var)>& block) {
+  Tensor y;
+  {
+    Tape scratch(/*record=*/false);  // its nodes die at the end of this scope
+    y = std::move(block(scratch, scratch.constant(x->value))->value);
+  }
+  Var out = tape.make(std::move(y), tape.recording());
+  if (!out->requires_grad) return out;
+  tape.push_backward([&tape, x, out, block] {
+    if (out->grad.data.empty()) return;
+    Tape replay(/*record=*/true);
+    Var xr = replay.make(x->value, x->requires_grad);
+    Var yr = block(replay, xr);
+    replay.backward_from(yr, out->grad);
+    if (!x->requires_grad || xr->grad.data.empty()) return;
+    Tensor& dx = tape.grad(x);
+    for (std::size_t i = 0; i < dx.data.size(); ++i) dx.data[i] += xr->grad.data[i];
+  });
+  return out;
+}
+
+}  // namespace lora::ag

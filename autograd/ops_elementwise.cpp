@@ -1,0 +1,51 @@
+// Elementwise ops: swiglu (silu(gate) * up) and the residual add.
+#include <stdexcept>
+
+#include "autograd/kernels_activation.h"
+#include "autograd/ops.h"
+
+namespace lora::ag {
+namespace {
+
+void require_same_shape(const char* op, Var a, Var b) {
+  if (a->value.shape != b->value.shape)
+    throw std::invalid_argument(std::string(op) + ": shapes " + a->value.shape_str() + " and " +
+                                b->value.shape_str() + " differ");
+}
+
+}  // namespace
+
+Var swiglu(Tape& tape, Var gate, Var up) {
+  require_same_shape("swiglu", gate, up);
+  Tensor y(gate->value.shape);
+  kernels::swiglu_forward(gate->value.ptr(), up->value.ptr(), y.numel(), y.ptr());
+  Var out = tape.make(std::move(y), gate->requires_grad || up->requires_grad);
+  if (!out->requires_grad) return out;
+  tape.push_backward([&tape, gate, up, out] {
+    if (out->grad.data.empty()) return;
+    kernels::swiglu_backward(gate->value.ptr(), up->value.ptr(), out->grad.ptr(),
+                             out->value.numel(),
+                             gate->requires_grad ? tape.grad(gate).ptr() : nullptr,
+                             up->requires_grad ? tape.grad(up).ptr() : nullptr);
+  });
+  return out;
+}
+
+Var add(Tape& tape, Var a, Var b) {
+  require_same_shape("add", a, b);
+  Tensor y = a->value;
+  for (std::size_t i = 0; i < y.data.size(); ++i) y.data[i] += b->value.data[i];
+  Var out = tape.make(std::move(y), a->requires_grad || b->requires_grad);
+  if (!out->requires_grad) return out;
+  tape.push_backward([&tape, a, b, out] {
+    if (out->grad.data.empty()) return;
+    for (Var in : {a, b}) {
+      if (!in->requires_grad) continue;
+      Tensor& g = tape.grad(in);
+      for (std::size_t i = 0; i < g.data.size(); ++i) g.data[i] += out->grad.data[i];
+    }
+  });
+  return out;
+}
+
+}  // namespace lora::ag

@@ -1,0 +1,34 @@
+// rope: rotary position embedding; its backward is the inverse rotation of the gradient.
+#include <memory>
+#include <stdexcept>
+
+#include "autograd/kernels_rope.h"
+#include "autograd/ops.h"
+
+namespace lora::ag {
+
+Var rope(Tape& tape, Var x, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
+         std::span<const float> inv_freq, int64_t pos_offset) {
+  const Tensor& xv = x->value;
+  if (xv.numel() != batch * seq * heads * head_dim || head_dim % 2 != 0 ||
+      static_cast<int64_t>(inv_freq.size()) != head_dim / 2)
+    throw std::invalid_argument("rope: input " + xv.shape_str() + " is not [" +
+                                std::to_string(batch * seq) + ", " +
+                                std::to_string(heads * head_dim) + "] with " +
+                                std::to_string(inv_freq.size()) + " frequencies per head");
+  auto table = std::make_shared<kernels::RopeTable>(inv_freq, seq, pos_offset);
+  Tensor y = xv;
+  kernels::rope_rotate(y.ptr(), batch, seq, heads, head_dim, *table, +1);
+  Var out = tape.make(std::move(y), x->requires_grad);
+  if (!out->requires_grad) return out;
+  tape.push_backward([&tape, x, out, batch, seq, heads, head_dim, table] {
+    if (out->grad.data.empty()) return;
+    Tensor g = out->grad;
+    kernels::rope_rotate(g.ptr(), batch, seq, heads, head_dim, *table, -1);
+    Tensor& dx = tape.grad(x);
+    for (std::size_t i = 0; i < g.data.size(); ++i) dx.data[i] += g.data[i];
+  });
+  return out;
+}
+
+}  // namespace lora::ag
