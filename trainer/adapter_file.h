@@ -1,0 +1,79 @@
+// A LoRA adapter as it sits on disk, independent of any base model: the A/B pairs of each adapted
+// linear, their scales, and the config fields worth carrying between the MLX-LM and PEFT layouts.
+// This is what export and conversion work on (the base of an adapter is often not at hand);
+// load_adapter (adapter_io.h) turns it into a LoraAdapter checked against a loaded model.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "autograd/dtype.h"
+
+namespace lora {
+
+enum class AdapterFormat { mlx, peft };
+
+std::string_view adapter_format_name(AdapterFormat f);          // "mlx" | "peft"
+AdapterFormat adapter_format_from_name(std::string_view name);  // throws on anything else
+
+// The LoRA pair of one adapted linear, always held in PEFT orientation.
+struct AdapterPair {
+  int64_t layer = 0;
+  std::string module;  // path inside the block: "self_attn.q_proj", "mlp.down_proj"
+  int64_t rank = 0;
+  int64_t in = 0;            // input features of the adapted linear
+  int64_t out = 0;           // output features
+  std::vector<float> a;      // [rank, in]
+  std::vector<float> b;      // [out, rank]
+  double scale = 1.0;        // y += scale * x A^T B^T
+  DType dtype = DType::F32;  // element type as stored (written back the same way)
+  std::string a_name;        // tensor names as read, for messages
+  std::string b_name;
+
+  // "model.layers.3.self_attn.q_proj"
+  std::string module_key() const;
+  // The short module name PEFT targets: "q_proj".
+  std::string short_name() const;
+};
+
+struct AdapterFile {
+  AdapterFormat format = AdapterFormat::mlx;  // the layout it was read from
+  std::filesystem::path source;               // the weights file it was read from
+  std::vector<AdapterPair> pairs;             // sorted by (layer, module)
+  // Layer count of the base model when known (from the model, or set by the caller). Without it
+  // the last adapted layer is taken to be the base's last layer (MLX-LM adapts the last N blocks).
+  std::optional<int64_t> base_num_layers;
+  std::string base_model;  // PEFT base_model_name_or_path / MLX-LM "model"
+  double dropout = 0.0;
+  // PEFT's own way of giving the scale, kept so PEFT -> PEFT writes the same fields.
+  std::optional<double> peft_alpha;
+  bool rslora = false;
+  // MLX-LM training arguments (everything but the LoRA fields), carried into MLX output.
+  nlohmann::json mlx_run_args = nlohmann::json::object();
+  // Tensors that are not the A or B of a block linear (reported, never applied).
+  std::vector<std::string> unknown_tensors;
+
+  // Reads an adapter folder, or its .safetensors file with adapter_config.json beside it. The
+  // layout is detected from the files; prefixes such as `base_model.model.` and `language_model.`
+  // are stripped. Pickle files are refused; an adapter with no LoRA tensor is an error.
+  static AdapterFile read(const std::filesystem::path& path);
+
+  // Writes the adapter in `format` into `dir`. A new folder appears whole or not at all; in an
+  // existing folder each file is replaced atomically and other files (checkpoints) are kept.
+  // Everything is validated before the first byte is written.
+  void write(const std::filesystem::path& dir, AdapterFormat format) const;
+
+  // The rank shared by all pairs (throws when they differ or there are none).
+  int64_t common_rank() const;
+  // The scale shared by all pairs, or nullopt when they differ.
+  std::optional<double> common_scale() const;
+  std::vector<std::string> module_names() const;  // distinct modules, "self_attn.q_proj", sorted
+  std::vector<int64_t> layers() const;            // distinct adapted layers, ascending
+  // What the adapter holds, for `lora inspect`/export reports.
+  nlohmann::json summary() const;
+};
+
+}  // namespace lora

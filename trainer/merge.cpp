@@ -1,0 +1,289 @@
+#include "trainer/merge.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+
+#include "autograd/quant.h"
+#include "trainer/adapter_io.h"
+#include "trainer/model_folder.h"
+
+namespace lora {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// One adapter pair that contributes to a linear, with the factor its B A is added with.
+struct Contribution {
+  const AdapterPair* pair = nullptr;
+  double factor = 0.0;  // strength * scale
+};
+
+// D = sum of factor * B A, [out, in], in f32.
+std::vector<float> delta_of(std::span<const Contribution> parts, int64_t out, int64_t in) {
+  std::vector<float> d(static_cast<std::size_t>(out * in), 0.0f);
+  for (const auto& c : parts) {
+    const auto& p = *c.pair;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(out),
+                static_cast<int>(in), static_cast<int>(p.rank), static_cast<float>(c.factor),
+                p.b.data(), static_cast<int>(p.rank), p.a.data(), static_cast<int>(in), 1.0f,
+                d.data(), static_cast<int>(in));
+  }
+  return d;
+}
+
+std::vector<float> add(std::span<const float> w, std::span<const float> d) {
+  std::vector<float> r(w.size());
+  for (std::size_t i = 0; i < w.size(); ++i) r[i] = w[i] + d[i];
+  return r;
+}
+
+std::vector<float> minus(std::span<const float> a, std::span<const float> b) {
+  std::vector<float> r(a.size());
+  for (std::size_t i = 0; i < a.size(); ++i) r[i] = a[i] - b[i];
+  return r;
+}
+
+// The values as they read back once stored in `t`.
+std::vector<float> stored_as(std::span<const float> v, DType t) {
+  std::vector<std::byte> bytes(v.size() * dtype_size(t));
+  convert_from_f32(t, v.data(), v.size(), bytes.data());
+  std::vector<float> back(v.size());
+  convert_to_f32(t, bytes.data(), v.size(), back.data());
+  return back;
+}
+
+std::string quant_name(const QuantizedMatrix& q) {
+  return "q" + std::to_string(q.bits) + "g" + std::to_string(q.group_size);
+}
+
+bool all_zero(std::span<const float> v) {
+  return std::all_of(v.begin(), v.end(), [](float x) { return x == 0.0f; });
+}
+
+std::string percent(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f%%", 100.0 * v);
+  return buf;
+}
+
+}  // namespace
+
+double MergeFidelity::kept() const {
+  return delta_norm > 0 ? dot / (delta_norm * delta_norm) : 1.0;
+}
+
+double MergeFidelity::norm_ratio() const { return delta_norm > 0 ? change_norm / delta_norm : 1.0; }
+
+void MergeFidelity::add(const MergeFidelity& o) {
+  delta_norm = std::sqrt(delta_norm * delta_norm + o.delta_norm * o.delta_norm);
+  change_norm = std::sqrt(change_norm * change_norm + o.change_norm * o.change_norm);
+  dot += o.dot;
+  max_error = std::max(max_error, o.max_error);
+}
+
+MergeFidelity measure_fidelity(std::span<const float> change, std::span<const float> delta) {
+  MergeFidelity f;
+  double dd = 0, cc = 0;
+  for (std::size_t i = 0; i < delta.size(); ++i) {
+    dd += double(delta[i]) * delta[i];
+    cc += double(change[i]) * change[i];
+    f.dot += double(change[i]) * delta[i];
+    f.max_error = std::max(f.max_error, std::fabs(double(change[i]) - delta[i]));
+  }
+  f.delta_norm = std::sqrt(dd);
+  f.change_norm = std::sqrt(cc);
+  return f;
+}
+
+json MergeReport::to_json() const {
+  json j;
+  j["merged"] = merged.size();
+  j["skipped"] = json::array();
+  for (const auto& [module, why] : skipped)
+    j["skipped"].push_back({{"module", module}, {"why", why}});
+  auto fidelity = [](const MergeFidelity& f) {
+    return json{{"delta_norm", f.delta_norm},
+                {"change_norm", f.change_norm},
+                {"delta_kept", f.kept()},
+                {"norm_ratio", f.norm_ratio()},
+                {"max_error", f.max_error}};
+  };
+  j["total"] = fidelity(total);
+  j["layers"] = json::array();
+  for (const auto& m : merged) {
+    json l = fidelity(m.fidelity);
+    l["tensor"] = m.tensor;
+    l["storage"] = m.storage;
+    j["layers"].push_back(l);
+  }
+  j["warnings"] = warnings;
+  return j;
+}
+
+std::string MergeReport::to_text() const {
+  std::ostringstream s;
+  s << "merged " << merged.size() << " linears, skipped " << skipped.size() << "\n";
+  for (const auto& [module, why] : skipped) s << "  skipped " << module << ": " << why << "\n";
+  char line[256];
+  std::snprintf(line, sizeof(line), "  %-48s %-7s %10s %10s %12s\n", "tensor", "storage", "kept",
+                "norm", "max error");
+  s << line;
+  for (const auto& m : merged) {
+    std::snprintf(line, sizeof(line), "  %-48s %-7s %10s %10.4f %12.3e\n", m.tensor.c_str(),
+                  m.storage.c_str(), percent(m.fidelity.kept()).c_str(), m.fidelity.norm_ratio(),
+                  m.fidelity.max_error);
+    s << line;
+  }
+  std::snprintf(line, sizeof(line), "  %-48s %-7s %10s %10.4f %12.3e\n", "total", "",
+                percent(total.kept()).c_str(), total.norm_ratio(), total.max_error);
+  s << line;
+  for (const auto& w : warnings) s << "warning: " << w << "\n";
+  return s.str();
+}
+
+MergeReport merge_adapters(const fs::path& model_dir, std::span<const MergeAdapter> adapters,
+                           const fs::path& out_dir, const MergeOptions& options) {
+  check_distinct_output(out_dir, model_dir);
+  if (adapters.empty()) throw std::runtime_error("merge needs at least one adapter");
+  const json config = read_model_config_json(model_dir);
+  if (!config.contains("num_hidden_layers") || !config["num_hidden_layers"].is_number_integer())
+    throw std::runtime_error((model_dir / "config.json").string() +
+                             ": num_hidden_layers is missing or not an integer");
+  const int64_t n_layers = config["num_hidden_layers"].get<int64_t>();
+  const WeightSet weights = WeightSet::open_dir(model_dir);
+  const bool quantized_base = quantization_of(config).has_value();
+  if (options.dequantize && !quantized_base)
+    throw std::runtime_error("--dequantize applies to a quantized base; " + model_dir.string() +
+                             " is not quantized");
+  if (options.base_float && !quantized_base)
+    throw std::runtime_error("--base-float applies to a quantized base; " + model_dir.string() +
+                             " is not quantized");
+  if (options.dequantize && options.base_float)
+    throw std::runtime_error("--dequantize and --base-float exclude each other");
+  if (options.float_dtype && !writable_float(*options.float_dtype))
+    throw std::runtime_error("merged weights can be F32, F16 or BF16, not " +
+                             std::string(dtype_name(*options.float_dtype)));
+
+  auto weight_name = [](int64_t layer, Proj p) {
+    return "model.layers." + std::to_string(layer) + "." + std::string(proj_module_path(p)) +
+           ".weight";
+  };
+  MergeReport report;
+  std::map<std::string, std::vector<Contribution>> contributions;
+  for (const auto& m : adapters) {
+    check_adapter_against_base(
+        m.adapter, n_layers,
+        [&](int64_t layer, Proj p) { return linear_shape(weights, config, weight_name(layer, p)); },
+        "the base model " + model_dir.string());
+    for (const auto& pair : m.adapter.pairs) {
+      const double factor = m.strength * pair.scale;
+      if (factor == 0.0)
+        report.skipped.emplace_back(pair.module_key(), "strength * scale is 0");
+      else if (all_zero(pair.b) || all_zero(pair.a))
+        report.skipped.emplace_back(pair.module_key(), "B A is zero (an untrained adapter)");
+      else
+        contributions[weight_name(pair.layer, *pair_proj(pair))].push_back({&pair, factor});
+    }
+  }
+
+  std::optional<WeightSet> float_weights;
+  if (options.base_float) float_weights = WeightSet::open_dir(*options.base_float);
+
+  std::vector<TensorData> out;
+  for (const auto& name : weights.names()) {
+    if (is_quantization_companion(weights, name)) continue;  // written with their weight
+    const auto found = contributions.find(name);
+    const bool adapted = found != contributions.end();
+    if (is_quantized_weight(weights, name)) {
+      const std::string prefix = weight_prefix(name);
+      const auto spec = quantization_of(config, prefix);
+      if (!spec)
+        throw std::runtime_error(name + " is stored quantized but config.json gives no bits");
+      if (!adapted && !options.dequantize) {
+        for (const char* part : {".weight", ".scales", ".biases"})
+          out.push_back(copy_tensor(weights, prefix + part));
+        continue;
+      }
+      const QuantizedMatrix q = read_quantized(weights, prefix, *spec);
+      const std::vector<float> base = dequantize(q);
+      const DType float_type = options.float_dtype.value_or(q.scale_dtype);
+      if (!adapted) {
+        out.push_back(TensorData::convert(name, float_type, {q.rows, q.cols}, base));
+        continue;
+      }
+      const auto delta = delta_of(found->second, q.rows, q.cols);
+      std::vector<float> stored;
+      std::string storage;
+      if (options.dequantize) {
+        stored = stored_as(add(base, delta), float_type);
+        out.push_back(TensorData::convert(name, float_type, {q.rows, q.cols}, stored));
+        storage = std::string(dtype_name(float_type));
+      } else {
+        std::vector<float> source = base;
+        if (float_weights) {
+          const auto shape = linear_shape(*float_weights, json::object(), name);
+          if (!shape || (*shape)[0] != q.rows || (*shape)[1] != q.cols)
+            throw std::runtime_error(options.base_float->string() + ": " + name +
+                                     " is missing or not [" + std::to_string(q.rows) + ", " +
+                                     std::to_string(q.cols) + "] like the quantized base's");
+          source = float_weights->read_f32(name);
+        }
+        const QuantizedMatrix merged =
+            quantize(add(source, delta), q.rows, q.cols, q.bits, q.group_size, q.scale_dtype);
+        stored = dequantize(merged);
+        append_quantized(out, prefix, merged);
+        storage = quant_name(q);
+      }
+      report.merged.push_back({name, storage, measure_fidelity(minus(stored, base), delta)});
+      continue;
+    }
+    if (!adapted) {
+      out.push_back(copy_tensor(weights, name));
+      continue;
+    }
+    const TensorInfo& info = weights.info(name);
+    const DType dtype = writable_float(info.dtype) ? info.dtype : DType::F32;
+    const std::vector<float> base = weights.read_f32(name);
+    const auto delta = delta_of(found->second, info.shape[0], info.shape[1]);
+    const std::vector<float> stored = stored_as(add(base, delta), dtype);
+    out.push_back(TensorData::convert(name, dtype, info.shape, stored));
+    report.merged.push_back(
+        {name, std::string(dtype_name(dtype)), measure_fidelity(minus(stored, base), delta)});
+  }
+
+  for (const auto& m : report.merged) {
+    report.total.add(m.fidelity);
+    if (m.fidelity.kept() < options.min_delta_kept)
+      report.warnings.push_back(m.tensor + " keeps " + percent(m.fidelity.kept()) +
+                                " of its delta (below --min-delta-kept " +
+                                percent(options.min_delta_kept) + ")");
+  }
+  if (report.merged.empty() && report.skipped.empty())
+    throw std::runtime_error("the adapters touch no linear of " + model_dir.string());
+
+  json out_config = config;
+  ModelFolderOptions folder;
+  folder.max_shard_bytes = options.max_shard_bytes;
+  if (options.dequantize) {
+    out_config.erase("quantization");
+    out_config.erase("quantization_config");
+    if (options.float_dtype)
+      out_config["torch_dtype"] = *options.float_dtype == DType::F32   ? "float32"
+                                  : *options.float_dtype == DType::F16 ? "float16"
+                                                                       : "bfloat16";
+  } else if (quantized_base) {
+    folder.format_metadata = "mlx";
+  }
+  write_model_folder(out_dir, model_dir, out_config, std::move(out), folder);
+  return report;
+}
+
+}  // namespace lora
