@@ -1,0 +1,408 @@
+// Gradient checks. The kernels are templates: run in double they are compared with central finite
+// differences (tight tolerances). The f32 ops on the tape are then compared with those verified
+// double gradients, or directly with double finite differences of a double reference.
+#include <gtest/gtest.h>
+
+#include "autograd/dropout.h"
+#include "autograd/kernels_activation.h"
+#include "autograd/kernels_attention.h"
+#include "autograd/kernels_cross_entropy.h"
+#include "autograd/kernels_norm.h"
+#include "autograd/kernels_rope.h"
+#include "autograd/ops.h"
+#include "autograd/quant.h"
+#include "gradcheck_util.h"
+
+namespace lora {
+namespace {
+
+using test::dot;
+using test::max_rel_error;
+using test::numeric_grad;
+using test::random_values;
+using test::to_float;
+
+constexpr double kFdTol = 1e-7;  // double kernel vs double finite differences
+constexpr double kOpTol = 2e-5;  // f32 op vs double gradient
+
+// Backward of a tape for the vector-Jacobian product with `r` (the gradient of sum(y * r)).
+void backward_with(ag::Tape& tape, ag::Var y, std::span<const double> r) {
+  tape.backward_from(y, Tensor(y->value.shape, to_float(r)));
+}
+
+// ---------- rmsnorm ----------
+struct NormCase {
+  int64_t rows = 6, dim = 4;
+  std::vector<double> x = random_values(24, 1, -2, 2);
+  std::vector<float> w = to_float(random_values(4, 2, 0.5, 1.5));
+  std::vector<double> r = random_values(24, 3);
+  float eps = 1e-5f;
+  double loss(const std::vector<double>& xs) const {
+    std::vector<double> y(xs.size()), inv(rows);
+    kernels::rmsnorm_forward(xs.data(), w.data(), rows, dim, eps, y.data(), inv.data());
+    return dot(y, r);
+  }
+  std::vector<double> grad() const {
+    std::vector<double> y(x.size()), inv(rows), dx(x.size(), 0.0);
+    kernels::rmsnorm_forward(x.data(), w.data(), rows, dim, eps, y.data(), inv.data());
+    kernels::rmsnorm_backward(x.data(), w.data(), inv.data(), r.data(), rows, dim, dx.data());
+    return dx;
+  }
+};
+
+TEST(GradCheck, RmsnormKernel) {
+  NormCase c;
+  EXPECT_LT(max_rel_error(c.grad(), numeric_grad([&](auto& x) { return c.loss(x); }, c.x)), kFdTol);
+}
+
+TEST(GradCheck, RmsnormOpPerHead) {
+  NormCase c;  // rows of 12 features normalized per head of 4
+  ag::Tape tape;
+  ag::Var x = tape.make(Tensor({2, 12}, to_float(c.x)), true);
+  ag::Var y = ag::rmsnorm(tape, x, c.w, c.dim, c.eps);
+  backward_with(tape, y, c.r);
+  EXPECT_LT(max_rel_error(x->grad.data, c.grad()), kOpTol);
+}
+
+// ---------- rope ----------
+struct RopeCase {
+  int64_t batch = 2, seq = 3, heads = 2, hd = 6, offset = 5;
+  std::vector<float> inv_freq = {1.0f, 0.3f, 0.05f};
+  std::vector<double> x = random_values(2 * 3 * 2 * 6, 4);
+  std::vector<double> r = random_values(2 * 3 * 2 * 6, 5);
+  kernels::RopeTable table{inv_freq, seq, offset};
+  double loss(std::vector<double> xs) const {
+    kernels::rope_rotate(xs.data(), batch, seq, heads, hd, table, +1);
+    return dot(xs, r);
+  }
+  std::vector<double> grad() const {
+    std::vector<double> g = r;
+    kernels::rope_rotate(g.data(), batch, seq, heads, hd, table, -1);
+    return g;
+  }
+};
+
+TEST(GradCheck, RopeKernel) {
+  RopeCase c;
+  EXPECT_LT(max_rel_error(c.grad(), numeric_grad([&](auto& x) { return c.loss(x); }, c.x)), kFdTol);
+}
+
+TEST(GradCheck, RopeOpWithOffset) {
+  RopeCase c;
+  ag::Tape tape;
+  ag::Var x = tape.make(Tensor({c.batch * c.seq, c.heads * c.hd}, to_float(c.x)), true);
+  ag::Var y = ag::rope(tape, x, c.batch, c.seq, c.heads, c.hd, c.inv_freq, c.offset);
+  // The forward rotates by (offset + t) * inv_freq: check one element by hand.
+  const double angle = double(float(c.offset + 1) * c.inv_freq[1]);
+  const double want = c.x[6 * 2 + 1] * std::cos(angle) - c.x[6 * 2 + 4] * std::sin(angle);
+  EXPECT_NEAR(y->value.data[6 * 2 + 1], want, 1e-6);  // row 1 (t = 1), head 0, i = 1
+  backward_with(tape, y, c.r);
+  EXPECT_LT(max_rel_error(x->grad.data, c.grad()), kOpTol);
+}
+
+// ---------- attention ----------
+struct AttentionCase {
+  kernels::AttentionShape s{2, 3, 5, 4, 2, 4};  // batch 2, 3 queries over 5 keys, GQA 4:2
+  std::vector<uint8_t> valid = {1, 1, 0, 1, 1, /*b1*/ 1, 1, 1, 1, 0};
+  std::size_t nq = 2 * 3 * 4 * 4, nk = 2 * 5 * 2 * 4;
+  std::vector<double> q = random_values(nq, 6, -2, 2), k = random_values(nk, 7, -2, 2),
+                      v = random_values(nk, 8), r = random_values(nq, 9);
+  double loss(const std::vector<double>& qs, const std::vector<double>& ks,
+              const std::vector<double>& vs) const {
+    std::vector<double> out(nq), lse(2 * 4 * 3);
+    kernels::attention_forward(qs.data(), ks.data(), vs.data(), s, valid.data(), out.data(),
+                               lse.data());
+    return dot(out, r);
+  }
+  std::array<std::vector<double>, 3> grads() const {
+    std::vector<double> out(nq), lse(2 * 4 * 3), dq(nq), dk(nk), dv(nk);
+    kernels::attention_forward(q.data(), k.data(), v.data(), s, valid.data(), out.data(),
+                               lse.data());
+    kernels::attention_backward(q.data(), k.data(), v.data(), out.data(), lse.data(), r.data(), s,
+                                valid.data(), dq.data(), dk.data(), dv.data());
+    return {dq, dk, dv};
+  }
+};
+
+TEST(GradCheck, AttentionKernelGqaMaskedOffset) {
+  AttentionCase c;
+  const auto g = c.grads();
+  EXPECT_LT(max_rel_error(g[0], numeric_grad([&](auto& x) { return c.loss(x, c.k, c.v); }, c.q)),
+            kFdTol);
+  EXPECT_LT(max_rel_error(g[1], numeric_grad([&](auto& x) { return c.loss(c.q, x, c.v); }, c.k)),
+            kFdTol);
+  EXPECT_LT(max_rel_error(g[2], numeric_grad([&](auto& x) { return c.loss(c.q, c.k, x); }, c.v)),
+            kFdTol);
+  // A hidden key gets no gradient.
+  for (int d = 0; d < 4; ++d) EXPECT_EQ(g[1][2 * 8 + d], 0.0);
+}
+
+TEST(GradCheck, AttentionOp) {
+  AttentionCase c;
+  ag::Tape tape;
+  ag::Var q = tape.make(Tensor({6, 16}, to_float(c.q)), true);
+  ag::Var k = tape.make(Tensor({10, 8}, to_float(c.k)), true);
+  ag::Var v = tape.make(Tensor({10, 8}, to_float(c.v)), true);
+  ag::Var y = ag::attention(tape, q, k, v, 2, 3, 5, 4, 2, 4, c.valid);
+  backward_with(tape, y, c.r);
+  const auto g = c.grads();
+  EXPECT_LT(max_rel_error(q->grad.data, g[0]), kOpTol);
+  EXPECT_LT(max_rel_error(k->grad.data, g[1]), kOpTol);
+  EXPECT_LT(max_rel_error(v->grad.data, g[2]), kOpTol);
+}
+
+TEST(GradCheck, AttentionMatchesNaiveSoftmax) {
+  // Causal mask check against a direct softmax for the first sequence, query 0 (key position 2):
+  // keys 0, 1 visible, key 2 hidden by the padding mask.
+  AttentionCase c;
+  std::vector<double> out(c.nq), lse(24);
+  kernels::attention_forward(c.q.data(), c.k.data(), c.v.data(), c.s, c.valid.data(), out.data(),
+                             lse.data());
+  const int h = 3, kvh = 1;
+  double s0 = 0, s1 = 0;
+  for (int d = 0; d < 4; ++d) {
+    s0 += c.q[h * 4 + d] * c.k[0 * 8 + kvh * 4 + d] / 2.0;
+    s1 += c.q[h * 4 + d] * c.k[1 * 8 + kvh * 4 + d] / 2.0;
+  }
+  const double p0 = 1.0 / (1.0 + std::exp(s1 - s0));
+  for (int d = 0; d < 4; ++d)
+    EXPECT_NEAR(out[h * 4 + d], p0 * c.v[kvh * 4 + d] + (1 - p0) * c.v[8 + kvh * 4 + d], 1e-12);
+}
+
+// ---------- swiglu and add ----------
+TEST(GradCheck, SwigluKernelAndOp) {
+  const std::size_t n = 10;
+  const auto gate = random_values(n, 10, -3, 3), up = random_values(n, 11),
+             r = random_values(n, 12);
+  auto loss = [&](const std::vector<double>& g, const std::vector<double>& u) {
+    std::vector<double> y(n);
+    kernels::swiglu_forward(g.data(), u.data(), int64_t(n), y.data());
+    return dot(y, r);
+  };
+  std::vector<double> dg(n, 0.0), du(n, 0.0);
+  kernels::swiglu_backward(gate.data(), up.data(), r.data(), int64_t(n), dg.data(), du.data());
+  EXPECT_LT(max_rel_error(dg, numeric_grad([&](auto& x) { return loss(x, up); }, gate)), kFdTol);
+  EXPECT_LT(max_rel_error(du, numeric_grad([&](auto& x) { return loss(gate, x); }, up)), kFdTol);
+
+  ag::Tape tape;
+  ag::Var g = tape.make(Tensor({2, 5}, to_float(gate)), true);
+  ag::Var u = tape.make(Tensor({2, 5}, to_float(up)), true);
+  // add(swiglu(g, u), u): the residual add's gradient reaches u twice.
+  ag::Var y = ag::add(tape, ag::swiglu(tape, g, u), u);
+  backward_with(tape, y, r);
+  std::vector<double> du_total(n);
+  for (std::size_t i = 0; i < n; ++i) du_total[i] = du[i] + r[i];
+  EXPECT_LT(max_rel_error(g->grad.data, dg), kOpTol);
+  EXPECT_LT(max_rel_error(u->grad.data, du_total), kOpTol);
+}
+
+// ---------- linear with LoRA, f32 and 4-bit bases ----------
+struct LinearCase {
+  int64_t n = 5, in = 64, out = 6, r1 = 3, r2 = 2;
+  std::vector<float> w = to_float(random_values(6 * 64, 20));
+  std::vector<float> bias = to_float(random_values(6, 21));
+  std::vector<double> x = random_values(5 * 64, 22), a1 = random_values(3 * 64, 23),
+                      b1 = random_values(6 * 3, 24), a2 = random_values(2 * 64, 25),
+                      b2 = random_values(6 * 2, 26), r = random_values(5 * 6, 27);
+  float s1 = 0.7f, s2 = 1.9f, p2 = 0.25f;  // branch 2 has dropout
+  uint64_t seed2 = 99;
+
+  // y = x W^T + bias + s1 (x A1^T) B1^T + s2 (drop(x) A2^T) B2^T, in double; W as given (the
+  // dequantized values for a quantized base).
+  double loss(std::span<const float> weight, const std::vector<double>& xs,
+              const std::vector<double>& A1, const std::vector<double>& B1,
+              const std::vector<double>& A2, const std::vector<double>& B2) const {
+    double total = 0;
+    std::vector<double> xd(in), u1(r1), u2(r2);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < in; ++j)
+        xd[j] =
+            ag::dropout_keeps(seed2, uint64_t(i * in + j), p2) ? xs[i * in + j] / (1.0 - p2) : 0.0;
+      for (int64_t k = 0; k < r1; ++k)
+        u1[k] = dot(std::span(xs).subspan(i * in, in), std::span(A1).subspan(k * in, in));
+      for (int64_t k = 0; k < r2; ++k) u2[k] = dot(xd, std::span(A2).subspan(k * in, in));
+      for (int64_t o = 0; o < out; ++o) {
+        double y = bias[o];
+        for (int64_t j = 0; j < in; ++j) y += xs[i * in + j] * double(weight[o * in + j]);
+        for (int64_t k = 0; k < r1; ++k) y += s1 * u1[k] * B1[o * r1 + k];
+        for (int64_t k = 0; k < r2; ++k) y += s2 * u2[k] * B2[o * r2 + k];
+        total += y * r[i * out + o];
+      }
+    }
+    return total;
+  }
+
+  void check(const FrozenWeight& fw) const {
+    const std::vector<float> dense = fw.to_f32();
+    ag::Parameter A1{Tensor({r1, in}, to_float(a1)), {}}, B1{Tensor({out, r1}, to_float(b1)), {}};
+    ag::Parameter A2{Tensor({r2, in}, to_float(a2)), {}}, B2{Tensor({out, r2}, to_float(b2)), {}};
+    const std::vector<ag::LoraBranch> branches = {{&A1, &B1, s1, 0.0f, 0, true},
+                                                  {&A2, &B2, s2, p2, seed2, true}};
+    ag::Tape tape;
+    ag::Var xv = tape.make(Tensor({n, in}, to_float(x)), true);
+    ag::Var y = ag::linear(tape, xv, fw, &bias, branches);
+    // The forward matches the double reference (loss = sum(y * r)).
+    double fwd = 0;
+    for (std::size_t i = 0; i < r.size(); ++i) fwd += double(y->value.data[i]) * r[i];
+    const double ref = loss(dense, x, a1, b1, a2, b2);
+    EXPECT_NEAR(fwd, ref, 1e-5 * std::abs(ref) + 1e-4);
+    backward_with(tape, y, r);
+    // The loss is linear in each input separately, so central differences are exact up to
+    // rounding even with a large step.
+    const double h = 0.5;
+    auto fx = [&](auto& v) { return loss(dense, v, a1, b1, a2, b2); };
+    auto fa1 = [&](auto& v) { return loss(dense, x, v, b1, a2, b2); };
+    auto fb1 = [&](auto& v) { return loss(dense, x, a1, v, a2, b2); };
+    auto fa2 = [&](auto& v) { return loss(dense, x, a1, b1, v, b2); };
+    auto fb2 = [&](auto& v) { return loss(dense, x, a1, b1, a2, v); };
+    EXPECT_LT(max_rel_error(xv->grad.data, numeric_grad(fx, x, h)), kOpTol);
+    EXPECT_LT(max_rel_error(A1.grad.data, numeric_grad(fa1, a1, h)), kOpTol);
+    EXPECT_LT(max_rel_error(B1.grad.data, numeric_grad(fb1, b1, h)), kOpTol);
+    EXPECT_LT(max_rel_error(A2.grad.data, numeric_grad(fa2, a2, h)), kOpTol);
+    EXPECT_LT(max_rel_error(B2.grad.data, numeric_grad(fb2, b2, h)), kOpTol);
+  }
+};
+
+TEST(GradCheck, LinearF32BaseWithTwoLoraBranchesAndDropout) {
+  LinearCase c;
+  c.check(FrozenWeight::from_f32(c.w, c.out, c.in));
+}
+
+TEST(GradCheck, LinearQuantizedBase) {
+  LinearCase c;
+  const FrozenWeight fw = FrozenWeight::from_quantized(quantize(c.w, c.out, c.in, 4, 32));
+  ASSERT_EQ(fw.format, WeightFormat::Quantized);
+  c.check(fw);
+}
+
+TEST(GradCheck, LinearFrozenInputGetsNoGradButLoraDoes) {
+  LinearCase c;
+  const FrozenWeight fw = FrozenWeight::from_f32(c.w, c.out, c.in);
+  ag::Parameter A{Tensor({c.r1, c.in}, to_float(c.a1)), {}}, B{Tensor({c.out, c.r1}, 0.0f), {}};
+  const std::vector<ag::LoraBranch> branches = {{&A, &B, 2.0f, 0.0f, 0, true}};
+  ag::Tape tape;
+  ag::Var xv = tape.constant(Tensor({c.n, c.in}, to_float(c.x)));
+  ag::Var y = ag::linear(tape, xv, fw, nullptr, branches);
+  ASSERT_TRUE(y->requires_grad);
+  backward_with(tape, y, c.r);
+  EXPECT_TRUE(xv->grad.data.empty());
+  // B = 0: dA = 0 and dB = scale * r^T (x A^T).
+  for (float g : A.grad.data) EXPECT_EQ(g, 0.0f);
+  double norm = 0;
+  for (float g : B.grad.data) norm += std::abs(g);
+  EXPECT_GT(norm, 0.0);
+}
+
+// ---------- fused cross-entropy head ----------
+struct CrossEntropyCase {
+  int64_t n, dim = 32, vocab = 16;
+  std::vector<float> head = to_float(random_values(16 * 32, 30));
+  std::vector<double> h;
+  std::vector<int32_t> targets;
+  std::vector<float> weights;
+  float normalizer;
+  explicit CrossEntropyCase(int64_t rows) : n(rows), h(random_values(rows * 32, 31, -2, 2)) {
+    std::mt19937 rng(32);
+    for (int64_t i = 0; i < n; ++i) {
+      targets.push_back(int32_t(rng() % 16));
+      weights.push_back(i % 3 == 1 ? 0.0f : 1.0f);  // every third row masked
+    }
+    normalizer = float(std::count(weights.begin(), weights.end(), 1.0f));
+  }
+  std::vector<double> logits_row(std::span<const float> weight, const std::vector<double>& hs,
+                                 int64_t i) const {
+    std::vector<double> z(vocab);
+    for (int64_t v = 0; v < vocab; ++v)
+      for (int64_t d = 0; d < dim; ++d) z[v] += hs[i * dim + d] * weight[v * dim + d];
+    return z;
+  }
+  double loss(std::span<const float> weight, const std::vector<double>& hs) const {
+    double total = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (weights[i] == 0) continue;
+      const auto z = logits_row(weight, hs, i);
+      total += weights[i] * (kernels::log_sum_exp(z.data(), vocab) - z[targets[i]]);
+    }
+    return total / normalizer;
+  }
+  std::vector<double> grad(std::span<const float> weight) const {
+    std::vector<double> dh(h.size(), 0.0);
+    for (int64_t i = 0; i < n; ++i) {
+      if (weights[i] == 0) continue;
+      auto z = logits_row(weight, h, i);
+      const double lse = kernels::log_sum_exp(z.data(), vocab);
+      kernels::cross_entropy_grad_inplace(z.data(), vocab, targets[i], lse,
+                                          double(weights[i]) / normalizer);
+      for (int64_t v = 0; v < vocab; ++v)
+        for (int64_t d = 0; d < dim; ++d) dh[i * dim + d] += z[v] * weight[v * dim + d];
+    }
+    return dh;
+  }
+  void check_op(const FrozenWeight& fw) const {
+    const std::vector<float> dense = fw.to_f32();
+    ag::Tape tape;
+    ag::Var hv = tape.make(Tensor({n, dim}, to_float(h)), true);
+    ag::Var loss_var = ag::cross_entropy_head(tape, hv, fw, targets, weights, normalizer);
+    EXPECT_NEAR(loss_var->value.data[0], loss(dense, h), 1e-6 * loss(dense, h));
+    tape.backward(loss_var);
+    EXPECT_LT(max_rel_error(hv->grad.data, grad(dense)), kOpTol);
+    for (int64_t i = 0; i < n; ++i) {  // masked rows get no gradient
+      if (weights[i] != 0) continue;
+      for (int64_t d = 0; d < dim; ++d) EXPECT_EQ(hv->grad.data[i * dim + d], 0.0f);
+    }
+  }
+};
+
+TEST(GradCheck, CrossEntropyReferenceMatchesFiniteDifferences) {
+  CrossEntropyCase c(7);
+  EXPECT_LT(
+      max_rel_error(c.grad(c.head), numeric_grad([&](auto& x) { return c.loss(c.head, x); }, c.h)),
+      kFdTol);
+}
+
+TEST(GradCheck, CrossEntropyHeadOpMaskedAndChunked) {
+  CrossEntropyCase small(7);
+  small.check_op(FrozenWeight::from_f32(small.head, 16, 32));
+  CrossEntropyCase many(600);  // > 256 active rows: several chunks
+  many.check_op(FrozenWeight::from_f32(many.head, 16, 32));
+}
+
+TEST(GradCheck, CrossEntropyHeadQuantized) {
+  CrossEntropyCase c(9);
+  c.check_op(FrozenWeight::from_quantized(quantize(c.head, 16, 32, 4, 32)));
+}
+
+// ---------- checkpoint ----------
+TEST(GradCheck, CheckpointGivesTheSameGradients) {
+  LinearCase c;
+  const FrozenWeight fw = FrozenWeight::from_f32(c.w, c.out, c.in);
+  const std::vector<float> norm_w = to_float(random_values(64, 40, 0.5, 1.5));
+  auto run = [&](bool use_checkpoint, std::vector<float>& dx, std::vector<float>& da,
+                 std::vector<float>& db) {
+    ag::Parameter A{Tensor({c.r1, c.in}, to_float(c.a1)), {}};
+    ag::Parameter B{Tensor({c.out, c.r1}, to_float(c.b1)), {}};
+    const std::vector<ag::LoraBranch> branches = {{&A, &B, 0.5f, 0.1f, 7, true}};
+    auto block = [&](ag::Tape& t, ag::Var in) {
+      ag::Var h = ag::rmsnorm(t, in, norm_w, c.in, 1e-5f);
+      ag::Var y = ag::linear(t, h, fw, nullptr, branches);
+      return ag::swiglu(t, y, y);
+    };
+    ag::Tape tape;
+    ag::Var x = tape.make(Tensor({c.n, c.in}, to_float(c.x)), true);
+    ag::Var y = use_checkpoint ? ag::checkpoint(tape, x, block) : block(tape, x);
+    backward_with(tape, y, c.r);
+    dx = x->grad.data;
+    da = A.grad.data;
+    db = B.grad.data;
+  };
+  std::vector<float> dx0, da0, db0, dx1, da1, db1;
+  run(false, dx0, da0, db0);
+  run(true, dx1, da1, db1);
+  EXPECT_EQ(dx0, dx1);
+  EXPECT_EQ(da0, da1);
+  EXPECT_EQ(db0, db1);
+  EXPECT_FALSE(da0.empty());
+}
+
+}  // namespace
+}  // namespace lora
