@@ -275,10 +275,7 @@ MergeReport merge_adapters(const fs::path& model_dir, std::span<const MergeAdapt
   if (options.dequantize) {
     out_config.erase("quantization");
     out_config.erase("quantization_config");
-    if (options.float_dtype)
-      out_config["torch_dtype"] = *options.float_dtype == DType::F32   ? "float32"
-                                  : *options.float_dtype == DType::F16 ? "float16"
-                                                                       : "bfloat16";
+    if (options.float_dtype) out_config["torch_dtype"] = torch_dtype_name(*options.float_dtype);
   } else if (quantized_base) {
     folder.format_metadata = "mlx";
   }

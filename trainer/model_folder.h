@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "autograd/quant.h"
@@ -49,6 +50,12 @@ std::optional<std::array<int64_t, 2>> linear_shape(const WeightSet& weights,
 TensorData copy_tensor(const WeightSet& weights, const std::string& name);
 // Whether a dtype is a float type TensorData::convert can write.
 bool writable_float(DType t);
+// "f32" | "float32" | "f16" | "float16" | "bf16" | "bfloat16" (any case) -> the DType.
+DType parse_float_dtype(std::string_view name);
+// "5GB", "500MB", "64KiB", "1000" (bytes) -> bytes. Decimal units (GB = 1e9) and binary (GiB).
+uint64_t parse_byte_size(std::string_view text);
+// config.json's torch_dtype spelling of F32, F16, BF16.
+const char* torch_dtype_name(DType t);
 
 struct ModelFolderOptions {
   uint64_t max_shard_bytes = 5'000'000'000;  // above this the weights are split into shards

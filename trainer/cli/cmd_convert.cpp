@@ -1,13 +1,78 @@
-// PLACEHOLDER: replaced by the real `lora convert`.
-#include <stdexcept>
+// `lora convert`: rewrites a model folder's storage. Quantizes a float model to MLX affine
+// (--quantize 4 --q-group-size 64: the layout MLX-LM loads and loracpp uses as it is), or writes
+// every weight as f32/f16/bf16 (--dtype; a quantized model is dequantized). Adapters are
+// converted between formats by `lora export`.
+#include <cstdio>
+#include <memory>
+#include <string>
 
 #include "trainer/cli/commands.h"
+#include "trainer/model_convert.h"
+#include "trainer/model_folder.h"
 
 namespace lora::cli {
 
-void add_convert(CLI::App& app, const GlobalOptions&) {
-  auto* cmd = app.add_subcommand("convert", "(not built yet)");
-  cmd->callback([] { throw std::runtime_error("`lora convert` is not built yet"); });
+namespace {
+
+struct ConvertCliOptions {
+  std::string model;
+  std::string out;
+  int bits = 0;
+  int group_size = 64;
+  std::string dtype;
+  bool keep_embedding_float = false;
+  std::string max_shard_size = "5GB";
+};
+
+void run_convert(const ConvertCliOptions& o, const GlobalOptions& global) {
+  ConvertOptions options;
+  options.quantize_bits = o.bits;
+  options.group_size = o.group_size;
+  options.quantize_embedding = !o.keep_embedding_float;
+  if (!o.dtype.empty()) options.dtype = parse_float_dtype(o.dtype);
+  options.max_shard_bytes = parse_byte_size(o.max_shard_size);
+  std::filesystem::path out(o.out);
+  if (!out.has_filename()) out = out.parent_path();
+  const ConvertReport r = convert_model(o.model, out, options);
+  if (global.json) {
+    const nlohmann::json j = {{"written", out.string()},
+                              {"quantized", r.quantized},
+                              {"dequantized", r.dequantized},
+                              {"kept_float", r.kept_float},
+                              {"copied", r.copied}};
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
+  if (!global.quiet)
+    std::printf(
+        "quantized %lld linears, kept %lld float (input size not a multiple of the group), "
+        "dequantized %lld, copied %lld other tensors\n",
+        static_cast<long long>(r.quantized), static_cast<long long>(r.kept_float),
+        static_cast<long long>(r.dequantized), static_cast<long long>(r.copied));
+  std::printf("wrote %s\n", out.string().c_str());
+}
+
+}  // namespace
+
+void add_convert(CLI::App& app, const GlobalOptions& global) {
+  auto opts = std::make_shared<ConvertCliOptions>();
+  auto* cmd = app.add_subcommand(
+      "convert",
+      "Convert a model folder: quantize to MLX 2-8 bit (--quantize) or write f32/f16/bf16 "
+      "weights (--dtype). Adapters are converted by `lora export`.");
+  cmd->add_option("--model", opts->model, "Model folder (config.json + safetensors)")->required();
+  cmd->add_option("--out", opts->out, "Output model folder")->required();
+  cmd->add_option("--quantize,-q", opts->bits, "Quantize the linears to this many bits")
+      ->check(CLI::IsMember({2, 3, 4, 5, 6, 8}));
+  cmd->add_option("--q-group-size", opts->group_size, "Quantization group size")
+      ->check(CLI::IsMember({32, 64, 128}));
+  cmd->add_option("--dtype", opts->dtype,
+                  "Float type of the weights (f32, f16, bf16); dequantizes a quantized model");
+  cmd->add_flag("--keep-embedding-float", opts->keep_embedding_float,
+                "Do not quantize embed_tokens / lm_head");
+  cmd->add_option("--max-shard-size", opts->max_shard_size,
+                  "Split the weights into shards above this size (default 5GB)");
+  cmd->callback([opts, &global] { run_convert(*opts, global); });
 }
 
 }  // namespace lora::cli

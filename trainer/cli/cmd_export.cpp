@@ -1,13 +1,78 @@
-// PLACEHOLDER: replaced by the real `lora export`.
-#include <stdexcept>
+// `lora export`: writes an adapter (of either format, detected from its files) in the MLX-LM or
+// PEFT layout, so that the other ecosystem loads it as it is. The base model is not needed.
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
 
+#include "trainer/adapter_file.h"
 #include "trainer/cli/commands.h"
 
 namespace lora::cli {
 
-void add_export(CLI::App& app, const GlobalOptions&) {
-  auto* cmd = app.add_subcommand("export", "(not built yet)");
-  cmd->callback([] { throw std::runtime_error("`lora export` is not built yet"); });
+namespace {
+
+struct ExportOptions {
+  std::string adapter_path;
+  std::string to;
+  std::string out;
+  std::string base_model;
+  int64_t base_layers = 0;
+};
+
+void run_export(const ExportOptions& o, const GlobalOptions& global) {
+  const AdapterFormat format = adapter_format_from_name(o.to);
+  AdapterFile adapter = AdapterFile::read(o.adapter_path);
+  if (o.base_layers > 0) adapter.base_num_layers = o.base_layers;
+  if (!o.base_model.empty()) adapter.base_model = o.base_model;
+  std::filesystem::path out(o.out);
+  if (!out.has_filename()) out = out.parent_path();  // "dir/" names the folder "dir"
+  adapter.write(out, format);
+
+  nlohmann::json summary = adapter.summary();
+  summary["written"] = out.string();
+  summary["written_format"] = adapter_format_name(format);
+  if (global.json) {
+    std::printf("%s\n", summary.dump().c_str());
+    return;
+  }
+  if (!global.quiet) {
+    for (const auto& name : adapter.unknown_tensors)
+      std::fprintf(stderr,
+                   "warning: %s: tensor %s is not a LoRA pair of a block linear; not exported\n",
+                   adapter.source.string().c_str(), name.c_str());
+    std::printf("read %s adapter %s: %zu pairs, ranks %s, scale %s, modules %s, layers %s\n",
+                std::string(adapter_format_name(adapter.format)).c_str(),
+                adapter.source.string().c_str(), adapter.pairs.size(),
+                summary["ranks"].dump().c_str(),
+                summary.contains("scale") ? summary["scale"].dump().c_str() : "(per module)",
+                summary["modules"].dump().c_str(), summary["layers"].dump().c_str());
+  }
+  std::printf("wrote %s adapter to %s\n", std::string(adapter_format_name(format)).c_str(),
+              out.string().c_str());
+}
+
+}  // namespace
+
+void add_export(CLI::App& app, const GlobalOptions& global) {
+  auto opts = std::make_shared<ExportOptions>();
+  auto* cmd = app.add_subcommand(
+      "export",
+      "Write an adapter (MLX-LM or PEFT, detected) in the MLX-LM or PEFT layout, e.g. for "
+      "transformers/PEFT or mlx_lm");
+  cmd->add_option("--adapter-path", opts->adapter_path,
+                  "Adapter folder, or its .safetensors file (adapter_config.json beside it)")
+      ->required();
+  cmd->add_option("--to", opts->to, "Layout to write: peft or mlx")
+      ->required()
+      ->check(CLI::IsMember({"peft", "mlx"}));
+  cmd->add_option("--out", opts->out, "Output folder")->required();
+  cmd->add_option("--base-model", opts->base_model,
+                  "Base model name written into the config (PEFT base_model_name_or_path)");
+  cmd->add_option("--base-layers", opts->base_layers,
+                  "Layer count of the base model (default: the last adapted layer is its last)")
+      ->check(CLI::PositiveNumber);
+  cmd->callback([opts, &global] { run_export(*opts, global); });
 }
 
 }  // namespace lora::cli
