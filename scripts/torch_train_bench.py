@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""PyTorch f32 eager baseline for bench/train_throughput: the same Llama/Qwen2 shapes with random
+weights, LoRA r=8 on all 7 projections, tied head, AdamW on the LoRA weights only.
+
+Written the way a PyTorch user would (an HF-style eager model: full logits, then cross-entropy),
+so the figure is what "plain PyTorch" gives on this machine. Prints one JSON object:
+  {"shape", "batch", "seq", "threads", "steps", "tokens_per_s", "step_s": [...], "peak_rss_mib", ...}
+
+Run with Debian's python (it has python3-torch):
+  /usr/bin/python3 scripts/torch_train_bench.py --shape smollm2-135m --batch 4 --seq 512 --threads 2
+"""
+import argparse
+import json
+import math
+import resource
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+# The two shapes of the benchmark (config.json values of the real models).
+SHAPES = {
+    "smollm2-135m": dict(hidden=576, layers=30, heads=9, kv_heads=3, inter=1536, vocab=49152,
+                         qkv_bias=False, rope_theta=100000.0, eps=1e-5),
+    "qwen2.5-0.5b": dict(hidden=896, layers=24, heads=14, kv_heads=2, inter=4864, vocab=151936,
+                         qkv_bias=True, rope_theta=1000000.0, eps=1e-6),
+}
+
+
+class LoraLinear(torch.nn.Module):
+    """Frozen base weight plus the rank-first LoRA path (x A^T) B^T * scale."""
+
+    def __init__(self, inp, out, rank, scale, bias):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(out, inp) * 0.02, requires_grad=False)
+        self.bias = torch.nn.Parameter(torch.randn(out) * 0.02, requires_grad=False) if bias else None
+        bound = 1.0 / math.sqrt(inp)
+        self.lora_A = torch.nn.Parameter(torch.empty(rank, inp).uniform_(-bound, bound))
+        # B is zero in a fresh adapter; a small random B keeps every gradient path non-trivial
+        # (it changes no cost).
+        self.lora_B = torch.nn.Parameter(torch.randn(out, rank) * 0.01)
+        self.scale = scale
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias) + (x @ self.lora_A.t()) @ self.lora_B.t() * self.scale
+
+
+class RMSNorm(torch.nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(dim), requires_grad=False)
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class Block(torch.nn.Module):
+    def __init__(self, s, rank, scale):
+        super().__init__()
+        h, hd = s["hidden"], s["hidden"] // s["heads"]
+        self.heads, self.kv_heads, self.hd = s["heads"], s["kv_heads"], hd
+        self.input_norm = RMSNorm(h, s["eps"])
+        self.post_norm = RMSNorm(h, s["eps"])
+        self.q = LoraLinear(h, s["heads"] * hd, rank, scale, s["qkv_bias"])
+        self.k = LoraLinear(h, s["kv_heads"] * hd, rank, scale, s["qkv_bias"])
+        self.v = LoraLinear(h, s["kv_heads"] * hd, rank, scale, s["qkv_bias"])
+        self.o = LoraLinear(s["heads"] * hd, h, rank, scale, False)
+        self.gate = LoraLinear(h, s["inter"], rank, scale, False)
+        self.up = LoraLinear(h, s["inter"], rank, scale, False)
+        self.down = LoraLinear(s["inter"], h, rank, scale, False)
+
+    def forward(self, x, cos, sin, mask):
+        b, t, _ = x.shape
+        h = self.input_norm(x)
+        q = self.q(h).view(b, t, self.heads, self.hd).transpose(1, 2)
+        k = self.k(h).view(b, t, self.kv_heads, self.hd).transpose(1, 2)
+        v = self.v(h).view(b, t, self.kv_heads, self.hd).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        rep = self.heads // self.kv_heads
+        k = k.repeat_interleave(rep, dim=1)
+        v = v.repeat_interleave(rep, dim=1)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.hd) + mask
+        attn = torch.softmax(scores, dim=-1) @ v
+        x = x + self.o(attn.transpose(1, 2).reshape(b, t, -1))
+        h = self.post_norm(x)
+        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
+
+class Model(torch.nn.Module):
+    def __init__(self, s, rank, alpha):
+        super().__init__()
+        self.embed = torch.nn.Parameter(torch.randn(s["vocab"], s["hidden"]) * 0.02,
+                                        requires_grad=False)
+        self.blocks = torch.nn.ModuleList(Block(s, rank, alpha / rank) for _ in range(s["layers"]))
+        self.norm = RMSNorm(s["hidden"], s["eps"])
+        hd = s["hidden"] // s["heads"]
+        self.inv_freq = 1.0 / (s["rope_theta"] ** (torch.arange(0, hd, 2).float() / hd))
+
+    def forward(self, ids, targets):
+        b, t = ids.shape
+        x = F.embedding(ids, self.embed)
+        freqs = torch.outer(torch.arange(t).float(), self.inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos()[None, None], emb.sin()[None, None]
+        mask = torch.full((t, t), float("-inf")).triu(1)
+        for blk in self.blocks:
+            x = blk(x, cos, sin, mask)
+        logits = self.norm(x) @ self.embed.t()  # tied head
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="smollm2-135m")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--rank", type=int, default=8)
+    ap.add_argument("--alpha", type=float, default=16.0)
+    ap.add_argument("--layers", type=int, default=0, help="override the layer count (quick runs)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    shape = dict(SHAPES[args.shape])
+    if args.layers > 0:
+        shape["layers"] = args.layers
+    model = Model(shape, args.rank, args.alpha)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
+    ids = torch.randint(0, shape["vocab"], (args.batch, args.seq + 1))
+    inputs, targets = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
+
+    step_s, losses = [], []
+    for step in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = model(inputs, targets)
+        loss.backward()
+        opt.step()
+        dt = time.perf_counter() - t0
+        losses.append(float(loss))
+        if step >= args.warmup:
+            step_s.append(dt)
+        print(f"torch step {step}: {dt:.2f} s, loss {losses[-1]:.4f}", file=sys.stderr, flush=True)
+
+    tokens = args.batch * args.seq
+    result = {
+        "impl": "torch-f32-eager",
+        "torch_version": torch.__version__,
+        "shape": args.shape,
+        "layers": shape["layers"],
+        "batch": args.batch,
+        "seq": args.seq,
+        "rank": args.rank,
+        "threads": torch.get_num_threads(),
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "step_s": step_s,
+        "tokens_per_s": tokens * len(step_s) / sum(step_s),
+        "peak_rss_mib": peak_rss_mib(),
+        "trainable_params": sum(p.numel() for p in params),
+        "losses": losses,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
