@@ -1,7 +1,5 @@
 #include "data/tokenizer.h"
 
-#include <fstream>
-#include <sstream>
 #include <stdexcept>
 #include <unordered_map>
 #include <unordered_set>
@@ -9,6 +7,7 @@
 #include "data/tokenizer_added_tokens.h"
 #include "data/tokenizer_bpe.h"
 #include "data/tokenizer_decoders.h"
+#include "data/tokenizer_file.h"
 #include "data/tokenizer_json.h"
 #include "data/tokenizer_normalizers.h"
 #include "data/tokenizer_postprocessors.h"
@@ -162,20 +161,15 @@ Tokenizer::~Tokenizer() = default;
 Tokenizer Tokenizer::load(const std::filesystem::path& path) {
   std::filesystem::path file = path;
   if (std::filesystem::is_directory(file)) file /= "tokenizer.json";
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read tokenizer file " + file.string());
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  json j;
-  try {
-    j = json::parse(buffer.str());
-  } catch (const json::exception& e) {
-    throw std::runtime_error(file.string() + ": invalid JSON: " + e.what());
-  }
-  return from_json(j, file.string());
+  TokenizerFile parsed = read_tokenizer_file(file);
+  return build(parsed.rest, file.string(), &parsed.tables);
 }
 
 Tokenizer Tokenizer::from_json(const json& j, const std::string& source) {
+  return build(j, source, nullptr);
+}
+
+Tokenizer Tokenizer::build(const json& j, const std::string& source, BpeTables* tables) {
   Tokenizer tok;
   Impl& impl = *tok.impl_;
   impl.source = source;
@@ -187,7 +181,9 @@ Tokenizer Tokenizer::from_json(const json& j, const std::string& source) {
   };
   impl.normalizer = make_normalizer(field("normalizer"), source + ": normalizer");
   impl.pre_tokenizer = make_pre_tokenizer(field("pre_tokenizer"), source + ": pre_tokenizer");
-  impl.model = BpeModel::from_json(json_field::require(j, "model", source), source + ": model");
+  const json& model = json_field::require(j, "model", source);
+  impl.model = tables ? BpeModel::from_tables(model, std::move(*tables), source + ": model")
+                      : BpeModel::from_json(model, source + ": model");
   impl.load_added_tokens(field("added_tokens"));
   impl.post_processor = make_post_processor(
       field("post_processor"), source + ": post_processor",

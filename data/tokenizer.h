@@ -5,15 +5,16 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 namespace lora::data {
+
+struct BpeTables;
 
 struct Encoding {
   std::vector<int32_t> ids;
@@ -43,6 +44,8 @@ class Tokenizer {
 
  private:
   Tokenizer();
+  // `tables`, when given, holds the model's vocab and merges (read apart from `j` for speed).
+  static Tokenizer build(const nlohmann::json& j, const std::string& source, BpeTables* tables);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

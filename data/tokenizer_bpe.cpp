@@ -66,6 +66,48 @@ class MergeTable {
   std::size_t mask_ = 0;
 };
 
+// Token -> id, open addressing over the id_to_token strings: one probe array, no nodes, so a
+// 262k-token vocab builds and looks up with few cache misses.
+class VocabIndex {
+ public:
+  void build(const std::vector<std::string>& tokens, const std::vector<bool>& present) {
+    std::size_t cap = 16;
+    while (cap < tokens.size() * 2) cap <<= 1;
+    slots_.assign(cap, kEmpty);
+    mask_ = cap - 1;
+    for (std::size_t id = 0; id < tokens.size(); ++id)
+      if (present[id]) insert(tokens, static_cast<int32_t>(id));
+  }
+  int32_t find(const std::vector<std::string>& tokens, std::string_view s) const {
+    if (slots_.empty()) return -1;
+    uint64_t h = std::hash<std::string_view>{}(s);
+    auto tag = static_cast<uint32_t>(h >> 32);
+    for (std::size_t slot = h & mask_;; slot = (slot + 1) & mask_) {
+      uint64_t v = slots_[slot];
+      if (v == kEmpty) return -1;
+      auto id = static_cast<int32_t>(v & 0xFFFFFFFFu);
+      if (static_cast<uint32_t>(v >> 32) == tag && tokens[id] == s) return id;
+    }
+  }
+
+ private:
+  void insert(const std::vector<std::string>& tokens, int32_t id) {
+    uint64_t h = std::hash<std::string_view>{}(tokens[id]);
+    auto tag = static_cast<uint32_t>(h >> 32);
+    for (std::size_t slot = h & mask_;; slot = (slot + 1) & mask_) {
+      uint64_t v = slots_[slot];
+      if (v == kEmpty) {
+        slots_[slot] = (static_cast<uint64_t>(tag) << 32) | static_cast<uint32_t>(id);
+        return;
+      }
+      if (tokens[v & 0xFFFFFFFFu] == tokens[id]) return;  // the same text twice: first id wins
+    }
+  }
+  static constexpr uint64_t kEmpty = ~uint64_t{0};
+  std::vector<uint64_t> slots_;
+  std::size_t mask_ = 0;
+};
+
 struct Symbol {
   int32_t id;
   int32_t prev, next;
@@ -87,7 +129,7 @@ constexpr std::size_t kMaxCacheEntries = 200000;
 }  // namespace
 
 struct BpeModel::Impl {
-  StringMap<int32_t> vocab;
+  VocabIndex vocab;
   std::vector<std::string> id_to_token;
   std::vector<bool> has_id;
   MergeTable merges;
@@ -100,10 +142,7 @@ struct BpeModel::Impl {
   mutable std::mutex cache_mutex;
   mutable StringMap<std::vector<ModelToken>> cache;
 
-  int32_t lookup(std::string_view s) const {
-    auto it = vocab.find(s);
-    return it == vocab.end() ? -1 : it->second;
-  }
+  int32_t lookup(std::string_view s) const { return vocab.find(id_to_token, s); }
 
   // HF BPE::merge_word: the initial symbols of one piece, then all merges by rank.
   void merge_word(std::string_view text, bool byte_level, std::vector<ModelToken>& out) const {
@@ -223,9 +262,18 @@ BpeModel& BpeModel::operator=(BpeModel&&) noexcept = default;
 BpeModel::~BpeModel() = default;
 
 BpeModel BpeModel::from_json(const json& m, const std::string& where) {
+  json_field::require_object(m, where);
+  return from_tables(m, tables_from_json(m, where), where);
+}
+
+BpeModel BpeModel::from_tables(const json& m, BpeTables tables, const std::string& where) {
   BpeModel model;
   Impl& impl = *model.impl_;
   json_field::require_object(m, where);
+  if (auto it = m.find("vocab"); it != m.end() && !it->is_null() && !it->is_object())
+    throw std::runtime_error(where + ".vocab: expected an object of token -> id");
+  if (auto it = m.find("merges"); it != m.end() && !it->is_null() && !it->is_array())
+    throw std::runtime_error(where + ".merges: expected a list");
   std::string type = json_field::get_string(m, "type", "BPE", where);
   if (type != "BPE")
     throw std::runtime_error(where + ": unsupported model type \"" + type +
@@ -250,31 +298,24 @@ BpeModel BpeModel::from_json(const json& m, const std::string& where) {
   impl.byte_fallback = json_field::get_bool(m, "byte_fallback", false, where);
   impl.ignore_merges = json_field::get_bool(m, "ignore_merges", false, where);
 
-  const json& vocab = json_field::require(m, "vocab", where);
-  if (!vocab.is_object())
-    throw std::runtime_error(where + ".vocab: expected an object of token -> id");
-  impl.vocab.reserve(vocab.size());
+  if (!tables.has_vocab) throw std::runtime_error(where + ": missing field \"vocab\"");
   int64_t max_id = -1;
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
-        it.value().get<int64_t>() > INT32_MAX)
-      throw std::runtime_error(where + ".vocab[\"" + it.key() +
-                               "\"]: the id must be a non-negative integer");
-    unicode::require_valid_utf8(it.key(), where + ".vocab");
-    auto id = static_cast<int32_t>(it.value().get<int64_t>());
-    impl.vocab.emplace(it.key(), id);
+  for (const auto& [token, id] : tables.vocab) {
+    unicode::require_valid_utf8(token, where + ".vocab");
     max_id = std::max<int64_t>(max_id, id);
   }
-  if (max_id > static_cast<int64_t>(vocab.size()) * 4 + 1024)
+  if (max_id > static_cast<int64_t>(tables.vocab.size()) * 4 + 1024)
     throw std::runtime_error(where + ".vocab: ids are too sparse (largest " +
-                             std::to_string(max_id) + " for " + std::to_string(vocab.size()) +
-                             " tokens)");
+                             std::to_string(max_id) + " for " +
+                             std::to_string(tables.vocab.size()) + " tokens)");
   impl.id_to_token.resize(static_cast<std::size_t>(max_id + 1));
   impl.has_id.resize(static_cast<std::size_t>(max_id + 1));
-  for (const auto& [token, id] : impl.vocab) {
-    impl.id_to_token[id] = token;
+  for (auto& [token, id] : tables.vocab) {
+    impl.id_to_token[id] = std::move(token);
     impl.has_id[id] = true;
   }
+  tables.vocab = {};
+  impl.vocab.build(impl.id_to_token, impl.has_id);
   if (impl.unk_token && impl.lookup(*impl.unk_token) < 0)
     throw std::runtime_error(where + ": unk_token \"" + *impl.unk_token + "\" is not in the vocab");
 
@@ -287,37 +328,21 @@ BpeModel BpeModel::from_json(const json& m, const std::string& where) {
   }
 
   std::vector<std::pair<uint64_t, Merge>> entries;
-  if (auto it = m.find("merges"); it != m.end() && !it->is_null()) {
-    if (!it->is_array()) throw std::runtime_error(where + ".merges: expected a list");
-    entries.reserve(it->size());
-    std::size_t prefix_len = impl.prefix ? impl.prefix->size() : 0;
-    for (std::size_t rank = 0; rank < it->size(); ++rank) {
-      const json& item = (*it)[rank];
-      std::string here = where + ".merges[" + std::to_string(rank) + "]";
-      std::string a, b;
-      if (item.is_string()) {
-        const std::string& line = item.get_ref<const std::string&>();
-        std::size_t space = line.find(' ');
-        if (space == std::string::npos || line.find(' ', space + 1) != std::string::npos)
-          throw std::runtime_error(here + ": expected \"left right\", got \"" + line + "\"");
-        a = line.substr(0, space);
-        b = line.substr(space + 1);
-      } else if (item.is_array() && item.size() == 2 && item[0].is_string() &&
-                 item[1].is_string()) {
-        a = item[0].get<std::string>();
-        b = item[1].get<std::string>();
-      } else {
-        throw std::runtime_error(here + ": expected \"left right\" or [left, right]");
-      }
-      int32_t ia = impl.lookup(a), ib = impl.lookup(b);
-      if (ia < 0) throw std::runtime_error(here + ": token \"" + a + "\" is not in the vocab");
-      if (ib < 0) throw std::runtime_error(here + ": token \"" + b + "\" is not in the vocab");
-      std::string merged = a + (prefix_len <= b.size() ? b.substr(prefix_len) : std::string());
-      int32_t id = impl.lookup(merged);
-      if (id < 0)
-        throw std::runtime_error(here + ": merged token \"" + merged + "\" is not in the vocab");
-      entries.push_back({MergeTable::pack(ia, ib), Merge{static_cast<int32_t>(rank), id}});
-    }
+  entries.reserve(tables.merges.size());
+  std::size_t prefix_len = impl.prefix ? impl.prefix->size() : 0;
+  std::string merged;
+  for (std::size_t rank = 0; rank < tables.merges.size(); ++rank) {
+    const auto& [a, b] = tables.merges[rank];
+    auto here = [&] { return where + ".merges[" + std::to_string(rank) + "]"; };
+    int32_t ia = impl.lookup(a), ib = impl.lookup(b);
+    if (ia < 0) throw std::runtime_error(here() + ": token \"" + a + "\" is not in the vocab");
+    if (ib < 0) throw std::runtime_error(here() + ": token \"" + b + "\" is not in the vocab");
+    merged.assign(a);
+    if (prefix_len <= b.size()) merged.append(b, prefix_len);
+    int32_t id = impl.lookup(merged);
+    if (id < 0)
+      throw std::runtime_error(here() + ": merged token \"" + merged + "\" is not in the vocab");
+    entries.push_back({MergeTable::pack(ia, ib), Merge{static_cast<int32_t>(rank), id}});
   }
   impl.merges.build(entries);
   return model;

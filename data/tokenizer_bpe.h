@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "data/tokenizer_file.h"
+
 namespace lora::data {
 
 struct ModelToken {
@@ -20,6 +22,9 @@ struct ModelToken {
 class BpeModel {
  public:
   static BpeModel from_json(const nlohmann::json& model, const std::string& where);
+  // `options` is the model object (its vocab and merges, if any, are ignored for `tables`).
+  static BpeModel from_tables(const nlohmann::json& options, BpeTables tables,
+                              const std::string& where);
   BpeModel(BpeModel&&) noexcept;
   BpeModel& operator=(BpeModel&&) noexcept;
   ~BpeModel();
