@@ -1,0 +1,200 @@
+#!/usr/bin/python3
+"""Writes a small random Llama-family model in Hugging Face format (config.json +
+model.safetensors), for tests that compare loracpp with scripts/torch_reference.py.
+
+    make_random_model.py OUT_DIR --arch llama|mistral|qwen2|qwen3 [--dtype f32|bf16|f16]
+        [--tied] [--hidden 64] [--layers 2] [--heads 4] [--kv-heads 2] [--head-dim N]
+        [--intermediate 96] [--vocab 256] [--seed 0] [--rope-theta 10000] [--llama3-rope]
+        [--quantize-bits 4 --q-group-size 32] [--tokenizer PATH/tokenizer.json]
+
+--quantize-bits writes the linears (and the embedding / untied head) in MLX affine format
+(`weight` uint32, `scales`, `biases` in the model dtype) where the input size is divisible by the
+group size, using MLX's quantizer rule, and adds "quantization" to config.json.
+--tokenizer copies a tokenizer.json (and a tokenizer_config.json beside it, if any) into OUT_DIR.
+Needs only numpy.
+"""
+import argparse
+import json
+import os
+import shutil
+import struct
+
+import numpy as np
+
+PROJ_PATHS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+
+def to_bf16_bits(a):
+    """float32 -> bf16 bit patterns, round to nearest even (as torch and MLX do)."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    return rounded.astype(np.uint16)
+
+
+def round_to(a, dtype):
+    """The float32 value each element takes once stored as dtype."""
+    a = np.asarray(a, dtype=np.float32)
+    if dtype == "f32":
+        return a
+    if dtype == "f16":
+        return a.astype(np.float16).astype(np.float32)
+    return (to_bf16_bits(a).astype(np.uint32) << 16).view(np.float32)
+
+
+def encode(a, dtype):
+    """(safetensors dtype name, raw bytes) of a float array stored as dtype."""
+    if dtype == "f32":
+        return "F32", np.ascontiguousarray(a, dtype="<f4").tobytes()
+    if dtype == "f16":
+        return "F16", np.ascontiguousarray(a, dtype=np.float32).astype("<f2").tobytes()
+    return "BF16", to_bf16_bits(a).astype("<u2").tobytes()
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """tensors: name -> (dtype name, shape, raw bytes). Sorted names, header padded to 8."""
+    header = {"__metadata__": metadata or {"format": "pt"}}
+    offset, blobs = 0, []
+    for name in sorted(tensors):
+        dt, shape, raw = tensors[name]
+        header[name] = {"dtype": dt, "shape": list(shape), "data_offsets": [offset, offset + len(raw)]}
+        offset += len(raw)
+        blobs.append(raw)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+
+
+def pack_bits(codes, bits):
+    """codes [rows, n] (< 2^bits) -> uint32 [rows, n*bits/32], low bits first, one bit stream."""
+    rows, n = codes.shape
+    bitstream = ((codes[:, :, None].astype(np.uint32) >> np.arange(bits, dtype=np.uint32)) & 1)
+    packed_bytes = np.packbits(bitstream.reshape(rows, n * bits).astype(np.uint8), axis=1,
+                               bitorder="little")
+    return packed_bytes.view("<u4").reshape(rows, n * bits // 32)
+
+
+def mlx_quantize(w, bits, group_size, dtype):
+    """MLX's affine quantizer in float32; scales and biases rounded to the model dtype before q."""
+    rows, cols = w.shape
+    g = w.astype(np.float32).reshape(rows, cols // group_size, group_size)
+    w_max, w_min = g.max(-1), g.min(-1)
+    n_bins = np.float32((1 << bits) - 1)
+    edge_is_min = np.abs(w_min) > np.abs(w_max)
+    scale = np.maximum((w_max - w_min) / n_bins, np.float32(1e-7)).astype(np.float32)
+    scale = np.where(edge_is_min, scale, -scale).astype(np.float32)
+    edge = np.where(edge_is_min, w_min, w_max).astype(np.float32)
+    q0 = np.rint(edge / scale)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(q0 != 0, edge / np.where(q0 != 0, q0, 1), scale).astype(np.float32)
+    scale = round_to(scale, dtype)
+    bias = round_to(edge, dtype)
+    q = np.clip(np.rint((g - bias[:, :, None]) / scale[:, :, None]), 0, n_bins).astype(np.uint32)
+    return pack_bits(q.reshape(rows, cols), bits), scale, bias
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out_dir")
+    ap.add_argument("--arch", choices=["llama", "mistral", "qwen2", "qwen3"], default="llama")
+    ap.add_argument("--dtype", choices=["f32", "bf16", "f16"], default="f32")
+    ap.add_argument("--tied", action="store_true")
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--head-dim", type=int)
+    ap.add_argument("--intermediate", type=int, default=96)
+    ap.add_argument("--vocab", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rope-theta", type=float, default=10000.0)
+    ap.add_argument("--llama3-rope", action="store_true", help="add llama3 rope_scaling")
+    ap.add_argument("--quantize-bits", type=int, choices=[2, 3, 4, 5, 6, 8])
+    ap.add_argument("--q-group-size", type=int, default=32, choices=[32, 64, 128])
+    ap.add_argument("--tokenizer", help="a tokenizer.json to copy into the folder")
+    a = ap.parse_args()
+
+    rng = np.random.default_rng(a.seed)
+    hd = a.head_dim or a.hidden // a.heads
+    cfg = {
+        "architectures": [{"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+                           "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[a.arch]],
+        "model_type": a.arch, "hidden_size": a.hidden, "intermediate_size": a.intermediate,
+        "num_hidden_layers": a.layers, "num_attention_heads": a.heads,
+        "num_key_value_heads": a.kv_heads, "head_dim": hd, "vocab_size": a.vocab,
+        "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": a.rope_theta,
+        "rope_scaling": None, "hidden_act": "silu", "tie_word_embeddings": a.tied,
+        "bos_token_id": 1, "eos_token_id": 2,
+        "torch_dtype": {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}[a.dtype],
+    }
+    if a.arch in ("llama", "qwen3"):
+        cfg["attention_bias"] = False
+    if a.llama3_rope:
+        cfg["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    # Shapes [out, in] of every matrix.
+    mats = {"model.embed_tokens": (a.vocab, a.hidden)}
+    if not a.tied:
+        mats["lm_head"] = (a.vocab, a.hidden)
+    vecs = {"model.norm.weight": a.hidden}
+    q_out, kv_out = a.heads * hd, a.kv_heads * hd
+    for i in range(a.layers):
+        p = "model.layers.%d." % i
+        for path, shape in zip(PROJ_PATHS, [(q_out, a.hidden), (kv_out, a.hidden), (kv_out, a.hidden),
+                                            (a.hidden, q_out), (a.intermediate, a.hidden),
+                                            (a.intermediate, a.hidden), (a.hidden, a.intermediate)]):
+            mats[p + path] = shape
+        vecs[p + "input_layernorm.weight"] = a.hidden
+        vecs[p + "post_attention_layernorm.weight"] = a.hidden
+        if a.arch == "qwen2":
+            for n, size in (("q", q_out), ("k", kv_out), ("v", kv_out)):
+                vecs[p + "self_attn.%s_proj.bias" % n] = size
+        if a.arch == "qwen3":
+            vecs[p + "self_attn.q_norm.weight"] = hd
+            vecs[p + "self_attn.k_norm.weight"] = hd
+
+    tensors = {}
+    quantized_any = False
+    for name in sorted(mats):
+        rows, cols = mats[name]
+        std = 1.0 if name == "model.embed_tokens" else 1.0 / np.sqrt(cols)
+        w = (rng.standard_normal((rows, cols)) * std).astype(np.float32)
+        if a.quantize_bits and cols % a.q_group_size == 0:
+            packed, scales, biases = mlx_quantize(round_to(w, a.dtype), a.quantize_bits,
+                                                  a.q_group_size, a.dtype)
+            tensors[name + ".weight"] = ("U32", packed.shape, packed.astype("<u4").tobytes())
+            for suffix, v in ((".scales", scales), (".biases", biases)):
+                dt, raw = encode(v, a.dtype)
+                tensors[name + suffix] = (dt, v.shape, raw)
+            quantized_any = True
+        else:
+            dt, raw = encode(w, a.dtype)
+            tensors[name + ".weight"] = (dt, (rows, cols), raw)
+    for name in sorted(vecs):
+        size = vecs[name]
+        if name.endswith(".bias"):
+            v = rng.standard_normal(size) * 0.1
+        else:
+            v = 1.0 + rng.standard_normal(size) * 0.1
+        dt, raw = encode(v.astype(np.float32), a.dtype)
+        tensors[name] = (dt, (size,), raw)
+    if quantized_any:
+        cfg["quantization"] = {"group_size": a.q_group_size, "bits": a.quantize_bits}
+
+    os.makedirs(a.out_dir, exist_ok=True)
+    write_safetensors(os.path.join(a.out_dir, "model.safetensors"), tensors)
+    with open(os.path.join(a.out_dir, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    if a.tokenizer:
+        shutil.copy(a.tokenizer, os.path.join(a.out_dir, "tokenizer.json"))
+        tc = os.path.join(os.path.dirname(a.tokenizer), "tokenizer_config.json")
+        if os.path.exists(tc):
+            shutil.copy(tc, os.path.join(a.out_dir, "tokenizer_config.json"))
+
+
+if __name__ == "__main__":
+    main()

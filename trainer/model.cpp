@@ -1,0 +1,206 @@
+#include "trainer/model.h"
+
+#include <array>
+#include <cstring>
+#include <stdexcept>
+
+#include "autograd/tensor.h"
+#include "trainer/safetensors.h"
+
+namespace lora {
+
+namespace {
+
+struct ProjNames {
+  Proj proj;
+  std::string_view name;
+  std::string_view path;
+};
+constexpr std::array<ProjNames, kNumProj> kProjNames{{{Proj::q, "q_proj", "self_attn.q_proj"},
+                                                      {Proj::k, "k_proj", "self_attn.k_proj"},
+                                                      {Proj::v, "v_proj", "self_attn.v_proj"},
+                                                      {Proj::o, "o_proj", "self_attn.o_proj"},
+                                                      {Proj::gate, "gate_proj", "mlp.gate_proj"},
+                                                      {Proj::up, "up_proj", "mlp.up_proj"},
+                                                      {Proj::down, "down_proj", "mlp.down_proj"}}};
+
+// Reads a model folder's tensors into their frozen formats, checking every shape on the way.
+class WeightLoader {
+ public:
+  WeightLoader(const std::filesystem::path& dir, const LoadOptions& options)
+      : dir_(dir), options_(options), weights_(WeightSet::open_dir(dir)) {}
+
+  bool has_matrix(const std::string& module) const {
+    return weights_.contains(module + ".weight");
+  }
+
+  // A [rows, cols] matrix stored as `module`.weight (float) or MLX-quantized
+  // (`module`.weight uint32 + .scales + .biases).
+  FrozenWeight matrix(const std::string& module, int64_t rows, int64_t cols) const {
+    const std::string wname = module + ".weight";
+    if (!weights_.contains(wname)) fail(wname, "missing tensor");
+    if (weights_.contains(module + ".scales")) return quantized(module, rows, cols);
+    const auto& info = weights_.info(wname);
+    expect_shape(wname, info.shape, {rows, cols});
+    const int bits = options_.quantize_bits;
+    const bool quantize_now = bits != 0 && quantizable(cols, bits, options_.quantize_group_size);
+    if (info.dtype == DType::BF16 && !options_.widen_bf16 && !quantize_now) {
+      std::vector<uint16_t> raw(static_cast<std::size_t>(rows * cols));
+      const auto bytes = weights_.file_of(wname).bytes(wname);
+      std::memcpy(raw.data(), bytes.data(), bytes.size());
+      return FrozenWeight::from_bf16(std::move(raw), rows, cols);
+    }
+    if (info.dtype != DType::F32 && info.dtype != DType::F16 && info.dtype != DType::BF16 &&
+        info.dtype != DType::F64)
+      fail(wname, "dtype " + std::string(dtype_name(info.dtype)) + " is not a float weight type");
+    auto values = weights_.read_f32(wname);
+    if (quantize_now) {
+      // Scales and biases in the weights' own dtype, as MLX's converter does.
+      const DType scale_dtype = info.dtype == DType::F64 ? DType::F32 : info.dtype;
+      return FrozenWeight::from_quantized(
+          quantize(values, rows, cols, bits, options_.quantize_group_size, scale_dtype));
+    }
+    return FrozenWeight::from_f32(std::move(values), rows, cols);
+  }
+
+  std::vector<float> vector(const std::string& name, int64_t size) const {
+    if (!weights_.contains(name)) fail(name, "missing tensor");
+    expect_shape(name, weights_.info(name).shape, {size});
+    return weights_.read_f32(name);
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& tensor, const std::string& what) const {
+    throw std::runtime_error(dir_.string() + ": tensor '" + tensor + "': " + what);
+  }
+
+  void expect_shape(const std::string& name, const std::vector<int64_t>& found,
+                    const std::vector<int64_t>& want) const {
+    if (found != want)
+      fail(name, "expected shape " + shape_to_string(want) + ", found " + shape_to_string(found));
+  }
+
+  // Bits and group size come from the tensor shapes (so MLX's per-module overrides just work) and
+  // must be ones the format allows.
+  FrozenWeight quantized(const std::string& module, int64_t rows, int64_t cols) const {
+    const std::string wname = module + ".weight", sname = module + ".scales",
+                      bname = module + ".biases";
+    if (options_.quantize_bits != 0)
+      throw std::runtime_error(dir_.string() +
+                               ": the model is already MLX-quantized; drop --quantize");
+    if (!weights_.contains(bname)) fail(bname, "missing tensor (MLX-quantized weights need it)");
+    const auto& w = weights_.info(wname);
+    const auto& s = weights_.info(sname);
+    if (w.dtype != DType::U32) fail(wname, "quantized weight must be U32");
+    if (w.shape.size() != 2 || w.shape[0] != rows || w.shape[1] <= 0 || (w.shape[1] * 32) % cols)
+      fail(wname, "quantized weight shape " + shape_to_string(w.shape) + " does not fit a [" +
+                      std::to_string(rows) + ", " + std::to_string(cols) + "] matrix");
+    const int bits = static_cast<int>(w.shape[1] * 32 / cols);
+    if (s.shape.size() != 2 || s.shape[0] != rows || s.shape[1] <= 0 || cols % s.shape[1])
+      fail(sname, "shape " + shape_to_string(s.shape) + " does not fit a [" +
+                      std::to_string(rows) + ", " + std::to_string(cols) + "] matrix");
+    const int group = static_cast<int>(cols / s.shape[1]);
+    if (!valid_quant_bits(bits) || !valid_group_size(group))
+      fail(wname, "implies " + std::to_string(bits) + " bits and group size " +
+                      std::to_string(group) + ", which MLX quantization does not have");
+    expect_shape(bname, weights_.info(bname).shape, s.shape);
+    if (s.dtype != DType::F32 && s.dtype != DType::F16 && s.dtype != DType::BF16)
+      fail(sname, "scales must be F32, F16 or BF16");
+
+    QuantizedMatrix q;
+    q.rows = rows;
+    q.cols = cols;
+    q.bits = bits;
+    q.group_size = group;
+    q.scale_dtype = s.dtype;
+    q.packed.resize(static_cast<std::size_t>(rows * w.shape[1]));
+    const auto bytes = weights_.file_of(wname).bytes(wname);
+    std::memcpy(q.packed.data(), bytes.data(), bytes.size());
+    q.scales = weights_.read_f32(sname);
+    q.biases = weights_.read_f32(bname);
+    return FrozenWeight::from_quantized(std::move(q));
+  }
+
+  std::filesystem::path dir_;
+  const LoadOptions& options_;
+  WeightSet weights_;
+};
+
+}  // namespace
+
+std::string_view proj_name(Proj p) { return kProjNames[static_cast<int>(p)].name; }
+std::string_view proj_module_path(Proj p) { return kProjNames[static_cast<int>(p)].path; }
+std::optional<Proj> proj_from_name(std::string_view name) {
+  for (const auto& e : kProjNames)
+    if (name == e.name || name == e.path) return e.proj;
+  return std::nullopt;
+}
+
+std::size_t Model::stored_bytes() const {
+  auto floats = [](const std::vector<float>& v) { return v.size() * sizeof(float); };
+  std::size_t total = embed.stored_bytes() + (lm_head ? lm_head->stored_bytes() : 0) +
+                      floats(final_norm);
+  for (const auto& l : layers) {
+    for (const auto& p : l.proj) total += p.stored_bytes();
+    for (const auto* v : {&l.q_bias, &l.k_bias, &l.v_bias, &l.input_norm,
+                          &l.post_attention_norm, &l.q_norm, &l.k_norm})
+      total += floats(*v);
+  }
+  return total;
+}
+
+Model load_model(const std::filesystem::path& dir, const LoadOptions& options) {
+  if (options.quantize_bits != 0) {
+    if (!valid_quant_bits(options.quantize_bits))
+      throw std::invalid_argument("--quantize must be one of 2, 3, 4, 5, 6, 8, got " +
+                                  std::to_string(options.quantize_bits));
+    if (!valid_group_size(options.quantize_group_size))
+      throw std::invalid_argument("--q-group-size must be 32, 64 or 128, got " +
+                                  std::to_string(options.quantize_group_size));
+  }
+  Model m;
+  m.dir = dir;
+  m.config = ModelConfig::load(dir);
+  const auto& c = m.config;
+  WeightLoader w(dir, options);
+
+  const int64_t hidden = c.hidden_size, q_out = c.num_heads * c.head_dim,
+                kv_out = c.num_kv_heads * c.head_dim, inter = c.intermediate_size;
+  m.embed = w.matrix("model.embed_tokens", c.vocab_size, hidden);
+  if (!c.tie_word_embeddings) {
+    if (!w.has_matrix("lm_head"))
+      throw std::runtime_error(dir.string() +
+                               ": tensor 'lm_head.weight': missing (config.json says the "
+                               "embeddings are not tied)");
+    m.lm_head = w.matrix("lm_head", c.vocab_size, hidden);
+  }
+  m.final_norm = w.vector("model.norm.weight", hidden);
+
+  const std::array<std::pair<int64_t, int64_t>, kNumProj> shapes{
+      {{q_out, hidden}, {kv_out, hidden}, {kv_out, hidden}, {hidden, q_out},
+       {inter, hidden}, {inter, hidden}, {hidden, inter}}};
+  m.layers.resize(static_cast<std::size_t>(c.num_layers));
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string prefix = "model.layers." + std::to_string(i) + ".";
+    auto& layer = m.layers[static_cast<std::size_t>(i)];
+    for (int p = 0; p < kNumProj; ++p) {
+      const auto path = std::string(proj_module_path(static_cast<Proj>(p)));
+      layer.proj[p] = w.matrix(prefix + path, shapes[p].first, shapes[p].second);
+    }
+    if (c.attention_bias) {
+      layer.q_bias = w.vector(prefix + "self_attn.q_proj.bias", q_out);
+      layer.k_bias = w.vector(prefix + "self_attn.k_proj.bias", kv_out);
+      layer.v_bias = w.vector(prefix + "self_attn.v_proj.bias", kv_out);
+    }
+    if (c.qk_norm) {
+      layer.q_norm = w.vector(prefix + "self_attn.q_norm.weight", c.head_dim);
+      layer.k_norm = w.vector(prefix + "self_attn.k_norm.weight", c.head_dim);
+    }
+    layer.input_norm = w.vector(prefix + "input_layernorm.weight", hidden);
+    layer.post_attention_norm = w.vector(prefix + "post_attention_layernorm.weight", hidden);
+  }
+  m.rope_inv_freq = c.rope_inv_freq();
+  return m;
+}
+
+}  // namespace lora

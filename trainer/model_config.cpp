@@ -1,0 +1,198 @@
+#include "trainer/model_config.h"
+
+#include <cmath>
+#include <fstream>
+#include <numbers>
+#include <stdexcept>
+
+#include "autograd/quant.h"
+
+namespace lora {
+
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void bad(const std::string& source, const std::string& what) {
+  throw std::runtime_error(source + ": " + what);
+}
+
+bool present(const json& j, const char* key) { return j.contains(key) && !j.at(key).is_null(); }
+
+int64_t get_int(const json& j, const char* key, const std::string& source,
+                std::optional<int64_t> fallback = std::nullopt) {
+  if (!present(j, key)) {
+    if (fallback) return *fallback;
+    bad(source, std::string("missing \"") + key + "\"");
+  }
+  const auto& v = j.at(key);
+  if (!v.is_number_integer()) bad(source, std::string("\"") + key + "\" must be an integer");
+  return v.get<int64_t>();
+}
+
+int64_t get_positive(const json& j, const char* key, const std::string& source,
+                     std::optional<int64_t> fallback = std::nullopt) {
+  const int64_t v = get_int(j, key, source, fallback);
+  if (v <= 0) bad(source, std::string("\"") + key + "\" must be positive, got " + std::to_string(v));
+  return v;
+}
+
+float get_float(const json& j, const char* key, const std::string& source, float fallback) {
+  if (!present(j, key)) return fallback;
+  const auto& v = j.at(key);
+  if (!v.is_number()) bad(source, std::string("\"") + key + "\" must be a number");
+  return v.get<float>();
+}
+
+bool get_bool(const json& j, const char* key, const std::string& source, bool fallback) {
+  if (!present(j, key)) return fallback;
+  const auto& v = j.at(key);
+  if (!v.is_boolean()) bad(source, std::string("\"") + key + "\" must be true or false");
+  return v.get<bool>();
+}
+
+std::optional<RopeScaling> parse_rope_scaling(const json& j, const std::string& source) {
+  if (!present(j, "rope_scaling")) return std::nullopt;
+  const auto& r = j.at("rope_scaling");
+  if (!r.is_object()) bad(source, "\"rope_scaling\" must be an object or null");
+  std::string type;
+  for (const char* key : {"rope_type", "type"})
+    if (present(r, key) && r.at(key).is_string()) type = r.at(key).get<std::string>();
+  if (type == "default") return std::nullopt;
+  if (type != "llama3")
+    bad(source, "unsupported rope_scaling type '" + type + "' (supported: llama3, default)");
+  RopeScaling s;
+  s.factor = get_float(r, "factor", source, s.factor);
+  s.low_freq_factor = get_float(r, "low_freq_factor", source, s.low_freq_factor);
+  s.high_freq_factor = get_float(r, "high_freq_factor", source, s.high_freq_factor);
+  s.original_max_position_embeddings = get_positive(r, "original_max_position_embeddings", source,
+                                                    s.original_max_position_embeddings);
+  if (!(s.factor > 0) || !(s.high_freq_factor > s.low_freq_factor) || !(s.low_freq_factor > 0))
+    bad(source, "rope_scaling needs factor > 0 and high_freq_factor > low_freq_factor > 0");
+  return s;
+}
+
+// MLX-LM's "quantization": {"group_size", "bits", ["mode"], [per-module overrides]}. The loader
+// reads each module's bits and group size from its tensor shapes, so overrides need no parsing.
+void parse_quantization(const json& j, const std::string& source, ModelConfig& c) {
+  if (present(j, "quantization")) {
+    const auto& q = j.at("quantization");
+    if (!q.is_object()) bad(source, "\"quantization\" must be an object");
+    if (present(q, "mode") && q.at("mode") != "affine")
+      bad(source, "unsupported quantization mode " + q.at("mode").dump() + " (only affine)");
+    const auto bits = get_int(q, "bits", source);
+    const auto group = get_int(q, "group_size", source);
+    if (!valid_quant_bits(static_cast<int>(bits)))
+      bad(source, "quantization bits " + std::to_string(bits) + " unsupported (2, 3, 4, 5, 6, 8)");
+    if (!valid_group_size(static_cast<int>(group)))
+      bad(source, "quantization group_size " + std::to_string(group) + " unsupported (32, 64, 128)");
+    c.quant_bits = static_cast<int>(bits);
+    c.quant_group_size = static_cast<int>(group);
+    return;
+  }
+  if (present(j, "quantization_config")) {
+    const auto& q = j.at("quantization_config");
+    std::string method = q.is_object() && q.contains("quant_method") ? q.at("quant_method").dump()
+                                                                      : q.dump();
+    bad(source, "unsupported quantization_config " + method +
+                    " (only MLX affine \"quantization\" and float weights are read)");
+  }
+}
+
+}  // namespace
+
+ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
+  if (!j.is_object()) bad(source, "not a JSON object");
+  ModelConfig c;
+  c.raw = j;
+  if (!present(j, "model_type") || !j.at("model_type").is_string())
+    bad(source, "missing \"model_type\"");
+  c.model_type = j.at("model_type").get<std::string>();
+  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" &&
+      c.model_type != "qwen3")
+    bad(source, "unsupported model_type '" + c.model_type +
+                    "' (supported: llama, mistral, qwen2, qwen3)");
+  if (present(j, "hidden_act") && j.at("hidden_act") != "silu")
+    bad(source, "unsupported hidden_act " + j.at("hidden_act").dump() + " (only silu)");
+  if (get_bool(j, "mlp_bias", source, false)) bad(source, "unsupported mlp_bias: true");
+
+  c.hidden_size = get_positive(j, "hidden_size", source);
+  c.intermediate_size = get_positive(j, "intermediate_size", source);
+  c.num_layers = get_positive(j, "num_hidden_layers", source);
+  c.num_heads = get_positive(j, "num_attention_heads", source);
+  c.num_kv_heads = get_positive(j, "num_key_value_heads", source, c.num_heads);
+  if (c.num_heads % c.num_kv_heads != 0)
+    bad(source, "num_attention_heads " + std::to_string(c.num_heads) +
+                    " is not a multiple of num_key_value_heads " + std::to_string(c.num_kv_heads));
+  if (!present(j, "head_dim") && c.hidden_size % c.num_heads != 0)
+    bad(source, "hidden_size is not a multiple of num_attention_heads and head_dim is not given");
+  c.head_dim = get_positive(j, "head_dim", source, c.hidden_size / c.num_heads);
+  if (c.head_dim % 2 != 0) bad(source, "head_dim " + std::to_string(c.head_dim) + " must be even");
+  c.vocab_size = get_positive(j, "vocab_size", source);
+  c.max_position_embeddings =
+      get_positive(j, "max_position_embeddings", source, c.max_position_embeddings);
+  c.rms_norm_eps = get_float(j, "rms_norm_eps", source, c.rms_norm_eps);
+  c.rope_theta = get_float(j, "rope_theta", source, c.rope_theta);
+  if (!(c.rope_theta > 0)) bad(source, "rope_theta must be positive");
+  c.rope_scaling = parse_rope_scaling(j, source);
+  c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", source, false);
+  c.attention_bias = c.model_type == "qwen2" || get_bool(j, "attention_bias", source, false);
+  c.qk_norm = c.model_type == "qwen3";
+  parse_quantization(j, source, c);
+
+  c.bos_token_id = get_int(j, "bos_token_id", source, -1);
+  if (present(j, "eos_token_id")) {
+    const auto& e = j.at("eos_token_id");
+    if (e.is_number_integer()) {
+      c.eos_token_ids.push_back(e.get<int64_t>());
+    } else if (e.is_array()) {
+      for (const auto& id : e) {
+        if (!id.is_number_integer()) bad(source, "\"eos_token_id\" list must hold integers");
+        c.eos_token_ids.push_back(id.get<int64_t>());
+      }
+    } else {
+      bad(source, "\"eos_token_id\" must be an integer or a list of integers");
+    }
+  }
+  return c;
+}
+
+ModelConfig ModelConfig::load(const std::filesystem::path& model_dir) {
+  const auto path = model_dir / "config.json";
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(path.string() + ": cannot read (is this a model folder?)");
+  auto j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) throw std::runtime_error(path.string() + ": not well-formed JSON");
+  return from_json(j, path.string());
+}
+
+std::vector<float> ModelConfig::rope_inv_freq() const {
+  const int64_t half = head_dim / 2;
+  std::vector<float> inv(static_cast<std::size_t>(half));
+  for (int64_t i = 0; i < half; ++i) {
+    // Same float32 steps as the reference: exponent in f32, then theta^exponent.
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    inv[static_cast<std::size_t>(i)] =
+        static_cast<float>(1.0 / std::pow(static_cast<double>(rope_theta), double(exponent)));
+  }
+  if (!rope_scaling) return inv;
+  // Llama 3.1: long wavelengths slowed down by `factor`, short ones kept, a smooth blend between.
+  const auto& s = *rope_scaling;
+  const double old_ctx = static_cast<double>(s.original_max_position_embeddings);
+  const double low_wavelen = old_ctx / s.low_freq_factor;
+  const double high_wavelen = old_ctx / s.high_freq_factor;
+  for (auto& f : inv) {
+    const double wavelen = 2.0 * std::numbers::pi / f;
+    if (wavelen < high_wavelen) continue;
+    if (wavelen > low_wavelen) {
+      f = static_cast<float>(f / s.factor);
+    } else {
+      const double smooth =
+          (old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+      f = static_cast<float>((1 - smooth) * f / s.factor + smooth * f);
+    }
+  }
+  return inv;
+}
+
+}  // namespace lora
