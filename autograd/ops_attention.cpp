@@ -9,6 +9,7 @@ namespace lora::ag {
 Var attention(Tape& tape, Var q, Var k, Var v, int64_t batch, int64_t seq_q, int64_t seq_k,
               int64_t heads, int64_t kv_heads, int64_t head_dim,
               std::span<const uint8_t> key_valid) {
+  const OpTimer timer(tape.profile(), "attention", tape.forward_phase());
   const kernels::AttentionShape s{batch, seq_q, seq_k, heads, kv_heads, head_dim};
   if (kv_heads <= 0 || heads % kv_heads != 0 || seq_k < seq_q ||
       q->value.numel() != batch * seq_q * heads * head_dim ||
@@ -39,7 +40,7 @@ Var attention(Tape& tape, Var q, Var k, Var v, int64_t batch, int64_t seq_q, int
                                     q->requires_grad ? tape.grad(q).ptr() : nullptr,
                                     k->requires_grad ? tape.grad(k).ptr() : nullptr,
                                     v->requires_grad ? tape.grad(v).ptr() : nullptr);
-      });
+      }, "attention");
   return o;
 }
 

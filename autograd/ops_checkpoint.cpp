@@ -4,9 +4,11 @@
 namespace lora::ag {
 
 Var checkpoint(Tape& tape, Var x, const std::function<Var(Tape&, Var)>& block) {
+  const OpTimer timer(tape.profile(), "checkpoint", tape.forward_phase());
   Tensor y;
   {
     Tape scratch(/*record=*/false);  // its nodes die at the end of this scope
+    scratch.set_profile(tape.profile(), tape.forward_phase());
     y = std::move(block(scratch, scratch.constant(x->value))->value);
   }
   Var out = tape.make(std::move(y), tape.recording());
@@ -14,13 +16,14 @@ Var checkpoint(Tape& tape, Var x, const std::function<Var(Tape&, Var)>& block) {
   tape.push_backward([&tape, x, out, block] {
     if (out->grad.data.empty()) return;
     Tape replay(/*record=*/true);
+    replay.set_profile(tape.profile(), OpPhase::Recompute);
     Var xr = replay.make(x->value, x->requires_grad);
     Var yr = block(replay, xr);
     replay.backward_from(yr, out->grad);
     if (!x->requires_grad || xr->grad.data.empty()) return;
     Tensor& dx = tape.grad(x);
     for (std::size_t i = 0; i < dx.data.size(); ++i) dx.data[i] += xr->grad.data[i];
-  });
+  }, "checkpoint");
   return out;
 }
 

@@ -28,6 +28,7 @@ void gather_rows(const Tensor& hidden, std::span<const int64_t> rows, std::vecto
 Var cross_entropy_head(Tape& tape, Var hidden, const FrozenWeight& head,
                        std::span<const int32_t> targets, std::span<const float> weights,
                        float normalizer) {
+  const OpTimer timer(tape.profile(), "cross_entropy", tape.forward_phase());
   const Tensor& h = hidden->value;
   const int64_t n = h.rank() == 2 ? h.dim(0) : -1;
   if (n < 0 || h.dim(1) != head.cols)
@@ -101,7 +102,7 @@ Var cross_entropy_head(Tape& tape, Var hidden, const FrozenWeight& head,
       for (int64_t i = 0; i < m; ++i)
         for (int64_t d = 0; d < dim; ++d) dh.data[part[i] * dim + d] += drows[i * dim + d];
     }
-  });
+  }, "cross_entropy");
   return loss;
 }
 

@@ -16,6 +16,7 @@ void require_same_shape(const char* op, Var a, Var b) {
 }  // namespace
 
 Var swiglu(Tape& tape, Var gate, Var up) {
+  const OpTimer timer(tape.profile(), "swiglu", tape.forward_phase());
   require_same_shape("swiglu", gate, up);
   Tensor y(gate->value.shape);
   kernels::swiglu_forward(gate->value.ptr(), up->value.ptr(), y.numel(), y.ptr());
@@ -27,11 +28,12 @@ Var swiglu(Tape& tape, Var gate, Var up) {
                              out->value.numel(),
                              gate->requires_grad ? tape.grad(gate).ptr() : nullptr,
                              up->requires_grad ? tape.grad(up).ptr() : nullptr);
-  });
+  }, "swiglu");
   return out;
 }
 
 Var add(Tape& tape, Var a, Var b) {
+  const OpTimer timer(tape.profile(), "add", tape.forward_phase());
   require_same_shape("add", a, b);
   Tensor y = a->value;
   for (std::size_t i = 0; i < y.data.size(); ++i) y.data[i] += b->value.data[i];
@@ -44,7 +46,7 @@ Var add(Tape& tape, Var a, Var b) {
       Tensor& g = tape.grad(in);
       for (std::size_t i = 0; i < g.data.size(); ++i) g.data[i] += out->grad.data[i];
     }
-  });
+  }, "add");
   return out;
 }
 

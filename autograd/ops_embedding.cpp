@@ -6,6 +6,7 @@
 namespace lora::ag {
 
 Var embedding(Tape& tape, const FrozenWeight& table, std::span<const int32_t> ids) {
+  const OpTimer timer(tape.profile(), "embedding", tape.forward_phase());
   const int64_t n = static_cast<int64_t>(ids.size()), dim = table.cols;
   Tensor out({n, dim});
   for (int64_t i = 0; i < n; ++i) {

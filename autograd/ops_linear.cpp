@@ -34,6 +34,7 @@ const float* branch_input(const LoraBranch& br, const Tensor& x, std::vector<flo
 
 Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* bias,
            std::span<const LoraBranch> lora) {
+  const OpTimer timer(tape.profile(), "linear", tape.forward_phase());
   const Tensor& xv = x->value;
   if (xv.rank() != 2 || xv.dim(1) != w.cols)
     throw std::invalid_argument("linear: input " + xv.shape_str() + " does not fit a weight with " +
@@ -52,6 +53,7 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
   std::vector<Tensor> low_rank;
   std::vector<float> scratch;
   bool trains = false;
+  const OpTimer lora_timer(lora.empty() ? nullptr : tape.profile(), "lora", tape.forward_phase());
   for (const LoraBranch& br : lora) {
     check_branch(br, w);
     const int64_t r = br.A->value.dim(0);
@@ -77,6 +79,8 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
         float* dx = x->requires_grad ? tape.grad(x).ptr() : nullptr;
         if (dx) frozen_matmul_input_grad(w, g, n, dx, 1.0f);
         std::vector<float> scratch, gu, dxin;
+        const OpTimer lora_timer(branches.empty() ? nullptr : tape.profile(), "lora",
+                                 OpPhase::Backward);
         for (std::size_t bi = 0; bi < branches.size(); ++bi) {
           const LoraBranch& br = branches[bi];
           if (!br.trainable && !dx) continue;
@@ -108,7 +112,7 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
             for (std::size_t i = 0; i < scratch.size(); ++i) dx[i] += scratch[i];
           }
         }
-      });
+      }, "linear");
   return result;
 }
 

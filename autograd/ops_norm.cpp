@@ -7,6 +7,7 @@
 namespace lora::ag {
 
 Var rmsnorm(Tape& tape, Var x, std::span<const float> weight, int64_t dim, float eps) {
+  const OpTimer timer(tape.profile(), "rmsnorm", tape.forward_phase());
   const Tensor& xv = x->value;
   if (dim <= 0 || static_cast<int64_t>(weight.size()) != dim || xv.numel() % dim != 0)
     throw std::invalid_argument("rmsnorm: input " + xv.shape_str() + " with a weight of " +
@@ -22,7 +23,7 @@ Var rmsnorm(Tape& tape, Var x, std::span<const float> weight, int64_t dim, float
     if (out->grad.data.empty()) return;
     kernels::rmsnorm_backward(x->value.ptr(), weight.data(), inv_rms.data(), out->grad.ptr(), rows,
                               dim, tape.grad(x).ptr());
-  });
+  }, "rmsnorm");
   return out;
 }
 

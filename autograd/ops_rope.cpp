@@ -9,6 +9,7 @@ namespace lora::ag {
 
 Var rope(Tape& tape, Var x, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
          std::span<const float> inv_freq, int64_t pos_offset) {
+  const OpTimer timer(tape.profile(), "rope", tape.forward_phase());
   const Tensor& xv = x->value;
   if (xv.numel() != batch * seq * heads * head_dim || head_dim % 2 != 0 ||
       static_cast<int64_t>(inv_freq.size()) != head_dim / 2)
@@ -27,7 +28,7 @@ Var rope(Tape& tape, Var x, int64_t batch, int64_t seq, int64_t heads, int64_t h
     kernels::rope_rotate(g.ptr(), batch, seq, heads, head_dim, *table, -1);
     Tensor& dx = tape.grad(x);
     for (std::size_t i = 0; i < g.data.size(); ++i) dx.data[i] += g.data[i];
-  });
+  }, "rope");
   return out;
 }
 

@@ -23,8 +23,10 @@ Tensor& Tape::grad(Var v) {
   return v->grad;
 }
 
-void Tape::push_backward(std::function<void()> fn) {
-  if (record_) backward_.push_back(std::move(fn));
+void Tape::push_backward(std::function<void()> fn, const char* op) {
+  if (!record_) return;
+  backward_.push_back(std::move(fn));
+  backward_ops_.push_back(op);
 }
 
 void Tape::backward(Var loss, float seed) {
@@ -40,11 +42,15 @@ void Tape::backward_from(Var output, const Tensor& output_grad) {
                            " for a node of shape " + output->value.shape_str());
   Tensor& g = grad(output);
   for (std::size_t i = 0; i < g.data.size(); ++i) g.data[i] += output_grad.data[i];
-  for (auto it = backward_.rbegin(); it != backward_.rend(); ++it) (*it)();
+  for (std::size_t i = backward_.size(); i-- > 0;) {
+    const OpTimer timer(profile_, backward_ops_[i], OpPhase::Backward);
+    backward_[i]();
+  }
 }
 
 void Tape::clear() {
   backward_.clear();
+  backward_ops_.clear();
   nodes_.clear();
 }
 

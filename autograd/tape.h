@@ -9,6 +9,7 @@
 #include <functional>
 #include <vector>
 
+#include "autograd/profile.h"
 #include "autograd/tensor.h"
 
 namespace lora::ag {
@@ -42,7 +43,8 @@ class Tape {
   Var constant(Tensor value) { return make(std::move(value), false); }
   // The gradient buffer of a node, zero-filled with the value's shape on first use.
   Tensor& grad(Var v);
-  void push_backward(std::function<void()> fn);
+  // `op` names the closure in the per-op time split (a string literal: it is kept, not copied).
+  void push_backward(std::function<void()> fn, const char* op = "other");
   // Seeds d(loss)/d(loss) = seed for a scalar node and runs every closure in reverse order.
   void backward(Var loss, float seed = 1.0f);
   // Seeds the gradient of any node (same shape as its value) and runs every closure in reverse:
@@ -52,10 +54,22 @@ class Tape {
   void clear();
   std::size_t size() const { return nodes_.size(); }
 
+  // Per-op timing (off when null): ops time their forward into `profile` under `forward_phase`
+  // (Recompute for the replay tape of gradient checkpointing); backward closures are timed here.
+  void set_profile(OpProfile* profile, OpPhase forward_phase = OpPhase::Forward) {
+    profile_ = profile;
+    forward_phase_ = forward_phase;
+  }
+  OpProfile* profile() const { return profile_; }
+  OpPhase forward_phase() const { return forward_phase_; }
+
  private:
   bool record_;
   std::deque<Node> nodes_;  // deque: handles stay valid as nodes are added
   std::vector<std::function<void()>> backward_;
+  std::vector<const char*> backward_ops_;  // parallel to backward_
+  OpProfile* profile_ = nullptr;
+  OpPhase forward_phase_ = OpPhase::Forward;
 };
 
 }  // namespace lora::ag
