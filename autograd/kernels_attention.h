@@ -23,6 +23,12 @@ struct AttentionShape {
   int64_t kv_stride() const { return kv_heads * head_dim; }
 };
 
+// Small problems (tests, single-token decoding of tiny models) run on the calling thread: waking
+// the OpenMP team costs more than the work.
+inline bool parallel_worth_it(const AttentionShape& s) {
+  return s.batch * s.heads * s.seq_q * s.seq_k * s.head_dim > (int64_t(1) << 15);
+}
+
 template <typename T>
 inline T dot(const T* a, const T* b, int64_t n) {
   T s = 0;
@@ -54,7 +60,7 @@ void attention_forward(const T* q, const T* k, const T* v, const AttentionShape&
                        const uint8_t* key_valid, T* out, T* lse) {
   const T scale = T(1.0 / std::sqrt(double(s.head_dim)));
   const int64_t hd = s.head_dim;
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth_it(s))
   {
     std::vector<T> scores(static_cast<std::size_t>(s.seq_k));
     std::vector<T> acc(static_cast<std::size_t>(hd));
@@ -101,7 +107,7 @@ void attention_backward(const T* q, const T* k, const T* v, const T* out, const 
                         const AttentionShape& s, const uint8_t* key_valid, T* dq, T* dk, T* dv) {
   const T scale = T(1.0 / std::sqrt(double(s.head_dim)));
   const int64_t hd = s.head_dim;
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth_it(s))
   {
     std::vector<T> scores(static_cast<std::size_t>(s.seq_k));
 #pragma omp for collapse(2) schedule(static)
