@@ -1,0 +1,330 @@
+// LoRA training throughput and memory on random-weight models of real shapes.
+//
+// One process measures one configuration (so its peak RSS is that configuration's): a model of
+// the chosen shape with random weights stored as f32, bf16 or 4-bit (MLX affine, group 64, the
+// tied embedding too), LoRA on all 7 projections of every block, AdamW; `warmup` steps, then
+// `steps` timed steps of forward + backward + optimizer step. scripts/bench_train.py runs the
+// matrix of configurations beside the PyTorch baseline and the sgemm peak.
+//
+//   build/bench/train_throughput --shape smollm2-135m --base q4 --batch 4 --seq 512
+//       [--steps 2] [--warmup 1] [--grad-checkpoint] [--compute-dtype f32|bf16] [--rank 8]
+//       [--layers N] [--profile] [--json out.json]
+// Prints a summary (and the per-op time split with --profile) and one JSON object on the last line.
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "autograd/dtype.h"
+#include "autograd/matmul_bf16.h"
+#include "autograd/profile.h"
+#include "autograd/quant.h"
+#include "trainer/lora.h"
+#include "trainer/model.h"
+#include "trainer/optimizer.h"
+#include "trainer/transformer.h"
+
+namespace {
+
+using lora::FrozenWeight;
+
+struct Args {
+  std::string shape = "smollm2-135m";
+  std::string base = "q4";  // f32 | bf16 | q4
+  std::string compute_dtype = "f32";
+  int64_t batch = 4, seq = 512, layers = 0;
+  int steps = 2, warmup = 1, rank = 8;
+  bool grad_checkpoint = false, profile = false;
+  std::string json_path;
+};
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw std::invalid_argument(k + " needs a value");
+      return argv[++i];
+    };
+    if (k == "--shape") a.shape = value();
+    else if (k == "--base") a.base = value();
+    else if (k == "--compute-dtype") a.compute_dtype = value();
+    else if (k == "--batch") a.batch = std::stoll(value());
+    else if (k == "--seq") a.seq = std::stoll(value());
+    else if (k == "--layers") a.layers = std::stoll(value());
+    else if (k == "--steps") a.steps = std::stoi(value());
+    else if (k == "--warmup") a.warmup = std::stoi(value());
+    else if (k == "--rank") a.rank = std::stoi(value());
+    else if (k == "--grad-checkpoint") a.grad_checkpoint = true;
+    else if (k == "--profile") a.profile = true;
+    else if (k == "--json") a.json_path = value();
+    else throw std::invalid_argument("unknown argument " + k);
+  }
+  if (a.base != "f32" && a.base != "bf16" && a.base != "q4")
+    throw std::invalid_argument("--base must be f32, bf16 or q4, got " + a.base);
+  if (a.compute_dtype != "f32" && a.compute_dtype != "bf16")
+    throw std::invalid_argument("--compute-dtype must be f32 or bf16, got " + a.compute_dtype);
+  if (a.steps < 1 || a.warmup < 0 || a.batch < 1 || a.seq < 2)
+    throw std::invalid_argument("need steps >= 1, warmup >= 0, batch >= 1, seq >= 2");
+  return a;
+}
+
+lora::ModelConfig shape_config(const std::string& name) {
+  lora::ModelConfig c;
+  if (name == "smollm2-135m") {
+    c.model_type = "llama";
+    c.hidden_size = 576, c.num_layers = 30, c.num_heads = 9, c.num_kv_heads = 3;
+    c.intermediate_size = 1536, c.vocab_size = 49152;
+    c.rope_theta = 100000.0f, c.rms_norm_eps = 1e-5f;
+  } else if (name == "qwen2.5-0.5b") {
+    c.model_type = "qwen2";
+    c.hidden_size = 896, c.num_layers = 24, c.num_heads = 14, c.num_kv_heads = 2;
+    c.intermediate_size = 4864, c.vocab_size = 151936;
+    c.rope_theta = 1000000.0f, c.rms_norm_eps = 1e-6f;
+    c.attention_bias = true;
+  } else {
+    throw std::invalid_argument("--shape must be smollm2-135m or qwen2.5-0.5b, got " + name);
+  }
+  c.head_dim = c.hidden_size / c.num_heads;
+  c.tie_word_embeddings = true;
+  return c;
+}
+
+// Uniform values with standard deviation 0.02 (|w| <= 0.0346), from a counter-based hash so that
+// blocks fill in parallel and the same seed gives the same model.
+float random_weight(uint64_t seed, uint64_t i) {
+  uint64_t z = seed * 0x9E3779B97F4A7C15ull + i;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return float((double(z >> 11) * 0x1.0p-53 * 2.0 - 1.0) * 0.034641);
+}
+
+void fill_random(float* out, int64_t count, uint64_t seed, int64_t first = 0) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < count; ++i) out[i] = random_weight(seed, uint64_t(first + i));
+}
+
+// A random [rows, cols] frozen weight in the benchmark's storage format. 4-bit weights are made a
+// block of rows at a time, so the f32 original never exists whole (it would inflate peak RSS).
+FrozenWeight random_frozen(const std::string& base, int64_t rows, int64_t cols, uint64_t seed) {
+  if (base == "f32") {
+    std::vector<float> w(static_cast<std::size_t>(rows * cols));
+    fill_random(w.data(), rows * cols, seed);
+    return FrozenWeight::from_f32(std::move(w), rows, cols);
+  }
+  if (base == "bf16") {
+    std::vector<uint16_t> w(static_cast<std::size_t>(rows * cols));
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < rows * cols; ++i)
+      w[i] = lora::f32_to_bf16(random_weight(seed, uint64_t(i)));
+    return FrozenWeight::from_bf16(std::move(w), rows, cols);
+  }
+  constexpr int kBits = 4, kGroup = 64;
+  lora::QuantizedMatrix q;
+  q.rows = rows, q.cols = cols, q.bits = kBits, q.group_size = kGroup;
+  q.scale_dtype = lora::DType::BF16;
+  const int64_t block = 1024;
+  std::vector<float> tmp;
+  for (int64_t r0 = 0; r0 < rows; r0 += block) {
+    const int64_t r1 = std::min(rows, r0 + block);
+    tmp.resize(static_cast<std::size_t>((r1 - r0) * cols));
+    fill_random(tmp.data(), (r1 - r0) * cols, seed, r0 * cols);
+    const auto part = lora::quantize(tmp, r1 - r0, cols, kBits, kGroup, lora::DType::BF16);
+    q.packed.insert(q.packed.end(), part.packed.begin(), part.packed.end());
+    q.scales.insert(q.scales.end(), part.scales.begin(), part.scales.end());
+    q.biases.insert(q.biases.end(), part.biases.begin(), part.biases.end());
+  }
+  return FrozenWeight::from_quantized(std::move(q));
+}
+
+lora::Model random_model(const lora::ModelConfig& c, const std::string& base) {
+  lora::Model m;
+  m.config = c;
+  uint64_t seed = 1;
+  m.embed = random_frozen(base, c.vocab_size, c.hidden_size, seed++);
+  m.final_norm.assign(static_cast<std::size_t>(c.hidden_size), 1.0f);
+  const int64_t q_out = c.num_heads * c.head_dim, kv_out = c.num_kv_heads * c.head_dim;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    lora::LayerWeights w;
+    using lora::Proj;
+    w.at(Proj::q) = random_frozen(base, q_out, c.hidden_size, seed++);
+    w.at(Proj::k) = random_frozen(base, kv_out, c.hidden_size, seed++);
+    w.at(Proj::v) = random_frozen(base, kv_out, c.hidden_size, seed++);
+    w.at(Proj::o) = random_frozen(base, c.hidden_size, q_out, seed++);
+    w.at(Proj::gate) = random_frozen(base, c.intermediate_size, c.hidden_size, seed++);
+    w.at(Proj::up) = random_frozen(base, c.intermediate_size, c.hidden_size, seed++);
+    w.at(Proj::down) = random_frozen(base, c.hidden_size, c.intermediate_size, seed++);
+    if (c.attention_bias) {
+      for (auto* b : {&w.q_bias, &w.k_bias, &w.v_bias})
+        b->resize(static_cast<std::size_t>(b == &w.q_bias ? q_out : kv_out));
+      fill_random(w.q_bias.data(), q_out, seed++);
+      fill_random(w.k_bias.data(), kv_out, seed++);
+      fill_random(w.v_bias.data(), kv_out, seed++);
+    }
+    w.input_norm.assign(static_cast<std::size_t>(c.hidden_size), 1.0f);
+    w.post_attention_norm.assign(static_cast<std::size_t>(c.hidden_size), 1.0f);
+    m.layers.push_back(std::move(w));
+  }
+  m.rope_inv_freq = c.rope_inv_freq();
+  return m;
+}
+
+// Useful model FLOPs per trained token: 2N forward + 2N input gradient over the frozen matmuls
+// (head included, LoRA's rank-r products too), plus causal attention (scores and weighted sum:
+// 4 * q_width per visible key forward, twice that backward).
+double flops_per_token(const lora::ModelConfig& c, int64_t seq, int rank) {
+  const double h = double(c.hidden_size), q = double(c.num_heads * c.head_dim),
+               kv = double(c.num_kv_heads * c.head_dim), inter = double(c.intermediate_size);
+  const double per_layer = h * q * 2 + h * kv * 2 + 3 * h * inter;
+  const double lora_per_layer = rank * ((h + q) * 2 + (h + kv) * 2 + (h + inter) * 3);
+  const double n = c.num_layers * per_layer + double(c.vocab_size) * h;
+  // LoRA: forward 2r(in+out), backward input and weight gradients 4r(in+out).
+  const double lora = c.num_layers * lora_per_layer * 6;
+  const double avg_keys = (double(seq) + 1) / 2;
+  const double attention = c.num_layers * 4 * q * avg_keys * 3;
+  return 4 * n + lora + attention;
+}
+
+double peak_rss_mib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_maxrss) / 1024.0;  // Linux: KiB
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const Args args = parse(argc, argv);
+  lora::ModelConfig config = shape_config(args.shape);
+  if (args.layers > 0) config.num_layers = args.layers;
+  const auto t_build = std::chrono::steady_clock::now();
+  lora::Model model = random_model(config, args.base);
+  const double build_s = seconds_since(t_build);
+
+  lora::LoraConfig lc;
+  lc.rank = args.rank;
+  lc.alpha = 2.0f * float(args.rank);
+  lc.keys = {lora::Proj::q, lora::Proj::k, lora::Proj::v, lora::Proj::o,
+             lora::Proj::gate, lora::Proj::up, lora::Proj::down};
+  lora::LoraAdapter adapter = lora::LoraAdapter::create(model, lc, 7);
+  lora::Optimizer optimizer(lora::OptimizerConfig{}, adapter.parameters());
+  lora::AdapterStack stack;
+  stack.adapters = {&adapter};
+  stack.training = true;
+  lora::ForwardOptions fopts;
+  fopts.grad_checkpoint = args.grad_checkpoint;
+  // fopts.compute_dtype: wired once ForwardOptions has it.
+
+  const int64_t n = args.batch * args.seq;
+  std::vector<int32_t> ids(static_cast<std::size_t>(n)), targets(ids.size());
+  for (int64_t i = 0; i < n; ++i) {
+    ids[i] = int32_t(uint64_t(random_weight(99, uint64_t(i)) * 1e6 + 1e6) % config.vocab_size);
+    targets[i] = int32_t(uint64_t(random_weight(98, uint64_t(i)) * 1e6 + 1e6) % config.vocab_size);
+  }
+  const std::vector<float> weights(ids.size(), 1.0f);
+
+  lora::ag::OpProfile profile;
+  std::vector<double> step_s, optimizer_s;
+  std::vector<float> losses;
+  for (int step = 0; step < args.warmup + args.steps; ++step) {
+    const bool timed = step >= args.warmup;
+    const auto t0 = std::chrono::steady_clock::now();
+    float loss_value;
+    {
+      lora::ag::Tape tape;
+      if (timed && args.profile) tape.set_profile(&profile);
+      lora::ag::Var h = lora::forward_hidden(tape, model, stack, ids, args.batch, args.seq, {}, fopts);
+      lora::ag::Var loss =
+          lora::ag::cross_entropy_head(tape, h, model.head(), targets, weights, float(n));
+      tape.backward(loss);
+      loss_value = loss->value.data[0];
+    }
+    const auto t_opt = std::chrono::steady_clock::now();
+    optimizer.step(1e-4f);
+    const double opt_s = seconds_since(t_opt);
+    const double dt = seconds_since(t0);
+    losses.push_back(loss_value);
+    if (timed) {
+      step_s.push_back(dt);
+      optimizer_s.push_back(opt_s);
+    }
+    std::fprintf(stderr, "step %d: %.2f s (optimizer %.3f s), loss %.4f\n", step, dt, opt_s,
+                 loss_value);
+  }
+
+  double total_s = 0, total_opt = 0;
+  for (double s : step_s) total_s += s;
+  for (double s : optimizer_s) total_opt += s;
+  const double tokens_per_s = double(n) * double(step_s.size()) / total_s;
+  const double fpt = flops_per_token(config, args.seq, args.rank);
+  const int64_t lora_params = adapter.num_parameters();
+
+  nlohmann::json out;
+  out["impl"] = "loracpp";
+  out["shape"] = args.shape;
+  out["layers"] = config.num_layers;
+  out["base"] = args.base;
+  out["compute_dtype"] = args.compute_dtype;
+  out["bf16_isa"] = lora::bf16_matmul_isa();
+  out["grad_checkpoint"] = args.grad_checkpoint;
+  out["batch"] = args.batch;
+  out["seq"] = args.seq;
+  out["rank"] = args.rank;
+  out["threads"] = omp_get_max_threads();
+  out["warmup"] = args.warmup;
+  out["steps"] = args.steps;
+  out["build_s"] = build_s;
+  out["step_s"] = step_s;
+  out["optimizer_s"] = total_opt / double(step_s.size());
+  out["losses"] = losses;
+  out["tokens_per_s"] = tokens_per_s;
+  out["flops_per_token"] = fpt;
+  out["achieved_gflops"] = tokens_per_s * fpt / 1e9;
+  out["peak_rss_mib"] = peak_rss_mib();
+  out["base_stored_mib"] = double(model.stored_bytes()) / (1 << 20);
+  // LoRA weights, gradients and the two AdamW moments, all f32.
+  out["lora_state_mib"] = double(lora_params) * 4 * 4 / (1 << 20);
+  out["trainable_params"] = lora_params;
+  if (args.profile) {
+    nlohmann::json ops = nlohmann::json::array();
+    const double steps = double(step_s.size());
+    for (const auto& e : profile.entries())
+      ops.push_back({{"op", e.op},
+                     {"forward_s", e.seconds[0] / steps},
+                     {"recompute_s", e.seconds[1] / steps},
+                     {"backward_s", e.seconds[2] / steps}});
+    ops.push_back({{"op", "optimizer"}, {"forward_s", 0.0}, {"recompute_s", 0.0},
+                   {"backward_s", total_opt / steps}});
+    const double other = (total_s - profile.total_seconds() - total_opt) / steps;
+    ops.push_back({{"op", "untimed"}, {"forward_s", other}, {"recompute_s", 0.0},
+                   {"backward_s", 0.0}});
+    out["profile_per_step"] = ops;
+    std::cerr << "per-op split, seconds summed over " << step_s.size() << " timed step(s):\n"
+              << profile.table() << "optimizer " << total_opt << " s, untimed "
+              << other * steps << " s\n";
+  }
+  std::fprintf(stderr, "%s %s base=%s ckpt=%d: %.1f tokens/s, %.1f GFLOP/s, peak RSS %.0f MiB\n",
+               args.shape.c_str(), args.compute_dtype.c_str(), args.base.c_str(),
+               int(args.grad_checkpoint), tokens_per_s, tokens_per_s * fpt / 1e9, peak_rss_mib());
+  const std::string text = out.dump();
+  std::cout << text << std::endl;
+  if (!args.json_path.empty()) std::ofstream(args.json_path) << text << "\n";
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "train_throughput: %s\n", e.what());
+  return 2;
+}
