@@ -1,12 +1,28 @@
-// Temporary stub: parsing and rendering land in the next commits.
 #include "data/chat_template.h"
 
 #include <stdexcept>
 
+#include "data/jinja_builtins.h"
+#include "data/jinja_interpreter.h"
+#include "data/jinja_lexer.h"
+#include "data/jinja_parser.h"
+#include "data/tokenizer.h"
+
 namespace lora::data {
 
 struct ChatTemplate::Impl {
+  std::string name;
   std::string source;
+  jinja::Program program;
+
+  std::runtime_error located(const jinja::TemplateError& e) const {
+    std::string where = name;
+    if (e.pos) {
+      const auto [line, column] = jinja::line_column(source, *e.pos);
+      where += ":" + std::to_string(line) + ":" + std::to_string(column);
+    }
+    return std::runtime_error(where + ": " + e.what());
+  }
 };
 
 ChatTemplate::ChatTemplate() : impl_(std::make_unique<Impl>()) {}
@@ -14,14 +30,55 @@ ChatTemplate::ChatTemplate(ChatTemplate&&) noexcept = default;
 ChatTemplate& ChatTemplate::operator=(ChatTemplate&&) noexcept = default;
 ChatTemplate::~ChatTemplate() = default;
 
-ChatTemplate ChatTemplate::parse(const std::string& source, const std::string&) {
+const std::string& ChatTemplate::name() const { return impl_->name; }
+
+ChatTemplate ChatTemplate::parse(const std::string& source, const std::string& name) {
   ChatTemplate t;
+  t.impl_->name = name;
   t.impl_->source = source;
+  try {
+    t.impl_->program = jinja::parse_template(source);
+  } catch (const jinja::TemplateError& e) {
+    throw t.impl_->located(e);
+  }
   return t;
 }
 
-std::string ChatTemplate::render(const nlohmann::ordered_json&) const {
-  throw std::runtime_error("chat templates are not implemented yet");
+std::string ChatTemplate::render(const nlohmann::ordered_json& context) const {
+  if (!context.is_object())
+    throw std::runtime_error(impl_->name + ": the render context must be a JSON object");
+  try {
+    jinja::Scope globals;
+    jinja::install_globals(globals);
+    for (const auto& [key, value] : context.items()) globals.set(key, jinja::from_json(value));
+    jinja::Interpreter interpreter{jinja::Limits{}};
+    return interpreter.render(impl_->program, globals);
+  } catch (const jinja::TemplateError& e) {
+    throw impl_->located(e);
+  }
+}
+
+std::string render_chat(const ChatTemplate& chat_template, const TokenizerConfig& config,
+                        const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                        const nlohmann::ordered_json& extra_kwargs) {
+  if (!extra_kwargs.is_null() && !extra_kwargs.is_object())
+    throw std::runtime_error(chat_template.name() +
+                             ": template keyword arguments must be a JSON object");
+  nlohmann::ordered_json context = nlohmann::ordered_json::object();
+  context["messages"] = messages;
+  context["add_generation_prompt"] = add_generation_prompt;
+  context["tools"] = nullptr;
+  context["documents"] = nullptr;
+  const std::pair<const char*, const std::optional<std::string>*> tokens[] = {
+      {"bos_token", &config.bos_token},  {"eos_token", &config.eos_token},
+      {"unk_token", &config.unk_token},  {"sep_token", &config.sep_token},
+      {"pad_token", &config.pad_token},  {"cls_token", &config.cls_token},
+      {"mask_token", &config.mask_token}};
+  for (const auto& [key, value] : tokens)
+    if (*value && !(*value)->empty()) context[key] = **value;  // unset or empty: left undefined
+  if (extra_kwargs.is_object())
+    for (const auto& [key, value] : extra_kwargs.items()) context[key] = value;
+  return chat_template.render(context);
 }
 
 }  // namespace lora::data
