@@ -1,13 +1,168 @@
-// PLACEHOLDER: replaced by the real `lora inspect`.
+// `lora inspect FILE|DIR`: what a safetensors file or a model folder holds.
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include "autograd/tensor.h"
 #include "trainer/cli/commands.h"
+#include "trainer/model_config.h"
+#include "trainer/safetensors.h"
 
 namespace lora::cli {
 
-void add_inspect(CLI::App& app, const GlobalOptions&) {
-  auto* cmd = app.add_subcommand("inspect", "(not built yet)");
-  cmd->callback([] { throw std::runtime_error("`lora inspect` is not built yet"); });
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::ordered_json;
+
+ordered_json tensor_list(const std::vector<const TensorInfo*>& tensors, uint64_t& total) {
+  ordered_json list = ordered_json::array();
+  for (const auto* t : tensors) {
+    list.push_back({{"name", t->name},
+                    {"dtype", std::string(dtype_name(t->dtype))},
+                    {"shape", t->shape},
+                    {"bytes", t->end - t->begin}});
+    total += t->end - t->begin;
+  }
+  return list;
+}
+
+ordered_json config_summary(const ModelConfig& c) {
+  ordered_json s = {{"model_type", c.model_type},
+                    {"hidden_size", c.hidden_size},
+                    {"intermediate_size", c.intermediate_size},
+                    {"num_layers", c.num_layers},
+                    {"num_heads", c.num_heads},
+                    {"num_kv_heads", c.num_kv_heads},
+                    {"head_dim", c.head_dim},
+                    {"vocab_size", c.vocab_size},
+                    {"rope_theta", c.rope_theta},
+                    {"rope_scaling", c.rope_scaling ? "llama3" : "none"},
+                    {"rms_norm_eps", c.rms_norm_eps},
+                    {"tie_word_embeddings", c.tie_word_embeddings},
+                    {"attention_bias", c.attention_bias},
+                    {"qk_norm", c.qk_norm}};
+  if (c.quant_bits)
+    s["quantization"] = {{"bits", *c.quant_bits}, {"group_size", *c.quant_group_size}};
+  return s;
+}
+
+// MLX-quantized modules (`X.weight` + `X.scales`): bits from the config (or its per-module
+// override), group size from the shapes.
+ordered_json quantized_modules(const WeightSet& ws, const ModelConfig& c) {
+  ordered_json out = ordered_json::array();
+  for (const auto& name : ws.names()) {
+    const std::string suffix = ".scales";
+    if (name.size() <= suffix.size() ||
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix))
+      continue;
+    const std::string module = name.substr(0, name.size() - suffix.size());
+    if (!ws.contains(module + ".weight")) continue;
+    int bits = c.quant_bits.value_or(0);
+    const auto& q = c.raw.contains("quantization") ? c.raw["quantization"] : nlohmann::json();
+    if (q.is_object() && q.contains(module) && q[module].is_object())
+      bits = q[module].value("bits", bits);
+    const auto& w = ws.info(module + ".weight").shape;
+    const auto& s = ws.info(name).shape;
+    ordered_json entry = {{"module", module}, {"bits", bits}};
+    if (bits > 0 && w.size() == 2 && s.size() == 2 && s[1] > 0) {
+      const int64_t in = w[1] * 32 / bits;
+      entry["group_size"] = in / s[1];
+      entry["shape"] = {w[0], in};
+    }
+    out.push_back(entry);
+  }
+  return out;
+}
+
+ordered_json inspect(const fs::path& path) {
+  ordered_json out = {{"path", path.string()}};
+  uint64_t total = 0;
+  if (fs::is_directory(path)) {
+    std::optional<ModelConfig> config;
+    if (fs::exists(path / "config.json")) {
+      config = ModelConfig::load(path);
+      out["config"] = config_summary(*config);
+    }
+    const WeightSet ws = WeightSet::open_dir(path);
+    ordered_json files = ordered_json::array();
+    for (const auto& f : ws.files()) {
+      ordered_json meta(f.metadata());
+      files.push_back({{"file", f.path().filename().string()}, {"metadata", meta}});
+    }
+    out["files"] = files;
+    std::vector<const TensorInfo*> infos;
+    for (const auto& name : ws.names()) infos.push_back(&ws.info(name));
+    out["tensors"] = tensor_list(infos, total);
+    if (config) out["quantized"] = quantized_modules(ws, *config);
+  } else {
+    const auto f = SafetensorsFile::open(path);
+    out["metadata"] = ordered_json(f.metadata());
+    std::vector<const TensorInfo*> infos;
+    for (const auto& t : f.tensors()) infos.push_back(&t);
+    out["tensors"] = tensor_list(infos, total);
+  }
+  out["total_bytes"] = total;
+  return out;
+}
+
+void print_human(const ordered_json& r) {
+  std::printf("%s\n", r["path"].get<std::string>().c_str());
+  if (r.contains("config")) {
+    std::printf("config:\n");
+    for (const auto& [k, v] : r["config"].items())
+      std::printf("  %-20s %s\n", k.c_str(), v.dump().c_str());
+  }
+  auto print_meta = [](const ordered_json& meta, const char* indent) {
+    for (const auto& [k, v] : meta.items())
+      std::printf("%s%s = %s\n", indent, k.c_str(), v.get<std::string>().c_str());
+  };
+  if (r.contains("files"))
+    for (const auto& f : r["files"]) {
+      std::printf("file %s\n", f["file"].get<std::string>().c_str());
+      print_meta(f["metadata"], "  metadata ");
+    }
+  if (r.contains("metadata")) print_meta(r["metadata"], "metadata ");
+  std::printf("%zu tensors, %llu bytes\n", r["tensors"].size(),
+              static_cast<unsigned long long>(r["total_bytes"].get<uint64_t>()));
+  for (const auto& t : r["tensors"])
+    std::printf("  %-60s %-5s %-16s %llu\n", t["name"].get<std::string>().c_str(),
+                t["dtype"].get<std::string>().c_str(),
+                shape_to_string(t["shape"].get<std::vector<int64_t>>()).c_str(),
+                static_cast<unsigned long long>(t["bytes"].get<uint64_t>()));
+  if (r.contains("quantized")) {
+    if (r["quantized"].empty())
+      std::printf("quantized: none\n");
+    else
+      std::printf("quantized (MLX affine): %zu modules\n", r["quantized"].size());
+    for (const auto& q : r["quantized"])
+      std::printf("  %-60s %d bits, group %s\n", q["module"].get<std::string>().c_str(),
+                  q["bits"].get<int>(),
+                  q.contains("group_size") ? q["group_size"].dump().c_str() : "?");
+  }
+}
+
+}  // namespace
+
+void add_inspect(CLI::App& app, const GlobalOptions& global) {
+  auto* cmd = app.add_subcommand(
+      "inspect",
+      "Show the tensors (dtype, shape, bytes) and metadata of a safetensors file, or of "
+      "a model folder with its config and quantized layers");
+  auto path = std::make_shared<std::string>();
+  cmd->add_option("path", *path, "A .safetensors file or a model folder")->required();
+  cmd->callback([path, &global] {
+    const fs::path p(*path);
+    if (!fs::exists(p)) throw std::runtime_error(p.string() + ": no such file or folder");
+    refuse_pickle(p);
+    const ordered_json r = inspect(p);
+    if (global.json)
+      std::printf("%s\n", r.dump().c_str());
+    else
+      print_human(r);
+  });
 }
 
 }  // namespace lora::cli
