@@ -44,9 +44,9 @@ TEST_P(ChatGoldenIds, RenderedTextEncodesToGoldenIds) {
     if (line.empty()) continue;
     ++lines;
     const auto j = nlohmann::ordered_json::parse(line);
-    const std::string rendered = render_chat(tmpl, config, j.at("messages"),
-                                             j.at("add_generation_prompt").get<bool>(),
-                                             j.at("template_kwargs"));
+    const std::string rendered =
+        render_chat(tmpl, config, j.at("messages"), j.at("add_generation_prompt").get<bool>(),
+                    j.at("template_kwargs"));
     const auto ids = tokenizer.encode(rendered, false);
     const auto expected = j.at("ids").get<std::vector<int32_t>>();
     EXPECT_EQ(ids, expected) << set.golden << " line " << lines;
