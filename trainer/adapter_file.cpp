@@ -440,12 +440,13 @@ void AdapterFile::write(const fs::path& dir, AdapterFormat out_format) const {
     weights_name = kPeftWeights;
     other_name = kMlxWeights;
     metadata["format"] = "pt";
-    // The most common rank is `r`; others go to rank_pattern (and their alpha to alpha_pattern).
+    // The most common rank (the first pair's on a tie) is `r`; others go to rank_pattern.
     std::map<int64_t, int> rank_count;
-    for (const auto& p : pairs) ++rank_count[p.rank];
-    const int64_t r = std::max_element(rank_count.begin(), rank_count.end(), [](auto& x, auto& y) {
-                        return x.second < y.second;
-                      })->first;
+    int64_t r = pairs.front().rank;
+    for (const auto& p : pairs) {
+      const int count = ++rank_count[p.rank];
+      if (count > rank_count[r]) r = p.rank;
+    }
     auto alpha_of = [&](const AdapterPair& p) {
       return p.scale * (rslora ? std::sqrt(static_cast<double>(p.rank)) : p.rank);
     };
