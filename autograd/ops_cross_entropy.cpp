@@ -1,26 +1,92 @@
-// cross_entropy_head: the output head and the token cross-entropy fused, processed in chunks of
-// rows so that [n, vocab] logits never exist at once; only rows with a non-zero weight are
-// computed at all.
+// cross_entropy_head: the output head and the token cross-entropy fused. The vocabulary is
+// walked in tiles with an online log-sum-exp (the FlashAttention recurrence over the vocabulary),
+// so [n, vocab] logits never exist; each head tile is widened once per pass (a 4-bit head is
+// dequantized once, not once per row chunk), and every product has thousands of rows.
+//
+// While training, the same pass also accumulates sum_v softmax_v * W_v per row with the same
+// online rescaling, which gives d(loss)/d(hidden) = coef * (that / sum - W_target) without a
+// second pass over the head: two head products per token instead of three. The gradient is
+// linear in the loss seed, so backward only scales the rows it kept.
+#include <cblas.h>
+
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <stdexcept>
 
-#include "autograd/kernels_cross_entropy.h"
+#include "autograd/kernels_exp.h"
 #include "autograd/ops.h"
 
 namespace lora::ag {
 namespace {
 
-// Rows per chunk: about 16 MiB of logits at a time.
-int64_t chunk_rows(int64_t vocab) {
-  return std::clamp<int64_t>((int64_t(1) << 22) / vocab, 1, 256);
+// Rows per block and vocabulary entries per tile: a [rows, tile] block of logits is about
+// 16 MiB, and blocks are as tall as possible so each head tile is widened once per pass.
+constexpr int64_t kMaxBlockRows = 4096;
+constexpr int64_t kLogitFloats = int64_t(1) << 22;
+
+int64_t vocab_tile(int64_t block_rows, int64_t vocab) {
+  const int64_t t = std::max<int64_t>(256, kLogitFloats / std::max<int64_t>(block_rows, 1));
+  return std::min(vocab, t / 64 * 64);
 }
 
 // Copies the hidden rows listed in `rows` into a dense [rows.size(), dim] buffer.
 void gather_rows(const Tensor& hidden, std::span<const int64_t> rows, std::vector<float>& out) {
   const int64_t dim = hidden.dim(1);
   out.resize(rows.size() * static_cast<std::size_t>(dim));
+#pragma omp parallel for schedule(static) if (rows.size() > 256)
   for (std::size_t i = 0; i < rows.size(); ++i)
     std::copy_n(hidden.ptr() + rows[i] * dim, dim, out.data() + i * dim);
+}
+
+// Head rows [v0, v1) as f32: a pointer into an f32 head, else widened into `buf`.
+const float* head_tile(const FrozenWeight& head, int64_t v0, int64_t v1, std::vector<float>& buf) {
+  if (head.format == WeightFormat::F32) return head.f32.data() + v0 * head.cols;
+  buf.resize(static_cast<std::size_t>((v1 - v0) * head.cols));
+  head.rows_f32(v0, v1, buf.data());
+  return buf.data();
+}
+
+// One block of rows through the whole vocabulary: lse per row, the target logit, and (when
+// `softmax_w` is given, [m, dim]) sum_v softmax_v W_v.
+void head_pass(const FrozenWeight& head, const float* h, int64_t m, const int32_t* targets,
+               double* lse, float* target_logit, float* softmax_w) {
+  const int64_t dim = head.cols, vocab = head.rows, tile = vocab_tile(m, vocab);
+  std::vector<float> logits(static_cast<std::size_t>(m * tile)), wbuf;
+  std::vector<float> run_max(static_cast<std::size_t>(m), -std::numeric_limits<float>::infinity());
+  std::vector<double> run_sum(static_cast<std::size_t>(m), 0.0);
+  if (softmax_w) std::fill(softmax_w, softmax_w + m * dim, 0.0f);
+  for (int64_t v0 = 0; v0 < vocab; v0 += tile) {
+    const int64_t v1 = std::min(vocab, v0 + tile), nv = v1 - v0;
+    const float* w = head_tile(head, v0, v1, wbuf);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(nv), int(dim), 1.0f, h,
+                int(dim), w, int(dim), 0.0f, logits.data(), int(nv));
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < m; ++i) {
+      float* l = logits.data() + i * nv;
+      const int32_t t = targets[i];
+      if (t >= v0 && t < v1) target_logit[i] = l[t - v0];
+      const float new_max = std::max(run_max[i], kernels::max_of(l, nv));
+      const double rescale = std::exp(double(run_max[i]) - double(new_max));  // 0 on the first tile
+      const double tile_sum = kernels::exp_shift_sum(l, nv, new_max);  // l becomes exp(l - max)
+      run_sum[i] = run_sum[i] * rescale + tile_sum;
+      run_max[i] = new_max;
+      if (softmax_w && rescale != 1.0) {
+        float* acc = softmax_w + i * dim;
+        for (int64_t d = 0; d < dim; ++d) acc[d] *= float(rescale);
+      }
+    }
+    if (softmax_w)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(dim), int(nv), 1.0f,
+                  logits.data(), int(nv), w, int(dim), 1.0f, softmax_w, int(dim));
+  }
+  for (int64_t i = 0; i < m; ++i) lse[i] = double(run_max[i]) + std::log(run_sum[i]);
+  if (!softmax_w) return;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m; ++i) {
+    const float inv = float(1.0 / run_sum[i]);
+    for (int64_t d = 0; d < dim; ++d) softmax_w[i * dim + d] *= inv;
+  }
 }
 
 }  // namespace
@@ -42,7 +108,7 @@ Var cross_entropy_head(Tape& tape, Var hidden, const FrozenWeight& head,
   if (!(normalizer > 0.0f))
     throw std::invalid_argument("cross_entropy_head: normalizer must be positive, got " +
                                 std::to_string(normalizer));
-  const int64_t vocab = head.rows;
+  const int64_t vocab = head.rows, dim = head.cols;
   std::vector<int64_t> active;
   for (int64_t i = 0; i < n; ++i) {
     if (weights[i] == 0.0f) continue;
@@ -53,54 +119,48 @@ Var cross_entropy_head(Tape& tape, Var hidden, const FrozenWeight& head,
     active.push_back(i);
   }
 
-  const int64_t chunk = chunk_rows(vocab);
-  std::vector<float> rows, logits(static_cast<std::size_t>(chunk * vocab));
-  std::vector<double> lse(active.size());
+  const bool grad = hidden->requires_grad && tape.recording();
+  const auto count = static_cast<int64_t>(active.size());
+  // d(loss)/d(hidden) of the active rows at seed 1, [count, dim] (training only).
+  std::vector<float> dh_rows(grad ? static_cast<std::size_t>(count * dim) : 0);
+  std::vector<float> rows, target_logit(static_cast<std::size_t>(count)), w_target;
+  std::vector<int32_t> block_targets;
+  std::vector<double> lse(static_cast<std::size_t>(count));
   double total = 0.0;
-  for (std::size_t c0 = 0; c0 < active.size(); c0 += chunk) {
-    const std::span<const int64_t> part = std::span<const int64_t>(active).subspan(
-        c0, std::min<std::size_t>(chunk, active.size() - c0));
-    const int64_t m = static_cast<int64_t>(part.size());
+  for (int64_t b0 = 0; b0 < count; b0 += kMaxBlockRows) {
+    const int64_t m = std::min(kMaxBlockRows, count - b0);
+    const auto part = std::span<const int64_t>(active).subspan(b0, m);
     gather_rows(h, part, rows);
-    frozen_matmul(head, rows.data(), m, logits.data());
-#pragma omp parallel for schedule(static)
+    block_targets.resize(static_cast<std::size_t>(m));
+    for (int64_t i = 0; i < m; ++i) block_targets[i] = targets[part[i]];
+    head_pass(head, rows.data(), m, block_targets.data(), lse.data() + b0,
+              target_logit.data() + b0, grad ? dh_rows.data() + b0 * dim : nullptr);
     for (int64_t i = 0; i < m; ++i)
-      lse[c0 + i] = kernels::log_sum_exp(logits.data() + i * vocab, vocab);
+      total += double(weights[part[i]]) * (lse[b0 + i] - double(target_logit[b0 + i]));
+    if (!grad) continue;
+    // dh = coef * (softmax W - W_target), coef = weight / normalizer.
+    w_target.resize(static_cast<std::size_t>(dim));
     for (int64_t i = 0; i < m; ++i) {
-      const int64_t row = part[i];
-      total += double(weights[row]) * (lse[c0 + i] - double(logits[i * vocab + targets[row]]));
+      head.rows_f32(block_targets[i], block_targets[i] + 1, w_target.data());
+      const float coef = weights[part[i]] / normalizer;
+      float* d = dh_rows.data() + (b0 + i) * dim;
+      for (int64_t k = 0; k < dim; ++k) d[k] = coef * (d[k] - w_target[k]);
     }
   }
   Var loss = tape.make(Tensor({1}, float(total / double(normalizer))), hidden->requires_grad);
   if (!loss->requires_grad) return loss;
 
-  std::vector<int32_t> target_copy(targets.begin(), targets.end());
-  std::vector<float> weight_copy(weights.begin(), weights.end());
-  tape.push_backward([&tape, hidden, &head, loss, normalizer, active = std::move(active),
-                      lse = std::move(lse), target_copy = std::move(target_copy),
-                      weight_copy = std::move(weight_copy)] {
+  tape.push_backward([&tape, hidden, loss, active = std::move(active),
+                      dh_rows = std::move(dh_rows)] {
     if (loss->grad.data.empty() || active.empty()) return;
     const float seed = loss->grad.data[0];
-    const Tensor& h = hidden->value;
-    const int64_t dim = h.dim(1), vocab = head.rows, chunk = chunk_rows(vocab);
-    Tensor& dh = tape.grad(hidden);
-    std::vector<float> rows, logits(static_cast<std::size_t>(chunk * vocab)), drows;
-    for (std::size_t c0 = 0; c0 < active.size(); c0 += chunk) {
-      const std::span<const int64_t> part = std::span<const int64_t>(active).subspan(
-          c0, std::min<std::size_t>(chunk, active.size() - c0));
-      const int64_t m = static_cast<int64_t>(part.size());
-      gather_rows(h, part, rows);
-      frozen_matmul(head, rows.data(), m, logits.data());
+    const int64_t dim = hidden->value.dim(1);
+    float* dh = tape.grad(hidden).ptr();
 #pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < m; ++i) {
-        const int64_t row = part[i];
-        kernels::cross_entropy_grad_inplace(logits.data() + i * vocab, vocab, target_copy[row],
-                                            lse[c0 + i], seed * weight_copy[row] / normalizer);
-      }
-      drows.resize(static_cast<std::size_t>(m * dim));
-      frozen_matmul_input_grad(head, logits.data(), m, drows.data());
-      for (int64_t i = 0; i < m; ++i)
-        for (int64_t d = 0; d < dim; ++d) dh.data[part[i] * dim + d] += drows[i * dim + d];
+    for (std::size_t i = 0; i < active.size(); ++i) {
+      float* out = dh + active[i] * dim;
+      const float* src = dh_rows.data() + i * dim;
+      for (int64_t k = 0; k < dim; ++k) out[k] += seed * src[k];
     }
   }, "cross_entropy");
   return loss;
