@@ -1,0 +1,176 @@
+// Differential test against torch autograd (scripts/torch_lora_grad.py over
+// scripts/torch_reference.py): with a non-zero adapter on all seven projections, the masked
+// token-mean loss and every LoRA gradient must match torch.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "support/test_support.h"
+#include "trainer/model_convert.h"
+#include "trainer/safetensors.h"
+#include "trainer/transformer.h"
+
+namespace lora {
+namespace {
+
+constexpr double kLossTol = 1e-5;  // absolute, on a loss of a few nats
+constexpr double kGradTol = 1e-4;  // max |g - g_torch| / max |g_torch| per tensor
+
+struct Case {
+  std::string name;
+  std::filesystem::path model_dir;
+  int64_t batch = 2, seq = 12;
+};
+
+struct CaseResult {
+  float loss = 0;
+  std::map<std::string, std::vector<float>> grads;  // "layer.proj.A" -> gradient
+};
+
+TensorData i32_tensor(std::string name, std::vector<int64_t> shape, std::span<const int32_t> v) {
+  TensorData t{std::move(name), DType::I32, std::move(shape), {}};
+  t.bytes.resize(v.size_bytes());
+  std::memcpy(t.bytes.data(), v.data(), v.size_bytes());
+  return t;
+}
+
+// Runs loracpp on the case, writes its inputs for torch to `in`, returns loss and gradients.
+CaseResult run_loracpp(const Case& c, const std::filesystem::path& in) {
+  const Model model = load_model(c.model_dir);
+  LoraConfig lc;
+  lc.rank = 4;
+  lc.alpha = 6;
+  lc.keys = {Proj::q, Proj::k, Proj::v, Proj::o, Proj::gate, Proj::up, Proj::down};
+  LoraAdapter adapter = LoraAdapter::create(model, lc, 17);
+  // A non-zero B, so every gradient path (dA included) is exercised.
+  uint64_t state = 12345;
+  for (LoraModule& m : adapter.modules)
+    for (float& b : m.B.value.data) {
+      state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+      b = float(int64_t(state >> 40) % 2001 - 1000) * 2e-5f;
+    }
+
+  const int64_t n = c.batch * c.seq, vocab = model.config.vocab_size;
+  std::vector<int32_t> ids(n), targets(n);
+  std::vector<float> weights(n);
+  for (int64_t i = 0; i < n; ++i) {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    ids[i] = int32_t((state >> 33) % uint64_t(vocab));
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t t = i % c.seq;
+    targets[i] = t + 1 < c.seq ? ids[i + 1] : ids[i - t];  // next token (wraps at the end)
+    weights[i] = (i / c.seq == 0 && t < 4) || t == c.seq - 1 ? 0.0f : 1.0f;  // a masked prompt
+  }
+  float normalizer = 0;
+  for (float w : weights) normalizer += w;
+
+  AdapterStack stack{{&adapter}, true, 0};
+  ag::Tape tape;
+  ag::Var h = forward_hidden(tape, model, stack, ids, c.batch, c.seq);
+  ag::Var loss = ag::cross_entropy_head(tape, h, model.head(), targets, weights, normalizer);
+  tape.backward(loss);
+
+  CaseResult r{loss->value.data[0], {}};
+  std::vector<TensorData> tensors = {i32_tensor("ids", {c.batch, c.seq}, ids),
+                                     i32_tensor("targets", {c.batch, c.seq}, targets),
+                                     TensorData::from_f32("weights", {c.batch, c.seq}, weights)};
+  for (const LoraModule& m : adapter.modules) {
+    const std::string key = std::to_string(m.layer) + "." + std::string(proj_name(m.proj));
+    tensors.push_back(TensorData::from_f32("lora." + key + ".A", m.A.value.shape, m.A.value.data));
+    tensors.push_back(TensorData::from_f32("lora." + key + ".B", m.B.value.shape, m.B.value.data));
+    r.grads[key + ".A"] = m.A.grad.data;
+    r.grads[key + ".B"] = m.B.grad.data;
+  }
+  char scale[64];
+  std::snprintf(scale, sizeof scale, "%.9g", double(adapter.modules.at(0).scale));
+  write_safetensors(in, tensors, {{"scale", scale}});
+  return r;
+}
+
+class TorchGrad : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (test::torch_python().empty() || !test::have_shared("models/stories260K")) return;
+    dir_ = std::make_unique<test::TempDir>("torch_grad");
+    const std::string script = std::string(LORA_SOURCE_DIR) + "/scripts/make_random_model.py";
+    auto make = [&](const std::string& name, std::vector<std::string> extra) {
+      std::vector<std::string> argv = {test::torch_python(), script, (*dir_ / name).string()};
+      argv.insert(argv.end(), extra.begin(), extra.end());
+      const auto res = test::run_program(argv);
+      ASSERT_EQ(res.exit_code, 0) << res.err;
+      cases_.push_back({name, *dir_ / name});
+    };
+    cases_.push_back({"stories260K", test::shared_dir() / "models/stories260K"});
+    ConvertOptions q4;
+    q4.quantize_bits = 4;
+    q4.group_size = 32;
+    convert_model(test::shared_dir() / "models/stories260K", *dir_ / "stories260K-4bit", q4);
+    cases_.push_back({"stories260K-4bit", *dir_ / "stories260K-4bit"});
+    make("qwen2", {"--arch", "qwen2", "--seed", "3"});
+    make("qwen3", {"--arch", "qwen3", "--seed", "4"});
+    make("qwen3-4bit", {"--arch", "qwen3", "--seed", "5", "--quantize-bits", "4"});
+    make("llama-untied", {"--arch", "llama", "--seed", "6", "--kv-heads", "1"});
+
+    std::vector<std::string> argv = {test::torch_python(),
+                                     std::string(LORA_SOURCE_DIR) + "/scripts/torch_lora_grad.py"};
+    for (const Case& c : cases_) {
+      results_[c.name] = run_loracpp(c, *dir_ / (c.name + ".in.safetensors"));
+      argv.insert(argv.end(),
+                  {"--case", c.model_dir.string(), (*dir_ / (c.name + ".in.safetensors")).string(),
+                   (*dir_ / (c.name + ".out.safetensors")).string()});
+    }
+    const auto res = test::run_program(argv);
+    torch_error_ = res.exit_code == 0 ? "" : "torch_lora_grad.py failed: " + res.err;
+  }
+  static void TearDownTestSuite() { dir_.reset(); }
+
+  void check(const std::string& name) {
+    LORA_REQUIRE_TORCH();
+    LORA_REQUIRE_SHARED("models/stories260K");
+    ASSERT_EQ(torch_error_, "");
+    ASSERT_TRUE(results_.count(name));
+    const CaseResult& got = results_.at(name);
+    const auto torch = SafetensorsFile::open(*dir_ / (name + ".out.safetensors"));
+    const double want_loss = torch.read_f32("loss").at(0);
+    EXPECT_NEAR(got.loss, want_loss, kLossTol) << name;
+    EXPECT_TRUE(std::isfinite(got.loss));
+    ASSERT_EQ(got.grads.size(), 2 * 7 * std::size_t(load_model_layers(name)));
+    double worst = 0;
+    for (const auto& [key, grad] : got.grads) {
+      const std::vector<float> want = torch.read_f32("grad." + key);
+      ASSERT_EQ(want.size(), grad.size()) << key;
+      double err = 0, scale = 0;
+      for (std::size_t i = 0; i < want.size(); ++i) {
+        err = std::max(err, std::abs(double(grad[i]) - double(want[i])));
+        scale = std::max(scale, std::abs(double(want[i])));
+      }
+      EXPECT_GT(scale, 0.0) << name << " " << key << ": torch gradient is zero";
+      EXPECT_LT(err / scale, kGradTol) << name << " " << key;
+      worst = std::max(worst, err / scale);
+    }
+    std::printf("%s: loss %.7f (torch %.7f, |diff| %.2e), worst LoRA grad rel. error %.2e\n",
+                name.c_str(), double(got.loss), want_loss, std::abs(got.loss - want_loss), worst);
+  }
+  static int64_t load_model_layers(const std::string& name) {
+    for (const Case& c : cases_)
+      if (c.name == name) return ModelConfig::load(c.model_dir).num_layers;
+    return -1;
+  }
+
+  static inline std::unique_ptr<test::TempDir> dir_;
+  static inline std::vector<Case> cases_;
+  static inline std::map<std::string, CaseResult> results_;
+  static inline std::string torch_error_;
+};
+
+TEST_F(TorchGrad, Stories260K) { check("stories260K"); }
+TEST_F(TorchGrad, Stories260KFourBit) { check("stories260K-4bit"); }
+TEST_F(TorchGrad, RandomQwen2WithBiases) { check("qwen2"); }
+TEST_F(TorchGrad, RandomQwen3WithQkNorm) { check("qwen3"); }
+TEST_F(TorchGrad, RandomQwen3FourBit) { check("qwen3-4bit"); }
+TEST_F(TorchGrad, RandomLlamaUntiedHeadMultiQuery) { check("llama-untied"); }
+
+}  // namespace
+}  // namespace lora
