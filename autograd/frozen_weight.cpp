@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "autograd/matmul_bf16.h"
+
 namespace lora {
 
 namespace {
@@ -28,7 +30,20 @@ void scale_in_place(float* y, int64_t count, float beta) {
     std::for_each(y, y + count, [beta](float& v) { v *= beta; });
 }
 
+// The whole weight as bf16 for a bf16 product: the stored values themselves for a bf16 weight,
+// else rounded (f32) or dequantized then rounded (quantized) into `buf`, a tile at a time.
+const uint16_t* weight_bf16(const FrozenWeight& w, std::vector<uint16_t>& buf) {
+  if (w.format == WeightFormat::BF16) return w.bf16.data();
+  buf.resize(static_cast<std::size_t>(w.rows * w.cols));
+  w.rows_bf16(0, w.rows, buf.data());
+  return buf.data();
+}
+
 }  // namespace
+
+bool uses_bf16(ComputeDType requested) {
+  return requested == ComputeDType::BF16 && bf16_matmul_available();
+}
 
 FrozenWeight FrozenWeight::from_f32(std::vector<float> w, int64_t rows, int64_t cols) {
   check_size(w.size(), rows, cols, "FrozenWeight::from_f32");
@@ -98,16 +113,41 @@ void FrozenWeight::rows_f32(int64_t begin, int64_t end, float* out) const {
   }
 }
 
+void FrozenWeight::rows_bf16(int64_t begin, int64_t end, uint16_t* out) const {
+  if (format == WeightFormat::BF16) {
+    if (begin < 0 || end > rows || begin > end)
+      throw std::out_of_range("FrozenWeight::rows_bf16: rows [" + std::to_string(begin) + ", " +
+                              std::to_string(end) + ") of " + std::to_string(rows));
+    std::copy_n(bf16.data() + begin * cols, (end - begin) * cols, out);
+    return;
+  }
+  // Widen kTileRows rows at a time, then round: the f32 copy never exceeds one tile.
+  const int64_t tile = std::max<int64_t>(1, std::min(kTileRows, end - begin));
+  std::vector<float> buf(static_cast<std::size_t>(tile * cols));
+  for (int64_t r0 = begin; r0 < end; r0 += tile) {
+    const int64_t r1 = std::min(end, r0 + tile);
+    rows_f32(r0, r1, buf.data());
+    convert_from_f32(DType::BF16, buf.data(), static_cast<std::size_t>((r1 - r0) * cols),
+                     out + (r0 - begin) * cols);
+  }
+}
+
 std::vector<float> FrozenWeight::to_f32() const {
   std::vector<float> out(static_cast<std::size_t>(rows * cols));
   rows_f32(0, rows, out.data());
   return out;
 }
 
-void frozen_matmul(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta) {
+void frozen_matmul(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta,
+                   ComputeDType compute) {
   if (n <= 0 || w.rows == 0) return;
   if (w.cols == 0) {
     scale_in_place(y, n * w.rows, beta);
+    return;
+  }
+  if (uses_bf16(compute)) {
+    std::vector<uint16_t> buf;
+    matmul_bf16(Bf16Product::XWt, weight_bf16(w, buf), w.rows, w.cols, x, n, y, beta);
     return;
   }
   const auto N = static_cast<int>(n), R = static_cast<int>(w.rows), C = static_cast<int>(w.cols);
@@ -128,10 +168,15 @@ void frozen_matmul(const FrozenWeight& w, const float* x, int64_t n, float* y, f
 }
 
 void frozen_matmul_input_grad(const FrozenWeight& w, const float* g, int64_t n, float* dx,
-                              float beta) {
+                              float beta, ComputeDType compute) {
   if (n <= 0 || w.cols == 0) return;
   if (w.rows == 0) {
     scale_in_place(dx, n * w.cols, beta);
+    return;
+  }
+  if (uses_bf16(compute)) {
+    std::vector<uint16_t> buf;
+    matmul_bf16(Bf16Product::GW, weight_bf16(w, buf), w.rows, w.cols, g, n, dx, beta);
     return;
   }
   const auto N = static_cast<int>(n), R = static_cast<int>(w.rows), C = static_cast<int>(w.cols);

@@ -10,6 +10,13 @@ namespace lora {
 
 enum class WeightFormat { F32, BF16, Quantized };
 
+// The precision of the frozen products. BF16 rounds both operands to bf16 and accumulates in f32
+// on the CPU's bf16 units (AMX / AVX512-BF16); where the CPU has none it runs as F32, since an
+// emulated bf16 product would be slower than sgemm.
+enum class ComputeDType { F32, BF16 };
+// Whether `requested` runs as bf16 on this CPU.
+bool uses_bf16(ComputeDType requested);
+
 struct FrozenWeight {
   int64_t rows = 0;
   int64_t cols = 0;
@@ -25,14 +32,17 @@ struct FrozenWeight {
   std::size_t stored_bytes() const;
   // Rows [begin, end) as f32, [end - begin, cols].
   void rows_f32(int64_t begin, int64_t end, float* out) const;
+  // Rows [begin, end) rounded to bf16 (bit patterns), [end - begin, cols].
+  void rows_bf16(int64_t begin, int64_t end, uint16_t* out) const;
   std::vector<float> to_f32() const;
 };
 
 // y[n, rows] = x[n, cols] * W^T + beta * y. Quantized and bf16 weights are widened tile by tile,
 // never whole.
-void frozen_matmul(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta = 0.0f);
+void frozen_matmul(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta = 0.0f,
+                   ComputeDType compute = ComputeDType::F32);
 // dx[n, cols] = g[n, rows] * W + beta * dx.
 void frozen_matmul_input_grad(const FrozenWeight& w, const float* g, int64_t n, float* dx,
-                              float beta = 0.0f);
+                              float beta = 0.0f, ComputeDType compute = ComputeDType::F32);
 
 }  // namespace lora

@@ -9,6 +9,7 @@ Var checkpoint(Tape& tape, Var x, const std::function<Var(Tape&, Var)>& block) {
   {
     Tape scratch(/*record=*/false);  // its nodes die at the end of this scope
     scratch.set_profile(tape.profile(), tape.forward_phase());
+    scratch.set_compute_dtype(tape.compute_dtype());
     y = std::move(block(scratch, scratch.constant(x->value))->value);
   }
   Var out = tape.make(std::move(y), tape.recording());
@@ -17,6 +18,7 @@ Var checkpoint(Tape& tape, Var x, const std::function<Var(Tape&, Var)>& block) {
     if (out->grad.data.empty()) return;
     Tape replay(/*record=*/true);
     replay.set_profile(tape.profile(), OpPhase::Recompute);
+    replay.set_compute_dtype(tape.compute_dtype());
     Var xr = replay.make(x->value, x->requires_grad);
     Var yr = block(replay, xr);
     replay.backward_from(yr, out->grad);

@@ -15,6 +15,7 @@
 #include <stdexcept>
 
 #include "autograd/kernels_exp.h"
+#include "autograd/matmul_bf16.h"
 #include "autograd/ops.h"
 
 namespace lora::ag {
@@ -47,20 +48,36 @@ const float* head_tile(const FrozenWeight& head, int64_t v0, int64_t v1, std::ve
   return buf.data();
 }
 
+// Head rows [v0, v1) as bf16: a pointer into a bf16 head, else rounded into `buf`.
+const uint16_t* head_tile_bf16(const FrozenWeight& head, int64_t v0, int64_t v1,
+                               std::vector<uint16_t>& buf) {
+  if (head.format == WeightFormat::BF16) return head.bf16.data() + v0 * head.cols;
+  buf.resize(static_cast<std::size_t>((v1 - v0) * head.cols));
+  head.rows_bf16(v0, v1, buf.data());
+  return buf.data();
+}
+
 // One block of rows through the whole vocabulary: lse per row, the target logit, and (when
-// `softmax_w` is given, [m, dim]) sum_v softmax_v W_v.
+// `softmax_w` is given, [m, dim]) sum_v softmax_v W_v. With bf16 compute both head products run
+// on bf16 operands (the hidden rows, the softmax tile and the head tile) with f32 accumulation.
 void head_pass(const FrozenWeight& head, const float* h, int64_t m, const int32_t* targets,
-               double* lse, float* target_logit, float* softmax_w) {
+               double* lse, float* target_logit, float* softmax_w, ComputeDType compute) {
   const int64_t dim = head.cols, vocab = head.rows, tile = vocab_tile(m, vocab);
+  const bool bf16 = uses_bf16(compute);
   std::vector<float> logits(static_cast<std::size_t>(m * tile)), wbuf;
+  std::vector<uint16_t> wbuf16;
   std::vector<float> run_max(static_cast<std::size_t>(m), -std::numeric_limits<float>::infinity());
   std::vector<double> run_sum(static_cast<std::size_t>(m), 0.0);
   if (softmax_w) std::fill(softmax_w, softmax_w + m * dim, 0.0f);
   for (int64_t v0 = 0; v0 < vocab; v0 += tile) {
     const int64_t v1 = std::min(vocab, v0 + tile), nv = v1 - v0;
-    const float* w = head_tile(head, v0, v1, wbuf);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(nv), int(dim), 1.0f, h,
-                int(dim), w, int(dim), 0.0f, logits.data(), int(nv));
+    const float* w = bf16 ? nullptr : head_tile(head, v0, v1, wbuf);
+    const uint16_t* w16 = bf16 ? head_tile_bf16(head, v0, v1, wbuf16) : nullptr;
+    if (bf16)
+      matmul_bf16(Bf16Product::XWt, w16, nv, dim, h, m, logits.data());
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(nv), int(dim), 1.0f, h,
+                  int(dim), w, int(dim), 0.0f, logits.data(), int(nv));
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < m; ++i) {
       float* l = logits.data() + i * nv;
@@ -76,7 +93,9 @@ void head_pass(const FrozenWeight& head, const float* h, int64_t m, const int32_
         for (int64_t d = 0; d < dim; ++d) acc[d] *= float(rescale);
       }
     }
-    if (softmax_w)
+    if (softmax_w && bf16)
+      matmul_bf16(Bf16Product::GW, w16, nv, dim, logits.data(), m, softmax_w, 1.0f);
+    else if (softmax_w)
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(dim), int(nv), 1.0f,
                   logits.data(), int(nv), w, int(dim), 1.0f, softmax_w, int(dim));
   }
@@ -134,7 +153,8 @@ Var cross_entropy_head(Tape& tape, Var hidden, const FrozenWeight& head,
     block_targets.resize(static_cast<std::size_t>(m));
     for (int64_t i = 0; i < m; ++i) block_targets[i] = targets[part[i]];
     head_pass(head, rows.data(), m, block_targets.data(), lse.data() + b0,
-              target_logit.data() + b0, grad ? dh_rows.data() + b0 * dim : nullptr);
+              target_logit.data() + b0, grad ? dh_rows.data() + b0 * dim : nullptr,
+              tape.compute_dtype());
     for (int64_t i = 0; i < m; ++i)
       total += double(weights[part[i]]) * (lse[b0 + i] - double(target_logit[b0 + i]));
     if (!grad) continue;

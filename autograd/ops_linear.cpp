@@ -44,7 +44,8 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
                                 std::to_string(w.rows) + " outputs");
   const int64_t n = xv.dim(0), in = w.cols, out = w.rows;
   Tensor y({n, out});
-  frozen_matmul(w, xv.ptr(), n, y.ptr());
+  const ComputeDType compute = tape.compute_dtype();
+  frozen_matmul(w, xv.ptr(), n, y.ptr(), 0.0f, compute);
   if (bias)
     for (int64_t i = 0; i < n; ++i)
       for (int64_t o = 0; o < out; ++o) y.data[i * out + o] += (*bias)[o];
@@ -71,13 +72,14 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
   if (!result->requires_grad) return result;
   std::vector<LoraBranch> branches(lora.begin(), lora.end());
   tape.push_backward(
-      [&tape, x, &w, result, branches = std::move(branches), low_rank = std::move(low_rank)] {
+      [&tape, x, &w, result, compute, branches = std::move(branches),
+       low_rank = std::move(low_rank)] {
         if (result->grad.data.empty()) return;
         const float* g = result->grad.ptr();
         const Tensor& xv = x->value;
         const int64_t n = xv.dim(0), in = w.cols, out = w.rows;
         float* dx = x->requires_grad ? tape.grad(x).ptr() : nullptr;
-        if (dx) frozen_matmul_input_grad(w, g, n, dx, 1.0f);
+        if (dx) frozen_matmul_input_grad(w, g, n, dx, 1.0f, compute);
         std::vector<float> scratch, gu, dxin;
         const OpTimer lora_timer(branches.empty() ? nullptr : tape.profile(), "lora",
                                  OpPhase::Backward);

@@ -9,6 +9,7 @@
 #include <functional>
 #include <vector>
 
+#include "autograd/frozen_weight.h"
 #include "autograd/profile.h"
 #include "autograd/tensor.h"
 
@@ -63,6 +64,10 @@ class Tape {
   OpProfile* profile() const { return profile_; }
   OpPhase forward_phase() const { return forward_phase_; }
 
+  // The precision of the frozen base's products recorded on this tape (forward and backward).
+  void set_compute_dtype(ComputeDType c) { compute_ = c; }
+  ComputeDType compute_dtype() const { return compute_; }
+
  private:
   bool record_;
   std::deque<Node> nodes_;  // deque: handles stay valid as nodes are added
@@ -70,6 +75,7 @@ class Tape {
   std::vector<const char*> backward_ops_;  // parallel to backward_
   OpProfile* profile_ = nullptr;
   OpPhase forward_phase_ = OpPhase::Forward;
+  ComputeDType compute_ = ComputeDType::F32;
 };
 
 }  // namespace lora::ag

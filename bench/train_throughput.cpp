@@ -227,7 +227,8 @@ int main(int argc, char** argv) try {
   stack.training = true;
   lora::ForwardOptions fopts;
   fopts.grad_checkpoint = args.grad_checkpoint;
-  // fopts.compute_dtype: wired once ForwardOptions has it.
+  fopts.compute_dtype =
+      args.compute_dtype == "bf16" ? lora::ComputeDType::BF16 : lora::ComputeDType::F32;
 
   const int64_t n = args.batch * args.seq;
   std::vector<int32_t> ids(static_cast<std::size_t>(n)), targets(ids.size());
@@ -280,6 +281,7 @@ int main(int argc, char** argv) try {
   out["base"] = args.base;
   out["compute_dtype"] = args.compute_dtype;
   out["bf16_isa"] = lora::bf16_matmul_isa();
+  out["bf16_used"] = lora::uses_bf16(fopts.compute_dtype);
   out["grad_checkpoint"] = args.grad_checkpoint;
   out["batch"] = args.batch;
   out["seq"] = args.seq;

@@ -114,6 +114,7 @@ ag::Var forward_hidden(ag::Tape& tape, const Model& model, const AdapterStack& a
                        std::span<const uint8_t> key_valid, const ForwardOptions& opts) {
   check_ids(model, ids, batch, seq);
   const ModelConfig& c = model.config;
+  tape.set_compute_dtype(opts.compute_dtype);
   ag::Var x = ag::embedding(tape, model.embed, ids);
   // The block may run again in backward (checkpointing): it owns copies of the mask and stack.
   auto mask = std::make_shared<const std::vector<uint8_t>>(key_valid.begin(), key_valid.end());

@@ -27,6 +27,9 @@ struct KVCache {
 
 struct ForwardOptions {
   bool grad_checkpoint = false;
+  // Precision of the frozen base's products (forward and input gradient, the loss head included
+  // when it runs on the same tape). LoRA weights, gradients and optimizer state stay f32.
+  ComputeDType compute_dtype = ComputeDType::F32;
 };
 
 // Hidden states after the final norm, [batch * seq, hidden]. ids [batch * seq], batch-major.
