@@ -11,6 +11,13 @@ namespace lora::data::jinja {
 namespace {
 
 [[noreturn]] void wrong_type(std::string_view filter, const Value& operand) {
+  static constexpr std::string_view kKnown[] = {
+      "trim",   "upper",      "lower",      "title",  "capitalize", "indent", "join",   "replace",
+      "first",  "last",       "reverse",    "list",   "wordcount",  "sort",   "unique", "select",
+      "reject", "selectattr", "rejectattr", "map",    "min",        "max",    "sum",    "abs",
+      "round",  "items",      "keys",       "values", "dictsort",   "length", "count"};
+  if (std::find(std::begin(kKnown), std::end(kKnown), filter) == std::end(kKnown))
+    throw TemplateError("unknown filter '" + std::string(filter) + "'");
   throw TemplateError("filter '" + std::string(filter) + "' cannot be applied to a " +
                       kind_name(operand));
 }
@@ -484,14 +491,7 @@ Value apply_filter(Interpreter& in, std::string_view name, const Value& operand,
   }
 
   if (operand.is_undefined() && (name == "items" || name == "list")) return Value::array({});
-  static constexpr std::string_view kKnown[] = {
-      "trim",   "upper",      "lower",      "title",  "capitalize", "indent", "join",   "replace",
-      "first",  "last",       "reverse",    "list",   "wordcount",  "sort",   "unique", "select",
-      "reject", "selectattr", "rejectattr", "map",    "min",        "max",    "sum",    "abs",
-      "round",  "items",      "keys",       "values", "dictsort"};
-  if (std::find(std::begin(kKnown), std::end(kKnown), name) != std::end(kKnown))
-    wrong_type(name, operand);
-  throw TemplateError("unknown filter '" + std::string(name) + "'");
+  wrong_type(name, operand);
 }
 
 bool apply_test(std::string_view name, const Value& v, const CallArgs& args) {

@@ -13,9 +13,9 @@
 namespace lora::data::jinja {
 
 struct Limits {
-  std::size_t max_output_bytes = std::size_t{64} << 20;  // also bounds every string built
-  std::size_t max_items = 1'000'000;                     // list sizes (range(), concatenation)
-  std::size_t max_iterations = 10'000'000;               // loop iterations in one render
+  std::size_t max_output_bytes = std::size_t{16} << 20;  // also bounds every string built
+  std::size_t max_items = 100'000;                       // list sizes (range(), concatenation)
+  std::size_t max_iterations = 1'000'000;                // loop iterations in one render
   int max_depth = 400;                                   // nested evaluation, macro calls
 };
 

@@ -550,7 +550,7 @@ class Parser {
 
   ExprPtr parse_call(ExprPtr callee) {
     DepthGuard guard(*this);
-    auto e = node(ExprKind::Call, peek().pos);
+    auto e = node(ExprKind::Call, callee->pos);
     e->list = parse_args(false);
     e->a = std::move(callee);
     ExprPtr result = parse_member(std::move(e));

@@ -244,7 +244,12 @@ std::string join_piece(const Value& v) {
 
 namespace {
 
+// Deeper than this is either hostile input or a namespace that contains itself.
+constexpr int64_t kMaxNesting = 512;
+
 void append_json(std::string& out, const Value& v, const JsonOptions& o, int64_t depth) {
+  if (depth > kMaxNesting)
+    throw TemplateError("value nests too deeply to print (a namespace that contains itself?)");
   std::string item_sep = ", ", key_sep = ": ";
   if (o.separators) {
     item_sep = o.separators->first;
@@ -321,8 +326,11 @@ std::string to_json(const Value& v, const JsonOptions& options) {
   return out;
 }
 
-Value from_json(const nlohmann::ordered_json& j) {
+namespace {
+
+Value from_json_at(const nlohmann::ordered_json& j, int64_t depth) {
   using T = nlohmann::ordered_json::value_t;
+  if (depth > kMaxNesting) throw TemplateError("template context nests too deeply");
   switch (j.type()) {
     case T::null:
       return Value::none();
@@ -346,18 +354,22 @@ Value from_json(const nlohmann::ordered_json& j) {
     case T::array: {
       std::vector<Value> items;
       items.reserve(j.size());
-      for (const auto& e : j) items.push_back(from_json(e));
+      for (const auto& e : j) items.push_back(from_json_at(e, depth + 1));
       return Value::array(std::move(items));
     }
     case T::object: {
       std::vector<std::pair<std::string, Value>> entries;
       entries.reserve(j.size());
-      for (const auto& [k, e] : j.items()) entries.emplace_back(k, from_json(e));
+      for (const auto& [k, e] : j.items()) entries.emplace_back(k, from_json_at(e, depth + 1));
       return Value::object(std::move(entries));
     }
     default:
       throw TemplateError("unsupported JSON value in the template context");
   }
 }
+
+}  // namespace
+
+Value from_json(const nlohmann::ordered_json& j) { return from_json_at(j, 0); }
 
 }  // namespace lora::data::jinja
