@@ -118,6 +118,7 @@ LoadedCheckpoint load_checkpoint(const fs::path& dir) {
   LoadedCheckpoint ck;
   ck.dir = dir;
   nlohmann::json state;
+  std::size_t num_parameters = 0;
   try {
     state = nlohmann::json::parse(read_text(dir / kStateFile));
     if (state.at("version").get<int>() != kCheckpointVersion)
@@ -132,10 +133,11 @@ LoadedCheckpoint load_checkpoint(const fs::path& dir) {
     ck.content.model_fingerprint = state.at("model_fingerprint").get<std::string>();
     ck.content.data_fingerprint = state.at("data_fingerprint").get<std::string>();
     ck.content.config = state.at("config");
+    num_parameters = state.at("num_parameters").get<std::size_t>();
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error((dir / kStateFile).string() + ": " + e.what());
   }
-  const std::size_t n = state.at("num_parameters").get<std::size_t>();
+  const std::size_t n = num_parameters;
   auto file = SafetensorsFile::open(dir / kTensorFile);
   auto read = [&](const std::string& name) {
     const TensorInfo& info = file.info(name);
