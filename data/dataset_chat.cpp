@@ -57,7 +57,8 @@ std::vector<Segment> coalesce(std::vector<Segment> segments) {
 
 std::vector<Segment> chat_template_segments(const ChatTemplate& tmpl,
                                             const nlohmann::ordered_json& messages,
-                                            const nlohmann::ordered_json& context) {
+                                            const nlohmann::ordered_json& context,
+                                            const std::vector<std::string>& special_tokens) {
   const std::string full = render(tmpl, messages, context, false);
   std::vector<Segment> segments;
   std::size_t cursor = 0;       // everything before it is already in a segment
@@ -81,7 +82,13 @@ std::vector<Segment> chat_template_segments(const ChatTemplate& tmpl,
     const std::string alone = render(tmpl, prefix, context, false);
     if (auto q = alone.rfind(full.substr(pos, len)); q != std::string::npos && len > 0) {
       std::string_view suffix = std::string_view(alone).substr(q + len);
-      end += common_prefix(suffix, std::string_view(full).substr(end));
+      std::string_view marker = suffix.substr(0, common_prefix(suffix, std::string_view(full).substr(end)));
+      // Stop after the first special token (the end-of-turn), when there is one.
+      std::size_t cut = marker.size();
+      for (const auto& tok : special_tokens)
+        if (auto at = marker.find(tok); !tok.empty() && at != std::string_view::npos)
+          cut = std::min(cut, at + tok.size());
+      end += cut;
     }
     segments.push_back({full.substr(cursor, pos - cursor), false});
     segments.push_back({full.substr(pos, end - pos), true});

@@ -19,12 +19,15 @@ struct Segment {
 // Renders `messages` with the model's template and splits the result into segments. Each
 // assistant turn is found in the full rendering (in order); its end-of-turn text is what the
 // template writes after the content when that turn ends a conversation (rendering messages[:i+1]),
-// where the full rendering continues with the same text. `context` holds the template variables
+// where the full rendering continues with the same text, up to and including the first special
+// token in it (`special_tokens`; templates such as Llama-3's append the next header right after
+// "<|eot_id|>", which is not the assistant's to learn). `context` holds the template variables
 // other than messages and add_generation_prompt (bos_token, eos_token, enable_thinking, ...).
 // A template that rewrites a message so its content cannot be found is an error naming the turn.
 std::vector<Segment> chat_template_segments(const ChatTemplate& tmpl,
                                             const nlohmann::ordered_json& messages,
-                                            const nlohmann::ordered_json& context);
+                                            const nlohmann::ordered_json& context,
+                                            const std::vector<std::string>& special_tokens = {});
 
 // Llama-2 chat as FastChat and axolotl lay it out (no Jinja):
 //   [INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s><s>[INST] {user} [/INST] ...

@@ -18,6 +18,9 @@ RecordEncoder::RecordEncoder(const Tokenizer& tokenizer, const TokenizerConfig& 
   if (options_.chat_format == "template" && config_.chat_template)
     chat_template_ = ChatTemplate::parse(*config_.chat_template, "tokenizer_config.json chat_template");
   if (config_.eos_token) eos_id_ = tokenizer_.token_to_id(*config_.eos_token);
+  for (int64_t id = 0; id < tokenizer_.vocab_size(); ++id)
+    if (tokenizer_.is_special(int32_t(id)))
+      if (auto t = tokenizer_.id_to_token(int32_t(id)); t && !t->empty()) special_tokens_.push_back(*t);
 }
 
 bool RecordEncoder::renders_as_chat(const Record& r) const {
@@ -66,7 +69,7 @@ std::vector<Segment> RecordEncoder::segments(const Record& r) const {
   put("eos_token", config_.eos_token);
   put("unk_token", config_.unk_token);
   put("pad_token", config_.pad_token);
-  return chat_template_segments(*chat_template_, messages, context);
+  return chat_template_segments(*chat_template_, messages, context, special_tokens_);
 }
 
 Example RecordEncoder::encode(const Record& r) const {

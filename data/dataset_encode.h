@@ -57,6 +57,7 @@ class RecordEncoder {
   EncodeOptions options_;
   std::optional<ChatTemplate> chat_template_;
   std::optional<int32_t> eos_id_;
+  std::vector<std::string> special_tokens_;  // texts of the tokenizer's special tokens
 };
 
 // Encodes every record; errors name `source`:line.
