@@ -12,8 +12,16 @@ namespace lora {
 
 namespace {
 
-// Rows widened per sgemm call for bf16 and quantized weights: big enough that sgemm's packing of
-// x is amortized, small enough that the f32 tile stays a small fraction of the matrix.
+// Rows widened per sgemm call for bf16 and quantized weights. Every sgemm call repacks x, and
+// in the input gradient every tile reads and writes all of dx, so tiles are as large as a
+// bounded buffer allows: up to 8 Mi floats (32 MiB), which holds every projection of the
+// supported shapes whole (4-bit dequantize + one sgemm costs 1.00-1.10x plain sgemm; 64-row
+// tiles cost 1.3-1.9x). Only vocabulary-sized matrices are tiled.
+constexpr int64_t kTileFloats = int64_t(1) << 23;
+int64_t tile_rows(const FrozenWeight& w) {
+  return std::clamp<int64_t>(kTileFloats / std::max<int64_t>(w.cols, 1), 1, w.rows);
+}
+// Rounding to bf16 works on smaller f32 tiles: the bf16 output is the big buffer there.
 constexpr int64_t kTileRows = 256;
 
 void check_size(std::size_t have, int64_t rows, int64_t cols, const char* what) {
@@ -157,7 +165,7 @@ void frozen_matmul(const FrozenWeight& w, const float* x, int64_t n, float* y, f
     return;
   }
   // Output columns [r0, r1) come from weight rows [r0, r1): widen a tile, multiply, move on.
-  const int64_t tile = std::min(kTileRows, w.rows);
+  const int64_t tile = tile_rows(w);
   std::vector<float> buf(static_cast<std::size_t>(tile * w.cols));
   for (int64_t r0 = 0; r0 < w.rows; r0 += tile) {
     const int64_t r1 = std::min(w.rows, r0 + tile);
@@ -186,7 +194,7 @@ void frozen_matmul_input_grad(const FrozenWeight& w, const float* g, int64_t n, 
     return;
   }
   // dx = sum over row tiles of g[:, r0:r1] W[r0:r1, :]; the first tile applies beta.
-  const int64_t tile = std::min(kTileRows, w.rows);
+  const int64_t tile = tile_rows(w);
   std::vector<float> buf(static_cast<std::size_t>(tile * w.cols));
   for (int64_t r0 = 0; r0 < w.rows; r0 += tile) {
     const int64_t r1 = std::min(w.rows, r0 + tile);

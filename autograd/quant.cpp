@@ -143,12 +143,27 @@ void dequantize_rows(const QuantizedMatrix& q, int64_t row_begin, int64_t row_en
     throw std::out_of_range("dequantize_rows: rows out of range");
   const int64_t wpr = q.words_per_row();
   const int64_t groups = q.groups_per_row();
+  // Rows are independent: split them across threads when there is enough work (this runs on
+  // every frozen product of a quantized base, between sgemm calls that use every core).
+#pragma omp parallel for schedule(static) if ((row_end - row_begin) * q.cols >= (int64_t(1) << 16))
   for (int64_t r = row_begin; r < row_end; ++r) {
     const uint32_t* words = q.packed.data() + r * wpr;
     const float* scales = q.scales.data() + r * groups;
     const float* biases = q.biases.data() + r * groups;
     float* dst = out + (r - row_begin) * q.cols;
-    if (q.bits == 4 || q.bits == 8 || q.bits == 2) {
+    if (q.bits == 4) {
+      // The common case, one group at a time: its scale and bias hoisted, 8 values per word.
+      const int64_t words_per_group = q.group_size / 8;
+      for (int64_t g = 0; g < groups; ++g) {
+        const float s = scales[g], b = biases[g];
+        const uint32_t* gw = words + g * words_per_group;
+        float* d = dst + g * q.group_size;
+        for (int64_t wi = 0; wi < words_per_group; ++wi) {
+          const uint32_t word = gw[wi];
+          for (int k = 0; k < 8; ++k) d[wi * 8 + k] = s * static_cast<float>((word >> (4 * k)) & 15u) + b;
+        }
+      }
+    } else if (q.bits == 8 || q.bits == 2) {
       // Values never straddle words: a simple shift loop per word.
       const int per_word = 32 / q.bits;
       const uint32_t mask = (1u << q.bits) - 1;
