@@ -11,7 +11,7 @@ model FLOPs utilisation against the measured sgemm peak, and peak RSS.
   scripts/bench_train.py --quick              seq 128, q4 base only, no torch Qwen (a smoke run)
   scripts/bench_train.py --shapes smollm2-135m --bases q4 --compute f32,bf16 --profile
 Options: --build DIR (default build), --out FILE (default out/bench/train_throughput.json),
---batch, --seq, --steps, --warmup, --threads, --ckpt off,on, --no-torch.
+--batch, --seq, --steps, --warmup, --threads, --layers, --ckpt off,on, --no-torch.
 """
 import argparse
 import json
@@ -47,6 +47,8 @@ def main():
     ap.add_argument("--steps", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--layers", type=int, default=0,
+                    help="override the layer count of both shapes, ours and torch (quick runs)")
     ap.add_argument("--profile", action="store_true", help="per-op time split of every run")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--quick", action="store_true")
@@ -68,14 +70,15 @@ def main():
                 ["/usr/bin/python3", os.path.join(ROOT, "scripts", "torch_train_bench.py"),
                  "--shape", shape, "--batch", str(args.batch), "--seq", str(args.seq),
                  "--threads", str(args.threads), "--steps", str(args.steps),
-                 "--warmup", str(args.warmup)], env)
+                 "--warmup", str(args.warmup), "--layers", str(args.layers)], env)
         for base in args.bases.split(","):
             for compute in args.compute.split(","):
                 for ckpt in args.ckpt.split(","):
                     cmd = [os.path.join(bench, "train_throughput"), "--shape", shape,
                            "--base", base, "--compute-dtype", compute,
                            "--batch", str(args.batch), "--seq", str(args.seq),
-                           "--steps", str(args.steps), "--warmup", str(args.warmup)]
+                           "--steps", str(args.steps), "--warmup", str(args.warmup),
+                           "--layers", str(args.layers)]
                     if ckpt == "on":
                         cmd.append("--grad-checkpoint")
                     if args.profile:
