@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <sstream>
 #include <stdexcept>
 
@@ -133,7 +134,10 @@ void add_train_flags(CLI::App& cmd, TrainOptions& options, TrainFlags& flags) {
           } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
             cmd.add_option(name, options.*member, f.help)->delimiter(',')->capture_default_str();
           } else {
-            cmd.add_option(name, options.*member, f.help)->capture_default_str();
+            // Given twice (e.g. by a script that appends flags): the last one wins.
+            cmd.add_option(name, options.*member, f.help)
+                ->capture_default_str()
+                ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
           }
         },
         f.member);
@@ -143,9 +147,34 @@ void add_train_flags(CLI::App& cmd, TrainOptions& options, TrainFlags& flags) {
                  "folder; flags not given are taken from the checkpoint");
   cmd.add_flag("--print-config", flags.print_config,
                "Print the resolved settings as JSON (usable as --config) and exit");
-  cmd.set_config("--config", "", "Settings file (TOML or JSON); the command line overrides it");
-  cmd.config_formatter(make_train_config_reader());
-  cmd.allow_config_extras(CLI::config_extras_mode::error);
+  cmd.add_option("--config", flags.config_file,
+                 "Settings file (TOML or JSON; keys are the flags' long names); the command line "
+                 "overrides it");
+}
+
+void apply_config_file(CLI::App& cmd, const std::string& path) {
+  if (!std::filesystem::is_regular_file(path))
+    throw std::runtime_error(path + ": --config file not found");
+  std::vector<CLI::ConfigItem> items;
+  try {
+    items = make_train_config_reader()->from_file(path);
+  } catch (const CLI::Error& e) {
+    throw std::runtime_error(path + ": " + e.what());
+  }
+  for (const auto& item : items) {
+    if (item.name == "++" || item.name == "--") continue;
+    const std::string key = item.fullname();
+    CLI::Option* opt = item.parents.empty() ? cmd.get_option_no_throw("--" + item.name) : nullptr;
+    if (opt == nullptr || item.name == "config" || item.name == "print-config")
+      throw std::runtime_error(path + ": unknown setting \"" + key + "\" (see lora train --help)");
+    if (opt->count() > 0) continue;  // given on the command line
+    try {
+      opt->add_result(item.inputs);
+      opt->run_callback();
+    } catch (const CLI::Error& e) {
+      throw std::runtime_error(path + ": setting \"" + key + "\": " + e.what());
+    }
+  }
 }
 
 void fill_unset_from(const CLI::App& cmd, TrainOptions& options, const nlohmann::json& saved) {

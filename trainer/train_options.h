@@ -88,8 +88,14 @@ const std::vector<TrainField>& train_fields();
 // accepted) and --print-config. Values on the command line override the config file.
 struct TrainFlags {
   bool print_config = false;
+  std::string config_file;
 };
 void add_train_flags(CLI::App& cmd, TrainOptions& options, TrainFlags& flags);
+
+// Applies a --config file to the flags of `cmd` that the command line did not set (CLI11 reads
+// config files only for the top-level app, so subcommands apply theirs here, after parsing).
+// Unknown keys and bad values are errors naming the file and the key.
+void apply_config_file(CLI::App& cmd, const std::string& path);
 
 // Fills the fields that `cmd` did not get (neither on the command line nor from --config) from
 // `saved` (a to_json() object, e.g. a checkpoint's): a resumed run needs only --resume.

@@ -20,6 +20,7 @@ void add_train(CLI::App& app, const GlobalOptions& global) {
   auto flags = std::make_shared<TrainFlags>();
   add_train_flags(*cmd, *options, *flags);
   cmd->callback([cmd, options, flags, &global] {
+    if (!flags->config_file.empty()) apply_config_file(*cmd, flags->config_file);
     TrainOptions o = *options;
     int64_t resumed_step = 0;
     if (!o.resume.empty()) {
