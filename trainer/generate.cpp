@@ -88,6 +88,12 @@ GenerateResult generate(const Model& model, const AdapterStack& adapters,
   return result;
 }
 
+StreamDecoder::StreamDecoder(const data::Tokenizer& tokenizer, std::span<const int32_t> prefix)
+    : tokenizer_(tokenizer), ids_(prefix.begin(), prefix.end()) {
+  prefix_text_ = tokenizer_.decode(ids_, /*skip_special_tokens=*/true);
+  emitted_ = prefix_text_.size();
+}
+
 std::string StreamDecoder::push(int32_t id) {
   ids_.push_back(id);
   const std::string text = tokenizer_.decode(ids_, /*skip_special_tokens=*/true);

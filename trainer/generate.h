@@ -54,13 +54,17 @@ GenerateResult generate(const Model& model, const AdapterStack& adapters,
 // bytes that are not yet a whole UTF-8 character (byte-fallback tokens split characters).
 class StreamDecoder {
  public:
-  explicit StreamDecoder(const data::Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
+  // `prefix` (the prompt) is decoded together with the new ids, so word spacing at the seam is
+  // right, but only text after it is returned; prefix_text() is what it decodes to.
+  explicit StreamDecoder(const data::Tokenizer& tokenizer, std::span<const int32_t> prefix = {});
+  const std::string& prefix_text() const { return prefix_text_; }
   std::string push(int32_t id);
   std::string finish();  // whatever is held back
 
  private:
   const data::Tokenizer& tokenizer_;
   std::vector<int32_t> ids_;
+  std::string prefix_text_;
   std::size_t emitted_ = 0;  // bytes of the decoded text already returned
 };
 

@@ -60,10 +60,11 @@ void run_generate(const GenerateFlags& f, const GlobalOptions& global) {
   if (f.stop_on_bos && model.config.bos_token_id >= 0)
     options.stop_ids.push_back(static_cast<int32_t>(model.config.bos_token_id));
 
-  StreamDecoder stream(tokenizer);
+  StreamDecoder stream(tokenizer, prompt);
+  if (!global.json) std::fputs(stream.prefix_text().c_str(), stdout);
   auto on_token = [&](int32_t id) {
-    if (global.json) return;
     const std::string piece = stream.push(id);
+    if (global.json) return;
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     std::fflush(stdout);
   };
@@ -71,8 +72,9 @@ void run_generate(const GenerateFlags& f, const GlobalOptions& global) {
   const double prompt_tps = r.prompt_seconds > 0 ? double(prompt.size()) / r.prompt_seconds : 0;
   const double gen_tps = r.generate_seconds > 0 ? double(r.tokens.size()) / r.generate_seconds : 0;
   if (global.json) {
+    std::string json_text = tokenizer.decode(r.tokens, true);
     nlohmann::ordered_json out = {{"prompt", f.prompt},
-                                  {"text", tokenizer.decode(r.tokens, true)},
+                                  {"text", json_text},
                                   {"tokens", r.tokens},
                                   {"prompt_tokens", prompt.size()},
                                   {"generated_tokens", r.tokens.size()},
