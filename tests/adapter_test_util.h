@@ -13,6 +13,7 @@
 #include "tests/support/test_support.h"
 #include "trainer/lora.h"
 #include "trainer/model.h"
+#include "trainer/transformer.h"
 
 namespace lora::test {
 
@@ -53,7 +54,18 @@ inline bool same_bits(const Tensor& a, const Tensor& b) {
                     [](float x, float y) { return std::memcmp(&x, &y, sizeof x) == 0; });
 }
 
+inline const std::vector<Proj> kAllProj = {Proj::q,    Proj::k,  Proj::v,   Proj::o,
+                                           Proj::gate, Proj::up, Proj::down};
+
 inline const std::vector<int32_t> kPromptIds = {1,  403, 261, 350, 1,   85,
                                                 26, 417, 279, 62,  310, 499};
+
+// Logits of kPromptIds split into `batch` rows, with the adapters stacked.
+inline Tensor prompt_logits(const Model& model, std::vector<LoraAdapter*> adapters, int64_t batch) {
+  AdapterStack stack;
+  stack.adapters = std::move(adapters);
+  return forward_logits(model, stack, kPromptIds, batch,
+                        static_cast<int64_t>(kPromptIds.size()) / batch);
+}
 
 }  // namespace lora::test

@@ -17,13 +17,10 @@ using test::max_abs_diff;
 using test::same_bits;
 using test::TempDir;
 
-const std::vector<Proj> kAll = {Proj::q,    Proj::k,  Proj::v,   Proj::o,
-                                Proj::gate, Proj::up, Proj::down};
+const std::vector<Proj>& kAll = test::kAllProj;
 
 Tensor logits(const Model& model, std::vector<LoraAdapter*> adapters) {
-  AdapterStack stack;
-  stack.adapters = std::move(adapters);
-  return forward_logits(model, stack, kPromptIds, 2, static_cast<int64_t>(kPromptIds.size()) / 2);
+  return test::prompt_logits(model, std::move(adapters), 2);
 }
 
 TEST(RuntimeAdapter, MatchesFloatMergedModel) {

@@ -209,6 +209,12 @@ const char* torch_dtype_name(DType t) {
   return t == DType::F32 ? "float32" : t == DType::F16 ? "float16" : "bfloat16";
 }
 
+fs::path folder_path(const std::string& text) {
+  fs::path p(text);
+  while (!p.has_filename() && p.has_parent_path() && p != p.root_path()) p = p.parent_path();
+  return p;
+}
+
 void check_distinct_output(const fs::path& out_dir, const fs::path& source_dir) {
   std::error_code ec;
   if (fs::exists(out_dir) && fs::equivalent(out_dir, source_dir, ec))

@@ -69,6 +69,10 @@ void write_model_folder(const std::filesystem::path& out_dir,
                         const std::filesystem::path& source_dir, const nlohmann::json& config,
                         std::vector<TensorData> tensors, const ModelFolderOptions& options = {});
 
+// A folder named on the command line: "out/" names the folder "out" (write_dir_atomic builds the
+// temp folder beside it from its file name).
+std::filesystem::path folder_path(const std::string& text);
+
 // Refuses an output folder that is the source folder itself (its files are being read).
 void check_distinct_output(const std::filesystem::path& out_dir,
                            const std::filesystem::path& source_dir);

@@ -31,8 +31,7 @@ void run_convert(const ConvertCliOptions& o, const GlobalOptions& global) {
   options.quantize_embedding = !o.keep_embedding_float;
   if (!o.dtype.empty()) options.dtype = parse_float_dtype(o.dtype);
   options.max_shard_bytes = parse_byte_size(o.max_shard_size);
-  std::filesystem::path out(o.out);
-  if (!out.has_filename()) out = out.parent_path();
+  const std::filesystem::path out = folder_path(o.out);
   const ConvertReport r = convert_model(o.model, out, options);
   if (global.json) {
     const nlohmann::json j = {{"written", out.string()},

@@ -7,6 +7,7 @@
 
 #include "trainer/adapter_file.h"
 #include "trainer/cli/commands.h"
+#include "trainer/model_folder.h"
 
 namespace lora::cli {
 
@@ -25,8 +26,7 @@ void run_export(const ExportOptions& o, const GlobalOptions& global) {
   AdapterFile adapter = AdapterFile::read(o.adapter_path);
   if (o.base_layers > 0) adapter.base_num_layers = o.base_layers;
   if (!o.base_model.empty()) adapter.base_model = o.base_model;
-  std::filesystem::path out(o.out);
-  if (!out.has_filename()) out = out.parent_path();  // "dir/" names the folder "dir"
+  const std::filesystem::path out = folder_path(o.out);
   adapter.write(out, format);
 
   nlohmann::json summary = adapter.summary();

@@ -46,8 +46,7 @@ void run_merge(const MergeCliOptions& o, const GlobalOptions& global) {
   if (!o.base_float.empty()) options.base_float = o.base_float;
   options.min_delta_kept = o.min_delta_kept;
   options.max_shard_bytes = parse_byte_size(o.max_shard_size);
-  std::filesystem::path out(o.out);
-  if (!out.has_filename()) out = out.parent_path();
+  const std::filesystem::path out = folder_path(o.out);
 
   const MergeReport report = merge_adapters(o.model, adapters, out, options);
   if (global.json) {
