@@ -31,7 +31,11 @@ class MergeTable {
  public:
   void build(const std::vector<std::pair<uint64_t, Merge>>& entries) {
     std::size_t cap = 16;
-    while (cap < entries.size() * 2) cap <<= 1;
+    shift_ = 60;
+    while (cap < entries.size() * 2) {
+      cap <<= 1;
+      --shift_;
+    }
     keys_.assign(cap, kEmpty);
     values_.assign(cap, Merge{});
     mask_ = cap - 1;
@@ -60,10 +64,12 @@ class MergeTable {
 
  private:
   static constexpr uint64_t kEmpty = ~uint64_t{0};
-  static std::size_t hash(uint64_t k) { return (k * 0x9E3779B97F4A7C15ull) >> 17; }
+  // Fibonacci hashing: the top bits of the product depend on every bit of both ids.
+  std::size_t hash(uint64_t k) const { return (k * 0x9E3779B97F4A7C15ull) >> shift_; }
   std::vector<uint64_t> keys_;
   std::vector<Merge> values_;
   std::size_t mask_ = 0;
+  int shift_ = 60;
 };
 
 // Token -> id, open addressing over the id_to_token strings: one probe array, no nodes, so a
