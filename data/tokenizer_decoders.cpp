@@ -179,14 +179,6 @@ class SequenceDecoder final : public Decoder {
   std::vector<std::unique_ptr<Decoder>> parts_;
 };
 
-char32_t single_char(const std::string& s, const std::string& where, const char* field) {
-  std::size_t pos = 0;
-  if (s.empty() || unicode::find_invalid_utf8(s) != std::string::npos ||
-      (unicode::next_code_point(s, pos), pos != s.size()))
-    throw std::runtime_error(where + ": \"" + field + "\" must be one character");
-  pos = 0;
-  return unicode::next_code_point(s, pos);
-}
 }  // namespace
 
 std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& where) {
@@ -197,7 +189,7 @@ std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& where) {
   if (type == "Fuse") return std::make_unique<FuseDecoder>();
   if (type == "Metaspace") {
     std::string replacement = json_field::get_string(j, "replacement", "\xE2\x96\x81", where);
-    single_char(replacement, where, "replacement");
+    json_field::single_char(replacement, where, "replacement");
     bool drop_first = true;
     if (j.contains("prepend_scheme") && !j["prepend_scheme"].is_null()) {
       std::string scheme = json_field::require_string(j, "prepend_scheme", where);
@@ -218,7 +210,7 @@ std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& where) {
   }
   if (type == "Strip") {
     char32_t content =
-        single_char(json_field::require_string(j, "content", where), where, "content");
+        json_field::single_char(json_field::require_string(j, "content", where), where, "content");
     int64_t start = json_field::get_int(j, "start", 0, where);
     int64_t stop = json_field::get_int(j, "stop", 0, where);
     if (start < 0 || stop < 0)
@@ -227,13 +219,9 @@ std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& where) {
                                           static_cast<std::size_t>(stop));
   }
   if (type == "Sequence") {
-    const json& list = json_field::require(j, "decoders", where);
-    if (!list.is_array()) throw std::runtime_error(where + ": \"decoders\" must be a list");
-    std::vector<std::unique_ptr<Decoder>> parts;
-    for (std::size_t i = 0; i < list.size(); ++i) {
-      auto part = make_decoder(list[i], where + ".decoders[" + std::to_string(i) + "]");
-      if (part) parts.push_back(std::move(part));
-    }
+    auto parts = json_field::component_list<Decoder>(
+        j, "decoders", where,
+        [](const json& item, const std::string& here, bool) { return make_decoder(item, here); });
     return std::make_unique<SequenceDecoder>(std::move(parts));
   }
   throw std::runtime_error(where + ": unsupported decoder type \"" + type + "\"");

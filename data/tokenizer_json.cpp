@@ -2,6 +2,8 @@
 
 #include <stdexcept>
 
+#include "data/unicode_utf8.h"
+
 namespace lora::data::json_field {
 
 const json& require(const json& j, const char* key, const std::string& where) {
@@ -65,6 +67,15 @@ std::string pattern(const json& j, const std::string& where, bool& is_regex) {
     }
   }
   throw std::runtime_error(where + ": \"pattern\" must be {\"String\": ...} or {\"Regex\": ...}");
+}
+
+char32_t single_char(const std::string& value, const std::string& where, const char* field) {
+  std::size_t pos = 0;
+  if (value.empty() || unicode::find_invalid_utf8(value) != std::string::npos ||
+      (unicode::next_code_point(value, pos), pos != value.size()))
+    throw std::runtime_error(where + ": \"" + field + "\" must be one character");
+  pos = 0;
+  return unicode::next_code_point(value, pos);
 }
 
 }  // namespace lora::data::json_field

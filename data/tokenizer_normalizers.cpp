@@ -199,13 +199,10 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& wh
                                    json_field::get_bool(j, "strip_right", true, where));
   }
   if (type == "Sequence") {
-    const json& list = json_field::require(j, "normalizers", where);
-    if (!list.is_array()) throw std::runtime_error(where + ": \"normalizers\" must be a list");
-    std::vector<std::unique_ptr<Normalizer>> parts;
-    for (std::size_t i = 0; i < list.size(); ++i) {
-      auto part = make_normalizer(list[i], where + ".normalizers[" + std::to_string(i) + "]");
-      if (part) parts.push_back(std::move(part));
-    }
+    auto parts = json_field::component_list<Normalizer>(
+        j, "normalizers", where, [](const json& item, const std::string& here, bool) {
+          return make_normalizer(item, here);
+        });
     return std::make_unique<SequenceNormalizer>(std::move(parts));
   }
   throw std::runtime_error(where + ": unsupported normalizer type \"" + type + "\"");

@@ -149,14 +149,10 @@ std::unique_ptr<PostProcessor> make_post_processor(
                                       std::vector<int32_t>{pair_id(j, "sep", where)});
   }
   if (type == "Sequence") {
-    const json& list = json_field::require(j, "processors", where);
-    if (!list.is_array()) throw std::runtime_error(where + ": \"processors\" must be a list");
-    std::vector<std::unique_ptr<PostProcessor>> parts;
-    for (std::size_t i = 0; i < list.size(); ++i) {
-      auto part =
-          make_post_processor(list[i], where + ".processors[" + std::to_string(i) + "]", token_id);
-      if (part) parts.push_back(std::move(part));
-    }
+    auto parts = json_field::component_list<PostProcessor>(
+        j, "processors", where, [&token_id](const json& item, const std::string& here, bool) {
+          return make_post_processor(item, here, token_id);
+        });
     return std::make_unique<SequenceProcessor>(std::move(parts));
   }
   throw std::runtime_error(where + ": unsupported post_processor type \"" + type + "\"");

@@ -234,13 +234,8 @@ std::unique_ptr<PreTokenizer> make(const json& j, const std::string& where, bool
     return std::make_unique<CharClassPre>(unicode::is_whitespace, SplitBehavior::Removed);
   if (type == "Whitespace") return std::make_unique<WhitespacePre>();
   if (type == "CharDelimiterSplit") {
-    std::string d = json_field::require_string(j, "delimiter", where);
-    std::size_t pos = 0;
-    if (d.empty() || unicode::find_invalid_utf8(d) != std::string::npos ||
-        (unicode::next_code_point(d, pos), pos != d.size()))
-      throw std::runtime_error(where + ": \"delimiter\" must be one character");
-    pos = 0;
-    char32_t delim = unicode::next_code_point(d, pos);
+    char32_t delim = json_field::single_char(json_field::require_string(j, "delimiter", where),
+                                             where, "delimiter");
     return std::make_unique<CharClassPre>([delim](char32_t c) { return c == delim; },
                                           SplitBehavior::Removed);
   }
@@ -253,10 +248,7 @@ std::unique_ptr<PreTokenizer> make(const json& j, const std::string& where, bool
   }
   if (type == "Metaspace") {
     std::string replacement = json_field::get_string(j, "replacement", "\xE2\x96\x81", where);
-    std::size_t pos = 0;
-    if (replacement.empty() || unicode::find_invalid_utf8(replacement) != std::string::npos ||
-        (unicode::next_code_point(replacement, pos), pos != replacement.size()))
-      throw std::runtime_error(where + ": \"replacement\" must be one character");
+    json_field::single_char(replacement, where, "replacement");
     PrependScheme scheme = PrependScheme::Always;
     if (j.contains("prepend_scheme") && !j["prepend_scheme"].is_null()) {
       std::string s = json_field::require_string(j, "prepend_scheme", where);
@@ -275,14 +267,10 @@ std::unique_ptr<PreTokenizer> make(const json& j, const std::string& where, bool
                                           json_field::get_bool(j, "split", true, where));
   }
   if (type == "Sequence") {
-    const json& list = json_field::require(j, "pretokenizers", where);
-    if (!list.is_array()) throw std::runtime_error(where + ": \"pretokenizers\" must be a list");
-    std::vector<std::unique_ptr<PreTokenizer>> parts;
-    for (std::size_t i = 0; i < list.size(); ++i) {
-      auto part = make(list[i], where + ".pretokenizers[" + std::to_string(i) + "]",
-                       is_last && i + 1 == list.size());
-      if (part) parts.push_back(std::move(part));
-    }
+    auto parts = json_field::component_list<PreTokenizer>(
+        j, "pretokenizers", where, [is_last](const json& item, const std::string& here, bool last) {
+          return make(item, here, is_last && last);
+        });
     return std::make_unique<SequencePre>(std::move(parts));
   }
   throw std::runtime_error(where + ": unsupported pre_tokenizer type \"" + type + "\"");

@@ -10,19 +10,11 @@
 
 #include "data/tokenizer.h"
 #include "tests/support/test_support.h"
+#include "tests/tokenizer_test_support.h"
 
 namespace {
 using lora::data::Tokenizer;
 using nlohmann::json;
-
-// Loading the big ones takes a while: each tokenizer is loaded once per test program.
-const Tokenizer& tokenizer_at(const std::string& relative) {
-  static std::map<std::string, std::unique_ptr<Tokenizer>> loaded;
-  auto& slot = loaded[relative];
-  if (!slot)
-    slot = std::make_unique<Tokenizer>(Tokenizer::load(lora::test::shared_dir() / relative));
-  return *slot;
-}
 
 struct GoldenCase {
   const char* name;       // goldens/public/tokenizer/<name>.jsonl
@@ -36,7 +28,7 @@ TEST_P(TokenizerGolden, MatchesHuggingFace) {
   std::string golden = std::string("goldens/public/tokenizer/") + c.name + ".jsonl";
   LORA_REQUIRE_SHARED(golden);
   LORA_REQUIRE_SHARED(c.tokenizer);
-  const Tokenizer& tok = tokenizer_at(c.tokenizer);
+  const Tokenizer& tok = lora::test::shared_tokenizer(c.tokenizer);
   std::ifstream in(lora::test::shared_dir() / golden);
   std::string line;
   int total = 0, ids_ok = 0, special_ok = 0, decoded_ok = 0;
@@ -72,12 +64,7 @@ INSTANTIATE_TEST_SUITE_P(
                       GoldenCase{"llama2-tinyllama-hf", "tokenizers/llama2-tinyllama"},
                       GoldenCase{"smollm2-135m-instruct", "tokenizers/smollm2-135m"},
                       GoldenCase{"stories260K", "models/stories260K"}),
-    [](const auto& info) {
-      std::string n = info.param.name;
-      for (auto& ch : n)
-        if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-      return n;
-    });
+    [](const auto& info) { return lora::test::test_name(info.param.name); });
 
 struct VocabCase {
   const char* file;       // goldens/public/llamacpp/<file>.{inp,out}
@@ -91,7 +78,7 @@ TEST_P(LlamaCppVocab, MatchesHuggingFace) {
   std::string base = std::string("goldens/public/llamacpp/") + c.file;
   LORA_REQUIRE_SHARED(base + ".inp");
   LORA_REQUIRE_SHARED(c.tokenizer);
-  const Tokenizer& tok = tokenizer_at(c.tokenizer);
+  const Tokenizer& tok = lora::test::shared_tokenizer(c.tokenizer);
   std::string inp = lora::test::read_file(lora::test::shared_dir() / (base + ".inp"));
   std::istringstream out(lora::test::read_file(lora::test::shared_dir() / (base + ".out")));
   const std::string sep = "\n__ggml_vocab_test__\n";
@@ -123,10 +110,7 @@ INSTANTIATE_TEST_SUITE_P(
                       VocabCase{"ggml-vocab-llama-spm.gguf", "tokenizers/llama2-tinyllama"},
                       VocabCase{"ggml-vocab-phi-3.gguf", "tokenizers/llama2-tinyllama"}),
     [](const auto& info) {
-      std::string n = std::string(info.param.file) + "_" + info.param.tokenizer;
-      for (auto& ch : n)
-        if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-      return n;
+      return lora::test::test_name(std::string(info.param.file) + "_" + info.param.tokenizer);
     });
 
 // axolotl's llama2_chat format (FastChat's Llama-2 prompt): the system prompt inside the first
@@ -135,7 +119,7 @@ TEST(TokenizerAxolotl, Llama2ChatConversationMatchesGoldenIds) {
   const std::string dir = "datasets/axolotl-fixtures/";
   LORA_REQUIRE_SHARED(dir + "conversation.tokenized_llama2chat.json");
   LORA_REQUIRE_SHARED("tokenizers/llama2-tinyllama");
-  const Tokenizer& tok = tokenizer_at("tokenizers/llama2-tinyllama");
+  const Tokenizer& tok = lora::test::shared_tokenizer("tokenizers/llama2-tinyllama");
   json conv =
       json::parse(lora::test::read_file(lora::test::shared_dir() / dir / "conversation.json"));
   json golden = json::parse(lora::test::read_file(lora::test::shared_dir() / dir /

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "tests/support/test_support.h"
+#include "tests/tokenizer_test_support.h"
 
 namespace {
 using lora::test::run_lora;
@@ -69,12 +70,7 @@ INSTANTIATE_TEST_SUITE_P(Shared, TokenizeCliChat,
                                            ChatCase{"gemma3", "tokenizers/gemma3"},
                                            ChatCase{"llama2-tinyllama-hf",
                                                     "tokenizers/llama2-tinyllama"}),
-                         [](const auto& info) {
-                           std::string n = info.param.golden;
-                           for (auto& ch : n)
-                             if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           return n;
-                         });
+                         [](const auto& info) { return lora::test::test_name(info.param.golden); });
 
 TEST(TokenizeCli, TextLinesFromAFileMatchTheGoldens) {
   LORA_REQUIRE_SHARED("goldens/public/tokenizer/llama3_1.jsonl");

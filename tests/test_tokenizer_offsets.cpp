@@ -9,19 +9,12 @@
 
 #include "data/tokenizer.h"
 #include "tests/support/test_support.h"
+#include "tests/tokenizer_test_support.h"
 
 namespace {
 using lora::data::Encoding;
 using lora::data::Tokenizer;
 using nlohmann::json;
-
-const Tokenizer& tokenizer_at(const std::string& relative) {
-  static std::map<std::string, std::unique_ptr<Tokenizer>> loaded;
-  auto& slot = loaded[relative];
-  if (!slot)
-    slot = std::make_unique<Tokenizer>(Tokenizer::load(lora::test::shared_dir() / relative));
-  return *slot;
-}
 
 std::vector<std::string> golden_texts(const std::string& name) {
   std::ifstream in(lora::test::shared_dir() / ("goldens/public/tokenizer/" + name + ".jsonl"));
@@ -57,7 +50,7 @@ TEST_P(TokenizerOffsets, TileTheInput) {
   const auto& c = GetParam();
   LORA_REQUIRE_SHARED(std::string("goldens/public/tokenizer/") + c.golden + ".jsonl");
   LORA_REQUIRE_SHARED(c.tokenizer);
-  const Tokenizer& tok = tokenizer_at(c.tokenizer);
+  const Tokenizer& tok = lora::test::shared_tokenizer(c.tokenizer);
   int checked = 0;
   for (const auto& text : golden_texts(c.golden)) {
     Encoding enc = tok.encode_with_offsets(text, false);
@@ -87,7 +80,7 @@ TEST_P(TokenizerOffsets, TileTheInput) {
 TEST_P(TokenizerOffsets, AsciiWordSpansDecodeToTheWord) {
   const auto& c = GetParam();
   LORA_REQUIRE_SHARED(c.tokenizer);
-  const Tokenizer& tok = tokenizer_at(c.tokenizer);
+  const Tokenizer& tok = lora::test::shared_tokenizer(c.tokenizer);
   const std::string text =
       "The quick brown fox jumps over the lazy dog; tokenizers map spans back exactly.";
   Encoding enc = tok.encode_with_offsets(text, true);
@@ -110,18 +103,13 @@ INSTANTIATE_TEST_SUITE_P(
                       OffsetCase{"smollm2-135m-instruct", "tokenizers/smollm2-135m"},
                       OffsetCase{"llama2-tinyllama-hf", "tokenizers/llama2-tinyllama"},
                       OffsetCase{"mistral-7b-v0.1", "tokenizers/mistral-7b-v0.1"}),
-    [](const auto& info) {
-      std::string n = info.param.golden;
-      for (auto& ch : n)
-        if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-      return n;
-    });
+    [](const auto& info) { return lora::test::test_name(info.param.golden); });
 
 // What the training data code does: find an assistant turn in a rendered chat by its characters
 // and take the tokens inside it.
 TEST(TokenizerOffsetsChat, AssistantTurnTokensDecodeToTheTurn) {
   LORA_REQUIRE_SHARED("tokenizers/qwen3");
-  const Tokenizer& tok = tokenizer_at("tokenizers/qwen3");
+  const Tokenizer& tok = lora::test::shared_tokenizer("tokenizers/qwen3");
   const std::string answer = "The answer is 42, naïvely — café.";
   const std::string chat =
       "<|im_start|>user\nWhat is it?<|im_end|>\n<|im_start|>assistant\n" + answer + "<|im_end|>\n";
@@ -144,7 +132,7 @@ TEST(TokenizerOffsetsChat, AssistantTurnTokensDecodeToTheTurn) {
 // characters.
 TEST(TokenizerOffsetsChat, NfcCompositionMapsToBothInputCharacters) {
   LORA_REQUIRE_SHARED("tokenizers/qwen3");
-  const Tokenizer& tok = tokenizer_at("tokenizers/qwen3");
+  const Tokenizer& tok = lora::test::shared_tokenizer("tokenizers/qwen3");
   const std::string text = "Cafe\xCC\x81 au lait";  // "Cafe" + COMBINING ACUTE ACCENT
   Encoding enc = tok.encode_with_offsets(text, false);
   ASSERT_EQ(enc.ids, tok.encode("Caf\xC3\xA9 au lait", false));  // same ids as precomposed
@@ -160,7 +148,7 @@ TEST(TokenizerOffsetsChat, NfcCompositionMapsToBothInputCharacters) {
 // SentencePiece-style: "▁" is prepended and replaces spaces, yet offsets stay on the input.
 TEST(TokenizerOffsetsChat, SentencePieceMetaspaceMapsToSpaces) {
   LORA_REQUIRE_SHARED("tokenizers/llama2-tinyllama");
-  const Tokenizer& tok = tokenizer_at("tokenizers/llama2-tinyllama");
+  const Tokenizer& tok = lora::test::shared_tokenizer("tokenizers/llama2-tinyllama");
   const std::string text = "Hello world";
   Encoding enc = tok.encode_with_offsets(text, true);
   ASSERT_EQ(enc.ids.size(), 3u);  // <s> ▁Hello ▁world
