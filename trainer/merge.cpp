@@ -145,7 +145,6 @@ std::string MergeReport::to_text() const {
   std::snprintf(line, sizeof(line), "  %-48s %-7s %10s %10.4f %12.3e\n", "total", "",
                 percent(total.kept()).c_str(), total.norm_ratio(), total.max_error);
   s << line;
-  for (const auto& w : warnings) s << "warning: " << w << "\n";
   return s.str();
 }
 

@@ -60,7 +60,7 @@ struct MergeReport {
   MergeFidelity total;
   std::vector<std::string> warnings;
   nlohmann::json to_json() const;
-  std::string to_text() const;  // a table for people
+  std::string to_text() const;  // a table for people (warnings not included)
 };
 
 // Merges `adapters` into the model in `model_dir` and writes the complete merged model folder to

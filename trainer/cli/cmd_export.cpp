@@ -4,6 +4,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "trainer/adapter_file.h"
 #include "trainer/cli/commands.h"
@@ -12,6 +13,20 @@
 namespace lora::cli {
 
 namespace {
+
+// "0-23" or "0-3, 7, 9-11": the adapted layers, compactly.
+std::string layer_ranges(const std::vector<int64_t>& layers) {
+  std::string text;
+  for (std::size_t i = 0; i < layers.size();) {
+    std::size_t j = i;
+    while (j + 1 < layers.size() && layers[j + 1] == layers[j] + 1) ++j;
+    if (!text.empty()) text += ", ";
+    text += std::to_string(layers[i]);
+    if (j > i) text += "-" + std::to_string(layers[j]);
+    i = j + 1;
+  }
+  return text;
+}
 
 struct ExportOptions {
   std::string adapter_path;
@@ -46,7 +61,7 @@ void run_export(const ExportOptions& o, const GlobalOptions& global) {
                 adapter.source.string().c_str(), adapter.pairs.size(),
                 summary["ranks"].dump().c_str(),
                 summary.contains("scale") ? summary["scale"].dump().c_str() : "(per module)",
-                summary["modules"].dump().c_str(), summary["layers"].dump().c_str());
+                summary["modules"].dump().c_str(), layer_ranges(adapter.layers()).c_str());
   }
   std::printf("wrote %s adapter to %s\n", std::string(adapter_format_name(format)).c_str(),
               out.string().c_str());

@@ -49,17 +49,14 @@ void run_merge(const MergeCliOptions& o, const GlobalOptions& global) {
   const std::filesystem::path out = folder_path(o.out);
 
   const MergeReport report = merge_adapters(o.model, adapters, out, options);
+  for (const auto& w : report.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   if (global.json) {
     nlohmann::json j = report.to_json();
     j["written"] = out.string();
     std::printf("%s\n", j.dump().c_str());
     return;
   }
-  if (global.quiet) {
-    for (const auto& w : report.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
-  } else {
-    std::printf("%s", report.to_text().c_str());
-  }
+  if (!global.quiet) std::printf("%s", report.to_text().c_str());
   std::printf("wrote %s\n", out.string().c_str());
 }
 
