@@ -135,6 +135,51 @@ TEST(Train, BrokenInputsFailCleanlyWithoutAnAdapter) {
   }
 }
 
+TEST(Train, TestFileIsCheckedBeforeTrainingStarts) {
+  LORA_REQUIRE_SHARED(kStoriesModel);
+  TempDir tmp("train");
+  make_story_data(tmp / "data", 8, 4);
+  // The adapter folder is made just before the first step: a run that trained before finding
+  // the bad test file would leave it behind.
+  const std::vector<std::string> test_run = {"--data", (tmp / "data").string(), "--iters", "2",
+                                             "--test"};
+  // No test.jsonl in the folder.
+  auto r = run_lora(with(base_args(tmp / "out-missing"), test_run));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--test: no test.jsonl in the data folder"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(tmp / "out-missing"));
+  // A broken line in test.jsonl: named with its line, before training.
+  write_file(tmp / "data/test.jsonl", "{\"text\": \"A fine line.\"}\n{\"text\": \n");
+  r = run_lora(with(base_args(tmp / "out-broken"), test_run));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("test.jsonl:2: invalid JSON"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(tmp / "out-broken"));
+  // A record of another format than the file's first.
+  write_file(tmp / "data/test.jsonl",
+             "{\"text\": \"A fine line.\"}\n{\"prompt\": \"a\", \"completion\": \"b\"}\n");
+  r = run_lora(with(base_args(tmp / "out-mixed"), test_run));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("test.jsonl:2:"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(tmp / "out-mixed"));
+  // A good test file: the run trains, then reports the test loss.
+  write_file(tmp / "data/test.jsonl", "{\"text\": \"Once upon a time there was a cat.\"}\n");
+  r = run_lora(with(base_args(tmp / "out-ok"), {"--data", (tmp / "data").string(), "--iters", "2",
+                                                "--test"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  bool saw_test = false;
+  std::ifstream f(tmp / "out-ok/metrics.jsonl");
+  std::string line;
+  while (std::getline(f, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j["type"] == "test") {
+      saw_test = true;
+      EXPECT_GT(j["loss"].get<double>(), 0.0);
+      EXPECT_GT(j["tokens"].get<int64_t>(), 0);
+    }
+  }
+  EXPECT_TRUE(saw_test);
+}
+
 TEST(Train, ConfigFilesAndPrintConfig) {
   LORA_REQUIRE_SHARED(kStoriesModel);
   TempDir tmp("train");

@@ -180,6 +180,17 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
                   "--max-seq-length " + std::to_string(o.max_seq_length) + " and were truncated");
   if (valid_set && valid_set->truncated > 0)
     progress.note(std::to_string(valid_set->truncated) + " validation examples were truncated");
+  // --test: the test file is read and encoded now, so a missing or broken one fails before any
+  // training time is spent (and before the adapter folder is written).
+  std::optional<data::EncodedSet> test_set;
+  if (o.test) {
+    const fs::path test_file =
+        o.data.empty() ? fs::path() : data::DataFiles::in_folder(o.data, false).test;
+    if (test_file.empty())
+      throw std::runtime_error("--test: no test.jsonl in the data folder " +
+                               (o.data.empty() ? std::string("(no --data given)") : o.data));
+    test_set = load_split(test_file, encoder, line_cap);
+  }
 
   const std::string model_fp = model_fingerprint(model);
   const std::string data_fp = data_fingerprint(train_set);
@@ -341,12 +352,8 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
   }
   result.steps = state.step;
   result.final_val_loss = validate(state.step);
-  if (o.test) {
-    fs::path test_file = o.data.empty() ? fs::path() : data::DataFiles::in_folder(o.data, false).test;
-    if (test_file.empty())
-      throw std::runtime_error("--test: no test.jsonl in the data folder " + o.data);
-    const data::EncodedSet test_set = load_split(test_file, encoder, line_cap);
-    const data::BatchPlan test_plan(test_set.examples, o.batch_size, uint64_t(o.seed), false);
+  if (test_set) {
+    const data::BatchPlan test_plan(test_set->examples, o.batch_size, uint64_t(o.seed), false);
     AdapterStack stack;
     stack.adapters = {&adapter};
     EvalResult r = evaluate(model, stack, test_plan, o.test_batches);
