@@ -212,8 +212,12 @@ std::string display_string(const Value& v) {
       options.undefined_as_null = false;
       return to_json(v, options);
     }
-    case Value::Kind::Function:
-      return "[function " + v.fn().name + "]";
+    case Value::Kind::Function: {
+      std::string s = "[function ";  // appended, not `"..." + name`: GCC 12 misreports that
+      s += v.fn().name;
+      s += ']';
+      return s;
+    }
   }
   return {};
 }
@@ -250,14 +254,13 @@ constexpr int64_t kMaxNesting = 512;
 void append_json(std::string& out, const Value& v, const JsonOptions& o, int64_t depth) {
   if (depth > kMaxNesting)
     throw TemplateError("value nests too deeply to print (a namespace that contains itself?)");
-  std::string item_sep = ", ", key_sep = ": ";
-  if (o.separators) {
-    item_sep = o.separators->first;
-    key_sep = o.separators->second;
-  } else if (o.indent && *o.indent > 0) {
-    item_sep = ",";
-  }
   const bool indented = o.indent && *o.indent > 0;
+  // Python's json.dumps spacing: ", " between items, "," when indenting, ": " after keys.
+  const std::string_view item_sep = o.separators ? std::string_view(o.separators->first)
+                                    : indented   ? std::string_view(",")
+                                                 : std::string_view(", ");
+  const std::string_view key_sep =
+      o.separators ? std::string_view(o.separators->second) : std::string_view(": ");
   const std::string unit = indented ? std::string(static_cast<std::size_t>(*o.indent), ' ') : "";
   const auto padding = [&](int64_t d) {
     std::string p = "\n";
