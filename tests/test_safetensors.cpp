@@ -237,6 +237,8 @@ TEST(SafetensorsMalformed, MetadataMustBeAStringMap) {
   expect_error(p, {"__metadata__", "format"});
   write_raw(p, R"({"__metadata__":["format"]})", 0);
   expect_error(p, {"__metadata__"});
+  write_raw(p, R"({"__metadata__":null})", 0);  // legal: MLX writes it when there is no metadata
+  EXPECT_TRUE(SafetensorsFile::open(p).metadata().empty());
 }
 
 TEST(SafetensorsMalformed, RandomCorruptionNeverCrashes) {

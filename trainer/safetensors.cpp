@@ -161,6 +161,7 @@ SafetensorsFile SafetensorsFile::open(const fs::path& path) {
   f.data_ = base + 8 + header_len;
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
+      if (entry.is_null()) continue;  // MLX writes "__metadata__": null when it has none
       if (!entry.is_object()) bad_file(path, "__metadata__ is not a JSON object");
       for (const auto& [k, v] : entry.items()) {
         if (!v.is_string()) bad_file(path, "__metadata__ value of '" + k + "' is not a string");
