@@ -25,7 +25,7 @@ Var checkpoint(Tape& tape, Var x, const std::function<Var(Tape&, Var)>& block) {
     if (!x->requires_grad || xr->grad.data.empty()) return;
     Tensor& dx = tape.grad(x);
     for (std::size_t i = 0; i < dx.data.size(); ++i) dx.data[i] += xr->grad.data[i];
-  }, "checkpoint");
+  }, "checkpoint", out);
   return out;
 }
 

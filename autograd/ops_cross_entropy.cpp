@@ -182,7 +182,7 @@ Var cross_entropy_head(Tape& tape, Var hidden, const FrozenWeight& head,
       const float* src = dh_rows.data() + i * dim;
       for (int64_t k = 0; k < dim; ++k) out[k] += seed * src[k];
     }
-  }, "cross_entropy");
+  }, "cross_entropy", loss);
   return loss;
 }
 

@@ -28,7 +28,7 @@ Var swiglu(Tape& tape, Var gate, Var up) {
                              out->value.numel(),
                              gate->requires_grad ? tape.grad(gate).ptr() : nullptr,
                              up->requires_grad ? tape.grad(up).ptr() : nullptr);
-  }, "swiglu");
+  }, "swiglu", out);
   return out;
 }
 
@@ -46,7 +46,7 @@ Var add(Tape& tape, Var a, Var b) {
       Tensor& g = tape.grad(in);
       for (std::size_t i = 0; i < g.data.size(); ++i) g.data[i] += out->grad.data[i];
     }
-  }, "add");
+  }, "add", out);
   return out;
 }
 

@@ -114,7 +114,7 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
             for (std::size_t i = 0; i < scratch.size(); ++i) dx[i] += scratch[i];
           }
         }
-      }, "linear");
+      }, "linear", result);
   return result;
 }
 

@@ -23,7 +23,7 @@ Var rmsnorm(Tape& tape, Var x, std::span<const float> weight, int64_t dim, float
     if (out->grad.data.empty()) return;
     kernels::rmsnorm_backward(x->value.ptr(), weight.data(), inv_rms.data(), out->grad.ptr(), rows,
                               dim, tape.grad(x).ptr());
-  }, "rmsnorm");
+  }, "rmsnorm", out);
   return out;
 }
 

@@ -28,7 +28,7 @@ Var rope(Tape& tape, Var x, int64_t batch, int64_t seq, int64_t heads, int64_t h
     kernels::rope_rotate(g.ptr(), batch, seq, heads, head_dim, *table, -1);
     Tensor& dx = tape.grad(x);
     for (std::size_t i = 0; i < g.data.size(); ++i) dx.data[i] += g.data[i];
-  }, "rope");
+  }, "rope", out);
   return out;
 }
 

@@ -23,10 +23,11 @@ Tensor& Tape::grad(Var v) {
   return v->grad;
 }
 
-void Tape::push_backward(std::function<void()> fn, const char* op) {
+void Tape::push_backward(std::function<void()> fn, const char* op, Var output) {
   if (!record_) return;
   backward_.push_back(std::move(fn));
   backward_ops_.push_back(op);
+  backward_outputs_.push_back(output);
 }
 
 void Tape::backward(Var loss, float seed) {
@@ -45,12 +46,15 @@ void Tape::backward_from(Var output, const Tensor& output_grad) {
   for (std::size_t i = backward_.size(); i-- > 0;) {
     const OpTimer timer(profile_, backward_ops_[i], OpPhase::Backward);
     backward_[i]();
+    // The seed keeps its gradient: the caller gave it and may read it back.
+    if (Var done = backward_outputs_[i]; done && done != output) done->grad = Tensor{};
   }
 }
 
 void Tape::clear() {
   backward_.clear();
   backward_ops_.clear();
+  backward_outputs_.clear();
   nodes_.clear();
 }
 

@@ -45,7 +45,10 @@ class Tape {
   // The gradient buffer of a node, zero-filled with the value's shape on first use.
   Tensor& grad(Var v);
   // `op` names the closure in the per-op time split (a string literal: it is kept, not copied).
-  void push_backward(std::function<void()> fn, const char* op = "other");
+  // `output` is the node the op produced: once the closure has run, every contribution to its
+  // gradient has been used (consumers run earlier in reverse order), so backward releases that
+  // gradient; holding all of them to the end doubled the activation memory at the end of a step.
+  void push_backward(std::function<void()> fn, const char* op = "other", Var output = nullptr);
   // Seeds d(loss)/d(loss) = seed for a scalar node and runs every closure in reverse order.
   void backward(Var loss, float seed = 1.0f);
   // Seeds the gradient of any node (same shape as its value) and runs every closure in reverse:
@@ -73,6 +76,7 @@ class Tape {
   std::deque<Node> nodes_;  // deque: handles stay valid as nodes are added
   std::vector<std::function<void()>> backward_;
   std::vector<const char*> backward_ops_;  // parallel to backward_
+  std::vector<Var> backward_outputs_;      // parallel to backward_; may hold nullptr
   OpProfile* profile_ = nullptr;
   OpPhase forward_phase_ = OpPhase::Forward;
   ComputeDType compute_ = ComputeDType::F32;
