@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "data/chat_template.h"
+#include "data/jinja_builtins.h"
+#include "data/jinja_parser.h"
 #include "data/tokenizer.h"
 #include "support/test_support.h"
 
@@ -25,6 +27,20 @@ std::string error_of(const std::string& source, const Json& context = Json::obje
   try {
     render(source, context);
   } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Renders with the engine directly, under the given limits; returns the error message.
+std::string error_under(const std::string& source, const jinja::Limits& limits) {
+  try {
+    const jinja::Program program = jinja::parse_template(source);
+    jinja::Scope globals;
+    jinja::install_globals(globals);
+    jinja::Interpreter interpreter(limits);
+    interpreter.render(program, globals);
+  } catch (const jinja::TemplateError& e) {
     return e.what();
   }
   return "";
@@ -55,10 +71,16 @@ TEST(JinjaErrors, UnsupportedStatementsAreRefusedByName) {
 }
 
 TEST(JinjaSandbox, BoundsLoopIterations) {
-  const std::string msg =
-      error_of("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}");
-  EXPECT_NE(msg.find("loop iterations"), std::string::npos) << msg;
+  jinja::Limits limits;
+  limits.max_iterations = 1000;
+  const std::string nested =
+      "{% for i in range(100) %}{% for j in range(100) %}{% endfor %}{% endfor %}";
+  EXPECT_NE(error_under(nested, limits).find("more than 1000 loop iterations"), std::string::npos);
+  limits.max_iterations = 10100;  // 100 outer + 100 x 100 inner
+  EXPECT_EQ(error_under(nested, limits), "");
   EXPECT_NE(error_of("{{ range(100000000000) }}").find("item limit"), std::string::npos);
+  EXPECT_NE(error_of("{% for i in range(10000000) %}{% endfor %}").find("item limit"),
+            std::string::npos);
 }
 
 TEST(JinjaSandbox, BoundsRecursion) {
@@ -67,10 +89,17 @@ TEST(JinjaSandbox, BoundsRecursion) {
 }
 
 TEST(JinjaSandbox, BoundsStringGrowth) {
-  const std::string msg = error_of(
+  const std::string doubling =
       "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
-      "{% endfor %}{{ ns.s|length }}");
-  EXPECT_NE(msg.find("byte limit"), std::string::npos) << msg;
+      "{% endfor %}{{ ns.s|length }}";
+  jinja::Limits limits;
+  limits.max_output_bytes = 1 << 16;
+  EXPECT_NE(error_under(doubling, limits).find("65536-byte limit"), std::string::npos);
+  EXPECT_NE(error_under("{{ 'ab'|indent(100000, true) }}", limits).find("byte limit"),
+            std::string::npos);
+  EXPECT_NE(
+      error_under("{% for i in range(100000) %}xxxxxxxx{% endfor %}", limits).find("byte limit"),
+      std::string::npos);
 }
 
 TEST(JinjaSandbox, BoundsParseNesting) {
@@ -140,13 +169,13 @@ TEST(JinjaMalformed, MutatedRealTemplatesFailCleanly) {
     }
   };
   for (const auto& source : sources) {
-    for (std::size_t cut = 0; cut < source.size(); cut += 23) attempt(source.substr(0, cut));
-    for (std::size_t at = 0; at < source.size(); at += 31) {
+    for (std::size_t cut = 0; cut < source.size(); cut += 37) attempt(source.substr(0, cut));
+    for (std::size_t at = 0; at < source.size(); at += 47) {
       std::string s = source;
       s.erase(at, 1);
       attempt(s);
     }
-    for (std::size_t at = 0; at < source.size(); at += 53) {
+    for (std::size_t at = 0; at < source.size(); at += 89) {
       for (const char* insert : {"{%", "}}", "(", "'", "-", "|"}) {
         std::string s = source;
         s.insert(at, insert);
