@@ -23,6 +23,20 @@ struct ChatTemplate::Impl {
     }
     return std::runtime_error(where + ": " + e.what());
   }
+
+  // Renders with the variables `fill` puts into the global scope (after the builtins).
+  template <typename Fill>
+  std::string run(Fill&& fill) const {
+    try {
+      jinja::Scope globals;
+      jinja::install_globals(globals);
+      fill(globals);
+      jinja::Interpreter interpreter{jinja::Limits{}};
+      return interpreter.render(program, globals);
+    } catch (const jinja::TemplateError& e) {
+      throw located(e);
+    }
+  }
 };
 
 ChatTemplate::ChatTemplate() : impl_(std::make_unique<Impl>()) {}
@@ -47,15 +61,9 @@ ChatTemplate ChatTemplate::parse(const std::string& source, const std::string& n
 std::string ChatTemplate::render(const nlohmann::ordered_json& context) const {
   if (!context.is_object())
     throw std::runtime_error(impl_->name + ": the render context must be a JSON object");
-  try {
-    jinja::Scope globals;
-    jinja::install_globals(globals);
+  return impl_->run([&](jinja::Scope& globals) {
     for (const auto& [key, value] : context.items()) globals.set(key, jinja::from_json(value));
-    jinja::Interpreter interpreter{jinja::Limits{}};
-    return interpreter.render(impl_->program, globals);
-  } catch (const jinja::TemplateError& e) {
-    throw impl_->located(e);
-  }
+  });
 }
 
 std::string render_chat(const ChatTemplate& chat_template, const TokenizerConfig& config,
@@ -64,21 +72,23 @@ std::string render_chat(const ChatTemplate& chat_template, const TokenizerConfig
   if (!extra_kwargs.is_null() && !extra_kwargs.is_object())
     throw std::runtime_error(chat_template.name() +
                              ": template keyword arguments must be a JSON object");
-  nlohmann::ordered_json context = nlohmann::ordered_json::object();
-  context["messages"] = messages;
-  context["add_generation_prompt"] = add_generation_prompt;
-  context["tools"] = nullptr;
-  context["documents"] = nullptr;
-  const std::pair<const char*, const std::optional<std::string>*> tokens[] = {
-      {"bos_token", &config.bos_token},  {"eos_token", &config.eos_token},
-      {"unk_token", &config.unk_token},  {"sep_token", &config.sep_token},
-      {"pad_token", &config.pad_token},  {"cls_token", &config.cls_token},
-      {"mask_token", &config.mask_token}};
-  for (const auto& [key, value] : tokens)
-    if (*value && !(*value)->empty()) context[key] = **value;  // unset or empty: left undefined
-  if (extra_kwargs.is_object())
-    for (const auto& [key, value] : extra_kwargs.items()) context[key] = value;
-  return chat_template.render(context);
+  // The variables go straight into the template's scope (no JSON copy of the conversation).
+  return chat_template.impl_->run([&](jinja::Scope& globals) {
+    globals.set("messages", jinja::from_json(messages));
+    globals.set("add_generation_prompt", jinja::Value::boolean(add_generation_prompt));
+    globals.set("tools", jinja::Value::none());
+    globals.set("documents", jinja::Value::none());
+    const std::pair<const char*, const std::optional<std::string>*> tokens[] = {
+        {"bos_token", &config.bos_token},  {"eos_token", &config.eos_token},
+        {"unk_token", &config.unk_token},  {"sep_token", &config.sep_token},
+        {"pad_token", &config.pad_token},  {"cls_token", &config.cls_token},
+        {"mask_token", &config.mask_token}};
+    for (const auto& [key, value] : tokens)  // unset or empty tokens stay undefined
+      if (*value && !(*value)->empty()) globals.set(key, jinja::Value::string(**value));
+    if (extra_kwargs.is_object())
+      for (const auto& [key, value] : extra_kwargs.items())
+        globals.set(key, jinja::from_json(value));
+  });
 }
 
 }  // namespace lora::data

@@ -28,6 +28,9 @@ class ChatTemplate {
   const std::string& name() const;
 
  private:
+  friend std::string render_chat(const ChatTemplate&, const TokenizerConfig&,
+                                 const nlohmann::ordered_json&, bool,
+                                 const nlohmann::ordered_json&);
   ChatTemplate();
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -10,19 +10,12 @@ namespace lora::data::jinja {
 
 const Value* Scope::lookup(std::string_view name) const {
   for (const Scope* s = this; s; s = s->parent_)
-    for (const auto& [k, v] : s->vars_)
-      if (k == name) return &v;
+    if (const Value* v = s->vars_.find(name)) return v;
   return nullptr;
 }
 
 void Scope::set(std::string_view name, Value value) {
-  for (auto& [k, v] : vars_) {
-    if (k == name) {
-      v = std::move(value);
-      return;
-    }
-  }
-  vars_.emplace_back(std::string(name), std::move(value));
+  vars_.set(std::string(name), std::move(value));
 }
 
 struct Interpreter::DepthGuard {
@@ -588,6 +581,23 @@ bool contains(const Value& container, const Value& needle, bool& handled) {
 
 }  // namespace
 
+Value Interpreter::concatenate(const Value& left, const Value& right) const {
+  // Strings are appended in place; other values go through their JavaScript string form.
+  const auto piece = [](const Value& v) {
+    return v.is_string() ? std::string_view(v.str()) : std::string_view();
+  };
+  std::string left_text = left.is_string() ? std::string() : concat_string(left);
+  std::string right_text = right.is_string() ? std::string() : concat_string(right);
+  const std::string_view a = left.is_string() ? piece(left) : std::string_view(left_text);
+  const std::string_view b = right.is_string() ? piece(right) : std::string_view(right_text);
+  check_string_size(a.size() + b.size());
+  std::string s;
+  s.reserve(a.size() + b.size());
+  s.append(a);
+  s.append(b);
+  return Value::string(std::move(s));
+}
+
 Value Interpreter::eval_binary(const Expr& e, Scope& scope) {
   const Op op = e.op;
   Value left = eval(*e.a, scope);
@@ -614,10 +624,7 @@ Value Interpreter::eval_binary(const Expr& e, Scope& scope) {
     return Value::boolean(found != (op == Op::NotIn));
   }
   if (op == Op::Concat) {
-    std::string s = concat_string(left);
-    s += concat_string(right);
-    check_string_size(s.size());
-    return Value::string(std::move(s));
+    return concatenate(left, right);
   }
   const bool numeric_like =
       (left.is_number() || left.is_bool()) && (right.is_number() || right.is_bool());
@@ -653,10 +660,7 @@ Value Interpreter::eval_binary(const Expr& e, Scope& scope) {
     return Value::array(std::move(items));
   }
   if (op == Op::Add && (left.is_string() || right.is_string())) {
-    std::string s = concat_string(left);
-    s += concat_string(right);
-    check_string_size(s.size());
-    return Value::string(std::move(s));
+    return concatenate(left, right);
   }
   if ((op == Op::Lt || op == Op::Gt || op == Op::Le || op == Op::Ge) && left.is_string() &&
       right.is_string()) {

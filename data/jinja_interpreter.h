@@ -31,7 +31,7 @@ class Scope {
 
  private:
   Scope* parent_;
-  std::vector<std::pair<std::string, Value>> vars_;
+  ObjectData vars_;
 };
 
 class Interpreter {
@@ -65,6 +65,7 @@ class Interpreter {
   std::string render_block(const std::vector<Stmt>& body, Scope& scope);
 
   Value eval_binary(const Expr& e, Scope& scope);
+  Value concatenate(const Value& left, const Value& right) const;  // `+` on strings, `~`
   Value eval_unary(const Expr& e, Scope& scope);
   Value eval_slice(const Expr& e, Scope& scope);
   Value eval_call(const Expr& e, Scope& scope);
