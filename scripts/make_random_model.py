@@ -11,6 +11,9 @@ model.safetensors), for tests that compare loracpp with scripts/torch_reference.
 (`weight` uint32, `scales`, `biases` in the model dtype) where the input size is divisible by the
 group size, using MLX's quantizer rule, and adds "quantization" to config.json.
 --tokenizer copies a tokenizer.json (and a tokenizer_config.json beside it, if any) into OUT_DIR.
+--byte-tokenizer writes a byte-level BPE tokenizer.json of our own instead (no merges: one token per
+UTF-8 byte, ids 3..258 after <unk>=0, <s>=1, </s>=2; needs --vocab >= 259), so a model made without
+any downloaded files can still read and write text.
 Needs only numpy.
 """
 import argparse
@@ -97,6 +100,53 @@ def mlx_quantize(w, bits, group_size, dtype):
     return pack_bits(q.reshape(rows, cols), bits), scale, bias
 
 
+def byte_to_unicode():
+    """The byte-level BPE alphabet: printable bytes map to themselves, the rest to U+0100 on."""
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) +
+                 list(range(0xAE, 0xFF + 1)))
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def write_byte_tokenizer(out_dir):
+    specials = ["<unk>", "<s>", "</s>"]
+    vocab = {tok: i for i, tok in enumerate(specials)}
+    for b, ch in byte_to_unicode().items():
+        vocab[ch] = len(specials) + b
+    added = [{"id": i, "content": tok, "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": True} for i, tok in enumerate(specials)]
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                  "use_regex": True}
+    tokenizer = {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+        "normalizer": None, "pre_tokenizer": byte_level,
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                     {"Sequence": {"id": "A", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": vocab, "merges": []},
+    }
+    with open(os.path.join(out_dir, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(tokenizer, f, ensure_ascii=False, indent=1)
+    with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+        json.dump({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+                   "add_bos_token": True, "add_eos_token": False}, f, indent=2)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out_dir")
@@ -116,7 +166,11 @@ def main():
     ap.add_argument("--quantize-bits", type=int, choices=[2, 3, 4, 5, 6, 8])
     ap.add_argument("--q-group-size", type=int, default=32, choices=[32, 64, 128])
     ap.add_argument("--tokenizer", help="a tokenizer.json to copy into the folder")
+    ap.add_argument("--byte-tokenizer", action="store_true",
+                    help="write a byte-level tokenizer.json (one token per byte)")
     a = ap.parse_args()
+    if a.byte_tokenizer and a.vocab < 259:
+        ap.error("--byte-tokenizer needs --vocab >= 259")
 
     rng = np.random.default_rng(a.seed)
     hd = a.head_dim or a.hidden // a.heads
@@ -189,6 +243,8 @@ def main():
     write_safetensors(os.path.join(a.out_dir, "model.safetensors"), tensors)
     with open(os.path.join(a.out_dir, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
+    if a.byte_tokenizer:
+        write_byte_tokenizer(a.out_dir)
     if a.tokenizer:
         shutil.copy(a.tokenizer, os.path.join(a.out_dir, "tokenizer.json"))
         tc = os.path.join(os.path.dirname(a.tokenizer), "tokenizer_config.json")
