@@ -7,14 +7,6 @@ namespace lora::data {
 
 namespace {
 
-std::string render(const ChatTemplate& tmpl, const nlohmann::ordered_json& messages,
-                   const nlohmann::ordered_json& context, bool add_generation_prompt) {
-  nlohmann::ordered_json ctx = context;
-  ctx["messages"] = messages;
-  ctx["add_generation_prompt"] = add_generation_prompt;
-  return tmpl.render(ctx);
-}
-
 std::string_view trim(std::string_view s) {
   const auto ws = " \t\r\n";
   auto b = s.find_first_not_of(ws);
@@ -55,11 +47,11 @@ std::vector<Segment> coalesce(std::vector<Segment> segments) {
   return out;
 }
 
-std::vector<Segment> chat_template_segments(const ChatTemplate& tmpl,
+std::vector<Segment> chat_template_segments(const ChatTemplate& tmpl, const TokenizerConfig& config,
                                             const nlohmann::ordered_json& messages,
-                                            const nlohmann::ordered_json& context,
+                                            const nlohmann::ordered_json& template_kwargs,
                                             const std::vector<std::string>& special_tokens) {
-  const std::string full = render(tmpl, messages, context, false);
+  const std::string full = render_chat(tmpl, config, messages, false, template_kwargs);
   std::vector<Segment> segments;
   std::size_t cursor = 0;       // everything before it is already in a segment
   std::size_t search_from = 0;  // turns appear in order
@@ -79,7 +71,7 @@ std::vector<Segment> chat_template_segments(const ChatTemplate& tmpl,
     // last one, as far as the full rendering agrees with it.
     nlohmann::ordered_json prefix = nlohmann::ordered_json::array();
     for (std::size_t j = 0; j <= i; ++j) prefix.push_back(messages[j]);
-    const std::string alone = render(tmpl, prefix, context, false);
+    const std::string alone = render_chat(tmpl, config, prefix, false, template_kwargs);
     if (auto q = alone.rfind(full.substr(pos, len)); q != std::string::npos && len > 0) {
       std::string_view suffix = std::string_view(alone).substr(q + len);
       std::string_view marker = suffix.substr(0, common_prefix(suffix, std::string_view(full).substr(end)));

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/chat_template.h"
+#include "data/tokenizer.h"
 
 namespace lora::data {
 
@@ -21,12 +22,13 @@ struct Segment {
 // template writes after the content when that turn ends a conversation (rendering messages[:i+1]),
 // where the full rendering continues with the same text, up to and including the first special
 // token in it (`special_tokens`; templates such as Llama-3's append the next header right after
-// "<|eot_id|>", which is not the assistant's to learn). `context` holds the template variables
-// other than messages and add_generation_prompt (bos_token, eos_token, enable_thinking, ...).
+// "<|eot_id|>", which is not the assistant's to learn). Rendering goes through render_chat (the
+// same context as transformers' apply_chat_template), with `template_kwargs` such as
+// enable_thinking.
 // A template that rewrites a message so its content cannot be found is an error naming the turn.
-std::vector<Segment> chat_template_segments(const ChatTemplate& tmpl,
+std::vector<Segment> chat_template_segments(const ChatTemplate& tmpl, const TokenizerConfig& config,
                                             const nlohmann::ordered_json& messages,
-                                            const nlohmann::ordered_json& context,
+                                            const nlohmann::ordered_json& template_kwargs,
                                             const std::vector<std::string>& special_tokens = {});
 
 // Llama-2 chat as FastChat and axolotl lay it out (no Jinja):

@@ -61,15 +61,8 @@ std::vector<Segment> RecordEncoder::segments(const Record& r) const {
     throw std::runtime_error(
         "a \"messages\" record needs a chat template, and the model's tokenizer_config.json has "
         "none");
-  nlohmann::ordered_json context = options_.template_kwargs;
-  auto put = [&](const char* key, const std::optional<std::string>& v) {
-    if (!context.contains(key)) context[key] = v ? *v : std::string();
-  };
-  put("bos_token", config_.bos_token);
-  put("eos_token", config_.eos_token);
-  put("unk_token", config_.unk_token);
-  put("pad_token", config_.pad_token);
-  return chat_template_segments(*chat_template_, messages, context, special_tokens_);
+  return chat_template_segments(*chat_template_, config_, messages, options_.template_kwargs,
+                                special_tokens_);
 }
 
 Example RecordEncoder::encode(const Record& r) const {
