@@ -8,7 +8,7 @@
 //
 //   build/bench/train_throughput --shape smollm2-135m --base q4 --batch 4 --seq 512
 //       [--steps 2] [--warmup 1] [--grad-checkpoint] [--compute-dtype f32|bf16] [--rank 8]
-//       [--layers N] [--profile] [--json out.json]
+//       [--layers N] [--profile] [--default-heap] [--json out.json]
 // Prints a summary (and the per-op time split with --profile) and one JSON object on the last line.
 #include <omp.h>
 #include <sys/resource.h>
@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "autograd/dtype.h"
+#include "autograd/heap.h"
 #include "autograd/matmul_bf16.h"
 #include "autograd/profile.h"
 #include "autograd/quant.h"
@@ -44,6 +45,7 @@ struct Args {
   int64_t batch = 4, seq = 512, layers = 0;
   int steps = 2, warmup = 1, rank = 8;
   bool grad_checkpoint = false, profile = false;
+  bool default_heap = false;  // glibc's defaults instead of keep_freed_memory_for_reuse()
   std::string json_path;
 };
 
@@ -55,19 +57,34 @@ Args parse(int argc, char** argv) {
       if (i + 1 >= argc) throw std::invalid_argument(k + " needs a value");
       return argv[++i];
     };
-    if (k == "--shape") a.shape = value();
-    else if (k == "--base") a.base = value();
-    else if (k == "--compute-dtype") a.compute_dtype = value();
-    else if (k == "--batch") a.batch = std::stoll(value());
-    else if (k == "--seq") a.seq = std::stoll(value());
-    else if (k == "--layers") a.layers = std::stoll(value());
-    else if (k == "--steps") a.steps = std::stoi(value());
-    else if (k == "--warmup") a.warmup = std::stoi(value());
-    else if (k == "--rank") a.rank = std::stoi(value());
-    else if (k == "--grad-checkpoint") a.grad_checkpoint = true;
-    else if (k == "--profile") a.profile = true;
-    else if (k == "--json") a.json_path = value();
-    else throw std::invalid_argument("unknown argument " + k);
+    if (k == "--shape")
+      a.shape = value();
+    else if (k == "--base")
+      a.base = value();
+    else if (k == "--compute-dtype")
+      a.compute_dtype = value();
+    else if (k == "--batch")
+      a.batch = std::stoll(value());
+    else if (k == "--seq")
+      a.seq = std::stoll(value());
+    else if (k == "--layers")
+      a.layers = std::stoll(value());
+    else if (k == "--steps")
+      a.steps = std::stoi(value());
+    else if (k == "--warmup")
+      a.warmup = std::stoi(value());
+    else if (k == "--rank")
+      a.rank = std::stoi(value());
+    else if (k == "--grad-checkpoint")
+      a.grad_checkpoint = true;
+    else if (k == "--profile")
+      a.profile = true;
+    else if (k == "--default-heap")
+      a.default_heap = true;
+    else if (k == "--json")
+      a.json_path = value();
+    else
+      throw std::invalid_argument("unknown argument " + k);
   }
   if (a.base != "f32" && a.base != "bf16" && a.base != "q4")
     throw std::invalid_argument("--base must be f32, bf16 or q4, got " + a.base);
@@ -209,6 +226,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 int main(int argc, char** argv) try {
   const Args args = parse(argc, argv);
+  if (!args.default_heap) lora::keep_freed_memory_for_reuse();
   lora::ModelConfig config = shape_config(args.shape);
   if (args.layers > 0) config.num_layers = args.layers;
   const auto t_build = std::chrono::steady_clock::now();
@@ -218,7 +236,7 @@ int main(int argc, char** argv) try {
   lora::LoraConfig lc;
   lc.rank = args.rank;
   lc.alpha = 2.0f * float(args.rank);
-  lc.keys = {lora::Proj::q, lora::Proj::k, lora::Proj::v, lora::Proj::o,
+  lc.keys = {lora::Proj::q,    lora::Proj::k,  lora::Proj::v,   lora::Proj::o,
              lora::Proj::gate, lora::Proj::up, lora::Proj::down};
   lora::LoraAdapter adapter = lora::LoraAdapter::create(model, lc, 7);
   lora::Optimizer optimizer(lora::OptimizerConfig{}, adapter.parameters());
@@ -248,7 +266,8 @@ int main(int argc, char** argv) try {
     {
       lora::ag::Tape tape;
       if (timed && args.profile) tape.set_profile(&profile);
-      lora::ag::Var h = lora::forward_hidden(tape, model, stack, ids, args.batch, args.seq, {}, fopts);
+      lora::ag::Var h =
+          lora::forward_hidden(tape, model, stack, ids, args.batch, args.seq, {}, fopts);
       lora::ag::Var loss =
           lora::ag::cross_entropy_head(tape, h, model.head(), targets, weights, float(n));
       tape.backward(loss);
@@ -283,6 +302,7 @@ int main(int argc, char** argv) try {
   out["bf16_isa"] = lora::bf16_matmul_isa();
   out["bf16_used"] = lora::uses_bf16(fopts.compute_dtype);
   out["grad_checkpoint"] = args.grad_checkpoint;
+  out["default_heap"] = args.default_heap;
   out["batch"] = args.batch;
   out["seq"] = args.seq;
   out["rank"] = args.rank;
@@ -309,15 +329,17 @@ int main(int argc, char** argv) try {
                      {"forward_s", e.seconds[0] / steps},
                      {"recompute_s", e.seconds[1] / steps},
                      {"backward_s", e.seconds[2] / steps}});
-    ops.push_back({{"op", "optimizer"}, {"forward_s", 0.0}, {"recompute_s", 0.0},
+    ops.push_back({{"op", "optimizer"},
+                   {"forward_s", 0.0},
+                   {"recompute_s", 0.0},
                    {"backward_s", total_opt / steps}});
     const double other = (total_s - profile.total_seconds() - total_opt) / steps;
-    ops.push_back({{"op", "untimed"}, {"forward_s", other}, {"recompute_s", 0.0},
-                   {"backward_s", 0.0}});
+    ops.push_back(
+        {{"op", "untimed"}, {"forward_s", other}, {"recompute_s", 0.0}, {"backward_s", 0.0}});
     out["profile_per_step"] = ops;
     std::cerr << "per-op split, seconds summed over " << step_s.size() << " timed step(s):\n"
-              << profile.table() << "optimizer " << total_opt << " s, untimed "
-              << other * steps << " s\n";
+              << profile.table() << "optimizer " << total_opt << " s, untimed " << other * steps
+              << " s\n";
   }
   std::fprintf(stderr, "%s %s base=%s ckpt=%d: %.1f tokens/s, %.1f GFLOP/s, peak RSS %.0f MiB\n",
                args.shape.c_str(), args.compute_dtype.c_str(), args.base.c_str(),

@@ -4,11 +4,13 @@
 #include <cstdio>
 #include <exception>
 
+#include "autograd/heap.h"
 #include "trainer/cli/commands.h"
 
 extern "C" void openblas_set_num_threads(int);
 
 int main(int argc, char** argv) {
+  lora::keep_freed_memory_for_reuse();
   lora::cli::GlobalOptions global;
   CLI::App app{
       "lora: fine-tune Llama-family models with LoRA on the CPU.\n"
