@@ -38,6 +38,21 @@ void scale_in_place(float* y, int64_t count, float beta) {
     std::for_each(y, y + count, [beta](float& v) { v *= beta; });
 }
 
+// Rows [r0, r1) of W + sum of deltas as f32 into buf ([r1 - r0, cols]).
+void widen_rows(const FrozenWeight& w, int64_t r0, int64_t r1, std::span<const LowRankDelta> deltas,
+                float* buf) {
+  w.rows_f32(r0, r1, buf);
+  const auto R = static_cast<int>(r1 - r0), C = static_cast<int>(w.cols);
+  for (const LowRankDelta& d : deltas)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, C, static_cast<int>(d.rank), d.scale,
+                d.B + r0 * d.rank, static_cast<int>(d.rank), d.A, C, 1.0f, buf, C);
+}
+
+void check_deltas(std::span<const LowRankDelta> deltas, ComputeDType compute) {
+  if (!deltas.empty() && uses_bf16(compute))
+    throw std::invalid_argument("frozen matmul: low-rank deltas need f32 compute");
+}
+
 // The whole weight as bf16 for a bf16 product: the stored values themselves for a bf16 weight,
 // else rounded (f32) or dequantized then rounded (quantized) into `buf`, a tile at a time.
 const uint16_t* weight_bf16(const FrozenWeight& w, std::vector<uint16_t>& buf) {
@@ -147,7 +162,8 @@ std::vector<float> FrozenWeight::to_f32() const {
 }
 
 void frozen_matmul(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta,
-                   ComputeDType compute) {
+                   ComputeDType compute, std::span<const LowRankDelta> deltas) {
+  check_deltas(deltas, compute);
   if (n <= 0 || w.rows == 0) return;
   if (w.cols == 0) {
     scale_in_place(y, n * w.rows, beta);
@@ -159,7 +175,7 @@ void frozen_matmul(const FrozenWeight& w, const float* x, int64_t n, float* y, f
     return;
   }
   const auto N = static_cast<int>(n), R = static_cast<int>(w.rows), C = static_cast<int>(w.cols);
-  if (w.format == WeightFormat::F32) {
+  if (w.format == WeightFormat::F32 && deltas.empty()) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, R, C, 1.0f, x, C, w.f32.data(), C, beta,
                 y, R);
     return;
@@ -169,14 +185,16 @@ void frozen_matmul(const FrozenWeight& w, const float* x, int64_t n, float* y, f
   std::vector<float> buf(static_cast<std::size_t>(tile * w.cols));
   for (int64_t r0 = 0; r0 < w.rows; r0 += tile) {
     const int64_t r1 = std::min(w.rows, r0 + tile);
-    w.rows_f32(r0, r1, buf.data());
+    widen_rows(w, r0, r1, deltas, buf.data());
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, static_cast<int>(r1 - r0), C, 1.0f, x,
                 C, buf.data(), C, beta, y + r0, R);
   }
 }
 
 void frozen_matmul_input_grad(const FrozenWeight& w, const float* g, int64_t n, float* dx,
-                              float beta, ComputeDType compute) {
+                              float beta, ComputeDType compute,
+                              std::span<const LowRankDelta> deltas) {
+  check_deltas(deltas, compute);
   if (n <= 0 || w.cols == 0) return;
   if (w.rows == 0) {
     scale_in_place(dx, n * w.cols, beta);
@@ -188,7 +206,7 @@ void frozen_matmul_input_grad(const FrozenWeight& w, const float* g, int64_t n, 
     return;
   }
   const auto N = static_cast<int>(n), R = static_cast<int>(w.rows), C = static_cast<int>(w.cols);
-  if (w.format == WeightFormat::F32) {
+  if (w.format == WeightFormat::F32 && deltas.empty()) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, R, 1.0f, g, R, w.f32.data(), C,
                 beta, dx, C);
     return;
@@ -198,7 +216,7 @@ void frozen_matmul_input_grad(const FrozenWeight& w, const float* g, int64_t n, 
   std::vector<float> buf(static_cast<std::size_t>(tile * w.cols));
   for (int64_t r0 = 0; r0 < w.rows; r0 += tile) {
     const int64_t r1 = std::min(w.rows, r0 + tile);
-    w.rows_f32(r0, r1, buf.data());
+    widen_rows(w, r0, r1, deltas, buf.data());
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, static_cast<int>(r1 - r0), 1.0f,
                 g + r0, R, buf.data(), C, r0 == 0 ? beta : 1.0f, dx, C);
   }

@@ -2,6 +2,7 @@
 // products training needs from it. It has no gradient: only dX flows through it.
 #pragma once
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "autograd/quant.h"
@@ -21,9 +22,9 @@ struct FrozenWeight {
   int64_t rows = 0;
   int64_t cols = 0;
   WeightFormat format = WeightFormat::F32;
-  std::vector<float> f32;     // format F32: rows * cols
-  std::vector<uint16_t> bf16; // format BF16: rows * cols
-  QuantizedMatrix quant;      // format Quantized
+  std::vector<float> f32;      // format F32: rows * cols
+  std::vector<uint16_t> bf16;  // format BF16: rows * cols
+  QuantizedMatrix quant;       // format Quantized
 
   static FrozenWeight from_f32(std::vector<float> w, int64_t rows, int64_t cols);
   static FrozenWeight from_bf16(std::vector<uint16_t> w, int64_t rows, int64_t cols);
@@ -37,12 +38,25 @@ struct FrozenWeight {
   std::vector<float> to_f32() const;
 };
 
-// y[n, rows] = x[n, cols] * W^T + beta * y. Quantized and bf16 weights are widened tile by tile,
-// never whole.
+// A low-rank term added to the weight for one product: W + scale * B A, with B [rows, rank] and
+// A [rank, cols] row-major. Training folds the LoRA branches into the widened f32 tile this way,
+// so the full-width passes of the rank-r products over y and dx disappear into the big sgemm.
+struct LowRankDelta {
+  const float* A = nullptr;
+  const float* B = nullptr;
+  int64_t rank = 0;
+  float scale = 1.0f;
+};
+
+// y[n, rows] = x[n, cols] * (W + deltas)^T + beta * y. Quantized and bf16 weights are widened tile
+// by tile, never whole. Deltas need the f32 path: with bf16 compute they are rejected, since
+// rounding W + scale*BA to bf16 would bury the small adapter term under the weight's rounding.
 void frozen_matmul(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta = 0.0f,
-                   ComputeDType compute = ComputeDType::F32);
-// dx[n, cols] = g[n, rows] * W + beta * dx.
+                   ComputeDType compute = ComputeDType::F32,
+                   std::span<const LowRankDelta> deltas = {});
+// dx[n, cols] = g[n, rows] * (W + deltas) + beta * dx.
 void frozen_matmul_input_grad(const FrozenWeight& w, const float* g, int64_t n, float* dx,
-                              float beta = 0.0f, ComputeDType compute = ComputeDType::F32);
+                              float beta = 0.0f, ComputeDType compute = ComputeDType::F32,
+                              std::span<const LowRankDelta> deltas = {});
 
 }  // namespace lora

@@ -1,10 +1,12 @@
 // linear: x W^T (+ bias) through a frozen weight, plus LoRA branches computed rank first.
 #include <cblas.h>
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
 #include "autograd/dropout.h"
+#include "autograd/kernels_lora.h"
 #include "autograd/ops.h"
 
 namespace lora::ag {
@@ -30,6 +32,25 @@ const float* branch_input(const LoraBranch& br, const Tensor& x, std::vector<flo
   return scratch.data();
 }
 
+// Folding the branches into the widened f32 weight (W + scale*BA: one sgemm each way) replaces the
+// rank-r products that read and write all of y in forward and all of dx in backward. Forming BA
+// costs rows * cols * rank per call, so it pays only over many tokens; it needs f32 compute (see
+// LowRankDelta) and no dropout (the branch must see x itself).
+constexpr int64_t kFoldMinTokens = 256;
+
+bool folds(std::span<const LoraBranch> lora, int64_t n, ComputeDType compute) {
+  if (lora.empty() || n < kFoldMinTokens || uses_bf16(compute)) return false;
+  return std::all_of(lora.begin(), lora.end(),
+                     [](const LoraBranch& br) { return br.dropout <= 0.0f; });
+}
+
+std::vector<LowRankDelta> deltas_of(std::span<const LoraBranch> lora) {
+  std::vector<LowRankDelta> deltas;
+  for (const LoraBranch& br : lora)
+    deltas.push_back({br.A->value.ptr(), br.B->value.ptr(), br.A->value.dim(0), br.scale});
+  return deltas;
+}
+
 }  // namespace
 
 Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* bias,
@@ -43,65 +64,73 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
     throw std::invalid_argument("linear: bias of " + std::to_string(bias->size()) + " values for " +
                                 std::to_string(w.rows) + " outputs");
   const int64_t n = xv.dim(0), in = w.cols, out = w.rows;
+  for (const LoraBranch& br : lora) check_branch(br, w);
   Tensor y({n, out});
   const ComputeDType compute = tape.compute_dtype();
-  frozen_matmul(w, xv.ptr(), n, y.ptr(), 0.0f, compute);
+  const bool fold = folds(lora, n, compute);
+  frozen_matmul(w, xv.ptr(), n, y.ptr(), 0.0f, compute,
+                fold ? deltas_of(lora) : std::vector<LowRankDelta>{});
   if (bias)
     for (int64_t i = 0; i < n; ++i)
       for (int64_t o = 0; o < out; ++o) y.data[i * out + o] += (*bias)[o];
 
-  // u = dropout(x) A^T [n, r] per branch, kept for dB in backward (small: rank columns).
+  // u = dropout(x) A^T [n, r] per branch, kept for dB in backward (small: rank columns). A folded
+  // branch already sits in y; it needs u only to train.
   std::vector<Tensor> low_rank;
   std::vector<float> scratch;
   bool trains = false;
   const OpTimer lora_timer(lora.empty() ? nullptr : tape.profile(), "lora", tape.forward_phase());
   for (const LoraBranch& br : lora) {
-    check_branch(br, w);
+    trains = trains || br.trainable;
+    if (fold && !br.trainable) {
+      low_rank.emplace_back();
+      continue;
+    }
     const int64_t r = br.A->value.dim(0);
     Tensor u({n, r});
     const float* xin = branch_input(br, xv, scratch);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(r), int(in), 1.0f, xin,
                 int(in), br.A->value.ptr(), int(in), 0.0f, u.ptr(), int(r));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(out), int(r), br.scale,
-                u.ptr(), int(r), br.B->value.ptr(), int(r), 1.0f, y.ptr(), int(out));
+    if (!fold)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(out), int(r), br.scale,
+                  u.ptr(), int(r), br.B->value.ptr(), int(r), 1.0f, y.ptr(), int(out));
     low_rank.push_back(std::move(u));
-    trains = trains || br.trainable;
   }
 
   Var result = tape.make(std::move(y), x->requires_grad || trains);
   if (!result->requires_grad) return result;
   std::vector<LoraBranch> branches(lora.begin(), lora.end());
   tape.push_backward(
-      [&tape, x, &w, result, compute, branches = std::move(branches),
+      [&tape, x, &w, result, compute, fold, branches = std::move(branches),
        low_rank = std::move(low_rank)] {
         if (result->grad.data.empty()) return;
         const float* g = result->grad.ptr();
         const Tensor& xv = x->value;
         const int64_t n = xv.dim(0), in = w.cols, out = w.rows;
         float* dx = x->requires_grad ? tape.grad(x).ptr() : nullptr;
-        if (dx) frozen_matmul_input_grad(w, g, n, dx, 1.0f, compute);
+        if (dx)
+          frozen_matmul_input_grad(w, g, n, dx, 1.0f, compute,
+                                   fold ? deltas_of(branches) : std::vector<LowRankDelta>{});
         std::vector<float> scratch, gu, dxin;
         const OpTimer lora_timer(branches.empty() ? nullptr : tape.profile(), "lora",
                                  OpPhase::Backward);
         for (std::size_t bi = 0; bi < branches.size(); ++bi) {
           const LoraBranch& br = branches[bi];
-          if (!br.trainable && !dx) continue;
+          if (!br.trainable && (!dx || fold)) continue;
           const int64_t r = br.A->value.dim(0);
-          // gu = scale * g B  [n, r]
-          gu.assign(static_cast<std::size_t>(n * r), 0.0f);
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(r), int(out), br.scale,
-                      g, int(out), br.B->value.ptr(), int(r), 0.0f, gu.data(), int(r));
+          gu.resize(static_cast<std::size_t>(n * r));
           if (br.trainable) {
             br.A->ensure_grad();
             br.B->ensure_grad();
-            // dB += scale * g^T u  [out, r];  dA += gu^T dropout(x)  [r, in]
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(out), int(r), int(n), br.scale,
-                        g, int(out), low_rank[bi].ptr(), int(r), 1.0f, br.B->grad.ptr(), int(r));
-            const float* xin = branch_input(br, xv, scratch);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(r), int(in), int(n), 1.0f,
-                        gu.data(), int(r), xin, int(in), 1.0f, br.A->grad.ptr(), int(in));
+            kernels::lora_backward(g, branch_input(br, xv, scratch), low_rank[bi].ptr(),
+                                   br.B->value.ptr(), n, in, out, r, br.scale, gu.data(),
+                                   br.A->grad.ptr(), br.B->grad.ptr());
+          } else {
+            // gu = scale * g B  [n, r], for dx only
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(r), int(out),
+                        br.scale, g, int(out), br.B->value.ptr(), int(r), 0.0f, gu.data(), int(r));
           }
-          if (!dx) continue;
+          if (!dx || fold) continue;
           if (br.dropout <= 0.0f) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(in), int(r), 1.0f,
                         gu.data(), int(r), br.A->value.ptr(), int(in), 1.0f, dx, int(in));
@@ -114,7 +143,8 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
             for (std::size_t i = 0; i < scratch.size(); ++i) dx[i] += scratch[i];
           }
         }
-      }, "linear", result);
+      },
+      "linear", result);
   return result;
 }
 
