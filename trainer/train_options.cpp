@@ -49,9 +49,14 @@ const std::vector<TrainField>& train_fields() {
       {"warmup-init", &O::warmup_init, "Warmup starts at this fraction of the learning rate", true},
       {"grad-clip", &O::grad_clip, "Clip the global gradient norm to this (0: off)", true},
       {"seed", &O::seed, "Seed for LoRA init, data order and dropout", true},
-      {"grad-checkpoint", &O::grad_checkpoint, "Recompute block activations in backward (less memory)"},
+      {"grad-checkpoint", &O::grad_checkpoint,
+       "Recompute block activations in backward (less memory)"},
+      {"compute-dtype", &O::compute_dtype,
+       "Frozen base matmuls in f32, or bf16 on CPUs with bf16 units (AMX, AVX512-BF16; f32 "
+       "elsewhere). LoRA weights, gradients and optimizer state stay f32"},
       {"mask-prompt", &O::mask_prompt, "Loss only on completions and assistant turns", true},
-      {"max-seq-length", &O::max_seq_length, "Longer examples are truncated to this many tokens", true},
+      {"max-seq-length", &O::max_seq_length, "Longer examples are truncated to this many tokens",
+       true},
       {"chat-format", &O::chat_format,
        "How chats are laid out: template (the model's chat_template) or llama2", true},
       {"max-line-bytes", &O::max_line_bytes, "Longest JSONL line accepted"},
@@ -61,8 +66,8 @@ const std::vector<TrainField>& train_fields() {
       {"alpha", &O::alpha, "LoRA alpha: when set, scale = alpha / rank", true},
       {"rslora", &O::rslora, "Rank-stabilized scale alpha / sqrt(rank)", true},
       {"dropout", &O::dropout, "LoRA dropout probability", true},
-      {"lora-keys", &O::lora_keys, "Projections to adapt (q_proj,k_proj,v_proj,o_proj,gate_proj,...)",
-       true},
+      {"lora-keys", &O::lora_keys,
+       "Projections to adapt (q_proj,k_proj,v_proj,o_proj,gate_proj,...)", true},
       {"quantize", &O::quantize, "Quantize the frozen base at load to 4 or 8 bits (0: as stored)",
        true},
       {"q-group-size", &O::q_group_size, "Group size for --quantize", true},
@@ -121,6 +126,7 @@ void TrainOptions::validate() const {
   one_of("lr-schedule", lr_schedule, {"constant", "linear", "cosine"});
   one_of("format", format, {"mlx", "peft"});
   one_of("chat-format", chat_format, {"template", "llama2"});
+  one_of("compute-dtype", compute_dtype, {"f32", "bf16"});
 }
 
 void add_train_flags(CLI::App& cmd, TrainOptions& options, TrainFlags& flags) {
@@ -235,8 +241,7 @@ class TrainConfigReader : public CLI::ConfigTOML {
     }
     std::vector<CLI::ConfigItem> out;
     for (auto& item : items) {
-      const bool lora_section =
-          !item.parents.empty() && item.parents.back() == "lora_parameters";
+      const bool lora_section = !item.parents.empty() && item.parents.back() == "lora_parameters";
       if (lora_section) {
         if (item.name == "++" || item.name == "--") continue;  // section markers
         item.parents.clear();
@@ -265,7 +270,8 @@ class TrainConfigReader : public CLI::ConfigTOML {
       item.parents = parents;
       item.name = key;
       if (value.is_array()) {
-        for (const auto& v : value) item.inputs.push_back(v.is_string() ? v.get<std::string>() : v.dump());
+        for (const auto& v : value)
+          item.inputs.push_back(v.is_string() ? v.get<std::string>() : v.dump());
       } else {
         item.inputs.push_back(value.is_string() ? value.get<std::string>() : value.dump());
       }

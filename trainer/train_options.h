@@ -2,14 +2,13 @@
 // keys of a --config file (TOML or JSON), the arguments written into adapter_config.json, and the
 // config a checkpoint stores and a resumed run is checked against.
 #pragma once
+#include <CLI/CLI.hpp>
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <variant>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 namespace lora {
 
@@ -21,7 +20,7 @@ struct TrainOptions {
   std::string train_file;  // --train FILE / --valid FILE override the data folder's files
   std::string valid_file;
   std::string adapter_path = "adapters";
-  std::string format = "mlx";  // mlx | peft
+  std::string format = "mlx";       // mlx | peft
   std::string resume_adapter_file;  // start from these adapter weights (a fresh run otherwise)
   std::string resume;               // checkpoint (or adapter folder with checkpoints/) to continue
   // The run.
@@ -29,15 +28,16 @@ struct TrainOptions {
   int64_t batch_size = 4;
   int64_t grad_accumulation_steps = 1;
   double learning_rate = 1e-5;
-  std::string optimizer = "adam";  // adam | adamw | sgd
-  double weight_decay = 0.01;      // adamw only
-  double momentum = 0.0;           // sgd only
+  std::string optimizer = "adam";        // adam | adamw | sgd
+  double weight_decay = 0.01;            // adamw only
+  double momentum = 0.0;                 // sgd only
   std::string lr_schedule = "constant";  // constant | linear | cosine
   int64_t warmup = 0;
   double warmup_init = 0.0;  // warmup starts at lr * this
   double grad_clip = 0.0;    // max global gradient norm; 0 = off
   int64_t seed = 0;
   bool grad_checkpoint = false;
+  std::string compute_dtype = "f32";  // f32 | bf16: precision of the frozen base's matmuls
   // Data.
   bool mask_prompt = false;
   int64_t max_seq_length = 2048;
@@ -71,9 +71,9 @@ struct TrainOptions {
 };
 
 // One row of the table: the flag (without "--"), the member it sets, its help.
-using FieldRef = std::variant<std::string TrainOptions::*, int64_t TrainOptions::*,
-                              double TrainOptions::*, bool TrainOptions::*,
-                              std::vector<std::string> TrainOptions::*>;
+using FieldRef =
+    std::variant<std::string TrainOptions::*, int64_t TrainOptions::*, double TrainOptions::*,
+                 bool TrainOptions::*, std::vector<std::string> TrainOptions::*>;
 struct TrainField {
   const char* flag;  // "learning-rate"
   FieldRef member;

@@ -48,7 +48,8 @@ class StopSignals {
   int received() const { return g_stop_signal; }
 
  private:
-  struct sigaction old_int_ {}, old_term_ {};
+  struct sigaction old_int_ {
+  }, old_term_{};
 };
 
 // LORA_FAULT_SIGNAL_AT_STEP="STEP:SIGNAL" (tests): raise SIGNAL after optimizer step STEP.
@@ -114,7 +115,8 @@ void write_adapter_files(const fs::path& adapter_dir, const LoraAdapter& adapter
                          const Model& model, AdapterFormat format, const nlohmann::json& run_args) {
   const fs::path staging = adapter_dir / ".adapter-staging";
   save_adapter(staging, adapter, model, format, run_args);
-  for (const auto& e : fs::directory_iterator(staging)) fs::rename(e.path(), adapter_dir / e.path().filename());
+  for (const auto& e : fs::directory_iterator(staging))
+    fs::rename(e.path(), adapter_dir / e.path().filename());
   fs::remove_all(staging);
 }
 
@@ -165,19 +167,22 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
     if (valid_file.empty()) valid_file = files.valid;
   }
   if (want_valid && valid_file.empty())
-    throw std::runtime_error("no validation data: pass --valid FILE, a --data folder with "
-                             "valid.jsonl, or --val-batches 0");
+    throw std::runtime_error(
+        "no validation data: pass --valid FILE, a --data folder with "
+        "valid.jsonl, or --val-batches 0");
   const auto line_cap = std::size_t(o.max_line_bytes);
   const data::EncodedSet train_set = load_split(train_file, encoder, line_cap);
   std::optional<data::EncodedSet> valid_set;
   if (want_valid) valid_set = load_split(valid_file, encoder, line_cap);
   if (train_set.trained_tokens == 0)
-    throw std::runtime_error(train_file.string() + ": no token carries loss (every token is "
+    throw std::runtime_error(train_file.string() +
+                             ": no token carries loss (every token is "
                              "masked as prompt)");
   if (train_set.truncated > 0)
     progress.note(std::to_string(train_set.truncated) + " of " +
-                  std::to_string(train_set.examples.size()) + " training examples were longer than " +
-                  "--max-seq-length " + std::to_string(o.max_seq_length) + " and were truncated");
+                  std::to_string(train_set.examples.size()) +
+                  " training examples were longer than " + "--max-seq-length " +
+                  std::to_string(o.max_seq_length) + " and were truncated");
   if (valid_set && valid_set->truncated > 0)
     progress.note(std::to_string(valid_set->truncated) + " validation examples were truncated");
   // --test: the test file is read and encoded now, so a missing or broken one fails before any
@@ -192,13 +197,19 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
     test_set = load_split(test_file, encoder, line_cap);
   }
 
+  const ComputeDType compute = o.compute_dtype == "bf16" ? ComputeDType::BF16 : ComputeDType::F32;
+  if (compute == ComputeDType::BF16 && !uses_bf16(compute))
+    progress.note("--compute-dtype bf16: this CPU has no bf16 matmul units; running in f32");
+
   const std::string model_fp = model_fingerprint(model);
   const std::string data_fp = data_fingerprint(train_set);
   if (ckpt) {
     const auto& c = ckpt->content;
     if (c.model_fingerprint != model_fp)
-      throw std::runtime_error(ckpt->dir.string() + ": the checkpoint was made with another model ("
-                               "config or weight shapes differ from " + o.model + ")");
+      throw std::runtime_error(ckpt->dir.string() +
+                               ": the checkpoint was made with another model ("
+                               "config or weight shapes differ from " +
+                               o.model + ")");
     if (std::string diff = identity_differences(o, c.config); !diff.empty())
       throw std::runtime_error(ckpt->dir.string() + ": incompatible settings: " + diff);
     if (c.data_fingerprint != data_fp)
@@ -210,10 +221,12 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
                                std::to_string(o.iters) + "; raise --iters to train further");
   }
 
-  LoraAdapter adapter = LoraAdapter::create(model, lora_config_from(o, model.config.num_layers),
-                                            uint64_t(o.seed));
-  if (adapter.modules.empty()) throw std::runtime_error("--lora-keys and --num-layers adapt nothing");
-  if (!o.resume_adapter_file.empty() && !ckpt) start_from_adapter(adapter, o.resume_adapter_file, model);
+  LoraAdapter adapter =
+      LoraAdapter::create(model, lora_config_from(o, model.config.num_layers), uint64_t(o.seed));
+  if (adapter.modules.empty())
+    throw std::runtime_error("--lora-keys and --num-layers adapt nothing");
+  if (!o.resume_adapter_file.empty() && !ckpt)
+    start_from_adapter(adapter, o.resume_adapter_file, model);
   OptimizerConfig oc;
   oc.name = o.optimizer;
   oc.weight_decay = float(o.weight_decay);
@@ -252,7 +265,10 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
     stack.adapters = {&adapter};
     EvalResult r = evaluate(model, stack, *valid_plan, o.val_batches);
     nlohmann::ordered_json rec = {
-        {"type", "val"}, {"step", step}, {"loss", r.loss}, {"perplexity", r.perplexity()},
+        {"type", "val"},
+        {"step", step},
+        {"loss", r.loss},
+        {"perplexity", r.perplexity()},
         {"tokens", r.tokens},
         {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
     metrics.append(rec);
@@ -301,6 +317,7 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
       stack.dropout_seed = data::mix64(uint64_t(o.seed) ^ data::mix64(uint64_t(step) * 1024 + a));
       ForwardOptions fo;
       fo.grad_checkpoint = o.grad_checkpoint;
+      fo.compute_dtype = compute;
       ag::Var hidden =
           forward_hidden(tape, model, stack, b.inputs, b.batch, b.seq, b.key_valid, fo);
       ag::Var loss =
@@ -326,7 +343,8 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
       nlohmann::ordered_json rec = {
           {"type", "train"},
           {"step", step},
-          {"loss", state.window_trained > 0 ? state.window_loss / double(state.window_trained) : 0.0},
+          {"loss",
+           state.window_trained > 0 ? state.window_loss / double(state.window_trained) : 0.0},
           {"lr", lr},
           {"trained_tokens", state.trained_tokens},
           {"tokens_per_sec", secs > 0 ? double(window_tokens) / secs : 0.0}};
@@ -357,8 +375,11 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
     AdapterStack stack;
     stack.adapters = {&adapter};
     EvalResult r = evaluate(model, stack, test_plan, o.test_batches);
-    nlohmann::ordered_json rec = {{"type", "test"}, {"step", state.step}, {"loss", r.loss},
-                                  {"perplexity", r.perplexity()}, {"tokens", r.tokens}};
+    nlohmann::ordered_json rec = {{"type", "test"},
+                                  {"step", state.step},
+                                  {"loss", r.loss},
+                                  {"perplexity", r.perplexity()},
+                                  {"tokens", r.tokens}};
     metrics.append(rec);
     progress.record(rec);
     result.test_loss = r.loss;
