@@ -102,7 +102,9 @@ TEST(Train, ComputeDtypeBf16FollowsTheF32LossCurve) {
   for (std::size_t i = 0; i < curves[0].size(); ++i)
     EXPECT_NEAR(curves[1][i], curves[0][i], 0.02 * curves[0][i]) << "report " << i;
   EXPECT_LT(curves[1].back(), curves[1].front());
-  if (bf16_matmul_available()) EXPECT_NE(curves[1], curves[0]) << "bf16 asked for, f32 ran";
+  if (bf16_matmul_available()) {
+    EXPECT_NE(curves[1], curves[0]) << "bf16 asked for, f32 ran";
+  }
 
   auto r = run_lora(with(base_args(tmp / "bad"), {"--data", (tmp / "data").string(), "--iters", "1",
                                                   "--compute-dtype", "fp8"}));
