@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "autograd/kernels_exp.h"
+
 namespace lora::kernels {
 
 template <typename T>
@@ -27,5 +29,59 @@ void swiglu_backward(const T* gate, const T* up, const T* g, int64_t n, T* dgate
     if (dup) dup[i] += g[i] * gate[i] * s;
   }
 }
+
+#if defined(__AVX512F__)
+// f32: 16 lanes at a time with the vectorized exp (scalar std::exp made swiglu cost a third of a
+// matmul); the scalar tail uses the template.
+namespace activation_detail {
+inline __m512 sigmoid16(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  return _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+}
+constexpr int64_t kLanes = 16;
+}  // namespace activation_detail
+
+template <>
+inline void swiglu_forward<float>(const float* gate, const float* up, int64_t n, float* y) {
+  using namespace activation_detail;
+  const int64_t vec = n / kLanes;
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (int64_t v = 0; v < vec; ++v) {
+    const __m512 g = _mm512_loadu_ps(gate + v * kLanes);
+    const __m512 u = _mm512_loadu_ps(up + v * kLanes);
+    _mm512_storeu_ps(y + v * kLanes, _mm512_mul_ps(_mm512_mul_ps(g, sigmoid16(g)), u));
+  }
+  for (int64_t i = vec * kLanes; i < n; ++i) y[i] = gate[i] * sigmoid(gate[i]) * up[i];
+}
+
+template <>
+inline void swiglu_backward<float>(const float* gate, const float* up, const float* g, int64_t n,
+                                   float* dgate, float* dup) {
+  using namespace activation_detail;
+  const int64_t vec = n / kLanes;
+  const __m512 one = _mm512_set1_ps(1.0f);
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (int64_t v = 0; v < vec; ++v) {
+    const int64_t i = v * kLanes;
+    const __m512 x = _mm512_loadu_ps(gate + i);
+    const __m512 gv = _mm512_loadu_ps(g + i);
+    const __m512 s = sigmoid16(x);
+    if (dgate) {
+      // g * up * s * (1 + x * (1 - s))
+      const __m512 d =
+          _mm512_mul_ps(_mm512_mul_ps(gv, _mm512_loadu_ps(up + i)),
+                        _mm512_mul_ps(s, _mm512_fmadd_ps(x, _mm512_sub_ps(one, s), one)));
+      _mm512_storeu_ps(dgate + i, _mm512_add_ps(_mm512_loadu_ps(dgate + i), d));
+    }
+    if (dup)
+      _mm512_storeu_ps(dup + i, _mm512_fmadd_ps(_mm512_mul_ps(gv, x), s, _mm512_loadu_ps(dup + i)));
+  }
+  for (int64_t i = vec * kLanes; i < n; ++i) {
+    const float s = sigmoid(gate[i]);
+    if (dgate) dgate[i] += g[i] * up[i] * s * (1.0f + gate[i] * (1.0f - s));
+    if (dup) dup[i] += g[i] * gate[i] * s;
+  }
+}
+#endif
 
 }  // namespace lora::kernels
