@@ -24,8 +24,10 @@ struct LoraBranch {
 
 // x [n, in] -> [n, out] = x W^T (+ bias) + sum of LoRA branches. The base never gets a gradient;
 // W + scale*B*A is never formed (the LoRA path is rank first).
+// With `residual` ([n, out]) the op returns residual + that, the residual connection of the o and
+// down projections fused in: no separate sum node is kept for backward.
 Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* bias,
-           std::span<const LoraBranch> lora);
+           std::span<const LoraBranch> lora, Var residual = nullptr);
 
 // Rows of `table` picked by ids: [ids.size(), table.cols]. No gradient (frozen table).
 Var embedding(Tape& tape, const FrozenWeight& table, std::span<const int32_t> ids);

@@ -54,7 +54,7 @@ std::vector<LowRankDelta> deltas_of(std::span<const LoraBranch> lora) {
 }  // namespace
 
 Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* bias,
-           std::span<const LoraBranch> lora) {
+           std::span<const LoraBranch> lora, Var residual) {
   const OpTimer timer(tape.profile(), "linear", tape.forward_phase());
   const Tensor& xv = x->value;
   if (xv.rank() != 2 || xv.dim(1) != w.cols)
@@ -65,10 +65,14 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
                                 std::to_string(w.rows) + " outputs");
   const int64_t n = xv.dim(0), in = w.cols, out = w.rows;
   for (const LoraBranch& br : lora) check_branch(br, w);
-  Tensor y({n, out});
+  if (residual && residual->value.shape != std::vector<int64_t>{n, out})
+    throw std::invalid_argument("linear: residual " + residual->value.shape_str() +
+                                " does not fit an output of [" + std::to_string(n) + ", " +
+                                std::to_string(out) + "]");
+  Tensor y = residual ? residual->value : Tensor({n, out});
   const ComputeDType compute = tape.compute_dtype();
   const bool fold = folds(lora, n, compute);
-  frozen_matmul(w, xv.ptr(), n, y.ptr(), 0.0f, compute,
+  frozen_matmul(w, xv.ptr(), n, y.ptr(), residual ? 1.0f : 0.0f, compute,
                 fold ? deltas_of(lora) : std::vector<LowRankDelta>{});
   if (bias)
     for (int64_t i = 0; i < n; ++i)
@@ -97,14 +101,19 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
     low_rank.push_back(std::move(u));
   }
 
-  Var result = tape.make(std::move(y), x->requires_grad || trains);
+  const bool residual_grad = residual && residual->requires_grad;
+  Var result = tape.make(std::move(y), x->requires_grad || trains || residual_grad);
   if (!result->requires_grad) return result;
   std::vector<LoraBranch> branches(lora.begin(), lora.end());
   tape.push_backward(
-      [&tape, x, &w, result, compute, fold, branches = std::move(branches),
-       low_rank = std::move(low_rank)] {
+      [&tape, x, &w, result, compute, fold, residual = residual_grad ? residual : nullptr,
+       branches = std::move(branches), low_rank = std::move(low_rank)] {
         if (result->grad.data.empty()) return;
         const float* g = result->grad.ptr();
+        if (residual) {
+          Tensor& dr = tape.grad(residual);
+          for (std::size_t i = 0; i < dr.data.size(); ++i) dr.data[i] += g[i];
+        }
         const Tensor& xv = x->value;
         const int64_t n = xv.dim(0), in = w.cols, out = w.rows;
         float* dx = x->requires_grad ? tape.grad(x).ptr() : nullptr;

@@ -212,10 +212,33 @@ double flops_per_token(const lora::ModelConfig& c, int64_t seq, int rank) {
   return 4 * n + lora + attention;
 }
 
+// Peak RSS of the process since the last reset_peak_rss() (VmHWM), in MiB.
 double peak_rss_mib() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // kB
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
-  return double(u.ru_maxrss) / 1024.0;  // Linux: KiB
+  return double(u.ru_maxrss) / 1024.0;
+}
+
+// Restarts the peak RSS count at the current RSS (Linux >= 4.0), so that the f32 weights the
+// random model is built from before quantizing do not count as training memory.
+void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+
+// The activations backward cannot do without, in floats per token of one block: the block input
+// and the normed input (rmsnorm and the q/k/v LoRA inputs), q, k, v after RoPE (attention), the
+// attention output (o's input), the residual stream and its norm after attention, gate, up and
+// their SwiGLU product (down's input). With checkpointing only the block inputs are kept for every
+// block, and one block's set while it is recomputed.
+double must_live_activation_mib(const lora::ModelConfig& c, int64_t tokens, bool checkpointing) {
+  const double h = double(c.hidden_size), q = double(c.num_heads * c.head_dim),
+               kv = double(c.num_kv_heads * c.head_dim), inter = double(c.intermediate_size);
+  const double block = 4 * h + 2 * q + 2 * kv + 3 * inter;
+  const double per_token =
+      checkpointing ? c.num_layers * h + block : c.num_layers * block + h;  // + final norm input
+  return per_token * double(tokens) * 4 / (1 << 20);
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -232,6 +255,7 @@ int main(int argc, char** argv) try {
   const auto t_build = std::chrono::steady_clock::now();
   lora::Model model = random_model(config, args.base);
   const double build_s = seconds_since(t_build);
+  reset_peak_rss();
 
   lora::LoraConfig lc;
   lc.rank = args.rank;
@@ -317,9 +341,15 @@ int main(int argc, char** argv) try {
   out["flops_per_token"] = fpt;
   out["achieved_gflops"] = tokens_per_s * fpt / 1e9;
   out["peak_rss_mib"] = peak_rss_mib();
-  out["base_stored_mib"] = double(model.stored_bytes()) / (1 << 20);
+  const double base_mib = double(model.stored_bytes()) / (1 << 20);
   // LoRA weights, gradients and the two AdamW moments, all f32.
-  out["lora_state_mib"] = double(lora_params) * 4 * 4 / (1 << 20);
+  const double lora_mib = double(lora_params) * 4 * 4 / (1 << 20);
+  const double act_mib = must_live_activation_mib(config, n, args.grad_checkpoint);
+  out["base_stored_mib"] = base_mib;
+  out["lora_state_mib"] = lora_mib;
+  out["must_live_activation_mib"] = act_mib;
+  out["rss_floor_mib"] = base_mib + lora_mib + act_mib;
+  out["rss_over_floor"] = peak_rss_mib() / (base_mib + lora_mib + act_mib);
   out["trainable_params"] = lora_params;
   if (args.profile) {
     nlohmann::json ops = nlohmann::json::array();
@@ -341,9 +371,12 @@ int main(int argc, char** argv) try {
               << profile.table() << "optimizer " << total_opt << " s, untimed " << other * steps
               << " s\n";
   }
-  std::fprintf(stderr, "%s %s base=%s ckpt=%d: %.1f tokens/s, %.1f GFLOP/s, peak RSS %.0f MiB\n",
+  std::fprintf(stderr,
+               "%s %s base=%s ckpt=%d: %.1f tokens/s, %.1f GFLOP/s, peak RSS %.0f MiB (%.2fx the "
+               "floor of %.0f MiB)\n",
                args.shape.c_str(), args.compute_dtype.c_str(), args.base.c_str(),
-               int(args.grad_checkpoint), tokens_per_s, tokens_per_s * fpt / 1e9, peak_rss_mib());
+               int(args.grad_checkpoint), tokens_per_s, tokens_per_s * fpt / 1e9, peak_rss_mib(),
+               double(out["rss_over_floor"]), double(out["rss_floor_mib"]));
   const std::string text = out.dump();
   std::cout << text << std::endl;
   if (!args.json_path.empty()) std::ofstream(args.json_path) << text << "\n";

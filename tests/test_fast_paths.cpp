@@ -9,7 +9,7 @@
 //   and the one-pass backward kernel for gu, dA and dB) against a plain double-precision
 //   evaluation of x W^T + sum_b s_b x A_b^T B_b^T: output, dx, dA and dB within 1e-4 relative (L2),
 //   f32 and 4-bit weights, token counts on both sides of the folding threshold, two stacked
-//   branches of different ranks.
+//   branches of different ranks, with and without a fused residual.
 // - The vectorized f32 SwiGLU (forward and both input gradients) against the double formula, per
 //   element within 1e-5 of the size of the terms, over gates far into both saturated tails.
 // - bf16 compute for the frozen base (AMX): LoRA gradients of a whole model within 3e-2 relative
@@ -235,8 +235,14 @@ TEST(FastPaths, LoraLinearMatchesPlainDoubleReference) {
       }
       ag::Tape tape;
       ag::Var x = tape.make(Tensor({n, in}, xv), true);
-      ag::Var y = ag::linear(tape, x, w, nullptr, branches);
+      // The larger case also carries a fused residual (y = res + ...).
+      const std::vector<float> resv = randv(n * out, 1.0f);
+      ag::Var res = n > 100 ? tape.make(Tensor({n, out}, resv), true) : nullptr;
+      ag::Var y = ag::linear(tape, x, w, nullptr, branches, res);
       tape.backward_from(y, Tensor({n, out}, rv));
+      if (res) {
+        EXPECT_EQ(res->grad.data, rv) << "d residual = dy";
+      }
 
       // Plain double evaluation; loss = sum(y * R), so dy = R.
       std::vector<double> y_ref(static_cast<std::size_t>(n * out)), dx_ref(xv.size());
@@ -244,7 +250,7 @@ TEST(FastPaths, LoraLinearMatchesPlainDoubleReference) {
         for (int64_t o = 0; o < out; ++o) {
           double acc = 0;
           for (int64_t c = 0; c < in; ++c) acc += double(xv[i * in + c]) * wv[o * in + c];
-          y_ref[i * out + o] = acc;
+          y_ref[i * out + o] = acc + (res ? resv[i * out + o] : 0.0f);
         }
       for (int64_t i = 0; i < n; ++i)
         for (int64_t c = 0; c < in; ++c) {

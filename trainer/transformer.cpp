@@ -41,10 +41,10 @@ std::vector<ag::LoraBranch> branches_for(const AdapterStack& stack, int64_t laye
 }
 
 ag::Var project(ag::Tape& tape, ag::Var x, const PassContext& ctx, int64_t layer, Proj proj,
-                const std::vector<float>& bias) {
+                const std::vector<float>& bias, ag::Var residual = nullptr) {
   const auto branches = branches_for(ctx.adapters, layer, proj);
   return ag::linear(tape, x, ctx.model.layers[layer].at(proj), bias.empty() ? nullptr : &bias,
-                    branches);
+                    branches, residual);
 }
 
 struct AttentionInputs {
@@ -77,12 +77,12 @@ ag::Var block_output(ag::Tape& tape, ag::Var x, ag::Var attn, const PassContext&
   const ModelConfig& c = ctx.model.config;
   const LayerWeights& w = ctx.model.layers[layer];
   const std::vector<float> no_bias;
-  x = ag::add(tape, x, project(tape, attn, ctx, layer, Proj::o, no_bias));
+  // The residual sums happen inside the o and down projections (see ag::linear).
+  x = project(tape, attn, ctx, layer, Proj::o, no_bias, x);
   ag::Var h = ag::rmsnorm(tape, x, w.post_attention_norm, c.hidden_size, c.rms_norm_eps);
   ag::Var gate = project(tape, h, ctx, layer, Proj::gate, no_bias);
   ag::Var up = project(tape, h, ctx, layer, Proj::up, no_bias);
-  ag::Var mlp = project(tape, ag::swiglu(tape, gate, up), ctx, layer, Proj::down, no_bias);
-  return ag::add(tape, x, mlp);
+  return project(tape, ag::swiglu(tape, gate, up), ctx, layer, Proj::down, no_bias, x);
 }
 
 void check_ids(const Model& model, std::span<const int32_t> ids, int64_t batch, int64_t seq) {
