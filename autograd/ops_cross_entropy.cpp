@@ -26,8 +26,11 @@ namespace {
 constexpr int64_t kMaxBlockRows = 4096;
 constexpr int64_t kLogitFloats = int64_t(1) << 22;
 
-int64_t vocab_tile(int64_t block_rows, int64_t vocab) {
-  const int64_t t = std::max<int64_t>(256, kLogitFloats / std::max<int64_t>(block_rows, 1));
+// The widened head tile is bounded too (a short block would otherwise widen the whole head).
+int64_t vocab_tile(int64_t block_rows, int64_t vocab, int64_t dim) {
+  const int64_t by_logits = kLogitFloats / std::max<int64_t>(block_rows, 1);
+  const int64_t by_head = kLogitFloats / std::max<int64_t>(dim, 1);
+  const int64_t t = std::max<int64_t>(256, std::min(by_logits, by_head));
   return std::min(vocab, t / 64 * 64);
 }
 
@@ -62,7 +65,7 @@ const uint16_t* head_tile_bf16(const FrozenWeight& head, int64_t v0, int64_t v1,
 // on bf16 operands (the hidden rows, the softmax tile and the head tile) with f32 accumulation.
 void head_pass(const FrozenWeight& head, const float* h, int64_t m, const int32_t* targets,
                double* lse, float* target_logit, float* softmax_w, ComputeDType compute) {
-  const int64_t dim = head.cols, vocab = head.rows, tile = vocab_tile(m, vocab);
+  const int64_t dim = head.cols, vocab = head.rows, tile = vocab_tile(m, vocab, dim);
   const bool bf16 = uses_bf16(compute);
   std::vector<float> logits(static_cast<std::size_t>(m * tile)), wbuf;
   std::vector<uint16_t> wbuf16;

@@ -10,6 +10,7 @@
 //       [--steps 2] [--warmup 1] [--grad-checkpoint] [--compute-dtype f32|bf16] [--rank 8]
 //       [--layers N] [--profile] [--default-heap] [--json out.json]
 // Prints a summary (and the per-op time split with --profile) and one JSON object on the last line.
+#include <malloc.h>
 #include <omp.h>
 #include <sys/resource.h>
 
@@ -225,7 +226,11 @@ double peak_rss_mib() {
 
 // Restarts the peak RSS count at the current RSS (Linux >= 4.0), so that the f32 weights the
 // random model is built from before quantizing do not count as training memory.
-void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+// The freed build buffers are handed back first (the heap keeps freed memory otherwise).
+void reset_peak_rss() {
+  malloc_trim(0);
+  std::ofstream("/proc/self/clear_refs") << "5";
+}
 
 // The activations backward cannot do without, in floats per token of one block: the block input
 // and the normed input (rmsnorm and the q/k/v LoRA inputs), q, k, v after RoPE (attention), the
