@@ -4,14 +4,17 @@
 In one run: the sgemm peak of this machine (build/bench/sgemm_peak), our trainer on each
 configuration (build/bench/train_throughput, one process per configuration so each peak RSS is its
 own), and the PyTorch f32 eager baseline (scripts/torch_train_bench.py under Debian's python3 with
-torch) on the same shapes, LoRA and batch. Prints a table with tokens/s, the ratio to PyTorch,
-model FLOPs utilisation against the measured sgemm peak, and peak RSS.
+torch) on the same shapes, LoRA and batch. Prints a table with tokens/s, the ratio to PyTorch
+(with glibc's default heap, and with the heap tuned as ours is), model FLOPs utilisation against the
+measured sgemm peak, peak RSS, and peak RSS over the floor (base as stored + LoRA state + the
+activations backward needs).
 
-  scripts/bench_train.py                      full matrix, batch 4 x 512 (about 10 minutes)
+  scripts/bench_train.py                      full matrix, batch 4 x 512 (about 40 minutes on 2 cores)
   scripts/bench_train.py --quick              seq 128, q4 base only, no torch Qwen (a smoke run)
   scripts/bench_train.py --shapes smollm2-135m --bases q4 --compute f32,bf16 --profile
 Options: --build DIR (default build), --out FILE (default out/bench/train_throughput.json),
---batch, --seq, --steps, --warmup, --threads, --layers, --ckpt off,on, --no-torch.
+--batch, --seq, --steps, --warmup, --threads, --layers, --ckpt off,on, --bf16-ckpt off,
+--torch-heaps default,reuse, --no-torch.
 """
 import argparse
 import json
@@ -42,6 +45,16 @@ def main():
     ap.add_argument("--bases", default="f32,bf16,q4")
     ap.add_argument("--compute", default="f32,bf16", help="compute dtypes of the frozen matmuls")
     ap.add_argument("--ckpt", default="off,on", help="gradient checkpointing settings to run")
+    ap.add_argument("--bf16-ckpt", default="off",
+                    help="checkpointing settings for the bf16-compute runs (memory does not "
+                         "depend on the compute dtype)")
+    ap.add_argument("--torch-heaps", default="default,reuse",
+                    help="PyTorch baselines: glibc's default heap, and/or the heap tuned the way "
+                         "ours is (MALLOC_MMAP_MAX_=0, no trim), so the ratio is not only malloc")
+    ap.add_argument("--torch-reuse-heap-shapes", default="smollm2-135m",
+                    help="shapes that get the tuned-heap PyTorch run: Qwen2.5-0.5B already peaks "
+                         "at about 20 GiB with the default heap, and a heap that never shrinks "
+                         "would pass this 24 GiB machine")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--steps", type=int, default=1)
@@ -63,17 +76,23 @@ def main():
                     env)
     peak_gflops = peak.get("peak_gflops")
 
-    results = {"machine": {"threads": args.threads, "sgemm_peak": peak}, "runs": [], "torch": {}}
+    results = {"machine": {"threads": args.threads, "sgemm_peak": peak}, "runs": [], "torch": {},
+               "torch_reuse_heap": {}}
+    heap_env = dict(env, MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(1 << 40))
     for shape in args.shapes.split(","):
-        if not args.no_torch:
-            results["torch"][shape] = run_json(
+        for heap in ([] if args.no_torch else args.torch_heaps.split(",")):
+            if heap == "reuse" and shape not in args.torch_reuse_heap_shapes.split(","):
+                continue
+            key = "torch" if heap == "default" else "torch_reuse_heap"
+            results[key][shape] = run_json(
                 ["/usr/bin/python3", os.path.join(ROOT, "scripts", "torch_train_bench.py"),
                  "--shape", shape, "--batch", str(args.batch), "--seq", str(args.seq),
                  "--threads", str(args.threads), "--steps", str(args.steps),
-                 "--warmup", str(args.warmup), "--layers", str(args.layers)], env)
+                 "--warmup", str(args.warmup), "--layers", str(args.layers)],
+                env if heap == "default" else heap_env)
         for base in args.bases.split(","):
             for compute in args.compute.split(","):
-                for ckpt in args.ckpt.split(","):
+                for ckpt in (args.bf16_ckpt if compute == "bf16" else args.ckpt).split(","):
                     cmd = [os.path.join(bench, "train_throughput"), "--shape", shape,
                            "--base", base, "--compute-dtype", compute,
                            "--batch", str(args.batch), "--seq", str(args.seq),
@@ -90,15 +109,20 @@ def main():
         if "error" in r:
             rows.append(f"  {' '.join(r['cmd'][1:])}: {r['error']}")
             continue
-        t = results["torch"].get(r["shape"], {})
-        ratio = r["tokens_per_s"] / t["tokens_per_s"] if t.get("tokens_per_s") else None
+        def ratio_to(key):
+            t = results[key].get(r["shape"], {})
+            return r["tokens_per_s"] / t["tokens_per_s"] if t.get("tokens_per_s") else None
+        ratio, ratio_heap = ratio_to("torch"), ratio_to("torch_reuse_heap")
         mfu = r["achieved_gflops"] / peak_gflops if peak_gflops else None
         r["ratio_vs_torch"] = ratio
+        r["ratio_vs_torch_reuse_heap"] = ratio_heap
         r["mfu_vs_sgemm_peak"] = mfu
-        rows.append("  %-13s %-4s %-4s %-4s %9.1f %9s %7s %8.0f" % (
+        fmt = lambda x: "%.2fx" % x if x else "-"
+        rows.append("  %-13s %-4s %-4s %-4s %9.1f %9s %9s %7s %8.0f %7s" % (
             r["shape"], r["base"], r["compute_dtype"], "on" if r["grad_checkpoint"] else "off",
-            r["tokens_per_s"], "%.2fx" % ratio if ratio else "-",
-            "%.0f%%" % (100 * mfu) if mfu else "-", r["peak_rss_mib"]))
+            r["tokens_per_s"], fmt(ratio), fmt(ratio_heap),
+            "%.0f%%" % (100 * mfu) if mfu else "-", r["peak_rss_mib"],
+            fmt(r.get("rss_over_floor"))))
     results["elapsed_s"] = time.time() - started
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
@@ -106,12 +130,16 @@ def main():
 
     print(f"threads {args.threads}, batch {args.batch} x {args.seq}, sgemm peak "
           f"{peak_gflops} GFLOP/s")
-    for shape, t in results["torch"].items():
-        if "tokens_per_s" in t:
-            print(f"  torch f32 eager {shape}: {t['tokens_per_s']:.1f} tokens/s, peak RSS "
-                  f"{t['peak_rss_mib']:.0f} MiB")
-    print("  %-13s %-4s %-4s %-4s %9s %9s %7s %8s" % ("shape", "base", "comp", "ckpt",
-                                                   "tokens/s", "vs torch", "MFU", "RSS MiB"))
+    for key, label in (("torch", "default heap"), ("torch_reuse_heap", "reused heap")):
+        for shape, t in results[key].items():
+            if "tokens_per_s" in t:
+                print(f"  torch f32 eager ({label}) {shape}: {t['tokens_per_s']:.1f} tokens/s, "
+                      f"peak RSS {t['peak_rss_mib']:.0f} MiB")
+            else:
+                print(f"  torch f32 eager ({label}) {shape}: {t.get('error')}")
+    print("  %-13s %-4s %-4s %-4s %9s %9s %9s %7s %8s %7s" % (
+        "shape", "base", "comp", "ckpt", "tokens/s", "vs torch", "vs t.heap", "MFU", "RSS MiB",
+        "/floor"))
     print("\n".join(rows))
     print(f"written {args.out} ({results['elapsed_s']:.0f} s)")
 
