@@ -68,6 +68,12 @@ bool uses_bf16(ComputeDType requested) {
   return requested == ComputeDType::BF16 && bf16_matmul_available();
 }
 
+ComputeDType compute_dtype_named(const std::string& name) {
+  if (name == "f32") return ComputeDType::F32;
+  if (name == "bf16") return ComputeDType::BF16;
+  throw std::invalid_argument("compute dtype must be f32 or bf16, got \"" + name + "\"");
+}
+
 FrozenWeight FrozenWeight::from_f32(std::vector<float> w, int64_t rows, int64_t cols) {
   check_size(w.size(), rows, cols, "FrozenWeight::from_f32");
   FrozenWeight f;

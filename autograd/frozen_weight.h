@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "autograd/quant.h"
@@ -17,6 +18,8 @@ enum class WeightFormat { F32, BF16, Quantized };
 enum class ComputeDType { F32, BF16 };
 // Whether `requested` runs as bf16 on this CPU.
 bool uses_bf16(ComputeDType requested);
+// "f32" or "bf16" (the --compute-dtype values); anything else throws std::invalid_argument.
+ComputeDType compute_dtype_named(const std::string& name);
 
 struct FrozenWeight {
   int64_t rows = 0;

@@ -22,13 +22,15 @@ Var swiglu(Tape& tape, Var gate, Var up) {
   kernels::swiglu_forward(gate->value.ptr(), up->value.ptr(), y.numel(), y.ptr());
   Var out = tape.make(std::move(y), gate->requires_grad || up->requires_grad);
   if (!out->requires_grad) return out;
-  tape.push_backward([&tape, gate, up, out] {
-    if (out->grad.data.empty()) return;
-    kernels::swiglu_backward(gate->value.ptr(), up->value.ptr(), out->grad.ptr(),
-                             out->value.numel(),
-                             gate->requires_grad ? tape.grad(gate).ptr() : nullptr,
-                             up->requires_grad ? tape.grad(up).ptr() : nullptr);
-  }, "swiglu", out);
+  tape.push_backward(
+      [&tape, gate, up, out] {
+        if (out->grad.data.empty()) return;
+        kernels::swiglu_backward(gate->value.ptr(), up->value.ptr(), out->grad.ptr(),
+                                 out->value.numel(),
+                                 gate->requires_grad ? tape.grad(gate).ptr() : nullptr,
+                                 up->requires_grad ? tape.grad(up).ptr() : nullptr);
+      },
+      "swiglu", out);
   return out;
 }
 
@@ -39,14 +41,13 @@ Var add(Tape& tape, Var a, Var b) {
   for (std::size_t i = 0; i < y.data.size(); ++i) y.data[i] += b->value.data[i];
   Var out = tape.make(std::move(y), a->requires_grad || b->requires_grad);
   if (!out->requires_grad) return out;
-  tape.push_backward([&tape, a, b, out] {
-    if (out->grad.data.empty()) return;
-    for (Var in : {a, b}) {
-      if (!in->requires_grad) continue;
-      Tensor& g = tape.grad(in);
-      for (std::size_t i = 0; i < g.data.size(); ++i) g.data[i] += out->grad.data[i];
-    }
-  }, "add", out);
+  tape.push_backward(
+      [&tape, a, b, out] {
+        if (out->grad.data.empty()) return;
+        for (Var in : {a, b})
+          if (in->requires_grad) tape.accumulate_grad(in, out->grad.ptr());
+      },
+      "add", out);
   return out;
 }
 

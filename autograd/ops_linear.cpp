@@ -110,10 +110,7 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
        branches = std::move(branches), low_rank = std::move(low_rank)] {
         if (result->grad.data.empty()) return;
         const float* g = result->grad.ptr();
-        if (residual) {
-          Tensor& dr = tape.grad(residual);
-          for (std::size_t i = 0; i < dr.data.size(); ++i) dr.data[i] += g[i];
-        }
+        if (residual) tape.accumulate_grad(residual, g);
         const Tensor& xv = x->value;
         const int64_t n = xv.dim(0), in = w.cols, out = w.rows;
         float* dx = x->requires_grad ? tape.grad(x).ptr() : nullptr;

@@ -23,6 +23,11 @@ Tensor& Tape::grad(Var v) {
   return v->grad;
 }
 
+void Tape::accumulate_grad(Var v, const float* g) {
+  Tensor& dv = grad(v);
+  for (std::size_t i = 0; i < dv.data.size(); ++i) dv.data[i] += g[i];
+}
+
 void Tape::push_backward(std::function<void()> fn, const char* op, Var output) {
   if (!record_) return;
   backward_.push_back(std::move(fn));

@@ -44,6 +44,8 @@ class Tape {
   Var constant(Tensor value) { return make(std::move(value), false); }
   // The gradient buffer of a node, zero-filled with the value's shape on first use.
   Tensor& grad(Var v);
+  // grad(v) += g, g holding as many values as v.
+  void accumulate_grad(Var v, const float* g);
   // `op` names the closure in the per-op time split (a string literal: it is kept, not copied).
   // `output` is the node the op produced: once the closure has run, every contribution to its
   // gradient has been used (consumers run earlier in reverse order), so backward releases that

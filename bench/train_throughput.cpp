@@ -89,8 +89,7 @@ Args parse(int argc, char** argv) {
   }
   if (a.base != "f32" && a.base != "bf16" && a.base != "q4")
     throw std::invalid_argument("--base must be f32, bf16 or q4, got " + a.base);
-  if (a.compute_dtype != "f32" && a.compute_dtype != "bf16")
-    throw std::invalid_argument("--compute-dtype must be f32 or bf16, got " + a.compute_dtype);
+  lora::compute_dtype_named(a.compute_dtype);  // throws on a bad name
   if (a.steps < 1 || a.warmup < 0 || a.batch < 1 || a.seq < 2)
     throw std::invalid_argument("need steps >= 1, warmup >= 0, batch >= 1, seq >= 2");
   return a;
@@ -274,8 +273,7 @@ int main(int argc, char** argv) try {
   stack.training = true;
   lora::ForwardOptions fopts;
   fopts.grad_checkpoint = args.grad_checkpoint;
-  fopts.compute_dtype =
-      args.compute_dtype == "bf16" ? lora::ComputeDType::BF16 : lora::ComputeDType::F32;
+  fopts.compute_dtype = lora::compute_dtype_named(args.compute_dtype);
 
   const int64_t n = args.batch * args.seq;
   std::vector<int32_t> ids(static_cast<std::size_t>(n)), targets(ids.size());

@@ -197,7 +197,7 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
     test_set = load_split(test_file, encoder, line_cap);
   }
 
-  const ComputeDType compute = o.compute_dtype == "bf16" ? ComputeDType::BF16 : ComputeDType::F32;
+  const ComputeDType compute = compute_dtype_named(o.compute_dtype);
   if (compute == ComputeDType::BF16 && !uses_bf16(compute))
     progress.note("--compute-dtype bf16: this CPU has no bf16 matmul units; running in f32");
 
