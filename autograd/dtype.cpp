@@ -69,7 +69,7 @@ uint16_t f32_to_f16(float f) {
   std::memcpy(&bits, &f, 4);
   uint16_t sign = uint16_t((bits >> 16) & 0x8000u);
   uint32_t abs = bits & 0x7fffffffu;
-  if (abs > 0x7f800000u) return uint16_t(sign | 0x7e00u);  // NaN
+  if (abs > 0x7f800000u) return uint16_t(sign | 0x7e00u);   // NaN
   if (abs >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to inf
   if (abs < 0x38800000u) {  // subnormal or zero in f16: round at 2^-24 resolution
     float a;
@@ -130,7 +130,8 @@ void convert_from_f32(DType t, const float* src, std::size_t n, void* dst) {
       return;
     }
     default:
-      throw std::invalid_argument("cannot write dtype " + std::string(dtype_name(t)) + " from float");
+      throw std::invalid_argument("cannot write dtype " + std::string(dtype_name(t)) +
+                                  " from float");
   }
 }
 

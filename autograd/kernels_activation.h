@@ -19,15 +19,23 @@ void swiglu_forward(const T* gate, const T* up, int64_t n, T* y) {
 }
 
 // d gate += g * up * silu'(gate), silu'(x) = s * (1 + x * (1 - s)); d up += g * silu(gate).
-// Either output may be null when that input needs no gradient.
+// Either output may be null when that input needs no gradient. With accumulate false the outputs
+// are overwritten instead, and they may then be the inputs themselves (dgate == gate, dup == up):
+// every element is read before it is written.
 template <typename T>
-void swiglu_backward(const T* gate, const T* up, const T* g, int64_t n, T* dgate, T* dup) {
+inline void swiglu_backward_element(T x, T u, T gi, T* dgate, T* dup, bool accumulate) {
+  const T s = sigmoid(x);
+  if (dgate) *dgate = (accumulate ? *dgate : T(0)) + gi * u * s * (T(1) + x * (T(1) - s));
+  if (dup) *dup = (accumulate ? *dup : T(0)) + gi * x * s;
+}
+
+template <typename T>
+void swiglu_backward(const T* gate, const T* up, const T* g, int64_t n, T* dgate, T* dup,
+                     bool accumulate = true) {
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
-  for (int64_t i = 0; i < n; ++i) {
-    const T s = sigmoid(gate[i]);
-    if (dgate) dgate[i] += g[i] * up[i] * s * (T(1) + gate[i] * (T(1) - s));
-    if (dup) dup[i] += g[i] * gate[i] * s;
-  }
+  for (int64_t i = 0; i < n; ++i)
+    swiglu_backward_element(gate[i], up[i], g[i], dgate ? dgate + i : nullptr,
+                            dup ? dup + i : nullptr, accumulate);
 }
 
 #if defined(__AVX512F__)
@@ -56,7 +64,7 @@ inline void swiglu_forward<float>(const float* gate, const float* up, int64_t n,
 
 template <>
 inline void swiglu_backward<float>(const float* gate, const float* up, const float* g, int64_t n,
-                                   float* dgate, float* dup) {
+                                   float* dgate, float* dup, bool accumulate) {
   using namespace activation_detail;
   const int64_t vec = n / kLanes;
   const __m512 one = _mm512_set1_ps(1.0f);
@@ -64,23 +72,23 @@ inline void swiglu_backward<float>(const float* gate, const float* up, const flo
   for (int64_t v = 0; v < vec; ++v) {
     const int64_t i = v * kLanes;
     const __m512 x = _mm512_loadu_ps(gate + i);
+    const __m512 u = _mm512_loadu_ps(up + i);
     const __m512 gv = _mm512_loadu_ps(g + i);
     const __m512 s = sigmoid16(x);
     if (dgate) {
       // g * up * s * (1 + x * (1 - s))
-      const __m512 d =
-          _mm512_mul_ps(_mm512_mul_ps(gv, _mm512_loadu_ps(up + i)),
-                        _mm512_mul_ps(s, _mm512_fmadd_ps(x, _mm512_sub_ps(one, s), one)));
-      _mm512_storeu_ps(dgate + i, _mm512_add_ps(_mm512_loadu_ps(dgate + i), d));
+      const __m512 d = _mm512_mul_ps(
+          _mm512_mul_ps(gv, u), _mm512_mul_ps(s, _mm512_fmadd_ps(x, _mm512_sub_ps(one, s), one)));
+      _mm512_storeu_ps(dgate + i, accumulate ? _mm512_add_ps(_mm512_loadu_ps(dgate + i), d) : d);
     }
-    if (dup)
-      _mm512_storeu_ps(dup + i, _mm512_fmadd_ps(_mm512_mul_ps(gv, x), s, _mm512_loadu_ps(dup + i)));
+    if (dup) {
+      const __m512 base = accumulate ? _mm512_loadu_ps(dup + i) : _mm512_setzero_ps();
+      _mm512_storeu_ps(dup + i, _mm512_fmadd_ps(_mm512_mul_ps(gv, x), s, base));
+    }
   }
-  for (int64_t i = vec * kLanes; i < n; ++i) {
-    const float s = sigmoid(gate[i]);
-    if (dgate) dgate[i] += g[i] * up[i] * s * (1.0f + gate[i] * (1.0f - s));
-    if (dup) dup[i] += g[i] * gate[i] * s;
-  }
+  for (int64_t i = vec * kLanes; i < n; ++i)
+    swiglu_backward_element(gate[i], up[i], g[i], dgate ? dgate + i : nullptr,
+                            dup ? dup + i : nullptr, accumulate);
 }
 #endif
 

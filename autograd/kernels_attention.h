@@ -46,13 +46,13 @@ namespace attention_detail {
 // Row-major C = alpha * op(A) op(B) + beta * C in the element type (tests check in double).
 inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                  int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-              int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m),
+              int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
 }
 inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
                  int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-              int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m),
+              int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
 }
 
 inline float row_max(const float* x, int64_t n) { return max_of(x, n); }
@@ -181,8 +181,8 @@ void attention_backward(const T* q, const T* k, const T* v, const T* out, const 
               delta[r] = acc;
             }
             if (dv)  // dV += P^T G
-              d::gemm(true, false, count, hd, rows, T(1), p.data(), count, g + q_off,
-                      s.q_stride(), T(1), dv + kv_off, s.kv_stride());
+              d::gemm(true, false, count, hd, rows, T(1), p.data(), count, g + q_off, s.q_stride(),
+                      T(1), dv + kv_off, s.kv_stride());
             if (!dq && !dk) continue;
             // dS = P * (G V^T - delta) * scale
             d::gemm(false, true, rows, count, hd, T(1), g + q_off, s.q_stride(), v + kv_off,
@@ -198,8 +198,8 @@ void attention_backward(const T* q, const T* k, const T* v, const T* out, const 
               d::gemm(false, false, rows, hd, count, T(1), ds.data(), count, k + kv_off,
                       s.kv_stride(), T(1), dq + q_off, s.q_stride());
             if (dk)  // dK += dS^T Q
-              d::gemm(true, false, count, hd, rows, T(1), ds.data(), count, q + q_off,
-                      s.q_stride(), T(1), dk + kv_off, s.kv_stride());
+              d::gemm(true, false, count, hd, rows, T(1), ds.data(), count, q + q_off, s.q_stride(),
+                      T(1), dk + kv_off, s.kv_stride());
           }
       }
   }

@@ -20,9 +20,9 @@ inline __m512 exp16(__m512 x) {
   x = _mm512_maskz_max_ps(__mmask16(0xFFFF), x, _mm512_set1_ps(-110.0f));
   x = _mm512_maskz_min_ps(__mmask16(0xFFFF), x, _mm512_set1_ps(88.7f));
   // The maskz forms: GCC 12 warns about the undefined pass-through of the unmasked ones.
-  const __m512 k =
-      _mm512_maskz_roundscale_ps(__mmask16(0xFFFF), _mm512_mul_ps(x, _mm512_set1_ps(1.44269504089f)),
-                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 k = _mm512_maskz_roundscale_ps(__mmask16(0xFFFF),
+                                              _mm512_mul_ps(x, _mm512_set1_ps(1.44269504089f)),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145751953125f), x);
   r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.428606765330187e-06f), r);
   __m512 p = _mm512_set1_ps(1.0f / 720);
@@ -58,7 +58,8 @@ inline float max_of(const float* x, int64_t n) {
   int64_t i = 0;
 #if defined(__AVX512F__)
   __m512 vm = _mm512_set1_ps(m);
-  for (; i + 16 <= n; i += 16) vm = _mm512_maskz_max_ps(__mmask16(0xFFFF), vm, _mm512_loadu_ps(x + i));
+  for (; i + 16 <= n; i += 16)
+    vm = _mm512_maskz_max_ps(__mmask16(0xFFFF), vm, _mm512_loadu_ps(x + i));
   m = hmax16(vm);
 #endif
   for (; i < n; ++i) m = x[i] > m ? x[i] : m;

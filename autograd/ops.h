@@ -44,8 +44,8 @@ Var rope(Tape& tape, Var x, int64_t batch, int64_t seq, int64_t heads, int64_t h
 // Causal grouped-query attention. q [batch * seq_q, heads * head_dim];
 // k, v [batch * seq_k, kv_heads * head_dim] with seq_k >= seq_q; query t sits at key position
 // (seq_k - seq_q) + t and sees keys 0..that position. Optional per-token key mask (padding):
-// key_valid[b * seq_k + j] == 0 hides key j of sequence b. Output [batch * seq_q, heads * head_dim].
-// Fused: backward recomputes the scores instead of storing [seq, seq] per head.
+// key_valid[b * seq_k + j] == 0 hides key j of sequence b. Output [batch * seq_q, heads *
+// head_dim]. Fused: backward recomputes the scores instead of storing [seq, seq] per head.
 Var attention(Tape& tape, Var q, Var k, Var v, int64_t batch, int64_t seq_q, int64_t seq_k,
               int64_t heads, int64_t kv_heads, int64_t head_dim,
               std::span<const uint8_t> key_valid = {});

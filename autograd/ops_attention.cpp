@@ -40,7 +40,8 @@ Var attention(Tape& tape, Var q, Var k, Var v, int64_t batch, int64_t seq_q, int
                                     q->requires_grad ? tape.grad(q).ptr() : nullptr,
                                     k->requires_grad ? tape.grad(k).ptr() : nullptr,
                                     v->requires_grad ? tape.grad(v).ptr() : nullptr);
-      }, "attention", o);
+      },
+      "attention", o, {q, k, v, o});
   return o;
 }
 

@@ -14,18 +14,20 @@ Var checkpoint(Tape& tape, Var x, const std::function<Var(Tape&, Var)>& block) {
   }
   Var out = tape.make(std::move(y), tape.recording());
   if (!out->requires_grad) return out;
-  tape.push_backward([&tape, x, out, block] {
-    if (out->grad.data.empty()) return;
-    Tape replay(/*record=*/true);
-    replay.set_profile(tape.profile(), OpPhase::Recompute);
-    replay.set_compute_dtype(tape.compute_dtype());
-    Var xr = replay.make(x->value, x->requires_grad);
-    Var yr = block(replay, xr);
-    replay.backward_from(yr, out->grad);
-    if (!x->requires_grad || xr->grad.data.empty()) return;
-    Tensor& dx = tape.grad(x);
-    for (std::size_t i = 0; i < dx.data.size(); ++i) dx.data[i] += xr->grad.data[i];
-  }, "checkpoint", out);
+  tape.push_backward(
+      [&tape, x, out, block] {
+        if (out->grad.data.empty()) return;
+        Tape replay(/*record=*/true);
+        replay.set_profile(tape.profile(), OpPhase::Recompute);
+        replay.set_compute_dtype(tape.compute_dtype());
+        replay.set_release_values(true);
+        Var xr = replay.make(x->value, x->requires_grad);
+        Var yr = block(replay, xr);
+        replay.backward_from(yr, out->grad);
+        if (!x->requires_grad || xr->grad.data.empty()) return;
+        tape.accumulate_grad(x, std::move(xr->grad));
+      },
+      "checkpoint", out, {x});
   return out;
 }
 

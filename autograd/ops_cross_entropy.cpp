@@ -155,9 +155,8 @@ Var cross_entropy_head(Tape& tape, Var hidden, const FrozenWeight& head,
     gather_rows(h, part, rows);
     block_targets.resize(static_cast<std::size_t>(m));
     for (int64_t i = 0; i < m; ++i) block_targets[i] = targets[part[i]];
-    head_pass(head, rows.data(), m, block_targets.data(), lse.data() + b0,
-              target_logit.data() + b0, grad ? dh_rows.data() + b0 * dim : nullptr,
-              tape.compute_dtype());
+    head_pass(head, rows.data(), m, block_targets.data(), lse.data() + b0, target_logit.data() + b0,
+              grad ? dh_rows.data() + b0 * dim : nullptr, tape.compute_dtype());
     for (int64_t i = 0; i < m; ++i)
       total += double(weights[part[i]]) * (lse[b0 + i] - double(target_logit[b0 + i]));
     if (!grad) continue;
@@ -173,19 +172,20 @@ Var cross_entropy_head(Tape& tape, Var hidden, const FrozenWeight& head,
   Var loss = tape.make(Tensor({1}, float(total / double(normalizer))), hidden->requires_grad);
   if (!loss->requires_grad) return loss;
 
-  tape.push_backward([&tape, hidden, loss, active = std::move(active),
-                      dh_rows = std::move(dh_rows)] {
-    if (loss->grad.data.empty() || active.empty()) return;
-    const float seed = loss->grad.data[0];
-    const int64_t dim = hidden->value.dim(1);
-    float* dh = tape.grad(hidden).ptr();
+  tape.push_backward(
+      [&tape, hidden, loss, active = std::move(active), dh_rows = std::move(dh_rows)] {
+        if (loss->grad.data.empty() || active.empty()) return;
+        const float seed = loss->grad.data[0];
+        const int64_t dim = hidden->value.dim(1);
+        float* dh = tape.grad(hidden).ptr();
 #pragma omp parallel for schedule(static)
-    for (std::size_t i = 0; i < active.size(); ++i) {
-      float* out = dh + active[i] * dim;
-      const float* src = dh_rows.data() + i * dim;
-      for (int64_t k = 0; k < dim; ++k) out[k] += seed * src[k];
-    }
-  }, "cross_entropy", loss);
+        for (std::size_t i = 0; i < active.size(); ++i) {
+          float* out = dh + active[i] * dim;
+          const float* src = dh_rows.data() + i * dim;
+          for (int64_t k = 0; k < dim; ++k) out[k] += seed * src[k];
+        }
+      },
+      "cross_entropy", loss);
   return loss;
 }
 

@@ -25,12 +25,22 @@ Var swiglu(Tape& tape, Var gate, Var up) {
   tape.push_backward(
       [&tape, gate, up, out] {
         if (out->grad.data.empty()) return;
-        kernels::swiglu_backward(gate->value.ptr(), up->value.ptr(), out->grad.ptr(),
-                                 out->value.numel(),
+        const float* gate_value = gate->value.ptr();
+        const float* up_value = up->value.ptr();
+        // gate and up usually feed nothing else: their gradients then take their values' place.
+        const bool in_place = gate != up && gate->requires_grad && up->requires_grad &&
+                              tape.value_reusable_as_grad(gate) && tape.value_reusable_as_grad(up);
+        if (in_place) {
+          kernels::swiglu_backward(gate_value, up_value, out->grad.ptr(), out->grad.numel(),
+                                   tape.reuse_value_as_grad(gate), tape.reuse_value_as_grad(up),
+                                   /*accumulate=*/false);
+          return;
+        }
+        kernels::swiglu_backward(gate_value, up_value, out->grad.ptr(), out->grad.numel(),
                                  gate->requires_grad ? tape.grad(gate).ptr() : nullptr,
                                  up->requires_grad ? tape.grad(up).ptr() : nullptr);
       },
-      "swiglu", out);
+      "swiglu", out, {gate, up});
   return out;
 }
 

@@ -105,52 +105,70 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
   Var result = tape.make(std::move(y), x->requires_grad || trains || residual_grad);
   if (!result->requires_grad) return result;
   std::vector<LoraBranch> branches(lora.begin(), lora.end());
-  tape.push_backward(
-      [&tape, x, &w, result, compute, fold, residual = residual_grad ? residual : nullptr,
-       branches = std::move(branches), low_rank = std::move(low_rank)] {
-        if (result->grad.data.empty()) return;
-        const float* g = result->grad.ptr();
-        if (residual) tape.accumulate_grad(residual, g);
-        const Tensor& xv = x->value;
-        const int64_t n = xv.dim(0), in = w.cols, out = w.rows;
-        float* dx = x->requires_grad ? tape.grad(x).ptr() : nullptr;
-        if (dx)
-          frozen_matmul_input_grad(w, g, n, dx, 1.0f, compute,
-                                   fold ? deltas_of(branches) : std::vector<LowRankDelta>{});
-        std::vector<float> scratch, gu, dxin;
-        const OpTimer lora_timer(branches.empty() ? nullptr : tape.profile(), "lora",
-                                 OpPhase::Backward);
-        for (std::size_t bi = 0; bi < branches.size(); ++bi) {
-          const LoraBranch& br = branches[bi];
-          if (!br.trainable && (!dx || fold)) continue;
-          const int64_t r = br.A->value.dim(0);
-          gu.resize(static_cast<std::size_t>(n * r));
-          if (br.trainable) {
-            br.A->ensure_grad();
-            br.B->ensure_grad();
-            kernels::lora_backward(g, branch_input(br, xv, scratch), low_rank[bi].ptr(),
-                                   br.B->value.ptr(), n, in, out, r, br.scale, gu.data(),
-                                   br.A->grad.ptr(), br.B->grad.ptr());
-          } else {
-            // gu = scale * g B  [n, r], for dx only
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(r), int(out),
-                        br.scale, g, int(out), br.B->value.ptr(), int(r), 0.0f, gu.data(), int(r));
-          }
-          if (!dx || fold) continue;
-          if (br.dropout <= 0.0f) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(in), int(r), 1.0f,
-                        gu.data(), int(r), br.A->value.ptr(), int(in), 1.0f, dx, int(in));
-          } else {
-            dxin.assign(static_cast<std::size_t>(n * in), 0.0f);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(in), int(r), 1.0f,
-                        gu.data(), int(r), br.A->value.ptr(), int(in), 0.0f, dxin.data(), int(in));
-            scratch.resize(dxin.size());
-            apply_dropout(dxin, br.dropout, br.dropout_seed, scratch);
-            for (std::size_t i = 0; i < scratch.size(); ++i) dx[i] += scratch[i];
-          }
+  auto backward = [&tape, x, &w, result, compute, fold,
+                   residual = residual_grad ? residual : nullptr, branches = std::move(branches),
+                   low_rank = std::move(low_rank)] {
+    if (result->grad.data.empty()) return;
+    const float* g = result->grad.ptr();
+    if (residual) tape.accumulate_grad(residual, g);
+    const Tensor& xv = x->value;
+    const int64_t n = result->grad.dim(0), in = w.cols, out = w.rows;
+    // First everything that reads x (the branches' weight gradients), so that dx may then be
+    // written over x's value where nothing else reads it.
+    std::vector<std::vector<float>> gus(branches.size());  // scale * g B per branch, [n, r]
+    {
+      std::vector<float> scratch;
+      const OpTimer lora_timer(branches.empty() ? nullptr : tape.profile(), "lora",
+                               OpPhase::Backward);
+      for (std::size_t bi = 0; bi < branches.size(); ++bi) {
+        const LoraBranch& br = branches[bi];
+        if (!br.trainable && (!x->requires_grad || fold)) continue;
+        const int64_t r = br.A->value.dim(0);
+        std::vector<float>& gu = gus[bi];
+        gu.resize(static_cast<std::size_t>(n * r));
+        if (br.trainable) {
+          br.A->ensure_grad();
+          br.B->ensure_grad();
+          kernels::lora_backward(g, branch_input(br, xv, scratch), low_rank[bi].ptr(),
+                                 br.B->value.ptr(), n, in, out, r, br.scale, gu.data(),
+                                 br.A->grad.ptr(), br.B->grad.ptr());
+        } else {
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(r), int(out), br.scale,
+                      g, int(out), br.B->value.ptr(), int(r), 0.0f, gu.data(), int(r));
         }
-      },
-      "linear", result);
+      }
+    }
+    if (!x->requires_grad) return;
+    const bool overwrite = tape.value_reusable_as_grad(x);
+    float* dx = overwrite ? tape.reuse_value_as_grad(x) : tape.grad(x).ptr();
+    frozen_matmul_input_grad(w, g, n, dx, overwrite ? 0.0f : 1.0f, compute,
+                             fold ? deltas_of(branches) : std::vector<LowRankDelta>{});
+    if (fold) return;
+    const OpTimer lora_timer(branches.empty() ? nullptr : tape.profile(), "lora",
+                             OpPhase::Backward);
+    std::vector<float> dxin, dropped;
+    for (std::size_t bi = 0; bi < branches.size(); ++bi) {
+      const LoraBranch& br = branches[bi];
+      if (gus[bi].empty()) continue;
+      const int64_t r = br.A->value.dim(0);
+      if (br.dropout <= 0.0f) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(in), int(r), 1.0f,
+                    gus[bi].data(), int(r), br.A->value.ptr(), int(in), 1.0f, dx, int(in));
+      } else {
+        dxin.assign(static_cast<std::size_t>(n * in), 0.0f);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(in), int(r), 1.0f,
+                    gus[bi].data(), int(r), br.A->value.ptr(), int(in), 0.0f, dxin.data(), int(in));
+        dropped.resize(dxin.size());
+        apply_dropout(dxin, br.dropout, br.dropout_seed, dropped);
+        for (std::size_t i = 0; i < dropped.size(); ++i) dx[i] += dropped[i];
+      }
+    }
+  };
+  // x's value is read only for the trainable branches' weight gradients.
+  if (trains)
+    tape.push_backward(std::move(backward), "linear", result, {x});
+  else
+    tape.push_backward(std::move(backward), "linear", result);
   return result;
 }
 

@@ -19,11 +19,13 @@ Var rmsnorm(Tape& tape, Var x, std::span<const float> weight, int64_t dim, float
   kernels::rmsnorm_forward(xv.ptr(), weight.data(), rows, dim, eps, y.ptr(), inv_rms.data());
   Var out = tape.make(std::move(y), x->requires_grad);
   if (!out->requires_grad) return out;
-  tape.push_backward([&tape, x, out, weight, dim, rows, inv_rms = std::move(inv_rms)] {
-    if (out->grad.data.empty()) return;
-    kernels::rmsnorm_backward(x->value.ptr(), weight.data(), inv_rms.data(), out->grad.ptr(), rows,
-                              dim, tape.grad(x).ptr());
-  }, "rmsnorm", out);
+  tape.push_backward(
+      [&tape, x, out, weight, dim, rows, inv_rms = std::move(inv_rms)] {
+        if (out->grad.data.empty()) return;
+        kernels::rmsnorm_backward(x->value.ptr(), weight.data(), inv_rms.data(), out->grad.ptr(),
+                                  rows, dim, tape.grad(x).ptr());
+      },
+      "rmsnorm", out, {x});
   return out;
 }
 

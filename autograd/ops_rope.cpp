@@ -22,13 +22,14 @@ Var rope(Tape& tape, Var x, int64_t batch, int64_t seq, int64_t heads, int64_t h
   kernels::rope_rotate(y.ptr(), batch, seq, heads, head_dim, *table, +1);
   Var out = tape.make(std::move(y), x->requires_grad);
   if (!out->requires_grad) return out;
-  tape.push_backward([&tape, x, out, batch, seq, heads, head_dim, table] {
-    if (out->grad.data.empty()) return;
-    Tensor g = out->grad;
-    kernels::rope_rotate(g.ptr(), batch, seq, heads, head_dim, *table, -1);
-    Tensor& dx = tape.grad(x);
-    for (std::size_t i = 0; i < g.data.size(); ++i) dx.data[i] += g.data[i];
-  }, "rope", out);
+  tape.push_backward(
+      [&tape, x, out, batch, seq, heads, head_dim, table] {
+        if (out->grad.data.empty()) return;
+        // out's gradient is dropped after this closure: rotate it in place and hand it on.
+        kernels::rope_rotate(out->grad.ptr(), batch, seq, heads, head_dim, *table, -1);
+        tape.accumulate_grad(x, std::move(out->grad));
+      },
+      "rope", out);
   return out;
 }
 

@@ -160,7 +160,8 @@ void dequantize_rows(const QuantizedMatrix& q, int64_t row_begin, int64_t row_en
         float* d = dst + g * q.group_size;
         for (int64_t wi = 0; wi < words_per_group; ++wi) {
           const uint32_t word = gw[wi];
-          for (int k = 0; k < 8; ++k) d[wi * 8 + k] = s * static_cast<float>((word >> (4 * k)) & 15u) + b;
+          for (int k = 0; k < 8; ++k)
+            d[wi * 8 + k] = s * static_cast<float>((word >> (4 * k)) & 15u) + b;
         }
       }
     } else if (q.bits == 8 || q.bits == 2) {

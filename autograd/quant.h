@@ -10,9 +10,9 @@
 namespace lora {
 
 struct QuantizedMatrix {
-  int64_t rows = 0;  // out features
-  int64_t cols = 0;  // in features (unpacked)
-  int bits = 4;      // 2, 3, 4, 5, 6 or 8
+  int64_t rows = 0;     // out features
+  int64_t cols = 0;     // in features (unpacked)
+  int bits = 4;         // 2, 3, 4, 5, 6 or 8
   int group_size = 64;  // 32, 64 or 128
   // The dtype scales and biases are stored in on disk (F16, BF16 or F32); values below are already
   // rounded to it, so writing them back is exact.

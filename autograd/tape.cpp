@@ -28,11 +28,20 @@ void Tape::accumulate_grad(Var v, const float* g) {
   for (std::size_t i = 0; i < dv.data.size(); ++i) dv.data[i] += g[i];
 }
 
-void Tape::push_backward(std::function<void()> fn, const char* op, Var output) {
+void Tape::accumulate_grad(Var v, Tensor&& g) {
+  if (g.shape != v->value.shape)
+    throw std::logic_error("accumulate_grad: a gradient of shape " + g.shape_str() +
+                           " for a node of shape " + v->value.shape_str());
+  if (v->grad.data.empty())
+    v->grad = std::move(g);
+  else
+    accumulate_grad(v, g.ptr());
+}
+
+void Tape::push_backward(std::function<void()> fn, const char* op, Var output,
+                         std::initializer_list<Var> reads) {
   if (!record_) return;
-  backward_.push_back(std::move(fn));
-  backward_ops_.push_back(op);
-  backward_outputs_.push_back(output);
+  steps_.push_back(Step{std::move(fn), op, output, std::vector<Var>(reads)});
 }
 
 void Tape::backward(Var loss, float seed) {
@@ -48,18 +57,60 @@ void Tape::backward_from(Var output, const Tensor& output_grad) {
                            " for a node of shape " + output->value.shape_str());
   Tensor& g = grad(output);
   for (std::size_t i = 0; i < g.data.size(); ++i) g.data[i] += output_grad.data[i];
-  for (std::size_t i = backward_.size(); i-- > 0;) {
-    const OpTimer timer(profile_, backward_ops_[i], OpPhase::Backward);
-    backward_[i]();
+  if (release_values_) release_unread_values(output);
+  for (std::size_t i = steps_.size(); i-- > 0;) {
+    running_ = i;
+    {
+      const OpTimer timer(profile_, steps_[i].op, OpPhase::Backward);
+      steps_[i].fn();
+    }
     // The seed keeps its gradient: the caller gave it and may read it back.
-    if (Var done = backward_outputs_[i]; done && done != output) done->grad = Tensor{};
+    if (Var done = steps_[i].output; done && done != output) done->grad = Tensor{};
+    if (release_values_) release_after(i);
   }
+  last_reader_.clear();
+  produced_.clear();
+}
+
+void Tape::release_unread_values(Var seed) {
+  produced_.clear();
+  last_reader_.clear();
+  for (const Step& s : steps_)
+    if (s.output && s.output != seed) produced_.insert(s.output);
+  // Backward runs the steps from the last to the first: a value's last reader is its first step.
+  for (std::size_t i = steps_.size(); i-- > 0;)
+    for (Var r : steps_[i].reads) last_reader_[r] = i;
+  for (Var v : produced_)
+    if (!last_reader_.contains(v)) v->value.release_data();
+}
+
+void Tape::release_after(std::size_t step) {
+  for (Var r : steps_[step].reads)
+    if (releasable(r) && last_reader_.at(r) == step) r->value.release_data();
+}
+
+bool Tape::releasable(Var v) const { return release_values_ && produced_.contains(v); }
+
+bool Tape::value_reusable_as_grad(Var v) const {
+  if (!releasable(v) || v->value.data.empty() || !v->grad.data.empty()) return false;
+  const auto it = last_reader_.find(v);
+  return it != last_reader_.end() && it->second == running_;
+}
+
+float* Tape::reuse_value_as_grad(Var v) {
+  if (!value_reusable_as_grad(v))
+    throw std::logic_error("reuse_value_as_grad: the value of a " + v->value.shape_str() +
+                           " node is still read, or its gradient already exists");
+  v->grad.shape = v->value.shape;
+  v->grad.data = std::move(v->value.data);
+  v->value.release_data();
+  return v->grad.ptr();
 }
 
 void Tape::clear() {
-  backward_.clear();
-  backward_ops_.clear();
-  backward_outputs_.clear();
+  steps_.clear();
+  last_reader_.clear();
+  produced_.clear();
   nodes_.clear();
 }
 

@@ -7,6 +7,9 @@
 #pragma once
 #include <deque>
 #include <functional>
+#include <initializer_list>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "autograd/frozen_weight.h"
@@ -46,11 +49,16 @@ class Tape {
   Tensor& grad(Var v);
   // grad(v) += g, g holding as many values as v.
   void accumulate_grad(Var v, const float* g);
+  // The same for a gradient the caller gives up: it becomes v's gradient when v has none yet.
+  void accumulate_grad(Var v, Tensor&& g);
   // `op` names the closure in the per-op time split (a string literal: it is kept, not copied).
   // `output` is the node the op produced: once the closure has run, every contribution to its
   // gradient has been used (consumers run earlier in reverse order), so backward releases that
   // gradient; holding all of them to the end doubled the activation memory at the end of a step.
-  void push_backward(std::function<void()> fn, const char* op = "other", Var output = nullptr);
+  // `reads` are the nodes whose values the closure reads (shapes do not count); with
+  // release_values on, backward frees a value once its last reader has run.
+  void push_backward(std::function<void()> fn, const char* op = "other", Var output = nullptr,
+                     std::initializer_list<Var> reads = {});
   // Seeds d(loss)/d(loss) = seed for a scalar node and runs every closure in reverse order.
   void backward(Var loss, float seed = 1.0f);
   // Seeds the gradient of any node (same shape as its value) and runs every closure in reverse:
@@ -58,6 +66,19 @@ class Tape {
   void backward_from(Var output, const Tensor& output_grad);
   // Drops all nodes and closures (memory is released).
   void clear();
+
+  // With release_values on, backward frees the value of every node an op produced (the seed
+  // excepted) as soon as no closure left to run reads it: values nothing reads go when backward
+  // starts, the others after their last reader. Their shapes stay. Off by default, since callers
+  // may read values after backward; gradient checkpointing's replay and the trainer turn it on.
+  void set_release_values(bool on) { release_values_ = on; }
+  // Inside a backward closure: whether v's value is read by nothing after the running closure and
+  // its gradient is still untouched, so that the closure may compute the gradient over the value.
+  bool value_reusable_as_grad(Var v) const;
+  // Turns v's value storage into its gradient (the old values still in it, for the caller to read
+  // and overwrite) and returns it; v must be value_reusable_as_grad. Saves one activation-sized
+  // buffer per op that can do this (swiglu, linear) while the replayed block is in flight.
+  float* reuse_value_as_grad(Var v);
   std::size_t size() const { return nodes_.size(); }
 
   // Per-op timing (off when null): ops time their forward into `profile` under `forward_phase`
@@ -74,11 +95,25 @@ class Tape {
   ComputeDType compute_dtype() const { return compute_; }
 
  private:
+  struct Step {
+    std::function<void()> fn;
+    const char* op;
+    Var output;  // may be nullptr
+    std::vector<Var> reads;
+  };
+  // Frees values as release_values describes; `last_reader_` maps each value still to be read to
+  // the index of the last step that reads it.
+  void release_unread_values(Var seed);
+  void release_after(std::size_t step);
+  bool releasable(Var v) const;
+
   bool record_;
+  bool release_values_ = false;
   std::deque<Node> nodes_;  // deque: handles stay valid as nodes are added
-  std::vector<std::function<void()>> backward_;
-  std::vector<const char*> backward_ops_;  // parallel to backward_
-  std::vector<Var> backward_outputs_;      // parallel to backward_; may hold nullptr
+  std::vector<Step> steps_;
+  std::unordered_map<const Node*, std::size_t> last_reader_;
+  std::unordered_set<Node*> produced_;  // the op outputs, minus the seed, during backward
+  std::size_t running_ = 0;             // the step backward is running
   OpProfile* profile_ = nullptr;
   OpPhase forward_phase_ = OpPhase::Forward;
   ComputeDType compute_ = ComputeDType::F32;

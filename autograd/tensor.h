@@ -25,6 +25,8 @@ struct Tensor {
   std::span<float> span() { return data; }
   std::span<const float> span() const { return data; }
   void zero();
+  // Frees the storage of a value nothing will read again and keeps the shape (numel() is then 0).
+  void release_data() { data = std::vector<float>(); }
   std::string shape_str() const;  // "[2, 3]"
 };
 

@@ -292,6 +292,7 @@ int main(int argc, char** argv) try {
     float loss_value;
     {
       lora::ag::Tape tape;
+      tape.set_release_values(true);  // as the trainer does
       if (timed && args.profile) tape.set_profile(&profile);
       lora::ag::Var h =
           lora::forward_hidden(tape, model, stack, ids, args.batch, args.seq, {}, fopts);

@@ -310,6 +310,7 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
       const data::Batch& b = micro[a];
       if (b.trained_tokens == 0) continue;
       ag::Tape tape;
+      tape.set_release_values(true);  // only the loss (the seed) is read after backward
       AdapterStack stack;
       stack.adapters = {&adapter};
       stack.training = true;
