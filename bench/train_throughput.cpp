@@ -150,6 +150,11 @@ FrozenWeight random_frozen(const std::string& base, int64_t rows, int64_t cols, 
   lora::QuantizedMatrix q;
   q.rows = rows, q.cols = cols, q.bits = kBits, q.group_size = kGroup;
   q.scale_dtype = lora::DType::BF16;
+  // Exact capacities: growing by insert would leave slack the size of the matrix, resident where
+  // it lands on pages the build already touched.
+  q.packed.reserve(static_cast<std::size_t>(rows * (cols * kBits / 32)));
+  q.scales.reserve(static_cast<std::size_t>(rows * (cols / kGroup)));
+  q.biases.reserve(q.scales.capacity());
   const int64_t block = 1024;
   std::vector<float> tmp;
   for (int64_t r0 = 0; r0 < rows; r0 += block) {
