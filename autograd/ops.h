@@ -38,8 +38,11 @@ Var rmsnorm(Tape& tape, Var x, std::span<const float> weight, int64_t dim, float
 
 // Rotary embedding (rotate_half convention) on x [batch * seq, heads * head_dim];
 // position of row (b, t) = pos_offset + t. inv_freq has head_dim / 2 entries.
+// With reuse_input the rotation happens in x's storage and x's value is gone afterwards (its shape
+// stays): for an x that nothing else reads, such as the q and k projections' outputs, whose copies
+// would otherwise live until backward.
 Var rope(Tape& tape, Var x, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
-         std::span<const float> inv_freq, int64_t pos_offset = 0);
+         std::span<const float> inv_freq, int64_t pos_offset = 0, bool reuse_input = false);
 
 // Causal grouped-query attention. q [batch * seq_q, heads * head_dim];
 // k, v [batch * seq_k, kv_heads * head_dim] with seq_k >= seq_q; query t sits at key position

@@ -21,9 +21,12 @@ Var checkpoint(Tape& tape, Var x, const std::function<Var(Tape&, Var)>& block) {
         replay.set_profile(tape.profile(), OpPhase::Recompute);
         replay.set_compute_dtype(tape.compute_dtype());
         replay.set_release_values(true);
-        Var xr = replay.make(x->value, x->requires_grad);
+        // Where this replay is the input's last reader, the input moves in instead of being
+        // copied; out's gradient is dropped after this closure, so it moves in too.
+        Var xr =
+            replay.make(tape.value_dies_here(x) ? tape.take_value(x) : x->value, x->requires_grad);
         Var yr = block(replay, xr);
-        replay.backward_from(yr, out->grad);
+        replay.backward_from(yr, std::move(out->grad));
         if (!x->requires_grad || xr->grad.data.empty()) return;
         tape.accumulate_grad(x, std::move(xr->grad));
       },

@@ -8,7 +8,7 @@
 namespace lora::ag {
 
 Var rope(Tape& tape, Var x, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
-         std::span<const float> inv_freq, int64_t pos_offset) {
+         std::span<const float> inv_freq, int64_t pos_offset, bool reuse_input) {
   const OpTimer timer(tape.profile(), "rope", tape.forward_phase());
   const Tensor& xv = x->value;
   if (xv.numel() != batch * seq * heads * head_dim || head_dim % 2 != 0 ||
@@ -18,7 +18,14 @@ Var rope(Tape& tape, Var x, int64_t batch, int64_t seq, int64_t heads, int64_t h
                                 std::to_string(heads * head_dim) + "] with " +
                                 std::to_string(inv_freq.size()) + " frequencies per head");
   auto table = std::make_shared<kernels::RopeTable>(inv_freq, seq, pos_offset);
-  Tensor y = xv;
+  Tensor y;
+  if (reuse_input) {
+    y.shape = xv.shape;
+    y.data = std::move(x->value.data);
+    x->value.release_data();
+  } else {
+    y = xv;
+  }
   kernels::rope_rotate(y.ptr(), batch, seq, heads, head_dim, *table, +1);
   Var out = tape.make(std::move(y), x->requires_grad);
   if (!out->requires_grad) return out;

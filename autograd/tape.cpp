@@ -50,13 +50,12 @@ void Tape::backward(Var loss, float seed) {
   backward_from(loss, Tensor(loss->value.shape, seed));
 }
 
-void Tape::backward_from(Var output, const Tensor& output_grad) {
+void Tape::backward_from(Var output, Tensor output_grad) {
   if (!record_) throw std::logic_error("backward on a tape that does not record");
   if (output_grad.shape != output->value.shape)
     throw std::logic_error("backward seed of shape " + output_grad.shape_str() +
                            " for a node of shape " + output->value.shape_str());
-  Tensor& g = grad(output);
-  for (std::size_t i = 0; i < g.data.size(); ++i) g.data[i] += output_grad.data[i];
+  accumulate_grad(output, std::move(output_grad));
   if (release_values_) release_unread_values(output);
   for (std::size_t i = steps_.size(); i-- > 0;) {
     running_ = i;
@@ -91,19 +90,32 @@ void Tape::release_after(std::size_t step) {
 
 bool Tape::releasable(Var v) const { return release_values_ && produced_.contains(v); }
 
-bool Tape::value_reusable_as_grad(Var v) const {
-  if (!releasable(v) || v->value.data.empty() || !v->grad.data.empty()) return false;
+bool Tape::value_dies_here(Var v) const {
+  if (!releasable(v) || v->value.data.empty()) return false;
   const auto it = last_reader_.find(v);
   return it != last_reader_.end() && it->second == running_;
+}
+
+Tensor Tape::take_value(Var v) {
+  if (!value_dies_here(v))
+    throw std::logic_error("take_value: the value of a " + v->value.shape_str() +
+                           " node is still read after this closure");
+  Tensor out;
+  out.shape = v->value.shape;
+  out.data = std::move(v->value.data);
+  v->value.release_data();
+  return out;
+}
+
+bool Tape::value_reusable_as_grad(Var v) const {
+  return value_dies_here(v) && v->grad.data.empty();
 }
 
 float* Tape::reuse_value_as_grad(Var v) {
   if (!value_reusable_as_grad(v))
     throw std::logic_error("reuse_value_as_grad: the value of a " + v->value.shape_str() +
                            " node is still read, or its gradient already exists");
-  v->grad.shape = v->value.shape;
-  v->grad.data = std::move(v->value.data);
-  v->value.release_data();
+  v->grad = take_value(v);
   return v->grad.ptr();
 }
 

@@ -63,7 +63,7 @@ class Tape {
   void backward(Var loss, float seed = 1.0f);
   // Seeds the gradient of any node (same shape as its value) and runs every closure in reverse:
   // the vector-Jacobian product through the whole tape (used by gradient checkpointing).
-  void backward_from(Var output, const Tensor& output_grad);
+  void backward_from(Var output, Tensor output_grad);
   // Drops all nodes and closures (memory is released).
   void clear();
 
@@ -72,8 +72,13 @@ class Tape {
   // starts, the others after their last reader. Their shapes stay. Off by default, since callers
   // may read values after backward; gradient checkpointing's replay and the trainer turn it on.
   void set_release_values(bool on) { release_values_ = on; }
-  // Inside a backward closure: whether v's value is read by nothing after the running closure and
-  // its gradient is still untouched, so that the closure may compute the gradient over the value.
+  // Inside a backward closure: whether v's value is read by nothing after the running closure
+  // (release_values is on, v is an op's output and the running closure is its last reader).
+  bool value_dies_here(Var v) const;
+  // Moves out the value of a v that value_dies_here (v keeps its shape).
+  Tensor take_value(Var v);
+  // value_dies_here, and v's gradient is still untouched: the closure may compute the gradient
+  // over the value.
   bool value_reusable_as_grad(Var v) const;
   // Turns v's value storage into its gradient (the old values still in it, for the caller to read
   // and overwrite) and returns it; v must be value_reusable_as_grad. Saves one activation-sized

@@ -89,15 +89,21 @@ TEST(GradCheck, RopeKernel) {
 
 TEST(GradCheck, RopeOpWithOffset) {
   RopeCase c;
-  ag::Tape tape;
-  ag::Var x = tape.make(Tensor({c.batch * c.seq, c.heads * c.hd}, to_float(c.x)), true);
-  ag::Var y = ag::rope(tape, x, c.batch, c.seq, c.heads, c.hd, c.inv_freq, c.offset);
-  // The forward rotates by (offset + t) * inv_freq: check one element by hand.
-  const double angle = double(float(c.offset + 1) * c.inv_freq[1]);
-  const double want = c.x[6 * 2 + 1] * std::cos(angle) - c.x[6 * 2 + 4] * std::sin(angle);
-  EXPECT_NEAR(y->value.data[6 * 2 + 1], want, 1e-6);  // row 1 (t = 1), head 0, i = 1
-  backward_with(tape, y, c.r);
-  EXPECT_LT(max_rel_error(x->grad.data, c.grad()), kOpTol);
+  for (const bool reuse_input : {false, true}) {
+    SCOPED_TRACE(reuse_input ? "in x's storage" : "on a copy");
+    ag::Tape tape;
+    ag::Var x = tape.make(Tensor({c.batch * c.seq, c.heads * c.hd}, to_float(c.x)), true);
+    ag::Var y = ag::rope(tape, x, c.batch, c.seq, c.heads, c.hd, c.inv_freq, c.offset, reuse_input);
+    // The forward rotates by (offset + t) * inv_freq: check one element by hand.
+    const double angle = double(float(c.offset + 1) * c.inv_freq[1]);
+    const double want = c.x[6 * 2 + 1] * std::cos(angle) - c.x[6 * 2 + 4] * std::sin(angle);
+    EXPECT_NEAR(y->value.data[6 * 2 + 1], want, 1e-6);  // row 1 (t = 1), head 0, i = 1
+    // In place, x's storage became y's: x keeps only its shape.
+    EXPECT_EQ(x->value.data.empty(), reuse_input);
+    EXPECT_EQ(x->value.shape, y->value.shape);
+    backward_with(tape, y, c.r);
+    EXPECT_LT(max_rel_error(x->grad.data, c.grad()), kOpTol);
+  }
 }
 
 // ---------- attention ----------

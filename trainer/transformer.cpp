@@ -63,11 +63,12 @@ AttentionInputs attention_inputs(ag::Tape& tape, ag::Var x, const PassContext& c
     in.q = ag::rmsnorm(tape, in.q, w.q_norm, c.head_dim, c.rms_norm_eps);
     in.k = ag::rmsnorm(tape, in.k, w.k_norm, c.head_dim, c.rms_norm_eps);
   }
+  // RoPE rotates in place: nothing else reads q and k before rotation, and backward needs neither.
   const auto& inv_freq = ctx.model.rope_inv_freq;
-  in.q =
-      ag::rope(tape, in.q, ctx.batch, ctx.seq, c.num_heads, c.head_dim, inv_freq, ctx.pos_offset);
+  in.q = ag::rope(tape, in.q, ctx.batch, ctx.seq, c.num_heads, c.head_dim, inv_freq, ctx.pos_offset,
+                  /*reuse_input=*/true);
   in.k = ag::rope(tape, in.k, ctx.batch, ctx.seq, c.num_kv_heads, c.head_dim, inv_freq,
-                  ctx.pos_offset);
+                  ctx.pos_offset, /*reuse_input=*/true);
   return in;
 }
 
