@@ -113,6 +113,38 @@ TEST(Train, ComputeDtypeBf16FollowsTheF32LossCurve) {
   EXPECT_FALSE(std::filesystem::exists(tmp / "bad" / "adapters.safetensors"));
 }
 
+// --grad-checkpoint trades time for memory and nothing else: with dropout on (its masks must be
+// replayed exactly) the logged losses and the adapter are bit-identical to the plain run.
+TEST(Train, GradCheckpointGivesTheSameRun) {
+  LORA_REQUIRE_SHARED(kStoriesModel);
+  TempDir tmp("train-ckpt");
+  make_story_data(tmp / "data");
+  std::vector<std::vector<double>> curves;
+  std::vector<std::string> adapters;
+  for (const bool checkpoint : {false, true}) {
+    const auto out = tmp / (checkpoint ? "ckpt" : "plain");
+    std::vector<std::string> extra = {
+        "--data", (tmp / "data").string(), "--iters", "10", "--steps-per-report", "5", "--dropout",
+        "0.1"};
+    if (checkpoint) extra.push_back("--grad-checkpoint");
+    auto r = run_lora(with(base_args(out), extra));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::vector<double> train;
+    std::ifstream f(out / "metrics.jsonl");
+    std::string line;
+    while (std::getline(f, line)) {
+      auto j = nlohmann::json::parse(line);
+      if (j["type"] == "train") train.push_back(j["loss"].get<double>());
+    }
+    curves.push_back(train);
+    adapters.push_back(read_file(out / "adapters.safetensors"));
+  }
+  ASSERT_EQ(curves[0].size(), 2u);
+  EXPECT_EQ(curves[0], curves[1]);
+  EXPECT_FALSE(adapters[0].empty());
+  EXPECT_EQ(adapters[0], adapters[1]);
+}
+
 TEST(Train, EveryRecordFormatOfTheSharedDatasetsTrains) {
   LORA_REQUIRE_SHARED(kStoriesModel);
   LORA_REQUIRE_SHARED("datasets/alpaca-subset/alpaca_5000.json");
