@@ -37,6 +37,18 @@ std::vector<std::string> with(std::vector<std::string> a, const std::vector<std:
   return a;
 }
 
+// The losses a run logged in its metrics.jsonl for one record type ("train", "val"), in order.
+std::vector<double> logged_losses(const std::filesystem::path& metrics, const std::string& type) {
+  std::vector<double> losses;
+  std::ifstream f(metrics);
+  std::string line;
+  while (std::getline(f, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j["type"] == type) losses.push_back(j["loss"].get<double>());
+  }
+  return losses;
+}
+
 TEST(Train, LossFallsSteadilyAndTheAdapterFolderIsComplete) {
   LORA_REQUIRE_SHARED(kStoriesModel);
   TempDir tmp("train");
@@ -45,13 +57,8 @@ TEST(Train, LossFallsSteadilyAndTheAdapterFolderIsComplete) {
   auto r = run_lora(with(base_args(tmp / "out"), {"--data", (tmp / "data").string(), "--iters",
                                                   "40", "--steps-per-report", "10"}));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  std::vector<double> train, val;
-  std::ifstream f(tmp / "out/metrics.jsonl");
-  std::string line;
-  while (std::getline(f, line)) {
-    auto j = nlohmann::json::parse(line);
-    (j["type"] == "train" ? train : val).push_back(j["loss"].get<double>());
-  }
+  const auto train = logged_losses(tmp / "out/metrics.jsonl", "train");
+  const auto val = logged_losses(tmp / "out/metrics.jsonl", "val");
   ASSERT_EQ(train.size(), 4u);
   for (std::size_t i = 1; i < train.size(); ++i) EXPECT_LT(train[i], train[i - 1]) << i;
   EXPECT_LT(train.back(), 0.8 * train.front());
@@ -88,14 +95,7 @@ TEST(Train, ComputeDtypeBf16FollowsTheF32LossCurve) {
     }
     EXPECT_EQ(nlohmann::json::parse(read_file(out / "adapter_config.json"))["compute_dtype"],
               dtype);
-    std::vector<double> train;
-    std::ifstream f(out / "metrics.jsonl");
-    std::string line;
-    while (std::getline(f, line)) {
-      auto j = nlohmann::json::parse(line);
-      if (j["type"] == "train") train.push_back(j["loss"].get<double>());
-    }
-    curves.push_back(train);
+    curves.push_back(logged_losses(out / "metrics.jsonl", "train"));
   }
   ASSERT_EQ(curves[0].size(), 4u);
   ASSERT_EQ(curves[1].size(), curves[0].size());
@@ -129,14 +129,7 @@ TEST(Train, GradCheckpointGivesTheSameRun) {
     if (checkpoint) extra.push_back("--grad-checkpoint");
     auto r = run_lora(with(base_args(out), extra));
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    std::vector<double> train;
-    std::ifstream f(out / "metrics.jsonl");
-    std::string line;
-    while (std::getline(f, line)) {
-      auto j = nlohmann::json::parse(line);
-      if (j["type"] == "train") train.push_back(j["loss"].get<double>());
-    }
-    curves.push_back(train);
+    curves.push_back(logged_losses(out / "metrics.jsonl", "train"));
     adapters.push_back(read_file(out / "adapters.safetensors"));
   }
   ASSERT_EQ(curves[0].size(), 2u);
