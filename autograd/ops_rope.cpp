@@ -18,14 +18,7 @@ Var rope(Tape& tape, Var x, int64_t batch, int64_t seq, int64_t heads, int64_t h
                                 std::to_string(heads * head_dim) + "] with " +
                                 std::to_string(inv_freq.size()) + " frequencies per head");
   auto table = std::make_shared<kernels::RopeTable>(inv_freq, seq, pos_offset);
-  Tensor y;
-  if (reuse_input) {
-    y.shape = xv.shape;
-    y.data = std::move(x->value.data);
-    x->value.release_data();
-  } else {
-    y = xv;
-  }
+  Tensor y = reuse_input ? x->value.take_data() : xv;
   kernels::rope_rotate(y.ptr(), batch, seq, heads, head_dim, *table, +1);
   Var out = tape.make(std::move(y), x->requires_grad);
   if (!out->requires_grad) return out;

@@ -100,11 +100,7 @@ Tensor Tape::take_value(Var v) {
   if (!value_dies_here(v))
     throw std::logic_error("take_value: the value of a " + v->value.shape_str() +
                            " node is still read after this closure");
-  Tensor out;
-  out.shape = v->value.shape;
-  out.data = std::move(v->value.data);
-  v->value.release_data();
-  return out;
+  return v->value.take_data();
 }
 
 bool Tape::value_reusable_as_grad(Var v) const {

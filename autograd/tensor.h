@@ -27,6 +27,12 @@ struct Tensor {
   void zero();
   // Frees the storage of a value nothing will read again and keeps the shape (numel() is then 0).
   void release_data() { data = std::vector<float>(); }
+  // Moves the values out into a tensor of this shape, which keeps its shape (numel() is then 0).
+  Tensor take_data() {
+    Tensor out(shape, std::move(data));
+    release_data();
+    return out;
+  }
   std::string shape_str() const;  // "[2, 3]"
 };
 
