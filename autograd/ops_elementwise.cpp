@@ -30,15 +30,12 @@ Var swiglu(Tape& tape, Var gate, Var up) {
         // gate and up usually feed nothing else: their gradients then take their values' place.
         const bool in_place = gate != up && gate->requires_grad && up->requires_grad &&
                               tape.value_reusable_as_grad(gate) && tape.value_reusable_as_grad(up);
-        if (in_place) {
-          kernels::swiglu_backward(gate_value, up_value, out->grad.ptr(), out->grad.numel(),
-                                   tape.reuse_value_as_grad(gate), tape.reuse_value_as_grad(up),
-                                   /*accumulate=*/false);
-          return;
-        }
+        auto grad_of = [&](Var in) -> float* {
+          if (!in->requires_grad) return nullptr;
+          return in_place ? tape.reuse_value_as_grad(in) : tape.grad(in).ptr();
+        };
         kernels::swiglu_backward(gate_value, up_value, out->grad.ptr(), out->grad.numel(),
-                                 gate->requires_grad ? tape.grad(gate).ptr() : nullptr,
-                                 up->requires_grad ? tape.grad(up).ptr() : nullptr);
+                                 grad_of(gate), grad_of(up), /*accumulate=*/!in_place);
       },
       "swiglu", out, {gate, up});
   return out;
