@@ -6,7 +6,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "autograd/matmul_bf16.h"
+#include "autograd/kernels/matmul_bf16.h"
 
 namespace lora {
 

@@ -1,7 +1,7 @@
 // attention: causal GQA with an optional key padding mask, fused (no [seq, seq] tensors kept).
 #include <stdexcept>
 
-#include "autograd/kernels_attention.h"
+#include "autograd/kernels/kernels_attention.h"
 #include "autograd/ops.h"
 
 namespace lora::ag {

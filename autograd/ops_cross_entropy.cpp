@@ -14,8 +14,8 @@
 #include <limits>
 #include <stdexcept>
 
-#include "autograd/kernels_exp.h"
-#include "autograd/matmul_bf16.h"
+#include "autograd/kernels/kernels_exp.h"
+#include "autograd/kernels/matmul_bf16.h"
 #include "autograd/ops.h"
 
 namespace lora::ag {

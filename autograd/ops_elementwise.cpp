@@ -1,7 +1,7 @@
 // Elementwise ops: swiglu (silu(gate) * up) and the residual add.
 #include <stdexcept>
 
-#include "autograd/kernels_activation.h"
+#include "autograd/kernels/kernels_activation.h"
 #include "autograd/ops.h"
 
 namespace lora::ag {

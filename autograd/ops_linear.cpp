@@ -6,7 +6,7 @@
 #include <stdexcept>
 
 #include "autograd/dropout.h"
-#include "autograd/kernels_lora.h"
+#include "autograd/kernels/kernels_lora.h"
 #include "autograd/ops.h"
 
 namespace lora::ag {

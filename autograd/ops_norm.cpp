@@ -1,7 +1,7 @@
 // rmsnorm over the last `dim` features (a whole row, or each head for q/k norm).
 #include <stdexcept>
 
-#include "autograd/kernels_norm.h"
+#include "autograd/kernels/kernels_norm.h"
 #include "autograd/ops.h"
 
 namespace lora::ag {

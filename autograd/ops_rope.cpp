@@ -2,7 +2,7 @@
 #include <memory>
 #include <stdexcept>
 
-#include "autograd/kernels_rope.h"
+#include "autograd/kernels/kernels_rope.h"
 #include "autograd/ops.h"
 
 namespace lora::ag {

@@ -12,7 +12,7 @@
 #include <string>
 
 #include "data/chat_template.h"
-#include "data/tokenizer.h"
+#include "data/tokenizer/tokenizer.h"
 
 namespace {
 

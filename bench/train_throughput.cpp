@@ -27,7 +27,7 @@
 
 #include "autograd/dtype.h"
 #include "autograd/heap.h"
-#include "autograd/matmul_bf16.h"
+#include "autograd/kernels/matmul_bf16.h"
 #include "autograd/profile.h"
 #include "autograd/quant.h"
 #include "trainer/lora.h"

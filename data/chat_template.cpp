@@ -2,11 +2,11 @@
 
 #include <stdexcept>
 
-#include "data/jinja_builtins.h"
-#include "data/jinja_interpreter.h"
-#include "data/jinja_lexer.h"
-#include "data/jinja_parser.h"
-#include "data/tokenizer.h"
+#include "data/jinja/jinja_builtins.h"
+#include "data/jinja/jinja_interpreter.h"
+#include "data/jinja/jinja_lexer.h"
+#include "data/jinja/jinja_parser.h"
+#include "data/tokenizer/tokenizer.h"
 
 namespace lora::data {
 

@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/chat_template.h"
-#include "data/tokenizer.h"
+#include "data/tokenizer/tokenizer.h"
 
 namespace lora::data {
 

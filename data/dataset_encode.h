@@ -10,7 +10,7 @@
 #include "data/chat_template.h"
 #include "data/dataset.h"
 #include "data/dataset_chat.h"
-#include "data/tokenizer.h"
+#include "data/tokenizer/tokenizer.h"
 
 namespace lora::data {
 

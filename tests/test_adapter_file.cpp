@@ -9,8 +9,8 @@
 #include <set>
 
 #include "tests/support/test_support.h"
-#include "trainer/adapter_file.h"
-#include "trainer/safetensors.h"
+#include "trainer/io/adapter_file.h"
+#include "trainer/io/safetensors.h"
 
 namespace lora {
 namespace {

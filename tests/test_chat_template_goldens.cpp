@@ -8,7 +8,7 @@
 #include <string>
 
 #include "data/chat_template.h"
-#include "data/tokenizer.h"
+#include "data/tokenizer/tokenizer.h"
 #include "support/test_support.h"
 
 namespace lora::data {

@@ -5,7 +5,7 @@
 #include <unistd.h>
 
 #include "support/test_support.h"
-#include "trainer/checkpoint.h"
+#include "trainer/io/checkpoint.h"
 #include "trainer/random_model.h"
 
 namespace lora {

@@ -22,8 +22,8 @@
 #include <cmath>
 #include <random>
 
-#include "autograd/kernels_activation.h"
-#include "autograd/matmul_bf16.h"
+#include "autograd/kernels/kernels_activation.h"
+#include "autograd/kernels/matmul_bf16.h"
 #include "autograd/ops.h"
 #include "autograd/quant.h"
 #include "trainer/optimizer.h"

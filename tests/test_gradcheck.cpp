@@ -4,11 +4,11 @@
 #include <gtest/gtest.h>
 
 #include "autograd/dropout.h"
-#include "autograd/kernels_activation.h"
-#include "autograd/kernels_attention.h"
-#include "autograd/kernels_cross_entropy.h"
-#include "autograd/kernels_norm.h"
-#include "autograd/kernels_rope.h"
+#include "autograd/kernels/kernels_activation.h"
+#include "autograd/kernels/kernels_attention.h"
+#include "autograd/kernels/kernels_cross_entropy.h"
+#include "autograd/kernels/kernels_norm.h"
+#include "autograd/kernels/kernels_rope.h"
 #include "autograd/ops.h"
 #include "autograd/quant.h"
 #include "gradcheck_util.h"

@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "data/chat_template.h"
-#include "data/jinja_builtins.h"
-#include "data/jinja_parser.h"
-#include "data/tokenizer.h"
+#include "data/jinja/jinja_builtins.h"
+#include "data/jinja/jinja_parser.h"
+#include "data/tokenizer/tokenizer.h"
 #include "support/test_support.h"
 
 namespace lora::data {

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "autograd/dtype.h"
-#include "autograd/matmul_bf16.h"
+#include "autograd/kernels/matmul_bf16.h"
 
 namespace lora {
 namespace {

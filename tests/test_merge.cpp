@@ -6,10 +6,10 @@
 #include <cstring>
 
 #include "tests/adapter_test_util.h"
-#include "trainer/adapter_io.h"
+#include "trainer/io/adapter_io.h"
 #include "trainer/merge.h"
 #include "trainer/model_convert.h"
-#include "trainer/safetensors.h"
+#include "trainer/io/safetensors.h"
 #include "trainer/transformer.h"
 
 namespace lora {

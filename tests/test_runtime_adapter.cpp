@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/adapter_test_util.h"
-#include "trainer/adapter_io.h"
+#include "trainer/io/adapter_io.h"
 #include "trainer/merge.h"
 #include "trainer/transformer.h"
 

@@ -7,7 +7,7 @@
 #include <random>
 
 #include "tests/support/test_support.h"
-#include "trainer/safetensors.h"
+#include "trainer/io/safetensors.h"
 
 namespace lora {
 namespace {

@@ -8,7 +8,7 @@
 #include <memory>
 #include <sstream>
 
-#include "data/tokenizer.h"
+#include "data/tokenizer/tokenizer.h"
 #include "tests/support/test_support.h"
 #include "tests/tokenizer_test_support.h"
 

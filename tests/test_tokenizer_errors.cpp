@@ -5,7 +5,7 @@
 
 #include <random>
 
-#include "data/tokenizer.h"
+#include "data/tokenizer/tokenizer.h"
 #include "tests/support/test_support.h"
 
 namespace {

@@ -7,7 +7,7 @@
 #include <map>
 #include <memory>
 
-#include "data/tokenizer.h"
+#include "data/tokenizer/tokenizer.h"
 #include "tests/support/test_support.h"
 #include "tests/tokenizer_test_support.h"
 

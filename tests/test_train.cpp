@@ -3,7 +3,7 @@
 // leaving an adapter behind.
 #include <gtest/gtest.h>
 
-#include "autograd/matmul_bf16.h"
+#include "autograd/kernels/matmul_bf16.h"
 #include "support/test_support.h"
 #include "train_fixtures.h"
 

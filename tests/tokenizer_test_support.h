@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "data/tokenizer.h"
+#include "data/tokenizer/tokenizer.h"
 #include "tests/support/test_support.h"
 
 namespace lora::test {

@@ -10,8 +10,8 @@
 #include <stdexcept>
 
 #include "autograd/quant.h"
-#include "trainer/adapter_io.h"
-#include "trainer/model_folder.h"
+#include "trainer/io/adapter_io.h"
+#include "trainer/io/model_folder.h"
 
 namespace lora {
 

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "autograd/dtype.h"
-#include "trainer/adapter_file.h"
+#include "trainer/io/adapter_file.h"
 
 namespace lora {
 

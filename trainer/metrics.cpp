@@ -7,7 +7,7 @@
 #include <map>
 #include <sstream>
 
-#include "trainer/atomic_file.h"
+#include "trainer/io/atomic_file.h"
 
 namespace lora {
 

@@ -5,7 +5,7 @@
 #include <stdexcept>
 
 #include "autograd/tensor.h"
-#include "trainer/safetensors.h"
+#include "trainer/io/safetensors.h"
 
 namespace lora {
 

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "autograd/quant.h"
-#include "trainer/model_folder.h"
+#include "trainer/io/model_folder.h"
 
 namespace lora {
 

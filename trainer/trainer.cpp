@@ -9,8 +9,8 @@
 
 #include "data/batch.h"
 #include "data/dataset_encode.h"
-#include "trainer/adapter_io.h"
-#include "trainer/checkpoint.h"
+#include "trainer/io/adapter_io.h"
+#include "trainer/io/checkpoint.h"
 #include "trainer/evaluate.h"
 #include "trainer/metrics.h"
 #include "trainer/model.h"

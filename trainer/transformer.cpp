@@ -4,7 +4,7 @@
 #include <memory>
 #include <stdexcept>
 
-#include "autograd/kernels_attention.h"
+#include "autograd/kernels/kernels_attention.h"
 
 namespace lora {
 namespace {

@@ -3,7 +3,7 @@
 #include <memory>
 #include <stdexcept>
 
-#include "trainer/adapter_io.h"
+#include "trainer/io/adapter_io.h"
 #include "trainer/cli/commands.h"
 #include "trainer/evaluate.h"
 

@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "trainer/adapter_file.h"
+#include "trainer/io/adapter_file.h"
 #include "trainer/cli/commands.h"
-#include "trainer/model_folder.h"
+#include "trainer/io/model_folder.h"
 
 namespace lora::cli {
 

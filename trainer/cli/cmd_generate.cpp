@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
-#include "trainer/adapter_io.h"
+#include "trainer/io/adapter_io.h"
 #include "trainer/cli/commands.h"
 #include "trainer/generate.h"
 

@@ -8,7 +8,7 @@
 #include "autograd/tensor.h"
 #include "trainer/cli/commands.h"
 #include "trainer/model_config.h"
-#include "trainer/safetensors.h"
+#include "trainer/io/safetensors.h"
 
 namespace lora::cli {
 

@@ -8,7 +8,7 @@
 
 #include "trainer/cli/commands.h"
 #include "trainer/merge.h"
-#include "trainer/model_folder.h"
+#include "trainer/io/model_folder.h"
 
 namespace lora::cli {
 

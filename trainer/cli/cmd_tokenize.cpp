@@ -10,7 +10,7 @@
 #include <string>
 
 #include "data/chat_template.h"
-#include "data/tokenizer.h"
+#include "data/tokenizer/tokenizer.h"
 #include "trainer/cli/commands.h"
 
 namespace lora::cli {

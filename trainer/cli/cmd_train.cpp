@@ -3,7 +3,7 @@
 #include <memory>
 #include <stdexcept>
 
-#include "trainer/checkpoint.h"
+#include "trainer/io/checkpoint.h"
 #include "trainer/cli/commands.h"
 #include "trainer/progress.h"
 #include "trainer/train_options.h"

@@ -1,0 +1,208 @@
+// Causal grouped-query attention that never stores a [seq, seq] matrix: queries go in blocks of
+// kQueryBlock rows; a block's scores against every key it may see are one small GEMM into a
+// per-thread scratch [block, seq_k], softmaxed in place and multiplied by V in a second GEMM. Only
+// the per-row log-sum-exp is kept; the backward recomputes the block's probabilities from it (the
+// FlashAttention recurrence, a query block at a time) and forms dV, dP, dQ, dK as four GEMMs.
+// The products run on BLAS (single-threaded inside our OpenMP region: the OpenMP OpenBLAS build
+// does not nest), so each reaches sgemm speed instead of one dot product per (query, key) pair.
+#pragma once
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "autograd/kernels/kernels_exp.h"
+
+namespace lora::kernels {
+
+struct AttentionShape {
+  int64_t batch = 1;
+  int64_t seq_q = 1;  // query rows per sequence
+  int64_t seq_k =
+      1;  // key rows per sequence (>= seq_q); query t sits at key position seq_k-seq_q+t
+  int64_t heads = 1;
+  int64_t kv_heads = 1;
+  int64_t head_dim = 1;
+  int64_t group() const { return heads / kv_heads; }
+  int64_t q_stride() const { return heads * head_dim; }
+  int64_t kv_stride() const { return kv_heads * head_dim; }
+};
+
+// Small problems (tests, single-token decoding of tiny models) run on the calling thread: waking
+// the OpenMP team costs more than the work.
+inline bool parallel_worth_it(const AttentionShape& s) {
+  return s.batch * s.heads * s.seq_q * s.seq_k * s.head_dim > (int64_t(1) << 15);
+}
+
+// Query rows per block: 64 keeps the causal waste (the part of the block's key range above the
+// diagonal) at 1/16 of the work for 512 tokens while the GEMMs stay big enough to run near peak.
+inline constexpr int64_t kQueryBlock = 64;
+
+namespace attention_detail {
+
+// Row-major C = alpha * op(A) op(B) + beta * C in the element type (tests check in double).
+inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                 int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m),
+              int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+}
+inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
+                 int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m),
+              int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+}
+
+inline float row_max(const float* x, int64_t n) { return max_of(x, n); }
+inline double row_max(const double* x, int64_t n) {
+  double m = -std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
+// x[i] = exp(x[i] - shift); returns the sum.
+inline double exp_shift(float* x, int64_t n, float shift) { return exp_shift_sum(x, n, shift); }
+inline double exp_shift(double* x, int64_t n, double shift) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - shift));
+  return sum;
+}
+
+// Hides what query row t (of sequence b) may not see in its score row: keys at or past `limit`
+// (the causal bound) and padded keys. Returns the length of the visible prefix.
+template <typename T>
+int64_t mask_row(T* row, const AttentionShape& s, int64_t b, int64_t t, int64_t count,
+                 const uint8_t* key_valid) {
+  const int64_t limit = s.seq_k - s.seq_q + t + 1;
+  std::fill(row + limit, row + count, -std::numeric_limits<T>::infinity());
+  if (key_valid)
+    for (int64_t j = 0; j < limit; ++j)
+      if (!key_valid[b * s.seq_k + j]) row[j] = -std::numeric_limits<T>::infinity();
+  return limit;
+}
+
+// Keys visible to some row of the query block starting at t0 with `rows` rows.
+inline int64_t block_keys(const AttentionShape& s, int64_t t0, int64_t rows) {
+  return s.seq_k - s.seq_q + t0 + rows;
+}
+
+}  // namespace attention_detail
+
+// out [batch*seq_q, heads*head_dim]; lse [batch, heads, seq_q] (-inf for a row with no visible key,
+// whose output is zero).
+template <typename T>
+void attention_forward(const T* q, const T* k, const T* v, const AttentionShape& s,
+                       const uint8_t* key_valid, T* out, T* lse) {
+  namespace d = attention_detail;
+  const T scale = T(1.0 / std::sqrt(double(s.head_dim)));
+  const int64_t hd = s.head_dim;
+  const int64_t block = std::min(kQueryBlock, s.seq_q);
+#pragma omp parallel if (parallel_worth_it(s))
+  {
+    std::vector<T> p(static_cast<std::size_t>(block * s.seq_k));
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < s.batch; ++b)
+      for (int64_t h = 0; h < s.heads; ++h) {
+        const int64_t kvh = h / s.group();
+        const T* kb = k + b * s.seq_k * s.kv_stride() + kvh * hd;
+        const T* vb = v + b * s.seq_k * s.kv_stride() + kvh * hd;
+        for (int64_t t0 = 0; t0 < s.seq_q; t0 += block) {
+          const int64_t rows = std::min(block, s.seq_q - t0);
+          const int64_t count = d::block_keys(s, t0, rows);
+          const T* qb = q + (b * s.seq_q + t0) * s.q_stride() + h * hd;
+          d::gemm(false, true, rows, count, hd, scale, qb, s.q_stride(), kb, s.kv_stride(), T(0),
+                  p.data(), count);
+          for (int64_t r = 0; r < rows; ++r) {
+            T* row = p.data() + r * count;
+            const int64_t limit = d::mask_row(row, s, b, t0 + r, count, key_valid);
+            const T mx = d::row_max(row, limit);
+            T* lse_at = lse + (b * s.heads + h) * s.seq_q + t0 + r;
+            if (mx == -std::numeric_limits<T>::infinity()) {
+              std::fill(row, row + count, T(0));  // no visible key: output row zero
+              *lse_at = mx;
+              continue;
+            }
+            const double sum = d::exp_shift(row, count, mx);  // exp(-inf) = 0 for hidden keys
+            const T inv = T(1.0 / sum);
+            for (int64_t j = 0; j < limit; ++j) row[j] *= inv;
+            *lse_at = mx + T(std::log(sum));
+          }
+          d::gemm(false, false, rows, hd, count, T(1), p.data(), count, vb, s.kv_stride(), T(0),
+                  out + (b * s.seq_q + t0) * s.q_stride() + h * hd, s.q_stride());
+        }
+      }
+  }
+}
+
+// Accumulates dq, dk, dv (+=) from the output gradient g. One thread owns one (batch, kv head)
+// pair, i.e. every query head that reads it, so the sums into dk/dv need no synchronization and
+// run in a fixed order (bit-reproducible for a given thread count).
+template <typename T>
+void attention_backward(const T* q, const T* k, const T* v, const T* out, const T* lse, const T* g,
+                        const AttentionShape& s, const uint8_t* key_valid, T* dq, T* dk, T* dv) {
+  namespace d = attention_detail;
+  const T scale = T(1.0 / std::sqrt(double(s.head_dim)));
+  const int64_t hd = s.head_dim;
+  const int64_t block = std::min(kQueryBlock, s.seq_q);
+#pragma omp parallel if (parallel_worth_it(s))
+  {
+    std::vector<T> p(static_cast<std::size_t>(block * s.seq_k));
+    std::vector<T> ds(p.size());
+    std::vector<T> delta(static_cast<std::size_t>(block));
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < s.batch; ++b)
+      for (int64_t kvh = 0; kvh < s.kv_heads; ++kvh) {
+        const int64_t kv_off = b * s.seq_k * s.kv_stride() + kvh * hd;
+        for (int64_t h = kvh * s.group(); h < (kvh + 1) * s.group(); ++h)
+          for (int64_t t0 = 0; t0 < s.seq_q; t0 += block) {
+            const int64_t rows = std::min(block, s.seq_q - t0);
+            const int64_t count = d::block_keys(s, t0, rows);
+            const int64_t q_off = (b * s.seq_q + t0) * s.q_stride() + h * hd;
+            // P = exp(scale * Q K^T - lse), zero where hidden (and for rows that see no key).
+            d::gemm(false, true, rows, count, hd, scale, q + q_off, s.q_stride(), k + kv_off,
+                    s.kv_stride(), T(0), p.data(), count);
+            for (int64_t r = 0; r < rows; ++r) {
+              T* row = p.data() + r * count;
+              const T row_lse = lse[(b * s.heads + h) * s.seq_q + t0 + r];
+              if (row_lse == -std::numeric_limits<T>::infinity()) {
+                std::fill(row, row + count, T(0));
+                delta[r] = 0;
+                continue;
+              }
+              d::mask_row(row, s, b, t0 + r, count, key_valid);
+              d::exp_shift(row, count, row_lse);
+              // delta = rowsum(P * dP) = g . out (the softmax backward's shift)
+              T acc = 0;
+              const T* gr = g + q_off + r * s.q_stride();
+              const T* orow = out + q_off + r * s.q_stride();
+#pragma omp simd reduction(+ : acc)
+              for (int64_t i = 0; i < hd; ++i) acc += gr[i] * orow[i];
+              delta[r] = acc;
+            }
+            if (dv)  // dV += P^T G
+              d::gemm(true, false, count, hd, rows, T(1), p.data(), count, g + q_off, s.q_stride(),
+                      T(1), dv + kv_off, s.kv_stride());
+            if (!dq && !dk) continue;
+            // dS = P * (G V^T - delta) * scale
+            d::gemm(false, true, rows, count, hd, T(1), g + q_off, s.q_stride(), v + kv_off,
+                    s.kv_stride(), T(0), ds.data(), count);
+            for (int64_t r = 0; r < rows; ++r) {
+              const T* pr = p.data() + r * count;
+              T* dr = ds.data() + r * count;
+              const T dl = delta[r];
+#pragma omp simd
+              for (int64_t j = 0; j < count; ++j) dr[j] = pr[j] * (dr[j] - dl) * scale;
+            }
+            if (dq)  // dQ += dS K
+              d::gemm(false, false, rows, hd, count, T(1), ds.data(), count, k + kv_off,
+                      s.kv_stride(), T(1), dq + q_off, s.q_stride());
+            if (dk)  // dK += dS^T Q
+              d::gemm(true, false, count, hd, rows, T(1), ds.data(), count, q + q_off, s.q_stride(),
+                      T(1), dk + kv_off, s.kv_stride());
+          }
+      }
+  }
+}
+
+}  // namespace lora::kernels

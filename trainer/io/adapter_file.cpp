@@ -1,0 +1,522 @@
+#include "trainer/io/adapter_file.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <set>
+#include <stdexcept>
+
+#include "autograd/tensor.h"
+#include "trainer/io/atomic_file.h"
+#include "trainer/io/safetensors.h"
+
+namespace lora {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kMlxWeights = "adapters.safetensors";
+constexpr const char* kPeftWeights = "adapter_model.safetensors";
+constexpr const char* kConfig = "adapter_config.json";
+
+// What a tensor name says: which linear of which block, and whether it is A or B in which layout.
+struct LoraKey {
+  int64_t layer = 0;
+  std::string module;
+  bool is_a = true;
+  bool peft_layout = true;  // lora_A.weight [r, in] vs MLX-LM lora_a [in, r]
+};
+
+std::vector<std::string_view> split_dots(std::string_view s) {
+  std::vector<std::string_view> parts;
+  std::size_t start = 0;
+  while (true) {
+    std::size_t dot = s.find('.', start);
+    parts.push_back(s.substr(start, dot == std::string_view::npos ? dot : dot - start));
+    if (dot == std::string_view::npos) break;
+    start = dot + 1;
+  }
+  return parts;
+}
+
+std::optional<int64_t> parse_index(std::string_view s) {
+  int64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || v < 0) return std::nullopt;
+  return v;
+}
+
+// Accepts `[prefix.]layers.{i}.{module}.lora_A[.adapter].weight` (PEFT) and
+// `[prefix.]layers.{i}.{module}.lora_a` (MLX-LM), where the prefix is any chain of the wrappers
+// PEFT and multimodal checkpoints put around the decoder (base_model.model.model.language_model.).
+std::optional<LoraKey> parse_lora_key(std::string_view name) {
+  const auto parts = split_dots(name);
+  std::size_t lora_at = parts.size();
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    if (parts[i] == "lora_A" || parts[i] == "lora_B" || parts[i] == "lora_a" ||
+        parts[i] == "lora_b") {
+      lora_at = i;
+      break;
+    }
+  }
+  if (lora_at == parts.size()) return std::nullopt;
+  LoraKey key;
+  const std::string_view tag = parts[lora_at];
+  key.peft_layout = tag == "lora_A" || tag == "lora_B";
+  key.is_a = tag == "lora_A" || tag == "lora_a";
+  const std::size_t rest = parts.size() - lora_at - 1;
+  if (key.peft_layout) {
+    // PEFT drops the adapter name when saving; accept it when present.
+    if (!(rest == 1 || rest == 2) || parts.back() != "weight") return std::nullopt;
+  } else if (rest != 0) {
+    return std::nullopt;
+  }
+  static const std::set<std::string_view> kWrappers = {"base_model", "model", "language_model"};
+  std::size_t i = 0;
+  while (i < lora_at && kWrappers.contains(parts[i])) ++i;
+  if (i + 2 >= lora_at || parts[i] != "layers") return std::nullopt;
+  auto layer = parse_index(parts[i + 1]);
+  if (!layer) return std::nullopt;
+  key.layer = *layer;
+  for (std::size_t j = i + 2; j < lora_at; ++j) {
+    if (!key.module.empty()) key.module += '.';
+    key.module += parts[j];
+  }
+  return key;
+}
+
+json read_json_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(path.string() + ": cannot be opened");
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    throw std::runtime_error(path.string() + ": not valid JSON: " + e.what());
+  }
+}
+
+double number_field(const json& obj, const std::string& key, const fs::path& file,
+                    const std::string& where = "") {
+  auto it = obj.find(key);
+  if (it == obj.end() || !it->is_number())
+    throw std::runtime_error(file.string() + ": " + where + "\"" + key +
+                             "\" is missing or not a number");
+  return it->get<double>();
+}
+
+// Integral values as JSON integers (PEFT's r and lora_alpha are ints), others as doubles.
+json json_number(double v) {
+  if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 1e15) return static_cast<int64_t>(v);
+  return v;
+}
+
+// PEFT's rank_pattern / alpha_pattern: a key applies to a module when it names it in full or is
+// a dotted suffix of its name ("q_proj", "layers.3.self_attn.q_proj").
+std::optional<double> pattern_value(const json& config, const char* field,
+                                    const std::string& name) {
+  auto it = config.find(field);
+  if (it == config.end() || !it->is_object()) return std::nullopt;
+  for (const auto& [key, value] : it->items()) {
+    if (!value.is_number()) continue;
+    if (name == key || (name.size() > key.size() && name.ends_with("." + key)))
+      return value.get<double>();
+  }
+  return std::nullopt;
+}
+
+// Locates the weights file of an adapter path (a folder or a .safetensors file).
+fs::path weights_file(const fs::path& path) {
+  if (!fs::exists(path))
+    throw std::runtime_error(path.string() + ": no such adapter file or folder");
+  if (!fs::is_directory(path)) {
+    refuse_pickle(path);
+    if (path.extension() != ".safetensors")
+      throw std::runtime_error(path.string() + ": adapter weights must be a .safetensors file");
+    return path;
+  }
+  const bool mlx = fs::exists(path / kMlxWeights);
+  const bool peft = fs::exists(path / kPeftWeights);
+  if (mlx && peft)
+    throw std::runtime_error(path.string() + ": holds both " + kMlxWeights + " and " +
+                             kPeftWeights + "; pass the one to use");
+  if (mlx) return path / kMlxWeights;
+  if (peft) return path / kPeftWeights;
+  for (const auto& entry : fs::directory_iterator(path)) refuse_pickle(entry.path());
+  throw std::runtime_error(path.string() + ": no adapter weights (expected " + kMlxWeights +
+                           " or " + kPeftWeights + ")");
+}
+
+std::string shape_text(const TensorInfo& t) { return shape_to_string(t.shape); }
+
+// Reads a 2-D float tensor, checking its element type.
+std::vector<float> read_matrix(const SafetensorsFile& file, const TensorInfo& t) {
+  if (t.shape.size() != 2)
+    throw std::runtime_error(file.path().string() + ": tensor " + t.name + " has shape " +
+                             shape_text(t) + "; a LoRA matrix is 2-D");
+  if (t.dtype != DType::F32 && t.dtype != DType::F16 && t.dtype != DType::BF16 &&
+      t.dtype != DType::F64)
+    throw std::runtime_error(file.path().string() + ": tensor " + t.name + " has element type " +
+                             std::string(dtype_name(t.dtype)) + "; LoRA matrices are floats");
+  return file.read_f32(t.name);
+}
+
+std::vector<float> transpose(std::span<const float> m, int64_t rows, int64_t cols) {
+  std::vector<float> t(m.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) t[c * rows + r] = m[r * cols + c];
+  return t;
+}
+
+// Fills each pair's scale from the config: MLX-LM's lora_parameters or PEFT's alpha/r.
+void apply_config(AdapterFile& adapter, const json& config, const fs::path& config_path) {
+  if (config.contains("peft_type")) {
+    const auto type = config["peft_type"];
+    if (!type.is_string() || type.get<std::string>() != "LORA")
+      throw std::runtime_error(config_path.string() + ": peft_type " + type.dump() +
+                               " is not supported (only \"LORA\")");
+    if (config.value("use_dora", false))
+      throw std::runtime_error(config_path.string() +
+                               ": use_dora is true; DoRA adapters are not supported");
+    const double r = number_field(config, "r", config_path);
+    const double alpha = number_field(config, "lora_alpha", config_path);
+    adapter.rslora = config.value("use_rslora", false);
+    adapter.peft_alpha = alpha;
+    if (auto d = config.find("lora_dropout"); d != config.end() && d->is_number())
+      adapter.dropout = d->get<double>();
+    if (auto b = config.find("base_model_name_or_path"); b != config.end() && b->is_string())
+      adapter.base_model = b->get<std::string>();
+    for (auto& p : adapter.pairs) {
+      const std::string key = p.module_key();
+      const double rank = pattern_value(config, "rank_pattern", key).value_or(r);
+      const double a = pattern_value(config, "alpha_pattern", key).value_or(alpha);
+      if (rank != static_cast<double>(p.rank))
+        throw std::runtime_error(config_path.string() + ": r is " + json_number(rank).dump() +
+                                 " but tensor " + p.a_name + " has rank " + std::to_string(p.rank));
+      p.scale = adapter.rslora ? a / std::sqrt(rank) : a / rank;
+    }
+    return;
+  }
+  if (config.contains("lora_parameters")) {
+    const std::string type = config.value("fine_tune_type", std::string("lora"));
+    if (type != "lora")
+      throw std::runtime_error(config_path.string() + ": fine_tune_type \"" + type +
+                               "\" is not supported (only \"lora\")");
+    const json& params = config["lora_parameters"];
+    if (!params.is_object())
+      throw std::runtime_error(config_path.string() + ": lora_parameters is not an object");
+    const double scale = number_field(params, "scale", config_path, "lora_parameters.");
+    if (params.contains("rank")) {
+      const double rank = number_field(params, "rank", config_path, "lora_parameters.");
+      for (const auto& p : adapter.pairs)
+        if (rank != static_cast<double>(p.rank))
+          throw std::runtime_error(config_path.string() + ": lora_parameters.rank is " +
+                                   json_number(rank).dump() + " but tensor " + p.a_name +
+                                   " has rank " + std::to_string(p.rank));
+    }
+    if (auto d = params.find("dropout"); d != params.end() && d->is_number())
+      adapter.dropout = d->get<double>();
+    for (auto& p : adapter.pairs) p.scale = scale;
+    if (auto m = config.find("model"); m != config.end() && m->is_string())
+      adapter.base_model = m->get<std::string>();
+    adapter.mlx_run_args = config;
+    for (const char* key : {"fine_tune_type", "num_layers", "lora_parameters"})
+      adapter.mlx_run_args.erase(key);
+    return;
+  }
+  throw std::runtime_error(
+      config_path.string() +
+      ": neither a PEFT config (peft_type) nor an MLX-LM one (lora_parameters)");
+}
+
+std::vector<float> checked_values(const AdapterPair& p, bool a) {
+  const auto& v = a ? p.a : p.b;
+  const int64_t want = a ? p.rank * p.in : p.out * p.rank;
+  if (static_cast<int64_t>(v.size()) != want)
+    throw std::runtime_error("adapter pair " + p.module_key() + ": " + (a ? "A" : "B") + " holds " +
+                             std::to_string(v.size()) + " values, expected " +
+                             std::to_string(want));
+  return v;
+}
+
+DType stored_dtype(DType t) { return t == DType::F16 || t == DType::BF16 ? t : DType::F32; }
+
+}  // namespace
+
+std::string_view adapter_format_name(AdapterFormat f) {
+  return f == AdapterFormat::mlx ? "mlx" : "peft";
+}
+
+AdapterFormat adapter_format_from_name(std::string_view name) {
+  if (name == "mlx" || name == "mlx-lm") return AdapterFormat::mlx;
+  if (name == "peft") return AdapterFormat::peft;
+  throw std::runtime_error("unknown adapter format \"" + std::string(name) +
+                           "\" (expected mlx or peft)");
+}
+
+std::string AdapterPair::module_key() const {
+  return "model.layers." + std::to_string(layer) + "." + module;
+}
+
+std::string AdapterPair::short_name() const {
+  const auto dot = module.rfind('.');
+  return dot == std::string::npos ? module : module.substr(dot + 1);
+}
+
+AdapterFile AdapterFile::read(const fs::path& path) {
+  const fs::path weights = weights_file(path);
+  const fs::path config_path = weights.parent_path() / kConfig;
+  if (!fs::exists(config_path))
+    throw std::runtime_error(config_path.string() +
+                             ": not found; an adapter needs its config to know its scale");
+  const json config = read_json_file(config_path);
+  const SafetensorsFile file = SafetensorsFile::open(weights);
+
+  AdapterFile adapter;
+  adapter.source = weights;
+  struct Names {
+    const TensorInfo* a = nullptr;
+    const TensorInfo* b = nullptr;
+  };
+  std::map<std::pair<int64_t, std::string>, Names> found;
+  std::optional<bool> peft_layout;
+  for (const auto& t : file.tensors()) {
+    auto key = parse_lora_key(t.name);
+    if (!key) {
+      adapter.unknown_tensors.push_back(t.name);
+      continue;
+    }
+    if (peft_layout && *peft_layout != key->peft_layout)
+      throw std::runtime_error(weights.string() +
+                               ": mixes PEFT (lora_A.weight) and MLX-LM (lora_a) "
+                               "tensor names, e.g. " +
+                               t.name);
+    peft_layout = key->peft_layout;
+    auto& slot = found[{key->layer, key->module}];
+    const TensorInfo*& dst = key->is_a ? slot.a : slot.b;
+    if (dst)
+      throw std::runtime_error(weights.string() + ": tensors " + dst->name + " and " + t.name +
+                               " are the same LoRA matrix");
+    dst = &t;
+  }
+  if (found.empty())
+    throw std::runtime_error(
+        weights.string() + ": no LoRA tensors (" + std::to_string(file.tensors().size()) +
+        " tensors, none named like layers.N.<module>.lora_A.weight or .lora_a)");
+  adapter.format = *peft_layout ? AdapterFormat::peft : AdapterFormat::mlx;
+
+  for (const auto& [where, names] : found) {
+    if (!names.a || !names.b)
+      throw std::runtime_error(weights.string() + ": tensor " +
+                               (names.a ? names.a : names.b)->name + " has no matching " +
+                               (names.a ? "B" : "A") + " tensor");
+    const TensorInfo& a = *names.a;
+    const TensorInfo& b = *names.b;
+    AdapterPair p;
+    p.layer = where.first;
+    p.module = where.second;
+    p.a_name = a.name;
+    p.b_name = b.name;
+    p.dtype = a.dtype;
+    auto av = read_matrix(file, a);
+    auto bv = read_matrix(file, b);
+    // PEFT: A [r, in], B [out, r]. MLX-LM: a [in, r], b [r, out].
+    const bool consistent = *peft_layout ? a.shape[0] == b.shape[1] : a.shape[1] == b.shape[0];
+    if (!consistent)
+      throw std::runtime_error(weights.string() + ": ranks of " + a.name + " " + shape_text(a) +
+                               " and " + b.name + " " + shape_text(b) + " disagree");
+    if (*peft_layout) {
+      p.rank = a.shape[0];
+      p.in = a.shape[1];
+      p.out = b.shape[0];
+      p.a = std::move(av);
+      p.b = std::move(bv);
+    } else {
+      p.rank = a.shape[1];
+      p.in = a.shape[0];
+      p.out = b.shape[1];
+      p.a = transpose(av, p.in, p.rank);
+      p.b = transpose(bv, p.rank, p.out);
+    }
+    if (p.rank <= 0 || p.in <= 0 || p.out <= 0)
+      throw std::runtime_error(weights.string() + ": tensor " + a.name + " " + shape_text(a) +
+                               " or " + b.name + " " + shape_text(b) + " is empty");
+    adapter.pairs.push_back(std::move(p));
+  }
+  apply_config(adapter, config, config_path);
+  return adapter;
+}
+
+int64_t AdapterFile::common_rank() const {
+  if (pairs.empty()) throw std::runtime_error("adapter has no LoRA pairs");
+  for (const auto& p : pairs)
+    if (p.rank != pairs.front().rank)
+      throw std::runtime_error("adapter ranks differ: " + pairs.front().module_key() + " has " +
+                               std::to_string(pairs.front().rank) + ", " + p.module_key() +
+                               " has " + std::to_string(p.rank));
+  return pairs.front().rank;
+}
+
+std::optional<double> AdapterFile::common_scale() const {
+  if (pairs.empty()) return std::nullopt;
+  for (const auto& p : pairs)
+    if (p.scale != pairs.front().scale) return std::nullopt;
+  return pairs.front().scale;
+}
+
+std::vector<std::string> AdapterFile::module_names() const {
+  std::set<std::string> names;
+  for (const auto& p : pairs) names.insert(p.module);
+  return {names.begin(), names.end()};
+}
+
+std::vector<int64_t> AdapterFile::layers() const {
+  std::set<int64_t> l;
+  for (const auto& p : pairs) l.insert(p.layer);
+  return {l.begin(), l.end()};
+}
+
+json AdapterFile::summary() const {
+  json j;
+  j["source"] = source.string();
+  j["format"] = adapter_format_name(format);
+  j["pairs"] = pairs.size();
+  j["modules"] = module_names();
+  j["layers"] = layers();
+  std::set<int64_t> ranks;
+  int64_t params = 0;
+  for (const auto& p : pairs) {
+    ranks.insert(p.rank);
+    params += p.rank * (p.in + p.out);
+  }
+  j["ranks"] = std::vector<int64_t>(ranks.begin(), ranks.end());
+  if (auto s = common_scale()) j["scale"] = *s;
+  j["parameters"] = params;
+  j["dropout"] = dropout;
+  j["base_model"] = base_model;
+  j["unknown_tensors"] = unknown_tensors;
+  return j;
+}
+
+void AdapterFile::write(const fs::path& dir, AdapterFormat out_format) const {
+  if (pairs.empty()) throw std::runtime_error("refusing to write an adapter with no LoRA pairs");
+  const auto adapted = layers();
+  const int64_t n_layers = base_num_layers.value_or(adapted.back() + 1);
+  if (adapted.back() >= n_layers)
+    throw std::runtime_error("adapter adapts layer " + std::to_string(adapted.back()) +
+                             " but the base has " + std::to_string(n_layers) + " layers");
+
+  std::vector<TensorData> tensors;
+  json config;
+  std::map<std::string, std::string> metadata;
+  const char* weights_name = nullptr;
+  const char* other_name = nullptr;
+  if (out_format == AdapterFormat::mlx) {
+    weights_name = kMlxWeights;
+    other_name = kPeftWeights;
+    const int64_t rank = common_rank();
+    const auto scale = common_scale();
+    if (!scale)
+      throw std::runtime_error("MLX-LM adapters have one scale; this adapter's modules differ");
+    for (const auto& p : pairs) {
+      const std::string base = p.module_key();
+      tensors.push_back(TensorData::convert(base + ".lora_a", stored_dtype(p.dtype), {p.in, p.rank},
+                                            transpose(checked_values(p, true), p.rank, p.in)));
+      tensors.push_back(TensorData::convert(base + ".lora_b", stored_dtype(p.dtype),
+                                            {p.rank, p.out},
+                                            transpose(checked_values(p, false), p.out, p.rank)));
+    }
+    config = mlx_run_args.is_object() ? mlx_run_args : json::object();
+    if (!base_model.empty() && !config.contains("model")) config["model"] = base_model;
+    config["fine_tune_type"] = "lora";
+    // MLX-LM adapts the last num_layers blocks; loading is not strict, so gaps stay at identity.
+    config["num_layers"] = n_layers - adapted.front();
+    config["lora_parameters"] = {
+        {"rank", rank}, {"scale", *scale}, {"dropout", dropout}, {"keys", module_names()}};
+  } else {
+    weights_name = kPeftWeights;
+    other_name = kMlxWeights;
+    metadata["format"] = "pt";
+    // The most common rank (the first pair's on a tie) is `r`; others go to rank_pattern.
+    std::map<int64_t, int> rank_count;
+    int64_t r = pairs.front().rank;
+    for (const auto& p : pairs) {
+      const int count = ++rank_count[p.rank];
+      if (count > rank_count[r]) r = p.rank;
+    }
+    auto alpha_of = [&](const AdapterPair& p) {
+      return p.scale * (rslora ? std::sqrt(static_cast<double>(p.rank)) : p.rank);
+    };
+    // Keep PEFT's own alpha when it still gives the first pair's scale (PEFT -> PEFT).
+    double alpha = alpha_of(pairs.front());
+    if (peft_alpha && pairs.front().rank == r && std::fabs(alpha - *peft_alpha) <= 1e-9 * alpha)
+      alpha = *peft_alpha;
+    json rank_pattern = json::object();
+    json alpha_pattern = json::object();
+    std::set<std::string> targets;
+    for (const auto& p : pairs) {
+      const std::string base = "base_model.model." + p.module_key();
+      tensors.push_back(TensorData::convert(base + ".lora_A.weight", stored_dtype(p.dtype),
+                                            {p.rank, p.in}, checked_values(p, true)));
+      tensors.push_back(TensorData::convert(base + ".lora_B.weight", stored_dtype(p.dtype),
+                                            {p.out, p.rank}, checked_values(p, false)));
+      const std::string key = p.module_key();
+      if (p.rank != r) rank_pattern[key] = p.rank;
+      const double a = alpha_of(p);
+      const double scale_with_default =
+          (rslora ? alpha / std::sqrt(double(p.rank)) : alpha / p.rank);
+      if (std::fabs(scale_with_default - p.scale) > 1e-12 * std::fabs(p.scale))
+        alpha_pattern[key] = json_number(a);
+      targets.insert(p.short_name());
+    }
+    bool all_layers = true;
+    for (int64_t l = 0; l < n_layers; ++l)
+      all_layers = all_layers && std::binary_search(adapted.begin(), adapted.end(), l);
+    config = {
+        {"alpha_pattern", alpha_pattern},
+        {"auto_mapping", nullptr},
+        {"base_model_name_or_path", base_model.empty() ? json(nullptr) : json(base_model)},
+        {"bias", "none"},
+        {"fan_in_fan_out", false},
+        {"inference_mode", true},
+        {"init_lora_weights", true},
+        {"layers_pattern", all_layers ? json(nullptr) : json("layers")},
+        {"layers_to_transform", all_layers ? json(nullptr) : json(adapted)},
+        {"loftq_config", json::object()},
+        {"lora_alpha", json_number(alpha)},
+        {"lora_dropout", dropout},
+        {"megatron_config", nullptr},
+        {"megatron_core", "megatron.core"},
+        {"modules_to_save", nullptr},
+        {"peft_type", "LORA"},
+        {"r", r},
+        {"rank_pattern", rank_pattern},
+        {"revision", nullptr},
+        {"target_modules", std::vector<std::string>(targets.begin(), targets.end())},
+        {"task_type", "CAUSAL_LM"},
+        {"use_dora", false},
+        {"use_rslora", rslora},
+    };
+  }
+  const std::string config_text = config.dump(2) + "\n";
+
+  if (!fs::exists(dir)) {
+    write_dir_atomic(dir, [&](const fs::path& tmp) {
+      write_safetensors(tmp / weights_name, tensors, metadata);
+      write_file_atomic(tmp / kConfig, config_text);
+    });
+    return;
+  }
+  if (!fs::is_directory(dir))
+    throw std::runtime_error(dir.string() + ": exists and is not a folder");
+  if (fs::exists(dir / other_name))
+    throw std::runtime_error(dir.string() + ": already holds " + other_name +
+                             " (an adapter of the other format); choose another folder");
+  write_safetensors(dir / weights_name, tensors, metadata);
+  write_file_atomic(dir / kConfig, config_text);
+}
+
+}  // namespace lora
