@@ -2,6 +2,8 @@
 // AMX / AVX512-BF16), prepacked and plain, forward (x W^T) and input gradient (g W), on the
 // projection shapes of SmolLM2-135M and Qwen2.5-0.5B.
 //   build/bench/matmul_bf16 [--tokens 2048] [--reps 5]     prints a table, then one JSON object
+#include "autograd/kernels/matmul_bf16.h"
+
 #include <cblas.h>
 #include <omp.h>
 
@@ -16,7 +18,6 @@
 #include <vector>
 
 #include "autograd/dtype.h"
-#include "autograd/kernels/matmul_bf16.h"
 
 namespace {
 
@@ -48,9 +49,9 @@ int main(int argc, char** argv) {
     const char* name;
     int rows, cols;  // W [out, in]
   };
-  const Shape shapes[] = {{"smollm q/o", 576, 576},      {"smollm gate/up", 1536, 576},
-                          {"smollm down", 576, 1536},    {"qwen q/o", 896, 896},
-                          {"qwen gate/up", 4864, 896},   {"qwen down", 896, 4864}};
+  const Shape shapes[] = {{"smollm q/o", 576, 576},    {"smollm gate/up", 1536, 576},
+                          {"smollm down", 576, 1536},  {"qwen q/o", 896, 896},
+                          {"qwen gate/up", 4864, 896}, {"qwen down", 896, 4864}};
   std::printf("%-16s %-5s %10s %12s %12s %8s\n", "shape", "op", "f32 GF/s", "bf16 pk GF/s",
               "bf16 pl GF/s", "speedup");
   std::string json;

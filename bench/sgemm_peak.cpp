@@ -30,8 +30,8 @@ double sgemm_gflops(int m, Shape s, int reps) {
   double best = 1e30;
   for (int r = 0; r < reps + 1; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, s.n, s.k, 1.0f, x.data(), s.k,
-                w.data(), s.k, 0.0f, y.data(), s.n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, s.n, s.k, 1.0f, x.data(), s.k, w.data(),
+                s.k, 0.0f, y.data(), s.n);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (r > 0) best = std::min(best, dt);  // the first call warms caches and thread pools
   }
@@ -49,7 +49,8 @@ int main(int argc, char** argv) {
       reps = std::atoi(argv[i + 1]);
   }
   // SmolLM2-135M and Qwen2.5-0.5B projection shapes (q, gate, down).
-  const Shape shapes[] = {{576, 576}, {576, 1536}, {1536, 576}, {896, 896}, {896, 4864}, {4864, 896}};
+  const Shape shapes[] = {{576, 576}, {576, 1536}, {1536, 576},
+                          {896, 896}, {896, 4864}, {4864, 896}};
   std::string rows;
   double peak = 0.0;
   for (const Shape& s : shapes) {

@@ -11,10 +11,14 @@ namespace fs = std::filesystem;
 
 std::string_view record_format_name(RecordFormat f) {
   switch (f) {
-    case RecordFormat::text: return "text";
-    case RecordFormat::prompt_completion: return "prompt/completion";
-    case RecordFormat::chat: return "messages (chat)";
-    case RecordFormat::instruction: return "instruction/input/output";
+    case RecordFormat::text:
+      return "text";
+    case RecordFormat::prompt_completion:
+      return "prompt/completion";
+    case RecordFormat::chat:
+      return "messages (chat)";
+    case RecordFormat::instruction:
+      return "instruction/input/output";
   }
   return "?";
 }
@@ -111,12 +115,16 @@ Record make_record(RecordFormat format, nlohmann::ordered_json&& obj, std::size_
   r.format = format;
   r.line = line;
   switch (format) {
-    case RecordFormat::text: r.text = obj["text"].get<std::string>(); break;
+    case RecordFormat::text:
+      r.text = obj["text"].get<std::string>();
+      break;
     case RecordFormat::prompt_completion:
       r.prompt = obj["prompt"].get<std::string>();
       r.completion = obj["completion"].get<std::string>();
       break;
-    case RecordFormat::chat: r.messages = std::move(obj["messages"]); break;
+    case RecordFormat::chat:
+      r.messages = std::move(obj["messages"]);
+      break;
     case RecordFormat::instruction:
       r.instruction = obj["instruction"].get<std::string>();
       if (obj.contains("input")) r.input = obj["input"].get<std::string>();
@@ -165,16 +173,15 @@ class LineReader {
   std::size_t pos_ = 0, len_ = 0;
 };
 
-bool is_blank(const std::string& s) {
-  return s.find_first_not_of(" \t\r") == std::string::npos;
-}
+bool is_blank(const std::string& s) { return s.find_first_not_of(" \t\r") == std::string::npos; }
 
 }  // namespace
 
 std::vector<Record> read_jsonl(const fs::path& path, const ReadOptions& options) {
   const std::string name = path.string();
   if (!fs::exists(path)) throw std::runtime_error(name + ": file not found");
-  if (fs::is_directory(path)) throw std::runtime_error(name + ": is a folder, expected a .jsonl file");
+  if (fs::is_directory(path))
+    throw std::runtime_error(name + ": is a folder, expected a .jsonl file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error(name + ": cannot open for reading");
 
@@ -210,10 +217,10 @@ std::vector<Record> read_jsonl(const fs::path& path, const ReadOptions& options)
       file_format = format;
       first_line = line_no;
     } else if (*format != *file_format) {
-      throw std::runtime_error(where + ": record is in " + std::string(record_format_name(*format)) +
-                               " format but line " + std::to_string(first_line) + " is in " +
-                               std::string(record_format_name(*file_format)) +
-                               " format (one format per file)");
+      throw std::runtime_error(
+          where + ": record is in " + std::string(record_format_name(*format)) +
+          " format but line " + std::to_string(first_line) + " is in " +
+          std::string(record_format_name(*file_format)) + " format (one format per file)");
     }
     records.push_back(make_record(*format, std::move(obj), line_no));
   }

@@ -4,11 +4,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace lora::data {
 
@@ -24,11 +23,11 @@ std::string_view record_format_name(RecordFormat f);
 // fields; the encoder decides how to lay them out.
 struct Record {
   RecordFormat format = RecordFormat::text;
-  std::size_t line = 0;  // 1-based line in its file
-  std::string text;                  // text
-  std::string prompt, completion;    // prompt_completion
+  std::size_t line = 0;                    // 1-based line in its file
+  std::string text;                        // text
+  std::string prompt, completion;          // prompt_completion
   std::string instruction, input, output;  // instruction
-  nlohmann::ordered_json messages;   // chat: the array as given (extra keys kept)
+  nlohmann::ordered_json messages;         // chat: the array as given (extra keys kept)
 };
 
 struct ReadOptions {
@@ -42,9 +41,9 @@ struct ReadOptions {
 std::optional<RecordFormat> detect_record_format(const nlohmann::json& obj, std::string* why);
 
 // Reads every record of a JSONL file. Blank lines are skipped. All records must share one format.
-// Errors (std::runtime_error) name "file:line" and the problem: invalid JSON or UTF-8, a non-object,
-// missing or mistyped fields, a format different from the file's first record, a line over the
-// cap, an empty file.
+// Errors (std::runtime_error) name "file:line" and the problem: invalid JSON or UTF-8, a
+// non-object, missing or mistyped fields, a format different from the file's first record, a line
+// over the cap, an empty file.
 std::vector<Record> read_jsonl(const std::filesystem::path& path, const ReadOptions& options = {});
 
 // The files of a data folder. `train` and `valid` must exist (valid is optional only when the

@@ -74,7 +74,8 @@ std::vector<Segment> chat_template_segments(const ChatTemplate& tmpl, const Toke
     const std::string alone = render_chat(tmpl, config, prefix, false, template_kwargs);
     if (auto q = alone.rfind(full.substr(pos, len)); q != std::string::npos && len > 0) {
       std::string_view suffix = std::string_view(alone).substr(q + len);
-      std::string_view marker = suffix.substr(0, common_prefix(suffix, std::string_view(full).substr(end)));
+      std::string_view marker =
+          suffix.substr(0, common_prefix(suffix, std::string_view(full).substr(end)));
       // Stop after the first special token (the end-of-turn), when there is one.
       std::size_t cut = marker.size();
       for (const auto& tok : special_tokens)

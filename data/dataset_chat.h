@@ -1,10 +1,9 @@
 // Laying a conversation out as text segments, each marked trained (assistant turns, with the
 // end-of-turn text the format writes after them) or not (system/user turns and template markup).
 #pragma once
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "data/chat_template.h"
 #include "data/tokenizer/tokenizer.h"
@@ -32,7 +31,8 @@ std::vector<Segment> chat_template_segments(const ChatTemplate& tmpl, const Toke
                                             const std::vector<std::string>& special_tokens = {});
 
 // Llama-2 chat as FastChat and axolotl lay it out (no Jinja):
-//   [INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s><s>[INST] {user} [/INST] ...
+//   [INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s><s>[INST] {user} [/INST]
+//   ...
 // The " </s>" after an assistant turn is trained; the "<s>" that follows it opens the next user
 // turn (masked), except after the last turn, where it closes the assistant turn (trained), as
 // axolotl labels it.

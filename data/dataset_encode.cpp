@@ -16,11 +16,13 @@ RecordEncoder::RecordEncoder(const Tokenizer& tokenizer, const TokenizerConfig& 
     throw std::runtime_error("unknown chat format \"" + options_.chat_format +
                              "\" (expected template or llama2)");
   if (options_.chat_format == "template" && config_.chat_template)
-    chat_template_ = ChatTemplate::parse(*config_.chat_template, "tokenizer_config.json chat_template");
+    chat_template_ =
+        ChatTemplate::parse(*config_.chat_template, "tokenizer_config.json chat_template");
   if (config_.eos_token) eos_id_ = tokenizer_.token_to_id(*config_.eos_token);
   for (int64_t id = 0; id < tokenizer_.vocab_size(); ++id)
     if (tokenizer_.is_special(int32_t(id)))
-      if (auto t = tokenizer_.id_to_token(int32_t(id)); t && !t->empty()) special_tokens_.push_back(*t);
+      if (auto t = tokenizer_.id_to_token(int32_t(id)); t && !t->empty())
+        special_tokens_.push_back(*t);
 }
 
 bool RecordEncoder::renders_as_chat(const Record& r) const {
@@ -76,8 +78,8 @@ Example RecordEncoder::encode(const Record& r) const {
     if (s.trained) std::fill_n(byte_trained.begin() + at, s.text.size(), uint8_t(1));
     at += s.text.size();
   }
-  const bool text_has_bos = config_.bos_token && !config_.bos_token->empty() &&
-                            text.starts_with(*config_.bos_token);
+  const bool text_has_bos =
+      config_.bos_token && !config_.bos_token->empty() && text.starts_with(*config_.bos_token);
   Encoding enc = tokenizer_.encode_with_offsets(text, /*add_special_tokens=*/!text_has_bos);
 
   Example ex;

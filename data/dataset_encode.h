@@ -1,11 +1,10 @@
 // Turning records into token ids and per-token loss flags.
 #pragma once
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "data/chat_template.h"
 #include "data/dataset.h"

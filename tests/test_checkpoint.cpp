@@ -60,8 +60,8 @@ TEST(Checkpoint, RoundTripRestoresValuesMomentsAndProgress) {
   FakeRun a;
   a.step(1);
   a.step(2);
-  save_checkpoint(checkpoint_dir(tmp.path(), 2), a.adapter, a.optimizer, a.model, AdapterFormat::mlx,
-                  a.content(2));
+  save_checkpoint(checkpoint_dir(tmp.path(), 2), a.adapter, a.optimizer, a.model,
+                  AdapterFormat::mlx, a.content(2));
   const auto ck = load_checkpoint(resolve_checkpoint(tmp.path()));
   EXPECT_EQ(ck.content.progress.step, 2);
   EXPECT_EQ(ck.content.progress.cursor, (data::DataCursor{1, 2}));
@@ -115,10 +115,11 @@ TEST(Checkpoint, KilledWhileWritingLeavesThePreviousCheckpoint) {
     EXPECT_EQ(after.values[i].data, before.values[i].data);
 
   // An error (not a crash) while writing removes its temporary folder too.
-  EXPECT_THROW(save_checkpoint(checkpoint_dir(tmp.path(), 30), run.adapter, run.optimizer, run.model,
-                               AdapterFormat::mlx, run.content(30),
-                               [](const std::filesystem::path&) { throw std::runtime_error("disk full"); }),
-               std::runtime_error);
+  EXPECT_THROW(
+      save_checkpoint(checkpoint_dir(tmp.path(), 30), run.adapter, run.optimizer, run.model,
+                      AdapterFormat::mlx, run.content(30),
+                      [](const std::filesystem::path&) { throw std::runtime_error("disk full"); }),
+      std::runtime_error);
   EXPECT_EQ(list_checkpoints(tmp.path()).size(), 1u);
 }
 

@@ -76,12 +76,15 @@ TEST(Dataset, BrokenLinesNameFileLineAndProblem) {
       {"", "train.jsonl", "no records"},
       {"\n  \n", "train.jsonl", "no records"},
       {"{\"text\": \"bad \xC3\x28 utf8\"}\n", "train.jsonl:1", "UTF-8"},
-      {"{\"instruction\": \"i\", \"input\": 3, \"output\": \"o\"}\n", ":1", "\"input\" must be a string"},
+      {"{\"instruction\": \"i\", \"input\": 3, \"output\": \"o\"}\n", ":1",
+       "\"input\" must be a string"},
   };
   for (const auto& c : cases) {
     std::string err = error_for(c.content);
-    EXPECT_NE(err.find(c.expect_a), std::string::npos) << "content: " << c.content << "\nerror: " << err;
-    EXPECT_NE(err.find(c.expect_b), std::string::npos) << "content: " << c.content << "\nerror: " << err;
+    EXPECT_NE(err.find(c.expect_a), std::string::npos)
+        << "content: " << c.content << "\nerror: " << err;
+    EXPECT_NE(err.find(c.expect_b), std::string::npos)
+        << "content: " << c.content << "\nerror: " << err;
   }
 }
 

@@ -35,12 +35,12 @@ TEST(DType, HalfConversionsAreExactOnEveryHalf) {
 }
 
 TEST(DType, RoundsToNearestEven) {
-  EXPECT_EQ(f32_to_f16(1.0f + 1.0f / 2048), f32_to_f16(1.0f));        // tie, even stays
-  EXPECT_EQ(f32_to_f16(1.0f + 3.0f / 2048), uint16_t(0x3c02));        // tie, rounds up to even
-  EXPECT_EQ(f32_to_bf16(1.0f + 1.0f / 256), f32_to_bf16(1.0f));       // tie to even
-  EXPECT_EQ(f32_to_f16(1e6f), uint16_t(0x7c00));                      // overflow to inf
-  EXPECT_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));               // smallest subnormal
-  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -25) * 1.5f), uint16_t(1));   // rounds into subnormal
+  EXPECT_EQ(f32_to_f16(1.0f + 1.0f / 2048), f32_to_f16(1.0f));       // tie, even stays
+  EXPECT_EQ(f32_to_f16(1.0f + 3.0f / 2048), uint16_t(0x3c02));       // tie, rounds up to even
+  EXPECT_EQ(f32_to_bf16(1.0f + 1.0f / 256), f32_to_bf16(1.0f));      // tie to even
+  EXPECT_EQ(f32_to_f16(1e6f), uint16_t(0x7c00));                     // overflow to inf
+  EXPECT_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));              // smallest subnormal
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -25) * 1.5f), uint16_t(1));  // rounds into subnormal
 }
 
 }  // namespace lora

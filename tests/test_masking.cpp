@@ -32,7 +32,8 @@ TEST(Masking, AxolotlLlama2ChatGoldenIdsAndLabels) {
   RecordEncoder encoder(tok, cfg, opts);
 
   // ShareGPT -> messages, with the Llama-2 default system prompt axolotl's fastchat format adds.
-  auto conv = nlohmann::json::parse(test::read_file(shared_dir() / "datasets/axolotl-fixtures/conversation.json"));
+  auto conv = nlohmann::json::parse(
+      test::read_file(shared_dir() / "datasets/axolotl-fixtures/conversation.json"));
   nlohmann::ordered_json messages = nlohmann::ordered_json::array();
   messages.push_back(
       {{"role", "system"},
@@ -44,12 +45,12 @@ TEST(Masking, AxolotlLlama2ChatGoldenIdsAndLabels) {
         "or is not factually coherent, explain why instead of answering something not correct. "
         "If you don't know the answer to a question, please don't share false information."}});
   for (const auto& turn : conv["conversations"])
-    messages.push_back({{"role", turn["from"] == "human" ? "user" : "assistant"},
-                        {"content", turn["value"]}});
+    messages.push_back(
+        {{"role", turn["from"] == "human" ? "user" : "assistant"}, {"content", turn["value"]}});
   const Example ex = encoder.encode(chat_record(messages));
 
-  auto golden = nlohmann::json::parse(
-      test::read_file(shared_dir() / "datasets/axolotl-fixtures/conversation.tokenized_llama2chat.json"));
+  auto golden = nlohmann::json::parse(test::read_file(
+      shared_dir() / "datasets/axolotl-fixtures/conversation.tokenized_llama2chat.json"));
   std::vector<int32_t> ids;
   std::vector<int> labels;
   for (std::size_t i = 0; i < golden["input_ids"].size(); ++i) {
@@ -104,11 +105,13 @@ void check_multiturn(const std::string& tokenizer_dir, const std::string& end_of
   for (int i = 0; i < 3; ++i) {
     const std::string& got = trained_runs[std::size_t(i)];
     EXPECT_NE(got.find(answers[i]), std::string::npos) << got;
-    EXPECT_TRUE(got.ends_with(end_of_turn) || got.ends_with(end_of_turn + "\n")) << "[" << got << "]";
+    EXPECT_TRUE(got.ends_with(end_of_turn) || got.ends_with(end_of_turn + "\n"))
+        << "[" << got << "]";
     EXPECT_EQ(got.find("user"), std::string::npos) << got;
   }
   const std::string masked = tok.decode(untrained);
-  for (const char* prompt : {"You answer in one word.", "Capital of France?", "And of Italy?", "Spain?"})
+  for (const char* prompt :
+       {"You answer in one word.", "Capital of France?", "And of Italy?", "Spain?"})
     EXPECT_NE(masked.find(prompt), std::string::npos) << prompt;
   // No BOS twice when the template writes it.
   if (cfg.bos_token && ex.ids.size() > 1) {

@@ -7,9 +7,9 @@
 
 #include "tests/adapter_test_util.h"
 #include "trainer/io/adapter_io.h"
+#include "trainer/io/safetensors.h"
 #include "trainer/merge.h"
 #include "trainer/model_convert.h"
-#include "trainer/io/safetensors.h"
 #include "trainer/transformer.h"
 
 namespace lora {

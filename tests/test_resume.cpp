@@ -15,19 +15,55 @@ namespace {
 class FaultAt {
  public:
   FaultAt(int step, int sig) {
-    ::setenv("LORA_FAULT_SIGNAL_AT_STEP", (std::to_string(step) + ":" + std::to_string(sig)).c_str(), 1);
+    ::setenv("LORA_FAULT_SIGNAL_AT_STEP",
+             (std::to_string(step) + ":" + std::to_string(sig)).c_str(), 1);
   }
   ~FaultAt() { ::unsetenv("LORA_FAULT_SIGNAL_AT_STEP"); }
 };
 
-std::vector<std::string> train_args(const std::filesystem::path& data, const std::filesystem::path& out) {
-  return {"--threads", "1", "train", "--model", (shared_dir() / kStoriesModel).string(),
-          "--data", data.string(), "--adapter-path", out.string(), "--iters", "40",
-          "--batch-size", "2", "--max-seq-length", "32", "--learning-rate", "2e-3",
-          "--optimizer", "adamw", "--lr-schedule", "cosine", "--warmup", "5",
-          "--dropout", "0.1", "--grad-clip", "1.0", "--steps-per-report", "3",
-          "--steps-per-eval", "10", "--val-batches", "2", "--save-every", "20",
-          "--num-layers", "3", "--lora-keys", "q_proj,v_proj,down_proj", "--seed", "7"};
+std::vector<std::string> train_args(const std::filesystem::path& data,
+                                    const std::filesystem::path& out) {
+  return {"--threads",
+          "1",
+          "train",
+          "--model",
+          (shared_dir() / kStoriesModel).string(),
+          "--data",
+          data.string(),
+          "--adapter-path",
+          out.string(),
+          "--iters",
+          "40",
+          "--batch-size",
+          "2",
+          "--max-seq-length",
+          "32",
+          "--learning-rate",
+          "2e-3",
+          "--optimizer",
+          "adamw",
+          "--lr-schedule",
+          "cosine",
+          "--warmup",
+          "5",
+          "--dropout",
+          "0.1",
+          "--grad-clip",
+          "1.0",
+          "--steps-per-report",
+          "3",
+          "--steps-per-eval",
+          "10",
+          "--val-batches",
+          "2",
+          "--save-every",
+          "20",
+          "--num-layers",
+          "3",
+          "--lora-keys",
+          "q_proj,v_proj,down_proj",
+          "--seed",
+          "7"};
 }
 
 void expect_same_run(const std::filesystem::path& a, const std::filesystem::path& b) {
@@ -85,9 +121,11 @@ TEST(Resume, IncompatibleSettingsAndOtherModelsAreRefused) {
   ASSERT_EQ(run_lora(args).exit_code, 0);
   const std::string ckpt = (tmp / "run/checkpoints/step-00000020").string();
 
-  auto rank = run_lora({"--threads", "1", "train", "--resume", ckpt, "--rank", "4", "--iters", "40"});
+  auto rank =
+      run_lora({"--threads", "1", "train", "--resume", ckpt, "--rank", "4", "--iters", "40"});
   EXPECT_NE(rank.exit_code, 0);
-  EXPECT_NE(rank.err.find("--rank is 4 here but 8 in the checkpoint"), std::string::npos) << rank.err;
+  EXPECT_NE(rank.err.find("--rank is 4 here but 8 in the checkpoint"), std::string::npos)
+      << rank.err;
   // A decaying schedule's horizon is --iters, so extending a cosine run is not the same run.
   EXPECT_NE(rank.err.find("--iters is 40 here but 20"), std::string::npos) << rank.err;
 

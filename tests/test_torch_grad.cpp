@@ -7,8 +7,8 @@
 #include <cstring>
 
 #include "support/test_support.h"
-#include "trainer/model_convert.h"
 #include "trainer/io/safetensors.h"
+#include "trainer/model_convert.h"
 #include "trainer/transformer.h"
 
 namespace lora {

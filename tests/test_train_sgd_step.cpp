@@ -12,10 +12,10 @@
 #include "data/dataset_encode.h"
 #include "support/test_support.h"
 #include "train_fixtures.h"
-#include "trainer/io/adapter_io.h"
 #include "trainer/evaluate.h"
-#include "trainer/model.h"
+#include "trainer/io/adapter_io.h"
 #include "trainer/io/safetensors.h"
+#include "trainer/model.h"
 
 namespace lora {
 namespace {

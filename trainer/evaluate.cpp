@@ -18,8 +18,8 @@ EvalResult evaluate(const Model& model, const AdapterStack& adapters, const data
                     int64_t max_batches) {
   EvalResult r;
   double total = 0.0;
-  const int64_t n = max_batches < 0 ? plan.batches_per_epoch()
-                                    : std::min(max_batches, plan.batches_per_epoch());
+  const int64_t n =
+      max_batches < 0 ? plan.batches_per_epoch() : std::min(max_batches, plan.batches_per_epoch());
   for (int64_t g = 0; g < n; ++g) {
     const data::Batch b = plan.group(g);
     if (b.trained_tokens == 0) continue;

@@ -15,8 +15,8 @@ data::EncodedSet load_split(const std::filesystem::path& file, const data::Recor
                             std::size_t max_line_bytes);
 
 struct EvalResult {
-  double loss = 0.0;        // mean token cross-entropy over the trained targets
-  int64_t tokens = 0;       // trained targets scored
+  double loss = 0.0;   // mean token cross-entropy over the trained targets
+  int64_t tokens = 0;  // trained targets scored
   int64_t batches = 0;
   double perplexity() const;
 };

@@ -15,12 +15,12 @@ namespace lora {
 
 struct LoraConfig {
   int rank = 8;
-  float alpha = 16.0f;            // scale = alpha / rank (or alpha / sqrt(rank) with rslora)
-  std::optional<float> scale;     // when set, used as is (mlx-lm's lora_parameters.scale)
+  float alpha = 16.0f;         // scale = alpha / rank (or alpha / sqrt(rank) with rslora)
+  std::optional<float> scale;  // when set, used as is (mlx-lm's lora_parameters.scale)
   bool rslora = false;
   float dropout = 0.0f;
   std::vector<Proj> keys = {Proj::q, Proj::v};
-  int num_layers = -1;            // last N blocks; -1 = all
+  int num_layers = -1;  // last N blocks; -1 = all
 
   float effective_scale() const;
   // First adapted block index for a model with n layers.
@@ -39,8 +39,8 @@ struct LoraModule {
 struct LoraAdapter {
   LoraConfig config;
   std::vector<LoraModule> modules;
-  bool enabled = true;          // runtime toggle: off = the base alone, nothing unloaded
-  float strength = 1.0f;        // runtime multiplier on every module's scale
+  bool enabled = true;    // runtime toggle: off = the base alone, nothing unloaded
+  float strength = 1.0f;  // runtime multiplier on every module's scale
 
   // Kaiming-uniform A (U(-1/sqrt(in), 1/sqrt(in))), zero B, deterministic from seed.
   static LoraAdapter create(const Model& model, const LoraConfig& config, uint64_t seed);

@@ -13,7 +13,8 @@ namespace lora {
 
 namespace fs = std::filesystem;
 
-MetricsLog::MetricsLog(fs::path dir, std::string history) : dir_(std::move(dir)), text_(std::move(history)) {
+MetricsLog::MetricsLog(fs::path dir, std::string history)
+    : dir_(std::move(dir)), text_(std::move(history)) {
   fs::create_directories(dir_);
   write_file_atomic(dir_ / "metrics.jsonl", text_);
   write_file_atomic(dir_ / "loss_curve.svg", loss_curve_svg(text_));
@@ -62,9 +63,9 @@ std::string loss_curve_svg(const std::string& metrics_jsonl) {
     << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     << "<text x=\"" << W / 2 << "\" y=\"18\" text-anchor=\"middle\">loss by step</text>\n";
   // Axes with five ticks each.
-  s << "<g stroke=\"#888\"><line x1=\"" << left << "\" y1=\"" << H - bottom << "\" x2=\"" << W - right
-    << "\" y2=\"" << H - bottom << "\"/><line x1=\"" << left << "\" y1=\"" << top << "\" x2=\""
-    << left << "\" y2=\"" << H - bottom << "\"/></g>\n";
+  s << "<g stroke=\"#888\"><line x1=\"" << left << "\" y1=\"" << H - bottom << "\" x2=\""
+    << W - right << "\" y2=\"" << H - bottom << "\"/><line x1=\"" << left << "\" y1=\"" << top
+    << "\" x2=\"" << left << "\" y2=\"" << H - bottom << "\"/></g>\n";
   for (int i = 0; i <= 4; ++i) {
     const double xv = x0 + (x1 - x0) * i / 4, yv = y0 + (y1 - y0) * i / 4;
     std::snprintf(buf, sizeof buf, "%.0f", xv);
@@ -87,9 +88,10 @@ std::string loss_curve_svg(const std::string& metrics_jsonl) {
     }
     s << "\"/>\n";
     for (auto [x, y] : pts)
-      s << "<circle cx=\"" << px(x) << "\" cy=\"" << py(y) << "\" r=\"2.5\" fill=\"" << c << "\"/>\n";
-    s << "<text x=\"" << W - right - 60 << "\" y=\"" << top + 14 + 16 * legend++ << "\" fill=\"" << c
-      << "\">" << name << "</text>\n";
+      s << "<circle cx=\"" << px(x) << "\" cy=\"" << py(y) << "\" r=\"2.5\" fill=\"" << c
+        << "\"/>\n";
+    s << "<text x=\"" << W - right - 60 << "\" y=\"" << top + 14 + 16 * legend++ << "\" fill=\""
+      << c << "\">" << name << "</text>\n";
   }
   s << "</svg>\n";
   return s.str();

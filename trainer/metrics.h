@@ -2,10 +2,9 @@
 // picture of the training and validation loss a person can open in a browser.
 #pragma once
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace lora {
 

@@ -30,9 +30,7 @@ class WeightLoader {
   WeightLoader(const std::filesystem::path& dir, const LoadOptions& options)
       : dir_(dir), options_(options), weights_(WeightSet::open_dir(dir)) {}
 
-  bool has_matrix(const std::string& module) const {
-    return weights_.contains(module + ".weight");
-  }
+  bool has_matrix(const std::string& module) const { return weights_.contains(module + ".weight"); }
 
   // A [rows, cols] matrix stored as `module`.weight (float) or MLX-quantized
   // (`module`.weight uint32 + .scales + .biases).
@@ -97,8 +95,8 @@ class WeightLoader {
                       std::to_string(rows) + ", " + std::to_string(cols) + "] matrix");
     const int bits = static_cast<int>(w.shape[1] * 32 / cols);
     if (s.shape.size() != 2 || s.shape[0] != rows || s.shape[1] <= 0 || cols % s.shape[1])
-      fail(sname, "shape " + shape_to_string(s.shape) + " does not fit a [" +
-                      std::to_string(rows) + ", " + std::to_string(cols) + "] matrix");
+      fail(sname, "shape " + shape_to_string(s.shape) + " does not fit a [" + std::to_string(rows) +
+                      ", " + std::to_string(cols) + "] matrix");
     const int group = static_cast<int>(cols / s.shape[1]);
     if (!valid_quant_bits(bits) || !valid_group_size(group))
       fail(wname, "implies " + std::to_string(bits) + " bits and group size " +
@@ -138,12 +136,12 @@ std::optional<Proj> proj_from_name(std::string_view name) {
 
 std::size_t Model::stored_bytes() const {
   auto floats = [](const std::vector<float>& v) { return v.size() * sizeof(float); };
-  std::size_t total = embed.stored_bytes() + (lm_head ? lm_head->stored_bytes() : 0) +
-                      floats(final_norm);
+  std::size_t total =
+      embed.stored_bytes() + (lm_head ? lm_head->stored_bytes() : 0) + floats(final_norm);
   for (const auto& l : layers) {
     for (const auto& p : l.proj) total += p.stored_bytes();
-    for (const auto* v : {&l.q_bias, &l.k_bias, &l.v_bias, &l.input_norm,
-                          &l.post_attention_norm, &l.q_norm, &l.k_norm})
+    for (const auto* v : {&l.q_bias, &l.k_bias, &l.v_bias, &l.input_norm, &l.post_attention_norm,
+                          &l.q_norm, &l.k_norm})
       total += floats(*v);
   }
   return total;
@@ -176,9 +174,13 @@ Model load_model(const std::filesystem::path& dir, const LoadOptions& options) {
   }
   m.final_norm = w.vector("model.norm.weight", hidden);
 
-  const std::array<std::pair<int64_t, int64_t>, kNumProj> shapes{
-      {{q_out, hidden}, {kv_out, hidden}, {kv_out, hidden}, {hidden, q_out},
-       {inter, hidden}, {inter, hidden}, {hidden, inter}}};
+  const std::array<std::pair<int64_t, int64_t>, kNumProj> shapes{{{q_out, hidden},
+                                                                  {kv_out, hidden},
+                                                                  {kv_out, hidden},
+                                                                  {hidden, q_out},
+                                                                  {inter, hidden},
+                                                                  {inter, hidden},
+                                                                  {hidden, inter}}};
   m.layers.resize(static_cast<std::size_t>(c.num_layers));
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string prefix = "model.layers." + std::to_string(i) + ".";

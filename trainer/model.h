@@ -15,12 +15,12 @@ namespace lora {
 enum class Proj { q, k, v, o, gate, up, down };
 inline constexpr int kNumProj = 7;
 // "q_proj", "self_attn.q_proj", "mlp.gate_proj", ... (the HF module names).
-std::string_view proj_name(Proj p);          // "q_proj"
-std::string_view proj_module_path(Proj p);   // "self_attn.q_proj"
+std::string_view proj_name(Proj p);                         // "q_proj"
+std::string_view proj_module_path(Proj p);                  // "self_attn.q_proj"
 std::optional<Proj> proj_from_name(std::string_view name);  // accepts both spellings
 
 struct LayerWeights {
-  std::array<FrozenWeight, kNumProj> proj;  // indexed by Proj
+  std::array<FrozenWeight, kNumProj> proj;    // indexed by Proj
   std::vector<float> q_bias, k_bias, v_bias;  // qwen2 (empty otherwise)
   std::vector<float> input_norm, post_attention_norm;
   std::vector<float> q_norm, k_norm;  // qwen3 (empty otherwise)

@@ -33,7 +33,8 @@ int64_t get_int(const json& j, const char* key, const std::string& source,
 int64_t get_positive(const json& j, const char* key, const std::string& source,
                      std::optional<int64_t> fallback = std::nullopt) {
   const int64_t v = get_int(j, key, source, fallback);
-  if (v <= 0) bad(source, std::string("\"") + key + "\" must be positive, got " + std::to_string(v));
+  if (v <= 0)
+    bad(source, std::string("\"") + key + "\" must be positive, got " + std::to_string(v));
   return v;
 }
 
@@ -85,15 +86,16 @@ void parse_quantization(const json& j, const std::string& source, ModelConfig& c
     if (!valid_quant_bits(static_cast<int>(bits)))
       bad(source, "quantization bits " + std::to_string(bits) + " unsupported (2, 3, 4, 5, 6, 8)");
     if (!valid_group_size(static_cast<int>(group)))
-      bad(source, "quantization group_size " + std::to_string(group) + " unsupported (32, 64, 128)");
+      bad(source,
+          "quantization group_size " + std::to_string(group) + " unsupported (32, 64, 128)");
     c.quant_bits = static_cast<int>(bits);
     c.quant_group_size = static_cast<int>(group);
     return;
   }
   if (present(j, "quantization_config")) {
     const auto& q = j.at("quantization_config");
-    std::string method = q.is_object() && q.contains("quant_method") ? q.at("quant_method").dump()
-                                                                      : q.dump();
+    std::string method =
+        q.is_object() && q.contains("quant_method") ? q.at("quant_method").dump() : q.dump();
     bad(source, "unsupported quantization_config " + method +
                     " (only MLX affine \"quantization\" and float weights are read)");
   }
@@ -110,8 +112,8 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
   c.model_type = j.at("model_type").get<std::string>();
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" &&
       c.model_type != "qwen3")
-    bad(source, "unsupported model_type '" + c.model_type +
-                    "' (supported: llama, mistral, qwen2, qwen3)");
+    bad(source,
+        "unsupported model_type '" + c.model_type + "' (supported: llama, mistral, qwen2, qwen3)");
   if (present(j, "hidden_act") && j.at("hidden_act") != "silu")
     bad(source, "unsupported hidden_act " + j.at("hidden_act").dump() + " (only silu)");
   if (get_bool(j, "mlp_bias", source, false)) bad(source, "unsupported mlp_bias: true");

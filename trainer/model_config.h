@@ -2,10 +2,9 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 namespace lora {
 
@@ -30,9 +29,9 @@ struct ModelConfig {
   float rope_theta = 10000.0f;
   std::optional<RopeScaling> rope_scaling;
   bool tie_word_embeddings = false;
-  bool attention_bias = false;  // q/k/v biases (qwen2: always)
-  bool qk_norm = false;         // qwen3
-  std::optional<int> quant_bits;        // "quantization": {"bits", "group_size"} (MLX)
+  bool attention_bias = false;    // q/k/v biases (qwen2: always)
+  bool qk_norm = false;           // qwen3
+  std::optional<int> quant_bits;  // "quantization": {"bits", "group_size"} (MLX)
   std::optional<int> quant_group_size;
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;

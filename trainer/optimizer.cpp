@@ -23,9 +23,8 @@ float learning_rate_at(const ScheduleConfig& schedule, float base_lr, int64_t st
   const double frac =
       decay_steps <= 0 ? 1.0 : std::min(1.0, double(step - warmup) / double(decay_steps));
   const double final = schedule.final_lr_fraction;
-  const double shape = schedule.type == "linear"
-                           ? 1.0 - frac
-                           : 0.5 * (1.0 + std::cos(std::numbers::pi * frac));
+  const double shape =
+      schedule.type == "linear" ? 1.0 - frac : 0.5 * (1.0 + std::cos(std::numbers::pi * frac));
   return float(base_lr * (final + (1.0 - final) * shape));
 }
 

@@ -23,8 +23,8 @@ struct ScheduleConfig {
   std::string type = "constant";  // constant | linear | cosine
   int64_t warmup_steps = 0;       // linear ramp from warmup_init * lr to lr
   float warmup_init = 0.0f;
-  int64_t total_steps = 0;        // decay horizon for linear/cosine (warmup included)
-  float final_lr_fraction = 0.0f; // decays to lr * this
+  int64_t total_steps = 0;         // decay horizon for linear/cosine (warmup included)
+  float final_lr_fraction = 0.0f;  // decays to lr * this
 };
 
 // Learning rate for optimizer step `step` (0-based).

@@ -24,7 +24,10 @@ std::string format_duration(double seconds) {
 }
 
 Progress::Progress(ProgressMode mode, int64_t total_steps, int64_t first_step, std::FILE* out)
-    : mode_(mode), total_(total_steps), first_(first_step), out_(out),
+    : mode_(mode),
+      total_(total_steps),
+      first_(first_step),
+      out_(out),
       start_(std::chrono::steady_clock::now()) {}
 
 double Progress::tokens_per_second() const {
@@ -70,10 +73,12 @@ void Progress::record(const nlohmann::ordered_json& r) {
   const std::string type = r.value("type", "");
   const long long step = r.value("step", int64_t(0));
   if (type == "train") {
-    std::fprintf(out_, "step %lld/%lld: train loss %.4f, lr %.3e, %.0f tok/s, %lld trained tokens, ETA %s\n",
-                 step, static_cast<long long>(total_), r.value("loss", 0.0), r.value("lr", 0.0),
-                 r.value("tokens_per_sec", 0.0), static_cast<long long>(r.value("trained_tokens", int64_t(0))),
-                 format_duration(eta_seconds(step)).c_str());
+    std::fprintf(
+        out_, "step %lld/%lld: train loss %.4f, lr %.3e, %.0f tok/s, %lld trained tokens, ETA %s\n",
+        step, static_cast<long long>(total_), r.value("loss", 0.0), r.value("lr", 0.0),
+        r.value("tokens_per_sec", 0.0),
+        static_cast<long long>(r.value("trained_tokens", int64_t(0))),
+        format_duration(eta_seconds(step)).c_str());
   } else {
     std::fprintf(out_, "step %lld/%lld: %s loss %.4f, perplexity %.3f (%.1fs)\n", step,
                  static_cast<long long>(total_), type.c_str(), r.value("loss", 0.0),

@@ -5,9 +5,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace lora {
 

@@ -9,9 +9,9 @@
 
 #include "data/batch.h"
 #include "data/dataset_encode.h"
+#include "trainer/evaluate.h"
 #include "trainer/io/adapter_io.h"
 #include "trainer/io/checkpoint.h"
-#include "trainer/evaluate.h"
 #include "trainer/metrics.h"
 #include "trainer/model.h"
 #include "trainer/optimizer.h"

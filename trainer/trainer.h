@@ -12,8 +12,8 @@
 namespace lora {
 
 struct TrainResult {
-  int64_t steps = 0;               // optimizer steps done (in total, resumed ones included)
-  bool interrupted = false;        // stopped by a signal after saving a checkpoint
+  int64_t steps = 0;                 // optimizer steps done (in total, resumed ones included)
+  bool interrupted = false;          // stopped by a signal after saving a checkpoint
   std::filesystem::path checkpoint;  // the last checkpoint written (empty if none)
   std::optional<double> final_val_loss;
   std::optional<double> test_loss;

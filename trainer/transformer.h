@@ -14,8 +14,8 @@ namespace lora {
 // The adapters applied in a forward pass, stacked, each with its own scale multiplier.
 struct AdapterStack {
   std::vector<LoraAdapter*> adapters;
-  bool training = false;          // dropout on, gradients to A/B
-  uint64_t dropout_seed = 0;      // per step; mixed with layer/proj ids
+  bool training = false;      // dropout on, gradients to A/B
+  uint64_t dropout_seed = 0;  // per step; mixed with layer/proj ids
 };
 
 struct KVCache {
@@ -43,7 +43,7 @@ Tensor forward_cached(const Model& model, const AdapterStack& adapters, KVCache&
                       std::span<const int32_t> ids);
 
 // Full-sequence logits [batch * seq, vocab], no grad.
-Tensor forward_logits(const Model& model, const AdapterStack& adapters, std::span<const int32_t> ids,
-                      int64_t batch, int64_t seq);
+Tensor forward_logits(const Model& model, const AdapterStack& adapters,
+                      std::span<const int32_t> ids, int64_t batch, int64_t seq);
 
 }  // namespace lora

@@ -26,12 +26,17 @@ bool have_shared(const std::string& relative) {
   return std::filesystem::exists(shared_dir() / relative);
 }
 
+bool references_required() {
+  const char* env = std::getenv("LORA_REQUIRE_REFERENCES");
+  return env && *env && std::string(env) != "0";
+}
+
 TempDir::TempDir(const std::string& tag) {
   static std::atomic<int> counter{0};
   std::random_device rd;
   path_ = std::filesystem::temp_directory_path() /
-          ("loracpp-" + tag + "-" + std::to_string(::getpid()) + "-" +
-           std::to_string(counter++) + "-" + std::to_string(rd() % 100000));
+          ("loracpp-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) +
+           "-" + std::to_string(rd() % 100000));
   std::filesystem::create_directories(path_);
 }
 
@@ -111,8 +116,8 @@ CommandResult run_program(const std::vector<std::string>& argv, const std::strin
 }
 
 CommandResult run_lora(const std::vector<std::string>& args, const std::string& stdin_text) {
-  std::string bin = std::getenv("LORA_BIN") ? std::getenv("LORA_BIN")
-                                            : std::string(LORA_BINARY_DIR) + "/lora";
+  std::string bin =
+      std::getenv("LORA_BIN") ? std::getenv("LORA_BIN") : std::string(LORA_BINARY_DIR) + "/lora";
   std::vector<std::string> argv{bin};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_program(argv, stdin_text);

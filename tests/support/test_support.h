@@ -12,6 +12,9 @@ namespace lora::test {
 std::filesystem::path shared_dir();
 // True when shared_dir()/relative exists.
 bool have_shared(const std::string& relative);
+// True when LORA_REQUIRE_REFERENCES is set (CI sets it): a reference test that cannot find its
+// data or torch fails instead of skipping, so no reference check silently stops running.
+bool references_required();
 
 // A fresh folder under the system temp dir, removed when the object dies.
 class TempDir {
@@ -45,17 +48,26 @@ void write_file(const std::filesystem::path& p, const std::string& text);
 
 }  // namespace lora::test
 
-// Skips the test with a clear message when ../shared/<relative> is missing.
-#define LORA_REQUIRE_SHARED(relative)                                                     \
-  do {                                                                                   \
-    if (!::lora::test::have_shared(relative))                                            \
-      GTEST_SKIP() << "shared reference data missing: " << (::lora::test::shared_dir() / \
-                                                            (relative))                  \
-                   << " (set LORA_SHARED to the shared folder)";                         \
+// Skips the test with a clear message when ../shared/<relative> is missing (fails instead where
+// references_required()).
+#define LORA_MISSING_REFERENCE(message)                               \
+  do {                                                                \
+    if (::lora::test::references_required())                          \
+      GTEST_FAIL() << message << " (LORA_REQUIRE_REFERENCES is set)"; \
+    GTEST_SKIP() << message;                                          \
   } while (0)
 
-#define LORA_REQUIRE_TORCH()                                                               \
-  do {                                                                                     \
-    if (::lora::test::torch_python().empty())                                              \
-      GTEST_SKIP() << "python3 with torch not found (scripts/setup.sh installs python3-torch)"; \
+#define LORA_REQUIRE_SHARED(relative)                                       \
+  do {                                                                      \
+    if (!::lora::test::have_shared(relative))                               \
+      LORA_MISSING_REFERENCE("shared reference data missing: "              \
+                             << (::lora::test::shared_dir() / (relative))   \
+                             << " (set LORA_SHARED to the shared folder)"); \
+  } while (0)
+
+#define LORA_REQUIRE_TORCH()                                                                \
+  do {                                                                                      \
+    if (::lora::test::torch_python().empty())                                               \
+      LORA_MISSING_REFERENCE(                                                               \
+          "python3 with torch not found (scripts/setup.sh --test installs python3-torch)"); \
   } while (0)

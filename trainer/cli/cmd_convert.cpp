@@ -7,8 +7,8 @@
 #include <string>
 
 #include "trainer/cli/commands.h"
-#include "trainer/model_convert.h"
 #include "trainer/io/model_folder.h"
+#include "trainer/model_convert.h"
 
 namespace lora::cli {
 

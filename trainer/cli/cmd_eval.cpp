@@ -3,9 +3,9 @@
 #include <memory>
 #include <stdexcept>
 
-#include "trainer/io/adapter_io.h"
 #include "trainer/cli/commands.h"
 #include "trainer/evaluate.h"
+#include "trainer/io/adapter_io.h"
 
 namespace lora::cli {
 
@@ -31,7 +31,8 @@ void run_eval(const EvalOptions& o, const GlobalOptions& global) {
   fs::path file = o.data;
   if (fs::is_directory(file)) {
     file /= o.split + ".jsonl";
-    if (!fs::exists(file)) throw std::runtime_error(file.string() + ": file not found (--split " + o.split + ")");
+    if (!fs::exists(file))
+      throw std::runtime_error(file.string() + ": file not found (--split " + o.split + ")");
   }
   LoadOptions load;
   load.quantize_bits = int(o.quantize);
@@ -53,9 +54,9 @@ void run_eval(const EvalOptions& o, const GlobalOptions& global) {
   }
   const EvalResult r = evaluate(model, stack, plan, o.test_batches);
   if (global.json) {
-    nlohmann::ordered_json j = {{"type", "eval"},        {"split", o.split},
-                                {"loss", r.loss},        {"perplexity", r.perplexity()},
-                                {"tokens", r.tokens},    {"batches", r.batches},
+    nlohmann::ordered_json j = {{"type", "eval"},          {"split", o.split},
+                                {"loss", r.loss},          {"perplexity", r.perplexity()},
+                                {"tokens", r.tokens},      {"batches", r.batches},
                                 {"adapter", !o.no_adapter}};
     std::printf("%s\n", j.dump().c_str());
   } else {
@@ -69,7 +70,8 @@ void run_eval(const EvalOptions& o, const GlobalOptions& global) {
 }  // namespace
 
 void add_eval(CLI::App& app, const GlobalOptions& global) {
-  auto* cmd = app.add_subcommand("eval", "Loss and perplexity on a data split, with an adapter or the base alone");
+  auto* cmd = app.add_subcommand(
+      "eval", "Loss and perplexity on a data split, with an adapter or the base alone");
   auto o = std::make_shared<EvalOptions>();
   cmd->add_option("--model", o->model, "Model folder")->required();
   cmd->add_option("--adapter-path", o->adapter_path, "Adapter folder (MLX-LM or PEFT)");
@@ -78,7 +80,8 @@ void add_eval(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--split", o->split, "Which file of the data folder: test, valid or train")
       ->capture_default_str();
   cmd->add_option("--batch-size", o->batch_size, "Examples per batch")->capture_default_str();
-  cmd->add_option("--test-batches", o->test_batches, "Batches to score (-1: all)")->capture_default_str();
+  cmd->add_option("--test-batches", o->test_batches, "Batches to score (-1: all)")
+      ->capture_default_str();
   cmd->add_option("--max-seq-length", o->max_seq_length, "Longer examples are truncated")
       ->capture_default_str();
   cmd->add_flag("--mask-prompt", o->mask_prompt, "Score only completions and assistant turns");

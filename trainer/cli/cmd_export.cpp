@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "trainer/io/adapter_file.h"
 #include "trainer/cli/commands.h"
+#include "trainer/io/adapter_file.h"
 #include "trainer/io/model_folder.h"
 
 namespace lora::cli {

@@ -4,9 +4,9 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
-#include "trainer/io/adapter_io.h"
 #include "trainer/cli/commands.h"
 #include "trainer/generate.h"
+#include "trainer/io/adapter_io.h"
 
 namespace lora::cli {
 

@@ -7,8 +7,8 @@
 
 #include "autograd/tensor.h"
 #include "trainer/cli/commands.h"
-#include "trainer/model_config.h"
 #include "trainer/io/safetensors.h"
+#include "trainer/model_config.h"
 
 namespace lora::cli {
 

@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "trainer/cli/commands.h"
-#include "trainer/merge.h"
 #include "trainer/io/model_folder.h"
+#include "trainer/merge.h"
 
 namespace lora::cli {
 

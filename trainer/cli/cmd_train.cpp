@@ -3,8 +3,8 @@
 #include <memory>
 #include <stdexcept>
 
-#include "trainer/io/checkpoint.h"
 #include "trainer/cli/commands.h"
+#include "trainer/io/checkpoint.h"
 #include "trainer/progress.h"
 #include "trainer/train_options.h"
 #include "trainer/trainer.h"
@@ -40,7 +40,8 @@ void add_train(CLI::App& app, const GlobalOptions& global) {
                                "; the run is saved in " + r.checkpoint.string() +
                                "\nresume it with: lora train --resume " + r.checkpoint.string());
     if (global.json) {
-      nlohmann::ordered_json done = {{"type", "done"}, {"steps", r.steps}, {"adapter_path", o.adapter_path}};
+      nlohmann::ordered_json done = {
+          {"type", "done"}, {"steps", r.steps}, {"adapter_path", o.adapter_path}};
       if (r.final_val_loss) done["val_loss"] = *r.final_val_loss;
       if (r.test_loss) done["test_loss"] = *r.test_loss;
       std::printf("%s\n", done.dump().c_str());

@@ -6,9 +6,9 @@ namespace lora::cli {
 
 // Options every subcommand shares.
 struct GlobalOptions {
-  bool quiet = false;   // only errors and the final result
-  bool json = false;    // JSON lines on stdout instead of human text
-  int threads = 0;      // 0 = all cores
+  bool quiet = false;  // only errors and the final result
+  bool json = false;   // JSON lines on stdout instead of human text
+  int threads = 0;     // 0 = all cores
 };
 
 void add_inspect(CLI::App& app, const GlobalOptions& global);

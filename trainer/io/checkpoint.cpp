@@ -85,9 +85,12 @@ void save_checkpoint(const fs::path& dir, LoraAdapter& adapter, Optimizer& optim
       char key[32];
       std::snprintf(key, sizeof key, "%06zu", i);
       const Tensor& value = params[i]->value;
-      tensors.push_back(TensorData::from_f32(std::string("value.") + key, value.shape, value.span()));
-      if (i < m.size()) tensors.push_back(TensorData::from_f32(std::string("m.") + key, m[i].shape, m[i].span()));
-      if (i < v.size()) tensors.push_back(TensorData::from_f32(std::string("v.") + key, v[i].shape, v[i].span()));
+      tensors.push_back(
+          TensorData::from_f32(std::string("value.") + key, value.shape, value.span()));
+      if (i < m.size())
+        tensors.push_back(TensorData::from_f32(std::string("m.") + key, m[i].shape, m[i].span()));
+      if (i < v.size())
+        tensors.push_back(TensorData::from_f32(std::string("v.") + key, v[i].shape, v[i].span()));
     }
     write_safetensors(tmp / kTensorFile, tensors, {{"format", "loracpp-checkpoint"}});
     write_file_atomic(tmp / "metrics.jsonl", content.metrics);
@@ -147,8 +150,10 @@ LoadedCheckpoint load_checkpoint(const fs::path& dir) {
     char key[32];
     std::snprintf(key, sizeof key, "%06zu", i);
     ck.values.push_back(read(std::string("value.") + key));
-    if (file.contains(std::string("m.") + key)) ck.first_moments.push_back(read(std::string("m.") + key));
-    if (file.contains(std::string("v.") + key)) ck.second_moments.push_back(read(std::string("v.") + key));
+    if (file.contains(std::string("m.") + key))
+      ck.first_moments.push_back(read(std::string("m.") + key));
+    if (file.contains(std::string("v.") + key))
+      ck.second_moments.push_back(read(std::string("v.") + key));
   }
   if (fs::exists(dir / "metrics.jsonl")) ck.content.metrics = read_text(dir / "metrics.jsonl");
   return ck;

@@ -13,10 +13,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "autograd/tensor.h"
 #include "data/batch.h"
@@ -51,9 +50,8 @@ std::filesystem::path checkpoint_dir(const std::filesystem::path& adapter_dir, i
 
 // Writes a checkpoint folder atomically. `before_commit` (tests) runs once the folder's files are
 // written into the temporary folder, before it is renamed into place.
-void save_checkpoint(const std::filesystem::path& dir, LoraAdapter& adapter,
-                     Optimizer& optimizer, const Model& model, AdapterFormat format,
-                     const CheckpointContent& content,
+void save_checkpoint(const std::filesystem::path& dir, LoraAdapter& adapter, Optimizer& optimizer,
+                     const Model& model, AdapterFormat format, const CheckpointContent& content,
                      const std::function<void(const std::filesystem::path&)>& before_commit = {});
 
 struct LoadedCheckpoint {

@@ -58,7 +58,8 @@ struct TensorData {
   std::vector<int64_t> shape;
   std::vector<std::byte> bytes;
 
-  static TensorData from_f32(std::string name, std::vector<int64_t> shape, std::span<const float> v);
+  static TensorData from_f32(std::string name, std::vector<int64_t> shape,
+                             std::span<const float> v);
   // Converts f32 values to `dtype` (F32, F16, BF16).
   static TensorData convert(std::string name, DType dtype, std::vector<int64_t> shape,
                             std::span<const float> v);
