@@ -71,7 +71,6 @@ TEST(AdapterFile, ReadsRealPeftQwen) {
   EXPECT_EQ(a.layers().front(), 0);
   EXPECT_EQ(a.layers().back(), 23);
   EXPECT_EQ(a.base_model, "Qwen/Qwen2.5-0.5B-Instruct");
-  EXPECT_TRUE(a.unknown_tensors.empty());
   for (const auto& p : a.pairs) {
     EXPECT_EQ(p.in, 896);
     EXPECT_EQ(p.out, p.module == "self_attn.q_proj" ? 896 : 128);  // 2 kv heads x 64
@@ -173,8 +172,11 @@ TEST(AdapterFile, MlxToPeftToMlxIsBitExact) {
   TempDir tmp("adapter");
   const fs::path src = shared_dir() / kMlxQwen;
   AdapterFile::read(src).write(tmp / "peft", AdapterFormat::peft);
-  const auto back = AdapterFile::read(tmp / "peft");
+  auto back = AdapterFile::read(tmp / "peft");
   EXPECT_EQ(back.format, AdapterFormat::peft);
+  // layers_to_transform [20..23] does not say how deep the base is; MLX-LM's num_layers needs it.
+  EXPECT_THROW(back.write(tmp / "mlx", AdapterFormat::mlx), std::runtime_error);
+  back.base_num_layers = 24;
   back.write(tmp / "mlx", AdapterFormat::mlx);
   expect_same_tensors(src / "adapters.safetensors", tmp / "mlx" / "adapters.safetensors");
 
@@ -189,7 +191,9 @@ TEST(AdapterFile, MlxToPeftToMlxIsBitExact) {
 
   // Our own MLX file through PEFT and back is the same file, byte for byte.
   AdapterFile::read(tmp / "mlx").write(tmp / "peft2", AdapterFormat::peft);
-  AdapterFile::read(tmp / "peft2").write(tmp / "mlx2", AdapterFormat::mlx);
+  auto peft2 = AdapterFile::read(tmp / "peft2");
+  peft2.base_num_layers = 24;
+  peft2.write(tmp / "mlx2", AdapterFormat::mlx);
   EXPECT_EQ(test::read_file(tmp / "mlx" / "adapters.safetensors"),
             test::read_file(tmp / "mlx2" / "adapters.safetensors"));
 }
@@ -252,20 +256,22 @@ void write_peft(const fs::path& dir,
 
 const json kSmallConfig = {{"peft_type", "LORA"}, {"r", 4}, {"lora_alpha", 16}};
 
-TEST(AdapterFile, StripsWrappersAndReportsUnknownTensors) {
+TEST(AdapterFile, StripsWrappersAndRefusesUnknownTensors) {
   TempDir tmp("adapter");
-  write_peft(
-      tmp.path(),
-      {{"base_model.model.model.language_model.layers.2.self_attn.q_proj.lora_A.weight", {4, 8}},
-       {"base_model.model.model.language_model.layers.2.self_attn.q_proj.lora_B.weight", {6, 4}},
-       {"base_model.model.lm_head.weight", {3, 8}}},
-      kSmallConfig);
-  const auto a = AdapterFile::read(tmp.path());
+  const std::vector<std::pair<std::string, std::vector<int64_t>>> pair = {
+      {"base_model.model.model.language_model.layers.2.self_attn.q_proj.lora_A.weight", {4, 8}},
+      {"base_model.model.model.language_model.layers.2.self_attn.q_proj.lora_B.weight", {6, 4}}};
+  write_peft(tmp / "ok", pair, kSmallConfig);
+  const auto a = AdapterFile::read(tmp / "ok");
   ASSERT_EQ(a.pairs.size(), 1u);
   EXPECT_EQ(a.pairs[0].layer, 2);
   EXPECT_EQ(a.pairs[0].module, "self_attn.q_proj");
   EXPECT_EQ(a.pairs[0].out, 6);
-  EXPECT_EQ(a.unknown_tensors, std::vector<std::string>{"base_model.model.lm_head.weight"});
+  // PEFT would apply a saved lm_head; running the adapter without it would differ from PEFT.
+  auto with_head = pair;
+  with_head.push_back({"base_model.model.lm_head.weight", {3, 8}});
+  write_peft(tmp / "head", with_head, kSmallConfig);
+  EXPECT_THROW(AdapterFile::read(tmp / "head"), std::runtime_error);
 }
 
 TEST(AdapterFile, RsloraAndRankPatternScales) {

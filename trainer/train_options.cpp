@@ -60,6 +60,8 @@ const std::vector<TrainField>& train_fields() {
       {"chat-format", &O::chat_format,
        "How chats are laid out: template (the model's chat_template) or llama2", true},
       {"max-line-bytes", &O::max_line_bytes, "Longest JSONL line accepted"},
+      {"fine-tune-type", &O::fine_tune_type,
+       "lora, or dora (weight-decomposed: each module also trains a magnitude per output)", true},
       {"num-layers", &O::num_layers, "Adapt the last N blocks (-1: all)", true},
       {"rank", &O::rank, "LoRA rank", true},
       {"scale", &O::scale, "LoRA scale (mlx-lm's lora_parameters.scale)", true},
@@ -123,6 +125,9 @@ void TrainOptions::validate() const {
   if (lora_keys.empty()) fail("--lora-keys needs at least one projection");
   if (quantize != 0 && quantize != 4 && quantize != 8) fail("--quantize must be 0, 4 or 8");
   one_of("optimizer", optimizer, {"adam", "adamw", "sgd"});
+  if (fine_tune_type == "full")
+    fail("--fine-tune-type full (training the base weights) is not supported; use lora or dora");
+  one_of("fine-tune-type", fine_tune_type, {"lora", "dora"});
   one_of("lr-schedule", lr_schedule, {"constant", "linear", "cosine"});
   one_of("format", format, {"mlx", "peft"});
   one_of("chat-format", chat_format, {"template", "llama2"});

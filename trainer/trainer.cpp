@@ -66,12 +66,13 @@ LoraConfig lora_config_from(const TrainOptions& o, int64_t model_layers) {
   LoraConfig c;
   c.rank = int(o.rank);
   if (o.alpha > 0) {
-    c.alpha = float(o.alpha);
+    c.alpha = o.alpha;
     c.rslora = o.rslora;
   } else {
     c.scale = float(o.scale);
   }
   c.dropout = float(o.dropout);
+  c.dora = o.fine_tune_type == "dora";
   c.num_layers = o.num_layers < 0 ? -1 : int(std::min<int64_t>(o.num_layers, model_layers));
   c.keys.clear();
   for (const auto& k : o.lora_keys) {
@@ -99,8 +100,13 @@ void start_from_adapter(LoraAdapter& adapter, const fs::path& path, const Model&
       throw std::runtime_error(path.string() + ": " + name + " has A " + s->A.value.shape_str() +
                                ", B " + s->B.value.shape_str() + " but this run's --rank gives A " +
                                m.A.value.shape_str() + ", B " + m.B.value.shape_str());
+    if (s->is_dora() != m.is_dora())
+      throw std::runtime_error(path.string() + ": --resume-adapter-file is a " +
+                               (s->is_dora() ? "DoRA" : "LoRA") + " adapter; this run trains " +
+                               (m.is_dora() ? "DoRA" : "LoRA") + " (--fine-tune-type)");
     m.A.value = s->A.value;
     m.B.value = s->B.value;
+    if (m.is_dora()) m.magnitude.value = s->magnitude.value;
   }
   if (saved.modules.size() != adapter.modules.size())
     throw std::runtime_error(path.string() + ": --resume-adapter-file has " +
@@ -112,9 +118,10 @@ void start_from_adapter(LoraAdapter& adapter, const fs::path& path, const Model&
 // The adapter files go into the adapter folder one rename each, leaving checkpoints/ and
 // metrics.jsonl beside them untouched (write_dir_atomic on the folder itself would replace them).
 void write_adapter_files(const fs::path& adapter_dir, const LoraAdapter& adapter,
-                         const Model& model, AdapterFormat format, const nlohmann::json& run_args) {
+                         const Model& model, AdapterFormat format, const nlohmann::json& run_args,
+                         const std::optional<TrainingRun>& training = std::nullopt) {
   const fs::path staging = adapter_dir / ".adapter-staging";
-  save_adapter(staging, adapter, model, format, run_args);
+  save_adapter(staging, adapter, model, format, run_args, training);
   for (const auto& e : fs::directory_iterator(staging))
     fs::rename(e.path(), adapter_dir / e.path().filename());
   fs::remove_all(staging);
@@ -133,7 +140,9 @@ std::string data_fingerprint(const data::EncodedSet& set) {
 nlohmann::ordered_json run_arguments(const TrainOptions& o) {
   auto j = o.to_json();
   // The LoRA fields are written by save_adapter as lora_parameters.
-  for (const char* k : {"rank", "scale", "alpha", "rslora", "dropout", "lora_keys"}) j.erase(k);
+  for (const char* k :
+       {"rank", "scale", "alpha", "rslora", "dropout", "lora_keys", "fine_tune_type"})
+    j.erase(k);
   return j;
 }
 
@@ -289,6 +298,7 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
   Progress& bar = progress;
   int64_t window_tokens = 0;  // for tokens/s (not part of the exact state)
   auto window_start = std::chrono::steady_clock::now();
+  std::optional<double> last_train_loss;  // for the model card
   std::optional<double> last_val;
   const auto params = adapter.parameters();
 
@@ -351,6 +361,7 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
           {"tokens_per_sec", secs > 0 ? double(window_tokens) / secs : 0.0}};
       metrics.append(rec);
       progress.record(rec);
+      last_train_loss = rec["loss"].get<double>();
       state.window_loss = 0.0;
       state.window_trained = window_tokens = 0;
       window_start = std::chrono::steady_clock::now();
@@ -385,7 +396,9 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
     progress.record(rec);
     result.test_loss = r.loss;
   }
-  write_adapter_files(adapter_dir, adapter, model, format, run_args);
+  const TrainingRun run{o.data.empty() ? o.train_file : o.data, state.step, last_train_loss,
+                        result.final_val_loss, result.test_loss};
+  write_adapter_files(adapter_dir, adapter, model, format, run_args, run);
   progress.finish();
   return result;
 }
