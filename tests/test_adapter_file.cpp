@@ -8,6 +8,7 @@
 #include <fstream>
 #include <set>
 
+#include "tests/adapter_test_util.h"
 #include "tests/support/test_support.h"
 #include "trainer/io/adapter_file.h"
 #include "trainer/io/safetensors.h"
@@ -299,33 +300,24 @@ TEST(AdapterFile, RsloraAndRankPatternScales) {
   EXPECT_FALSE(fs::exists(tmp / "mlx"));
 }
 
-std::string read_error(const fs::path& p) {
-  try {
-    AdapterFile::read(p);
-  } catch (const std::runtime_error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(AdapterFile, RefusesPickleFiles) {
   TempDir tmp("adapter");
   test::write_file(tmp / "adapter_model.bin", "not really a pickle");
   test::write_file(tmp / "adapter_config.json", kSmallConfig.dump());
-  EXPECT_NE(read_error(tmp / "adapter_model.bin").find("pickle"), std::string::npos);
-  EXPECT_NE(read_error(tmp.path()).find("pickle"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "adapter_model.bin").find("pickle"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp.path()).find("pickle"), std::string::npos);
 }
 
 TEST(AdapterFile, ClearErrorsForBrokenAdapters) {
   TempDir tmp("adapter");
   // No LoRA tensor at all.
   write_peft(tmp / "empty", {{"base_model.model.lm_head.weight", {3, 8}}}, kSmallConfig);
-  EXPECT_NE(read_error(tmp / "empty").find("no LoRA tensors"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "empty").find("no LoRA tensors"), std::string::npos);
   // A without B.
   write_peft(tmp / "half",
              {{"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", {4, 8}}},
              kSmallConfig);
-  const std::string half = read_error(tmp / "half");
+  const std::string half = test::adapter_read_error(tmp / "half");
   EXPECT_NE(half.find("layers.0.self_attn.q_proj.lora_A.weight"), std::string::npos) << half;
   EXPECT_NE(half.find("no matching B"), std::string::npos) << half;
   // Tensor rank disagrees with the config's r.
@@ -333,13 +325,13 @@ TEST(AdapterFile, ClearErrorsForBrokenAdapters) {
              {{"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", {2, 8}},
               {"base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", {8, 2}}},
              kSmallConfig);
-  EXPECT_NE(read_error(tmp / "rank").find("has rank 2"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "rank").find("has rank 2"), std::string::npos);
   // A and B ranks disagree.
   write_peft(tmp / "ab",
              {{"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", {4, 8}},
               {"base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", {8, 3}}},
              kSmallConfig);
-  EXPECT_NE(read_error(tmp / "ab").find("disagree"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "ab").find("disagree"), std::string::npos);
   // DoRA and non-LoRA PEFT types are refused, not half-applied.
   json dora = kSmallConfig;
   dora["use_dora"] = true;
@@ -347,11 +339,11 @@ TEST(AdapterFile, ClearErrorsForBrokenAdapters) {
              {{"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", {4, 8}},
               {"base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", {8, 4}}},
              dora);
-  EXPECT_NE(read_error(tmp / "dora").find("DoRA"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "dora").find("DoRA"), std::string::npos);
   // No config: the scale is unknown.
   fs::remove(tmp / "dora" / "adapter_config.json");
-  EXPECT_NE(read_error(tmp / "dora").find("adapter_config.json"), std::string::npos);
-  EXPECT_NE(read_error(tmp / "missing").find("no such"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "dora").find("adapter_config.json"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "missing").find("no such"), std::string::npos);
 }
 
 TEST(AdapterFile, WritingIntoAFolderKeepsOtherFilesAndRefusesMixedFormats) {

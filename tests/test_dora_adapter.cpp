@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 
 #include "autograd/dora.h"
@@ -132,40 +133,86 @@ TEST(DoraAdapter, MergeEqualsTheRuntimePathAndReportsTheKeptDeltaOn4Bit) {
   EXPECT_THROW(logits(model, {&a, &plain}), std::runtime_error);
 }
 
+TEST(DoraAdapter, RuntimeToggleAndStrengthAsPeft) {
+  LORA_REQUIRE_SHARED(test::kStories);
+  const Model model = load_model(test::stories_dir());
+  LoraAdapter a = trained_dora(model);
+  const Tensor base = logits(model);
+  a.enabled = false;  // off: the base alone
+  EXPECT_TRUE(same_bits(logits(model, {&a}), base));
+  a.enabled = true;
+  // Strength scales `scale` inside the norm and the branch (PEFT's scale_layer): at 0 the weight
+  // is m * W / ||W||, which the trained magnitudes move off the base.
+  a.strength = 0.0f;
+  EXPECT_GT(max_abs_diff(logits(model, {&a}), base), 1e-3f);
+  for (auto& m : a.modules) {
+    const FrozenWeight& w = model.layers[m.layer].at(m.proj);
+    m.magnitude.value = Tensor({w.rows}, ag::weight_row_norms(w, {}));
+  }
+  EXPECT_LT(max_abs_diff(logits(model, {&a}), base), 1e-5f);
+}
+
+// 20 DoRA steps on three projections with dropout, a checkpoint every 10.
+std::vector<std::string> dora_train_args(const fs::path& data, const fs::path& out) {
+  return {"--threads",
+          "1",
+          "train",
+          "--model",
+          test::stories_dir().string(),
+          "--data",
+          data.string(),
+          "--adapter-path",
+          out.string(),
+          "--iters",
+          "20",
+          "--batch-size",
+          "4",
+          "--learning-rate",
+          "5e-3",
+          "--fine-tune-type",
+          "dora",
+          "--num-layers",
+          "5",
+          "--lora-keys",
+          "q_proj,v_proj,down_proj",
+          "--steps-per-eval",
+          "0",
+          "--steps-per-report",
+          "5",
+          "--max-seq-length",
+          "64",
+          "--dropout",
+          "0.1",
+          "--save-every",
+          "10",
+          "--seed",
+          "3"};
+}
+
+TEST(DoraAdapter, ResumeFromACheckpointIsBitIdentical) {
+  LORA_REQUIRE_SHARED(test::kStories);
+  LORA_REQUIRE_SHARED(test::kStoriesText);
+  TempDir tmp("dora");
+  test::make_story_data(tmp / "data");
+  auto straight = test::run_lora(dora_train_args(tmp / "data", tmp / "straight"));
+  ASSERT_EQ(straight.exit_code, 0) << straight.err;
+  ::setenv("LORA_FAULT_SIGNAL_AT_STEP", "15:9", 1);  // SIGKILL 5 steps after the step-10 checkpoint
+  auto killed = test::run_lora(dora_train_args(tmp / "data", tmp / "resumed"));
+  ::unsetenv("LORA_FAULT_SIGNAL_AT_STEP");
+  ASSERT_NE(killed.exit_code, 0);
+  auto resumed =
+      test::run_lora({"--threads", "1", "train", "--resume", (tmp / "resumed").string()});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err << resumed.out;
+  EXPECT_EQ(test::read_file(tmp / "straight" / "adapters.safetensors"),
+            test::read_file(tmp / "resumed" / "adapters.safetensors"));
+}
+
 TEST(DoraAdapter, TrainCliTrainsMagnitudesAndLowersTheLoss) {
   LORA_REQUIRE_SHARED(test::kStories);
   LORA_REQUIRE_SHARED(test::kStoriesText);
   TempDir tmp("dora");
   test::make_story_data(tmp / "data");
-  const auto r = test::run_lora({"--threads",
-                                 "1",
-                                 "train",
-                                 "--model",
-                                 test::stories_dir().string(),
-                                 "--data",
-                                 (tmp / "data").string(),
-                                 "--adapter-path",
-                                 (tmp / "a").string(),
-                                 "--iters",
-                                 "20",
-                                 "--batch-size",
-                                 "4",
-                                 "--learning-rate",
-                                 "5e-3",
-                                 "--fine-tune-type",
-                                 "dora",
-                                 "--num-layers",
-                                 "5",
-                                 "--lora-keys",
-                                 "q_proj,v_proj,down_proj",
-                                 "--steps-per-eval",
-                                 "0",
-                                 "--steps-per-report",
-                                 "5",
-                                 "--max-seq-length",
-                                 "64",
-                                 "--dropout",
-                                 "0.1"});
+  const auto r = test::run_lora(dora_train_args(tmp / "data", tmp / "a"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const Model model = load_model(test::stories_dir());
   const AdapterFile file = AdapterFile::read(tmp / "a");

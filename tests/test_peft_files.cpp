@@ -76,15 +76,6 @@ void write_peft(const fs::path& dir, const std::vector<PeftTensor>& tensors,
   test::write_file(dir / "adapter_config.json", config.dump(2));
 }
 
-std::string read_error(const fs::path& p) {
-  try {
-    AdapterFile::read(p);
-  } catch (const std::runtime_error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 json read_json(const fs::path& p) { return json::parse(test::read_file(p)); }
 
 // q_proj and v_proj of layers 0 and 1, rank 4, [8 -> 8].
@@ -152,14 +143,15 @@ TEST(PeftPatterns, RefusesWhatPeftVersionsReadDifferentlyAndBadExpressions) {
   config["rank_pattern"] = {{"q_proj", 4}};
   config["alpha_pattern"] = {{"model.layers.0.self_attn.q_proj", 4}};
   write_peft(tmp / "versions", two_layers_qv(), config);
-  const std::string e = read_error(tmp / "versions");
+  const std::string e = test::adapter_read_error(tmp / "versions");
   EXPECT_NE(e.find("model.layers.0.self_attn.q_proj"), std::string::npos) << e;
   EXPECT_NE(e.find("PEFT 0.13"), std::string::npos) << e;
 
   config["rank_pattern"] = ordered_json::object();
   config["alpha_pattern"] = {{"q_proj(", 4}};
   write_peft(tmp / "bad", two_layers_qv(), config);
-  EXPECT_NE(read_error(tmp / "bad").find("not a regular expression"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "bad").find("not a regular expression"),
+            std::string::npos);
 }
 
 TEST(PeftFiles, RefusesModulesToSaveAndLoraOnHeadOrEmbeddings) {
@@ -169,7 +161,7 @@ TEST(PeftFiles, RefusesModulesToSaveAndLoraOnHeadOrEmbeddings) {
   auto tensors = lora_pair(0, "self_attn.q_proj", 4, 8, 8);
   tensors.push_back({"base_model.model.lm_head.weight", {32, 8}});  // saved whole module
   write_peft(tmp / "saved", tensors, config);
-  std::string e = read_error(tmp / "saved");
+  std::string e = test::adapter_read_error(tmp / "saved");
   EXPECT_NE(e.find("base_model.model.lm_head.weight"), std::string::npos) << e;
   EXPECT_NE(e.find("modules_to_save"), std::string::npos) << e;
 
@@ -178,37 +170,40 @@ TEST(PeftFiles, RefusesModulesToSaveAndLoraOnHeadOrEmbeddings) {
   tensors.push_back({"base_model.model.lm_head.lora_A.weight", {4, 8}});
   tensors.push_back({"base_model.model.lm_head.lora_B.weight", {32, 4}});
   write_peft(tmp / "head", tensors, config);
-  EXPECT_NE(read_error(tmp / "head").find("lm_head.lora_A.weight"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "head").find("lm_head.lora_A.weight"),
+            std::string::npos);
 
   config = peft_config(4, 16, {"q_proj", "embed_tokens"});
   tensors = lora_pair(0, "self_attn.q_proj", 4, 8, 8);
   tensors.push_back({"base_model.model.model.embed_tokens.lora_embedding_A", {4, 32}});
   tensors.push_back({"base_model.model.model.embed_tokens.lora_embedding_B", {8, 4}});
   write_peft(tmp / "embed", tensors, config);
-  EXPECT_NE(read_error(tmp / "embed").find("embed_tokens.lora_embedding_A"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "embed").find("embed_tokens.lora_embedding_A"),
+            std::string::npos);
 }
 
 TEST(PeftFiles, RefusesTensorsPeftWouldNotLoadAndFieldsThatChangeTheMaths) {
   TempDir tmp("peft");
   auto config = peft_config(4, 16, {"q_proj"});  // v_proj tensors present but not targeted
   write_peft(tmp / "targets", two_layers_qv(), config);
-  EXPECT_NE(read_error(tmp / "targets").find("target_modules"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "targets").find("target_modules"), std::string::npos);
 
   config = peft_config(4, 16, {"q_proj", "v_proj"});
   config["layers_to_transform"] = {0};
   config["layers_pattern"] = "layers";
   write_peft(tmp / "layers", two_layers_qv(), config);
-  EXPECT_NE(read_error(tmp / "layers").find("layers_to_transform"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "layers").find("layers_to_transform"),
+            std::string::npos);
 
   config = peft_config(4, 16, {"q_proj", "v_proj"});
   config["fan_in_fan_out"] = true;
   write_peft(tmp / "fan", two_layers_qv(), config);
-  EXPECT_NE(read_error(tmp / "fan").find("fan_in_fan_out"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "fan").find("fan_in_fan_out"), std::string::npos);
 
   config = peft_config(4, 16, {"q_proj", "v_proj"});
   config["init_lora_weights"] = "pissa";
   write_peft(tmp / "pissa", two_layers_qv(), config);
-  EXPECT_NE(read_error(tmp / "pissa").find("init_lora_weights"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "pissa").find("init_lora_weights"), std::string::npos);
 
   // target_modules as one regular expression (PEFT full-matches it).
   config = peft_config(4, 16, {});

@@ -551,12 +551,15 @@ json AdapterFile::summary() const {
   int64_t params = 0;
   for (const auto& p : pairs) {
     ranks.insert(p.rank);
-    params += p.rank * (p.in + p.out);
+    params += p.rank * (p.in + p.out) + static_cast<int64_t>(p.magnitude.size());
   }
   j["ranks"] = std::vector<int64_t>(ranks.begin(), ranks.end());
   if (auto s = common_scale()) j["scale"] = *s;
   j["parameters"] = params;
   j["dropout"] = dropout;
+  j["dora"] = dora;
+  j["rslora"] = rslora;
+  if (base_num_layers) j["base_layers"] = *base_num_layers;
   j["base_model"] = base_model;
   return j;
 }

@@ -1,8 +1,9 @@
 #include "trainer/io/adapter_io.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <stdexcept>
+
+#include "trainer/io/model_card.h"
 
 namespace lora {
 
@@ -100,10 +101,7 @@ std::string base_model_name(const nlohmann::json& raw, const fs::path& model_dir
     if (!name.empty() && !as_path.is_absolute() && !name.starts_with(".") && !name.starts_with("~"))
       return name;
   }
-  if (model_dir.is_relative()) return model_dir.lexically_normal().generic_string();
-  fs::path dir = model_dir.lexically_normal();
-  if (dir.filename().empty()) dir = dir.parent_path();
-  return dir.filename().string();
+  return shareable_path(model_dir.string());
 }
 
 AdapterFile to_adapter_file(const LoraAdapter& adapter, const Model& model) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -47,6 +48,13 @@ std::string usage(const AdapterFile& adapter, AdapterFormat format) {
 
 }  // namespace
 
+std::string shareable_path(const std::string& path) {
+  std::filesystem::path p = std::filesystem::path(path).lexically_normal();
+  if (!p.is_absolute()) return path;
+  if (p.filename().empty()) p = p.parent_path();
+  return p.filename().string();
+}
+
 std::string model_card(const AdapterFile& adapter, AdapterFormat format) {
   const bool peft = format == AdapterFormat::peft;
   std::string card = "---\n";
@@ -77,7 +85,7 @@ std::string model_card(const AdapterFile& adapter, AdapterFormat format) {
           " |\n";
   if (adapter.training) {
     const TrainingRun& run = *adapter.training;
-    if (!run.data.empty()) card += "| data | " + run.data + " |\n";
+    if (!run.data.empty()) card += "| data | " + shareable_path(run.data) + " |\n";
     card += "| steps | " + std::to_string(run.steps) + " |\n";
     if (run.train_loss) card += "| final training loss | " + number_text(*run.train_loss) + " |\n";
     if (run.valid_loss)

@@ -11,4 +11,8 @@ namespace lora {
 
 std::string model_card(const AdapterFile& adapter, AdapterFormat format);
 
+// A path as it may appear in a file meant to be shared: as given when relative; an absolute
+// path of this machine is cut to its last component.
+std::string shareable_path(const std::string& path);
+
 }  // namespace lora
