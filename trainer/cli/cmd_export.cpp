@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "trainer/cli/commands.h"
+#include "trainer/cli/flag_values.h"
 #include "trainer/io/adapter_file.h"
 #include "trainer/io/adapter_io.h"
-#include "trainer/io/model_folder.h"
 #include "trainer/model_config.h"
 
 namespace lora::cli {
