@@ -186,7 +186,8 @@ void refuse_unsupported_peft_fields(const json& config, const fs::path& config_p
     refuse("bias", "training the base's biases with the adapter");
   if (config.value("lora_bias", false)) refuse("lora_bias", "a bias on lora_B");
   if (config.value("use_qalora", false)) refuse("use_qalora", "QALoRA's pooled input");
-  for (const char* field : {"layer_replication", "target_parameters", "trainable_token_indices"})
+  for (const char* field : {"layer_replication", "target_parameters", "trainable_token_indices",
+                            "alora_invocation_tokens"})
     if (auto f = config.find(field); f != config.end() && !f->is_null() &&
                                      !(f->is_array() && f->empty()) &&
                                      !(f->is_object() && f->empty()))
