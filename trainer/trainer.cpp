@@ -9,6 +9,7 @@
 
 #include "data/batch.h"
 #include "data/dataset_encode.h"
+#include "trainer/data_parallel.h"
 #include "trainer/evaluate.h"
 #include "trainer/io/adapter_io.h"
 #include "trainer/io/checkpoint.h"
@@ -53,9 +54,11 @@ class StopSignals {
 };
 
 // LORA_FAULT_SIGNAL_AT_STEP="STEP:SIGNAL" (tests): raise SIGNAL after optimizer step STEP.
-std::pair<int64_t, int> fault_injection() {
+std::pair<int64_t, int> fault_injection(int rank) {
   const char* v = std::getenv("LORA_FAULT_SIGNAL_AT_STEP");
   if (v == nullptr) return {-1, 0};
+  if (const char* r = std::getenv("LORA_FAULT_RANK"); r != nullptr && std::atoi(r) != rank)
+    return {-1, 0};
   long long step = -1;
   int sig = 0;
   if (std::sscanf(v, "%lld:%d", &step, &sig) != 2) return {-1, 0};
@@ -139,8 +142,10 @@ nlohmann::ordered_json run_arguments(const TrainOptions& o) {
 
 }  // namespace
 
-TrainResult train(const TrainOptions& o, Progress& progress) {
+TrainResult train(const TrainOptions& o, Progress& progress, const ParallelOptions& parallel) {
   o.validate();
+  SingleProcess one_process;
+  Communicator& comm = parallel.comm != nullptr ? *parallel.comm : one_process;
   const fs::path adapter_dir = o.adapter_path;
 
   // Everything that can fail on bad input happens before the adapter folder is touched.
@@ -250,20 +255,22 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
   const auto config_json = o.to_json();
   const auto run_args = run_arguments(o);
 
-  fs::create_directories(adapter_dir);
-  MetricsLog metrics(adapter_dir, ckpt ? ckpt->content.metrics : std::string());
+  if (comm.is_root()) fs::create_directories(adapter_dir);
+  MetricsLog metrics(comm.is_root() ? adapter_dir : fs::path(),
+                     ckpt ? ckpt->content.metrics : std::string());
   progress.note("training " + std::to_string(adapter.num_parameters()) + " LoRA parameters (" +
                 std::to_string(adapter.modules.size()) + " modules) on " +
                 std::to_string(train_set.examples.size()) + " examples, " +
                 std::to_string(train_set.trained_tokens) + " trained tokens" +
-                (ckpt ? ", resuming at step " + std::to_string(state.step) : std::string()));
+                (ckpt ? ", resuming at step " + std::to_string(state.step) : std::string()) +
+                (comm.size() > 1 ? "; data-parallel on " + comm.describe() : std::string()));
 
   auto validate = [&](int64_t step) -> std::optional<double> {
     if (!valid_plan) return std::nullopt;
     const auto t0 = std::chrono::steady_clock::now();
     AdapterStack stack;
     stack.adapters = {&adapter};
-    EvalResult r = evaluate(model, stack, *valid_plan, o.val_batches);
+    EvalResult r = evaluate(model, stack, *valid_plan, o.val_batches, comm);
     nlohmann::ordered_json rec = {
         {"type", "val"},
         {"step", step},
@@ -278,54 +285,36 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
   auto checkpoint = [&](int64_t step) {
     CheckpointContent content{state, config_json, model_fp, data_fp, metrics.text()};
     const fs::path dir = checkpoint_dir(adapter_dir, step);
+    if (!comm.is_root()) return dir;
     save_checkpoint(dir, adapter, optimizer, model, format, content);
     prune_checkpoints(adapter_dir, o.keep_checkpoints);
     return dir;
   };
 
   StopSignals signals;
-  const auto [fault_step, fault_signal] = fault_injection();
+  const auto [fault_step, fault_signal] = fault_injection(comm.rank());
   TrainResult result;
   Progress& bar = progress;
   int64_t window_tokens = 0;  // for tokens/s (not part of the exact state)
   auto window_start = std::chrono::steady_clock::now();
   std::optional<double> last_val;
   const auto params = adapter.parameters();
+  GradientExchange exchange(params, o.grad_accumulation_steps, parallel.ordered_reduction, comm);
+  const StepSetup step_setup{model,
+                             adapter,
+                             train_plan,
+                             o.grad_accumulation_steps,
+                             uint64_t(o.seed),
+                             ForwardOptions{o.grad_checkpoint, compute}};
+  // A stop signal ends the run on the step every rank agrees on.
+  auto stop_requested = [&] { return comm.any(signals.received() != 0, "stop-signal exchange"); };
 
   while (state.step < o.iters) {
     const int64_t step = state.step + 1;
     const float lr = learning_rate_at(schedule, float(o.learning_rate), step - 1);
-    // The micro-batches of this step, so the loss can be normalized by all their trained tokens.
-    std::vector<data::Batch> micro;
-    int64_t step_trained = 0, step_tokens = 0;
-    for (int64_t a = 0; a < o.grad_accumulation_steps; ++a) {
-      micro.push_back(train_plan.next(state.cursor));
-      step_trained += micro.back().trained_tokens;
-      step_tokens += micro.back().tokens;
-    }
-    for (ag::Parameter* p : params) p->zero_grad();
-    double step_loss = 0.0;
-    const float normalizer = float(std::max<int64_t>(step_trained, 1));
-    for (std::size_t a = 0; a < micro.size(); ++a) {
-      const data::Batch& b = micro[a];
-      if (b.trained_tokens == 0) continue;
-      ag::Tape tape;
-      tape.set_release_values(true);  // only the loss (the seed) is read after backward
-      AdapterStack stack;
-      stack.adapters = {&adapter};
-      stack.training = true;
-      // Dropout masks are a pure function of (seed, step, micro-batch): nothing to checkpoint.
-      stack.dropout_seed = data::mix64(uint64_t(o.seed) ^ data::mix64(uint64_t(step) * 1024 + a));
-      ForwardOptions fo;
-      fo.grad_checkpoint = o.grad_checkpoint;
-      fo.compute_dtype = compute;
-      ag::Var hidden =
-          forward_hidden(tape, model, stack, b.inputs, b.batch, b.seq, b.key_valid, fo);
-      ag::Var loss =
-          ag::cross_entropy_head(tape, hidden, model.head(), b.targets, b.weights, normalizer);
-      tape.backward(loss);
-      step_loss += double(loss->value.data[0]);
-    }
+    const StepGradient g = step_gradient(step_setup, step, state.cursor, exchange, comm);
+    const double step_loss = g.loss;
+    const int64_t step_trained = g.trained_tokens, step_tokens = g.tokens;
     if (!std::isfinite(step_loss))
       throw std::runtime_error("step " + std::to_string(step) + ": the loss is not finite (" +
                                std::to_string(step_loss) + "); lower --learning-rate");
@@ -357,11 +346,11 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
     }
     if (o.steps_per_eval > 0 && step % o.steps_per_eval == 0 && step != o.iters)
       last_val = validate(step);
-    const bool stopping = signals.received() != 0;
+    const bool stopping = stop_requested();
     if ((o.save_every > 0 && step % o.save_every == 0) || (stopping && step < o.iters))
       result.checkpoint = checkpoint(step);
     if (step == fault_step) std::raise(fault_signal);
-    if (signals.received() != 0 && step < o.iters) {
+    if (stop_requested() && step < o.iters) {
       if (!stopping) result.checkpoint = checkpoint(step);
       progress.finish();
       result.interrupted = true;
@@ -375,7 +364,7 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
     const data::BatchPlan test_plan(test_set->examples, o.batch_size, uint64_t(o.seed), false);
     AdapterStack stack;
     stack.adapters = {&adapter};
-    EvalResult r = evaluate(model, stack, test_plan, o.test_batches);
+    EvalResult r = evaluate(model, stack, test_plan, o.test_batches, comm);
     nlohmann::ordered_json rec = {{"type", "test"},
                                   {"step", state.step},
                                   {"loss", r.loss},
@@ -385,7 +374,7 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
     progress.record(rec);
     result.test_loss = r.loss;
   }
-  write_adapter_files(adapter_dir, adapter, model, format, run_args);
+  if (comm.is_root()) write_adapter_files(adapter_dir, adapter, model, format, run_args);
   progress.finish();
   return result;
 }
