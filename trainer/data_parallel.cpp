@@ -106,10 +106,10 @@ StepGradient step_gradient(const StepSetup& setup, int64_t step, data::DataCurso
     stack.adapters = {&setup.adapter};
     stack.training = true;
     stack.dropout_seed = data::mix64(setup.seed ^ data::mix64(uint64_t(step) * 1024 + a));
-    ag::Var hidden = forward_hidden(tape, setup.model, stack, b.inputs, b.batch, b.seq,
-                                    b.key_valid, setup.forward);
-    ag::Var loss = ag::cross_entropy_head(tape, hidden, setup.model.head(), b.targets, b.weights,
-                                          normalizer);
+    ag::Var hidden = forward_hidden(tape, setup.model, stack, b.inputs, b.batch, b.seq, b.key_valid,
+                                    setup.forward);
+    ag::Var loss =
+        ag::cross_entropy_head(tape, hidden, setup.model.head(), b.targets, b.weights, normalizer);
     tape.backward(loss);
     losses[a] += double(loss->value.data[0]);
     exchange.after_backward(share.micro);
