@@ -96,12 +96,12 @@ TEST(DataParallel, BuildWithoutMpiRefusesToRunUnderALauncher) {
 
 bool have_mpirun() { return run_program({"mpirun", "--version"}).exit_code == 0; }
 
-#define LORA_REQUIRE_MPI()                                                                     \
-  do {                                                                                         \
-    if (!built_with_mpi())                                                                     \
-      GTEST_SKIP() << "this build has no MPI (install libopenmpi-dev and reconfigure)";        \
-    if (!have_mpirun()) GTEST_SKIP() << "mpirun not found (Debian package openmpi-bin)";       \
-    LORA_REQUIRE_SHARED(kStoriesModel);                                                        \
+#define LORA_REQUIRE_MPI()                                                               \
+  do {                                                                                   \
+    if (!built_with_mpi())                                                               \
+      GTEST_SKIP() << "this build has no MPI (install libopenmpi-dev and reconfigure)";  \
+    if (!have_mpirun()) GTEST_SKIP() << "mpirun not found (Debian package openmpi-bin)"; \
+    LORA_REQUIRE_SHARED(kStoriesModel);                                                  \
   } while (0)
 
 std::vector<std::string> train_args(const fs::path& data, const fs::path& out,
@@ -147,17 +147,17 @@ std::vector<std::string> train_args(const fs::path& data, const fs::path& out,
 
 // mpirun as the tests run it (as root, more ranks than cores); users never need these flags.
 CommandResult run_ranks(int ranks, std::vector<std::string> args) {
-  std::vector<std::string> argv = {"mpirun",
-                                   "--allow-run-as-root",
-                                   "--oversubscribe",
-                                   "-x",
-                                   "LORA_FAULT_RANK",
-                                   "-x",
-                                   "LORA_FAULT_SIGNAL_AT_STEP",
-                                   "-np",
-                                   std::to_string(ranks),
-                                   std::getenv("LORA_BIN") ? std::getenv("LORA_BIN")
-                                                           : LORA_BINARY_DIR "/lora"};
+  std::vector<std::string> argv = {
+      "mpirun",
+      "--allow-run-as-root",
+      "--oversubscribe",
+      "-x",
+      "LORA_FAULT_RANK",
+      "-x",
+      "LORA_FAULT_SIGNAL_AT_STEP",
+      "-np",
+      std::to_string(ranks),
+      std::getenv("LORA_BIN") ? std::getenv("LORA_BIN") : LORA_BINARY_DIR "/lora"};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_program(argv);
 }
@@ -234,7 +234,8 @@ TEST(DataParallel, TwoRanksMatchOneProcess) {
   ASSERT_EQ(two.exit_code, 0) << two.err << two.out;
   EXPECT_NE(two.out.find("data-parallel on MPI, 2 ranks"), std::string::npos) << two.out;
   expect_close_runs(tmp / "one", tmp / "two", 1e-6, 1e-5);
-  EXPECT_NE(read_file(tmp / "one/adapters.safetensors"), read_file(tmp / "two/adapters.safetensors"))
+  EXPECT_NE(read_file(tmp / "one/adapters.safetensors"),
+            read_file(tmp / "two/adapters.safetensors"))
       << "expected the summation order to show (else this test checks nothing)";
 
   auto ordered = train_args(tmp / "data", tmp / "ordered", "4");
@@ -284,8 +285,8 @@ TEST(DataParallel, KilledRankEndsTheJobAndResumesOnOneOrTwoRanks) {
   ASSERT_TRUE(fs::exists(ckpt / "state.json"));
   for (int ranks : {1, 2}) {
     const fs::path out = tmp / ("resumed-" + std::to_string(ranks));
-    std::vector<std::string> args = {"--threads",    "1",           "train", "--resume",
-                                     ckpt.string(), "--adapter-path", out.string()};
+    std::vector<std::string> args = {
+        "--threads", "1", "train", "--resume", ckpt.string(), "--adapter-path", out.string()};
     auto resumed = ranks == 1 ? run_lora(args) : run_ranks(ranks, args);
     ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
     expect_identical_runs(tmp / "straight", out);
