@@ -8,11 +8,13 @@
 //
 // Rank 0 prints one JSON object: tokens/s, the seconds per step in compute (forward, backward,
 // optimizer) and in the gradient all-reduce, and the gradient bytes each rank sends per step.
+#include "trainer/data_parallel.h"
+
 #include <omp.h>
 
 #include <chrono>
-#include <ctime>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -20,7 +22,6 @@
 #include <string>
 
 #include "autograd/heap.h"
-#include "trainer/data_parallel.h"
 #include "trainer/distributed.h"
 #include "trainer/optimizer.h"
 #include "trainer/random_model.h"
@@ -75,14 +76,14 @@ Args parse(int argc, char** argv) {
 lora::ModelConfig shape_config(const std::string& name) {
   nlohmann::json j;
   if (name == "smollm2-135m")
-    j = {{"model_type", "llama"},        {"hidden_size", 576},          {"num_hidden_layers", 30},
-         {"num_attention_heads", 9},     {"num_key_value_heads", 3},    {"intermediate_size", 1536},
-         {"vocab_size", 49152},          {"rope_theta", 100000.0},      {"rms_norm_eps", 1e-5},
+    j = {{"model_type", "llama"},      {"hidden_size", 576},       {"num_hidden_layers", 30},
+         {"num_attention_heads", 9},   {"num_key_value_heads", 3}, {"intermediate_size", 1536},
+         {"vocab_size", 49152},        {"rope_theta", 100000.0},   {"rms_norm_eps", 1e-5},
          {"tie_word_embeddings", true}};
   else if (name == "qwen2.5-0.5b")
-    j = {{"model_type", "qwen2"},        {"hidden_size", 896},          {"num_hidden_layers", 24},
-         {"num_attention_heads", 14},    {"num_key_value_heads", 2},    {"intermediate_size", 4864},
-         {"vocab_size", 151936},         {"rope_theta", 1000000.0},     {"rms_norm_eps", 1e-6},
+    j = {{"model_type", "qwen2"},      {"hidden_size", 896},       {"num_hidden_layers", 24},
+         {"num_attention_heads", 14},  {"num_key_value_heads", 2}, {"intermediate_size", 4864},
+         {"vocab_size", 151936},       {"rope_theta", 1000000.0},  {"rms_norm_eps", 1e-6},
          {"tie_word_embeddings", true}};
   else
     throw std::invalid_argument("--shape must be smollm2-135m or qwen2.5-0.5b, got " + name);
@@ -113,7 +114,9 @@ int main(int argc, char** argv) try {
   omp_set_num_threads(args.threads);
   openblas_set_num_threads(args.threads);
   lora::DistributedOptions dopt;
-  dopt.on_fatal = [](const std::string& m) { std::fprintf(stderr, "data_parallel: %s\n", m.c_str()); };
+  dopt.on_fatal = [](const std::string& m) {
+    std::fprintf(stderr, "data_parallel: %s\n", m.c_str());
+  };
   const auto comm = lora::join_job(dopt);
 
   const lora::ModelConfig config = shape_config(args.shape);
@@ -127,7 +130,8 @@ int main(int argc, char** argv) try {
   const auto params = adapter.parameters();
   lora::Optimizer optimizer(lora::OptimizerConfig{}, params);
 
-  const auto examples = random_examples(args.micro_batches * args.batch, args.seq, config.vocab_size);
+  const auto examples =
+      random_examples(args.micro_batches * args.batch, args.seq, config.vocab_size);
   const lora::data::BatchPlan plan(examples, args.batch, 3);
   lora::GradientExchange exchange(params, args.micro_batches, args.ordered, *comm);
   const lora::StepSetup setup{model, adapter, plan, args.micro_batches, 7, lora::ForwardOptions{}};
@@ -142,19 +146,20 @@ int main(int argc, char** argv) try {
     const double reduce_before = exchange.reduce_seconds();
     const auto t0 = std::chrono::steady_clock::now();
     const std::clock_t c0 = std::clock();
-    const lora::StepGradient g = lora::step_gradient(setup, step, cursor, exchange, *comm);
+    lora::LocalStep local = lora::accumulate_shares(setup, step, cursor, exchange, *comm);
+    const double loss = lora::exchange_step(local.micro_losses, exchange, *comm);
     optimizer.step(1e-4f);
     const double dt = seconds_since(t0);
     const double cpu = double(std::clock() - c0) / CLOCKS_PER_SEC;
     if (comm->is_root())
       std::fprintf(stderr, "step %d: %.2f s (all-reduce %.3f s), loss %.4f\n", step, dt,
-                   exchange.reduce_seconds() - reduce_before, g.loss);
+                   exchange.reduce_seconds() - reduce_before, loss);
     if (step <= args.warmup) continue;
     step_s.push_back(dt);
     step_total += dt;
     cpu_total += cpu;
     reduce_total += exchange.reduce_seconds() - reduce_before;
-    tokens += g.tokens;
+    tokens += local.tokens;
   }
   if (!comm->is_root()) return 0;
   const double steps = double(args.steps);

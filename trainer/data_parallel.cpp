@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include "trainer/batch_loss.h"
+
 namespace lora {
 
 std::vector<BatchShare> shares_of_rank(int64_t micro_batches, int rank, int ranks) {
@@ -61,7 +63,7 @@ void GradientExchange::after_backward(int64_t micro) {
   for (ag::Parameter* p : params_) p->grad.zero();
 }
 
-void GradientExchange::reduce(const std::vector<bool>& active) {
+void GradientExchange::reduce() {
   if (comm_.size() == 1) return;
   const auto t0 = std::chrono::steady_clock::now();
   if (!ordered_) {
@@ -71,20 +73,21 @@ void GradientExchange::reduce(const std::vector<bool>& active) {
   } else {
     comm_.all_reduce_sum(std::span<float>(slots_), "gradient all-reduce");
   }
+  // Adding an all-zero slot (a micro-batch no rank computed) changes nothing: a gradient
+  // accumulated from +0 is never -0.
   for (int64_t m = 0; m < (ordered_ ? micro_batches_ : 1); ++m)
-    if (!ordered_ || active[std::size_t(m)])
-      unpack_add(std::span<const float>(slots_.data() + m * count_, std::size_t(count_)));
+    unpack_add(std::span<const float>(slots_.data() + m * count_, std::size_t(count_)));
   reduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-StepGradient step_gradient(const StepSetup& setup, int64_t step, data::DataCursor& cursor,
-                           GradientExchange& exchange, Communicator& comm) {
+LocalStep accumulate_shares(const StepSetup& setup, int64_t step, data::DataCursor& cursor,
+                            GradientExchange& exchange, Communicator& comm) {
   // Every rank walks all micro-batches: the normalizer is the global batch's trained tokens, and
   // the cursor moves the same way on every rank.
   const auto m = std::size_t(setup.micro_batches);
   std::vector<data::Batch> micro;
   std::vector<int64_t> groups;
-  StepGradient out;
+  LocalStep out;
   for (std::size_t a = 0; a < m; ++a) {
     groups.push_back(setup.plan.group_at(cursor.epoch, cursor.position));
     micro.push_back(setup.plan.next(cursor));
@@ -93,7 +96,7 @@ StepGradient step_gradient(const StepSetup& setup, int64_t step, data::DataCurso
   }
   exchange.begin_step();
   const float normalizer = float(std::max<int64_t>(out.trained_tokens, 1));
-  std::vector<double> losses(m, 0.0);  // per micro-batch, this rank's part
+  out.micro_losses.assign(m, 0.0);
   for (const BatchShare& share : shares_of_rank(setup.micro_batches, comm.rank(), comm.size())) {
     const auto a = std::size_t(share.micro);
     const data::Batch part =
@@ -106,24 +109,22 @@ StepGradient step_gradient(const StepSetup& setup, int64_t step, data::DataCurso
     stack.adapters = {&setup.adapter};
     stack.training = true;
     stack.dropout_seed = data::mix64(setup.seed ^ data::mix64(uint64_t(step) * 1024 + a));
-    ag::Var hidden = forward_hidden(tape, setup.model, stack, b.inputs, b.batch, b.seq, b.key_valid,
-                                    setup.forward);
-    ag::Var loss =
-        ag::cross_entropy_head(tape, hidden, setup.model.head(), b.targets, b.weights, normalizer);
-    tape.backward(loss);
-    losses[a] += double(loss->value.data[0]);
+    const BatchLoss loss = batch_loss(tape, setup.model, stack, b, normalizer, setup.forward);
+    tape.backward(loss.loss);
+    out.micro_losses[a] += loss.value();
     exchange.after_backward(share.micro);
   }
-  // Each micro-batch's loss is non-zero on the ranks that computed it only; adding the exchanged
-  // values in micro-batch order gives the sum one process makes.
-  comm.all_reduce_sum(std::span<double>(losses), "loss all-reduce");
-  std::vector<bool> active(m);
-  for (std::size_t a = 0; a < m; ++a) {
-    out.loss += losses[a];
-    active[a] = micro[a].trained_tokens > 0;
-  }
-  exchange.reduce(active);
   return out;
+}
+
+double exchange_step(std::vector<double>& micro_losses, GradientExchange& exchange,
+                     Communicator& comm) {
+  // Each micro-batch's loss is non-zero on the ranks that computed it only.
+  comm.all_reduce_sum(std::span<double>(micro_losses), "loss all-reduce");
+  double loss = 0.0;
+  for (double l : micro_losses) loss += l;
+  exchange.reduce();
+  return loss;
 }
 
 }  // namespace lora

@@ -19,6 +19,13 @@
 
 namespace lora {
 
+// How a run spreads over processes: the communicator (null: one process) and whether gradients
+// are summed in micro-batch order (GradientExchange).
+struct ParallelOptions {
+  Communicator* comm = nullptr;
+  bool ordered_reduction = false;
+};
+
 // Micro-batch `micro` of the step, whole (parts == 1) or the part-th of `parts` slices of it.
 struct BatchShare {
   int64_t micro = 0;
@@ -45,8 +52,8 @@ class GradientExchange {
   // After this rank's backward of a share of micro-batch `micro`.
   void after_backward(int64_t micro);
   // After the rank's last backward of the step: the parameters' gradients become the global
-  // batch's. `active[m]` is false for micro-batches no rank computed (nothing to add).
-  void reduce(const std::vector<bool>& active);
+  // batch's.
+  void reduce();
   // Floats one reduce() sends from each rank (before the MPI library's own algorithm).
   int64_t floats_per_step() const;
   double reduce_seconds() const { return reduce_seconds_; }  // in all reduce() calls so far
@@ -63,12 +70,7 @@ class GradientExchange {
   double reduce_seconds_ = 0.0;
 };
 
-// One optimizer step's data, forward and backward on this rank, and the exchange.
-struct StepGradient {
-  double loss = 0.0;           // token-weighted mean over the global batch (every rank)
-  int64_t trained_tokens = 0;  // of the global batch
-  int64_t tokens = 0;          // real input tokens of the global batch
-};
+// What one optimizer step needs to run its micro-batches.
 struct StepSetup {
   const Model& model;
   LoraAdapter& adapter;
@@ -77,11 +79,22 @@ struct StepSetup {
   uint64_t seed = 0;          // dropout masks: a pure function of (seed, step, micro-batch)
   ForwardOptions forward;
 };
-// Takes the step's micro-batches at `cursor` (moving it on by micro_batches, on every rank, so
-// the data order is the same for any number of ranks), runs this rank's shares, and leaves the
-// global batch's gradient (summed over trained tokens, divided by their count) in the adapter's
-// parameters on every rank.
-StepGradient step_gradient(const StepSetup& setup, int64_t step, data::DataCursor& cursor,
-                           GradientExchange& exchange, Communicator& comm);
+// This rank's half of a step, before the exchange.
+struct LocalStep {
+  std::vector<double> micro_losses;  // this rank's part of each micro-batch's loss
+  int64_t trained_tokens = 0;        // of the whole global batch (the loss normalizer)
+  int64_t tokens = 0;                // real input tokens of the whole global batch
+};
+// Takes the step's micro-batches at `cursor` (moving it on by micro_batches on every rank, so the
+// data order is the same for any number of ranks) and runs this rank's shares forward and
+// backward, normalized by the global batch's trained tokens. The gradients stay local (and, in
+// ordered mode, in the exchange's slots) until exchange_step.
+LocalStep accumulate_shares(const StepSetup& setup, int64_t step, data::DataCursor& cursor,
+                            GradientExchange& exchange, Communicator& comm);
+// Sums the losses and gradients of a step over the ranks: afterwards the parameters hold the
+// global batch's gradient on every rank. Returns the global batch's loss (the per-micro-batch
+// losses added in micro-batch order, as one process adds them).
+double exchange_step(std::vector<double>& micro_losses, GradientExchange& exchange,
+                     Communicator& comm);
 
 }  // namespace lora

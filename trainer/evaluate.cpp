@@ -4,6 +4,8 @@
 #include <cmath>
 #include <vector>
 
+#include "trainer/batch_loss.h"
+
 namespace lora {
 
 data::EncodedSet load_split(const std::filesystem::path& file, const data::RecordEncoder& encoder,
@@ -31,13 +33,12 @@ EvalResult evaluate(const Model& model, const AdapterStack& adapters, const data
     const data::Batch b = plan.group(g);
     if (b.trained_tokens == 0) continue;
     ag::Tape tape(/*record=*/false);
-    ag::Var hidden = forward_hidden(tape, model, adapters, b.inputs, b.batch, b.seq, b.key_valid);
-    ag::Var loss = ag::cross_entropy_head(tape, hidden, model.head(), b.targets, b.weights,
-                                          float(b.trained_tokens));
-    sums[std::size_t(2 * g)] = double(loss->value.data[0]) * double(b.trained_tokens);
-    sums[std::size_t(2 * g + 1)] = double(b.trained_tokens);
+    const BatchLoss loss = batch_loss(tape, model, adapters, b, float(b.trained_tokens));
+    sums[std::size_t(2 * g)] = loss.summed();
+    sums[std::size_t(2 * g + 1)] = double(loss.tokens);
   }
   comm.all_reduce_sum(std::span<double>(sums), "evaluation all-reduce");
+  // In batch order, as one process adds them (each entry came from one rank: exact sums).
   EvalResult r;
   double total = 0.0;
   for (int64_t g = 0; g < n; ++g) {

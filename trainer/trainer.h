@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <optional>
 
-#include "trainer/distributed.h"
+#include "trainer/data_parallel.h"
 #include "trainer/progress.h"
 #include "trainer/train_options.h"
 
@@ -31,10 +31,6 @@ struct TrainResult {
 // Data-parallel: every rank of `parallel.comm` calls this with the same options; each computes
 // its share of every global batch (data_parallel.h) and rank 0 alone writes files.
 // LORA_FAULT_RANK=R limits the fault injection to rank R.
-struct ParallelOptions {
-  Communicator* comm = nullptr;    // null: one process
-  bool ordered_reduction = false;  // bit-identical to one process (GradientExchange)
-};
 TrainResult train(const TrainOptions& options, Progress& progress,
                   const ParallelOptions& parallel = {});
 
