@@ -41,8 +41,9 @@ std::vector<BatchShare> shares_of_rank(int64_t micro_batches, int rank, int rank
 // gradients, whose summation order is the MPI library's. Ordered mode: every micro-batch's
 // gradient goes in its own slot, the slots are all-reduced (each is non-zero on one rank only,
 // so those sums are exact), and each rank adds the slots in micro-batch order, as one process
-// accumulates them: bit-identical to one process whenever ranks compute whole micro-batches, for
-// micro_batches times the gradient bytes on the wire.
+// accumulates them: bit-identical to one process whenever ranks compute whole micro-batches with
+// one thread each (more threads add per-thread partial sums into the gradient, which associates
+// differently), for micro_batches times the gradient bytes on the wire.
 class GradientExchange {
  public:
   GradientExchange(std::span<ag::Parameter* const> params, int64_t micro_batches, bool ordered,

@@ -9,8 +9,8 @@ void add_parallel_flags(CLI::App& cmd, ParallelFlags& flags) {
   const char* group = "Data-parallel (under mpirun/srun)";
   cmd.add_flag("--deterministic-reduction", flags.ordered_reduction,
                "Sum the ranks' gradients in micro-batch order: bit-identical to one process when "
-               "--grad-accumulation-steps is a multiple of the ranks (sends that many times the "
-               "gradient bytes)")
+               "--grad-accumulation-steps is at least the number of ranks and each rank runs one "
+               "thread (sends that many times the gradient bytes)")
       ->group(group);
   cmd.add_option("--collective-timeout", flags.distributed.collective_timeout_seconds,
                  "Seconds a rank waits for the others in one exchange before ending the job (a "
