@@ -5,6 +5,8 @@
 
 #include "trainer/cli/commands.h"
 #include "trainer/cli/parallel_flags.h"
+#include "trainer/cli/train_config_file.h"
+#include "trainer/cli/train_flags.h"
 #include "trainer/distributed.h"
 #include "trainer/io/checkpoint.h"
 #include "trainer/progress.h"
