@@ -63,12 +63,13 @@ LoraConfig lora_config_from(const TrainOptions& o, int64_t model_layers) {
   LoraConfig c;
   c.rank = int(o.rank);
   if (o.alpha > 0) {
-    c.alpha = float(o.alpha);
+    c.alpha = o.alpha;
     c.rslora = o.rslora;
   } else {
     c.scale = float(o.scale);
   }
   c.dropout = float(o.dropout);
+  c.dora = o.fine_tune_type == "dora";
   c.num_layers = o.num_layers < 0 ? -1 : int(std::min<int64_t>(o.num_layers, model_layers));
   c.keys.clear();
   for (const auto& k : o.lora_keys) {
@@ -96,8 +97,13 @@ void start_from_adapter(LoraAdapter& adapter, const fs::path& path, const Model&
       throw std::runtime_error(path.string() + ": " + name + " has A " + s->A.value.shape_str() +
                                ", B " + s->B.value.shape_str() + " but this run's --rank gives A " +
                                m.A.value.shape_str() + ", B " + m.B.value.shape_str());
+    if (s->is_dora() != m.is_dora())
+      throw std::runtime_error(path.string() + ": --resume-adapter-file is a " +
+                               (s->is_dora() ? "DoRA" : "LoRA") + " adapter; this run trains " +
+                               (m.is_dora() ? "DoRA" : "LoRA") + " (--fine-tune-type)");
     m.A.value = s->A.value;
     m.B.value = s->B.value;
+    if (m.is_dora()) m.magnitude.value = s->magnitude.value;
   }
   if (saved.modules.size() != adapter.modules.size())
     throw std::runtime_error(path.string() + ": --resume-adapter-file has " +

@@ -62,9 +62,10 @@ std::pair<int64_t, int> fault_injection(int rank) {
 // The adapter files go into the adapter folder one rename each, leaving checkpoints/ and
 // metrics.jsonl beside them untouched (write_dir_atomic on the folder itself would replace them).
 void write_adapter_files(const fs::path& adapter_dir, const LoraAdapter& adapter,
-                         const Model& model, AdapterFormat format, const nlohmann::json& run_args) {
+                         const Model& model, AdapterFormat format, const nlohmann::json& run_args,
+                         const TrainingRun& training) {
   const fs::path staging = adapter_dir / ".adapter-staging";
-  save_adapter(staging, adapter, model, format, run_args);
+  save_adapter(staging, adapter, model, format, run_args, training);
   for (const auto& e : fs::directory_iterator(staging))
     fs::rename(e.path(), adapter_dir / e.path().filename());
   fs::remove_all(staging);
@@ -73,7 +74,9 @@ void write_adapter_files(const fs::path& adapter_dir, const LoraAdapter& adapter
 nlohmann::ordered_json run_arguments(const TrainOptions& o) {
   auto j = o.to_json();
   // The LoRA fields are written by save_adapter as lora_parameters.
-  for (const char* k : {"rank", "scale", "alpha", "rslora", "dropout", "lora_keys"}) j.erase(k);
+  for (const char* k :
+       {"rank", "scale", "alpha", "rslora", "dropout", "lora_keys", "fine_tune_type"})
+    j.erase(k);
   return j;
 }
 
@@ -118,6 +121,7 @@ class RunLog {
         {"trained_tokens", state.trained_tokens},
         {"tokens_per_sec", secs > 0 ? double(window_tokens_) / secs : 0.0}};
     record(rec);
+    last_train_loss_ = rec["loss"].get<double>();
     state.window_loss = 0.0;
     state.window_trained = window_tokens_ = 0;
     window_start_ = std::chrono::steady_clock::now();
@@ -166,10 +170,13 @@ class RunLog {
     return dir;
   }
 
-  void write_adapter() {
-    if (writes_)
-      write_adapter_files(dir_, run_.adapter, run_.model(), run_.format,
-                          run_arguments(run_.options));
+  // The adapter files, with the run's data, steps and final losses for the model card.
+  void write_adapter(std::optional<double> valid_loss, std::optional<double> test_loss) {
+    if (!writes_) return;
+    const TrainOptions& o = run_.options;
+    const TrainingRun training{o.data.empty() ? o.train_file : o.data, run_.state.step,
+                               last_train_loss_, valid_loss, test_loss};
+    write_adapter_files(dir_, run_.adapter, run_.model(), run_.format, run_arguments(o), training);
   }
 
  private:
@@ -193,7 +200,8 @@ class RunLog {
   const nlohmann::ordered_json config_json_;
   const bool writes_;  // rank 0 (or the one process)
   MetricsLog metrics_;
-  int64_t window_tokens_ = 0;  // for tokens/s (not part of the exact state)
+  int64_t window_tokens_ = 0;              // for tokens/s (not part of the exact state)
+  std::optional<double> last_train_loss_;  // the last train record's loss
   std::chrono::steady_clock::time_point window_start_ = std::chrono::steady_clock::now();
 };
 
@@ -233,7 +241,7 @@ TrainResult train(const TrainOptions& o, Progress& progress, const ParallelOptio
   result.steps = run.state.step;
   result.final_val_loss = log.validate(run.state.step);
   result.test_loss = log.test(run.state.step);
-  log.write_adapter();
+  log.write_adapter(result.final_val_loss, result.test_loss);
   progress.finish();
   return result;
 }
