@@ -204,7 +204,7 @@ RunInputs load_run_inputs(const TrainOptions& o, Progress& progress) {
   return in;
 }
 
-TrainRun::TrainRun(const TrainOptions& o, Progress& progress)
+TrainRun::TrainRun(const TrainOptions& o, Progress& progress, const ParallelOptions& parallel)
     : options(validated(o)),
       inputs(load_run_inputs(o, progress)),
       adapter(create_adapter(o, inputs)),
@@ -212,13 +212,24 @@ TrainRun::TrainRun(const TrainOptions& o, Progress& progress)
       params(adapter.parameters()),
       train_plan(inputs.data.train.examples, o.batch_size, uint64_t(o.seed)),
       schedule(schedule_config(o)),
-      format(adapter_format_from_name(o.format)) {
+      format(adapter_format_from_name(o.format)),
+      comm(parallel.comm != nullptr ? *parallel.comm : one_process),
+      exchange(params, o.grad_accumulation_steps, parallel.ordered_reduction, comm) {
   if (inputs.resumed) {
     restore_checkpoint(*inputs.resumed, adapter, optimizer);
     state = inputs.resumed->content.progress;
   }
   if (inputs.data.valid)
     valid_plan.emplace(inputs.data.valid->examples, o.batch_size, uint64_t(o.seed), false);
+}
+
+StepSetup TrainRun::step_setup() {
+  return StepSetup{model(),
+                   adapter,
+                   train_plan,
+                   options.grad_accumulation_steps,
+                   uint64_t(options.seed),
+                   ForwardOptions{options.grad_checkpoint, inputs.compute}};
 }
 
 float TrainRun::learning_rate(int64_t step) const {
