@@ -45,10 +45,10 @@ TEST(ChatPrompt, UsesTheModelsTemplate) {
 
 TEST(GenerateChat, AnswersEachPipedTurnWithTheWholeConversation) {
   LORA_REQUIRE_SHARED(test::kStories);
-  const std::vector<std::string> args = {"--json",       "generate",         "--model",
-                                         test::stories_dir().string(),       "--chat",
-                                         "--max-tokens", "12",               "--system-prompt",
-                                         "Tell stories"};
+  const std::vector<std::string> args = {
+      "--json",      "generate",     "--model", test::stories_dir().string(),
+      "--chat",      "--max-tokens", "12",      "--system-prompt",
+      "Tell stories"};
   auto r = test::run_lora(args, "Once upon a time\n\nThe end\n");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto turns = json_lines(r.out);
@@ -73,8 +73,8 @@ TEST(GenerateChat, AnswersEachPipedTurnWithTheWholeConversation) {
 
 TEST(GenerateCli, StopStringEndsTheText) {
   LORA_REQUIRE_SHARED(test::kStories);
-  const std::vector<std::string> base = {"--json", "generate", "--model",
-                                         test::stories_dir().string(), "--max-tokens", "60"};
+  const std::vector<std::string> base = {
+      "--json", "generate", "--model", test::stories_dir().string(), "--max-tokens", "60"};
   auto full = test::run_lora(base);
   ASSERT_EQ(full.exit_code, 0) << full.err;
   const std::string text = json::parse(full.out)["text"];

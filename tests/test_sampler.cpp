@@ -58,7 +58,7 @@ TEST(Sampler, MinPDropsTokensFarBelowTheTop) {
 
 TEST(Sampler, FiltersRunInOrderTopKTopPMinP) {
   SamplingOptions o = at_t1();
-  o.top_k = 3;    // 0.2, 0.3, 0.4 over 0.9
+  o.top_k = 3;     // 0.2, 0.3, 0.4 over 0.9
   o.top_p = 0.6f;  // 4/9 < 0.6, 7/9 reaches it: 0.3, 0.4 -> 3/7, 4/7
   expect_distribution(Sampler(o).distribution(kLogits), {0, 0, 3 / 7., 4 / 7.});
   o.min_p = 0.8f;  // 3/7 < 0.8 * 4/7: the top alone

@@ -30,7 +30,8 @@ Decoding::Decoding(const Model& model, AdapterStack adapters, std::vector<int32_
       sampler_(options.sampling),
       history_(checked_prompt(model, std::move(prompt), options)),
       prompt_size_(history_.size()) {
-  cache_ = KVCache::create(model.config, static_cast<int64_t>(prompt_size_) + options.max_tokens + 1);
+  cache_ =
+      KVCache::create(model.config, static_cast<int64_t>(prompt_size_) + options.max_tokens + 1);
   history_.reserve(prompt_size_ + static_cast<std::size_t>(options.max_tokens));
 }
 
@@ -52,9 +53,10 @@ std::optional<int32_t> Decoding::next() {
   const auto t1 = clock::now();
   const int64_t vocab = model_.config.vocab_size;
   const int64_t last = logits_.dim(0) - 1;
-  const int32_t id = sampler_.sample(
-      {logits_.ptr() + last * vocab, static_cast<std::size_t>(vocab)}, history_);
-  generate_seconds_ += std::chrono::duration<double>(clock::now() - (generated == 0 ? t1 : t0)).count();
+  const int32_t id =
+      sampler_.sample({logits_.ptr() + last * vocab, static_cast<std::size_t>(vocab)}, history_);
+  generate_seconds_ +=
+      std::chrono::duration<double>(clock::now() - (generated == 0 ? t1 : t0)).count();
   if (std::find(options_.stop_ids.begin(), options_.stop_ids.end(), id) !=
       options_.stop_ids.end()) {
     stop_reason_ = "stop_token";
