@@ -14,11 +14,11 @@ namespace lora {
 // The adapters applied in a forward pass, stacked, each with its own scale multiplier.
 struct AdapterStack {
   std::vector<LoraAdapter*> adapters;
-  // When set, one per adapter, used instead of each adapter's own `strength`: passes that share
-  // adapters (the server's requests) each choose their strengths without touching the adapters.
-  std::vector<float> strengths;
   bool training = false;      // dropout on, gradients to A/B
   uint64_t dropout_seed = 0;  // per step; mixed with layer/proj ids
+  // When set, one per adapter, used instead of each adapter's own `strength`: passes that share
+  // adapters (the server's requests) each choose their strengths without touching the adapters.
+  std::vector<float> strengths = {};
 };
 
 struct KVCache {

@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "trainer/cli/commands.h"
+#include "trainer/cli/flag_values.h"
 #include "trainer/serve/server.h"
 
 namespace lora::cli {
@@ -82,11 +83,8 @@ void add_serve(CLI::App& app, const GlobalOptions& global) {
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
   cmd->add_option("--api-key", f->api_key, "Require 'Authorization: Bearer KEY' on /v1/");
-  cmd->add_option("--quantize", f->quantize, "Quantize float linears at load (MLX affine bits)")
-      ->check(CLI::IsMember({0, 2, 3, 4, 5, 6, 8}));
-  cmd->add_option("--q-group-size", f->q_group_size, "Group size for --quantize")
-      ->check(CLI::IsMember({32, 64, 128}))
-      ->capture_default_str();
+  add_quantize_flags(*cmd, f->quantize, f->q_group_size,
+                     "Quantize float linears at load to this many bits (MLX affine; 0: as stored)");
   cmd->add_option("--parallel", f->scheduler.slots, "Requests generated at once")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
