@@ -25,8 +25,9 @@ EvalResult evaluate(const Model& model, const AdapterStack& adapters, const data
     if (b.trained_tokens == 0) continue;
     ag::Tape tape(/*record=*/false);
     ag::Var hidden = forward_hidden(tape, model, adapters, b.inputs, b.batch, b.seq, b.key_valid);
-    ag::Var loss = ag::cross_entropy_head(tape, hidden, model.head(), b.targets, b.weights,
-                                          float(b.trained_tokens));
+    ag::Var loss =
+        ag::cross_entropy_head(tape, hidden, model.head(), b.targets, b.weights,
+                               float(b.trained_tokens), model.config.final_logit_softcap);
     total += double(loss->value.data[0]) * double(b.trained_tokens);
     r.tokens += b.trained_tokens;
     ++r.batches;

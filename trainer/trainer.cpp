@@ -321,8 +321,8 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
       fo.compute_dtype = compute;
       ag::Var hidden =
           forward_hidden(tape, model, stack, b.inputs, b.batch, b.seq, b.key_valid, fo);
-      ag::Var loss =
-          ag::cross_entropy_head(tape, hidden, model.head(), b.targets, b.weights, normalizer);
+      ag::Var loss = ag::cross_entropy_head(tape, hidden, model.head(), b.targets, b.weights,
+                                            normalizer, model.config.final_logit_softcap);
       tape.backward(loss);
       step_loss += double(loss->value.data[0]);
     }
