@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/adapter_test_util.h"
+#include "tests/train_fixtures.h"  // write_jsonl
 #include "trainer/io/adapter_io.h"
 #include "trainer/io/safetensors.h"
 #include "trainer/merge.h"
@@ -103,8 +104,11 @@ TEST(Families, Gemma3VisionConfigReadsTextConfigAndPattern) {
 }
 
 TEST(Families, Gemma2SmolLM3MistralQwenWindows) {
-  const json base = {{"hidden_size", 64},   {"intermediate_size", 96}, {"num_hidden_layers", 4},
-                     {"num_attention_heads", 4}, {"vocab_size", 300}};
+  const json base = {{"hidden_size", 64},
+                     {"intermediate_size", 96},
+                     {"num_hidden_layers", 4},
+                     {"num_attention_heads", 4},
+                     {"vocab_size", 300}};
   auto with = [&](json extra) {
     json j = base;
     j.update(extra);
@@ -128,16 +132,16 @@ TEST(Families, Gemma2SmolLM3MistralQwenWindows) {
   EXPECT_EQ(with({{"model_type", "mistral"}, {"sliding_window", nullptr}}).window_of(0), 0);
   // Qwen2 configs carry a sliding_window that is off unless use_sliding_window.
   EXPECT_EQ(with({{"model_type", "qwen2"}, {"sliding_window", 32}}).window_of(3), 0);
-  const ModelConfig qwen =
-      with({{"model_type", "qwen2"}, {"sliding_window", 32}, {"use_sliding_window", true},
-            {"max_window_layers", 2}});
+  const ModelConfig qwen = with({{"model_type", "qwen2"},
+                                 {"sliding_window", 32},
+                                 {"use_sliding_window", true},
+                                 {"max_window_layers", 2}});
   EXPECT_EQ(qwen.window_of(1), 0);
   EXPECT_EQ(qwen.window_of(2), 32);
 
   EXPECT_THROW(with({{"model_type", "gemma3_text"}, {"layer_types", {"sliding_attention"}}}),
                std::runtime_error);
-  EXPECT_THROW(with({{"model_type", "gemma2"}, {"hidden_activation", "relu"}}),
-               std::runtime_error);
+  EXPECT_THROW(with({{"model_type", "gemma2"}, {"hidden_activation", "relu"}}), std::runtime_error);
 }
 
 TEST(Families, EmbeddingScaleIsRoundedToTheCheckpointDtype) {
@@ -172,8 +176,8 @@ std::string make_random(const fs::path& dir, std::vector<std::string> args) {
 TEST(Families, LogitsMatchTorchReference) {
   LORA_REQUIRE_TORCH();
   test::TempDir tmp("families_logits");
-  const std::vector<std::string> shape = {"--hidden", "64", "--heads", "4", "--kv-heads", "1",
-                                          "--head-dim", "32", "--layers", "3", "--vocab", "300"};
+  const std::vector<std::string> shape = {"--hidden",   "64", "--heads",  "4", "--kv-heads", "1",
+                                          "--head-dim", "32", "--layers", "3", "--vocab",    "300"};
   const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
       {"gemma3_text", {"--arch", "gemma3_text", "--tied", "--sliding-window", "4"}},
       {"gemma3-bf16", {"--arch", "gemma3", "--tied", "--sliding-window", "3", "--dtype", "bf16"}},
@@ -202,11 +206,33 @@ TEST(Families, LogitsMatchTorchReference) {
     double worst = 0;
     for (std::size_t t = 0; t < ids.size(); ++t)
       for (int64_t v = 0; v < vocab; ++v)
-        worst = std::max(worst, std::abs(double(got.data[t * vocab + v]) -
-                                         want["logits"][t][v].get<double>()));
+        worst = std::max(
+            worst, std::abs(double(got.data[t * vocab + v]) - want["logits"][t][v].get<double>()));
     EXPECT_LT(worst, 1e-4) << name;
     std::printf("%s: max |logit - torch| %.2e\n", name.c_str(), worst);
   }
+}
+
+// A gemma3 (vision + text) checkpoint keeps its text model under language_model.model.: an
+// adapter trained on it merges into the right tensors and the merged model gives the runtime
+// path's logits.
+TEST(Families, Gemma3VisionCheckpointMerges) {
+  LORA_REQUIRE_TORCH();
+  test::TempDir tmp("families_gemma3_merge");
+  make_random(tmp / "base",
+              {"--arch", "gemma3", "--tied", "--hidden", "64", "--heads", "4", "--head-dim", "16",
+               "--layers", "2", "--vocab", "512", "--sliding-window", "4"});
+  const Model model = load_model(tmp / "base");
+  EXPECT_EQ(model.tensor_prefix, "language_model.model.");
+  LoraAdapter adapter = test::adapter_with_random_b(model, test::kAllProj, 4, 8.0f, 0.05f, 3);
+  save_adapter(tmp / "adapter", adapter, model, AdapterFormat::peft);
+  const std::vector<MergeAdapter> merge{{AdapterFile::read(tmp / "adapter"), 1.0}};
+  const MergeReport report = merge_adapters(tmp / "base", merge, tmp / "merged");
+  EXPECT_EQ(report.merged.size(), adapter.modules.size());
+  const Tensor adapted = test::prompt_logits(model, {&adapter}, 2);
+  EXPECT_GT(test::max_abs_diff(test::prompt_logits(model, {}, 2), adapted), 1e-3f);
+  EXPECT_LT(test::max_abs_diff(test::prompt_logits(load_model(tmp / "merged"), {}, 2), adapted),
+            1e-4f);
 }
 
 // The real PEFT adapter (r4 on q/k/v/o of all 18 layers) on a random f32 model with the real
@@ -221,10 +247,11 @@ TEST(Families, RealGemma3_270mPeftAdapter) {
   const fs::path base = tmp / "base";
   std::string layer_types;
   for (int i = 0; i < 18; ++i) layer_types += (i + 1) % 6 == 0 ? 'f' : 's';
-  make_random(base, {"--arch", "gemma3_text", "--tied", "--hidden", "640", "--layers", "18",
-                     "--heads", "4", "--kv-heads", "1", "--head-dim", "256", "--intermediate",
-                     "64", "--vocab", "512", "--sliding-window", "512", "--layer-types",
-                     layer_types, "--byte-tokenizer"});
+  make_random(
+      base, {"--arch", "gemma3_text",    "--tied",    "--hidden",        "640", "--layers",
+             "18",     "--heads",        "4",         "--kv-heads",      "1",   "--head-dim",
+             "256",    "--intermediate", "64",        "--vocab",         "512", "--sliding-window",
+             "512",    "--layer-types",  layer_types, "--byte-tokenizer"});
   json config = gemma3_270m_config();
   config["vocab_size"] = 512;
   config["intermediate_size"] = 64;
@@ -243,8 +270,8 @@ TEST(Families, RealGemma3_270mPeftAdapter) {
   const std::vector<MergeAdapter> merge{{AdapterFile::read(adapter_dir), 1.0}};
   const MergeReport report = merge_adapters(base, merge, tmp / "merged");
   EXPECT_EQ(report.merged.size(), 72u);
-  const float diff = test::max_abs_diff(test::prompt_logits(load_model(tmp / "merged"), {}, 1),
-                                        adapted);
+  const float diff =
+      test::max_abs_diff(test::prompt_logits(load_model(tmp / "merged"), {}, 1), adapted);
   EXPECT_LT(diff, 1e-4f);
   std::printf("adapter effect %.3e, runtime vs merged %.3e\n", effect, diff);
 
@@ -270,6 +297,83 @@ TEST(Families, RealGemma3_270mPeftAdapter) {
                                    adapter_dir.string(), "--prompt", "Hi", "--max-tokens", "4"});
   EXPECT_EQ(gen.exit_code, 0) << gen.err;
 }
+
+// `lora train --mask-prompt` on chat records rendered with a family's template lowers the loss:
+// Gemma 3 and Gemma 2 (whose turns are Gemma 3's) with the real Gemma 3 tokenizer and template
+// (a 262k vocabulary through the tiled loss head), SmolLM3 with a ChatML template (Qwen3's).
+struct ChatCase {
+  std::string arch, tokenizer;
+  int64_t vocab;
+  std::string learning_rate;
+};
+
+class FamilyChatTraining : public ::testing::TestWithParam<ChatCase> {};
+
+TEST_P(FamilyChatTraining, MaskPromptLowersTheLoss) {
+  const ChatCase& c = GetParam();
+  LORA_REQUIRE_TORCH();
+  LORA_REQUIRE_SHARED("tokenizers/" + c.tokenizer);
+  test::TempDir tmp("families_train");
+  const fs::path tokenizer = test::shared_dir() / "tokenizers" / c.tokenizer / "tokenizer.json";
+  make_random(tmp / "model", {"--arch",           c.arch, "--hidden",       "32",
+                              "--heads",          "2",    "--kv-heads",     "1",
+                              "--head-dim",       "16",   "--intermediate", "64",
+                              "--layers",         "2",    "--vocab",        std::to_string(c.vocab),
+                              "--sliding-window", "16",   "--tokenizer",    tokenizer.string()});
+  // Four replies, each asked for four times: a tiny model can learn them in a few steps.
+  const std::vector<std::string> replies = {
+      "Once upon a time there was a cat.", "The dog ran to the park.",
+      "She smiled and said thank you.", "They played all day long."};
+  std::vector<json> train, valid;
+  for (std::size_t i = 0; i < 20; ++i) {
+    const json messages = {{{"role", "user"}, {"content", "Tell me line " + std::to_string(i)}},
+                           {{"role", "assistant"}, {"content", replies[i % 4]}}};
+    (i < 16 ? train : valid).push_back({{"messages", messages}});
+  }
+  fs::create_directories(tmp / "data");
+  test::write_jsonl(tmp / "data/train.jsonl", train);
+  test::write_jsonl(tmp / "data/valid.jsonl", valid);
+  const std::string model = (tmp / "model").string(), data = (tmp / "data").string(),
+                    out = (tmp / "out").string();
+  const std::string keys = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj";
+  const auto r = test::run_lora({"train",
+                                 "--model",
+                                 model,
+                                 "--data",
+                                 data,
+                                 "--adapter-path",
+                                 out,
+                                 "--mask-prompt",
+                                 "--iters=20",
+                                 "--batch-size=4",
+                                 "--max-seq-length=64",
+                                 "--learning-rate",
+                                 c.learning_rate,
+                                 "--num-layers=2",
+                                 "--rank=16",
+                                 "--lora-keys",
+                                 keys,
+                                 "--steps-per-report=5",
+                                 "--steps-per-eval=0",
+                                 "--save-every=0"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<double> losses;
+  std::ifstream metrics(tmp / "out/metrics.jsonl");
+  for (std::string line; std::getline(metrics, line);) {
+    const json j = json::parse(line);
+    if (j["type"] == "train") losses.push_back(j["loss"].get<double>());
+  }
+  ASSERT_EQ(losses.size(), 4u);
+  for (std::size_t i = 1; i < losses.size(); ++i) EXPECT_LT(losses[i], losses[i - 1]) << c.arch;
+  EXPECT_LT(losses.back(), 0.93 * losses.front()) << c.arch;
+  std::printf("%s: train loss %.3f -> %.3f\n", c.arch.c_str(), losses.front(), losses.back());
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, FamilyChatTraining,
+                         ::testing::Values(ChatCase{"gemma3_text", "gemma3", 262208, "5e-2"},
+                                           ChatCase{"gemma2", "gemma3", 262208, "5e-2"},
+                                           ChatCase{"smollm3", "qwen3", 151669, "3e-2"}),
+                         [](const auto& info) { return info.param.arch; });
 
 }  // namespace
 }  // namespace lora

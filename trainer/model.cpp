@@ -33,6 +33,7 @@ class WeightLoader {
       : dir_(dir), options_(options), weights_(WeightSet::open_dir(dir)) {}
 
   bool has_matrix(const std::string& module) const { return weights_.contains(module + ".weight"); }
+  const WeightSet& weights() const { return weights_; }
 
   // A [rows, cols] matrix stored as `module`.weight (float) or MLX-quantized
   // (`module`.weight uint32 + .scales + .biases).
@@ -134,6 +135,12 @@ class WeightLoader {
 
 }  // namespace
 
+std::string text_model_prefix(const WeightSet& weights) {
+  for (const char* prefix : {"model.", "language_model.model.", "model.language_model."})
+    if (weights.contains(std::string(prefix) + "embed_tokens.weight")) return prefix;
+  return "model.";  // a missing tensor is then reported under the usual name
+}
+
 std::string_view proj_name(Proj p) { return kProjNames[static_cast<int>(p)].name; }
 std::string_view proj_module_path(Proj p) { return kProjNames[static_cast<int>(p)].path; }
 std::optional<Proj> proj_from_name(std::string_view name) {
@@ -170,14 +177,6 @@ void set_family_constants(Model& m) {
 
 namespace {
 
-// Where a checkpoint keeps the text model: "model." normally; gemma3 vision + text checkpoints
-// use "language_model.model." (original layout) or "model.language_model." (transformers 4.52+).
-std::string find_tensor_prefix(const WeightLoader& w) {
-  for (const char* prefix : {"model.", "language_model.model.", "model.language_model."})
-    if (w.has_matrix(std::string(prefix) + "embed_tokens")) return prefix;
-  return "model.";  // the missing tensor is then reported under the usual name
-}
-
 // Gemma stores RMSNorm weights as offsets from 1; the forward uses 1 + weight.
 void shift_norms(Model& m) {
   auto shift = [](std::vector<float>& v) {
@@ -209,7 +208,7 @@ Model load_model(const std::filesystem::path& dir, const LoadOptions& options) {
 
   const int64_t hidden = c.hidden_size, q_out = c.num_heads * c.head_dim,
                 kv_out = c.num_kv_heads * c.head_dim, inter = c.intermediate_size;
-  m.tensor_prefix = find_tensor_prefix(w);
+  m.tensor_prefix = text_model_prefix(w.weights());
   const std::string& top = m.tensor_prefix;
   m.embed = w.matrix(top + "embed_tokens", c.vocab_size, hidden);
   m.embed_dtype = w.stored_dtype(top + "embed_tokens");

@@ -62,6 +62,12 @@ struct LoadOptions {
 
 Model load_model(const std::filesystem::path& dir, const LoadOptions& options = {});
 
+class WeightSet;
+// Where a checkpoint keeps the text model's tensors: "model." normally; gemma3 vision + text
+// checkpoints use "language_model.model." (original layout) or "model.language_model."
+// (transformers 4.52+).
+std::string text_model_prefix(const WeightSet& weights);
+
 // Sets the constants a config implies that the weights do not carry: Gemma's embedding scale
 // (rounded to embed_dtype) and the sliding layers' RoPE frequencies.
 void set_family_constants(Model& model);
