@@ -321,8 +321,8 @@ int main(int argc, char** argv) try {
       if (timed && args.profile) tape.set_profile(&profile);
       lora::ag::Var h =
           lora::forward_hidden(tape, model, stack, ids, args.batch, args.seq, {}, fopts);
-      lora::ag::Var loss =
-          lora::ag::cross_entropy_head(tape, h, model.head(), targets, weights, float(n));
+      lora::ag::Var loss = lora::ag::cross_entropy_head(tape, h, model.head(), targets, weights,
+                                                        float(n), model.config.final_logit_softcap);
       tape.backward(loss);
       loss_value = loss->value.data[0];
     }

@@ -9,6 +9,8 @@ packages=(build-essential cmake pkg-config
   libopenblas-dev libopenblas0-openmp nlohmann-json3-dev libcli11-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libicu-dev libdnnl-dev
   python3 python3-torch python3-numpy)
+# Data-parallel training across processes and machines (mpirun, and MPI for the build).
+packages+=(openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
