@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `lora serve` under load: N streaming clients on loopback for a bounded time, each sending
-// completions back to back. Reports requests/s, time to first token and per-request decode
-// tokens/s (p50/p99), total tokens/s, and the server's RSS over the run (start, peak, end), once
+// completions back to back. Reports requests/s, time to first token (p50/p99), tokens/s per
+// request (p50 and the slowest 1%), total tokens/s, and the server's RSS over the run (start, peak, end), once
 // with one request decoded at a time (--parallel 1) and once with all N interleaved.
 //   node bench/serve_bench.mjs [--clients 8] [--seconds 10] [--max-tokens 128] [--model DIR]
 //                              [--bin build/lora] [--out out/bench/serve_bench.json]
@@ -27,7 +27,7 @@ const pct = (xs, p) => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 };
 
-// One streamed completion: time to the first text, tokens, and the decode rate after it.
+// One streamed completion: time to the first text, tokens, and its rate.
 async function oneRequest(url, seed) {
   const t0 = performance.now();
   const res = await fetch(url + "/v1/completions", {
@@ -55,8 +55,9 @@ async function oneRequest(url, seed) {
     }
   }
   const t1 = performance.now();
-  return { status: 200, ttft: (first ?? t1) - t0, tokens,
-           decodeTps: first && t1 > first ? (tokens - 1) / ((t1 - first) / 1000) : NaN };
+  // Tokens arrive several to an event when they come faster than the network thread wakes, so
+  // the rate is over the whole request (queueing and prefill included), not after the first.
+  return { status: 200, ttft: (first ?? t1) - t0, tokens, tps: tokens / ((t1 - t0) / 1000) };
 }
 
 async function run(parallel) {
@@ -83,18 +84,18 @@ async function run(parallel) {
     refused: results.length - ok.length,
     requests_per_s: ok.length / elapsed, tokens_per_s: tokens / elapsed,
     ttft_ms_p50: pct(ok.map((r) => r.ttft), 50), ttft_ms_p99: pct(ok.map((r) => r.ttft), 99),
-    decode_tps_p50: pct(ok.map((r) => r.decodeTps), 50), decode_tps_p99: pct(ok.map((r) => r.decodeTps), 99),
+    request_tps_p50: pct(ok.map((r) => r.tps), 50), request_tps_p1: pct(ok.map((r) => r.tps), 1),
     rss_mib_start: rss[0], rss_mib_peak: Math.max(...rss), rss_mib_end: rss[rss.length - 1],
   };
 }
 
 const runs = [await run(1), await run(opts.clients)];
 const f = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : "-");
-console.log("| parallel | clients | req/s | tokens/s | TTFT p50 / p99 ms | decode tok/s p50 / p99 | RSS MiB start / peak / end |");
+console.log("| parallel | clients | req/s | tokens/s | TTFT p50 / p99 ms | tok/s per request p50 / p1 | RSS MiB start / peak / end |");
 console.log("|---|---|---|---|---|---|---|");
 for (const r of runs)
   console.log(`| ${r.parallel} | ${r.clients} | ${f(r.requests_per_s)} | ${f(r.tokens_per_s, 0)} | ` +
-              `${f(r.ttft_ms_p50)} / ${f(r.ttft_ms_p99)} | ${f(r.decode_tps_p50, 0)} / ${f(r.decode_tps_p99, 0)} | ` +
+              `${f(r.ttft_ms_p50)} / ${f(r.ttft_ms_p99)} | ${f(r.request_tps_p50, 0)} / ${f(r.request_tps_p1, 0)} | ` +
               `${f(r.rss_mib_start)} / ${f(r.rss_mib_peak)} / ${f(r.rss_mib_end)} |`);
 mkdirSync(dirname(opts.out), { recursive: true });
 writeFileSync(opts.out, JSON.stringify({ options: opts, runs }, null, 2) + "\n");
