@@ -33,7 +33,7 @@ std::vector<ag::LoraBranch> branches_for(const AdapterStack& stack, int64_t laye
     ag::LoraBranch br;
     br.A = &m->A;
     br.B = &m->B;
-    br.scale = m->scale * adapter->strength;
+    br.scale = m->scale * (stack.strengths.empty() ? adapter->strength : stack.strengths.at(i));
     br.trainable = stack.training;
     br.dropout = stack.training ? adapter->config.dropout : 0.0f;
     br.dropout_seed = stack.dropout_seed ^ ((uint64_t(i) << 40) | (uint64_t(layer) << 8) |
