@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/adapter_test_util.h"
-#include "tests/train_fixtures.h"  // write_jsonl
+#include "tests/train_fixtures.h"
 #include "trainer/io/adapter_io.h"
 #include "trainer/io/safetensors.h"
 #include "trainer/merge.h"
@@ -357,12 +357,7 @@ TEST_P(FamilyChatTraining, MaskPromptLowersTheLoss) {
                                  "--steps-per-eval=0",
                                  "--save-every=0"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  std::vector<double> losses;
-  std::ifstream metrics(tmp / "out/metrics.jsonl");
-  for (std::string line; std::getline(metrics, line);) {
-    const json j = json::parse(line);
-    if (j["type"] == "train") losses.push_back(j["loss"].get<double>());
-  }
+  const std::vector<double> losses = test::logged_losses(tmp / "out/metrics.jsonl", "train");
   ASSERT_EQ(losses.size(), 4u);
   for (std::size_t i = 1; i < losses.size(); ++i) EXPECT_LT(losses[i], losses[i - 1]) << c.arch;
   EXPECT_LT(losses.back(), 0.93 * losses.front()) << c.arch;

@@ -128,34 +128,38 @@ struct AttentionCase {
                                 valid.data(), dq.data(), dk.data(), dv.data());
     return {dq, dk, dv};
   }
+  // grads(), each checked against central finite differences.
+  std::array<std::vector<double>, 3> checked_grads() const {
+    const auto g = grads();
+    EXPECT_LT(max_rel_error(g[0], numeric_grad([&](auto& x) { return loss(x, k, v); }, q)), kFdTol);
+    EXPECT_LT(max_rel_error(g[1], numeric_grad([&](auto& x) { return loss(q, x, v); }, k)), kFdTol);
+    EXPECT_LT(max_rel_error(g[2], numeric_grad([&](auto& x) { return loss(q, k, x); }, v)), kFdTol);
+    return g;
+  }
+  // The f32 op (with the case's scoring) against the double kernel's gradients.
+  void check_op() const {
+    ag::Tape tape;
+    ag::Var qv = tape.make(Tensor({6, 16}, to_float(q)), true);
+    ag::Var kv = tape.make(Tensor({10, 8}, to_float(k)), true);
+    ag::Var vv = tape.make(Tensor({10, 8}, to_float(v)), true);
+    const ag::AttentionScoring scoring{s.window, float(s.scale), float(s.softcap)};
+    ag::Var y = ag::attention(tape, qv, kv, vv, 2, 3, 5, 4, 2, 4, valid, scoring);
+    backward_with(tape, y, r);
+    const auto g = grads();
+    EXPECT_LT(max_rel_error(qv->grad.data, g[0]), kOpTol);
+    EXPECT_LT(max_rel_error(kv->grad.data, g[1]), kOpTol);
+    EXPECT_LT(max_rel_error(vv->grad.data, g[2]), kOpTol);
+  }
 };
 
 TEST(GradCheck, AttentionKernelGqaMaskedOffset) {
   AttentionCase c;
-  const auto g = c.grads();
-  EXPECT_LT(max_rel_error(g[0], numeric_grad([&](auto& x) { return c.loss(x, c.k, c.v); }, c.q)),
-            kFdTol);
-  EXPECT_LT(max_rel_error(g[1], numeric_grad([&](auto& x) { return c.loss(c.q, x, c.v); }, c.k)),
-            kFdTol);
-  EXPECT_LT(max_rel_error(g[2], numeric_grad([&](auto& x) { return c.loss(c.q, c.k, x); }, c.v)),
-            kFdTol);
+  const auto g = c.checked_grads();
   // A hidden key gets no gradient.
   for (int d = 0; d < 4; ++d) EXPECT_EQ(g[1][2 * 8 + d], 0.0);
 }
 
-TEST(GradCheck, AttentionOp) {
-  AttentionCase c;
-  ag::Tape tape;
-  ag::Var q = tape.make(Tensor({6, 16}, to_float(c.q)), true);
-  ag::Var k = tape.make(Tensor({10, 8}, to_float(c.k)), true);
-  ag::Var v = tape.make(Tensor({10, 8}, to_float(c.v)), true);
-  ag::Var y = ag::attention(tape, q, k, v, 2, 3, 5, 4, 2, 4, c.valid);
-  backward_with(tape, y, c.r);
-  const auto g = c.grads();
-  EXPECT_LT(max_rel_error(q->grad.data, g[0]), kOpTol);
-  EXPECT_LT(max_rel_error(k->grad.data, g[1]), kOpTol);
-  EXPECT_LT(max_rel_error(v->grad.data, g[2]), kOpTol);
-}
+TEST(GradCheck, AttentionOp) { AttentionCase().check_op(); }
 
 TEST(GradCheck, AttentionMatchesNaiveSoftmax) {
   // Causal mask check against a direct softmax for the first sequence, query 0 (key position 2):
@@ -182,13 +186,7 @@ TEST(GradCheck, AttentionKernelWindowSoftcapScale) {
   c.s.window = 2;
   c.s.softcap = 0.8;
   c.s.scale = 0.3;
-  const auto g = c.grads();
-  EXPECT_LT(max_rel_error(g[0], numeric_grad([&](auto& x) { return c.loss(x, c.k, c.v); }, c.q)),
-            kFdTol);
-  EXPECT_LT(max_rel_error(g[1], numeric_grad([&](auto& x) { return c.loss(c.q, x, c.v); }, c.k)),
-            kFdTol);
-  EXPECT_LT(max_rel_error(g[2], numeric_grad([&](auto& x) { return c.loss(c.q, c.k, x); }, c.v)),
-            kFdTol);
+  const auto g = c.checked_grads();
   for (int d = 0; d < 8; ++d) EXPECT_EQ(g[1][d], 0.0);  // key 0 of sequence 0: outside
   for (int d = 0; d < 8; ++d) EXPECT_EQ(g[2][d], 0.0);
   // Sequence 0, query 0 (position 2) sees keys 1 and 2; key 2 is padding: the output is v[1].
@@ -198,19 +196,30 @@ TEST(GradCheck, AttentionKernelWindowSoftcapScale) {
   for (int h = 0; h < 4; ++h)
     for (int d = 0; d < 4; ++d) EXPECT_NEAR(out[h * 4 + d], c.v[8 + (h / 2) * 4 + d], 1e-12);
 
-  // The f32 op with the same scoring.
-  ag::Tape tape;
-  ag::Var q = tape.make(Tensor({6, 16}, to_float(c.q)), true);
-  ag::Var k = tape.make(Tensor({10, 8}, to_float(c.k)), true);
-  ag::Var v = tape.make(Tensor({10, 8}, to_float(c.v)), true);
-  ag::Var y = ag::attention(tape, q, k, v, 2, 3, 5, 4, 2, 4, c.valid, {2, 0.3f, 0.8f});
-  backward_with(tape, y, c.r);
-  EXPECT_LT(max_rel_error(q->grad.data, g[0]), kOpTol);
-  EXPECT_LT(max_rel_error(k->grad.data, g[1]), kOpTol);
-  EXPECT_LT(max_rel_error(v->grad.data, g[2]), kOpTol);
+  c.check_op();
 }
 
-// ---------- geglu ----------
+// ---------- gated activations (geglu, swiglu) and add ----------
+// A gated activation kernel's gradients of dot(act(gate) * up, r), checked against finite
+// differences: returns {d gate, d up}.
+template <typename Forward, typename Backward>
+std::array<std::vector<double>, 2> checked_gated_grads(Forward forward, Backward backward,
+                                                       const std::vector<double>& gate,
+                                                       const std::vector<double>& up,
+                                                       const std::vector<double>& r) {
+  const std::size_t n = gate.size();
+  auto loss = [&](const std::vector<double>& g, const std::vector<double>& u) {
+    std::vector<double> y(n);
+    forward(g.data(), u.data(), int64_t(n), y.data());
+    return dot(y, r);
+  };
+  std::vector<double> dg(n, 0.0), du(n, 0.0);
+  backward(gate.data(), up.data(), r.data(), int64_t(n), dg.data(), du.data(), true);
+  EXPECT_LT(max_rel_error(dg, numeric_grad([&](auto& x) { return loss(x, up); }, gate)), kFdTol);
+  EXPECT_LT(max_rel_error(du, numeric_grad([&](auto& x) { return loss(gate, x); }, up)), kFdTol);
+  return {dg, du};
+}
+
 TEST(GradCheck, GegluKernelAndOp) {
   // gelu_tanh(1) = 0.5 (1 + tanh(sqrt(2/pi) * 1.044715)), as PyTorch's approximate="tanh" gives.
   EXPECT_NEAR(kernels::gelu_tanh(1.0), 0.8411919906082768, 1e-15);
@@ -218,16 +227,8 @@ TEST(GradCheck, GegluKernelAndOp) {
   const std::size_t n = 10;
   const auto gate = random_values(n, 13, -4, 4), up = random_values(n, 14),
              r = random_values(n, 15);
-  auto loss = [&](const std::vector<double>& g, const std::vector<double>& u) {
-    std::vector<double> y(n);
-    kernels::geglu_forward(g.data(), u.data(), int64_t(n), y.data());
-    return dot(y, r);
-  };
-  std::vector<double> dg(n, 0.0), du(n, 0.0);
-  kernels::geglu_backward(gate.data(), up.data(), r.data(), int64_t(n), dg.data(), du.data());
-  EXPECT_LT(max_rel_error(dg, numeric_grad([&](auto& x) { return loss(x, up); }, gate)), kFdTol);
-  EXPECT_LT(max_rel_error(du, numeric_grad([&](auto& x) { return loss(gate, x); }, up)), kFdTol);
-
+  const auto [dg, du] = checked_gated_grads(kernels::geglu_forward<double>,
+                                            kernels::geglu_backward<double>, gate, up, r);
   for (const bool shared_input : {false, true}) {
     ag::Tape tape;
     ag::Var g = tape.make(Tensor({2, 5}, to_float(gate)), true);
@@ -243,20 +244,12 @@ TEST(GradCheck, GegluKernelAndOp) {
   }
 }
 
-// ---------- swiglu and add ----------
 TEST(GradCheck, SwigluKernelAndOp) {
   const std::size_t n = 10;
   const auto gate = random_values(n, 10, -3, 3), up = random_values(n, 11),
              r = random_values(n, 12);
-  auto loss = [&](const std::vector<double>& g, const std::vector<double>& u) {
-    std::vector<double> y(n);
-    kernels::swiglu_forward(g.data(), u.data(), int64_t(n), y.data());
-    return dot(y, r);
-  };
-  std::vector<double> dg(n, 0.0), du(n, 0.0);
-  kernels::swiglu_backward(gate.data(), up.data(), r.data(), int64_t(n), dg.data(), du.data());
-  EXPECT_LT(max_rel_error(dg, numeric_grad([&](auto& x) { return loss(x, up); }, gate)), kFdTol);
-  EXPECT_LT(max_rel_error(du, numeric_grad([&](auto& x) { return loss(gate, x); }, up)), kFdTol);
+  const auto [dg, du] = checked_gated_grads(kernels::swiglu_forward<double>,
+                                            kernels::swiglu_backward<double>, gate, up, r);
 
   ag::Tape tape;
   ag::Var g = tape.make(Tensor({2, 5}, to_float(gate)), true);

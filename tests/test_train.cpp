@@ -37,18 +37,6 @@ std::vector<std::string> with(std::vector<std::string> a, const std::vector<std:
   return a;
 }
 
-// The losses a run logged in its metrics.jsonl for one record type ("train", "val"), in order.
-std::vector<double> logged_losses(const std::filesystem::path& metrics, const std::string& type) {
-  std::vector<double> losses;
-  std::ifstream f(metrics);
-  std::string line;
-  while (std::getline(f, line)) {
-    auto j = nlohmann::json::parse(line);
-    if (j["type"] == type) losses.push_back(j["loss"].get<double>());
-  }
-  return losses;
-}
-
 TEST(Train, LossFallsSteadilyAndTheAdapterFolderIsComplete) {
   LORA_REQUIRE_SHARED(kStoriesModel);
   TempDir tmp("train");

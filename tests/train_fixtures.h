@@ -67,4 +67,17 @@ inline std::vector<std::string> logged_losses(const std::filesystem::path& metri
   return out;
 }
 
+// The losses a run logged in its metrics.jsonl for one record type ("train", "val"), in order.
+inline std::vector<double> logged_losses(const std::filesystem::path& metrics,
+                                         const std::string& type) {
+  std::vector<double> losses;
+  std::ifstream f(metrics);
+  std::string line;
+  while (std::getline(f, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j["type"] == type) losses.push_back(j["loss"].get<double>());
+  }
+  return losses;
+}
+
 }  // namespace lora::test
