@@ -22,7 +22,9 @@ void add_train(CLI::App& app, const GlobalOptions& global) {
   auto flags = std::make_shared<TrainFlags>();
   add_train_flags(*cmd, *options, *flags);
   cmd->callback([cmd, options, flags, &global] {
-    if (!flags->config_file.empty()) apply_config_file(*cmd, flags->config_file);
+    if (!flags->config_file.empty())
+      for (const auto& warning : apply_config_file(*cmd, flags->config_file))
+        if (!global.quiet) std::fprintf(stderr, "lora: warning: %s\n", warning.c_str());
     TrainOptions o = *options;
     int64_t resumed_step = 0;
     if (!o.resume.empty()) {
