@@ -1,14 +1,41 @@
 #!/usr/bin/env bash
 # Installs the Debian packages loracpp needs (when missing) and builds it.
-#   scripts/setup.sh              Release build in build/ (the `lora` binary is build/lora)
-#   scripts/setup.sh --sanitize   ASan+UBSan build in build-sanitize/
+#   scripts/setup.sh              the `lora` binary alone (build/lora), Release
+#   scripts/setup.sh --test       also the tests and benchmarks, with their packages (GoogleTest,
+#                                 Google Benchmark, python3-torch and numpy for the references)
+#   scripts/setup.sh --sanitize   the tests under ASan+UBSan in build-sanitize/ (implies --test)
+#   scripts/setup.sh --python     also python3 and numpy (scripts/make_random_model.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config
-  libopenblas-dev libopenblas0-openmp nlohmann-json3-dev libcli11-dev libspdlog-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libicu-dev libdnnl-dev
-  python3 python3-torch python3-numpy)
+  libopenblas-dev libopenblas0-openmp nlohmann-json3-dev libcli11-dev libyaml-cpp-dev
+  libpcre2-dev libicu-dev libdnnl-dev)
+# Only the tests, benchmarks and reference scripts need these.
+test_packages=(libgtest-dev libgmock-dev libbenchmark-dev python3 python3-torch python3-numpy)
+
+build_dir=build
+cmake_args=(-DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DLORA_BENCH=OFF)
+for arg in "$@"; do
+  case "$arg" in
+    --test)
+      packages+=("${test_packages[@]}")
+      cmake_args=(-DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON -DLORA_BENCH=ON)
+      ;;
+    --sanitize)
+      packages+=("${test_packages[@]}")
+      build_dir=build-sanitize
+      cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DLORA_SANITIZE=ON -DBUILD_TESTING=ON
+        -DLORA_BENCH=OFF)
+      ;;
+    --python) packages+=(python3 python3-numpy) ;;
+    *)
+      echo "setup: unknown option $arg (see the top of $0)" >&2
+      exit 2
+      ;;
+  esac
+done
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,11 +48,5 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-build_dir=build
-cmake_args=(-DCMAKE_BUILD_TYPE=Release)
-if [ "${1:-}" = "--sanitize" ]; then
-  build_dir=build-sanitize
-  cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DLORA_SANITIZE=ON -DLORA_BENCH=OFF)
-fi
 cmake -S . -B "$build_dir" "${cmake_args[@]}" >/dev/null
 cmake --build "$build_dir" -j "$(nproc)"
