@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake pkg-config
   libopenblas-dev libopenblas0-openmp nlohmann-json3-dev libcli11-dev libyaml-cpp-dev
   libpcre2-dev libicu-dev libdnnl-dev)
+# Data-parallel training across processes and machines (mpirun, and MPI for the build).
+packages+=(openmpi-bin libopenmpi-dev)
 # Only the tests, benchmarks and reference scripts need these.
 test_packages=(libgtest-dev libgmock-dev libbenchmark-dev python3 python3-torch python3-numpy)
 

@@ -66,6 +66,15 @@ struct ConfigFolder {
   }
 };
 
+// `text` with the top-level `key: value` line(s) of `extra` in place of its own (a YAML mapping
+// may not repeat a key).
+std::string with_key(std::string text, const std::string& extra) {
+  const std::string key = extra.substr(0, extra.find(':'));
+  if (auto at = text.find("\n" + key + ":"); at != std::string::npos)
+    text.erase(at + 1, text.find('\n', at + 1) - at);
+  return text + extra;
+}
+
 nlohmann::json print_config(const std::string& config) {
   const CommandResult r = run_lora({"train", "--config", config, "--print-config"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -140,7 +149,6 @@ TEST(ConfigYaml, UnsupportedKeysAreRefusedByNameHarmlessOnesWarned) {
   ConfigFolder s;
   const std::string base = mlx_lm_example(s.model, s.data, s.adapters);
   const std::vector<std::pair<std::string, std::string>> refused = {
-      {"fine_tune_type: dora\n", "fine_tune_type: \"dora\" is not supported"},
       {"training_mode: dpo\n", "training_mode: \"dpo\" is not supported"},
       {"lr_schedule:\n  name: exponential_decay\n  arguments: [1e-5, 0.9]\n",
        "lr_schedule.name: \"exponential_decay\" is not supported"},
@@ -150,17 +158,22 @@ TEST(ConfigYaml, UnsupportedKeysAreRefusedByNameHarmlessOnesWarned) {
       {"mystery_knob: 3\n", "unknown setting \"mystery_knob\""},
   };
   for (const auto& [extra, expect] : refused) {
-    // A later key replaces the example's (YAML maps keep the last one only in some readers, so
-    // the example's own line is taken out).
-    std::string text = base;
-    const std::string key = extra.substr(0, extra.find(':'));
-    if (auto at = text.find("\n" + key + ":"); at != std::string::npos)
-      text.erase(at + 1, text.find('\n', at + 1) - at);
-    const CommandResult r =
-        run_lora({"train", "--config", s.config("bad.yaml", text + extra), "--print-config"});
+    const CommandResult r = run_lora(
+        {"train", "--config", s.config("bad.yaml", with_key(base, extra)), "--print-config"});
     EXPECT_NE(r.exit_code, 0) << extra;
     EXPECT_NE(r.err.find("bad.yaml: " + expect), std::string::npos) << extra << r.err;
   }
+  // fine_tune_type is a setting (lora or dora); "full" is refused when the run is checked.
+  const CommandResult full = run_lora(
+      {"train", "--config", s.config("full.yaml", with_key(base, "fine_tune_type: full\n"))});
+  EXPECT_NE(full.exit_code, 0);
+  EXPECT_NE(full.err.find("fine-tune-type: \"full\" (training the base weights) is not supported"),
+            std::string::npos)
+      << full.err;
+  EXPECT_EQ(print_config(
+                s.config("dora.yaml", with_key(base, "fine_tune_type: dora\n")))["fine_tune_type"],
+            "dora");
+
   const CommandResult warned = run_lora(
       {"train", "--config", s.config("warn.yaml", base + "report_to: wandb\n"), "--print-config"});
   EXPECT_EQ(warned.exit_code, 0) << warned.err;

@@ -177,7 +177,8 @@ void map_optimizer_config(json& j, std::vector<std::string>& warnings) {
   }
 }
 
-// Settings that say what mlx-lm runs: accepted where they name what this trainer does.
+// Settings that say what mlx-lm runs: accepted where they name what this trainer does
+// (fine_tune_type is a setting here too: lora or dora).
 void check_run_kind(json& j, std::vector<std::string>& warnings) {
   auto require = [&](const char* key, const char* supported, const char* why) {
     auto it = j.find(key);
@@ -187,7 +188,6 @@ void check_run_kind(json& j, std::vector<std::string>& warnings) {
                                why + ")");
     j.erase(it);
   };
-  require("fine_tune_type", "lora", "this trainer trains LoRA adapters");
   require("training_mode", "normal", "this trainer minimizes the next-token loss");
   if (j.contains("hf_dataset") && !j["hf_dataset"].is_null())
     throw std::runtime_error("hf_dataset: not supported (give a local data folder)");

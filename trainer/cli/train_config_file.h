@@ -17,7 +17,7 @@ std::vector<std::string> apply_config_file(CLI::App& cmd, const std::string& pat
 // The settings of a config file as one flat JSON object keyed by setting name (snake_case), with
 // mlx-lm's layout mapped onto this trainer's settings: lora_parameters {keys, rank, scale,
 // dropout}, lr_schedule {name, arguments, warmup, warmup_init}, optimizer_config, train: true,
-// fine_tune_type: lora. mlx-lm keys that would change the run and have no equal here are
+// training_mode: normal. mlx-lm keys that would change the run and have no equal here are
 // refused naming the key; ones that do not change the trained adapter are dropped with a
 // warning in `warnings`. Throws std::runtime_error naming the key.
 nlohmann::json settings_from_config(nlohmann::json config, std::vector<std::string>& warnings);
