@@ -6,7 +6,7 @@
 # need it skip with a message when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh "$@"
+scripts/setup.sh --test "$@"
 build_dir=build
 [ "${1:-}" = "--sanitize" ] && build_dir=build-sanitize
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}

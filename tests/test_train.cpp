@@ -286,7 +286,7 @@ TEST(Train, ConfigFilesAndPrintConfig) {
   write_file(tmp / "bad.json", "{\"learning_rat\": 1}");
   r = run_lora({"train", "--config", (tmp / "bad.json").string(), "--print-config"});
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.err.find("learning-rat"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("unknown setting \"learning_rat\""), std::string::npos) << r.err;
 }
 
 }  // namespace

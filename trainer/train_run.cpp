@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "trainer/evaluate.h"
+#include "trainer/setting_error.h"
 
 namespace lora {
 
@@ -24,7 +25,7 @@ void note_truncated(const TrainData& d, int64_t max_seq_length, Progress& progre
   if (d.train.truncated > 0)
     progress.note(std::to_string(d.train.truncated) + " of " +
                   std::to_string(d.train.examples.size()) + " training examples were longer than " +
-                  "--max-seq-length " + std::to_string(max_seq_length) + " and were truncated");
+                  "max_seq_length " + std::to_string(max_seq_length) + " and were truncated");
   if (d.valid && d.valid->truncated > 0)
     progress.note(std::to_string(d.valid->truncated) + " validation examples were truncated");
 }
@@ -54,9 +55,10 @@ void check_resumable(const LoadedCheckpoint& ckpt, const TrainOptions& o, const 
                              in.data.train_file.string() +
                              ") differs from the data the checkpoint was trained on");
   if (c.progress.step >= o.iters)
-    throw std::runtime_error(ckpt.dir.string() + ": the checkpoint is at step " +
-                             std::to_string(c.progress.step) + ", not before --iters " +
-                             std::to_string(o.iters) + "; raise --iters to train further");
+    throw SettingError("iters", std::to_string(o.iters) + ", but the checkpoint " +
+                                    ckpt.dir.string() + " is at step " +
+                                    std::to_string(c.progress.step) +
+                                    "; raise it to train further");
 }
 
 LoraConfig lora_config_from(const TrainOptions& o, int64_t model_layers) {
@@ -75,9 +77,9 @@ LoraConfig lora_config_from(const TrainOptions& o, int64_t model_layers) {
   for (const auto& k : o.lora_keys) {
     auto p = proj_from_name(k);
     if (!p)
-      throw std::runtime_error("--lora-keys: unknown projection \"" + k +
-                               "\" (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
-                               "down_proj)");
+      throw SettingError("lora_keys", "unknown projection \"" + k +
+                                          "\" (expected q_proj, k_proj, v_proj, o_proj, "
+                                          "gate_proj, up_proj, down_proj)");
     if (std::find(c.keys.begin(), c.keys.end(), *p) == c.keys.end()) c.keys.push_back(*p);
   }
   return c;
@@ -91,25 +93,27 @@ void start_from_adapter(LoraAdapter& adapter, const fs::path& path, const Model&
     const std::string name =
         "model.layers." + std::to_string(m.layer) + "." + std::string(proj_module_path(m.proj));
     if (s == nullptr)
-      throw std::runtime_error(path.string() + ": --resume-adapter-file has no " + name +
-                               " (this run adapts it; check --num-layers and --lora-keys)");
+      throw SettingError("resume_adapter_file",
+                         path.string() + " has no " + name +
+                             " (this run adapts it; check num_layers and lora_keys)");
     if (s->A.value.shape != m.A.value.shape || s->B.value.shape != m.B.value.shape)
       throw std::runtime_error(path.string() + ": " + name + " has A " + s->A.value.shape_str() +
-                               ", B " + s->B.value.shape_str() + " but this run's --rank gives A " +
+                               ", B " + s->B.value.shape_str() + " but this run's rank gives A " +
                                m.A.value.shape_str() + ", B " + m.B.value.shape_str());
     if (s->is_dora() != m.is_dora())
-      throw std::runtime_error(path.string() + ": --resume-adapter-file is a " +
-                               (s->is_dora() ? "DoRA" : "LoRA") + " adapter; this run trains " +
-                               (m.is_dora() ? "DoRA" : "LoRA") + " (--fine-tune-type)");
+      throw SettingError("resume_adapter_file",
+                         path.string() + " is a " + (s->is_dora() ? "DoRA" : "LoRA") +
+                             " adapter; this run trains " + (m.is_dora() ? "DoRA" : "LoRA") +
+                             " (fine_tune_type)");
     m.A.value = s->A.value;
     m.B.value = s->B.value;
     if (m.is_dora()) m.magnitude.value = s->magnitude.value;
   }
   if (saved.modules.size() != adapter.modules.size())
-    throw std::runtime_error(path.string() + ": --resume-adapter-file has " +
-                             std::to_string(saved.modules.size()) + " LoRA modules, this run " +
-                             std::to_string(adapter.modules.size()) +
-                             " (check --num-layers and --lora-keys)");
+    throw SettingError("resume_adapter_file",
+                       path.string() + " has " + std::to_string(saved.modules.size()) +
+                           " LoRA modules, this run " + std::to_string(adapter.modules.size()) +
+                           " (check num_layers and lora_keys)");
 }
 
 // The adapter a run trains: fresh from the seed, or (--resume-adapter-file without --resume)
@@ -118,7 +122,7 @@ LoraAdapter create_adapter(const TrainOptions& o, const RunInputs& in) {
   LoraAdapter adapter = LoraAdapter::create(
       in.model, lora_config_from(o, in.model.config.num_layers), uint64_t(o.seed));
   if (adapter.modules.empty())
-    throw std::runtime_error("--lora-keys and --num-layers adapt nothing");
+    throw SettingError("lora_keys", "adapts nothing in the blocks num_layers selects");
   if (!o.resume_adapter_file.empty() && !in.resumed)
     start_from_adapter(adapter, o.resume_adapter_file, in.model);
   return adapter;
@@ -164,8 +168,8 @@ TrainData load_train_data(const TrainOptions& o, const fs::path& model_dir, Prog
   }
   if (want_valid && valid_file.empty())
     throw std::runtime_error(
-        "no validation data: pass --valid FILE, a --data folder with "
-        "valid.jsonl, or --val-batches 0");
+        "no validation data: give a validation file, a data folder with valid.jsonl, or "
+        "val_batches 0");
   const auto line_cap = std::size_t(o.max_line_bytes);
   d.train = load_split(d.train_file, encoder, line_cap);
   if (want_valid) d.valid = load_split(valid_file, encoder, line_cap);
@@ -180,8 +184,9 @@ TrainData load_train_data(const TrainOptions& o, const fs::path& model_dir, Prog
     const fs::path test_file =
         o.data.empty() ? fs::path() : data::DataFiles::in_folder(o.data, false).test;
     if (test_file.empty())
-      throw std::runtime_error("--test: no test.jsonl in the data folder " +
-                               (o.data.empty() ? std::string("(no --data given)") : o.data));
+      throw SettingError("test",
+                         "no test.jsonl in the data folder " +
+                             (o.data.empty() ? std::string("(no data folder given)") : o.data));
     d.test = load_split(test_file, encoder, line_cap);
   }
   return d;
@@ -197,7 +202,7 @@ RunInputs load_run_inputs(const TrainOptions& o, Progress& progress) {
   in.data = load_train_data(o, o.model, progress);
   in.compute = compute_dtype_named(o.compute_dtype);
   if (in.compute == ComputeDType::BF16 && !uses_bf16(in.compute))
-    progress.note("--compute-dtype bf16: this CPU has no bf16 matmul units; running in f32");
+    progress.note("compute_dtype bf16: this CPU has no bf16 matmul units; running in f32");
   in.model_fingerprint = model_fingerprint(in.model);
   in.data_fingerprint = data_fingerprint(in.data.train);
   if (in.resumed) check_resumable(*in.resumed, o, in);

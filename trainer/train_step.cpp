@@ -22,7 +22,7 @@ void reduce_gradients(TrainRun& run, StepResult& result) {
 void stop_on_non_finite(int64_t step, double loss) {
   if (!std::isfinite(loss))
     throw std::runtime_error("step " + std::to_string(step) + ": the loss is not finite (" +
-                             std::to_string(loss) + "); lower --learning-rate");
+                             std::to_string(loss) + "); lower the learning rate");
 }
 
 }  // namespace

@@ -26,7 +26,9 @@ void add_train(CLI::App& app, const GlobalOptions& global) {
   auto parallel = std::make_shared<ParallelFlags>();
   add_parallel_flags(*cmd, *parallel);
   cmd->callback([cmd, options, flags, parallel, &global] {
-    if (!flags->config_file.empty()) apply_config_file(*cmd, flags->config_file);
+    if (!flags->config_file.empty())
+      for (const auto& warning : apply_config_file(*cmd, flags->config_file))
+        if (!global.quiet) std::fprintf(stderr, "lora: warning: %s\n", warning.c_str());
     TrainOptions o = *options;
     int64_t resumed_step = 0;
     if (!o.resume.empty()) {

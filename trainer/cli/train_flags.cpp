@@ -32,7 +32,7 @@ const std::vector<FlagGroup>& flag_groups() {
       {"Evaluation and checkpoints (what is measured and kept while training)",
        {"steps-per-report", "steps-per-eval", "val-batches", "save-every", "keep-checkpoints",
         "test", "test-batches"}},
-      {"Performance and memory (same result, other costs)",
+      {"Performance and memory (speed and memory use)",
        {"grad-checkpoint", "compute-dtype", "quantize", "q-group-size"}},
       {"Output (where the adapter goes, in which layout)", {"adapter-path", "format"}},
   };
