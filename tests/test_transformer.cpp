@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "trainer/random_model.h"
+#include "support/random_model.h"
 #include "trainer/transformer.h"
 
 namespace lora {

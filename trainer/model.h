@@ -1,9 +1,11 @@
 // A loaded, frozen base model: config plus every weight in its stored format.
 #pragma once
 #include <array>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "autograd/frozen_weight.h"
@@ -18,6 +20,9 @@ inline constexpr int kNumProj = 7;
 std::string_view proj_name(Proj p);                         // "q_proj"
 std::string_view proj_module_path(Proj p);                  // "self_attn.q_proj"
 std::optional<Proj> proj_from_name(std::string_view name);  // accepts both spellings
+// The checkpoint name of a block's module: "model.layers.3." + module.
+std::string layer_module_name(int64_t layer, std::string_view module);
+std::string layer_module_name(int64_t layer, Proj p);  // "model.layers.3.self_attn.q_proj"
 
 struct LayerWeights {
   std::array<FrozenWeight, kNumProj> proj;    // indexed by Proj

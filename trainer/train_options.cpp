@@ -90,11 +90,6 @@ nlohmann::ordered_json TrainOptions::to_json() const {
   return j;
 }
 
-float TrainOptions::effective_lora_scale() const {
-  if (alpha > 0) return float(rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank));
-  return float(scale);
-}
-
 void TrainOptions::validate() const {
   auto fail = [](const std::string& msg) { throw std::runtime_error(msg); };
   auto one_of = [&](const char* flag, const std::string& v, std::initializer_list<const char*> ok) {

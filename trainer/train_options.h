@@ -67,7 +67,6 @@ struct TrainOptions {
   nlohmann::ordered_json to_json() const;
   // Checks values (ranges, names) and throws std::runtime_error naming the flag.
   void validate() const;
-  float effective_lora_scale() const;
 };
 
 // One row of the table: the flag (without "--"), the member it sets, its help.

@@ -83,12 +83,14 @@ LoraConfig lora_config_from(const TrainOptions& o, int64_t model_layers) {
 }
 
 // Copies the A/B values of a saved adapter into `adapter`, module by module.
-void start_from_adapter(LoraAdapter& adapter, const fs::path& path, const Model& model) {
-  LoraAdapter saved = load_adapter(path, model);
+void start_from_adapter(LoraAdapter& adapter, const fs::path& path, const Model& model,
+                        Progress& progress) {
+  std::vector<std::string> warnings;
+  LoraAdapter saved = load_adapter(path, model, &warnings);
+  for (const auto& w : warnings) progress.note("warning: " + w);
   for (auto& m : adapter.modules) {
     const LoraModule* s = saved.find(m.layer, m.proj);
-    const std::string name =
-        "model.layers." + std::to_string(m.layer) + "." + std::string(proj_module_path(m.proj));
+    const std::string name = layer_module_name(m.layer, m.proj);
     if (s == nullptr)
       throw std::runtime_error(path.string() + ": --resume-adapter-file has no " + name +
                                " (this run adapts it; check --num-layers and --lora-keys)");
@@ -108,13 +110,13 @@ void start_from_adapter(LoraAdapter& adapter, const fs::path& path, const Model&
 
 // The adapter a run trains: fresh from the seed, or (--resume-adapter-file without --resume)
 // starting from a saved adapter's values. A resumed checkpoint's values are restored later.
-LoraAdapter create_adapter(const TrainOptions& o, const RunInputs& in) {
+LoraAdapter create_adapter(const TrainOptions& o, const RunInputs& in, Progress& progress) {
   LoraAdapter adapter = LoraAdapter::create(
       in.model, lora_config_from(o, in.model.config.num_layers), uint64_t(o.seed));
   if (adapter.modules.empty())
     throw std::runtime_error("--lora-keys and --num-layers adapt nothing");
   if (!o.resume_adapter_file.empty() && !in.resumed)
-    start_from_adapter(adapter, o.resume_adapter_file, in.model);
+    start_from_adapter(adapter, o.resume_adapter_file, in.model, progress);
   return adapter;
 }
 
@@ -201,7 +203,7 @@ RunInputs load_run_inputs(const TrainOptions& o, Progress& progress) {
 TrainRun::TrainRun(const TrainOptions& o, Progress& progress)
     : options(validated(o)),
       inputs(load_run_inputs(o, progress)),
-      adapter(create_adapter(o, inputs)),
+      adapter(create_adapter(o, inputs, progress)),
       optimizer(optimizer_config(o), adapter.parameters()),
       params(adapter.parameters()),
       train_plan(inputs.data.train.examples, o.batch_size, uint64_t(o.seed)),

@@ -57,17 +57,6 @@ std::pair<int64_t, int> fault_injection() {
   return {step, sig};
 }
 
-// The adapter files go into the adapter folder one rename each, leaving checkpoints/ and
-// metrics.jsonl beside them untouched (write_dir_atomic on the folder itself would replace them).
-void write_adapter_files(const fs::path& adapter_dir, const LoraAdapter& adapter,
-                         const Model& model, AdapterFormat format, const nlohmann::json& run_args) {
-  const fs::path staging = adapter_dir / ".adapter-staging";
-  save_adapter(staging, adapter, model, format, run_args);
-  for (const auto& e : fs::directory_iterator(staging))
-    fs::rename(e.path(), adapter_dir / e.path().filename());
-  fs::remove_all(staging);
-}
-
 nlohmann::ordered_json run_arguments(const TrainOptions& o) {
   auto j = o.to_json();
   // The LoRA fields are written by save_adapter as lora_parameters.
@@ -159,7 +148,7 @@ class RunLog {
   }
 
   void write_adapter() {
-    write_adapter_files(dir_, run_.adapter, run_.model(), run_.format, run_arguments(run_.options));
+    save_adapter(dir_, run_.adapter, run_.model(), run_.format, run_arguments(run_.options));
   }
 
  private:

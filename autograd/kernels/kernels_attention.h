@@ -21,14 +21,15 @@ namespace lora::kernels {
 struct AttentionShape {
   int64_t batch = 1;
   int64_t seq_q = 1;  // query rows per sequence
-  int64_t seq_k =
-      1;  // key rows per sequence (>= seq_q); query t sits at key position seq_k-seq_q+t
+  // Key rows per sequence (>= seq_q); query t sits at key position seq_k - seq_q + t.
+  int64_t seq_k = 1;
   int64_t heads = 1;
   int64_t kv_heads = 1;
   int64_t head_dim = 1;
   int64_t group() const { return heads / kv_heads; }
   int64_t q_stride() const { return heads * head_dim; }
   int64_t kv_stride() const { return kv_heads * head_dim; }
+  double softmax_scale() const { return 1.0 / std::sqrt(double(head_dim)); }
 };
 
 // Small problems (tests, single-token decoding of tiny models) run on the calling thread: waking
@@ -95,9 +96,8 @@ template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, const AttentionShape& s,
                        const uint8_t* key_valid, T* out, T* lse) {
   namespace d = attention_detail;
-  const T scale = T(1.0 / std::sqrt(double(s.head_dim)));
-  const int64_t hd = s.head_dim;
-  const int64_t block = std::min(kQueryBlock, s.seq_q);
+  const T scale = T(s.softmax_scale());
+  const int64_t hd = s.head_dim, block = std::min(kQueryBlock, s.seq_q);
 #pragma omp parallel if (parallel_worth_it(s))
   {
     std::vector<T> p(static_cast<std::size_t>(block * s.seq_k));
@@ -142,9 +142,8 @@ template <typename T>
 void attention_backward(const T* q, const T* k, const T* v, const T* out, const T* lse, const T* g,
                         const AttentionShape& s, const uint8_t* key_valid, T* dq, T* dk, T* dv) {
   namespace d = attention_detail;
-  const T scale = T(1.0 / std::sqrt(double(s.head_dim)));
-  const int64_t hd = s.head_dim;
-  const int64_t block = std::min(kQueryBlock, s.seq_q);
+  const T scale = T(s.softmax_scale());
+  const int64_t hd = s.head_dim, block = std::min(kQueryBlock, s.seq_q);
 #pragma omp parallel if (parallel_worth_it(s))
   {
     std::vector<T> p(static_cast<std::size_t>(block * s.seq_k));

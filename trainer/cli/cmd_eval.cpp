@@ -49,7 +49,9 @@ void run_eval(const EvalOptions& o, const GlobalOptions& global) {
   std::optional<LoraAdapter> adapter;
   AdapterStack stack;
   if (!o.no_adapter) {
-    adapter = load_adapter(o.adapter_path, model);
+    std::vector<std::string> warnings;
+    adapter = load_adapter(o.adapter_path, model, &warnings);
+    print_warnings(warnings);
     stack.adapters = {&*adapter};
   }
   const EvalResult r = evaluate(model, stack, plan, o.test_batches);

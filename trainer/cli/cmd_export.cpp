@@ -52,10 +52,7 @@ void run_export(const ExportOptions& o, const GlobalOptions& global) {
     return;
   }
   if (!global.quiet) {
-    for (const auto& name : adapter.unknown_tensors)
-      std::fprintf(stderr,
-                   "warning: %s: tensor %s is not a LoRA pair of a block linear; not exported\n",
-                   adapter.source.string().c_str(), name.c_str());
+    print_warnings(adapter.warnings());
     std::printf("read %s adapter %s: %zu pairs, ranks %s, scale %s, modules %s, layers %s\n",
                 std::string(adapter_format_name(adapter.format)).c_str(),
                 adapter.source.string().c_str(), adapter.pairs.size(),

@@ -39,11 +39,13 @@ void run_generate(const GenerateFlags& f, const GlobalOptions& global) {
                              std::to_string(f.adapter_paths.size()) + " paths, " +
                              std::to_string(f.adapter_scales.size()) + " scales)");
   std::vector<LoraAdapter> adapters;
+  std::vector<std::string> warnings;
   for (std::size_t i = 0; i < f.adapter_paths.size(); ++i) {
-    adapters.push_back(load_adapter(f.adapter_paths[i], model));
+    adapters.push_back(load_adapter(f.adapter_paths[i], model, &warnings));
     adapters.back().strength = f.adapter_scales.empty() ? 1.0f : f.adapter_scales[i];
     adapters.back().enabled = !f.no_adapter;  // loaded and checked, but the base runs alone
   }
+  print_warnings(warnings);
   AdapterStack stack;
   for (auto& a : adapters) stack.adapters.push_back(&a);
 

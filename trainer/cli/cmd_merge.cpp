@@ -35,9 +35,7 @@ void run_merge(const MergeCliOptions& o, const GlobalOptions& global) {
   for (std::size_t i = 0; i < o.adapters.size(); ++i) {
     MergeAdapter m{AdapterFile::read(o.adapters[i]), 1.0};
     if (!o.strengths.empty()) m.strength = o.strengths[o.strengths.size() == 1 ? 0 : i];
-    for (const auto& name : m.adapter.unknown_tensors)
-      std::fprintf(stderr, "warning: %s: tensor %s is not a LoRA pair of a block linear; ignored\n",
-                   m.adapter.source.string().c_str(), name.c_str());
+    print_warnings(m.adapter.warnings());
     adapters.push_back(std::move(m));
   }
   MergeOptions options;

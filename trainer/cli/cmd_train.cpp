@@ -4,8 +4,8 @@
 #include <stdexcept>
 
 #include "trainer/cli/commands.h"
+#include "trainer/cli/progress_display.h"
 #include "trainer/io/checkpoint.h"
-#include "trainer/progress.h"
 #include "trainer/train_options.h"
 #include "trainer/trainer.h"
 
@@ -33,7 +33,8 @@ void add_train(CLI::App& app, const GlobalOptions& global) {
       std::printf("%s\n", o.to_json().dump(2).c_str());
       return;
     }
-    Progress progress(choose_progress_mode(global.quiet, global.json), o.iters, resumed_step);
+    ProgressDisplay progress(choose_progress_mode(global.quiet, global.json), o.iters,
+                             resumed_step);
     const TrainResult r = train(o, progress);
     if (r.interrupted)
       throw std::runtime_error("stopped by a signal after step " + std::to_string(r.steps) +

@@ -1,6 +1,9 @@
 // The `lora` subcommands. Each lives in its own cmd_*.cpp and adds itself to the app.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <cstdio>
+#include <string>
+#include <vector>
 
 namespace lora::cli {
 
@@ -10,6 +13,11 @@ struct GlobalOptions {
   bool json = false;   // JSON lines on stdout instead of human text
   int threads = 0;     // 0 = all cores
 };
+
+// The library's warnings (unknown tensors, ...), one "warning: " line each on stderr.
+inline void print_warnings(const std::vector<std::string>& warnings) {
+  for (const auto& w : warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+}
 
 void add_inspect(CLI::App& app, const GlobalOptions& global);
 void add_generate(CLI::App& app, const GlobalOptions& global);

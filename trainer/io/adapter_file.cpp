@@ -11,6 +11,7 @@
 #include "autograd/tensor.h"
 #include "trainer/io/atomic_file.h"
 #include "trainer/io/safetensors.h"
+#include "trainer/model.h"
 
 namespace lora {
 
@@ -257,8 +258,14 @@ AdapterFormat adapter_format_from_name(std::string_view name) {
                            "\" (expected mlx or peft)");
 }
 
-std::string AdapterPair::module_key() const {
-  return "model.layers." + std::to_string(layer) + "." + module;
+std::string AdapterPair::module_key() const { return layer_module_name(layer, module); }
+
+std::vector<std::string> AdapterFile::warnings() const {
+  std::vector<std::string> out;
+  for (const auto& name : unknown_tensors)
+    out.push_back(source.string() + ": tensor " + name +
+                  " is not a LoRA pair of a block linear; ignored");
+  return out;
 }
 
 std::string AdapterPair::short_name() const {
@@ -401,6 +408,31 @@ json AdapterFile::summary() const {
   return j;
 }
 
+namespace {
+
+// The one way an adapter's files reach a folder: `fill` writes them into a staging folder, which
+// becomes `dir` when there is none. An existing folder (a training run's, with checkpoints/ and
+// metrics.jsonl) keeps its other files: each staged file is renamed over its old copy, and then
+// the other layout's weights file, if any, is removed (a folder holding both is refused by the
+// reader, so a crash before that point cannot go unnoticed).
+void install_adapter_files(const fs::path& dir, const char* weights_name, const char* other_name,
+                           const std::function<void(const fs::path&)>& fill) {
+  if (!fs::exists(dir)) {
+    write_dir_atomic(dir, fill);
+    return;
+  }
+  if (!fs::is_directory(dir))
+    throw std::runtime_error(dir.string() + ": exists and is not a folder");
+  const fs::path staging = dir / ".adapter-staging";
+  write_dir_atomic(staging, fill);
+  for (const char* name : {weights_name, kConfig}) fs::rename(staging / name, dir / name);
+  fs::remove(dir / other_name);
+  fsync_path(dir);
+  fs::remove_all(staging);
+}
+
+}  // namespace
+
 void AdapterFile::write(const fs::path& dir, AdapterFormat out_format) const {
   if (pairs.empty()) throw std::runtime_error("refusing to write an adapter with no LoRA pairs");
   const auto adapted = layers();
@@ -503,20 +535,10 @@ void AdapterFile::write(const fs::path& dir, AdapterFormat out_format) const {
   }
   const std::string config_text = config.dump(2) + "\n";
 
-  if (!fs::exists(dir)) {
-    write_dir_atomic(dir, [&](const fs::path& tmp) {
-      write_safetensors(tmp / weights_name, tensors, metadata);
-      write_file_atomic(tmp / kConfig, config_text);
-    });
-    return;
-  }
-  if (!fs::is_directory(dir))
-    throw std::runtime_error(dir.string() + ": exists and is not a folder");
-  if (fs::exists(dir / other_name))
-    throw std::runtime_error(dir.string() + ": already holds " + other_name +
-                             " (an adapter of the other format); choose another folder");
-  write_safetensors(dir / weights_name, tensors, metadata);
-  write_file_atomic(dir / kConfig, config_text);
+  install_adapter_files(dir, weights_name, other_name, [&](const fs::path& tmp) {
+    write_safetensors(tmp / weights_name, tensors, metadata);
+    write_file_atomic(tmp / kConfig, config_text);
+  });
 }
 
 }  // namespace lora

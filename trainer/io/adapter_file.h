@@ -55,6 +55,9 @@ struct AdapterFile {
   nlohmann::json mlx_run_args = nlohmann::json::object();
   // Tensors that are not the A or B of a block linear (reported, never applied).
   std::vector<std::string> unknown_tensors;
+  // One line per unknown tensor, for a person: "FILE: tensor NAME is not a LoRA pair of a block
+  // linear; ignored". Such tensors are never applied, exported or merged.
+  std::vector<std::string> warnings() const;
 
   // Reads an adapter folder, or its .safetensors file with adapter_config.json beside it. The
   // layout is detected from the files; prefixes such as `base_model.model.` and `language_model.`
@@ -62,7 +65,8 @@ struct AdapterFile {
   static AdapterFile read(const std::filesystem::path& path);
 
   // Writes the adapter in `format` into `dir`. A new folder appears whole or not at all; in an
-  // existing folder each file is replaced atomically and other files (checkpoints) are kept.
+  // existing folder each file is replaced atomically, an adapter of the other format there is
+  // replaced (its weights file removed), and other files (checkpoints, logs) are kept.
   // Everything is validated before the first byte is written.
   void write(const std::filesystem::path& dir, AdapterFormat format) const;
 

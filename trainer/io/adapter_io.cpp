@@ -1,7 +1,6 @@
 #include "trainer/io/adapter_io.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <stdexcept>
 
 namespace lora {
@@ -126,11 +125,11 @@ void save_adapter(const fs::path& dir, const LoraAdapter& adapter, const Model& 
   file.write(dir, format);
 }
 
-LoraAdapter load_adapter(const fs::path& path, const Model& model) {
+LoraAdapter load_adapter(const fs::path& path, const Model& model,
+                         std::vector<std::string>* warnings) {
   const AdapterFile file = AdapterFile::read(path);
-  for (const auto& name : file.unknown_tensors)
-    std::fprintf(stderr, "warning: %s: tensor %s is not a LoRA matrix of a block linear; ignored\n",
-                 file.source.string().c_str(), name.c_str());
+  if (warnings != nullptr)
+    for (auto& w : file.warnings()) warnings->push_back(std::move(w));
   return to_lora_adapter(file, model);
 }
 

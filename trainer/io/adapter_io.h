@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "trainer/io/adapter_file.h"
 #include "trainer/lora.h"
@@ -25,8 +26,9 @@ void save_adapter(const std::filesystem::path& dir, const LoraAdapter& adapter, 
 // Reads an adapter folder (or its .safetensors file) of either format, detected from the files;
 // every tensor is matched to a module of `model` with the right shape, else an error naming the
 // tensor and both shapes. Pickle files are refused. Tensors that are not LoRA pairs of a block
-// linear are reported on stderr (and never applied).
-LoraAdapter load_adapter(const std::filesystem::path& path, const Model& model);
+// linear are never applied; `warnings`, when given, gets a line for each (AdapterFile::warnings).
+LoraAdapter load_adapter(const std::filesystem::path& path, const Model& model,
+                         std::vector<std::string>* warnings = nullptr);
 
 // The [out, in] shape of a block linear of the base, or nullopt when the base has no such linear.
 using LinearShapeOf = std::function<std::optional<std::array<int64_t, 2>>(int64_t layer, Proj p)>;

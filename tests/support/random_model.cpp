@@ -1,4 +1,4 @@
-#include "trainer/random_model.h"
+#include "tests/support/random_model.h"
 
 #include <cmath>
 #include <random>
