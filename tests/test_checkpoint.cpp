@@ -4,9 +4,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "support/random_model.h"
 #include "support/test_support.h"
 #include "trainer/io/checkpoint.h"
+#include "trainer/random_model.h"
 
 namespace lora {
 namespace {

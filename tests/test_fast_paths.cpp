@@ -26,8 +26,8 @@
 #include "autograd/kernels/matmul_bf16.h"
 #include "autograd/ops.h"
 #include "autograd/quant.h"
-#include "support/random_model.h"
 #include "trainer/optimizer.h"
+#include "trainer/random_model.h"
 #include "trainer/transformer.h"
 
 namespace lora {

@@ -3,8 +3,8 @@
 
 #include <cmath>
 
-#include "support/random_model.h"
 #include "trainer/lora.h"
+#include "trainer/random_model.h"
 
 namespace lora {
 namespace {

@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "support/random_model.h"
+#include "trainer/random_model.h"
 #include "trainer/transformer.h"
 
 namespace lora {

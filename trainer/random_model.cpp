@@ -1,4 +1,4 @@
-#include "tests/support/random_model.h"
+#include "trainer/random_model.h"
 
 #include <cmath>
 #include <random>

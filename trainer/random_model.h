@@ -1,5 +1,5 @@
 // A Llama-family model with random weights, built in memory from a config (no files): for tests
-// that need a given shape rather than trained weights.
+// and benchmarks that need a given shape rather than trained weights.
 #pragma once
 #include <cstdint>
 
