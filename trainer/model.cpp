@@ -43,7 +43,7 @@ class WeightLoader {
     expect_shape(wname, info.shape, {rows, cols});
     const int bits = options_.quantize_bits;
     const bool quantize_now = bits != 0 && quantizable(cols, bits, options_.quantize_group_size);
-    if (info.dtype == DType::BF16 && !options_.widen_bf16 && !quantize_now) {
+    if (info.dtype == DType::BF16 && !quantize_now) {
       std::vector<uint16_t> raw(static_cast<std::size_t>(rows * cols));
       const auto bytes = weights_.file_of(wname).bytes(wname);
       std::memcpy(raw.data(), bytes.data(), bytes.size());

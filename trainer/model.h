@@ -50,10 +50,10 @@ struct LoadOptions {
   // Quantize float linears at load (MLX affine); 0 = keep as stored.
   int quantize_bits = 0;
   int quantize_group_size = 64;
-  // bf16 weights are kept as bf16 unless this is set (then widened to f32).
-  bool widen_bf16 = false;
 };
 
+// Reads and checks a model folder. Weights stay as stored (f32, bf16, MLX-quantized; f16 and f64
+// are widened to f32) unless options.quantize_bits asks for quantization.
 Model load_model(const std::filesystem::path& dir, const LoadOptions& options = {});
 
 }  // namespace lora
