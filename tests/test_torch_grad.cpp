@@ -1,6 +1,7 @@
 // Differential test against torch autograd (scripts/torch_lora_grad.py over
 // scripts/torch_reference.py): with a non-zero adapter on all seven projections, the masked
-// token-mean loss and every LoRA gradient must match torch.
+// token-mean loss and every LoRA gradient must match torch, for every supported family (Gemma 2
+// and 3, SmolLM3, Mistral's sliding window included).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -21,6 +22,7 @@ struct Case {
   std::string name;
   std::filesystem::path model_dir;
   int64_t batch = 2, seq = 12;
+  bool dora = false;  // DoRA modules (a magnitude each), against PEFT's DoRA formulas
 };
 
 struct CaseResult {
@@ -42,6 +44,7 @@ CaseResult run_loracpp(const Case& c, const std::filesystem::path& in) {
   lc.rank = 4;
   lc.alpha = 6;
   lc.keys = {Proj::q, Proj::k, Proj::v, Proj::o, Proj::gate, Proj::up, Proj::down};
+  lc.dora = c.dora;
   LoraAdapter adapter = LoraAdapter::create(model, lc, 17);
   // A non-zero B, so every gradient path (dA included) is exercised.
   uint64_t state = 12345;
@@ -49,6 +52,12 @@ CaseResult run_loracpp(const Case& c, const std::filesystem::path& in) {
     for (float& b : m.B.value.data) {
       state = state * 6364136223846793005ULL + 1442695040888963407ULL;
       b = float(int64_t(state >> 40) % 2001 - 1000) * 2e-5f;
+    }
+  // Magnitudes moved off ||W|| (by up to 5%), as training leaves them.
+  for (LoraModule& m : adapter.modules)
+    for (float& v : m.magnitude.value.data) {
+      state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+      v *= 1.0f + float(int64_t(state >> 40) % 2001 - 1000) * 5e-5f;
     }
 
   const int64_t n = c.batch * c.seq, vocab = model.config.vocab_size;
@@ -69,7 +78,8 @@ CaseResult run_loracpp(const Case& c, const std::filesystem::path& in) {
   AdapterStack stack{{&adapter}, true, 0};
   ag::Tape tape;
   ag::Var h = forward_hidden(tape, model, stack, ids, c.batch, c.seq);
-  ag::Var loss = ag::cross_entropy_head(tape, h, model.head(), targets, weights, normalizer);
+  ag::Var loss = ag::cross_entropy_head(tape, h, model.head(), targets, weights, normalizer,
+                                        model.config.final_logit_softcap);
   tape.backward(loss);
 
   CaseResult r{loss->value.data[0], {}};
@@ -82,6 +92,11 @@ CaseResult run_loracpp(const Case& c, const std::filesystem::path& in) {
     tensors.push_back(TensorData::from_f32("lora." + key + ".B", m.B.value.shape, m.B.value.data));
     r.grads[key + ".A"] = m.A.grad.data;
     r.grads[key + ".B"] = m.B.grad.data;
+    if (m.is_dora()) {
+      tensors.push_back(TensorData::from_f32("lora." + key + ".m", m.magnitude.value.shape,
+                                             m.magnitude.value.data));
+      r.grads[key + ".m"] = m.magnitude.grad.data;
+    }
   }
   char scale[64];
   std::snprintf(scale, sizeof scale, "%.9g", double(adapter.modules.at(0).scale));
@@ -108,10 +123,30 @@ class TorchGrad : public ::testing::Test {
     q4.group_size = 32;
     convert_model(test::shared_dir() / "models/stories260K", *dir_ / "stories260K-4bit", q4);
     cases_.push_back({"stories260K-4bit", *dir_ / "stories260K-4bit"});
+    cases_.push_back({"stories260K-dora", test::shared_dir() / "models/stories260K", 2, 12, true});
+    cases_.push_back({"stories260K-4bit-dora", *dir_ / "stories260K-4bit", 2, 12, true});
     make("qwen2", {"--arch", "qwen2", "--seed", "3"});
     make("qwen3", {"--arch", "qwen3", "--seed", "4"});
     make("qwen3-4bit", {"--arch", "qwen3", "--seed", "5", "--quantize-bits", "4"});
     make("llama-untied", {"--arch", "llama", "--seed", "6", "--kv-heads", "1"});
+    // The families: sliding windows shorter than the 12-token sequence, f32/bf16/4-bit bases.
+    const std::vector<std::string> gemma = {"--hidden",   "64", "--heads",  "4", "--kv-heads", "2",
+                                            "--head-dim", "16", "--layers", "3"};
+    auto with = [](std::vector<std::string> a, std::vector<std::string> b) {
+      a.insert(a.end(), b.begin(), b.end());
+      return a;
+    };
+    make("gemma3-text", with(gemma, {"--arch", "gemma3_text", "--seed", "7", "--tied",
+                                     "--sliding-window", "5", "--layer-types", "sfs"}));
+    make("gemma3-vision-bf16",
+         with(gemma, {"--arch", "gemma3", "--seed", "8", "--tied", "--dtype", "bf16",
+                      "--sliding-window", "4", "--linear-rope", "4"}));
+    make("gemma3-text-4bit", with(gemma, {"--arch", "gemma3_text", "--seed", "9", "--tied",
+                                          "--sliding-window", "3", "--quantize-bits", "4"}));
+    make("gemma2", with(gemma, {"--arch", "gemma2", "--seed", "10", "--tied", "--sliding-window",
+                                "5", "--softcap", "1.0", "3.0"}));
+    make("smollm3", {"--arch", "smollm3", "--seed", "11", "--layers", "3"});
+    make("mistral-window", {"--arch", "mistral", "--seed", "12", "--sliding-window", "4"});
 
     std::vector<std::string> argv = {test::torch_python(),
                                      std::string(LORA_SOURCE_DIR) + "/scripts/torch_lora_grad.py"};
@@ -136,7 +171,8 @@ class TorchGrad : public ::testing::Test {
     const double want_loss = torch.read_f32("loss").at(0);
     EXPECT_NEAR(got.loss, want_loss, kLossTol) << name;
     EXPECT_TRUE(std::isfinite(got.loss));
-    ASSERT_EQ(got.grads.size(), 2 * 7 * std::size_t(load_model_layers(name)));
+    const std::size_t per_module = name.ends_with("-dora") ? 3 : 2;  // A, B (, m)
+    ASSERT_EQ(got.grads.size(), per_module * 7 * std::size_t(load_model_layers(name)));
     double worst = 0;
     for (const auto& [key, grad] : got.grads) {
       const std::vector<float> want = torch.read_f32("grad." + key);
@@ -167,10 +203,18 @@ class TorchGrad : public ::testing::Test {
 
 TEST_F(TorchGrad, Stories260K) { check("stories260K"); }
 TEST_F(TorchGrad, Stories260KFourBit) { check("stories260K-4bit"); }
+TEST_F(TorchGrad, Stories260KDora) { check("stories260K-dora"); }
+TEST_F(TorchGrad, Stories260KFourBitDora) { check("stories260K-4bit-dora"); }
 TEST_F(TorchGrad, RandomQwen2WithBiases) { check("qwen2"); }
 TEST_F(TorchGrad, RandomQwen3WithQkNorm) { check("qwen3"); }
 TEST_F(TorchGrad, RandomQwen3FourBit) { check("qwen3-4bit"); }
 TEST_F(TorchGrad, RandomLlamaUntiedHeadMultiQuery) { check("llama-untied"); }
+TEST_F(TorchGrad, RandomGemma3TextSlidingWindow) { check("gemma3-text"); }
+TEST_F(TorchGrad, RandomGemma3VisionCheckpointBf16LinearRope) { check("gemma3-vision-bf16"); }
+TEST_F(TorchGrad, RandomGemma3TextFourBit) { check("gemma3-text-4bit"); }
+TEST_F(TorchGrad, RandomGemma2SoftCapping) { check("gemma2"); }
+TEST_F(TorchGrad, RandomSmolLM3NoRopeLayers) { check("smollm3"); }
+TEST_F(TorchGrad, RandomMistralSlidingWindow) { check("mistral-window"); }
 
 }  // namespace
 }  // namespace lora

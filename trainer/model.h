@@ -20,15 +20,19 @@ inline constexpr int kNumProj = 7;
 std::string_view proj_name(Proj p);                         // "q_proj"
 std::string_view proj_module_path(Proj p);                  // "self_attn.q_proj"
 std::optional<Proj> proj_from_name(std::string_view name);  // accepts both spellings
-// The checkpoint name of a block's module: "model.layers.3." + module.
-std::string layer_module_name(int64_t layer, std::string_view module);
-std::string layer_module_name(int64_t layer, Proj p);  // "model.layers.3.self_attn.q_proj"
+// The checkpoint name of a block's module: "model.layers.3." + module, under another text-model
+// prefix (text_model_prefix) where a checkpoint has one.
+std::string layer_module_name(int64_t layer, std::string_view module,
+                              std::string_view top = "model.");
+std::string layer_module_name(int64_t layer, Proj p, std::string_view top = "model.");
 
 struct LayerWeights {
   std::array<FrozenWeight, kNumProj> proj;    // indexed by Proj
   std::vector<float> q_bias, k_bias, v_bias;  // qwen2 (empty otherwise)
   std::vector<float> input_norm, post_attention_norm;
-  std::vector<float> q_norm, k_norm;  // qwen3 (empty otherwise)
+  std::vector<float> q_norm, k_norm;  // qwen3, gemma3 (empty otherwise)
+  // Gemma's sandwich norms (post_attention_norm then normalizes the attention output).
+  std::vector<float> pre_ffn_norm, post_ffn_norm;
   FrozenWeight& at(Proj p) { return proj[static_cast<int>(p)]; }
   const FrozenWeight& at(Proj p) const { return proj[static_cast<int>(p)]; }
 };
@@ -41,8 +45,17 @@ struct Model {
   std::vector<float> final_norm;
   std::vector<LayerWeights> layers;
   std::vector<float> rope_inv_freq;
+  std::vector<float> rope_inv_freq_local;  // Gemma 3's sliding layers (empty otherwise)
+  // Gemma: embeddings times this, the product rounded to embed_dtype (the checkpoint's dtype,
+  // as the reference implementation computes it). 0 = no scaling.
+  float embed_scale = 0;
+  DType embed_dtype = DType::F32;
+  std::string tensor_prefix = "model.";  // "language_model.model." in gemma3 vision checkpoints
 
   const FrozenWeight& head() const { return lm_head ? *lm_head : embed; }
+  const std::vector<float>& rope_inv_freq_of(int64_t layer) const {
+    return config.uses_local_rope(layer) ? rope_inv_freq_local : rope_inv_freq;
+  }
   std::size_t stored_bytes() const;
 };
 
@@ -52,8 +65,22 @@ struct LoadOptions {
   int quantize_group_size = 64;
 };
 
+// Throws SettingError ("quantize" or "q_group_size") unless MLX's affine format allows these:
+// the one check of a requested quantization, for loading, converting and training alike.
+void check_quantization(int bits, int group_size);
+
 // Reads and checks a model folder. Weights stay as stored (f32, bf16, MLX-quantized; f16 and f64
 // are widened to f32) unless options.quantize_bits asks for quantization.
 Model load_model(const std::filesystem::path& dir, const LoadOptions& options = {});
+
+class WeightSet;
+// Where a checkpoint keeps the text model's tensors: "model." normally; gemma3 vision + text
+// checkpoints use "language_model.model." (original layout) or "model.language_model."
+// (transformers 4.52+).
+std::string text_model_prefix(const WeightSet& weights);
+
+// Sets the constants a config implies that the weights do not carry: Gemma's embedding scale
+// (rounded to embed_dtype) and the sliding layers' RoPE frequencies.
+void set_family_constants(Model& model);
 
 }  // namespace lora

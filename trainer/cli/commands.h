@@ -1,9 +1,6 @@
 // The `lora` subcommands. Each lives in its own cmd_*.cpp and adds itself to the app.
 #pragma once
 #include <CLI/CLI.hpp>
-#include <cstdio>
-#include <string>
-#include <vector>
 
 namespace lora::cli {
 
@@ -14,11 +11,6 @@ struct GlobalOptions {
   int threads = 0;     // 0 = all cores
 };
 
-// The library's warnings (unknown tensors, ...), one "warning: " line each on stderr.
-inline void print_warnings(const std::vector<std::string>& warnings) {
-  for (const auto& w : warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
-}
-
 void add_inspect(CLI::App& app, const GlobalOptions& global);
 void add_generate(CLI::App& app, const GlobalOptions& global);
 void add_tokenize(CLI::App& app, const GlobalOptions& global);
@@ -27,5 +19,6 @@ void add_eval(CLI::App& app, const GlobalOptions& global);
 void add_merge(CLI::App& app, const GlobalOptions& global);
 void add_export(CLI::App& app, const GlobalOptions& global);
 void add_convert(CLI::App& app, const GlobalOptions& global);
+void add_serve(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace lora::cli

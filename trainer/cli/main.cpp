@@ -6,6 +6,8 @@
 
 #include "autograd/heap.h"
 #include "trainer/cli/commands.h"
+#include "trainer/cli/flag_values.h"
+#include "trainer/setting_error.h"
 
 extern "C" void openblas_set_num_threads(int);
 
@@ -31,6 +33,7 @@ int main(int argc, char** argv) {
   lora::cli::add_convert(app, global);
   lora::cli::add_inspect(app, global);
   lora::cli::add_tokenize(app, global);
+  lora::cli::add_serve(app, global);
 
   app.parse_complete_callback([&] {
     if (global.threads > 0) {
@@ -42,6 +45,10 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const lora::SettingError& e) {
+    std::fprintf(stderr, "lora: error: %s: %s\n", lora::cli::flag_of_setting(e.setting()).c_str(),
+                 e.problem().c_str());
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "lora: error: %s\n", e.what());
     return 1;
