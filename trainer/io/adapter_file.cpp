@@ -580,7 +580,10 @@ void install_adapter_files(const fs::path& dir, const char* weights_name, const 
     throw std::runtime_error(dir.string() + ": exists and is not a folder");
   const fs::path staging = dir / ".adapter-staging";
   write_dir_atomic(staging, fill);
-  for (const char* name : {weights_name, kConfig}) fs::rename(staging / name, dir / name);
+  fs::rename(staging / weights_name, dir / weights_name);  // the weights first, then the rest
+  std::vector<fs::path> rest;
+  for (const auto& e : fs::directory_iterator(staging)) rest.push_back(e.path());
+  for (const auto& path : rest) fs::rename(path, dir / path.filename());
   fs::remove(dir / other_name);
   fsync_path(dir);
   fs::remove_all(staging);
