@@ -167,65 +167,60 @@ std::vector<float> FrozenWeight::to_f32() const {
   return out;
 }
 
-void frozen_matmul(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta,
-                   ComputeDType compute, std::span<const LowRankDelta> deltas) {
+namespace {
+
+// The two products of a frozen weight: y = x W^T (XWt: [n, cols] -> [n, rows]) and dx = g W (GW:
+// [n, rows] -> [n, cols]), each with beta on the output.
+void frozen_product(Bf16Product kind, const FrozenWeight& w, const float* in, int64_t n, float* out,
+                    float beta, ComputeDType compute, std::span<const LowRankDelta> deltas) {
   check_deltas(deltas, compute);
-  if (n <= 0 || w.rows == 0) return;
-  if (w.cols == 0) {
-    scale_in_place(y, n * w.rows, beta);
+  const bool xwt = kind == Bf16Product::XWt;
+  const int64_t in_width = xwt ? w.cols : w.rows, out_width = xwt ? w.rows : w.cols;
+  if (n <= 0 || out_width == 0) return;
+  if (in_width == 0) {
+    scale_in_place(out, n * out_width, beta);
     return;
   }
   if (uses_bf16(compute)) {
     std::vector<uint16_t> buf;
-    matmul_bf16(Bf16Product::XWt, weight_bf16(w, buf), w.rows, w.cols, x, n, y, beta);
+    matmul_bf16(kind, weight_bf16(w, buf), w.rows, w.cols, in, n, out, beta);
     return;
   }
   const auto N = static_cast<int>(n), R = static_cast<int>(w.rows), C = static_cast<int>(w.cols);
+  const auto I = static_cast<int>(in_width), O = static_cast<int>(out_width);
   if (w.format == WeightFormat::F32 && deltas.empty()) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, R, C, 1.0f, x, C, w.f32.data(), C, beta,
-                y, R);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, xwt ? CblasTrans : CblasNoTrans, N, O, I, 1.0f, in, I,
+                w.f32.data(), C, beta, out, O);
     return;
   }
-  // Output columns [r0, r1) come from weight rows [r0, r1): widen a tile, multiply, move on.
+  // Widen a tile of weight rows [r0, r1), multiply, move on. For y those rows give output columns
+  // [r0, r1); for dx each tile adds g[:, r0:r1] W[r0:r1, :], the first one applying beta.
   const int64_t tile = tile_rows(w);
   std::vector<float> buf(static_cast<std::size_t>(tile * w.cols));
   for (int64_t r0 = 0; r0 < w.rows; r0 += tile) {
     const int64_t r1 = std::min(w.rows, r0 + tile);
+    const auto rows = static_cast<int>(r1 - r0);
     widen_rows(w, r0, r1, deltas, buf.data());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, static_cast<int>(r1 - r0), C, 1.0f, x,
-                C, buf.data(), C, beta, y + r0, R);
+    if (xwt)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, rows, C, 1.0f, in, C, buf.data(), C,
+                  beta, out + r0, R);
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, rows, 1.0f, in + r0, R,
+                  buf.data(), C, r0 == 0 ? beta : 1.0f, out, C);
   }
+}
+
+}  // namespace
+
+void frozen_matmul(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta,
+                   ComputeDType compute, std::span<const LowRankDelta> deltas) {
+  frozen_product(Bf16Product::XWt, w, x, n, y, beta, compute, deltas);
 }
 
 void frozen_matmul_input_grad(const FrozenWeight& w, const float* g, int64_t n, float* dx,
                               float beta, ComputeDType compute,
                               std::span<const LowRankDelta> deltas) {
-  check_deltas(deltas, compute);
-  if (n <= 0 || w.cols == 0) return;
-  if (w.rows == 0) {
-    scale_in_place(dx, n * w.cols, beta);
-    return;
-  }
-  if (uses_bf16(compute)) {
-    std::vector<uint16_t> buf;
-    matmul_bf16(Bf16Product::GW, weight_bf16(w, buf), w.rows, w.cols, g, n, dx, beta);
-    return;
-  }
-  const auto N = static_cast<int>(n), R = static_cast<int>(w.rows), C = static_cast<int>(w.cols);
-  if (w.format == WeightFormat::F32 && deltas.empty()) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, R, 1.0f, g, R, w.f32.data(), C,
-                beta, dx, C);
-    return;
-  }
-  // dx = sum over row tiles of g[:, r0:r1] W[r0:r1, :]; the first tile applies beta.
-  const int64_t tile = tile_rows(w);
-  std::vector<float> buf(static_cast<std::size_t>(tile * w.cols));
-  for (int64_t r0 = 0; r0 < w.rows; r0 += tile) {
-    const int64_t r1 = std::min(w.rows, r0 + tile);
-    widen_rows(w, r0, r1, deltas, buf.data());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, static_cast<int>(r1 - r0), 1.0f,
-                g + r0, R, buf.data(), C, r0 == 0 ? beta : 1.0f, dx, C);
-  }
+  frozen_product(Bf16Product::GW, w, g, n, dx, beta, compute, deltas);
 }
 
 }  // namespace lora

@@ -5,18 +5,6 @@
 
 namespace lora::ag {
 
-const char* op_phase_name(OpPhase p) {
-  switch (p) {
-    case OpPhase::Forward:
-      return "forward";
-    case OpPhase::Recompute:
-      return "recompute";
-    case OpPhase::Backward:
-      return "backward";
-  }
-  return "?";
-}
-
 void OpProfile::add(const char* op, OpPhase phase, double seconds) {
   Entry& e = by_op_[op];
   if (e.op.empty()) e.op = op;

@@ -12,7 +12,6 @@ namespace lora::ag {
 
 enum class OpPhase { Forward = 0, Recompute = 1, Backward = 2 };
 inline constexpr int kNumOpPhases = 3;
-const char* op_phase_name(OpPhase p);
 
 class OpProfile {
  public:
@@ -25,7 +24,6 @@ class OpProfile {
   // Sorted by total time, largest first.
   std::vector<Entry> entries() const;
   double total_seconds() const;
-  void clear() { by_op_.clear(); }
   // A fixed-width table: op, forward / recompute / backward seconds, share of the total.
   std::string table() const;
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "autograd/dtype.h"
+#include "bench/bench_args.h"
 
 namespace {
 
@@ -36,13 +37,8 @@ double best_seconds(int reps, const std::function<void()>& fn) {
 
 int main(int argc, char** argv) {
   using lora::Bf16Product;
-  int tokens = 2048, reps = 5;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--tokens"))
-      tokens = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--reps"))
-      reps = std::atoi(argv[i + 1]);
-  }
+  const lora::bench::MatmulArgs args = lora::bench::parse_matmul_args(argc, argv);
+  const int tokens = args.tokens, reps = args.reps;
   std::printf("threads %d, bf16 isa: %s (native: %s)\n", omp_get_max_threads(),
               lora::bf16_matmul_isa().c_str(), lora::bf16_matmul_available() ? "yes" : "no");
   struct Shape {

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_args.h"
+
 namespace {
 
 struct Shape {
@@ -41,13 +43,8 @@ double sgemm_gflops(int m, Shape s, int reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int tokens = 2048, reps = 5;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--tokens"))
-      tokens = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--reps"))
-      reps = std::atoi(argv[i + 1]);
-  }
+  const lora::bench::MatmulArgs args = lora::bench::parse_matmul_args(argc, argv);
+  const int tokens = args.tokens, reps = args.reps;
   // SmolLM2-135M and Qwen2.5-0.5B projection shapes (q, gate, down).
   const Shape shapes[] = {{576, 576}, {576, 1536}, {1536, 576},
                           {896, 896}, {896, 4864}, {4864, 896}};

@@ -274,6 +274,38 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// n token ids in [0, vocab), a pure function of the seed.
+std::vector<int32_t> random_ids(uint64_t seed, int64_t n, int64_t vocab) {
+  std::vector<int32_t> ids(static_cast<std::size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    ids[i] = int32_t(uint64_t(random_weight(seed, uint64_t(i)) * 1e6 + 1e6) % vocab);
+  return ids;
+}
+
+// --profile: seconds per timed step of each op (forward, recompute, backward), the optimizer and
+// what no op timed; the table goes to stderr as well.
+nlohmann::json profile_per_step(const lora::ag::OpProfile& profile, std::size_t timed_steps,
+                                double total_s, double total_opt) {
+  nlohmann::json ops = nlohmann::json::array();
+  const double steps = double(timed_steps);
+  for (const auto& e : profile.entries())
+    ops.push_back({{"op", e.op},
+                   {"forward_s", e.seconds[0] / steps},
+                   {"recompute_s", e.seconds[1] / steps},
+                   {"backward_s", e.seconds[2] / steps}});
+  ops.push_back({{"op", "optimizer"},
+                 {"forward_s", 0.0},
+                 {"recompute_s", 0.0},
+                 {"backward_s", total_opt / steps}});
+  const double other = (total_s - profile.total_seconds() - total_opt) / steps;
+  ops.push_back(
+      {{"op", "untimed"}, {"forward_s", other}, {"recompute_s", 0.0}, {"backward_s", 0.0}});
+  std::cerr << "per-op split, seconds summed over " << timed_steps << " timed step(s):\n"
+            << profile.table() << "optimizer " << total_opt << " s, untimed " << other * steps
+            << " s\n";
+  return ops;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -301,11 +333,8 @@ int main(int argc, char** argv) try {
   fopts.compute_dtype = lora::compute_dtype_named(args.compute_dtype);
 
   const int64_t n = args.batch * args.seq;
-  std::vector<int32_t> ids(static_cast<std::size_t>(n)), targets(ids.size());
-  for (int64_t i = 0; i < n; ++i) {
-    ids[i] = int32_t(uint64_t(random_weight(99, uint64_t(i)) * 1e6 + 1e6) % config.vocab_size);
-    targets[i] = int32_t(uint64_t(random_weight(98, uint64_t(i)) * 1e6 + 1e6) % config.vocab_size);
-  }
+  const std::vector<int32_t> ids = random_ids(99, n, config.vocab_size);
+  const std::vector<int32_t> targets = random_ids(98, n, config.vocab_size);
   const std::vector<float> weights(ids.size(), 1.0f);
 
   lora::ag::OpProfile profile;
@@ -380,26 +409,8 @@ int main(int argc, char** argv) try {
   out["rss_floor_mib"] = base_mib + lora_mib + act_mib;
   out["rss_over_floor"] = peak_rss_mib() / (base_mib + lora_mib + act_mib);
   out["trainable_params"] = lora_params;
-  if (args.profile) {
-    nlohmann::json ops = nlohmann::json::array();
-    const double steps = double(step_s.size());
-    for (const auto& e : profile.entries())
-      ops.push_back({{"op", e.op},
-                     {"forward_s", e.seconds[0] / steps},
-                     {"recompute_s", e.seconds[1] / steps},
-                     {"backward_s", e.seconds[2] / steps}});
-    ops.push_back({{"op", "optimizer"},
-                   {"forward_s", 0.0},
-                   {"recompute_s", 0.0},
-                   {"backward_s", total_opt / steps}});
-    const double other = (total_s - profile.total_seconds() - total_opt) / steps;
-    ops.push_back(
-        {{"op", "untimed"}, {"forward_s", other}, {"recompute_s", 0.0}, {"backward_s", 0.0}});
-    out["profile_per_step"] = ops;
-    std::cerr << "per-op split, seconds summed over " << step_s.size() << " timed step(s):\n"
-              << profile.table() << "optimizer " << total_opt << " s, untimed " << other * steps
-              << " s\n";
-  }
+  if (args.profile)
+    out["profile_per_step"] = profile_per_step(profile, step_s.size(), total_s, total_opt);
   std::fprintf(stderr,
                "%s %s base=%s ckpt=%d: %.1f tokens/s, %.1f GFLOP/s, peak RSS %.0f MiB (%.2fx the "
                "floor of %.0f MiB)\n",

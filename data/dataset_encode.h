@@ -47,7 +47,6 @@ class RecordEncoder {
   // appended to text and plain prompt/completion records (as mlx-lm does), not to chats, whose
   // template writes its own end-of-turn.
   Example encode(const Record& record) const;
-  bool uses_chat_template() const { return chat_template_.has_value(); }
 
  private:
   bool renders_as_chat(const Record& record) const;

@@ -346,7 +346,7 @@ TEST(AdapterFile, ClearErrorsForBrokenAdapters) {
   EXPECT_NE(test::adapter_read_error(tmp / "missing").find("no such"), std::string::npos);
 }
 
-TEST(AdapterFile, WritingIntoAFolderKeepsOtherFilesAndRefusesMixedFormats) {
+TEST(AdapterFile, WritingIntoAFolderKeepsOtherFilesAndReplacesTheOtherFormat) {
   LORA_REQUIRE_SHARED(kPeftQwen);
   TempDir tmp("adapter");
   const auto a = AdapterFile::read(shared_dir() / kPeftQwen);
@@ -354,8 +354,22 @@ TEST(AdapterFile, WritingIntoAFolderKeepsOtherFilesAndRefusesMixedFormats) {
   test::write_file(tmp / "out" / "0000100_adapters.safetensors", "checkpoint");
   a.write(tmp / "out", AdapterFormat::mlx);
   EXPECT_EQ(test::read_file(tmp / "out" / "0000100_adapters.safetensors"), "checkpoint");
-  EXPECT_THROW(a.write(tmp / "out", AdapterFormat::peft), std::runtime_error);
+  EXPECT_EQ(AdapterFile::read(tmp / "out").format, AdapterFormat::mlx);
+  // PEFT over the MLX adapter: one weights file remains (two would make the reader refuse).
+  a.write(tmp / "out", AdapterFormat::peft);
+  EXPECT_FALSE(fs::exists(tmp / "out" / "adapters.safetensors"));
+  EXPECT_EQ(AdapterFile::read(tmp / "out").format, AdapterFormat::peft);
+  expect_same_tensors(tmp / "out" / "adapter_model.safetensors",
+                      shared_dir() / kPeftQwen / "adapter_model.safetensors");
+  EXPECT_EQ(test::read_file(tmp / "out" / "0000100_adapters.safetensors"), "checkpoint");
+  // And back; no staging folder is left behind.
+  a.write(tmp / "out", AdapterFormat::mlx);
   EXPECT_FALSE(fs::exists(tmp / "out" / "adapter_model.safetensors"));
+  EXPECT_EQ(AdapterFile::read(tmp / "out").format, AdapterFormat::mlx);
+  std::set<std::string> entries;
+  for (const auto& e : fs::directory_iterator(tmp / "out")) entries.insert(e.path().filename());
+  EXPECT_EQ(entries, (std::set<std::string>{"0000100_adapters.safetensors", "README.md",
+                                            "adapter_config.json", "adapters.safetensors"}));
 }
 
 TEST(ExportCli, ConvertsAndFailsWithoutWriting) {

@@ -6,7 +6,6 @@
 #include "autograd/dropout.h"
 #include "autograd/kernels/kernels_activation.h"
 #include "autograd/kernels/kernels_attention.h"
-#include "autograd/kernels/kernels_cross_entropy.h"
 #include "autograd/kernels/kernels_norm.h"
 #include "autograd/kernels/kernels_rope.h"
 #include "autograd/ops.h"
@@ -361,6 +360,19 @@ TEST(GradCheck, LinearFrozenInputGetsNoGradButLoraDoes) {
 }
 
 // ---------- fused cross-entropy head ----------
+// The reference, in double: log(sum(exp(z))) with the max subtracted, and the gradient of
+// coef * CE(z, target) written over z.
+double log_sum_exp(const double* z, int64_t n) {
+  const double mx = *std::max_element(z, z + n);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(z[i] - mx);
+  return mx + std::log(sum);
+}
+void cross_entropy_grad_inplace(double* z, int64_t n, int32_t target, double lse, double coef) {
+  for (int64_t i = 0; i < n; ++i) z[i] = coef * std::exp(z[i] - lse);
+  z[target] -= coef;
+}
+
 struct CrossEntropyCase {
   int64_t n, dim = 32, vocab = 16;
   std::vector<float> head = to_float(random_values(16 * 32, 30));
@@ -388,7 +400,7 @@ struct CrossEntropyCase {
     for (int64_t i = 0; i < n; ++i) {
       if (weights[i] == 0) continue;
       const auto z = logits_row(weight, hs, i);
-      total += weights[i] * (kernels::log_sum_exp(z.data(), vocab) - z[targets[i]]);
+      total += weights[i] * (log_sum_exp(z.data(), vocab) - z[targets[i]]);
     }
     return total / normalizer;
   }
@@ -397,9 +409,8 @@ struct CrossEntropyCase {
     for (int64_t i = 0; i < n; ++i) {
       if (weights[i] == 0) continue;
       auto z = logits_row(weight, h, i);
-      const double lse = kernels::log_sum_exp(z.data(), vocab);
-      kernels::cross_entropy_grad_inplace(z.data(), vocab, targets[i], lse,
-                                          double(weights[i]) / normalizer);
+      const double lse = log_sum_exp(z.data(), vocab);
+      cross_entropy_grad_inplace(z.data(), vocab, targets[i], lse, double(weights[i]) / normalizer);
       for (int64_t v = 0; v < vocab; ++v)
         for (int64_t d = 0; d < dim; ++d) dh[i * dim + d] += z[v] * weight[v * dim + d];
     }

@@ -93,6 +93,70 @@ std::string percent(double v) {
   return buf;
 }
 
+void check_merge_options(const MergeOptions& options, bool quantized_base,
+                         const fs::path& model_dir) {
+  if (options.dequantize && !quantized_base)
+    throw SettingError("dequantize",
+                       "applies to a quantized base; " + model_dir.string() + " is not quantized");
+  if (options.base_float && !quantized_base)
+    throw SettingError("base_float",
+                       "applies to a quantized base; " + model_dir.string() + " is not quantized");
+  if (options.dequantize && options.base_float)
+    throw SettingError("dequantize", "excludes base_float (merging into the float base)");
+  if (options.float_dtype && !writable_float(*options.float_dtype))
+    throw std::runtime_error("merged weights can be F32, F16 or BF16, not " +
+                             std::string(dtype_name(*options.float_dtype)));
+}
+
+// One quantized linear `name` of the base: appends what the merged folder stores for it to `out`
+// (a byte copy, floats, or the requantized sum) and returns its report line when `parts` adapt it.
+std::optional<MergedLinear> merge_quantized(const WeightSet& weights, const json& config,
+                                            const std::string& name,
+                                            std::span<const Contribution> parts,
+                                            const std::optional<WeightSet>& float_weights,
+                                            const MergeOptions& options,
+                                            std::vector<TensorData>& out) {
+  const std::string prefix = weight_prefix(name);
+  const auto spec = quantization_of(config, prefix);
+  if (!spec) throw std::runtime_error(name + " is stored quantized but config.json gives no bits");
+  if (parts.empty() && !options.dequantize) {
+    for (const char* part : {".weight", ".scales", ".biases"})
+      out.push_back(copy_tensor(weights, prefix + part));
+    return std::nullopt;
+  }
+  const QuantizedMatrix q = read_quantized(weights, prefix, *spec);
+  const std::vector<float> base = dequantize(q);
+  const DType float_type = options.float_dtype.value_or(q.scale_dtype);
+  if (parts.empty()) {
+    out.push_back(TensorData::convert(name, float_type, {q.rows, q.cols}, base));
+    return std::nullopt;
+  }
+  const auto delta = minus(adapted_weight(base, parts, q.rows, q.cols), base);
+  std::vector<float> stored;
+  std::string storage;
+  if (options.dequantize) {
+    stored = stored_as(add(base, delta), float_type);
+    out.push_back(TensorData::convert(name, float_type, {q.rows, q.cols}, stored));
+    storage = std::string(dtype_name(float_type));
+  } else {
+    std::vector<float> source = base;
+    if (float_weights) {
+      const auto shape = linear_shape(*float_weights, json::object(), name);
+      if (!shape || (*shape)[0] != q.rows || (*shape)[1] != q.cols)
+        throw std::runtime_error(options.base_float->string() + ": " + name +
+                                 " is missing or not [" + std::to_string(q.rows) + ", " +
+                                 std::to_string(q.cols) + "] like the quantized base's");
+      source = float_weights->read_f32(name);
+    }
+    const QuantizedMatrix merged = quantize(adapted_weight(source, parts, q.rows, q.cols), q.rows,
+                                            q.cols, q.bits, q.group_size, q.scale_dtype);
+    stored = dequantize(merged);
+    append_quantized(out, prefix, merged);
+    storage = quant_name(q);
+  }
+  return MergedLinear{name, storage, measure_fidelity(minus(stored, base), delta)};
+}
+
 }  // namespace
 
 double MergeFidelity::kept() const {
@@ -181,21 +245,10 @@ MergeReport merge_adapters(const fs::path& model_dir, std::span<const MergeAdapt
   const WeightSet weights = WeightSet::open_dir(model_dir);
   const std::string prefix = text_model_prefix(weights);
   const bool quantized_base = quantization_of(config).has_value();
-  if (options.dequantize && !quantized_base)
-    throw SettingError("dequantize",
-                       "applies to a quantized base; " + model_dir.string() + " is not quantized");
-  if (options.base_float && !quantized_base)
-    throw SettingError("base_float",
-                       "applies to a quantized base; " + model_dir.string() + " is not quantized");
-  if (options.dequantize && options.base_float)
-    throw SettingError("dequantize", "excludes base_float (merging into the float base)");
-  if (options.float_dtype && !writable_float(*options.float_dtype))
-    throw std::runtime_error("merged weights can be F32, F16 or BF16, not " +
-                             std::string(dtype_name(*options.float_dtype)));
+  check_merge_options(options, quantized_base, model_dir);
 
   auto weight_name = [&prefix](int64_t layer, Proj p) {
-    return prefix + "layers." + std::to_string(layer) + "." + std::string(proj_module_path(p)) +
-           ".weight";
+    return layer_module_name(layer, p, prefix) + ".weight";
   };
   MergeReport report;
   std::map<std::string, std::vector<Contribution>> contributions;
@@ -232,47 +285,10 @@ MergeReport merge_adapters(const fs::path& model_dir, std::span<const MergeAdapt
     const auto found = contributions.find(name);
     const bool adapted = found != contributions.end();
     if (is_quantized_weight(weights, name)) {
-      const std::string prefix = weight_prefix(name);
-      const auto spec = quantization_of(config, prefix);
-      if (!spec)
-        throw std::runtime_error(name + " is stored quantized but config.json gives no bits");
-      if (!adapted && !options.dequantize) {
-        for (const char* part : {".weight", ".scales", ".biases"})
-          out.push_back(copy_tensor(weights, prefix + part));
-        continue;
-      }
-      const QuantizedMatrix q = read_quantized(weights, prefix, *spec);
-      const std::vector<float> base = dequantize(q);
-      const DType float_type = options.float_dtype.value_or(q.scale_dtype);
-      if (!adapted) {
-        out.push_back(TensorData::convert(name, float_type, {q.rows, q.cols}, base));
-        continue;
-      }
-      const auto delta = minus(adapted_weight(base, found->second, q.rows, q.cols), base);
-      std::vector<float> stored;
-      std::string storage;
-      if (options.dequantize) {
-        stored = stored_as(add(base, delta), float_type);
-        out.push_back(TensorData::convert(name, float_type, {q.rows, q.cols}, stored));
-        storage = std::string(dtype_name(float_type));
-      } else {
-        std::vector<float> source = base;
-        if (float_weights) {
-          const auto shape = linear_shape(*float_weights, json::object(), name);
-          if (!shape || (*shape)[0] != q.rows || (*shape)[1] != q.cols)
-            throw std::runtime_error(options.base_float->string() + ": " + name +
-                                     " is missing or not [" + std::to_string(q.rows) + ", " +
-                                     std::to_string(q.cols) + "] like the quantized base's");
-          source = float_weights->read_f32(name);
-        }
-        const QuantizedMatrix merged =
-            quantize(adapted_weight(source, found->second, q.rows, q.cols), q.rows, q.cols, q.bits,
-                     q.group_size, q.scale_dtype);
-        stored = dequantize(merged);
-        append_quantized(out, prefix, merged);
-        storage = quant_name(q);
-      }
-      report.merged.push_back({name, storage, measure_fidelity(minus(stored, base), delta)});
+      const std::span<const Contribution> parts =
+          adapted ? std::span<const Contribution>(found->second) : std::span<const Contribution>();
+      if (auto merged = merge_quantized(weights, config, name, parts, float_weights, options, out))
+        report.merged.push_back(std::move(*merged));
       continue;
     }
     if (!adapted) {

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "autograd/tensor.h"
+#include "trainer/io/model_folder.h"
 #include "trainer/io/safetensors.h"
 #include "trainer/setting_error.h"
 
@@ -46,7 +47,7 @@ class WeightLoader {
     expect_shape(wname, info.shape, {rows, cols});
     const int bits = options_.quantize_bits;
     const bool quantize_now = bits != 0 && quantizable(cols, bits, options_.quantize_group_size);
-    if (info.dtype == DType::BF16 && !options_.widen_bf16 && !quantize_now) {
+    if (info.dtype == DType::BF16 && !quantize_now) {
       std::vector<uint16_t> raw(static_cast<std::size_t>(rows * cols));
       const auto bytes = weights_.file_of(wname).bytes(wname);
       std::memcpy(raw.data(), bytes.data(), bytes.size());
@@ -88,45 +89,17 @@ class WeightLoader {
       fail(name, "expected shape " + shape_to_string(want) + ", found " + shape_to_string(found));
   }
 
-  // Bits and group size come from the tensor shapes (so MLX's per-module overrides just work) and
-  // must be ones the format allows.
+  // Bits and group size come from the tensor shapes and the width the config gives (so MLX's
+  // per-module overrides just work).
   FrozenWeight quantized(const std::string& module, int64_t rows, int64_t cols) const {
-    const std::string wname = module + ".weight", sname = module + ".scales",
-                      bname = module + ".biases";
     if (options_.quantize_bits != 0)
       throw std::runtime_error(dir_.string() +
                                ": the model is already MLX-quantized; load it without quantizing");
-    if (!weights_.contains(bname)) fail(bname, "missing tensor (MLX-quantized weights need it)");
-    const auto& w = weights_.info(wname);
-    const auto& s = weights_.info(sname);
-    if (w.dtype != DType::U32) fail(wname, "quantized weight must be U32");
-    if (w.shape.size() != 2 || w.shape[0] != rows || w.shape[1] <= 0 || (w.shape[1] * 32) % cols)
-      fail(wname, "quantized weight shape " + shape_to_string(w.shape) + " does not fit a [" +
-                      std::to_string(rows) + ", " + std::to_string(cols) + "] matrix");
-    const int bits = static_cast<int>(w.shape[1] * 32 / cols);
-    if (s.shape.size() != 2 || s.shape[0] != rows || s.shape[1] <= 0 || cols % s.shape[1])
-      fail(sname, "shape " + shape_to_string(s.shape) + " does not fit a [" + std::to_string(rows) +
-                      ", " + std::to_string(cols) + "] matrix");
-    const int group = static_cast<int>(cols / s.shape[1]);
-    if (!valid_quant_bits(bits) || !valid_group_size(group))
-      fail(wname, "implies " + std::to_string(bits) + " bits and group size " +
-                      std::to_string(group) + ", which MLX quantization does not have");
-    expect_shape(bname, weights_.info(bname).shape, s.shape);
-    if (s.dtype != DType::F32 && s.dtype != DType::F16 && s.dtype != DType::BF16)
-      fail(sname, "scales must be F32, F16 or BF16");
-
-    QuantizedMatrix q;
-    q.rows = rows;
-    q.cols = cols;
-    q.bits = bits;
-    q.group_size = group;
-    q.scale_dtype = s.dtype;
-    q.packed.resize(static_cast<std::size_t>(rows * w.shape[1]));
-    const auto bytes = weights_.file_of(wname).bytes(wname);
-    std::memcpy(q.packed.data(), bytes.data(), bytes.size());
-    q.scales = weights_.read_f32(sname);
-    q.biases = weights_.read_f32(bname);
-    return FrozenWeight::from_quantized(std::move(q));
+    const QuantLayout layout = quantized_layout_for_width(weights_, module, cols);
+    if (layout.rows != rows)
+      fail(module + ".weight", "quantized weight has " + std::to_string(layout.rows) +
+                                   " rows, expected " + std::to_string(rows));
+    return FrozenWeight::from_quantized(read_quantized(weights_, module, layout));
   }
 
   std::filesystem::path dir_;
@@ -148,6 +121,13 @@ std::optional<Proj> proj_from_name(std::string_view name) {
   for (const auto& e : kProjNames)
     if (name == e.name || name == e.path) return e.proj;
   return std::nullopt;
+}
+
+std::string layer_module_name(int64_t layer, std::string_view module, std::string_view top) {
+  return std::string(top) + "layers." + std::to_string(layer) + "." + std::string(module);
+}
+std::string layer_module_name(int64_t layer, Proj p, std::string_view top) {
+  return layer_module_name(layer, proj_module_path(p), top);
 }
 
 std::size_t Model::stored_bytes() const {
@@ -234,12 +214,11 @@ Model load_model(const std::filesystem::path& dir, const LoadOptions& options) {
                                                                   {hidden, inter}}};
   m.layers.resize(static_cast<std::size_t>(c.num_layers));
   for (int64_t i = 0; i < c.num_layers; ++i) {
-    const std::string prefix = top + "layers." + std::to_string(i) + ".";
+    const std::string prefix = layer_module_name(i, "", top);
     auto& layer = m.layers[static_cast<std::size_t>(i)];
-    for (int p = 0; p < kNumProj; ++p) {
-      const auto path = std::string(proj_module_path(static_cast<Proj>(p)));
-      layer.proj[p] = w.matrix(prefix + path, shapes[p].first, shapes[p].second);
-    }
+    for (int p = 0; p < kNumProj; ++p)
+      layer.proj[p] = w.matrix(layer_module_name(i, static_cast<Proj>(p), top), shapes[p].first,
+                               shapes[p].second);
     if (c.attention_bias) {
       layer.q_bias = w.vector(prefix + "self_attn.q_proj.bias", q_out);
       layer.k_bias = w.vector(prefix + "self_attn.k_proj.bias", kv_out);

@@ -1,9 +1,11 @@
 // A loaded, frozen base model: config plus every weight in its stored format.
 #pragma once
 #include <array>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "autograd/frozen_weight.h"
@@ -18,6 +20,11 @@ inline constexpr int kNumProj = 7;
 std::string_view proj_name(Proj p);                         // "q_proj"
 std::string_view proj_module_path(Proj p);                  // "self_attn.q_proj"
 std::optional<Proj> proj_from_name(std::string_view name);  // accepts both spellings
+// The checkpoint name of a block's module: "model.layers.3." + module, under another text-model
+// prefix (text_model_prefix) where a checkpoint has one.
+std::string layer_module_name(int64_t layer, std::string_view module,
+                              std::string_view top = "model.");
+std::string layer_module_name(int64_t layer, Proj p, std::string_view top = "model.");
 
 struct LayerWeights {
   std::array<FrozenWeight, kNumProj> proj;    // indexed by Proj
@@ -56,14 +63,14 @@ struct LoadOptions {
   // Quantize float linears at load (MLX affine); 0 = keep as stored.
   int quantize_bits = 0;
   int quantize_group_size = 64;
-  // bf16 weights are kept as bf16 unless this is set (then widened to f32).
-  bool widen_bf16 = false;
 };
 
 // Throws SettingError ("quantize" or "q_group_size") unless MLX's affine format allows these:
 // the one check of a requested quantization, for loading, converting and training alike.
 void check_quantization(int bits, int group_size);
 
+// Reads and checks a model folder. Weights stay as stored (f32, bf16, MLX-quantized; f16 and f64
+// are widened to f32) unless options.quantize_bits asks for quantization.
 Model load_model(const std::filesystem::path& dir, const LoadOptions& options = {});
 
 class WeightSet;

@@ -1,45 +1,24 @@
-// What a run tells the person watching it: a one-line progress bar on a terminal (step, loss,
-// learning rate, tokens/s, ETA), plain log lines otherwise, JSON lines with --json, and nothing
-// but the result with --quiet.
+// What a training run tells whoever watches it: every step, each report or evaluation record,
+// and messages for a person. The library only calls these; the `lora` CLI's display
+// (trainer/cli/progress_display.h) prints them.
 #pragma once
-#include <chrono>
 #include <cstdint>
-#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
 
 namespace lora {
 
-enum class ProgressMode { bar, lines, json, quiet };
-
-// The mode for stdout: json/quiet when asked, a bar when stdout is a terminal, else lines.
-ProgressMode choose_progress_mode(bool quiet, bool json);
-
 class Progress {
  public:
-  Progress(ProgressMode mode, int64_t total_steps, int64_t first_step = 0, std::FILE* out = stdout);
-  // After every step: redraws the bar (bar mode only).
-  void step(int64_t step, float loss, float lr, int64_t tokens);
-  // A report or evaluation line ({"type", "step", "loss", ...}); printed in lines/json modes and
-  // above the bar in bar mode.
-  void record(const nlohmann::ordered_json& record);
-  // A message for a person (not in json or quiet mode).
-  void note(const std::string& text);
-  double tokens_per_second() const;
-  double eta_seconds(int64_t step) const;
-  // Clears the bar line before other output.
-  void finish();
-
- private:
-  void clear_bar();
-  ProgressMode mode_;
-  int64_t total_, first_;
-  std::FILE* out_;
-  std::chrono::steady_clock::time_point start_;
-  int64_t tokens_ = 0;
-  bool bar_shown_ = false;
+  virtual ~Progress() = default;
+  // After every optimizer step.
+  virtual void step(int64_t step, float loss, float lr, int64_t tokens) = 0;
+  // A report or evaluation record ({"type", "step", "loss", ...}), as metrics.jsonl gets it.
+  virtual void record(const nlohmann::ordered_json& record) = 0;
+  // A message for a person (a warning, what is being trained, a fallback taken).
+  virtual void note(const std::string& text) = 0;
+  // The run is over (or stopping): nothing more follows.
+  virtual void finish() = 0;
 };
-
-std::string format_duration(double seconds);  // "1:02:03" / "2:03"
 
 }  // namespace lora

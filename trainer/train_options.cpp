@@ -99,11 +99,6 @@ nlohmann::ordered_json TrainOptions::to_json() const {
   return j;
 }
 
-float TrainOptions::effective_lora_scale() const {
-  if (alpha > 0) return float(rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank));
-  return float(scale);
-}
-
 void TrainOptions::validate() const {
   auto at_least = [](const char* setting, int64_t value, int64_t least) {
     if (value < least)

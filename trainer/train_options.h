@@ -66,7 +66,6 @@ struct TrainOptions {
   nlohmann::ordered_json to_json() const;
   // Checks values (ranges, names); throws SettingError naming the setting.
   void validate() const;
-  float effective_lora_scale() const;
 };
 
 // One row of the table: the setting's name (the CLI's flag without "--"; the JSON key with '_'),

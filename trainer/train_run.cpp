@@ -90,8 +90,7 @@ void start_from_adapter(LoraAdapter& adapter, const fs::path& path, const Model&
   LoraAdapter saved = load_adapter(path, model);
   for (auto& m : adapter.modules) {
     const LoraModule* s = saved.find(m.layer, m.proj);
-    const std::string name =
-        "model.layers." + std::to_string(m.layer) + "." + std::string(proj_module_path(m.proj));
+    const std::string name = layer_module_name(m.layer, m.proj);
     if (s == nullptr)
       throw SettingError("resume_adapter_file",
                          path.string() + " has no " + name +

@@ -59,18 +59,6 @@ std::pair<int64_t, int> fault_injection(int rank) {
   return {step, sig};
 }
 
-// The adapter files go into the adapter folder one rename each, leaving checkpoints/ and
-// metrics.jsonl beside them untouched (write_dir_atomic on the folder itself would replace them).
-void write_adapter_files(const fs::path& adapter_dir, const LoraAdapter& adapter,
-                         const Model& model, AdapterFormat format, const nlohmann::json& run_args,
-                         const TrainingRun& training) {
-  const fs::path staging = adapter_dir / ".adapter-staging";
-  save_adapter(staging, adapter, model, format, run_args, training);
-  for (const auto& e : fs::directory_iterator(staging))
-    fs::rename(e.path(), adapter_dir / e.path().filename());
-  fs::remove_all(staging);
-}
-
 nlohmann::ordered_json run_arguments(const TrainOptions& o) {
   auto j = o.to_json();
   // The LoRA fields are written by save_adapter as lora_parameters.
@@ -176,7 +164,7 @@ class RunLog {
     const TrainOptions& o = run_.options;
     const TrainingRun training{o.data.empty() ? o.train_file : o.data, run_.state.step,
                                last_train_loss_, valid_loss, test_loss};
-    write_adapter_files(dir_, run_.adapter, run_.model(), run_.format, run_arguments(o), training);
+    save_adapter(dir_, run_.adapter, run_.model(), run_.format, run_arguments(o), training);
   }
 
  private:

@@ -21,8 +21,8 @@ namespace lora::kernels {
 struct AttentionShape {
   int64_t batch = 1;
   int64_t seq_q = 1;  // query rows per sequence
-  int64_t seq_k =
-      1;  // key rows per sequence (>= seq_q); query t sits at key position seq_k-seq_q+t
+  // Key rows per sequence (>= seq_q); query t sits at key position seq_k - seq_q + t.
+  int64_t seq_k = 1;
   int64_t heads = 1;
   int64_t kv_heads = 1;
   int64_t head_dim = 1;

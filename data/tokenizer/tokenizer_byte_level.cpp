@@ -12,7 +12,6 @@ Table build() {
   for (int b = 0; b < 256; ++b) {
     bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
     char32_t c = printable ? static_cast<char32_t>(b) : next_shifted++;
-    t.byte_to_char[b] = c;
     unicode::append_utf8(t.byte_to_utf8[b], c);
     t.char_to_byte[c] = static_cast<int16_t>(b);
   }

@@ -8,8 +8,7 @@
 namespace lora::data::byte_level {
 
 struct Table {
-  std::array<char32_t, 256> byte_to_char{};
-  std::array<std::string, 256> byte_to_utf8;  // the same characters, UTF-8 encoded
+  std::array<std::string, 256> byte_to_utf8;  // the character a byte stands for, UTF-8 encoded
   std::array<int16_t, 324> char_to_byte{};    // -1 where the character is not in the table
 };
 

@@ -7,6 +7,7 @@
 
 #include "autograd/tensor.h"
 #include "trainer/cli/commands.h"
+#include "trainer/io/model_folder.h"
 #include "trainer/io/safetensors.h"
 #include "trainer/model_config.h"
 
@@ -49,28 +50,19 @@ ordered_json config_summary(const ModelConfig& c) {
   return s;
 }
 
-// MLX-quantized modules (`X.weight` + `X.scales`): bits from the config (or its per-module
-// override), group size from the shapes.
+// MLX-quantized modules: bits from config.json (or its per-module entry), the rest from the
+// shapes.
 ordered_json quantized_modules(const WeightSet& ws, const ModelConfig& c) {
   ordered_json out = ordered_json::array();
   for (const auto& name : ws.names()) {
-    const std::string suffix = ".scales";
-    if (name.size() <= suffix.size() ||
-        name.compare(name.size() - suffix.size(), suffix.size(), suffix))
-      continue;
-    const std::string module = name.substr(0, name.size() - suffix.size());
-    if (!ws.contains(module + ".weight")) continue;
-    int bits = c.quant_bits.value_or(0);
-    const auto& q = c.raw.contains("quantization") ? c.raw["quantization"] : nlohmann::json();
-    if (q.is_object() && q.contains(module) && q[module].is_object())
-      bits = q[module].value("bits", bits);
-    const auto& w = ws.info(module + ".weight").shape;
-    const auto& s = ws.info(name).shape;
-    ordered_json entry = {{"module", module}, {"bits", bits}};
-    if (bits > 0 && w.size() == 2 && s.size() == 2 && s[1] > 0) {
-      const int64_t in = w[1] * 32 / bits;
-      entry["group_size"] = in / s[1];
-      entry["shape"] = {w[0], in};
+    if (!is_quantized_weight(ws, name)) continue;
+    const std::string module = weight_prefix(name);
+    const auto spec = quantization_of(c.raw, module);
+    ordered_json entry = {{"module", module}, {"bits", spec ? spec->bits : 0}};
+    if (spec) {
+      const QuantLayout l = quantized_layout(ws, module, spec->bits);
+      entry["group_size"] = l.group_size;
+      entry["shape"] = {l.rows, l.cols};
     }
     out.push_back(entry);
   }

@@ -5,11 +5,11 @@
 
 #include "trainer/cli/commands.h"
 #include "trainer/cli/parallel_flags.h"
+#include "trainer/cli/progress_display.h"
 #include "trainer/cli/train_config_file.h"
 #include "trainer/cli/train_flags.h"
 #include "trainer/distributed.h"
 #include "trainer/io/checkpoint.h"
-#include "trainer/progress.h"
 #include "trainer/train_options.h"
 #include "trainer/trainer.h"
 
@@ -43,7 +43,7 @@ void add_train(CLI::App& app, const GlobalOptions& global) {
     }
     const auto comm = join_job(parallel->distributed);
     // Rank 0 speaks for the job; the others stay quiet unless they fail.
-    Progress progress(
+    ProgressDisplay progress(
         comm->is_root() ? choose_progress_mode(global.quiet, global.json) : ProgressMode::quiet,
         o.iters, resumed_step);
     const TrainResult r = train_on_ranks(o, progress, *comm, parallel->ordered_reduction);

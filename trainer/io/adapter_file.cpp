@@ -13,6 +13,7 @@
 #include "trainer/io/model_card.h"
 #include "trainer/io/peft_patterns.h"
 #include "trainer/io/safetensors.h"
+#include "trainer/model.h"
 
 namespace lora {
 
@@ -404,9 +405,7 @@ AdapterFormat adapter_format_from_name(std::string_view name) {
                            "\" (expected mlx or peft)");
 }
 
-std::string AdapterPair::module_key() const {
-  return "model.layers." + std::to_string(layer) + "." + module;
-}
+std::string AdapterPair::module_key() const { return layer_module_name(layer, module); }
 
 std::string AdapterPair::short_name() const {
   const auto dot = module.rfind('.');
@@ -565,6 +564,53 @@ json AdapterFile::summary() const {
   return j;
 }
 
+namespace {
+
+// The one way an adapter's files reach a folder: `fill` writes them into a staging folder, which
+// becomes `dir` when there is none. An existing folder (a training run's, with checkpoints/ and
+// metrics.jsonl) keeps its other files: each staged file is renamed over its old copy, and then
+// the other layout's weights file, if any, is removed (a folder holding both is refused by the
+// reader, so a crash before that point cannot go unnoticed).
+void install_adapter_files(const fs::path& dir, const char* weights_name, const char* other_name,
+                           const std::function<void(const fs::path&)>& fill) {
+  if (!fs::exists(dir)) {
+    write_dir_atomic(dir, fill);
+    return;
+  }
+  if (!fs::is_directory(dir))
+    throw std::runtime_error(dir.string() + ": exists and is not a folder");
+  const fs::path staging = dir / ".adapter-staging";
+  write_dir_atomic(staging, fill);
+  fs::rename(staging / weights_name, dir / weights_name);  // the weights first, then the rest
+  std::vector<fs::path> rest;
+  for (const auto& e : fs::directory_iterator(staging)) rest.push_back(e.path());
+  for (const auto& path : rest) fs::rename(path, dir / path.filename());
+  fs::remove(dir / other_name);
+  fsync_path(dir);
+  fs::remove_all(staging);
+}
+
+// The most common rank of the pairs (the first pair's on a tie).
+int64_t most_common_rank(const std::vector<AdapterPair>& pairs) {
+  std::map<int64_t, int> rank_count;
+  int64_t r = pairs.front().rank;
+  for (const auto& p : pairs) {
+    const int count = ++rank_count[p.rank];
+    if (count > rank_count[r]) r = p.rank;
+  }
+  return r;
+}
+
+// Whether the adapted layers (sorted) are every layer of a base of known depth.
+bool covers_all_layers(const std::vector<int64_t>& adapted, std::optional<int64_t> base_layers) {
+  bool all = base_layers.has_value();
+  for (int64_t l = 0; all && l < *base_layers; ++l)
+    all = std::binary_search(adapted.begin(), adapted.end(), l);
+  return all;
+}
+
+}  // namespace
+
 void AdapterFile::write(const fs::path& dir, AdapterFormat out_format) const {
   if (pairs.empty()) throw std::runtime_error("refusing to write an adapter with no LoRA pairs");
   const auto adapted = layers();
@@ -615,13 +661,8 @@ void AdapterFile::write(const fs::path& dir, AdapterFormat out_format) const {
     weights_name = kPeftWeights;
     other_name = kMlxWeights;
     metadata["format"] = "pt";
-    // The most common rank (the first pair's on a tie) is `r`; others go to rank_pattern.
-    std::map<int64_t, int> rank_count;
-    int64_t r = pairs.front().rank;
-    for (const auto& p : pairs) {
-      const int count = ++rank_count[p.rank];
-      if (count > rank_count[r]) r = p.rank;
-    }
+    // The most common rank is `r`; others go to rank_pattern.
+    const int64_t r = most_common_rank(pairs);
     auto alpha_of = [&](const AdapterPair& p) {
       return p.scale * (rslora ? std::sqrt(static_cast<double>(p.rank)) : p.rank);
     };
@@ -652,9 +693,7 @@ void AdapterFile::write(const fs::path& dir, AdapterFormat out_format) const {
     }
     // Without layers_to_transform PEFT adapts every layer; it is left out only when the base's
     // depth is known and the adapter covers all of it.
-    bool all_layers = base_num_layers.has_value();
-    for (int64_t l = 0; all_layers && l < *base_num_layers; ++l)
-      all_layers = std::binary_search(adapted.begin(), adapted.end(), l);
+    const bool all_layers = covers_all_layers(adapted, base_num_layers);
     config = {
         {"alpha_pattern", alpha_pattern},
         {"auto_mapping", nullptr},
@@ -684,22 +723,11 @@ void AdapterFile::write(const fs::path& dir, AdapterFormat out_format) const {
   const std::string config_text = config.dump(2) + "\n";
   const std::string card = model_card(*this, out_format);
 
-  if (!fs::exists(dir)) {
-    write_dir_atomic(dir, [&](const fs::path& tmp) {
-      write_safetensors(tmp / weights_name, tensors, metadata);
-      write_file_atomic(tmp / kConfig, config_text);
-      write_file_atomic(tmp / kCard, card);
-    });
-    return;
-  }
-  if (!fs::is_directory(dir))
-    throw std::runtime_error(dir.string() + ": exists and is not a folder");
-  if (fs::exists(dir / other_name))
-    throw std::runtime_error(dir.string() + ": already holds " + other_name +
-                             " (an adapter of the other format); choose another folder");
-  write_safetensors(dir / weights_name, tensors, metadata);
-  write_file_atomic(dir / kConfig, config_text);
-  write_file_atomic(dir / kCard, card);
+  install_adapter_files(dir, weights_name, other_name, [&](const fs::path& tmp) {
+    write_safetensors(tmp / weights_name, tensors, metadata);
+    write_file_atomic(tmp / kConfig, config_text);
+    write_file_atomic(tmp / kCard, card);
+  });
 }
 
 }  // namespace lora

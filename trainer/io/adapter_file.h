@@ -77,8 +77,9 @@ struct AdapterFile {
   // Writes the adapter in `format` into `dir`, with a README.md model card. MLX-LM output needs
   // base_num_layers (its num_layers counts from the last block); PEFT output lists the adapted
   // layers in layers_to_transform unless they are known to be all of the base's. A new folder
-  // appears whole or not at all; in an existing folder each file is replaced atomically and other
-  // files (checkpoints) are kept. Everything is validated before the first byte is written.
+  // appears whole or not at all; in an existing folder each file is replaced atomically, an
+  // adapter of the other format there is replaced (its weights file removed), and other files
+  // (checkpoints, logs) are kept. Everything is validated before the first byte is written.
   void write(const std::filesystem::path& dir, AdapterFormat format) const;
 
   // The rank shared by all pairs (throws when they differ or there are none).

@@ -37,11 +37,11 @@ void check_adapter_against_base(const AdapterFile& adapter, int64_t base_layers,
                                ".weight");
     if ((*shape)[0] != pair.out || (*shape)[1] != pair.in)
       throw std::runtime_error(
-          what + " (A [" + std::to_string(pair.rank) + ", " + std::to_string(pair.in) + "], B [" +
-          std::to_string(pair.out) + ", " + std::to_string(pair.rank) + "]) adapts a [" +
-          std::to_string(pair.out) + ", " + std::to_string(pair.in) + "] linear, but " +
-          pair.module_key() + ".weight of " + base_name + " is [" + std::to_string((*shape)[0]) +
-          ", " + std::to_string((*shape)[1]) + "]");
+          what + " [" + std::to_string(pair.rank) + ", " + std::to_string(pair.in) + "] and " +
+          pair.b_name + " [" + std::to_string(pair.out) + ", " + std::to_string(pair.rank) +
+          "] adapt a [" + std::to_string(pair.out) + ", " + std::to_string(pair.in) +
+          "] linear, but " + pair.module_key() + ".weight of " + base_name + " is [" +
+          std::to_string((*shape)[0]) + ", " + std::to_string((*shape)[1]) + "]");
   }
 }
 

@@ -75,7 +75,7 @@ void save_checkpoint(const fs::path& dir, LoraAdapter& adapter, Optimizer& optim
                      const std::function<void(const fs::path&)>& before_commit) {
   fs::create_directories(dir.parent_path());
   write_dir_atomic(dir, [&](const fs::path& tmp) {
-    // The adapter files first: save_adapter builds its own folder, which becomes `tmp`.
+    // The adapter files first, so the checkpoint folder is also a usable adapter folder.
     save_adapter(tmp, adapter, model, format, content.config);
     std::vector<TensorData> tensors;
     auto params = adapter.parameters();

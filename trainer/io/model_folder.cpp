@@ -94,36 +94,102 @@ bool is_quantization_companion(const WeightSet& weights, const std::string& name
   return false;
 }
 
+namespace {
+
+std::string tensor_where(const WeightSet& weights, const std::string& name) {
+  return weights.file_of(name).path().string() + ": tensor '" + name + "': ";
+}
+
+// prefix.weight, checked to be the packed half of a quantized linear.
+const TensorInfo& packed_weight(const WeightSet& weights, const std::string& prefix) {
+  const std::string wname = prefix + ".weight";
+  for (const std::string& name : {wname, prefix + ".scales", prefix + ".biases"})
+    if (!weights.contains(name))
+      throw std::runtime_error(prefix + ": tensor '" + name +
+                               "' is missing (an MLX-quantized linear has .weight, .scales "
+                               "and .biases)");
+  const TensorInfo& w = weights.info(wname);
+  if (w.dtype != DType::U32 || w.shape.size() != 2 || w.shape[0] <= 0 || w.shape[1] <= 0)
+    throw std::runtime_error(tensor_where(weights, wname) + std::string(dtype_name(w.dtype)) + " " +
+                             shape_to_string(w.shape) + "; a quantized weight is a 2-D U32 matrix");
+  return w;
+}
+
+}  // namespace
+
+QuantLayout quantized_layout(const WeightSet& weights, const std::string& prefix, int bits) {
+  const TensorInfo& w = packed_weight(weights, prefix);
+  const std::string wname = prefix + ".weight", sname = prefix + ".scales",
+                    bname = prefix + ".biases";
+  const TensorInfo& s = weights.info(sname);
+  const TensorInfo& b = weights.info(bname);
+  if (!valid_quant_bits(bits) || (w.shape[1] * 32) % bits != 0)
+    throw std::runtime_error(tensor_where(weights, wname) + shape_to_string(w.shape) +
+                             " does not hold " + std::to_string(bits) + "-bit values");
+  QuantLayout l;
+  l.rows = w.shape[0];
+  l.bits = bits;
+  l.cols = w.shape[1] * 32 / bits;
+  if (s.shape.size() != 2 || s.shape[0] != l.rows || s.shape[1] <= 0 || l.cols % s.shape[1] != 0)
+    throw std::runtime_error(tensor_where(weights, sname) + "shape " + shape_to_string(s.shape) +
+                             " does not fit a [" + std::to_string(l.rows) + ", " +
+                             std::to_string(l.cols) + "] matrix of " + std::to_string(bits) +
+                             "-bit values");
+  l.group_size = static_cast<int>(l.cols / s.shape[1]);
+  if (!quantizable(l.cols, l.bits, l.group_size))
+    throw std::runtime_error(tensor_where(weights, wname) + "implies " + std::to_string(bits) +
+                             " bits and group size " + std::to_string(l.group_size) +
+                             ", which MLX quantization does not have");
+  if (b.shape != s.shape)
+    throw std::runtime_error(tensor_where(weights, bname) + "shape " + shape_to_string(b.shape) +
+                             " differs from the scales' " + shape_to_string(s.shape));
+  for (const TensorInfo* t : {&s, &b})
+    if (!writable_float(t->dtype))
+      throw std::runtime_error(tensor_where(weights, t == &s ? sname : bname) +
+                               std::string(dtype_name(t->dtype)) +
+                               "; scales and biases are F32, F16 or BF16");
+  l.scale_dtype = s.dtype;
+  return l;
+}
+
+QuantLayout quantized_layout_for_width(const WeightSet& weights, const std::string& prefix,
+                                       int64_t cols) {
+  const TensorInfo& w = packed_weight(weights, prefix);
+  if (cols <= 0 || (w.shape[1] * 32) % cols != 0)
+    throw std::runtime_error(tensor_where(weights, prefix + ".weight") + "quantized shape " +
+                             shape_to_string(w.shape) + " does not fit a matrix " +
+                             std::to_string(cols) + " wide");
+  return quantized_layout(weights, prefix, static_cast<int>(w.shape[1] * 32 / cols));
+}
+
 QuantizedMatrix read_quantized(const WeightSet& weights, const std::string& prefix,
-                               QuantSpec spec) {
-  const TensorInfo& w = weights.info(prefix + ".weight");
-  const TensorInfo& s = weights.info(prefix + ".scales");
-  const TensorInfo& b = weights.info(prefix + ".biases");
-  const std::string where = weights.file_of(prefix + ".weight").path().string() + ": " + prefix;
-  if (w.dtype != DType::U32 || w.shape.size() != 2)
-    throw std::runtime_error(where + ".weight is " + std::string(dtype_name(w.dtype)) + " " +
-                             shape_to_string(w.shape) + "; a quantized weight is 2-D U32");
+                               const QuantLayout& layout) {
   QuantizedMatrix q;
-  q.rows = w.shape[0];
-  q.bits = spec.bits;
-  q.group_size = spec.group_size;
-  q.cols = w.shape[1] * 32 / spec.bits;
-  if (!quantizable(q.cols, spec.bits, spec.group_size) || q.words_per_row() != w.shape[1])
-    throw std::runtime_error(where + ".weight " + shape_to_string(w.shape) + " does not fit " +
-                             std::to_string(spec.bits) + "-bit groups of " +
-                             std::to_string(spec.group_size));
-  const std::vector<int64_t> groups{q.rows, q.groups_per_row()};
-  if (s.shape != groups || b.shape != groups)
-    throw std::runtime_error(where + ": scales " + shape_to_string(s.shape) + " and biases " +
-                             shape_to_string(b.shape) + " should both be " +
-                             shape_to_string(groups));
-  q.scale_dtype = s.dtype;
-  auto bytes = weights.file_of(prefix + ".weight").bytes(prefix + ".weight");
-  q.packed.resize(bytes.size() / 4);
-  std::memcpy(q.packed.data(), bytes.data(), q.packed.size() * 4);
+  q.rows = layout.rows;
+  q.cols = layout.cols;
+  q.bits = layout.bits;
+  q.group_size = layout.group_size;
+  q.scale_dtype = layout.scale_dtype;
+  const auto bytes = weights.file_of(prefix + ".weight").bytes(prefix + ".weight");
+  q.packed.resize(static_cast<std::size_t>(q.rows * q.words_per_row()));
+  if (bytes.size() != q.packed.size() * 4)
+    throw std::runtime_error(tensor_where(weights, prefix + ".weight") + "holds " +
+                             std::to_string(bytes.size()) + " bytes, not the layout's " +
+                             std::to_string(q.packed.size() * 4));
+  std::memcpy(q.packed.data(), bytes.data(), bytes.size());
   q.scales = weights.read_f32(prefix + ".scales");
   q.biases = weights.read_f32(prefix + ".biases");
   return q;
+}
+
+QuantizedMatrix read_quantized(const WeightSet& weights, const std::string& prefix,
+                               QuantSpec spec) {
+  const QuantLayout layout = quantized_layout(weights, prefix, spec.bits);
+  if (layout.group_size != spec.group_size)
+    throw std::runtime_error(tensor_where(weights, prefix + ".scales") + "holds groups of " +
+                             std::to_string(layout.group_size) + " but config.json says " +
+                             std::to_string(spec.group_size));
+  return read_quantized(weights, prefix, layout);
 }
 
 void append_quantized(std::vector<TensorData>& out, const std::string& prefix,
@@ -146,12 +212,14 @@ std::optional<std::array<int64_t, 2>> linear_shape(const WeightSet& weights, con
   const TensorInfo& t = weights.info(weight_name);
   if (t.shape.size() != 2) return std::nullopt;
   if (is_quantized_weight(weights, weight_name)) {
-    auto spec = quantization_of(config, weight_prefix(weight_name));
+    const std::string prefix = weight_prefix(weight_name);
+    auto spec = quantization_of(config, prefix);
     if (!spec)
       throw std::runtime_error(weight_name +
                                " is stored quantized but config.json has no "
                                "\"quantization\" {\"bits\", \"group_size\"}");
-    return std::array<int64_t, 2>{t.shape[0], t.shape[1] * 32 / spec->bits};
+    const QuantLayout l = quantized_layout(weights, prefix, spec->bits);
+    return std::array<int64_t, 2>{l.rows, l.cols};
   }
   return std::array<int64_t, 2>{t.shape[0], t.shape[1]};
 }

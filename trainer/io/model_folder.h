@@ -37,7 +37,22 @@ bool is_quantized_weight(const WeightSet& weights, const std::string& weight_nam
 // Whether `name` is the .scales or .biases of a quantized weight.
 bool is_quantization_companion(const WeightSet& weights, const std::string& name);
 
-// Reads prefix.weight/.scales/.biases, checking the shapes against `spec`.
+// The layout of an MLX-quantized linear `prefix`: prefix.weight U32 [rows, cols * bits / 32],
+// prefix.scales and prefix.biases [rows, cols / group_size] in F32, F16 or BF16. The shapes fix it
+// once one more fact is known: the bits (config.json's "quantization" entry for the module) or the
+// matrix's input width (the model's dimensions). Errors name the file, the tensor and the shapes.
+struct QuantLayout {
+  int64_t rows = 0, cols = 0;
+  int bits = 0, group_size = 0;
+  DType scale_dtype = DType::F32;
+};
+QuantLayout quantized_layout(const WeightSet& weights, const std::string& prefix, int bits);
+QuantLayout quantized_layout_for_width(const WeightSet& weights, const std::string& prefix,
+                                       int64_t cols);
+// Reads prefix.weight/.scales/.biases as `layout` describes them.
+QuantizedMatrix read_quantized(const WeightSet& weights, const std::string& prefix,
+                               const QuantLayout& layout);
+// Reads a quantized linear whose bits and group size config.json gives (`spec`).
 QuantizedMatrix read_quantized(const WeightSet& weights, const std::string& prefix, QuantSpec spec);
 // Appends prefix.weight (U32), prefix.scales and prefix.biases (in q.scale_dtype).
 void append_quantized(std::vector<TensorData>& out, const std::string& prefix,

@@ -1,10 +1,10 @@
-#include "trainer/progress.h"
+#include "trainer/cli/progress_display.h"
 
 #include <unistd.h>
 
 #include <cmath>
 
-namespace lora {
+namespace lora::cli {
 
 ProgressMode choose_progress_mode(bool quiet, bool json) {
   if (json) return ProgressMode::json;
@@ -23,32 +23,33 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
-Progress::Progress(ProgressMode mode, int64_t total_steps, int64_t first_step, std::FILE* out)
+ProgressDisplay::ProgressDisplay(ProgressMode mode, int64_t total_steps, int64_t first_step,
+                                 std::FILE* out)
     : mode_(mode),
       total_(total_steps),
       first_(first_step),
       out_(out),
       start_(std::chrono::steady_clock::now()) {}
 
-double Progress::tokens_per_second() const {
+double ProgressDisplay::tokens_per_second() const {
   const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   return t > 0 ? double(tokens_) / t : 0.0;
 }
 
-double Progress::eta_seconds(int64_t step) const {
+double ProgressDisplay::eta_seconds(int64_t step) const {
   const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const int64_t done = step - first_;
   return done > 0 ? t / double(done) * double(total_ - step) : NAN;
 }
 
-void Progress::clear_bar() {
+void ProgressDisplay::clear_bar() {
   if (bar_shown_) {
     std::fputs("\r\033[2K", out_);
     bar_shown_ = false;
   }
 }
 
-void Progress::step(int64_t step, float loss, float lr, int64_t tokens) {
+void ProgressDisplay::step(int64_t step, float loss, float lr, int64_t tokens) {
   tokens_ += tokens;
   if (mode_ != ProgressMode::bar) return;
   constexpr int kWidth = 24;
@@ -62,7 +63,7 @@ void Progress::step(int64_t step, float loss, float lr, int64_t tokens) {
   bar_shown_ = true;
 }
 
-void Progress::record(const nlohmann::ordered_json& r) {
+void ProgressDisplay::record(const nlohmann::ordered_json& r) {
   if (mode_ == ProgressMode::quiet) return;
   if (mode_ == ProgressMode::json) {
     std::fprintf(out_, "%s\n", r.dump().c_str());
@@ -87,13 +88,13 @@ void Progress::record(const nlohmann::ordered_json& r) {
   std::fflush(out_);
 }
 
-void Progress::note(const std::string& text) {
+void ProgressDisplay::note(const std::string& text) {
   if (mode_ == ProgressMode::quiet || mode_ == ProgressMode::json) return;
   clear_bar();
   std::fprintf(out_, "%s\n", text.c_str());
   std::fflush(out_);
 }
 
-void Progress::finish() { clear_bar(); }
+void ProgressDisplay::finish() { clear_bar(); }
 
-}  // namespace lora
+}  // namespace lora::cli
