@@ -4,17 +4,24 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <stdexcept>
+#include <string>
+#include <utility>
 
 #include "data/batch.h"
 #include "data/dataset_encode.h"
 #include "trainer/evaluate.h"
+#include "trainer/finite_guard.h"
 #include "trainer/io/adapter_io.h"
 #include "trainer/io/checkpoint.h"
+#include "trainer/io/output_preflight.h"
 #include "trainer/metrics.h"
 #include "trainer/model.h"
 #include "trainer/optimizer.h"
+#include "trainer/train_memory.h"
 #include "trainer/transformer.h"
 
 namespace lora {
@@ -52,15 +59,30 @@ class StopSignals {
   }, old_term_{};
 };
 
-// LORA_FAULT_SIGNAL_AT_STEP="STEP:SIGNAL" (tests): raise SIGNAL after optimizer step STEP.
-std::pair<int64_t, int> fault_injection() {
-  const char* v = std::getenv("LORA_FAULT_SIGNAL_AT_STEP");
-  if (v == nullptr) return {-1, 0};
-  long long step = -1;
-  int sig = 0;
-  if (std::sscanf(v, "%lld:%d", &step, &sig) != 2) return {-1, 0};
-  return {step, sig};
-}
+// LORA_FAULT_SIGNAL_AT_STEP="STEP:SIGNAL[:PHASE]" (tests): raise SIGNAL at optimizer step STEP,
+// in PHASE: "step" (after the step and its checkpoint; the default), "checkpoint" (the checkpoint
+// files written, not yet renamed into place), "validation" (validation loss computed, not logged)
+// or "adapter" (the final adapter half moved into place).
+struct FaultInjection {
+  int64_t step = -1;
+  int signal = 0;
+  std::string phase = "step";
+  static FaultInjection from_env() {
+    FaultInjection f;
+    const char* v = std::getenv("LORA_FAULT_SIGNAL_AT_STEP");
+    long long step = -1;
+    int sig = 0;
+    char phase[16] = "step";
+    if (v == nullptr || std::sscanf(v, "%lld:%d:%15s", &step, &sig, phase) < 2) return f;
+    f.step = step;
+    f.signal = sig;
+    f.phase = phase;
+    return f;
+  }
+  void at(const char* where, int64_t now) const {
+    if (now == step && phase == where) std::raise(signal);
+  }
+};
 
 LoraConfig lora_config_from(const TrainOptions& o, int64_t model_layers) {
   LoraConfig c;
@@ -112,11 +134,16 @@ void start_from_adapter(LoraAdapter& adapter, const fs::path& path, const Model&
 // The adapter files go into the adapter folder one rename each, leaving checkpoints/ and
 // metrics.jsonl beside them untouched (write_dir_atomic on the folder itself would replace them).
 void write_adapter_files(const fs::path& adapter_dir, const LoraAdapter& adapter,
-                         const Model& model, AdapterFormat format, const nlohmann::json& run_args) {
+                         const Model& model, AdapterFormat format, const nlohmann::json& run_args,
+                         const std::function<void()>& after_first_file) {
   const fs::path staging = adapter_dir / ".adapter-staging";
+  fs::remove_all(staging);  // left by a run killed while writing; never read
   save_adapter(staging, adapter, model, format, run_args);
-  for (const auto& e : fs::directory_iterator(staging))
+  bool first = true;
+  for (const auto& e : fs::directory_iterator(staging)) {
     fs::rename(e.path(), adapter_dir / e.path().filename());
+    if (std::exchange(first, false)) after_first_file();
+  }
   fs::remove_all(staging);
 }
 
@@ -137,11 +164,23 @@ nlohmann::ordered_json run_arguments(const TrainOptions& o) {
   return j;
 }
 
+// Refuses a run whose adapter folder cannot hold what the run will write, before any step.
+void check_output_room(const TrainOptions& o, const LoraAdapter& adapter, Optimizer& optimizer) {
+  const int64_t slots =
+      int64_t(!optimizer.first_moments().empty()) + int64_t(!optimizer.second_moments().empty());
+  const int64_t kept =
+      o.save_every > 0 ? std::min(std::max<int64_t>(o.keep_checkpoints, 1), o.iters / o.save_every)
+                       : 0;
+  check_free_space(o.adapter_path,
+                   training_output_bytes(adapter.num_parameters(), slots, kept, o.iters));
+}
+
 }  // namespace
 
 TrainResult train(const TrainOptions& o, Progress& progress) {
   o.validate();
   const fs::path adapter_dir = o.adapter_path;
+  check_folder_writable(adapter_dir);
 
   // Everything that can fail on bad input happens before the adapter folder is touched.
   std::optional<LoadedCheckpoint> ckpt;
@@ -150,7 +189,6 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
   LoadOptions load;
   load.quantize_bits = int(o.quantize);
   load.quantize_group_size = int(o.q_group_size);
-  const Model model = load_model(o.model, load);
   const auto tokenizer = data::Tokenizer::load(o.model);
   const auto tok_config = data::TokenizerConfig::load(o.model);
   data::EncodeOptions enc;
@@ -196,6 +234,11 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
                                (o.data.empty() ? std::string("(no --data given)") : o.data));
     test_set = load_split(test_file, encoder, line_cap);
   }
+
+  // Refused before the model is loaded when the run cannot fit in memory.
+  if (const auto available = memory_available_to_runs())
+    check_run_fits(o, longest_sequence(train_set), *available);
+  const Model model = load_model(o.model, load);
 
   const ComputeDType compute = compute_dtype_named(o.compute_dtype);
   if (compute == ComputeDType::BF16 && !uses_bf16(compute))
@@ -250,6 +293,7 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
   const auto config_json = o.to_json();
   const auto run_args = run_arguments(o);
 
+  check_output_room(o, adapter, optimizer);
   fs::create_directories(adapter_dir);
   MetricsLog metrics(adapter_dir, ckpt ? ckpt->content.metrics : std::string());
   progress.note("training " + std::to_string(adapter.num_parameters()) + " LoRA parameters (" +
@@ -258,12 +302,14 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
                 std::to_string(train_set.trained_tokens) + " trained tokens" +
                 (ckpt ? ", resuming at step " + std::to_string(state.step) : std::string()));
 
+  const FaultInjection fault = FaultInjection::from_env();
   auto validate = [&](int64_t step) -> std::optional<double> {
     if (!valid_plan) return std::nullopt;
     const auto t0 = std::chrono::steady_clock::now();
     AdapterStack stack;
     stack.adapters = {&adapter};
     EvalResult r = evaluate(model, stack, *valid_plan, o.val_batches);
+    fault.at("validation", step);
     nlohmann::ordered_json rec = {
         {"type", "val"},
         {"step", step},
@@ -278,13 +324,13 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
   auto checkpoint = [&](int64_t step) {
     CheckpointContent content{state, config_json, model_fp, data_fp, metrics.text()};
     const fs::path dir = checkpoint_dir(adapter_dir, step);
-    save_checkpoint(dir, adapter, optimizer, model, format, content);
+    save_checkpoint(dir, adapter, optimizer, model, format, content,
+                    [&](const fs::path&) { fault.at("checkpoint", step); });
     prune_checkpoints(adapter_dir, o.keep_checkpoints);
     return dir;
   };
 
   StopSignals signals;
-  const auto [fault_step, fault_signal] = fault_injection();
   TrainResult result;
   Progress& bar = progress;
   int64_t window_tokens = 0;  // for tokens/s (not part of the exact state)
@@ -326,11 +372,10 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
       tape.backward(loss);
       step_loss += double(loss->value.data[0]);
     }
-    if (!std::isfinite(step_loss))
-      throw std::runtime_error("step " + std::to_string(step) + ": the loss is not finite (" +
-                               std::to_string(step_loss) + "); lower --learning-rate");
+    const float norm = grad_norm(params);
     if (o.grad_clip > 0) clip_grad_norm(params, float(o.grad_clip));
     optimizer.step(lr);
+    check_step_finite(step, step_loss, norm, adapter, adapter_dir, o.learning_rate);
     state.step = step;
     state.trained_tokens += step_trained;
     state.window_loss += step_loss * double(step_trained);
@@ -358,9 +403,12 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
     if (o.steps_per_eval > 0 && step % o.steps_per_eval == 0 && step != o.iters)
       last_val = validate(step);
     const bool stopping = signals.received() != 0;
-    if ((o.save_every > 0 && step % o.save_every == 0) || (stopping && step < o.iters))
+    // The last step's checkpoint is written after the adapter (below): a run killed before then
+    // resumes from the one before and redoes the end, instead of finding itself finished.
+    if ((o.save_every > 0 && step % o.save_every == 0 && step < o.iters) ||
+        (stopping && step < o.iters))
       result.checkpoint = checkpoint(step);
-    if (step == fault_step) std::raise(fault_signal);
+    fault.at("step", step);
     if (signals.received() != 0 && step < o.iters) {
       if (!stopping) result.checkpoint = checkpoint(step);
       progress.finish();
@@ -385,7 +433,10 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
     progress.record(rec);
     result.test_loss = r.loss;
   }
-  write_adapter_files(adapter_dir, adapter, model, format, run_args);
+  write_adapter_files(adapter_dir, adapter, model, format, run_args,
+                      [&] { fault.at("adapter", state.step); });
+  if (o.save_every > 0 && state.step % o.save_every == 0)
+    result.checkpoint = checkpoint(state.step);
   progress.finish();
   return result;
 }

@@ -10,6 +10,7 @@
 
 #include "autograd/tensor.h"
 #include "trainer/io/atomic_file.h"
+#include "trainer/io/finite_values.h"
 #include "trainer/io/safetensors.h"
 
 namespace lora {
@@ -239,6 +240,7 @@ std::vector<float> checked_values(const AdapterPair& p, bool a) {
     throw std::runtime_error("adapter pair " + p.module_key() + ": " + (a ? "A" : "B") + " holds " +
                              std::to_string(v.size()) + " values, expected " +
                              std::to_string(want));
+  require_finite(v, "adapter pair " + p.module_key() + " " + (a ? "A" : "B"));
   return v;
 }
 
