@@ -5,7 +5,8 @@
 #include <stdexcept>
 
 #include "fuzz/fuzz_input.h"
-#include "trainer/train_options.h"
+#include "trainer/cli/train_config_file.h"
+#include "trainer/cli/train_flags.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   const auto path = lora::fuzz::write_input("config", lora::fuzz::as_text(data, size));
@@ -13,10 +14,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     CLI::App app;
     auto* cmd = app.add_subcommand("train");
     lora::TrainOptions options;
-    lora::TrainFlags flags;
-    lora::add_train_flags(*cmd, options, flags);
+    lora::cli::TrainFlags flags;
+    lora::cli::add_train_flags(*cmd, options, flags);
     app.parse(std::vector<std::string>{"train"});
-    lora::apply_config_file(*cmd, path.string());
+    lora::cli::apply_config_file(*cmd, path.string());
     options.validate();
     options.to_json().dump();
   } catch (const std::exception&) {

@@ -9,6 +9,8 @@ packages=(build-essential cmake pkg-config
   libopenblas-dev libopenblas0-openmp nlohmann-json3-dev libcli11-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libicu-dev libdnnl-dev
   python3 python3-torch python3-numpy)
+# Data-parallel training across processes and machines (mpirun, and MPI for the build).
+packages+=(openmpi-bin libopenmpi-dev)
 # Fuzzing only (scripts/fuzz.sh, -DLORA_FUZZ=ON): clang and its libFuzzer runtime.
 packages+=(clang libclang-rt-14-dev)
 missing=()

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <optional>
 
+#include "trainer/data_parallel.h"
 #include "trainer/progress.h"
 #include "trainer/train_options.h"
 
@@ -28,6 +29,11 @@ struct TrainResult {
 // 2 for SIGINT, 9 for SIGKILL) at optimizer step STEP: right after it (PHASE "step", the
 // default), or in the middle of its checkpoint write ("checkpoint"), its validation
 // ("validation") or the final adapter write ("adapter").
-TrainResult train(const TrainOptions& options, Progress& progress);
+//
+// Data-parallel: every rank of `parallel.comm` calls this with the same options; each computes
+// its share of every global batch (data_parallel.h) and rank 0 alone writes files.
+// LORA_FAULT_RANK=R limits the fault injection to rank R.
+TrainResult train(const TrainOptions& options, Progress& progress,
+                  const ParallelOptions& parallel = {});
 
 }  // namespace lora
