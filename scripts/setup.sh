@@ -11,6 +11,13 @@ packages=(build-essential cmake pkg-config
   python3 python3-torch python3-numpy)
 # Data-parallel training across processes and machines (mpirun, and MPI for the build).
 packages+=(openmpi-bin libopenmpi-dev)
+packages+=(libcpp-httplib-dev)  # `lora serve`'s HTTP server
+# Test-only: the real clients `lora serve` is tested with (the openai npm package, headless Chromium).
+# A node that already brings its own npm (NodeSource's) is kept: Debian's npm conflicts with it.
+test_packages=(chromium)
+command -v node >/dev/null || test_packages+=(nodejs)
+command -v npm >/dev/null || test_packages+=(npm)
+packages+=("${test_packages[@]}")
 # Fuzzing only (scripts/fuzz.sh, -DLORA_FUZZ=ON): clang and its libFuzzer runtime.
 packages+=(clang libclang-rt-14-dev)
 missing=()
@@ -33,3 +40,8 @@ if [ "${1:-}" = "--sanitize" ]; then
 fi
 cmake -S . -B "$build_dir" "${cmake_args[@]}" >/dev/null
 cmake --build "$build_dir" -j "$(nproc)"
+
+# Test-only: the npm clients of tests/clients (pinned by its package-lock.json).
+if [ ! -d tests/clients/node_modules ] || [ tests/clients/package-lock.json -nt tests/clients/node_modules ]; then
+  (cd tests/clients && npm ci --no-audit --no-fund)
+fi
