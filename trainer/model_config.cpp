@@ -256,8 +256,8 @@ ModelConfig ModelConfig::from_json(const json& file, const std::string& source) 
                     " is not a multiple of num_key_value_heads " + std::to_string(c.num_kv_heads));
   if (!present(j, "head_dim") && c.hidden_size % c.num_heads != 0)
     bad(source, "hidden_size is not a multiple of num_attention_heads and head_dim is not given");
-  c.head_dim = get_dimension(j, "head_dim", source, 8192,
-                             gemma ? 256 : c.hidden_size / c.num_heads);
+  c.head_dim =
+      get_dimension(j, "head_dim", source, 8192, gemma ? 256 : c.hidden_size / c.num_heads);
   if (c.head_dim % 2 != 0) bad(source, "head_dim " + std::to_string(c.head_dim) + " must be even");
   c.vocab_size = get_dimension(j, "vocab_size", source, int64_t(1) << 24);
   c.max_position_embeddings = get_dimension(j, "max_position_embeddings", source, int64_t(1) << 26,
