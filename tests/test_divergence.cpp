@@ -158,6 +158,7 @@ TEST(Divergence, AdapterWriterRefusesNonFiniteValuesAndWritesNothing) {
   p.a = {0.5f, 0.25f};
   p.b = {1.0f, std::numeric_limits<float>::infinity()};
   file.pairs.push_back(p);
+  file.base_num_layers = 1;
   for (auto format : {AdapterFormat::mlx, AdapterFormat::peft}) {
     const fs::path dir = tmp / std::string(adapter_format_name(format));
     try {
