@@ -31,6 +31,7 @@
 #include "autograd/profile.h"
 #include "autograd/quant.h"
 #include "trainer/lora.h"
+#include "trainer/memory_estimate.h"
 #include "trainer/model.h"
 #include "trainer/optimizer.h"
 #include "trainer/transformer.h"
@@ -256,20 +257,6 @@ void reset_peak_rss() {
   std::ofstream("/proc/self/clear_refs") << "5";
 }
 
-// The activations backward cannot do without, in floats per token of one block: the block input
-// and the normed input (rmsnorm and the q/k/v LoRA inputs), q, k, v after RoPE (attention), the
-// attention output (o's input), the residual stream and its norm after attention, gate, up and
-// their SwiGLU product (down's input). With checkpointing only the block inputs are kept for every
-// block, and one block's set while it is recomputed.
-double must_live_activation_mib(const lora::ModelConfig& c, int64_t tokens, bool checkpointing) {
-  const double h = double(c.hidden_size), q = double(c.num_heads * c.head_dim),
-               kv = double(c.num_kv_heads * c.head_dim), inter = double(c.intermediate_size);
-  const double block = 4 * h + 2 * q + 2 * kv + 3 * inter;
-  const double per_token =
-      checkpointing ? c.num_layers * h + block : c.num_layers * block + h;  // + final norm input
-  return per_token * double(tokens) * 4 / (1 << 20);
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -399,10 +386,16 @@ int main(int argc, char** argv) try {
   out["flops_per_token"] = fpt;
   out["achieved_gflops"] = tokens_per_s * fpt / 1e9;
   out["peak_rss_mib"] = peak_rss_mib();
-  const double base_mib = double(model.stored_bytes()) / (1 << 20);
-  // LoRA weights, gradients and the two AdamW moments, all f32.
-  const double lora_mib = double(lora_params) * 4 * 4 / (1 << 20);
-  const double act_mib = must_live_activation_mib(config, n, args.grad_checkpoint);
+  // The floor the trainer checks a run against before loading (trainer/memory_estimate.h).
+  lora::MemoryRunShape run;
+  run.lora_parameters = lora_params;
+  run.batch = args.batch;
+  run.seq = args.seq;
+  run.checkpointing = args.grad_checkpoint;
+  const auto floor = lora::estimate_training_memory(config, model.stored_bytes(), run);
+  const double base_mib = double(floor.base) / (1 << 20);
+  const double lora_mib = double(floor.lora_state) / (1 << 20);
+  const double act_mib = double(floor.activations) / (1 << 20);
   out["base_stored_mib"] = base_mib;
   out["lora_state_mib"] = lora_mib;
   out["must_live_activation_mib"] = act_mib;

@@ -40,6 +40,17 @@ int64_t get_positive(const json& j, const char* key, const std::string& source,
   return v;
 }
 
+// A dimension between 1 and `most`: the bounds sit far above any published model, and refuse an
+// absurd config (hidden_size 10^9) before anything is sized from it.
+int64_t get_dimension(const json& j, const char* key, const std::string& source, int64_t most,
+                      std::optional<int64_t> fallback = std::nullopt) {
+  const int64_t v = get_positive(j, key, source, fallback);
+  if (v > most)
+    bad(source, std::string("\"") + key + "\" is " + std::to_string(v) + ", beyond the " +
+                    std::to_string(most) + " this trainer accepts");
+  return v;
+}
+
 float get_float(const json& j, const char* key, const std::string& source, float fallback) {
   if (!present(j, key)) return fallback;
   const auto& v = j.at(key);
@@ -235,21 +246,22 @@ ModelConfig ModelConfig::from_json(const json& file, const std::string& source) 
   const bool gemma = is_gemma(c.model_type);
   if (get_bool(j, "mlp_bias", source, false)) bad(source, "unsupported mlp_bias: true");
 
-  c.hidden_size = get_positive(j, "hidden_size", source);
-  c.intermediate_size = get_positive(j, "intermediate_size", source);
-  c.num_layers = get_positive(j, "num_hidden_layers", source);
-  c.num_heads = get_positive(j, "num_attention_heads", source);
-  c.num_kv_heads = get_positive(j, "num_key_value_heads", source, c.num_heads);
+  c.hidden_size = get_dimension(j, "hidden_size", source, int64_t(1) << 17);
+  c.intermediate_size = get_dimension(j, "intermediate_size", source, int64_t(1) << 20);
+  c.num_layers = get_dimension(j, "num_hidden_layers", source, 4096);
+  c.num_heads = get_dimension(j, "num_attention_heads", source, 4096);
+  c.num_kv_heads = get_dimension(j, "num_key_value_heads", source, 4096, c.num_heads);
   if (c.num_heads % c.num_kv_heads != 0)
     bad(source, "num_attention_heads " + std::to_string(c.num_heads) +
                     " is not a multiple of num_key_value_heads " + std::to_string(c.num_kv_heads));
   if (!present(j, "head_dim") && c.hidden_size % c.num_heads != 0)
     bad(source, "hidden_size is not a multiple of num_attention_heads and head_dim is not given");
-  c.head_dim = get_positive(j, "head_dim", source, gemma ? 256 : c.hidden_size / c.num_heads);
+  c.head_dim =
+      get_dimension(j, "head_dim", source, 8192, gemma ? 256 : c.hidden_size / c.num_heads);
   if (c.head_dim % 2 != 0) bad(source, "head_dim " + std::to_string(c.head_dim) + " must be even");
-  c.vocab_size = get_positive(j, "vocab_size", source);
-  c.max_position_embeddings =
-      get_positive(j, "max_position_embeddings", source, c.max_position_embeddings);
+  c.vocab_size = get_dimension(j, "vocab_size", source, int64_t(1) << 24);
+  c.max_position_embeddings = get_dimension(j, "max_position_embeddings", source, int64_t(1) << 26,
+                                            c.max_position_embeddings);
   c.rms_norm_eps = get_float(j, "rms_norm_eps", source, c.rms_norm_eps);
   c.rope_theta =
       get_float(j, "rope_theta", source,

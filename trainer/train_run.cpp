@@ -5,6 +5,7 @@
 
 #include "trainer/evaluate.h"
 #include "trainer/setting_error.h"
+#include "trainer/train_memory.h"
 
 namespace lora {
 
@@ -197,8 +198,11 @@ RunInputs load_run_inputs(const TrainOptions& o, Progress& progress) {
   LoadOptions load;
   load.quantize_bits = int(o.quantize);
   load.quantize_group_size = int(o.q_group_size);
-  in.model = load_model(o.model, load);
   in.data = load_train_data(o, o.model, progress);
+  // Refused before the model is loaded when the run cannot fit in memory.
+  if (const auto available = memory_available_to_runs())
+    check_run_fits(o, longest_sequence(in.data.train), *available);
+  in.model = load_model(o.model, load);
   in.compute = compute_dtype_named(o.compute_dtype);
   if (in.compute == ComputeDType::BF16 && !uses_bf16(in.compute))
     progress.note("compute_dtype bf16: this CPU has no bf16 matmul units; running in f32");

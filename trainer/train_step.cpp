@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "trainer/data_parallel.h"
+#include "trainer/finite_guard.h"
 
 namespace lora {
 
@@ -17,12 +18,6 @@ namespace {
 // checked and the gradients are clipped and applied.
 void reduce_gradients(TrainRun& run, StepResult& result) {
   result.loss = exchange_step(result.micro_losses, run.exchange, run.comm);
-}
-
-void stop_on_non_finite(int64_t step, double loss) {
-  if (!std::isfinite(loss))
-    throw std::runtime_error("step " + std::to_string(step) + ": the loss is not finite (" +
-                             std::to_string(loss) + "); lower the learning rate");
 }
 
 }  // namespace
@@ -41,10 +36,12 @@ StepResult accumulate_gradients(TrainRun& run, int64_t step) {
 StepResult train_step(TrainRun& run, int64_t step, float lr) {
   StepResult r = accumulate_gradients(run, step);
   reduce_gradients(run, r);
-  stop_on_non_finite(step, r.loss);
   const float clip = float(run.options.grad_clip);
   r.grad_norm = clip > 0 ? clip_grad_norm(run.params, clip) : grad_norm(run.params);
   run.optimizer.step(lr);
+  // The same on every rank: the loss and the gradients are the reduced ones.
+  check_step_finite(step, r.loss, r.grad_norm, run.adapter, run.options.adapter_path,
+                    run.options.learning_rate);
   run.state.step = step;
   run.state.trained_tokens += r.trained_tokens;
   run.state.window_loss += r.loss * double(r.trained_tokens);

@@ -1,13 +1,18 @@
 #include "trainer/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
+#include <string>
+#include <utility>
 
 #include "trainer/evaluate.h"
 #include "trainer/io/adapter_io.h"
 #include "trainer/io/checkpoint.h"
+#include "trainer/io/output_preflight.h"
 #include "trainer/metrics.h"
 #include "trainer/train_run.h"
 #include "trainer/train_step.h"
@@ -47,16 +52,43 @@ class StopSignals {
   }, old_term_{};
 };
 
-// LORA_FAULT_SIGNAL_AT_STEP="STEP:SIGNAL" (tests): raise SIGNAL after optimizer step STEP.
-std::pair<int64_t, int> fault_injection(int rank) {
-  const char* v = std::getenv("LORA_FAULT_SIGNAL_AT_STEP");
-  if (v == nullptr) return {-1, 0};
-  if (const char* r = std::getenv("LORA_FAULT_RANK"); r != nullptr && std::atoi(r) != rank)
-    return {-1, 0};
-  long long step = -1;
-  int sig = 0;
-  if (std::sscanf(v, "%lld:%d", &step, &sig) != 2) return {-1, 0};
-  return {step, sig};
+// LORA_FAULT_SIGNAL_AT_STEP="STEP:SIGNAL[:PHASE]" (tests): raise SIGNAL at optimizer step STEP,
+// in PHASE: "step" (after the step and its checkpoint; the default), "checkpoint" (the checkpoint
+// files written, not yet renamed into place), "validation" (validation loss computed, not logged)
+// or "adapter" (the final adapter half moved into place). LORA_FAULT_RANK=R: on rank R only.
+struct FaultInjection {
+  int64_t step = -1;
+  int signal = 0;
+  std::string phase = "step";
+  static FaultInjection from_env(int rank) {
+    FaultInjection f;
+    const char* v = std::getenv("LORA_FAULT_SIGNAL_AT_STEP");
+    if (v == nullptr) return f;
+    if (const char* r = std::getenv("LORA_FAULT_RANK"); r != nullptr && std::atoi(r) != rank)
+      return f;
+    long long step = -1;
+    int sig = 0;
+    char phase[16] = "step";
+    if (std::sscanf(v, "%lld:%d:%15s", &step, &sig, phase) < 2) return f;
+    f.step = step;
+    f.signal = sig;
+    f.phase = phase;
+    return f;
+  }
+  void at(const char* where, int64_t now) const {
+    if (now == step && phase == where) std::raise(signal);
+  }
+};
+
+// Refuses a run whose adapter folder cannot hold what the run will write, before any step.
+void check_output_room(const TrainOptions& o, const LoraAdapter& adapter, Optimizer& optimizer) {
+  const int64_t slots =
+      int64_t(!optimizer.first_moments().empty()) + int64_t(!optimizer.second_moments().empty());
+  const int64_t kept =
+      o.save_every > 0 ? std::min(std::max<int64_t>(o.keep_checkpoints, 1), o.iters / o.save_every)
+                       : 0;
+  check_free_space(o.adapter_path,
+                   training_output_bytes(adapter.num_parameters(), slots, kept, o.iters));
 }
 
 nlohmann::ordered_json run_arguments(const TrainOptions& o) {
@@ -79,6 +111,7 @@ class RunLog {
         dir_(run.options.adapter_path),
         config_json_(run.options.to_json()),
         writes_(run.comm.is_root()),
+        fault_(FaultInjection::from_env(run.comm.rank())),
         metrics_(writes_ ? created(dir_) : fs::path(),
                  run.inputs.resumed ? run.inputs.resumed->content.metrics : std::string()) {
     const auto& train = run.inputs.data.train;
@@ -121,6 +154,7 @@ class RunLog {
     const auto t0 = std::chrono::steady_clock::now();
     EvalResult r =
         evaluate(run_.model(), stack(), *run_.valid_plan, run_.options.val_batches, run_.comm);
+    fault_.at("validation", step);
     nlohmann::ordered_json rec = {
         {"type", "val"},
         {"step", step},
@@ -153,7 +187,8 @@ class RunLog {
                               metrics_.text()};
     const fs::path dir = checkpoint_dir(dir_, step);
     if (!writes_) return dir;
-    save_checkpoint(dir, run_.adapter, run_.optimizer, run_.model(), run_.format, content);
+    save_checkpoint(dir, run_.adapter, run_.optimizer, run_.model(), run_.format, content,
+                    [&](const fs::path&) { fault_.at("checkpoint", step); });
     prune_checkpoints(dir_, run_.options.keep_checkpoints);
     return dir;
   }
@@ -164,8 +199,12 @@ class RunLog {
     const TrainOptions& o = run_.options;
     const TrainingRun training{o.data.empty() ? o.train_file : o.data, run_.state.step,
                                last_train_loss_, valid_loss, test_loss};
-    save_adapter(dir_, run_.adapter, run_.model(), run_.format, run_arguments(o), training);
+    save_adapter(dir_, run_.adapter, run_.model(), run_.format, run_arguments(o), training,
+                 [&] { fault_.at("adapter", run_.state.step); });
   }
+
+  // The fault injection's "step" phase (tests).
+  void after_step(int64_t step) const { fault_.at("step", step); }
 
  private:
   static const fs::path& created(const fs::path& dir) {
@@ -187,6 +226,7 @@ class RunLog {
   const fs::path dir_;
   const nlohmann::ordered_json config_json_;
   const bool writes_;  // rank 0 (or the one process)
+  const FaultInjection fault_;
   MetricsLog metrics_;
   int64_t window_tokens_ = 0;              // for tokens/s (not part of the exact state)
   std::optional<double> last_train_loss_;  // the last train record's loss
@@ -197,10 +237,12 @@ class RunLog {
 
 TrainResult train(const TrainOptions& o, Progress& progress, const ParallelOptions& parallel) {
   // Everything that can fail on bad input happens before the adapter folder is touched.
+  const bool writes = parallel.comm == nullptr || parallel.comm->is_root();
+  if (writes) check_folder_writable(o.adapter_path);
   TrainRun run(o, progress, parallel);
+  if (writes) check_output_room(o, run.adapter, run.optimizer);
   RunLog log(run, progress);
   StopSignals signals;
-  const auto [fault_step, fault_signal] = fault_injection(run.comm.rank());
   // A stop signal ends the run on the step every rank agrees on.
   auto stop_requested = [&] {
     return run.comm.any(signals.received() != 0, "stop-signal exchange");
@@ -215,9 +257,12 @@ TrainResult train(const TrainOptions& o, Progress& progress, const ParallelOptio
     // Signals are read twice: one that arrived during the step shares the step's checkpoint; one
     // that arrives after that (the fault injection raises here) gets its own before the stop.
     const bool stopping = stop_requested();
-    if ((o.save_every > 0 && step % o.save_every == 0) || (stopping && step < o.iters))
+    // The last step's checkpoint is written after the adapter (below): a run killed before then
+    // resumes from the one before and redoes the end, instead of finding itself finished.
+    if ((o.save_every > 0 && step % o.save_every == 0 && step < o.iters) ||
+        (stopping && step < o.iters))
       result.checkpoint = log.checkpoint(step);
-    if (step == fault_step) std::raise(fault_signal);
+    log.after_step(step);
     if (stop_requested() && step < o.iters) {
       if (!stopping) result.checkpoint = log.checkpoint(step);
       progress.finish();
@@ -230,6 +275,8 @@ TrainResult train(const TrainOptions& o, Progress& progress, const ParallelOptio
   result.final_val_loss = log.validate(run.state.step);
   result.test_loss = log.test(run.state.step);
   log.write_adapter(result.final_val_loss, result.test_loss);
+  if (o.save_every > 0 && run.state.step % o.save_every == 0)
+    result.checkpoint = log.checkpoint(run.state.step);
   progress.finish();
   return result;
 }

@@ -25,8 +25,10 @@ struct TrainResult {
 // read again here. Errors are std::runtime_error with a message for the user; nothing is written
 // to the adapter folder before the data and model have loaded and checked out.
 //
-// Fault injection for tests: LORA_FAULT_SIGNAL_AT_STEP="STEP:SIGNAL" raises SIGNAL (e.g. 2 for
-// SIGINT, 9 for SIGKILL) right after optimizer step STEP.
+// Fault injection for tests: LORA_FAULT_SIGNAL_AT_STEP="STEP:SIGNAL[:PHASE]" raises SIGNAL (e.g.
+// 2 for SIGINT, 9 for SIGKILL) at optimizer step STEP: right after it (PHASE "step", the
+// default), or in the middle of its checkpoint write ("checkpoint"), its validation
+// ("validation") or the final adapter write ("adapter").
 //
 // Data-parallel: every rank of `parallel.comm` calls this with the same options; each computes
 // its share of every global batch (data_parallel.h) and rank 0 alone writes files.

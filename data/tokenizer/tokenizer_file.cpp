@@ -1,5 +1,6 @@
 #include "data/tokenizer/tokenizer_file.h"
 
+#include <cstdint>
 #include <fstream>
 #include <stdexcept>
 
@@ -7,6 +8,11 @@ namespace lora::data {
 
 namespace {
 using nlohmann::json;
+
+// Far beyond any published tokenizer (the largest have about 260k tokens, 30 MB of JSON): a file
+// past these is refused before it can take the memory and time its size would.
+constexpr std::size_t kMaxTableEntries = std::size_t(1) << 21;
+constexpr std::uintmax_t kMaxFileBytes = std::uintmax_t(1) << 30;
 
 // Splits a merge written as "left right".
 bool split_merge(const std::string& line, std::pair<std::string, std::string>& out) {
@@ -45,8 +51,7 @@ class Reader {
         if (!split_merge(s, merge))
           return fail("model.merges[" + std::to_string(tables_.merges.size()) +
                       "]: expected \"left right\", got \"" + s + "\"");
-        tables_.merges.push_back(std::move(merge));
-        return true;
+        return add_merge(std::move(merge));
       }
       if (depth_ == table_depth_ + 1 && pair_size_ < 2) {  // ["left", "right"]
         (pair_size_++ == 0 ? pair_.first : pair_.second) = std::move(s);
@@ -119,9 +124,9 @@ class Reader {
       if (pair_size_ != 2)
         return fail("model.merges[" + std::to_string(tables_.merges.size()) +
                     "]: expected [left, right]");
-      tables_.merges.push_back(std::move(pair_));
+      const bool added = add_merge(std::move(pair_));
       pair_ = {};
-      return true;
+      return added;
     }
     return dom_.end_array();
   }
@@ -142,7 +147,15 @@ class Reader {
   bool add_vocab(int64_t id) {
     if (id < 0 || id > INT32_MAX)
       return fail("model.vocab[\"" + vocab_key_ + "\"]: the id must be a non-negative integer");
+    if (tables_.vocab.size() >= kMaxTableEntries)
+      return fail("model.vocab: more than " + std::to_string(kMaxTableEntries) + " tokens");
     tables_.vocab.emplace_back(std::move(vocab_key_), id);
+    return true;
+  }
+  bool add_merge(std::pair<std::string, std::string> merge) {
+    if (tables_.merges.size() >= kMaxTableEntries)
+      return fail("model.merges: more than " + std::to_string(kMaxTableEntries) + " merges");
+    tables_.merges.push_back(std::move(merge));
     return true;
   }
   // Inside a diverted table only the expected kinds of value are allowed.
@@ -174,6 +187,10 @@ class Reader {
 TokenizerFile read_tokenizer_file(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary | std::ios::ate);
   if (!in) throw std::runtime_error("cannot read tokenizer file " + file.string());
+  if (std::uintmax_t(in.tellg()) > kMaxFileBytes)
+    throw std::runtime_error(file.string() + ": " + std::to_string(std::uintmax_t(in.tellg())) +
+                             " bytes, more than the " + std::to_string(kMaxFileBytes) +
+                             " a tokenizer file may have");
   std::string text(static_cast<std::size_t>(in.tellg()), '\0');
   in.seekg(0);
   in.read(text.data(), static_cast<std::streamsize>(text.size()));

@@ -115,10 +115,12 @@ CommandResult run_program(const std::vector<std::string>& argv, const std::strin
   return result;
 }
 
+std::string lora_bin() {
+  return std::getenv("LORA_BIN") ? std::getenv("LORA_BIN") : std::string(LORA_BINARY_DIR) + "/lora";
+}
+
 CommandResult run_lora(const std::vector<std::string>& args, const std::string& stdin_text) {
-  std::string bin =
-      std::getenv("LORA_BIN") ? std::getenv("LORA_BIN") : std::string(LORA_BINARY_DIR) + "/lora";
-  std::vector<std::string> argv{bin};
+  std::vector<std::string> argv{lora_bin()};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_program(argv, stdin_text);
 }

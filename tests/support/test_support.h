@@ -35,6 +35,8 @@ struct CommandResult {
   std::string out;  // stdout
   std::string err;  // stderr
 };
+// The lora CLI under test: $LORA_BIN, else build/lora.
+std::string lora_bin();
 // Runs build/lora with the arguments (no shell), capturing stdout and stderr.
 CommandResult run_lora(const std::vector<std::string>& args, const std::string& stdin_text = "");
 // Runs any program (argv[0] looked up in PATH).

@@ -10,10 +10,34 @@
 #include "trainer/cli/train_flags.h"
 #include "trainer/distributed.h"
 #include "trainer/io/checkpoint.h"
+#include "trainer/progress.h"
+#include "trainer/train_memory.h"
 #include "trainer/train_options.h"
 #include "trainer/trainer.h"
 
 namespace lora::cli {
+
+namespace {
+
+// On stderr, so stdout stays a config file: the run's memory floor for --max-seq-length sequences,
+// with and without --grad-checkpoint.
+void print_memory_estimate(const TrainOptions& o) {
+  try {
+    TrainOptions other = o;
+    other.grad_checkpoint = !o.grad_checkpoint;
+    const auto mine = estimate_run_memory(o, o.max_seq_length);
+    const auto alt = estimate_run_memory(other, o.max_seq_length);
+    std::fprintf(stderr, "memory estimate for batches of %lld x %lld tokens: %s; %s: %s\n",
+                 static_cast<long long>(o.batch_size), static_cast<long long>(o.max_seq_length),
+                 describe(mine).c_str(),
+                 o.grad_checkpoint ? "without --grad-checkpoint" : "with --grad-checkpoint",
+                 describe(alt).c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "memory estimate: unavailable (%s)\n", e.what());
+  }
+}
+
+}  // namespace
 
 void add_train(CLI::App& app, const GlobalOptions& global) {
   auto* cmd = app.add_subcommand(
@@ -39,6 +63,7 @@ void add_train(CLI::App& app, const GlobalOptions& global) {
     }
     if (flags->print_config) {
       std::printf("%s\n", o.to_json().dump(2).c_str());
+      print_memory_estimate(o);
       return;
     }
     const auto comm = join_job(parallel->distributed);

@@ -1,6 +1,7 @@
 // lora: LoRA fine-tuning for Llama-family models on the CPU.
 #include <omp.h>
 
+#include <csignal>
 #include <cstdio>
 #include <exception>
 
@@ -13,6 +14,9 @@ extern "C" void openblas_set_num_threads(int);
 
 int main(int argc, char** argv) {
   lora::keep_freed_memory_for_reuse();
+  // Past a file size limit, write(2) then fails with EFBIG, which the writers report and clean up
+  // after, instead of the process dying mid-write.
+  std::signal(SIGXFSZ, SIG_IGN);
   lora::cli::GlobalOptions global;
   CLI::App app{
       "lora: fine-tune Llama-family models with LoRA on the CPU.\n"

@@ -10,6 +10,7 @@
 
 #include "autograd/tensor.h"
 #include "trainer/io/atomic_file.h"
+#include "trainer/io/finite_values.h"
 #include "trainer/io/model_card.h"
 #include "trainer/io/peft_patterns.h"
 #include "trainer/io/safetensors.h"
@@ -366,6 +367,7 @@ std::vector<float> checked_values(const AdapterPair& p, bool a) {
     throw std::runtime_error("adapter pair " + p.module_key() + ": " + (a ? "A" : "B") + " holds " +
                              std::to_string(v.size()) + " values, expected " +
                              std::to_string(want));
+  require_finite(v, "adapter pair " + p.module_key() + " " + (a ? "A" : "B"));
   return v;
 }
 
@@ -572,7 +574,8 @@ namespace {
 // the other layout's weights file, if any, is removed (a folder holding both is refused by the
 // reader, so a crash before that point cannot go unnoticed).
 void install_adapter_files(const fs::path& dir, const char* weights_name, const char* other_name,
-                           const std::function<void(const fs::path&)>& fill) {
+                           const std::function<void(const fs::path&)>& fill,
+                           const std::function<void()>& after_weights) {
   if (!fs::exists(dir)) {
     write_dir_atomic(dir, fill);
     return;
@@ -582,6 +585,7 @@ void install_adapter_files(const fs::path& dir, const char* weights_name, const 
   const fs::path staging = dir / ".adapter-staging";
   write_dir_atomic(staging, fill);
   fs::rename(staging / weights_name, dir / weights_name);  // the weights first, then the rest
+  if (after_weights) after_weights();
   std::vector<fs::path> rest;
   for (const auto& e : fs::directory_iterator(staging)) rest.push_back(e.path());
   for (const auto& path : rest) fs::rename(path, dir / path.filename());
@@ -611,7 +615,8 @@ bool covers_all_layers(const std::vector<int64_t>& adapted, std::optional<int64_
 
 }  // namespace
 
-void AdapterFile::write(const fs::path& dir, AdapterFormat out_format) const {
+void AdapterFile::write(const fs::path& dir, AdapterFormat out_format,
+                        const std::function<void()>& after_weights) const {
   if (pairs.empty()) throw std::runtime_error("refusing to write an adapter with no LoRA pairs");
   const auto adapted = layers();
   if (base_num_layers && adapted.back() >= *base_num_layers)
@@ -723,11 +728,14 @@ void AdapterFile::write(const fs::path& dir, AdapterFormat out_format) const {
   const std::string config_text = config.dump(2) + "\n";
   const std::string card = model_card(*this, out_format);
 
-  install_adapter_files(dir, weights_name, other_name, [&](const fs::path& tmp) {
-    write_safetensors(tmp / weights_name, tensors, metadata);
-    write_file_atomic(tmp / kConfig, config_text);
-    write_file_atomic(tmp / kCard, card);
-  });
+  install_adapter_files(
+      dir, weights_name, other_name,
+      [&](const fs::path& tmp) {
+        write_safetensors(tmp / weights_name, tensors, metadata);
+        write_file_atomic(tmp / kConfig, config_text);
+        write_file_atomic(tmp / kCard, card);
+      },
+      after_weights);
 }
 
 }  // namespace lora

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -80,7 +81,9 @@ struct AdapterFile {
   // appears whole or not at all; in an existing folder each file is replaced atomically, an
   // adapter of the other format there is replaced (its weights file removed), and other files
   // (checkpoints, logs) are kept. Everything is validated before the first byte is written.
-  void write(const std::filesystem::path& dir, AdapterFormat format) const;
+  // `after_weights` (tests' fault injection) runs once the weights are in place and the rest not.
+  void write(const std::filesystem::path& dir, AdapterFormat format,
+             const std::function<void()>& after_weights = {}) const;
 
   // The rank shared by all pairs (throws when they differ or there are none).
   int64_t common_rank() const;

@@ -138,11 +138,12 @@ AdapterFile to_adapter_file(const LoraAdapter& adapter, const Model& model) {
 
 void save_adapter(const fs::path& dir, const LoraAdapter& adapter, const Model& model,
                   AdapterFormat format, const nlohmann::json& run_args,
-                  const std::optional<TrainingRun>& training) {
+                  const std::optional<TrainingRun>& training,
+                  const std::function<void()>& after_weights) {
   AdapterFile file = to_adapter_file(adapter, model);
   if (run_args.is_object()) file.mlx_run_args = run_args;
   file.training = training;
-  file.write(dir, format);
+  file.write(dir, format, after_weights);
 }
 
 LoraAdapter load_adapter(const fs::path& path, const Model& model) {

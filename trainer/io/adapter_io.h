@@ -23,7 +23,8 @@ namespace lora {
 // (base_model_name). `training` goes into the README.md model card.
 void save_adapter(const std::filesystem::path& dir, const LoraAdapter& adapter, const Model& model,
                   AdapterFormat format, const nlohmann::json& run_args = nlohmann::json::object(),
-                  const std::optional<TrainingRun>& training = std::nullopt);
+                  const std::optional<TrainingRun>& training = std::nullopt,
+                  const std::function<void()>& after_weights = {});
 
 // The base model as adapter configs name it: the hub-style name in config.json's _name_or_path
 // ("Qwen/Qwen2.5-0.5B-Instruct") when it has one, else the model folder as the user gave it; an

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "trainer/io/atomic_file.h"
+#include "trainer/io/finite_values.h"
 #include "trainer/io/safetensors.h"
 
 namespace lora {
@@ -85,6 +86,9 @@ void save_checkpoint(const fs::path& dir, LoraAdapter& adapter, Optimizer& optim
       char key[32];
       std::snprintf(key, sizeof key, "%06zu", i);
       const Tensor& value = params[i]->value;
+      require_finite(value.span(), "checkpoint parameter " + std::string(key));
+      if (i < m.size()) require_finite(m[i].span(), "checkpoint first moment " + std::string(key));
+      if (i < v.size()) require_finite(v[i].span(), "checkpoint second moment " + std::string(key));
       tensors.push_back(
           TensorData::from_f32(std::string("value.") + key, value.shape, value.span()));
       if (i < m.size())
@@ -218,6 +222,14 @@ fs::path resolve_checkpoint(const fs::path& path) {
 }
 
 void prune_checkpoints(const fs::path& adapter_dir, int64_t keep) {
+  // Temporary folders left by a run killed while writing (never read: their names start with '.').
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(adapter_dir / "checkpoints", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.starts_with(".") &&
+        (name.find(".tmp-") != std::string::npos || name.find(".old-") != std::string::npos))
+      fs::remove_all(e.path(), ec);
+  }
   auto all = list_checkpoints(adapter_dir);
   for (std::size_t i = 0; i + std::size_t(std::max<int64_t>(keep, 1)) < all.size(); ++i) {
     std::error_code ec;

@@ -1,0 +1,40 @@
+// What every fuzz target shares: the input as a file in a folder of this process's own (most
+// parsers of outside input read files, as the trainer does), and the entry point libFuzzer and
+// the corpus runner (corpus_main.cpp) call.
+#pragma once
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <string_view>
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size);
+
+namespace lora::fuzz {
+
+// A folder for this process's inputs, created on first use and reused (one input at a time).
+inline const std::filesystem::path& scratch_dir() {
+  static const std::filesystem::path dir = [] {
+    auto d = std::filesystem::temp_directory_path() / ("lora-fuzz-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(d);
+    return d;
+  }();
+  return dir;
+}
+
+// Writes `bytes` to scratch_dir()/name (replacing it) and returns the path.
+inline std::filesystem::path write_input(const std::string& name, std::string_view bytes) {
+  const auto path = scratch_dir() / name;
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), std::streamsize(bytes.size()));
+  return path;
+}
+
+inline std::string_view as_text(const uint8_t* data, std::size_t size) {
+  return {reinterpret_cast<const char*>(data), size};
+}
+
+}  // namespace lora::fuzz

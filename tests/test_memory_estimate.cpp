@@ -1,0 +1,139 @@
+// The memory estimate made before a run loads its model: the activation floor the benchmark
+// measures peak RSS against, the LoRA parameter count and the base's bytes checked against the
+// loaded objects, and the refusal of a run that cannot fit, whose suggested flags do fit.
+#include <gtest/gtest.h>
+
+#include "support/test_support.h"
+#include "train_fixtures.h"
+#include "trainer/lora.h"
+#include "trainer/memory_estimate.h"
+#include "trainer/model.h"
+#include "trainer/random_model.h"
+#include "trainer/train_memory.h"
+
+namespace lora::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+ModelConfig small_config() {
+  ModelConfig c;
+  c.model_type = "llama";
+  c.hidden_size = 64;
+  c.intermediate_size = 172;
+  c.num_layers = 5;
+  c.num_heads = 8;
+  c.num_kv_heads = 4;
+  c.head_dim = 8;
+  c.vocab_size = 512;
+  return c;
+}
+
+TEST(MemoryEstimate, ActivationFloorCountsEachKeptTensor) {
+  const ModelConfig c = small_config();
+  // Per block and token: 4 x hidden (input, its norm, the residual and its norm), q and attention
+  // output (2 x 64), k and v (2 x 32), gate, up and their product (3 x 172).
+  const uint64_t block = 4 * 64 + 2 * 64 + 2 * 32 + 3 * 172;
+  EXPECT_EQ(activation_bytes(c, 100, false), (5 * block + 64) * 100 * 4);
+  EXPECT_EQ(activation_bytes(c, 100, true), (5 * 64 + block) * 100 * 4);
+}
+
+TEST(MemoryEstimate, LoraCountAndBaseBytesMatchTheLoadedObjects) {
+  const ModelConfig c = small_config();
+  const Model model = make_random_model(c, 3);
+  LoraConfig lc;
+  lc.rank = 4;
+  lc.num_layers = 2;
+  lc.keys = {Proj::q, Proj::k, Proj::o, Proj::down};
+  EXPECT_EQ(lora_parameter_count(c, 4, lc.keys, 2),
+            LoraAdapter::create(model, lc, 1).num_parameters());
+  lc.num_layers = -1;
+  EXPECT_EQ(lora_parameter_count(c, 4, lc.keys, -1),
+            LoraAdapter::create(model, lc, 1).num_parameters());
+
+  LORA_REQUIRE_SHARED(kStoriesModel);
+  const fs::path stories = shared_dir() / kStoriesModel;
+  EXPECT_EQ(base_bytes_of(stories), load_model(stories).stored_bytes());
+  LoadOptions q4;
+  q4.quantize_bits = 4;
+  q4.quantize_group_size = 32;
+  EXPECT_EQ(base_bytes_of(stories, 4, 32), load_model(stories, q4).stored_bytes());
+}
+
+std::vector<std::string> train_args(const fs::path& data, const fs::path& out) {
+  return {"--threads",
+          "1",
+          "train",
+          "--model",
+          (shared_dir() / kStoriesModel).string(),
+          "--data",
+          data.string(),
+          "--adapter-path",
+          out.string(),
+          "--batch-size",
+          "8",
+          "--max-seq-length",
+          "64",
+          "--num-layers",
+          "5",
+          "--iters",
+          "1",
+          "--steps-per-eval",
+          "0",
+          "--val-batches",
+          "0",
+          "--save-every",
+          "0"};
+}
+
+CommandResult run_with_memory(const std::string& bytes, const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {"env", "LORA_AVAILABLE_MEMORY=" + bytes, lora_bin()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_program(argv);
+}
+
+// stories260K with batches of 8 of its longest example (about 40 tokens): 1 MiB of base and about
+// 6 MiB of activations, 1.6 MiB with --grad-checkpoint. With 4 MiB available the run is refused
+// before the model is loaded and before the adapter folder exists, naming --grad-checkpoint; with
+// that flag it runs.
+TEST(MemoryEstimate, RunThatCannotFitIsRefusedNamingFlagsThatFit) {
+  LORA_REQUIRE_SHARED(kStoriesModel);
+  TempDir tmp("memory");
+  make_story_data(tmp / "data");
+  const auto args = train_args(tmp / "data", tmp / "out");
+  const std::string four_mib = std::to_string(4 << 20);
+  auto r = run_with_memory(four_mib, args);
+  ASSERT_NE(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.err.find("needs at least"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("4 MiB are available"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--grad-checkpoint"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--batch-size 2"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(tmp / "out"));
+
+  auto fixed = args;
+  fixed.push_back("--grad-checkpoint");
+  auto ok = run_with_memory(four_mib, fixed);
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  auto small = args;
+  small.insert(small.end(), {"--batch-size", "2"});
+  EXPECT_EQ(run_with_memory(four_mib, small).exit_code, 0);
+  // Nothing fits in 256 KiB (the base alone is 1 MiB, about 280 KiB quantized to 4 bits).
+  auto none = run_with_memory(std::to_string(256 << 10), args);
+  EXPECT_NE(none.exit_code, 0);
+  EXPECT_NE(none.err.find("no smaller batch"), std::string::npos) << none.err;
+}
+
+TEST(MemoryEstimate, PrintConfigShowsTheEstimate) {
+  LORA_REQUIRE_SHARED(kStoriesModel);
+  TempDir tmp("memory");
+  auto r = run_lora({"train", "--model", (shared_dir() / kStoriesModel).string(), "--batch-size",
+                     "8", "--max-seq-length", "64", "--print-config"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NO_THROW(nlohmann::json::parse(r.out));  // stdout stays a config file
+  EXPECT_NE(r.err.find("memory estimate for batches of 8 x 64 tokens"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("with --grad-checkpoint"), std::string::npos) << r.err;
+  EXPECT_GT(available_memory_bytes().value_or(0), 0u);
+}
+
+}  // namespace
+}  // namespace lora::test

@@ -1,0 +1,61 @@
+// The memory a training run cannot do without, estimated from the model's config and weight
+// headers before anything big is loaded: the base as stored, the LoRA state, and the activations
+// backward needs for one micro-batch. The measured peak stays within about 1.2x of it (README,
+// "Training speed and memory"); bench/train_throughput reports both.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "trainer/model.h"
+#include "trainer/model_config.h"
+
+namespace lora {
+
+// The activations backward keeps for `tokens` tokens (batch x sequence), in bytes: per block the
+// block input and its norm (RMSNorm and the q/k/v LoRA inputs), q, k and v after RoPE, the
+// attention output (o's input), the residual and its norm after attention, gate, up and their
+// SwiGLU product (down's input); plus the final norm's input. With checkpointing only every
+// block's input is kept, and one block's set while it is recomputed.
+uint64_t activation_bytes(const ModelConfig& c, int64_t tokens, bool checkpointing);
+
+// Trainable values of LoRA rank `rank` on `keys` in the last `num_layers` blocks (-1: all).
+int64_t lora_parameter_count(const ModelConfig& c, int64_t rank, const std::vector<Proj>& keys,
+                             int64_t num_layers);
+
+// The bytes the base takes once loaded, from the weight files' headers (no tensor is read). With
+// `quantize_bits` > 0 the block linears are counted as quantized at load, with a scale and a bias
+// per group of `group_size`.
+uint64_t base_bytes_of(const std::filesystem::path& model_dir, int quantize_bits = 0,
+                       int group_size = 64);
+
+struct MemoryEstimate {
+  uint64_t base = 0;         // the frozen model as held in memory
+  uint64_t lora_state = 0;   // LoRA values, gradients and optimizer moments (f32)
+  uint64_t activations = 0;  // what backward needs for one micro-batch
+  uint64_t total() const { return base + lora_state + activations; }
+  nlohmann::ordered_json to_json() const;  // MiB, rounded
+};
+
+struct MemoryRunShape {
+  int64_t lora_parameters = 0;
+  int64_t optimizer_slots = 2;  // moments per trainable value: adam(w) 2, sgd with momentum 1
+  int64_t batch = 1;
+  int64_t seq = 1;  // the longest padded sequence of a batch
+  bool checkpointing = false;
+};
+
+MemoryEstimate estimate_training_memory(const ModelConfig& c, uint64_t base_bytes,
+                                        const MemoryRunShape& run);
+
+// Memory this process can still take: MemAvailable from /proc/meminfo, or less when a cgroup
+// limit (memory.max less memory.current) is lower; nullopt when neither can be read.
+std::optional<uint64_t> available_memory_bytes();
+
+// "1234 MiB"
+std::string format_mib(uint64_t bytes);
+
+}  // namespace lora
