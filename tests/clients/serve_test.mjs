@@ -213,10 +213,10 @@ test("a full queue answers 429, and clients that leave free their slots", async 
     const s = await r.p;  // the headers arrived: accepted
     running[i].iter = s[Symbol.asyncIterator]();
   }
-  await waitFor(async () => (await health()).active === 2 && (await health()).queued === 2, 5000, "2 active, 2 queued");
+  await waitFor(async () => (await health()).active === 2 && (await health()).queued === 2, 15000, "2 active, 2 queued");
   await assert.rejects(client.completions.create({ model: BASE, prompt, max_tokens: 5 }), (e) => e.status === 429);
   for (const r of running) r.ctl.abort();
-  await waitFor(async () => { const h = await health(); return h.active === 0 && h.queued === 0; }, 3000, "slots freed");
+  await waitFor(async () => { const h = await health(); return h.active === 0 && h.queued === 0; }, 15000, "slots freed");
   const ok = await client.completions.create({ model: BASE, prompt, max_tokens: 5, temperature: 0 });
   assert.equal(ok.choices[0].finish_reason, "length");
 });
