@@ -100,7 +100,9 @@ test("streamed completions give the same text, a finish reason and usage", async
   const got = await collect(stream, false);
   assert.equal(got.text, whole.choices[0].text);
   assert.equal(got.finish, "length");
-  assert.ok(got.chunks > 5, "text arrives in pieces");
+  // Text, finish reason and usage each come in their own chunks (how many text chunks depends on
+  // timing: tokens made faster than the network thread wakes share one).
+  assert.ok(got.chunks >= 3, "chunks: " + got.chunks);
   assert.deepEqual(got.usage, whole.usage);
 });
 
@@ -211,10 +213,11 @@ test("a full queue answers 429, and clients that leave free their slots", async 
     const s = await r.p;  // the headers arrived: accepted
     running[i].iter = s[Symbol.asyncIterator]();
   }
-  await waitFor(async () => (await health()).active === 2 && (await health()).queued === 2, 5000, "2 active, 2 queued");
+  await waitFor(async () => (await health()).active === 2 && (await health()).queued === 2, 15000, "2 active, 2 queued");
   await assert.rejects(client.completions.create({ model: BASE, prompt, max_tokens: 5 }), (e) => e.status === 429);
+  // Undetected, 20000-token answers would hold their slots far longer than this wait.
   for (const r of running) r.ctl.abort();
-  await waitFor(async () => { const h = await health(); return h.active === 0 && h.queued === 0; }, 3000, "slots freed");
+  await waitFor(async () => { const h = await health(); return h.active === 0 && h.queued === 0; }, 5000, "slots freed");
   const ok = await client.completions.create({ model: BASE, prompt, max_tokens: 5, temperature: 0 });
   assert.equal(ok.choices[0].finish_reason, "length");
 });
