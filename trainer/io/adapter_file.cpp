@@ -622,7 +622,6 @@ void AdapterFile::write(const fs::path& dir, AdapterFormat out_format,
   if (base_num_layers && adapted.back() >= *base_num_layers)
     throw std::runtime_error("adapter adapts layer " + std::to_string(adapted.back()) +
                              " but the base has " + std::to_string(*base_num_layers) + " layers");
-
   std::vector<TensorData> tensors;
   json config;
   std::map<std::string, std::string> metadata;
