@@ -22,12 +22,18 @@ struct TypeTraits {
   int64_t bytes;
 };
 constexpr std::array<TypeTraits, 13> kTypes{{
-    {GgmlType::F32, "F32", 1, 4},       {GgmlType::F16, "F16", 1, 2},
-    {GgmlType::BF16, "BF16", 1, 2},     {GgmlType::Q4_0, "Q4_0", 32, 18},
-    {GgmlType::Q4_1, "Q4_1", 32, 20},   {GgmlType::Q5_0, "Q5_0", 32, 22},
-    {GgmlType::Q5_1, "Q5_1", 32, 24},   {GgmlType::Q8_0, "Q8_0", 32, 34},
-    {GgmlType::Q2_K, "Q2_K", 256, 84},  {GgmlType::Q3_K, "Q3_K", 256, 110},
-    {GgmlType::Q4_K, "Q4_K", 256, 144}, {GgmlType::Q5_K, "Q5_K", 256, 176},
+    {GgmlType::F32, "F32", 1, 4},
+    {GgmlType::F16, "F16", 1, 2},
+    {GgmlType::BF16, "BF16", 1, 2},
+    {GgmlType::Q4_0, "Q4_0", 32, 18},
+    {GgmlType::Q4_1, "Q4_1", 32, 20},
+    {GgmlType::Q5_0, "Q5_0", 32, 22},
+    {GgmlType::Q5_1, "Q5_1", 32, 24},
+    {GgmlType::Q8_0, "Q8_0", 32, 34},
+    {GgmlType::Q2_K, "Q2_K", 256, 84},
+    {GgmlType::Q3_K, "Q3_K", 256, 110},
+    {GgmlType::Q4_K, "Q4_K", 256, 144},
+    {GgmlType::Q5_K, "Q5_K", 256, 176},
     {GgmlType::Q6_K, "Q6_K", 256, 210},
 }};
 
@@ -40,11 +46,12 @@ const TypeTraits& traits(GgmlType t) {
 // ggml's names for the ids we do not read, so a refusal can say what the file holds.
 std::string_view other_type_name(uint32_t id) {
   static constexpr std::array<std::string_view, 42> names{
-      "F32",     "F16",    "Q4_0",   "Q4_1",  "Q4_2", "Q4_3",  "Q5_0",    "Q5_1",   "Q8_0",
-      "Q8_1",    "Q2_K",   "Q3_K",   "Q4_K",  "Q5_K", "Q6_K",  "Q8_K",    "IQ2_XXS", "IQ2_XS",
-      "IQ3_XXS", "IQ1_S",  "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8",     "I16",    "I32",
-      "I64",     "F64",    "IQ1_M",  "BF16",  "Q4_0_4_4", "Q4_0_4_8", "Q4_0_8_8", "TQ1_0",
-      "TQ2_0",   "IQ4_NL_4_4", "IQ4_NL_4_8", "IQ4_NL_8_8", "MXFP4", "", ""};
+      "F32",   "F16",        "Q4_0",       "Q4_1",       "Q4_2",     "Q4_3",     "Q5_0",
+      "Q5_1",  "Q8_0",       "Q8_1",       "Q2_K",       "Q3_K",     "Q4_K",     "Q5_K",
+      "Q6_K",  "Q8_K",       "IQ2_XXS",    "IQ2_XS",     "IQ3_XXS",  "IQ1_S",    "IQ4_NL",
+      "IQ3_S", "IQ2_S",      "IQ4_XS",     "I8",         "I16",      "I32",      "I64",
+      "F64",   "IQ1_M",      "BF16",       "Q4_0_4_4",   "Q4_0_4_8", "Q4_0_8_8", "TQ1_0",
+      "TQ2_0", "IQ4_NL_4_4", "IQ4_NL_4_8", "IQ4_NL_8_8", "MXFP4",    "",         ""};
   return id < names.size() ? names[id] : std::string_view{};
 }
 
@@ -71,8 +78,9 @@ float q_k_reference(GgmlType t, const uint8_t* b, int i) {
       const bool high = (b[r] >> (4 * half + j)) & 1;
       const uint8_t* s = b + 96;
       const int k = half * 8 + 2 * j + (r >= 16);
-      const int scale = ((k < 8 ? (s[k] & 15) : (s[k - 8] >> 4)) |
-                         ((s[8 + k % 4] >> (2 * (k / 4))) & 3) << 4) - 32;
+      const int scale =
+          ((k < 8 ? (s[k] & 15) : (s[k - 8] >> 4)) | ((s[8 + k % 4] >> (2 * (k / 4))) & 3) << 4) -
+          32;
       return f16_at(b + 108) * static_cast<float>(scale) * static_cast<float>(low - (high ? 0 : 4));
     }
     case GgmlType::Q4_K:
@@ -173,7 +181,8 @@ void quantize_block32(GgmlType t, const float* x, uint8_t* b) {
     case GgmlType::Q8_0: {
       const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
       put_f16(b, d);
-      for (int j = 0; j < 32; ++j) b[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::lround(x[j] * id)));
+      for (int j = 0; j < 32; ++j)
+        b[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::lround(x[j] * id)));
       return;
     }
     case GgmlType::Q4_0:
@@ -189,7 +198,8 @@ void quantize_block32(GgmlType t, const float* x, uint8_t* b) {
         const int c0 = std::min(top, static_cast<int>(x[j] * id + half_range + 0.5f));
         const int c1 = std::min(top, static_cast<int>(x[j + 16] * id + half_range + 0.5f));
         qs[j] = static_cast<uint8_t>((c0 & 15) | (c1 & 15) << 4);
-        qh |= static_cast<uint32_t>((c0 >> 4) & 1) << j | static_cast<uint32_t>((c1 >> 4) & 1) << (j + 16);
+        qh |= static_cast<uint32_t>((c0 >> 4) & 1) << j | static_cast<uint32_t>((c1 >> 4) & 1)
+                                                              << (j + 16);
       }
       if (!four) std::memcpy(b + 2, &qh, 4);
       return;
@@ -207,7 +217,8 @@ void quantize_block32(GgmlType t, const float* x, uint8_t* b) {
         const int c0 = std::min(top, static_cast<int>((x[j] - lo) * id + 0.5f));
         const int c1 = std::min(top, static_cast<int>((x[j + 16] - lo) * id + 0.5f));
         qs[j] = static_cast<uint8_t>((c0 & 15) | (c1 & 15) << 4);
-        qh |= static_cast<uint32_t>((c0 >> 4) & 1) << j | static_cast<uint32_t>((c1 >> 4) & 1) << (j + 16);
+        qh |= static_cast<uint32_t>((c0 >> 4) & 1) << j | static_cast<uint32_t>((c1 >> 4) & 1)
+                                                              << (j + 16);
       }
       if (!four) std::memcpy(b + 4, &qh, 4);
       return;
@@ -310,7 +321,8 @@ void ggml_quantize_row(GgmlType t, const float* src, int64_t cols, std::byte* ds
     case GgmlType::BF16:
       return convert_from_f32(DType::BF16, src, static_cast<std::size_t>(cols), out);
     default:
-      for (int64_t b = 0; b < cols / 32; ++b) quantize_block32(t, src + 32 * b, out + traits(t).bytes * b);
+      for (int64_t b = 0; b < cols / 32; ++b)
+        quantize_block32(t, src + 32 * b, out + traits(t).bytes * b);
   }
 }
 

@@ -9,6 +9,8 @@ packages=(build-essential cmake pkg-config
   libopenblas-dev libopenblas0-openmp nlohmann-json3-dev libcli11-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libicu-dev libdnnl-dev
   python3 python3-torch python3-numpy)
+# Test-only: Node.js runs the real llama.cpp (npm node-llama-cpp, scripts/llama_cpp) for the GGUF tests.
+packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,3 +31,8 @@ if [ "${1:-}" = "--sanitize" ]; then
 fi
 cmake -S . -B "$build_dir" "${cmake_args[@]}" >/dev/null
 cmake --build "$build_dir" -j "$(nproc)"
+# Test-only: llama.cpp's prebuilt CPU binaries, pinned by scripts/llama_cpp/package-lock.json.
+if [ ! -d scripts/llama_cpp/node_modules/node-llama-cpp ]; then
+  (cd scripts/llama_cpp && npm ci --ignore-scripts --no-audit --no-fund >/dev/null) ||
+    echo "setup: npm ci in scripts/llama_cpp failed; the llama.cpp comparisons will skip"
+fi

@@ -28,9 +28,12 @@ GgufWriter small_writer() {
   GgufWriter w;
   w.set_string("general.architecture", "llama");
   GgufValue v;
-  const std::pair<GgufType, int64_t> ints[] = {{GgufType::U8, 200},    {GgufType::I8, -100},
-                                               {GgufType::U16, 60000}, {GgufType::I16, -30000},
-                                               {GgufType::U32, 4000000000}, {GgufType::I32, -2000000000},
+  const std::pair<GgufType, int64_t> ints[] = {{GgufType::U8, 200},
+                                               {GgufType::I8, -100},
+                                               {GgufType::U16, 60000},
+                                               {GgufType::I16, -30000},
+                                               {GgufType::U32, 4000000000},
+                                               {GgufType::I32, -2000000000},
                                                {GgufType::U64, int64_t(1) << 40},
                                                {GgufType::I64, -(int64_t(1) << 40)}};
   for (const auto& [type, value] : ints) {
@@ -110,7 +113,8 @@ TEST(GgufFile, EveryValueTypeRoundTrips) {
   EXPECT_EQ(f.get_real("test.f64"), 1e-300);
   EXPECT_EQ(f.get_real("test.u8"), 200.0);
   EXPECT_TRUE(f.get_bool("test.bool"));
-  EXPECT_EQ(f.find("test.strings")->strings, (std::vector<std::string>{"a", "", "\xe2\x96\x81hello"}));
+  EXPECT_EQ(f.find("test.strings")->strings,
+            (std::vector<std::string>{"a", "", "\xe2\x96\x81hello"}));
   EXPECT_EQ(f.find("test.reals")->reals, (std::vector<double>{1.5, -2.0}));
   EXPECT_EQ(f.find("test.ints")->integers, (std::vector<int64_t>{1, -1, 7}));
   EXPECT_EQ(f.find("test.ints")->element_type, GgufType::I32);
@@ -142,7 +146,8 @@ TEST(GgufFile, LlamaCppConverterFilesHoldTheSafetensorsWeights) {
   const auto dir = test::shared_dir() / "models";
   const auto st = SafetensorsFile::open(dir / "stories260K" / "model.safetensors");
   for (const char* name : {"f32", "f16", "q8_0"}) {
-    const auto f = GgufFile::open(dir / "stories260K-gguf" / ("stories260K-" + std::string(name) + ".gguf"));
+    const auto f =
+        GgufFile::open(dir / "stories260K-gguf" / ("stories260K-" + std::string(name) + ".gguf"));
     EXPECT_EQ(f.get_string("general.architecture"), "llama");
     EXPECT_EQ(f.get_int("llama.block_count"), 5);
     EXPECT_EQ(f.get_int("llama.embedding_length"), 64);
@@ -158,7 +163,9 @@ TEST(GgufFile, LlamaCppConverterFilesHoldTheSafetensorsWeights) {
     ASSERT_EQ(got.size(), want.size());
     float err = 0;
     for (std::size_t i = 0; i < got.size(); ++i) err = std::max(err, std::abs(got[i] - want[i]));
-    const float tol = std::string(name) == "f32" ? 0.0f : std::string(name) == "f16" ? 1e-3f : 2e-2f;
+    const float tol = std::string(name) == "f32"   ? 0.0f
+                      : std::string(name) == "f16" ? 1e-3f
+                                                   : 2e-2f;
     EXPECT_LE(err, tol) << name << " " << ggml_type_name(info.type);
   }
 }
@@ -167,7 +174,8 @@ TEST(GgufFile, EveryTruncationIsAClearError) {
   TempDir dir("gguf");
   const auto good = small_writer().serialize();
   // The last tensor's end: cutting anywhere before it loses something the file promised.
-  test::write_file(dir / "good.gguf", std::string(reinterpret_cast<const char*>(good.data()), good.size()));
+  test::write_file(dir / "good.gguf",
+                   std::string(reinterpret_cast<const char*>(good.data()), good.size()));
   const auto f = GgufFile::open(dir / "good.gguf");
   uint64_t end = 0;
   for (const auto& t : f.tensors()) end = std::max(end, f.data_offset() + t.offset + t.bytes);
@@ -189,7 +197,8 @@ TEST(GgufFile, BadHeadersCountsTypesAndOffsets) {
   const auto good = small_writer().serialize();
   auto expect_error = [&](std::vector<std::byte> b, const std::string& want) {
     const std::string err = error_of(dir, b);
-    EXPECT_NE(err.find(want), std::string::npos) << "want \"" << want << "\", got \"" << err << "\"";
+    EXPECT_NE(err.find(want), std::string::npos)
+        << "want \"" << want << "\", got \"" << err << "\"";
   };
   auto b = good;
   b[0] = std::byte{'X'};

@@ -114,10 +114,10 @@ TEST(GgmlTypes, HandMadeKQuantBlocks) {
 
   Block q3(GgmlType::Q3_K);
   q3.f16(108, 1.0f);
-  q3.u8(96, 0x01);  // scale 0: low nibble 1
+  q3.u8(96, 0x01);   // scale 0: low nibble 1
   q3.u8(104, 0x02);  // scale 0: high bits 2 -> 33 - 32 = 1; scale 1: 0 - 32
-  q3.u8(0, 0x01);   // hmask[0] bit 0: element 0 has no -4
-  q3.u8(16, 0x01);  // hmask[16] bit 0: element 16 neither
+  q3.u8(0, 0x01);    // hmask[0] bit 0: element 0 has no -4
+  q3.u8(16, 0x01);   // hmask[16] bit 0: element 16 neither
   q3.u8(32, 0x03);
   q3.u8(33, 0x01);
   q3.u8(48, 0x02);
@@ -170,7 +170,8 @@ TEST(GgmlTypes, KernelsMatchTheScalarReferenceOnRandomBlocks) {
     const GgmlMatrix m = GgmlMatrix::owning(3, cols, t, bytes);
     m.rows_f32(0, 3, fast.data());
     for (int r = 0; r < 3; ++r)
-      ggml_dequantize_row_reference(t, bytes.data() + r * m.row_bytes(), cols, ref.data() + r * cols);
+      ggml_dequantize_row_reference(t, bytes.data() + r * m.row_bytes(), cols,
+                                    ref.data() + r * cols);
     EXPECT_EQ(fast, ref) << ggml_type_name(t);
     for (float v : fast) ASSERT_TRUE(std::isfinite(v)) << ggml_type_name(t);
   }
@@ -181,14 +182,16 @@ TEST(GgmlTypes, QuantizersRoundToTheNearestCode) {
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::vector<float> x(256);
   for (auto& v : x) v = nd(rng);
-  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,
-                     GgmlType::Q5_1, GgmlType::F16, GgmlType::BF16}) {
+  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
+                     GgmlType::F16, GgmlType::BF16}) {
     std::vector<std::byte> q(ggml_row_bytes(t, 256));
     ggml_quantize_row(t, x.data(), 256, q.data());
     std::vector<float> y(256);
     ggml_dequantize_row(t, q.data(), 256, y.data());
     // Half a step of the coarsest grid: range / levels, plus the f16 rounding of the scale.
-    const int levels = t == GgmlType::Q8_0 ? 254 : (t == GgmlType::Q4_0 || t == GgmlType::Q4_1) ? 15 : 31;
+    const int levels = t == GgmlType::Q8_0                            ? 254
+                       : (t == GgmlType::Q4_0 || t == GgmlType::Q4_1) ? 15
+                                                                      : 31;
     for (int b = 0; b < 8; ++b) {
       float lo = x[32 * b], hi = x[32 * b];
       for (int j = 0; j < 32; ++j) {
@@ -197,13 +200,16 @@ TEST(GgmlTypes, QuantizersRoundToTheNearestCode) {
       }
       // The signed-max types place the range's far end at the grid's end: step <= 2 amax / levels.
       const float amax = std::max(-lo, hi);
-      const float step = (t == GgmlType::Q4_1 || t == GgmlType::Q5_1) ? (hi - lo) / levels : 2 * amax / levels;
+      const float step =
+          (t == GgmlType::Q4_1 || t == GgmlType::Q5_1) ? (hi - lo) / levels : 2 * amax / levels;
       // Q4_0/Q5_0 clamp the code at the range's other end, a whole step off at worst.
       const bool clamps = t == GgmlType::Q4_0 || t == GgmlType::Q5_0;
-      const float tol = t == GgmlType::F16 || t == GgmlType::BF16 ? 0.01f
-                                                                 : step * (clamps ? 1.0f : 0.5f) + 2e-3f * amax;
+      const float tol = t == GgmlType::F16 || t == GgmlType::BF16
+                            ? 0.01f
+                            : step * (clamps ? 1.0f : 0.5f) + 2e-3f * amax;
       for (int j = 0; j < 32; ++j)
-        ASSERT_LE(std::abs(y[32 * b + j] - x[32 * b + j]), tol) << ggml_type_name(t) << " " << b << "," << j;
+        ASSERT_LE(std::abs(y[32 * b + j] - x[32 * b + j]), tol)
+            << ggml_type_name(t) << " " << b << "," << j;
     }
   }
   EXPECT_THROW(ggml_quantize_row(GgmlType::Q4_K, x.data(), 256, nullptr), std::invalid_argument);
@@ -214,8 +220,8 @@ TEST(GgmlTypes, FrozenProductsMatchTheDequantizedMatrix) {
   const auto x = test::to_float(test::random_values(n * cols, 1));
   const auto g = test::to_float(test::random_values(n * rows, 2));
   for (GgmlType t : kAllGgmlTypes) {
-    const FrozenWeight fw =
-        FrozenWeight::from_ggml(GgmlMatrix::owning(rows, cols, t, random_ggml_bytes(t, rows, cols, 5)));
+    const FrozenWeight fw = FrozenWeight::from_ggml(
+        GgmlMatrix::owning(rows, cols, t, random_ggml_bytes(t, rows, cols, 5)));
     EXPECT_EQ(fw.stored_bytes(), ggml_row_bytes(t, cols) * rows);
     const auto w = fw.to_f32();
     std::vector<float> y(n * rows), dx(n * cols);
@@ -263,7 +269,8 @@ TEST(GgmlTypes, LinearGradientsThroughEveryType) {
         }
       return total;
     };
-    ag::Parameter A{Tensor({rank, in}, test::to_float(a)), {}}, B{Tensor({out, rank}, test::to_float(b)), {}};
+    ag::Parameter A{Tensor({rank, in}, test::to_float(a)), {}},
+        B{Tensor({out, rank}, test::to_float(b)), {}};
     const std::vector<ag::LoraBranch> branches = {{&A, &B, s, 0.0f, 0, true}};
     ag::Tape tape;
     ag::Var xv = tape.make(Tensor({n, in}, test::to_float(x)), true);
@@ -271,11 +278,17 @@ TEST(GgmlTypes, LinearGradientsThroughEveryType) {
     tape.backward_from(y, Tensor(y->value.shape, test::to_float(r)));
     const double h = 0.5;
     constexpr double kTol = 1e-4;
-    EXPECT_LT(test::max_rel_error(xv->grad.data, test::numeric_grad([&](auto& v) { return loss(v, a, b); }, x, h)), kTol)
+    EXPECT_LT(test::max_rel_error(xv->grad.data,
+                                  test::numeric_grad([&](auto& v) { return loss(v, a, b); }, x, h)),
+              kTol)
         << ggml_type_name(t);
-    EXPECT_LT(test::max_rel_error(A.grad.data, test::numeric_grad([&](auto& v) { return loss(x, v, b); }, a, h)), kTol)
+    EXPECT_LT(test::max_rel_error(A.grad.data,
+                                  test::numeric_grad([&](auto& v) { return loss(x, v, b); }, a, h)),
+              kTol)
         << ggml_type_name(t);
-    EXPECT_LT(test::max_rel_error(B.grad.data, test::numeric_grad([&](auto& v) { return loss(x, a, v); }, b, h)), kTol)
+    EXPECT_LT(test::max_rel_error(B.grad.data,
+                                  test::numeric_grad([&](auto& v) { return loss(x, a, v); }, b, h)),
+              kTol)
         << ggml_type_name(t);
   }
 }

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "autograd/tensor.h"
+#include "trainer/gguf_model.h"
 #include "trainer/io/safetensors.h"
 
 namespace lora {
@@ -148,6 +149,7 @@ std::size_t Model::stored_bytes() const {
 }
 
 Model load_model(const std::filesystem::path& dir, const LoadOptions& options) {
+  if (is_gguf_file(dir)) return load_gguf_model(dir, options);
   if (options.quantize_bits != 0) {
     if (!valid_quant_bits(options.quantize_bits))
       throw std::invalid_argument("--quantize must be one of 2, 3, 4, 5, 6, 8, got " +

@@ -10,6 +10,7 @@
 #include "data/batch.h"
 #include "data/dataset_encode.h"
 #include "trainer/evaluate.h"
+#include "trainer/gguf_tokenizer.h"
 #include "trainer/io/adapter_io.h"
 #include "trainer/io/checkpoint.h"
 #include "trainer/metrics.h"
@@ -151,8 +152,8 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
   load.quantize_bits = int(o.quantize);
   load.quantize_group_size = int(o.q_group_size);
   const Model model = load_model(o.model, load);
-  const auto tokenizer = data::Tokenizer::load(o.model);
-  const auto tok_config = data::TokenizerConfig::load(o.model);
+  const auto tokenizer = load_model_tokenizer(o.model);
+  const auto tok_config = load_model_tokenizer_config(o.model);
   data::EncodeOptions enc;
   enc.mask_prompt = o.mask_prompt;
   enc.max_seq_length = std::size_t(o.max_seq_length);

@@ -28,7 +28,8 @@ void f16_row(const uint8_t* src, int64_t n, float* y) {
   int64_t i = 0;
 #if defined(__F16C__) && defined(__AVX__)
   for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i))));
+    _mm256_storeu_ps(
+        y + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i))));
 #endif
   for (; i < n; ++i) y[i] = load_f16(src + 2 * i);
 }

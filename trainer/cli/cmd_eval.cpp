@@ -5,6 +5,7 @@
 
 #include "trainer/cli/commands.h"
 #include "trainer/evaluate.h"
+#include "trainer/gguf_tokenizer.h"
 #include "trainer/io/adapter_io.h"
 
 namespace lora::cli {
@@ -37,12 +38,12 @@ void run_eval(const EvalOptions& o, const GlobalOptions& global) {
   LoadOptions load;
   load.quantize_bits = int(o.quantize);
   const Model model = load_model(o.model, load);
-  const auto tokenizer = data::Tokenizer::load(o.model);
+  const auto tokenizer = load_model_tokenizer(o.model);
   data::EncodeOptions enc;
   enc.mask_prompt = o.mask_prompt;
   enc.max_seq_length = std::size_t(o.max_seq_length);
   enc.chat_format = o.chat_format;
-  const data::RecordEncoder encoder(tokenizer, data::TokenizerConfig::load(o.model), enc);
+  const data::RecordEncoder encoder(tokenizer, load_model_tokenizer_config(o.model), enc);
   const data::EncodedSet set = load_split(file, encoder, std::size_t(o.max_line_bytes));
   const data::BatchPlan plan(set.examples, o.batch_size, 0, /*shuffle=*/false);
 

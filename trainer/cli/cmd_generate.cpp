@@ -6,6 +6,7 @@
 
 #include "trainer/cli/commands.h"
 #include "trainer/generate.h"
+#include "trainer/gguf_tokenizer.h"
 #include "trainer/io/adapter_io.h"
 
 namespace lora::cli {
@@ -32,7 +33,7 @@ void run_generate(const GenerateFlags& f, const GlobalOptions& global) {
   load.quantize_bits = f.quantize;
   load.quantize_group_size = f.q_group_size;
   const Model model = load_model(f.model, load);
-  const auto tokenizer = data::Tokenizer::load(f.model);
+  const auto tokenizer = load_model_tokenizer(f.model);
 
   if (!f.adapter_scales.empty() && f.adapter_scales.size() != f.adapter_paths.size())
     throw std::runtime_error("give one --adapter-scale per --adapter-path (" +

@@ -47,8 +47,8 @@ class Cursor {
   std::string string(const std::string& field) {
     const auto len = read<uint64_t>(field + " (string length)");
     if (len > left())
-      bad(path_, field + ": string length " + std::to_string(len) + " runs past the end of the file (" +
-                     std::to_string(left()) + " bytes left)");
+      bad(path_, field + ": string length " + std::to_string(len) +
+                     " runs past the end of the file (" + std::to_string(left()) + " bytes left)");
     std::string s(reinterpret_cast<const char*>(data_ + pos_), static_cast<std::size_t>(len));
     pos_ += len;
     return s;
@@ -224,7 +224,8 @@ GgufTensorInfo read_tensor_info(Cursor& c, uint64_t index) {
            std::string(ggml_type_name(t.type)) + " block size " +
            std::to_string(ggml_block_elems(t.type)));
   t.offset = c.read<uint64_t>(where + " offset");
-  t.bytes = ggml_row_bytes(t.type, t.ne[0]) * (t.ne[0] == 0 ? 0 : numel / static_cast<uint64_t>(t.ne[0]));
+  t.bytes =
+      ggml_row_bytes(t.type, t.ne[0]) * (t.ne[0] == 0 ? 0 : numel / static_cast<uint64_t>(t.ne[0]));
   return t;
 }
 
@@ -251,9 +252,9 @@ std::size_t GgufValue::array_size() const {
 }
 
 std::string_view gguf_type_name(GgufType t) {
-  static constexpr std::string_view names[] = {"u8",  "i8",   "u16",    "i16",   "u32",
-                                               "i32", "f32",  "bool",   "string", "array",
-                                               "u64", "i64",  "f64"};
+  static constexpr std::string_view names[] = {"u8",  "i8",  "u16",  "i16",    "u32",
+                                               "i32", "f32", "bool", "string", "array",
+                                               "u64", "i64", "f64"};
   const auto i = static_cast<uint32_t>(t);
   return i < std::size(names) ? names[i] : "unknown";
 }
@@ -347,19 +348,20 @@ void GgufFile::parse() {
   for (const auto& t : tensors_) {
     const std::string where = "tensor '" + t.name + "'";
     if (t.offset % alignment_ != 0)
-      c.fail(where + ": offset " + std::to_string(t.offset) + " is not a multiple of the alignment " +
-             std::to_string(alignment_));
+      c.fail(where + ": offset " + std::to_string(t.offset) +
+             " is not a multiple of the alignment " + std::to_string(alignment_));
     if (t.offset > data_size || t.bytes > data_size - t.offset)
-      c.fail(where + ": bytes [" + std::to_string(t.offset) + ", " + std::to_string(t.offset + t.bytes) +
-             ") run past the data section (" + std::to_string(data_size) +
-             " bytes; the file may be truncated)");
+      c.fail(where + ": bytes [" + std::to_string(t.offset) + ", " +
+             std::to_string(t.offset + t.bytes) + ") run past the data section (" +
+             std::to_string(data_size) + " bytes; the file may be truncated)");
     by_offset.push_back(&t);
   }
   std::sort(by_offset.begin(), by_offset.end(),
             [](const auto* a, const auto* b) { return a->offset < b->offset; });
   for (std::size_t i = 1; i < by_offset.size(); ++i)
     if (by_offset[i - 1]->offset + by_offset[i - 1]->bytes > by_offset[i]->offset)
-      c.fail("tensor '" + by_offset[i - 1]->name + "' overlaps tensor '" + by_offset[i]->name + "'");
+      c.fail("tensor '" + by_offset[i - 1]->name + "' overlaps tensor '" + by_offset[i]->name +
+             "'");
 }
 
 const GgufValue* GgufFile::find(const std::string& key) const {
@@ -370,7 +372,8 @@ const GgufValue* GgufFile::find(const std::string& key) const {
 namespace {
 [[noreturn]] void bad_key(const fs::path& path, const std::string& key, const GgufValue& v,
                           const char* want) {
-  bad(path, "metadata '" + key + "' is " + std::string(gguf_type_name(v.type)) + ", expected " + want);
+  bad(path,
+      "metadata '" + key + "' is " + std::string(gguf_type_name(v.type)) + ", expected " + want);
 }
 }  // namespace
 
@@ -414,7 +417,9 @@ T required(const fs::path& path, const std::string& key, std::optional<T> v) {
 std::string GgufFile::get_string(const std::string& key) const {
   return required(path_, key, string_or(key));
 }
-int64_t GgufFile::get_int(const std::string& key) const { return required(path_, key, int_or(key)); }
+int64_t GgufFile::get_int(const std::string& key) const {
+  return required(path_, key, int_or(key));
+}
 double GgufFile::get_real(const std::string& key) const {
   return required(path_, key, real_or(key));
 }
@@ -614,7 +619,8 @@ std::vector<std::byte> GgufWriter::serialize() const {
   for (const auto& t : tensors_) {
     b.string(t.name);
     b.put<uint32_t>(static_cast<uint32_t>(t.shape.size()));
-    for (auto it = t.shape.rbegin(); it != t.shape.rend(); ++it) b.put<uint64_t>(static_cast<uint64_t>(*it));
+    for (auto it = t.shape.rbegin(); it != t.shape.rend(); ++it)
+      b.put<uint64_t>(static_cast<uint64_t>(*it));
     b.put<uint32_t>(static_cast<uint32_t>(t.type));
     b.put<uint64_t>(offset);
     offset += (t.bytes.size() + alignment_ - 1) / alignment_ * alignment_;
