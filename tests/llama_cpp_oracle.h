@@ -16,7 +16,8 @@ inline std::filesystem::path llama_cpp_dir() {
 }
 
 inline bool have_llama_cpp() {
-  return std::filesystem::exists(llama_cpp_dir() / "node_modules" / "node-llama-cpp" / "package.json") &&
+  return std::filesystem::exists(llama_cpp_dir() / "node_modules" / "node-llama-cpp" /
+                                 "package.json") &&
          run_program({"node", "--version"}).exit_code == 0;
 }
 
@@ -38,9 +39,10 @@ inline std::string join_ids(const std::vector<int32_t>& ids) {
 
 }  // namespace lora::test
 
-#define LORA_REQUIRE_LLAMA_CPP()                                                              \
-  do {                                                                                        \
-    if (!::lora::test::have_llama_cpp())                                                      \
-      LORA_MISSING_REFERENCE("llama.cpp oracle not installed (scripts/setup.sh --test runs " \
-                             "npm ci in scripts/llama_cpp)");                                \
+#define LORA_REQUIRE_LLAMA_CPP()                                          \
+  do {                                                                    \
+    if (!::lora::test::have_llama_cpp())                                  \
+      LORA_MISSING_REFERENCE(                                             \
+          "llama.cpp oracle not installed (scripts/setup.sh --test runs " \
+          "npm ci in scripts/llama_cpp)");                                \
   } while (0)

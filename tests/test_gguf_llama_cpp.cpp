@@ -29,8 +29,10 @@ std::vector<double> log_softmax(const float* logits, int64_t n) {
 TEST(GgufLlamaCpp, LogProbabilitiesMatchOnTheF32File) {
   LORA_REQUIRE_SHARED("models/stories260K-gguf/stories260K-f32.gguf");
   LORA_REQUIRE_LLAMA_CPP();
-  const std::vector<int32_t> ids = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395};
-  const json ref = test::llama_cpp({"--model", gguf("f32").string(), "--tokens", test::join_ids(ids), "--logprobs"});
+  const std::vector<int32_t> ids = {1,   403, 407, 261, 378, 432, 383,
+                                    286, 261, 376, 298, 315, 421, 395};
+  const json ref = test::llama_cpp(
+      {"--model", gguf("f32").string(), "--tokens", test::join_ids(ids), "--logprobs"});
   ASSERT_TRUE(ref.is_object());
   const Model model = load_model(gguf("f32"));
   const Tensor logits = forward_logits(model, {}, ids, 1, int64_t(ids.size()));
@@ -43,7 +45,9 @@ TEST(GgufLlamaCpp, LogProbabilitiesMatchOnTheF32File) {
     ASSERT_EQ(int64_t(theirs.size()), vocab);
     for (int64_t v = 0; v < vocab; ++v) {
       const double d = std::abs(mine[v] - theirs[v].get<double>());
-      if (d > 1e-4) ADD_FAILURE() << "position " << t << " token " << v << ": " << mine[v] << " vs " << theirs[v];
+      if (d > 1e-4)
+        ADD_FAILURE() << "position " << t << " token " << v << ": " << mine[v] << " vs "
+                      << theirs[v];
       worst = std::max(worst, d);
     }
   }
@@ -55,10 +59,11 @@ TEST(GgufLlamaCpp, GreedyTextIdenticalOnEveryFile) {
   LORA_REQUIRE_SHARED("models/stories260K-gguf/stories260K-q8_0.gguf");
   LORA_REQUIRE_LLAMA_CPP();
   for (const char* type : {"f32", "f16", "q8_0"}) {
-    const json ref = test::llama_cpp({"--model", gguf(type).string(), "--tokens", "1,403,407,261,378", "--greedy", "40"});
+    const json ref = test::llama_cpp(
+        {"--model", gguf(type).string(), "--tokens", "1,403,407,261,378", "--greedy", "40"});
     ASSERT_TRUE(ref.is_object());
-    auto r = test::run_lora({"--json", "generate", "--model", gguf(type).string(), "--prompt", "Once upon a time",
-                             "--max-tokens", "40"});
+    auto r = test::run_lora({"--json", "generate", "--model", gguf(type).string(), "--prompt",
+                             "Once upon a time", "--max-tokens", "40"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const json mine = json::parse(r.out);
     EXPECT_EQ(mine["tokens"], ref["tokens"]) << type;

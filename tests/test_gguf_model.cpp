@@ -43,7 +43,8 @@ TEST(GgufModel, F32FileHoldsTheSafetensorsWeightsAndLogits) {
   ASSERT_EQ(gg.layers[0].at(Proj::q).format, WeightFormat::Ggml);
   for (std::size_t l = 0; l < hf.layers.size(); ++l)
     for (int p = 0; p < kNumProj; ++p)
-      ASSERT_EQ(gg.layers[l].proj[p].to_f32(), hf.layers[l].proj[p].to_f32()) << l << " " << proj_name(Proj(p));
+      ASSERT_EQ(gg.layers[l].proj[p].to_f32(), hf.layers[l].proj[p].to_f32())
+          << l << " " << proj_name(Proj(p));
   EXPECT_EQ(gg.final_norm, hf.final_norm);
   const std::vector<int32_t> ids = {1, 403, 407, 261, 378, 429, 98, 57};
   const Tensor a = forward_logits(hf, {}, ids, 1, int64_t(ids.size()));
@@ -99,7 +100,8 @@ TEST(GgufModel, TokenizerMetadataGivesTokenizerJsonsMergesAndIds) {
 TEST(GgufModel, GreedyTextEqualsLlamaCppOnEveryFile) {
   LORA_REQUIRE_SHARED("models/stories260K-gguf/stories260K-q8_0.gguf");
   // llama.cpp (node-llama-cpp 3.21.1) greedy from "Once upon a time", 24 tokens, on all three.
-  const std::string want = ", there was a little girl named Lily. She loved to play outside in the p";
+  const std::string want =
+      ", there was a little girl named Lily. She loved to play outside in the p";
   ASSERT_NE(test::read_file(gguf("f32").parent_path() / "README.md").find(want), std::string::npos);
   for (const char* type : {"f32", "f16", "q8_0"}) {
     auto r = test::run_lora({"--json", "generate", "--model", gguf(type).string(), "--prompt",

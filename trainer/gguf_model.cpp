@@ -30,7 +30,8 @@ class GgufLoader {
 
   // A [rows, cols] matrix in its own ggml type. With `qk_heads` (llama q/k), the rows are put
   // back in Hugging Face order: a copy of the row bytes, the blocks themselves untouched.
-  FrozenWeight matrix(const std::string& name, int64_t rows, int64_t cols, int64_t qk_heads = 0) const {
+  FrozenWeight matrix(const std::string& name, int64_t rows, int64_t cols,
+                      int64_t qk_heads = 0) const {
     const GgufTensorInfo& t = info(name, {rows, cols});
     if (qk_heads == 0)
       return FrozenWeight::from_ggml(GgmlMatrix{rows, cols, t.type, file_.shared_bytes(t)});
@@ -96,7 +97,9 @@ json gguf_model_config_json(const GgufFile& f) {
   auto key = [&](const char* k) { return arch + "." + k; };
   json c;
   c["model_type"] = arch;
-  c["architectures"] = {arch == "llama" ? "LlamaForCausalLM" : arch == "qwen2" ? "Qwen2ForCausalLM" : "Qwen3ForCausalLM"};
+  c["architectures"] = {arch == "llama"   ? "LlamaForCausalLM"
+                        : arch == "qwen2" ? "Qwen2ForCausalLM"
+                                          : "Qwen3ForCausalLM"};
   c["hidden_size"] = f.get_int(key("embedding_length"));
   c["intermediate_size"] = f.get_int(key("feed_forward_length"));
   c["num_hidden_layers"] = f.get_int(key("block_count"));
@@ -109,7 +112,9 @@ json gguf_model_config_json(const GgufFile& f) {
   c["rope_theta"] = f.real_or(key("rope.freq_base")).value_or(10000.0);
   const GgufValue* tokens = f.find("tokenizer.ggml.tokens");
   const auto vocab = f.int_or(key("vocab_size"));
-  if (!vocab && !tokens) bad(f.path(), "metadata '" + key("vocab_size") + "' and 'tokenizer.ggml.tokens' are both missing");
+  if (!vocab && !tokens)
+    bad(f.path(),
+        "metadata '" + key("vocab_size") + "' and 'tokenizer.ggml.tokens' are both missing");
   c["vocab_size"] = vocab ? *vocab : static_cast<int64_t>(tokens->array_size());
   c["tie_word_embeddings"] = !f.contains_tensor("output.weight");
   c["hidden_act"] = "silu";
@@ -134,18 +139,20 @@ Model load_gguf_model(const fs::path& path, const LoadOptions& options) {
   if (!c.tie_word_embeddings) m.lm_head = w.matrix("output.weight", c.vocab_size, hidden);
   m.final_norm = w.vector("output_norm.weight", hidden);
   const bool permuted = gguf_permutes_qk(c.model_type);
-  const std::array<std::array<int64_t, 3>, kNumProj> shapes{{{q_out, hidden, permuted ? c.num_heads : 0},
-                                                             {kv_out, hidden, permuted ? c.num_kv_heads : 0},
-                                                             {kv_out, hidden, 0},
-                                                             {hidden, q_out, 0},
-                                                             {inter, hidden, 0},
-                                                             {inter, hidden, 0},
-                                                             {hidden, inter, 0}}};
+  const std::array<std::array<int64_t, 3>, kNumProj> shapes{
+      {{q_out, hidden, permuted ? c.num_heads : 0},
+       {kv_out, hidden, permuted ? c.num_kv_heads : 0},
+       {kv_out, hidden, 0},
+       {hidden, q_out, 0},
+       {inter, hidden, 0},
+       {inter, hidden, 0},
+       {hidden, inter, 0}}};
   m.layers.resize(static_cast<std::size_t>(c.num_layers));
   for (int64_t i = 0; i < c.num_layers; ++i) {
     auto& layer = m.layers[static_cast<std::size_t>(i)];
     for (int p = 0; p < kNumProj; ++p)
-      layer.proj[p] = w.matrix(gguf_proj_tensor(static_cast<Proj>(p), i), shapes[p][0], shapes[p][1], shapes[p][2]);
+      layer.proj[p] = w.matrix(gguf_proj_tensor(static_cast<Proj>(p), i), shapes[p][0],
+                               shapes[p][1], shapes[p][2]);
     if (c.attention_bias) {
       layer.q_bias = w.vector(block_tensor(i, "attn_q.bias"), q_out);
       layer.k_bias = w.vector(block_tensor(i, "attn_k.bias"), kv_out);

@@ -8,6 +8,7 @@
 
 #include "trainer/cli/commands.h"
 #include "trainer/io/adapter_file.h"
+#include "trainer/io/adapter_gguf.h"
 #include "trainer/io/model_folder.h"
 
 namespace lora::cli {
@@ -34,9 +35,27 @@ struct ExportOptions {
   std::string out;
   std::string base_model;
   int64_t base_layers = 0;
+  std::string model;  // the base, for --to gguf
 };
 
+// llama.cpp's GGUF LoRA: one file, laid out for the base (its architecture and q/k row order).
+void export_gguf(const ExportOptions& o, const GlobalOptions& global) {
+  if (o.model.empty())
+    throw std::runtime_error("--to gguf needs --model (the base folder or GGUF file)");
+  const AdapterFile adapter = AdapterFile::read(o.adapter_path);
+  write_gguf_adapter(adapter, adapter_base_config(o.model), o.out);
+  if (global.json) {
+    nlohmann::json summary = adapter.summary();
+    summary["written"] = o.out;
+    summary["written_format"] = "gguf";
+    std::printf("%s\n", summary.dump().c_str());
+    return;
+  }
+  std::printf("wrote gguf adapter to %s\n", o.out.c_str());
+}
+
 void run_export(const ExportOptions& o, const GlobalOptions& global) {
+  if (o.to == "gguf") return export_gguf(o, global);
   const AdapterFormat format = adapter_format_from_name(o.to);
   AdapterFile adapter = AdapterFile::read(o.adapter_path);
   if (o.base_layers > 0) adapter.base_num_layers = o.base_layers;
@@ -78,10 +97,12 @@ void add_export(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--adapter-path", opts->adapter_path,
                   "Adapter folder, or its .safetensors file (adapter_config.json beside it)")
       ->required();
-  cmd->add_option("--to", opts->to, "Layout to write: peft or mlx")
+  cmd->add_option("--to", opts->to, "Layout to write: peft, mlx or gguf (llama.cpp --lora)")
       ->required()
-      ->check(CLI::IsMember({"peft", "mlx"}));
-  cmd->add_option("--out", opts->out, "Output folder")->required();
+      ->check(CLI::IsMember({"peft", "mlx", "gguf"}));
+  cmd->add_option("--out", opts->out, "Output folder (a .gguf file for --to gguf)")->required();
+  cmd->add_option("--model", opts->model,
+                  "Base model folder or GGUF file (--to gguf: its architecture and q/k layout)");
   cmd->add_option("--base-model", opts->base_model,
                   "Base model name written into the config (PEFT base_model_name_or_path)");
   cmd->add_option("--base-layers", opts->base_layers,
