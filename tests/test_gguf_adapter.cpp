@@ -21,7 +21,8 @@ std::filesystem::path gguf(const std::string& type) {
   return test::shared_dir() / "models/stories260K-gguf" / ("stories260K-" + type + ".gguf");
 }
 
-AdapterPair pair(int64_t layer, const std::string& module, int64_t out, int64_t in, int64_t rank, double scale) {
+AdapterPair pair(int64_t layer, const std::string& module, int64_t out, int64_t in, int64_t rank,
+                 double scale) {
   AdapterPair p;
   p.layer = layer;
   p.module = module;
@@ -84,20 +85,40 @@ TEST(GgufAdapter, TrainedOnAGgufBaseLlamaCppAgrees) {
   test::TempDir tmp("gguf-adapter");
   test::make_story_data(tmp / "data");
   const auto adapter = tmp / "adapter";
-  auto t = test::run_lora({"--threads", "1", "train", "--model", gguf("f32").string(), "--data",
-                           (tmp / "data").string(), "--adapter-path", adapter.string(), "--iters", "30",
-                           "--batch-size", "4", "--max-seq-length", "64", "--learning-rate", "1e-2",
-                           "--num-layers", "-1", "--lora-keys", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
-                           "--steps-per-eval", "0", "--save-every", "0"});
+  auto t = test::run_lora({"--threads",
+                           "1",
+                           "train",
+                           "--model",
+                           gguf("f32").string(),
+                           "--data",
+                           (tmp / "data").string(),
+                           "--adapter-path",
+                           adapter.string(),
+                           "--iters",
+                           "30",
+                           "--batch-size",
+                           "4",
+                           "--max-seq-length",
+                           "64",
+                           "--learning-rate",
+                           "1e-2",
+                           "--num-layers",
+                           "-1",
+                           "--lora-keys",
+                           "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+                           "--steps-per-eval",
+                           "0",
+                           "--save-every",
+                           "0"});
   ASSERT_EQ(t.exit_code, 0) << t.err;
   const auto file = tmp / "adapter.gguf";
-  auto e = test::run_lora({"export", "--adapter-path", adapter.string(), "--to", "gguf", "--out", file.string(),
-                           "--model", gguf("f32").string()});
+  auto e = test::run_lora({"export", "--adapter-path", adapter.string(), "--to", "gguf", "--out",
+                           file.string(), "--model", gguf("f32").string()});
   ASSERT_EQ(e.exit_code, 0) << e.err;
 
   auto generate = [&](const std::filesystem::path& model, bool with_adapter) {
-    std::vector<std::string> args = {"--json", "generate", "--model", model.string(), "--prompt", "Once upon a time",
-                                     "--max-tokens", "40"};
+    std::vector<std::string> args = {"--json",   "generate",         "--model",      model.string(),
+                                     "--prompt", "Once upon a time", "--max-tokens", "40"};
     if (with_adapter) args.insert(args.end(), {"--adapter-path", adapter.string()});
     auto r = test::run_lora(args);
     EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -105,9 +126,10 @@ TEST(GgufAdapter, TrainedOnAGgufBaseLlamaCppAgrees) {
   };
   const json mine = generate(gguf("f32"), true);
   const json plain = generate(gguf("f32"), false);
-  ASSERT_NE(mine["tokens"], plain["tokens"]) << "the adapter must change the text for the test to mean anything";
-  const json ref = test::llama_cpp({"--model", gguf("f32").string(), "--lora", file.string(), "--tokens",
-                                    "1,403,407,261,378", "--greedy", "40"});
+  ASSERT_NE(mine["tokens"], plain["tokens"])
+      << "the adapter must change the text for the test to mean anything";
+  const json ref = test::llama_cpp({"--model", gguf("f32").string(), "--lora", file.string(),
+                                    "--tokens", "1,403,407,261,378", "--greedy", "40"});
   ASSERT_TRUE(ref.is_object());
   EXPECT_EQ(mine["tokens"], ref["tokens"]);
   EXPECT_EQ(mine["text"], ref["text"]);

@@ -35,7 +35,8 @@ std::vector<std::byte> f32_bytes(const std::vector<float>& v) {
 
 // stories260K's tokenizer metadata (vocabulary 512) on random K-quant weights.
 void write_random_model(const std::filesystem::path& out, const Mix& mix, unsigned seed) {
-  const GgufFile stories = GgufFile::open(test::shared_dir() / "models/stories260K-gguf/stories260K-f32.gguf");
+  const GgufFile stories =
+      GgufFile::open(test::shared_dir() / "models/stories260K-gguf/stories260K-f32.gguf");
   GgufWriter w;
   w.set_string("general.architecture", "llama");
   w.set_string("general.name", "random-" + mix.name);
@@ -52,7 +53,8 @@ void write_random_model(const std::filesystem::path& out, const Mix& mix, unsign
     if (key.rfind("tokenizer.", 0) == 0) w.set(key, *stories.find(key));
   const int64_t vocab = 512, kv = kKvHeads * (kHidden / kHeads);
   unsigned s = seed;
-  auto matrix = [&](const std::string& name, GgmlType t, int64_t rows, int64_t cols, float max_abs) {
+  auto matrix = [&](const std::string& name, GgmlType t, int64_t rows, int64_t cols,
+                    float max_abs) {
     w.add_tensor(name, t, {rows, cols}, test::random_ggml_bytes(t, rows, cols, ++s, max_abs));
   };
   std::mt19937 rng(seed);
@@ -81,9 +83,12 @@ void write_random_model(const std::filesystem::path& out, const Mix& mix, unsign
 }
 
 const Mix kMixes[] = {
-    {"q4_k_m", GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q4_K, GgmlType::Q6_K},
-    {"q5_k", GgmlType::Q5_K, GgmlType::Q5_K, GgmlType::Q5_K, GgmlType::Q5_K, GgmlType::Q5_K, GgmlType::Q6_K},
-    {"q2_k_q3_k", GgmlType::Q3_K, GgmlType::Q3_K, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q2_K, GgmlType::Q3_K},
+    {"q4_k_m", GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q4_K,
+     GgmlType::Q6_K},
+    {"q5_k", GgmlType::Q5_K, GgmlType::Q5_K, GgmlType::Q5_K, GgmlType::Q5_K, GgmlType::Q5_K,
+     GgmlType::Q6_K},
+    {"q2_k_q3_k", GgmlType::Q3_K, GgmlType::Q3_K, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q2_K,
+     GgmlType::Q3_K},
 };
 
 std::vector<double> log_softmax(const float* logits, int64_t n) {
@@ -98,8 +103,9 @@ std::vector<double> log_softmax(const float* logits, int64_t n) {
 // llama.cpp multiplies K-quant weights by activations rounded to Q8_K (8-bit codes per 256
 // values, so each product's input carries a relative error up to 1/254 of its block's largest
 // value); we multiply by the f32 activations. That rounding is the whole difference: the weights
-// are the same blocks. The bounds (worst 0.05, mean 0.01 on log-probabilities that span several
-// units) are a few times the measured difference, far below what a misread block would give.
+// are the same blocks. Measured: worst 0.025 (Q5_K) to 0.095 (Q2_K/Q3_K), mean 0.003 to 0.011 on
+// log-probabilities spanning 10 to 12 units; a misread block moves them by whole units. The
+// bounds (worst 0.15, mean 0.02) leave room for other CPUs' rounding.
 TEST(GgufKQuantModel, LlamaCppLogProbabilitiesAgreeWithinActivationRounding) {
   LORA_REQUIRE_SHARED("models/stories260K-gguf/stories260K-f32.gguf");
   LORA_REQUIRE_LLAMA_CPP();
@@ -111,7 +117,8 @@ TEST(GgufKQuantModel, LlamaCppLogProbabilitiesAgreeWithinActivationRounding) {
     const Model model = load_model(path);
     ASSERT_EQ(model.layers[0].at(Proj::q).ggml.type, mix.attn);
     const Tensor logits = forward_logits(model, {}, ids, 1, int64_t(ids.size()));
-    const json ref = test::llama_cpp({"--model", path.string(), "--tokens", test::join_ids(ids), "--logprobs"});
+    const json ref =
+        test::llama_cpp({"--model", path.string(), "--tokens", test::join_ids(ids), "--logprobs"});
     ASSERT_TRUE(ref.is_object());
     double worst = 0, total = 0, spread = 0;
     int64_t count = 0;
@@ -125,9 +132,10 @@ TEST(GgufKQuantModel, LlamaCppLogProbabilitiesAgreeWithinActivationRounding) {
         ++count;
       }
     }
-    std::printf("%s: max |dlogp| %.2e, mean %.2e, logp spread %.2f\n", mix.name.c_str(), worst, total / count, spread);
-    EXPECT_LT(worst, 0.05) << mix.name;
-    EXPECT_LT(total / count, 0.01) << mix.name;
+    RecordProperty(mix.name + "_max_abs_logprob_difference", std::to_string(worst));
+    RecordProperty(mix.name + "_mean_abs_logprob_difference", std::to_string(total / count));
+    EXPECT_LT(worst, 0.15) << mix.name;
+    EXPECT_LT(total / count, 0.02) << mix.name;
     EXPECT_GT(spread, 2.0) << mix.name << ": a flat distribution would make the comparison empty";
   }
 }
@@ -138,10 +146,34 @@ TEST(GgufKQuantModel, TrainingLowersTheLoss) {
   test::TempDir tmp("kquant");
   write_random_model(tmp / "m.gguf", kMixes[0], 5);
   test::make_story_data(tmp / "data");
-  auto r = test::run_lora({"--threads", "1", "--json", "train", "--model", (tmp / "m.gguf").string(), "--data",
-                           (tmp / "data").string(), "--adapter-path", (tmp / "a").string(), "--iters", "30",
-                           "--batch-size", "4", "--max-seq-length", "48", "--learning-rate", "1e-2",
-                           "--num-layers", "-1", "--steps-per-report", "5", "--steps-per-eval", "0", "--save-every", "0"});
+  auto r = test::run_lora({"--threads",
+                           "1",
+                           "--json",
+                           "train",
+                           "--model",
+                           (tmp / "m.gguf").string(),
+                           "--data",
+                           (tmp / "data").string(),
+                           "--adapter-path",
+                           (tmp / "a").string(),
+                           "--iters",
+                           "30",
+                           "--batch-size",
+                           "4",
+                           "--max-seq-length",
+                           "48",
+                           "--learning-rate",
+                           "2e-3",
+                           "--num-layers",
+                           "-1",
+                           "--lora-keys",
+                           "q_proj,v_proj,o_proj,down_proj",
+                           "--steps-per-report",
+                           "5",
+                           "--steps-per-eval",
+                           "0",
+                           "--save-every",
+                           "0"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::vector<double> losses;
   std::ifstream f(tmp / "a" / "metrics.jsonl");

@@ -37,7 +37,8 @@ void write_gguf_adapter(const AdapterFile& adapter, const ModelConfig& base, con
   if (adapter.pairs.empty()) throw std::invalid_argument("the adapter holds no LoRA pair");
   const std::string arch = gguf_architecture(base.model_type);
   const bool permuted = gguf_permutes_qk(arch);
-  const double alpha = adapter.pairs.front().scale * static_cast<double>(adapter.pairs.front().rank);
+  const double alpha =
+      adapter.pairs.front().scale * static_cast<double>(adapter.pairs.front().rank);
   GgufWriter w;
   w.set_string("general.architecture", arch);
   w.set_string("general.type", "adapter");
@@ -57,13 +58,16 @@ void write_gguf_adapter(const AdapterFile& adapter, const ModelConfig& base, con
     const double fold = pair.scale * static_cast<double>(pair.rank) / alpha;
     if (fold != 1.0)
       for (float& v : b) v = static_cast<float>(v * fold);
-    const int64_t heads = *proj == Proj::q ? base.num_heads : *proj == Proj::k ? base.num_kv_heads : 0;
+    const int64_t heads = *proj == Proj::q   ? base.num_heads
+                          : *proj == Proj::k ? base.num_kv_heads
+                                             : 0;
     if (permuted && heads > 0) {
       // Row r of the file's B is row gguf_qk_row_to_hf(r) of ours, as the base's q/k rows are.
       std::vector<float> perm(b.size());
       const int64_t head_dim = pair.out / heads;
       for (int64_t r = 0; r < pair.out; ++r)
-        std::memcpy(perm.data() + r * pair.rank, b.data() + gguf_qk_row_to_hf(r, head_dim) * pair.rank,
+        std::memcpy(perm.data() + r * pair.rank,
+                    b.data() + gguf_qk_row_to_hf(r, head_dim) * pair.rank,
                     static_cast<std::size_t>(pair.rank) * sizeof(float));
       b = std::move(perm);
     }
