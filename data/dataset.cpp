@@ -197,7 +197,7 @@ std::vector<Record> read_jsonl(const fs::path& path, const ReadOptions& options)
     } catch (const LineReader::LineTooLong&) {
       throw std::runtime_error(where + ": line is longer than " +
                                std::to_string(options.max_line_bytes) +
-                               " bytes (the limit; raise it with --max-line-bytes)");
+                               " bytes (the max_line_bytes limit)");
     }
     if (line_no == 1 && line.starts_with("\xEF\xBB\xBF")) line.erase(0, 3);  // UTF-8 BOM
     if (is_blank(line)) continue;
@@ -232,7 +232,7 @@ std::vector<Record> read_jsonl(const fs::path& path, const ReadOptions& options)
 DataFiles DataFiles::in_folder(const fs::path& dir, bool need_valid) {
   if (!fs::exists(dir)) throw std::runtime_error(dir.string() + ": data folder not found");
   if (!fs::is_directory(dir))
-    throw std::runtime_error(dir.string() + ": --data must be a folder holding train.jsonl");
+    throw std::runtime_error(dir.string() + ": the data path must be a folder holding train.jsonl");
   DataFiles files;
   auto pick = [&](const char* name) { return fs::exists(dir / name) ? dir / name : fs::path(); };
   files.train = pick("train.jsonl");
@@ -243,8 +243,8 @@ DataFiles DataFiles::in_folder(const fs::path& dir, bool need_valid) {
                              "holds train.jsonl and valid.jsonl, optionally test.jsonl)");
   if (need_valid && files.valid.empty())
     throw std::runtime_error((dir / "valid.jsonl").string() +
-                             ": file not found (needed for validation; pass --val-batches 0 to "
-                             "train without it)");
+                             ": file not found (needed for validation; with val_batches 0 a run "
+                             "trains without it)");
   return files;
 }
 

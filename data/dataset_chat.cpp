@@ -63,7 +63,7 @@ std::vector<Segment> chat_template_segments(const ChatTemplate& tmpl, const Toke
     if (pos == std::string::npos)
       throw std::runtime_error("messages[" + std::to_string(i) + "] (" + role +
                                "): its content is not in the text the chat template renders, so "
-                               "the turn cannot be located for --mask-prompt");
+                               "the turn cannot be located to mask the prompt");
     search_from = pos + len;
     if (role != "assistant") continue;  // stays in the untrained text before the next assistant
     std::size_t end = pos + len;

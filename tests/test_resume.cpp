@@ -124,10 +124,9 @@ TEST(Resume, IncompatibleSettingsAndOtherModelsAreRefused) {
   auto rank =
       run_lora({"--threads", "1", "train", "--resume", ckpt, "--rank", "4", "--iters", "40"});
   EXPECT_NE(rank.exit_code, 0);
-  EXPECT_NE(rank.err.find("--rank is 4 here but 8 in the checkpoint"), std::string::npos)
-      << rank.err;
+  EXPECT_NE(rank.err.find("rank is 4 here but 8 in the checkpoint"), std::string::npos) << rank.err;
   // A decaying schedule's horizon is --iters, so extending a cosine run is not the same run.
-  EXPECT_NE(rank.err.find("--iters is 40 here but 20"), std::string::npos) << rank.err;
+  EXPECT_NE(rank.err.find("iters is 40 here but 20"), std::string::npos) << rank.err;
 
   // Another model: stories260K's weights under a config that differs in one number.
   std::filesystem::create_directories(tmp / "other");

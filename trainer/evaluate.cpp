@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "trainer/batch_loss.h"
+
 namespace lora {
 
 data::EncodedSet load_split(const std::filesystem::path& file, const data::RecordEncoder& encoder,
@@ -24,11 +26,9 @@ EvalResult evaluate(const Model& model, const AdapterStack& adapters, const data
     const data::Batch b = plan.group(g);
     if (b.trained_tokens == 0) continue;
     ag::Tape tape(/*record=*/false);
-    ag::Var hidden = forward_hidden(tape, model, adapters, b.inputs, b.batch, b.seq, b.key_valid);
-    ag::Var loss = ag::cross_entropy_head(tape, hidden, model.head(), b.targets, b.weights,
-                                          float(b.trained_tokens));
-    total += double(loss->value.data[0]) * double(b.trained_tokens);
-    r.tokens += b.trained_tokens;
+    const BatchLoss loss = batch_loss(tape, model, adapters, b, float(b.trained_tokens));
+    total += loss.summed();
+    r.tokens += loss.tokens;
     ++r.batches;
   }
   r.loss = r.tokens > 0 ? total / double(r.tokens) : NAN;

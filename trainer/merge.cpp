@@ -12,6 +12,7 @@
 #include "autograd/quant.h"
 #include "trainer/io/adapter_io.h"
 #include "trainer/io/model_folder.h"
+#include "trainer/setting_error.h"
 
 namespace lora {
 
@@ -160,13 +161,13 @@ MergeReport merge_adapters(const fs::path& model_dir, std::span<const MergeAdapt
   const WeightSet weights = WeightSet::open_dir(model_dir);
   const bool quantized_base = quantization_of(config).has_value();
   if (options.dequantize && !quantized_base)
-    throw std::runtime_error("--dequantize applies to a quantized base; " + model_dir.string() +
-                             " is not quantized");
+    throw SettingError("dequantize",
+                       "applies to a quantized base; " + model_dir.string() + " is not quantized");
   if (options.base_float && !quantized_base)
-    throw std::runtime_error("--base-float applies to a quantized base; " + model_dir.string() +
-                             " is not quantized");
+    throw SettingError("base_float",
+                       "applies to a quantized base; " + model_dir.string() + " is not quantized");
   if (options.dequantize && options.base_float)
-    throw std::runtime_error("--dequantize and --base-float exclude each other");
+    throw SettingError("dequantize", "excludes base_float (merging into the float base)");
   if (options.float_dtype && !writable_float(*options.float_dtype))
     throw std::runtime_error("merged weights can be F32, F16 or BF16, not " +
                              std::string(dtype_name(*options.float_dtype)));
@@ -262,7 +263,7 @@ MergeReport merge_adapters(const fs::path& model_dir, std::span<const MergeAdapt
     report.total.add(m.fidelity);
     if (m.fidelity.kept() < options.min_delta_kept)
       report.warnings.push_back(m.tensor + " keeps " + percent(m.fidelity.kept()) +
-                                " of its delta (below --min-delta-kept " +
+                                " of its delta (below min_delta_kept " +
                                 percent(options.min_delta_kept) + ")");
   }
   if (report.merged.empty() && report.skipped.empty())

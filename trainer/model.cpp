@@ -7,6 +7,7 @@
 #include "autograd/tensor.h"
 #include "trainer/gguf_model.h"
 #include "trainer/io/safetensors.h"
+#include "trainer/setting_error.h"
 
 namespace lora {
 
@@ -86,7 +87,7 @@ class WeightLoader {
                       bname = module + ".biases";
     if (options_.quantize_bits != 0)
       throw std::runtime_error(dir_.string() +
-                               ": the model is already MLX-quantized; drop --quantize");
+                               ": the model is already MLX-quantized; load it without quantizing");
     if (!weights_.contains(bname)) fail(bname, "missing tensor (MLX-quantized weights need it)");
     const auto& w = weights_.info(wname);
     const auto& s = weights_.info(sname);
@@ -148,16 +149,18 @@ std::size_t Model::stored_bytes() const {
   return total;
 }
 
+void check_quantization(int bits, int group_size) {
+  if (!valid_quant_bits(bits))
+    throw SettingError("quantize",
+                       "bits must be one of 2, 3, 4, 5, 6, 8, got " + std::to_string(bits));
+  if (!valid_group_size(group_size))
+    throw SettingError("q_group_size", "must be 32, 64 or 128, got " + std::to_string(group_size));
+}
+
 Model load_model(const std::filesystem::path& dir, const LoadOptions& options) {
   if (is_gguf_file(dir)) return load_gguf_model(dir, options);
-  if (options.quantize_bits != 0) {
-    if (!valid_quant_bits(options.quantize_bits))
-      throw std::invalid_argument("--quantize must be one of 2, 3, 4, 5, 6, 8, got " +
-                                  std::to_string(options.quantize_bits));
-    if (!valid_group_size(options.quantize_group_size))
-      throw std::invalid_argument("--q-group-size must be 32, 64 or 128, got " +
-                                  std::to_string(options.quantize_group_size));
-  }
+  if (options.quantize_bits != 0)
+    check_quantization(options.quantize_bits, options.quantize_group_size);
   Model m;
   m.dir = dir;
   m.config = ModelConfig::load(dir);

@@ -49,6 +49,10 @@ struct LoadOptions {
   bool widen_bf16 = false;
 };
 
+// Throws SettingError ("quantize" or "q_group_size") unless MLX's affine format allows these:
+// the one check of a requested quantization, for loading, converting and training alike.
+void check_quantization(int bits, int group_size);
+
 Model load_model(const std::filesystem::path& dir, const LoadOptions& options = {});
 
 }  // namespace lora

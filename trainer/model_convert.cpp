@@ -6,6 +6,7 @@
 
 #include "autograd/quant.h"
 #include "trainer/io/model_folder.h"
+#include "trainer/model.h"
 
 namespace lora {
 
@@ -25,12 +26,7 @@ ConvertReport convert_model(const fs::path& model_dir, const fs::path& out_dir,
   check_distinct_output(out_dir, model_dir);
   if (options.quantize_bits == 0 && !options.dtype)
     throw std::runtime_error("nothing to convert: give a quantization (bits) or a dtype");
-  if (options.quantize_bits != 0 &&
-      (!valid_quant_bits(options.quantize_bits) || !valid_group_size(options.group_size)))
-    throw std::runtime_error(
-        "quantization needs bits in {2,3,4,5,6,8} and a group size in "
-        "{32,64,128}, not " +
-        std::to_string(options.quantize_bits) + " / " + std::to_string(options.group_size));
+  if (options.quantize_bits != 0) check_quantization(options.quantize_bits, options.group_size);
   if (options.dtype && !writable_float(*options.dtype))
     throw std::runtime_error("the dtype must be f32, f16 or bf16, not " +
                              std::string(dtype_name(*options.dtype)));

@@ -2,9 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
-#include <sstream>
 #include <stdexcept>
+
+#include "trainer/model.h"
+#include "trainer/setting_error.h"
 
 namespace lora {
 
@@ -18,20 +19,14 @@ std::string json_key(std::string_view flag) {
   return k;
 }
 
-std::string flag_name(std::string_view key) {
-  std::string k(key);
-  std::replace(k.begin(), k.end(), '_', '-');
-  return k;
-}
-
 }  // namespace
 
 const std::vector<TrainField>& train_fields() {
   static const std::vector<TrainField> fields = {
       {"model", &O::model, "Model folder (config.json, model.safetensors, tokenizer.json)", true},
       {"data", &O::data, "Data folder with train.jsonl, valid.jsonl and optionally test.jsonl"},
-      {"train", &O::train_file, "Training JSONL file (instead of DATA/train.jsonl)"},
-      {"valid", &O::valid_file, "Validation JSONL file (instead of DATA/valid.jsonl)"},
+      {"train-file", &O::train_file, "Training JSONL file (instead of DATA/train.jsonl)"},
+      {"valid-file", &O::valid_file, "Validation JSONL file (instead of DATA/valid.jsonl)"},
       {"adapter-path", &O::adapter_path, "Folder to write the adapter, checkpoints and metrics to"},
       {"format", &O::format, "Adapter layout written: mlx (adapters.safetensors) or peft"},
       {"resume-adapter-file", &O::resume_adapter_file,
@@ -96,106 +91,47 @@ float TrainOptions::effective_lora_scale() const {
 }
 
 void TrainOptions::validate() const {
-  auto fail = [](const std::string& msg) { throw std::runtime_error(msg); };
-  auto one_of = [&](const char* flag, const std::string& v, std::initializer_list<const char*> ok) {
-    for (const char* o : ok)
-      if (v == o) return;
-    std::string list;
-    for (const char* o : ok) list += std::string(list.empty() ? "" : ", ") + o;
-    fail(std::string("--") + flag + " \"" + v + "\" is not one of: " + list);
+  auto at_least = [](const char* setting, int64_t value, int64_t least) {
+    if (value < least)
+      throw SettingError(
+          setting, "must be at least " + std::to_string(least) + ", got " + std::to_string(value));
   };
-  if (model.empty()) fail("--model is required (a model folder)");
-  if (data.empty() && train_file.empty()) fail("--data (a folder) or --train FILE is required");
-  if (iters < 1) fail("--iters must be at least 1");
-  if (batch_size < 1) fail("--batch-size must be at least 1");
-  if (grad_accumulation_steps < 1) fail("--grad-accumulation-steps must be at least 1");
-  if (!(learning_rate >= 0) || !std::isfinite(learning_rate)) fail("--learning-rate must be >= 0");
-  if (max_seq_length < 2) fail("--max-seq-length must be at least 2");
-  if (rank < 1) fail("--rank must be at least 1");
-  if (!(dropout >= 0 && dropout < 1)) fail("--dropout must be in [0, 1)");
-  if (num_layers == 0 || num_layers < -1) fail("--num-layers must be positive or -1 (all)");
-  if (warmup < 0) fail("--warmup must be >= 0");
-  if (grad_clip < 0) fail("--grad-clip must be >= 0");
-  if (steps_per_report < 1) fail("--steps-per-report must be at least 1");
-  if (steps_per_eval < 0 || save_every < 0) fail("--steps-per-eval and --save-every must be >= 0");
-  if (keep_checkpoints < 1) fail("--keep-checkpoints must be at least 1");
-  if (max_line_bytes < 16) fail("--max-line-bytes is too small");
-  if (lora_keys.empty()) fail("--lora-keys needs at least one projection");
-  if (quantize != 0 && quantize != 4 && quantize != 8) fail("--quantize must be 0, 4 or 8");
-  one_of("optimizer", optimizer, {"adam", "adamw", "sgd"});
-  one_of("lr-schedule", lr_schedule, {"constant", "linear", "cosine"});
-  one_of("format", format, {"mlx", "peft"});
-  one_of("chat-format", chat_format, {"template", "llama2"});
-  one_of("compute-dtype", compute_dtype, {"f32", "bf16"});
-}
-
-void add_train_flags(CLI::App& cmd, TrainOptions& options, TrainFlags& flags) {
-  for (const auto& f : train_fields()) {
-    const std::string name = std::string("--") + f.flag;
-    std::visit(
-        [&](auto member) {
-          using T = std::remove_reference_t<decltype(options.*member)>;
-          if constexpr (std::is_same_v<T, bool>) {
-            cmd.add_flag(name, options.*member, f.help);
-          } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
-            cmd.add_option(name, options.*member, f.help)->delimiter(',')->capture_default_str();
-          } else {
-            // Given twice (e.g. by a script that appends flags): the last one wins.
-            cmd.add_option(name, options.*member, f.help)
-                ->capture_default_str()
-                ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-          }
-        },
-        f.member);
-  }
-  cmd.add_option("--resume", options.resume,
-                 "Continue a run from a checkpoint folder, or the latest checkpoint of an adapter "
-                 "folder; flags not given are taken from the checkpoint");
-  cmd.add_flag("--print-config", flags.print_config,
-               "Print the resolved settings as JSON (usable as --config) and exit");
-  cmd.add_option("--config", flags.config_file,
-                 "Settings file (TOML or JSON; keys are the flags' long names); the command line "
-                 "overrides it");
-}
-
-void apply_config_file(CLI::App& cmd, const std::string& path) {
-  if (!std::filesystem::is_regular_file(path))
-    throw std::runtime_error(path + ": --config file not found");
-  std::vector<CLI::ConfigItem> items;
-  try {
-    items = make_train_config_reader()->from_file(path);
-  } catch (const CLI::Error& e) {
-    throw std::runtime_error(path + ": " + e.what());
-  }
-  for (const auto& item : items) {
-    if (item.name == "++" || item.name == "--") continue;
-    const std::string key = item.fullname();
-    CLI::Option* opt = item.parents.empty() ? cmd.get_option_no_throw("--" + item.name) : nullptr;
-    if (opt == nullptr || item.name == "config" || item.name == "print-config")
-      throw std::runtime_error(path + ": unknown setting \"" + key + "\" (see lora train --help)");
-    if (opt->count() > 0) continue;  // given on the command line
-    try {
-      opt->add_result(item.inputs);
-      opt->run_callback();
-    } catch (const CLI::Error& e) {
-      throw std::runtime_error(path + ": setting \"" + key + "\": " + e.what());
+  auto one_of = [](const char* setting, const std::string& v,
+                   std::initializer_list<const char*> ok) {
+    std::string list;
+    for (const char* o : ok) {
+      if (v == o) return;
+      list += std::string(list.empty() ? "" : ", ") + o;
     }
-  }
-}
-
-void fill_unset_from(const CLI::App& cmd, TrainOptions& options, const nlohmann::json& saved) {
-  for (const auto& f : train_fields()) {
-    const CLI::Option* opt = cmd.get_option_no_throw(std::string("--") + f.flag);
-    if (opt != nullptr && opt->count() > 0) continue;
-    auto it = saved.find(json_key(f.flag));
-    if (it == saved.end()) continue;
-    std::visit(
-        [&](auto member) {
-          using T = std::remove_reference_t<decltype(options.*member)>;
-          options.*member = it->template get<T>();
-        },
-        f.member);
-  }
+    throw SettingError(setting, "\"" + v + "\" is not one of: " + list);
+  };
+  if (model.empty()) throw SettingError("model", "is required (a model folder)");
+  if (data.empty() && train_file.empty())
+    throw SettingError("data", "no training data: give a data folder or a training file");
+  at_least("iters", iters, 1);
+  at_least("batch_size", batch_size, 1);
+  at_least("grad_accumulation_steps", grad_accumulation_steps, 1);
+  if (!(learning_rate >= 0) || !std::isfinite(learning_rate))
+    throw SettingError("learning_rate", "must be a finite number >= 0");
+  at_least("max_seq_length", max_seq_length, 2);
+  at_least("rank", rank, 1);
+  if (!(dropout >= 0 && dropout < 1)) throw SettingError("dropout", "must be in [0, 1)");
+  if (num_layers == 0 || num_layers < -1)
+    throw SettingError("num_layers", "must be positive or -1 (all)");
+  at_least("warmup", warmup, 0);
+  if (!(grad_clip >= 0)) throw SettingError("grad_clip", "must be >= 0");
+  at_least("steps_per_report", steps_per_report, 1);
+  at_least("steps_per_eval", steps_per_eval, 0);
+  at_least("save_every", save_every, 0);
+  at_least("keep_checkpoints", keep_checkpoints, 1);
+  at_least("max_line_bytes", max_line_bytes, 16);
+  if (lora_keys.empty()) throw SettingError("lora_keys", "needs at least one projection");
+  if (quantize != 0) check_quantization(int(quantize), int(q_group_size));
+  one_of("optimizer", optimizer, {"adam", "adamw", "sgd"});
+  one_of("lr_schedule", lr_schedule, {"constant", "linear", "cosine"});
+  one_of("format", format, {"mlx", "peft"});
+  one_of("chat_format", chat_format, {"template", "llama2"});
+  one_of("compute_dtype", compute_dtype, {"f32", "bf16"});
 }
 
 std::string identity_differences(const TrainOptions& options, const nlohmann::json& saved) {
@@ -211,79 +147,10 @@ std::string identity_differences(const TrainOptions& options, const nlohmann::js
     const std::string here = now[key].dump();
     const std::string there = it == saved.end() ? "(absent)" : it->dump();
     if (here != there)
-      out += std::string(out.empty() ? "" : "; ") + "--" + f.flag + " is " + here + " here but " +
-             there + " in the checkpoint";
+      out += std::string(out.empty() ? "" : "; ") + key + " is " + here + " here but " + there +
+             " in the checkpoint";
   }
   return out;
-}
-
-namespace {
-
-// TOML (CLI11's own reader) or JSON, with keys normalized to flag names: '_' -> '-', and
-// mlx-lm's lora_parameters section flattened (its "keys" is --lora-keys).
-class TrainConfigReader : public CLI::ConfigTOML {
- public:
-  std::vector<CLI::ConfigItem> from_config(std::istream& input) const override {
-    std::string text((std::istreambuf_iterator<char>(input)), std::istreambuf_iterator<char>());
-    auto first = text.find_first_not_of(" \t\r\n");
-    std::vector<CLI::ConfigItem> items;
-    if (first != std::string::npos && text[first] == '{') {
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(text);
-      } catch (const nlohmann::json::parse_error& e) {
-        throw CLI::ConversionError(std::string("config file: invalid JSON: ") + e.what());
-      }
-      add_json(j, {}, items);
-    } else {
-      std::istringstream in(text);
-      items = CLI::ConfigTOML::from_config(in);
-    }
-    std::vector<CLI::ConfigItem> out;
-    for (auto& item : items) {
-      const bool lora_section = !item.parents.empty() && item.parents.back() == "lora_parameters";
-      if (lora_section) {
-        if (item.name == "++" || item.name == "--") continue;  // section markers
-        item.parents.clear();
-        if (item.name == "keys") item.name = "lora-keys";
-      }
-      item.name = flag_name(item.name);
-      out.push_back(std::move(item));
-    }
-    return out;
-  }
-
- private:
-  static void add_json(const nlohmann::json& j, std::vector<std::string> parents,
-                       std::vector<CLI::ConfigItem>& items) {
-    if (!j.is_object())
-      throw CLI::ConversionError("config file: expected a JSON object of settings");
-    for (const auto& [key, value] : j.items()) {
-      if (value.is_null()) continue;
-      if (value.is_object()) {
-        auto p = parents;
-        p.push_back(key);
-        add_json(value, p, items);
-        continue;
-      }
-      CLI::ConfigItem item;
-      item.parents = parents;
-      item.name = key;
-      if (value.is_array()) {
-        for (const auto& v : value)
-          item.inputs.push_back(v.is_string() ? v.get<std::string>() : v.dump());
-      } else {
-        item.inputs.push_back(value.is_string() ? value.get<std::string>() : value.dump());
-      }
-      items.push_back(std::move(item));
-    }
-  }
-};
-
-}  // namespace
-
-std::shared_ptr<CLI::Config> make_train_config_reader() {
-  return std::make_shared<TrainConfigReader>();
 }
 
 }  // namespace lora

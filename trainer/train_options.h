@@ -1,10 +1,8 @@
-// The settings of a training run: one table of fields that is at once the `lora train` flags, the
-// keys of a --config file (TOML or JSON), the arguments written into adapter_config.json, and the
-// config a checkpoint stores and a resumed run is checked against.
+// The settings of a training run: one table of fields that is at once the keys of a settings file,
+// the arguments written into adapter_config.json, and the config a checkpoint stores and a resumed
+// run is checked against. The CLI (trainer/cli/train_flags.h) makes a flag of each.
 #pragma once
-#include <CLI/CLI.hpp>
 #include <cstdint>
-#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <variant>
@@ -17,7 +15,7 @@ struct TrainOptions {
   // What to train on and where to write.
   std::string model;
   std::string data;
-  std::string train_file;  // --train FILE / --valid FILE override the data folder's files
+  std::string train_file;  // these files override the data folder's train.jsonl / valid.jsonl
   std::string valid_file;
   std::string adapter_path = "adapters";
   std::string format = "mlx";       // mlx | peft
@@ -65,12 +63,13 @@ struct TrainOptions {
 
   // The settings as JSON (snake_case keys, mlx-lm spelling), without resume/config controls.
   nlohmann::ordered_json to_json() const;
-  // Checks values (ranges, names) and throws std::runtime_error naming the flag.
+  // Checks values (ranges, names); throws SettingError naming the setting.
   void validate() const;
   float effective_lora_scale() const;
 };
 
-// One row of the table: the flag (without "--"), the member it sets, its help.
+// One row of the table: the setting's name (the CLI's flag without "--"; the JSON key with '_'),
+// the member it sets, its help.
 using FieldRef =
     std::variant<std::string TrainOptions::*, int64_t TrainOptions::*, double TrainOptions::*,
                  bool TrainOptions::*, std::vector<std::string> TrainOptions::*>;
@@ -83,29 +82,8 @@ struct TrainField {
 };
 const std::vector<TrainField>& train_fields();
 
-// Registers every field as a flag of `cmd`, plus --config FILE (TOML or JSON; a key is a flag's
-// long name with '-' or '_'; mlx-lm's nested lora_parameters {rank, scale, dropout, keys} is
-// accepted) and --print-config. Values on the command line override the config file.
-struct TrainFlags {
-  bool print_config = false;
-  std::string config_file;
-};
-void add_train_flags(CLI::App& cmd, TrainOptions& options, TrainFlags& flags);
-
-// Applies a --config file to the flags of `cmd` that the command line did not set (CLI11 reads
-// config files only for the top-level app, so subcommands apply theirs here, after parsing).
-// Unknown keys and bad values are errors naming the file and the key.
-void apply_config_file(CLI::App& cmd, const std::string& path);
-
-// Fills the fields that `cmd` did not get (neither on the command line nor from --config) from
-// `saved` (a to_json() object, e.g. a checkpoint's): a resumed run needs only --resume.
-void fill_unset_from(const CLI::App& cmd, TrainOptions& options, const nlohmann::json& saved);
-
-// Where `options` disagrees with `saved` on an identity field: "--rank is 16 here but 8 in the
+// Where `options` disagrees with `saved` on an identity field: "rank is 16 here but 8 in the
 // checkpoint; ..." (empty when compatible).
 std::string identity_differences(const TrainOptions& options, const nlohmann::json& saved);
-
-// A CLI11 config reader for TOML or JSON (detected from the text), with key spellings normalized.
-std::shared_ptr<CLI::Config> make_train_config_reader();
 
 }  // namespace lora

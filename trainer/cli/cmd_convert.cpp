@@ -4,10 +4,11 @@
 // converted between formats by `lora export`.
 #include <cstdio>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "trainer/cli/commands.h"
-#include "trainer/io/model_folder.h"
+#include "trainer/cli/flag_values.h"
 #include "trainer/model_convert.h"
 
 namespace lora::cli {
@@ -61,10 +62,8 @@ void add_convert(CLI::App& app, const GlobalOptions& global) {
       "weights (--dtype). Adapters are converted by `lora export`.");
   cmd->add_option("--model", opts->model, "Model folder (config.json + safetensors)")->required();
   cmd->add_option("--out", opts->out, "Output model folder")->required();
-  cmd->add_option("--quantize,-q", opts->bits, "Quantize the linears to this many bits")
-      ->check(CLI::IsMember({2, 3, 4, 5, 6, 8}));
-  cmd->add_option("--q-group-size", opts->group_size, "Quantization group size")
-      ->check(CLI::IsMember({32, 64, 128}));
+  add_quantize_flags(*cmd, opts->bits, opts->group_size,
+                     "Quantize the linears to this many bits: 2, 3, 4, 5, 6 or 8");
   cmd->add_option("--dtype", opts->dtype,
                   "Float type of the weights (f32, f16, bf16); dequantizes a quantized model");
   cmd->add_flag("--keep-embedding-float", opts->keep_embedding_float,

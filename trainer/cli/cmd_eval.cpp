@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "trainer/cli/commands.h"
+#include "trainer/cli/flag_values.h"
 #include "trainer/evaluate.h"
 #include "trainer/gguf_tokenizer.h"
 #include "trainer/io/adapter_io.h"
@@ -21,7 +22,8 @@ struct EvalOptions {
   int64_t max_seq_length = 2048;
   int64_t max_line_bytes = 64ll << 20;
   std::string chat_format = "template";
-  int64_t quantize = 0;
+  int quantize = 0;
+  int q_group_size = 64;
 };
 
 void run_eval(const EvalOptions& o, const GlobalOptions& global) {
@@ -36,7 +38,8 @@ void run_eval(const EvalOptions& o, const GlobalOptions& global) {
       throw std::runtime_error(file.string() + ": file not found (--split " + o.split + ")");
   }
   LoadOptions load;
-  load.quantize_bits = int(o.quantize);
+  load.quantize_bits = o.quantize;
+  load.quantize_group_size = o.q_group_size;
   const Model model = load_model(o.model, load);
   const auto tokenizer = load_model_tokenizer(o.model);
   data::EncodeOptions enc;
@@ -89,7 +92,8 @@ void add_eval(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--chat-format", o->chat_format, "template or llama2")->capture_default_str();
   cmd->add_option("--max-line-bytes", o->max_line_bytes, "Longest JSONL line accepted")
       ->capture_default_str();
-  cmd->add_option("--quantize", o->quantize, "Quantize the base at load to 4 or 8 bits");
+  add_quantize_flags(*cmd, o->quantize, o->q_group_size,
+                     "Quantize the frozen base at load to this many bits (0: as stored)");
   cmd->callback([o, &global] { run_eval(*o, global); });
 }
 

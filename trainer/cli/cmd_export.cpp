@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "trainer/cli/commands.h"
+#include "trainer/cli/flag_values.h"
 #include "trainer/io/adapter_file.h"
 #include "trainer/io/adapter_gguf.h"
-#include "trainer/io/model_folder.h"
 
 namespace lora::cli {
 

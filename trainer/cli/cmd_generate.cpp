@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "trainer/cli/commands.h"
+#include "trainer/cli/flag_values.h"
 #include "trainer/generate.h"
 #include "trainer/gguf_tokenizer.h"
 #include "trainer/io/adapter_io.h"
@@ -23,7 +24,7 @@ struct GenerateFlags {
   int quantize = 0;
   int q_group_size = 64;
   std::vector<std::string> adapter_paths;
-  std::vector<float> adapter_scales;
+  std::vector<double> adapter_scales;
   bool no_adapter = false;
   bool stop_on_bos = false;
 };
@@ -35,14 +36,11 @@ void run_generate(const GenerateFlags& f, const GlobalOptions& global) {
   const Model model = load_model(f.model, load);
   const auto tokenizer = load_model_tokenizer(f.model);
 
-  if (!f.adapter_scales.empty() && f.adapter_scales.size() != f.adapter_paths.size())
-    throw std::runtime_error("give one --adapter-scale per --adapter-path (" +
-                             std::to_string(f.adapter_paths.size()) + " paths, " +
-                             std::to_string(f.adapter_scales.size()) + " scales)");
+  const std::vector<double> scales = adapter_scales(f.adapter_scales, f.adapter_paths.size());
   std::vector<LoraAdapter> adapters;
   for (std::size_t i = 0; i < f.adapter_paths.size(); ++i) {
     adapters.push_back(load_adapter(f.adapter_paths[i], model));
-    adapters.back().strength = f.adapter_scales.empty() ? 1.0f : f.adapter_scales[i];
+    adapters.back().strength = float(scales[i]);
     adapters.back().enabled = !f.no_adapter;  // loaded and checked, but the base runs alone
   }
   AdapterStack stack;
@@ -87,6 +85,9 @@ void run_generate(const GenerateFlags& f, const GlobalOptions& global) {
   }
   const std::string rest = stream.finish();
   std::printf("%s\n", rest.c_str());
+  // The text is complete on stdout before the statistics reach stderr: with both on one
+  // terminal or pipe, the statistics are the line after the text, not a cut through it.
+  std::fflush(stdout);
   if (!global.quiet)
     std::fprintf(stderr,
                  "prompt: %zu tokens, %.1f tokens/s; generated: %zu tokens, %.1f tokens/s (%s)\n",
@@ -112,14 +113,11 @@ void add_generate(CLI::App& app, const GlobalOptions& global) {
       ->check(CLI::Range(0.0f, 1.0f))
       ->capture_default_str();
   cmd->add_option("--seed", f->seed, "Random seed for sampling")->capture_default_str();
-  cmd->add_option("--quantize", f->quantize, "Quantize float linears at load (MLX affine bits)")
-      ->check(CLI::IsMember({0, 2, 3, 4, 5, 6, 8}));
-  cmd->add_option("--q-group-size", f->q_group_size, "Group size for --quantize")
-      ->check(CLI::IsMember({32, 64, 128}))
-      ->capture_default_str();
+  add_quantize_flags(*cmd, f->quantize, f->q_group_size,
+                     "Quantize float linears at load to this many bits (MLX affine; 0: as stored)");
   cmd->add_option("--adapter-path", f->adapter_paths,
                   "Adapter folder (MLX-LM or PEFT); repeatable");
-  cmd->add_option("--adapter-scale", f->adapter_scales, "Strength of each adapter (default 1)");
+  add_adapter_scale_flag(*cmd, f->adapter_scales);
   cmd->add_flag("--no-adapter", f->no_adapter, "Load the adapters but run the base model alone");
   cmd->add_flag("--stop-on-bos", f->stop_on_bos,
                 "Also stop at BOS (llama2.c models separate stories with it)");

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "trainer/cli/commands.h"
-#include "trainer/io/model_folder.h"
+#include "trainer/cli/flag_values.h"
 #include "trainer/merge.h"
 
 namespace lora::cli {
@@ -17,7 +17,7 @@ namespace {
 struct MergeCliOptions {
   std::string model;
   std::vector<std::string> adapters;
-  std::vector<double> strengths;
+  std::vector<double> adapter_scales;
   std::string out;
   bool dequantize = false;
   std::string dtype;
@@ -27,14 +27,10 @@ struct MergeCliOptions {
 };
 
 void run_merge(const MergeCliOptions& o, const GlobalOptions& global) {
-  if (o.strengths.size() > 1 && o.strengths.size() != o.adapters.size())
-    throw std::runtime_error("give --strength once, or once per --adapter-path (" +
-                             std::to_string(o.adapters.size()) + " adapters, " +
-                             std::to_string(o.strengths.size()) + " strengths)");
+  const std::vector<double> scales = adapter_scales(o.adapter_scales, o.adapters.size());
   std::vector<MergeAdapter> adapters;
   for (std::size_t i = 0; i < o.adapters.size(); ++i) {
-    MergeAdapter m{AdapterFile::read(o.adapters[i]), 1.0};
-    if (!o.strengths.empty()) m.strength = o.strengths[o.strengths.size() == 1 ? 0 : i];
+    MergeAdapter m{AdapterFile::read(o.adapters[i]), scales[i]};
     for (const auto& name : m.adapter.unknown_tensors)
       std::fprintf(stderr, "warning: %s: tensor %s is not a LoRA pair of a block linear; ignored\n",
                    m.adapter.source.string().c_str(), name.c_str());
@@ -65,14 +61,12 @@ void run_merge(const MergeCliOptions& o, const GlobalOptions& global) {
 void add_merge(CLI::App& app, const GlobalOptions& global) {
   auto opts = std::make_shared<MergeCliOptions>();
   auto* cmd = app.add_subcommand(
-      "merge", "Fold adapters into the base (W + strength * scale * B A) and write the model");
+      "merge", "Fold adapters into the base (W + adapter-scale * scale * B A) and write the model");
   cmd->add_option("--model", opts->model, "Base model folder")->required();
   cmd->add_option("--adapter-path", opts->adapters,
                   "Adapter folder or .safetensors file (MLX-LM or PEFT); repeat to stack")
       ->required();
-  cmd->add_option(
-      "--strength", opts->strengths,
-      "Multiplier on the adapter's scale (once, or once per adapter; 0 copies the base)");
+  add_adapter_scale_flag(*cmd, opts->adapter_scales);
   cmd->add_option("--out", opts->out, "Output model folder")->required();
   cmd->add_flag("--dequantize", opts->dequantize,
                 "Quantized base: write float weights instead of requantizing");

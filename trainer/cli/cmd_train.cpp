@@ -4,6 +4,8 @@
 #include <stdexcept>
 
 #include "trainer/cli/commands.h"
+#include "trainer/cli/train_config_file.h"
+#include "trainer/cli/train_flags.h"
 #include "trainer/io/checkpoint.h"
 #include "trainer/progress.h"
 #include "trainer/train_options.h"

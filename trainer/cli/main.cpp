@@ -6,6 +6,8 @@
 
 #include "autograd/heap.h"
 #include "trainer/cli/commands.h"
+#include "trainer/cli/flag_values.h"
+#include "trainer/setting_error.h"
 
 extern "C" void openblas_set_num_threads(int);
 
@@ -42,6 +44,10 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const lora::SettingError& e) {
+    std::fprintf(stderr, "lora: error: %s: %s\n", lora::cli::flag_of_setting(e.setting()).c_str(),
+                 e.problem().c_str());
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "lora: error: %s\n", e.what());
     return 1;

@@ -169,7 +169,7 @@ void restore_checkpoint(const LoadedCheckpoint& ck, LoraAdapter& adapter, Optimi
     if (from.size() != into.size())
       throw std::runtime_error(ck.dir.string() + ": optimizer " + what + " count differs (" +
                                std::to_string(from.size()) + " vs " + std::to_string(into.size()) +
-                               "); was it saved with another --optimizer?");
+                               "); was it saved with another optimizer?");
     for (std::size_t i = 0; i < into.size(); ++i) {
       if (from[i].shape != into[i].shape)
         throw std::runtime_error(ck.dir.string() + ": optimizer " + what + " " + std::to_string(i) +
@@ -208,11 +208,11 @@ std::vector<fs::path> list_checkpoints(const fs::path& adapter_dir) {
 
 fs::path resolve_checkpoint(const fs::path& path) {
   if (fs::exists(path / kStateFile)) return path;
-  if (!fs::exists(path)) throw std::runtime_error(path.string() + ": --resume: not found");
+  if (!fs::exists(path)) throw std::runtime_error(path.string() + ": checkpoint not found");
   auto all = list_checkpoints(path);
   if (all.empty())
     throw std::runtime_error(path.string() +
-                             ": --resume: neither a checkpoint (state.json) nor an adapter folder "
+                             ": neither a checkpoint (state.json) nor an adapter folder "
                              "with checkpoints/step-*");
   return all.back();
 }

@@ -1,7 +1,6 @@
 #include "trainer/io/model_folder.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -170,49 +169,8 @@ TensorData copy_tensor(const WeightSet& weights, const std::string& name) {
 
 bool writable_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 
-DType parse_float_dtype(std::string_view name) {
-  std::string n(name);
-  std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (n == "f32" || n == "float32") return DType::F32;
-  if (n == "f16" || n == "float16") return DType::F16;
-  if (n == "bf16" || n == "bfloat16") return DType::BF16;
-  throw std::runtime_error("unknown float dtype \"" + std::string(name) +
-                           "\" (expected f32, f16 or bf16)");
-}
-
-uint64_t parse_byte_size(std::string_view text) {
-  std::size_t digits = 0;
-  while (digits < text.size() &&
-         (std::isdigit(static_cast<unsigned char>(text[digits])) || text[digits] == '.'))
-    ++digits;
-  std::string unit(text.substr(digits));
-  std::transform(unit.begin(), unit.end(), unit.begin(),
-                 [](unsigned char c) { return std::toupper(c); });
-  static const std::map<std::string, double> kUnits = {
-      {"", 1},      {"B", 1},        {"KB", 1e3},        {"MB", 1e6},          {"GB", 1e9},
-      {"TB", 1e12}, {"KIB", 1024.0}, {"MIB", 1048576.0}, {"GIB", 1073741824.0}};
-  double value = 0;
-  try {
-    std::size_t used = 0;
-    value = digits ? std::stod(std::string(text.substr(0, digits)), &used) : -1;
-    if (used != digits) value = -1;
-  } catch (const std::exception&) {
-    value = -1;
-  }
-  const auto u = kUnits.find(unit);
-  if (value <= 0 || u == kUnits.end())
-    throw std::runtime_error("not a size: \"" + std::string(text) + "\" (e.g. 5GB, 500MB, 2GiB)");
-  return static_cast<uint64_t>(value * u->second);
-}
-
 const char* torch_dtype_name(DType t) {
   return t == DType::F32 ? "float32" : t == DType::F16 ? "float16" : "bfloat16";
-}
-
-fs::path folder_path(const std::string& text) {
-  fs::path p(text);
-  while (!p.has_filename() && p.has_parent_path() && p != p.root_path()) p = p.parent_path();
-  return p;
 }
 
 void check_distinct_output(const fs::path& out_dir, const fs::path& source_dir) {
@@ -220,7 +178,7 @@ void check_distinct_output(const fs::path& out_dir, const fs::path& source_dir) 
   if (fs::exists(out_dir) && fs::equivalent(out_dir, source_dir, ec))
     throw std::runtime_error(out_dir.string() +
                              ": the output folder is the model folder itself; "
-                             "choose another --out");
+                             "choose another output folder");
 }
 
 void write_model_folder(const fs::path& out_dir, const fs::path& source_dir, const json& config,

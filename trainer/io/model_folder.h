@@ -50,10 +50,6 @@ std::optional<std::array<int64_t, 2>> linear_shape(const WeightSet& weights,
 TensorData copy_tensor(const WeightSet& weights, const std::string& name);
 // Whether a dtype is a float type TensorData::convert can write.
 bool writable_float(DType t);
-// "f32" | "float32" | "f16" | "float16" | "bf16" | "bfloat16" (any case) -> the DType.
-DType parse_float_dtype(std::string_view name);
-// "5GB", "500MB", "64KiB", "1000" (bytes) -> bytes. Decimal units (GB = 1e9) and binary (GiB).
-uint64_t parse_byte_size(std::string_view text);
 // config.json's torch_dtype spelling of F32, F16, BF16.
 const char* torch_dtype_name(DType t);
 
@@ -68,10 +64,6 @@ struct ModelFolderOptions {
 void write_model_folder(const std::filesystem::path& out_dir,
                         const std::filesystem::path& source_dir, const nlohmann::json& config,
                         std::vector<TensorData> tensors, const ModelFolderOptions& options = {});
-
-// A folder named on the command line: "out/" names the folder "out" (write_dir_atomic builds the
-// temp folder beside it from its file name).
-std::filesystem::path folder_path(const std::string& text);
 
 // Refuses an output folder that is the source folder itself (its files are being read).
 void check_distinct_output(const std::filesystem::path& out_dir,

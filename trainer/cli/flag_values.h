@@ -1,0 +1,38 @@
+// Values the commands' flags share: float dtypes, byte sizes, output folders, the quantization
+// flags and the adapter multiplier.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "autograd/dtype.h"
+
+namespace lora::cli {
+
+// "f32" | "float32" | "f16" | "float16" | "bf16" | "bfloat16" (any case) -> the DType.
+DType parse_float_dtype(std::string_view name);
+// "5GB", "500MB", "64KiB", "1000" (bytes) -> bytes. Decimal units (GB = 1e9) and binary (GiB).
+uint64_t parse_byte_size(std::string_view text);
+// A folder named on the command line: "out/" names the folder "out" (write_dir_atomic builds the
+// temp folder beside it from its file name).
+std::filesystem::path folder_path(const std::string& text);
+
+// The flag that sets a library setting: "learning_rate" -> "--learning-rate" (every command
+// names its flags after the settings they set).
+std::string flag_of_setting(const std::string& setting);
+
+// --quantize BITS and --q-group-size N, checked by the library's one check of a quantization
+// (check_quantization) so that every command accepts and refuses the same values.
+void add_quantize_flags(CLI::App& cmd, int& bits, int& group_size, const std::string& help);
+
+// --adapter-scale (hidden alias --strength): the multiplier on each --adapter-path's own scale,
+// given once for all adapters or once per adapter.
+CLI::Option* add_adapter_scale_flag(CLI::App& cmd, std::vector<double>& scales);
+// The multiplier of each of `count` adapters (1 when none was given); refuses a count of
+// --adapter-scale values that is neither 1 nor `count`.
+std::vector<double> adapter_scales(const std::vector<double>& given, std::size_t count);
+
+}  // namespace lora::cli

@@ -1,0 +1,223 @@
+#include "trainer/train_run.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "trainer/evaluate.h"
+#include "trainer/gguf_tokenizer.h"
+
+namespace lora {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+data::RecordEncoder make_encoder(const TrainOptions& o, const data::Tokenizer& tokenizer,
+                                 const data::TokenizerConfig& tok_config) {
+  data::EncodeOptions enc;
+  enc.mask_prompt = o.mask_prompt;
+  enc.max_seq_length = std::size_t(o.max_seq_length);
+  enc.chat_format = o.chat_format;
+  return data::RecordEncoder(tokenizer, tok_config, enc);
+}
+
+void note_truncated(const TrainData& d, int64_t max_seq_length, Progress& progress) {
+  if (d.train.truncated > 0)
+    progress.note(std::to_string(d.train.truncated) + " of " +
+                  std::to_string(d.train.examples.size()) + " training examples were longer than " +
+                  "--max-seq-length " + std::to_string(max_seq_length) + " and were truncated");
+  if (d.valid && d.valid->truncated > 0)
+    progress.note(std::to_string(d.valid->truncated) + " validation examples were truncated");
+}
+
+std::string data_fingerprint(const data::EncodedSet& set) {
+  std::string bytes;
+  for (const auto& ex : set.examples) {
+    bytes.append(reinterpret_cast<const char*>(ex.ids.data()), ex.ids.size() * sizeof(int32_t));
+    bytes.append(reinterpret_cast<const char*>(ex.trained.data()), ex.trained.size());
+    bytes.push_back('\n');
+  }
+  return fnv1a_hex(bytes);
+}
+
+// A resumed checkpoint must come from the same model, settings and data, and stop short of --iters.
+void check_resumable(const LoadedCheckpoint& ckpt, const TrainOptions& o, const RunInputs& in) {
+  const auto& c = ckpt.content;
+  if (c.model_fingerprint != in.model_fingerprint)
+    throw std::runtime_error(ckpt.dir.string() +
+                             ": the checkpoint was made with another model ("
+                             "config or weight shapes differ from " +
+                             o.model + ")");
+  if (std::string diff = identity_differences(o, c.config); !diff.empty())
+    throw std::runtime_error(ckpt.dir.string() + ": incompatible settings: " + diff);
+  if (c.data_fingerprint != in.data_fingerprint)
+    throw std::runtime_error(ckpt.dir.string() + ": the training data (" +
+                             in.data.train_file.string() +
+                             ") differs from the data the checkpoint was trained on");
+  if (c.progress.step >= o.iters)
+    throw std::runtime_error(ckpt.dir.string() + ": the checkpoint is at step " +
+                             std::to_string(c.progress.step) + ", not before --iters " +
+                             std::to_string(o.iters) + "; raise --iters to train further");
+}
+
+LoraConfig lora_config_from(const TrainOptions& o, int64_t model_layers) {
+  LoraConfig c;
+  c.rank = int(o.rank);
+  if (o.alpha > 0) {
+    c.alpha = float(o.alpha);
+    c.rslora = o.rslora;
+  } else {
+    c.scale = float(o.scale);
+  }
+  c.dropout = float(o.dropout);
+  c.num_layers = o.num_layers < 0 ? -1 : int(std::min<int64_t>(o.num_layers, model_layers));
+  c.keys.clear();
+  for (const auto& k : o.lora_keys) {
+    auto p = proj_from_name(k);
+    if (!p)
+      throw std::runtime_error("--lora-keys: unknown projection \"" + k +
+                               "\" (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
+                               "down_proj)");
+    if (std::find(c.keys.begin(), c.keys.end(), *p) == c.keys.end()) c.keys.push_back(*p);
+  }
+  return c;
+}
+
+// Copies the A/B values of a saved adapter into `adapter`, module by module.
+void start_from_adapter(LoraAdapter& adapter, const fs::path& path, const Model& model) {
+  LoraAdapter saved = load_adapter(path, model);
+  for (auto& m : adapter.modules) {
+    const LoraModule* s = saved.find(m.layer, m.proj);
+    const std::string name =
+        "model.layers." + std::to_string(m.layer) + "." + std::string(proj_module_path(m.proj));
+    if (s == nullptr)
+      throw std::runtime_error(path.string() + ": --resume-adapter-file has no " + name +
+                               " (this run adapts it; check --num-layers and --lora-keys)");
+    if (s->A.value.shape != m.A.value.shape || s->B.value.shape != m.B.value.shape)
+      throw std::runtime_error(path.string() + ": " + name + " has A " + s->A.value.shape_str() +
+                               ", B " + s->B.value.shape_str() + " but this run's --rank gives A " +
+                               m.A.value.shape_str() + ", B " + m.B.value.shape_str());
+    m.A.value = s->A.value;
+    m.B.value = s->B.value;
+  }
+  if (saved.modules.size() != adapter.modules.size())
+    throw std::runtime_error(path.string() + ": --resume-adapter-file has " +
+                             std::to_string(saved.modules.size()) + " LoRA modules, this run " +
+                             std::to_string(adapter.modules.size()) +
+                             " (check --num-layers and --lora-keys)");
+}
+
+// The adapter a run trains: fresh from the seed, or (--resume-adapter-file without --resume)
+// starting from a saved adapter's values. A resumed checkpoint's values are restored later.
+LoraAdapter create_adapter(const TrainOptions& o, const RunInputs& in) {
+  LoraAdapter adapter = LoraAdapter::create(
+      in.model, lora_config_from(o, in.model.config.num_layers), uint64_t(o.seed));
+  if (adapter.modules.empty())
+    throw std::runtime_error("--lora-keys and --num-layers adapt nothing");
+  if (!o.resume_adapter_file.empty() && !in.resumed)
+    start_from_adapter(adapter, o.resume_adapter_file, in.model);
+  return adapter;
+}
+
+OptimizerConfig optimizer_config(const TrainOptions& o) {
+  OptimizerConfig oc;
+  oc.name = o.optimizer;
+  oc.weight_decay = float(o.weight_decay);
+  oc.momentum = float(o.momentum);
+  return oc;
+}
+
+ScheduleConfig schedule_config(const TrainOptions& o) {
+  ScheduleConfig schedule;
+  schedule.type = o.lr_schedule;
+  schedule.warmup_steps = o.warmup;
+  schedule.warmup_init = float(o.warmup_init);
+  schedule.total_steps = o.iters;
+  return schedule;
+}
+
+const TrainOptions& validated(const TrainOptions& o) {
+  o.validate();
+  return o;
+}
+
+}  // namespace
+
+TrainData load_train_data(const TrainOptions& o, const fs::path& model_dir, Progress& progress) {
+  const auto tokenizer = load_model_tokenizer(model_dir);
+  const auto tok_config = load_model_tokenizer_config(model_dir);
+  const data::RecordEncoder encoder = make_encoder(o, tokenizer, tok_config);
+
+  const bool want_valid = o.val_batches != 0;
+  TrainData d;
+  d.train_file = o.train_file;
+  fs::path valid_file = o.valid_file;
+  if (!o.data.empty()) {
+    auto files = data::DataFiles::in_folder(o.data, want_valid && valid_file.empty());
+    if (d.train_file.empty()) d.train_file = files.train;
+    if (valid_file.empty()) valid_file = files.valid;
+  }
+  if (want_valid && valid_file.empty())
+    throw std::runtime_error(
+        "no validation data: pass --valid FILE, a --data folder with "
+        "valid.jsonl, or --val-batches 0");
+  const auto line_cap = std::size_t(o.max_line_bytes);
+  d.train = load_split(d.train_file, encoder, line_cap);
+  if (want_valid) d.valid = load_split(valid_file, encoder, line_cap);
+  if (d.train.trained_tokens == 0)
+    throw std::runtime_error(d.train_file.string() +
+                             ": no token carries loss (every token is "
+                             "masked as prompt)");
+  note_truncated(d, o.max_seq_length, progress);
+  // --test: the test file is read and encoded now, so a missing or broken one fails before any
+  // training time is spent (and before the adapter folder is written).
+  if (o.test) {
+    const fs::path test_file =
+        o.data.empty() ? fs::path() : data::DataFiles::in_folder(o.data, false).test;
+    if (test_file.empty())
+      throw std::runtime_error("--test: no test.jsonl in the data folder " +
+                               (o.data.empty() ? std::string("(no --data given)") : o.data));
+    d.test = load_split(test_file, encoder, line_cap);
+  }
+  return d;
+}
+
+RunInputs load_run_inputs(const TrainOptions& o, Progress& progress) {
+  RunInputs in;
+  if (!o.resume.empty()) in.resumed = load_checkpoint(resolve_checkpoint(o.resume));
+  LoadOptions load;
+  load.quantize_bits = int(o.quantize);
+  load.quantize_group_size = int(o.q_group_size);
+  in.model = load_model(o.model, load);
+  in.data = load_train_data(o, o.model, progress);
+  in.compute = compute_dtype_named(o.compute_dtype);
+  if (in.compute == ComputeDType::BF16 && !uses_bf16(in.compute))
+    progress.note("--compute-dtype bf16: this CPU has no bf16 matmul units; running in f32");
+  in.model_fingerprint = model_fingerprint(in.model);
+  in.data_fingerprint = data_fingerprint(in.data.train);
+  if (in.resumed) check_resumable(*in.resumed, o, in);
+  return in;
+}
+
+TrainRun::TrainRun(const TrainOptions& o, Progress& progress)
+    : options(validated(o)),
+      inputs(load_run_inputs(o, progress)),
+      adapter(create_adapter(o, inputs)),
+      optimizer(optimizer_config(o), adapter.parameters()),
+      params(adapter.parameters()),
+      train_plan(inputs.data.train.examples, o.batch_size, uint64_t(o.seed)),
+      schedule(schedule_config(o)),
+      format(adapter_format_from_name(o.format)) {
+  if (inputs.resumed) {
+    restore_checkpoint(*inputs.resumed, adapter, optimizer);
+    state = inputs.resumed->content.progress;
+  }
+  if (inputs.data.valid)
+    valid_plan.emplace(inputs.data.valid->examples, o.batch_size, uint64_t(o.seed), false);
+}
+
+float TrainRun::learning_rate(int64_t step) const {
+  return learning_rate_at(schedule, float(options.learning_rate), step - 1);
+}
+
+}  // namespace lora
