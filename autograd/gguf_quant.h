@@ -50,9 +50,9 @@ void ggml_dequantize_row_reference(GgmlType t, const std::byte* src, int64_t col
 // Which dequantization kernel this CPU runs: "avx512", "avx2" or "scalar".
 std::string_view ggml_kernel_isa();
 
-// Quantizes a row of f32 (whole blocks) to `t` with llama.cpp's reference rounding rules for the
-// 32-element types (round to nearest of max-magnitude / code range); floats are converted. K-quants
-// use a simple per-sub-block min/max fit (not llama.cpp's iterative search).
+// Quantizes a row of f32 (whole blocks) to `t`: llama.cpp's reference rounding for the 32-element
+// types (the extreme value on the end of the code range, codes to nearest), a direct per-sub-block
+// fit for Q4_K, Q5_K and Q6_K (gguf_quantize_k.h); floats are converted. Q2_K and Q3_K throw.
 void ggml_quantize_row(GgmlType t, const float* src, int64_t cols, std::byte* dst);
 
 // A [rows, cols] matrix in one ggml type, its bytes owned elsewhere (a memory-mapped GGUF file)

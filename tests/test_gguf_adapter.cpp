@@ -1,7 +1,8 @@
-// `lora export --to gguf`: llama.cpp's LoRA layout (keys, names, shapes, alpha, q/k rows in
-// llama.cpp's order for Llama bases), and end to end: an adapter trained on a GGUF base, loaded by
-// the real llama.cpp with that base, gives the same greedy text as `lora generate`; the same
-// adapter on the Hugging Face folder of the model gives it too (no q/k layout leaks into it).
+// `lora export --to gguf` and `lora merge --out FILE.gguf`: llama.cpp's LoRA layout (keys, names,
+// shapes, alpha, q/k rows in llama.cpp's order for Llama bases), and end to end: an adapter trained
+// on a GGUF base, loaded by the real llama.cpp with that base, gives the same greedy text as `lora
+// generate`; the same adapter on the Hugging Face folder of the model gives it too (no q/k layout
+// leaks into it), and so does the adapter merged into the GGUF file, read by llama.cpp and by us.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -128,14 +129,45 @@ TEST(GgufAdapter, TrainedOnAGgufBaseLlamaCppAgrees) {
   const json plain = generate(gguf("f32"), false);
   ASSERT_NE(mine["tokens"], plain["tokens"])
       << "the adapter must change the text for the test to mean anything";
-  const json ref = test::llama_cpp({"--model", gguf("f32").string(), "--lora", file.string(),
-                                    "--tokens", "1,403,407,261,378", "--greedy", "40"});
-  ASSERT_TRUE(ref.is_object());
-  EXPECT_EQ(mine["tokens"], ref["tokens"]);
-  EXPECT_EQ(mine["text"], ref["text"]);
+  // Merged into the F32 file, and requantized to Q8_0.
+  const auto merged = tmp / "merged.gguf", q8 = tmp / "merged-q8_0.gguf";
+  auto m = test::run_lora({"--json", "merge", "--model", gguf("f32").string(), "--adapter-path",
+                           adapter.string(), "--out", merged.string()});
+  ASSERT_EQ(m.exit_code, 0) << m.err;
+  EXPECT_EQ(json::parse(m.out)["merged_tensors"], 35);  // 7 projections x 5 layers
+  EXPECT_NEAR(json::parse(m.out)["delta_kept"].get<double>(), 1.0, 1e-4);
+  m = test::run_lora({"--json", "merge", "--model", gguf("f32").string(), "--adapter-path",
+                      adapter.string(), "--out", q8.string(), "--outtype", "q8_0"});
+  ASSERT_EQ(m.exit_code, 0) << m.err;
+  EXPECT_GT(json::parse(m.out)["delta_kept"].get<double>(), 0.9);
+  EXPECT_EQ(GgufFile::open(q8).tensor("blk.0.attn_q.weight").type, GgmlType::Q8_0);
+
+  const json prompt = {1, 403, 407, 261, 378};
+  const json refs = test::llama_cpp_jobs(
+      json::array({json{{"model", gguf("f32").string()},
+                        {"lora", file.string()},
+                        {"tokens", prompt},
+                        {"greedy", 40}},
+                   json{{"model", merged.string()}, {"tokens", prompt}, {"greedy", 40}},
+                   json{{"model", q8.string()}, {"tokens", prompt}, {"greedy", 40}}}));
+  ASSERT_EQ(refs.size(), 3u);
+  // llama.cpp with the exported adapter, and with the merged file: our text with the adapter.
+  EXPECT_EQ(mine["tokens"], refs[0]["tokens"]);
+  EXPECT_EQ(mine["text"], refs[0]["text"]);
+  EXPECT_EQ(refs[1]["tokens"], mine["tokens"]);
+  EXPECT_EQ(generate(merged, false)["tokens"], mine["tokens"]);
+  // On the Q8_0 file llama.cpp and we agree with each other.
+  EXPECT_EQ(generate(q8, false)["tokens"], refs[2]["tokens"]);
   // The same adapter on the Hugging Face folder (q/k rows in their own order): the same text.
   const json hf = generate(test::shared_dir() / "models/stories260K", true);
   EXPECT_EQ(hf["tokens"], mine["tokens"]);
+
+  // A K-quant target cannot be written yet: refused before anything is written.
+  m = test::run_lora({"merge", "--model", gguf("f32").string(), "--adapter-path", adapter.string(),
+                      "--out", (tmp / "k.gguf").string(), "--outtype", "q2_k"});
+  EXPECT_NE(m.exit_code, 0);
+  EXPECT_NE(m.err.find("Q2_K cannot be written yet"), std::string::npos) << m.err;
+  EXPECT_FALSE(std::filesystem::exists(tmp / "k.gguf"));
 }
 
 }  // namespace

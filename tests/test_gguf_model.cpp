@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support/test_support.h"
+#include "train_fixtures.h"
 #include "trainer/gguf_model.h"
 #include "trainer/gguf_tokenizer.h"
 #include "trainer/transformer.h"
@@ -109,6 +110,43 @@ TEST(GgufModel, GreedyTextEqualsLlamaCppOnEveryFile) {
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_EQ(json::parse(r.out)["text"], want) << type;
   }
+}
+
+TEST(GgufModel, InspectTokenizeAndEvalTakeAGgufFile) {
+  LORA_REQUIRE_SHARED("models/stories260K-gguf/stories260K-q8_0.gguf");
+  LORA_REQUIRE_SHARED(test::kStoriesText);
+  auto i = test::run_lora({"--json", "inspect", gguf("q8_0").string()});
+  ASSERT_EQ(i.exit_code, 0) << i.err;
+  const json info = json::parse(i.out);
+  EXPECT_EQ(info["config"]["num_layers"], 5);
+  EXPECT_EQ(info["metadata"]["tokenizer.ggml.tokens"], "[512 string]");
+  EXPECT_EQ(info["metadata"]["general.architecture"], "llama");
+  bool saw_q = false;
+  for (const auto& t : info["tensors"])
+    if (t["name"] == "blk.0.attn_q.weight") {
+      saw_q = true;
+      EXPECT_EQ(t["dtype"], "Q8_0");
+      EXPECT_EQ(t["shape"], json::array({64, 64}));
+      EXPECT_EQ(t["bytes"], 64 * 68);
+    }
+  EXPECT_TRUE(saw_q);
+
+  const std::string line = "{\"text\": \"Once upon a time, Lily said hi.\"}\n";
+  auto a = test::run_lora({"tokenize", "--model", gguf("f16").string()}, line);
+  auto b = test::run_lora({"tokenize", "--model", folder().string()}, line);
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+
+  test::TempDir tmp("gguf-eval");
+  test::make_story_data(tmp / "data");
+  auto eval = [&](const std::filesystem::path& model) {
+    auto r = test::run_lora({"--json", "eval", "--model", model.string(), "--no-adapter", "--data",
+                             (tmp / "data").string(), "--split", "valid"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return json::parse(r.out);
+  };
+  const json from_gguf = eval(gguf("f32")), from_folder = eval(folder());
+  EXPECT_NEAR(from_gguf["loss"].get<double>(), from_folder["loss"].get<double>(), 1e-6);
 }
 
 }  // namespace

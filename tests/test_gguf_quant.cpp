@@ -212,7 +212,38 @@ TEST(GgmlTypes, QuantizersRoundToTheNearestCode) {
             << ggml_type_name(t) << " " << b << "," << j;
     }
   }
-  EXPECT_THROW(ggml_quantize_row(GgmlType::Q4_K, x.data(), 256, nullptr), std::invalid_argument);
+  std::vector<std::byte> scratch(ggml_row_bytes(GgmlType::Q2_K, 256));
+  EXPECT_THROW(ggml_quantize_row(GgmlType::Q2_K, x.data(), 256, scratch.data()),
+               std::invalid_argument);
+}
+
+// The K-quant encoders: decoded, every value is within a step of its sub-block's grid, and the
+// error over N(0, 1) data is what rounding to that grid gives (measured: 0.074, 0.036, 0.018 for
+// Q4_K, Q5_K, Q6_K).
+TEST(GgmlTypes, KQuantEncodersFitEachSubBlock) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(1024);
+  for (auto& v : x) v = nd(rng);
+  x[7] = 0.0f;  // an all-zero sub-block must stay zero
+  std::fill(x.begin() + 512, x.begin() + 544, 0.0f);
+  const std::pair<GgmlType, double> bounds[] = {
+      {GgmlType::Q4_K, 0.10}, {GgmlType::Q5_K, 0.05}, {GgmlType::Q6_K, 0.025}};
+  for (const auto& [t, bound] : bounds) {
+    std::vector<std::byte> q(ggml_row_bytes(t, 1024));
+    ggml_quantize_row(t, x.data(), 1024, q.data());
+    std::vector<float> y(1024), ref(1024);
+    ggml_dequantize_row(t, q.data(), 1024, y.data());
+    ggml_dequantize_row_reference(t, q.data(), 1024, ref.data());
+    EXPECT_EQ(y, ref);
+    double sq = 0;
+    for (int i = 0; i < 1024; ++i) sq += double(y[i] - x[i]) * (y[i] - x[i]);
+    const double rms = std::sqrt(sq / 1024);
+    EXPECT_LT(rms, bound) << ggml_type_name(t);
+    RecordProperty(std::string(ggml_type_name(t)) + "_rms_error", std::to_string(rms));
+    EXPECT_GT(rms, bound / 10) << ggml_type_name(t) << ": suspiciously exact";
+    for (int i = 512; i < 544; ++i) EXPECT_EQ(y[i], 0.0f) << ggml_type_name(t);
+  }
 }
 
 TEST(GgmlTypes, FrozenProductsMatchTheDequantizedMatrix) {

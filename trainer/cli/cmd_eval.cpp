@@ -77,7 +77,7 @@ void add_eval(CLI::App& app, const GlobalOptions& global) {
   auto* cmd = app.add_subcommand(
       "eval", "Loss and perplexity on a data split, with an adapter or the base alone");
   auto o = std::make_shared<EvalOptions>();
-  cmd->add_option("--model", o->model, "Model folder")->required();
+  cmd->add_option("--model", o->model, "Model folder or GGUF file")->required();
   cmd->add_option("--adapter-path", o->adapter_path, "Adapter folder (MLX-LM or PEFT)");
   cmd->add_flag("--no-adapter", o->no_adapter, "Evaluate the base model alone");
   cmd->add_option("--data", o->data, "Data folder (or a JSONL file)")->required();

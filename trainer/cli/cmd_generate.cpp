@@ -100,7 +100,8 @@ void add_generate(CLI::App& app, const GlobalOptions& global) {
   auto* cmd =
       app.add_subcommand("generate", "Generate text from a model, optionally with adapters");
   auto f = std::make_shared<GenerateFlags>();
-  cmd->add_option("--model", f->model, "Model folder (config.json, safetensors, tokenizer.json)")
+  cmd->add_option("--model", f->model,
+                  "Model folder (config.json, safetensors, tokenizer.json) or GGUF file")
       ->required();
   cmd->add_option("--prompt", f->prompt, "Prompt text (empty: start from BOS)");
   cmd->add_option("--max-tokens", f->max_tokens, "Most tokens to generate")
