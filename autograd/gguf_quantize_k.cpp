@@ -21,7 +21,9 @@ float get_f16(const uint8_t* p) {
   return f16_to_f32(h);
 }
 
-int nearest(float v, int lo, int hi) { return std::clamp(static_cast<int>(std::lround(v)), lo, hi); }
+int nearest(float v, int lo, int hi) {
+  return std::clamp(static_cast<int>(std::lround(v)), lo, hi);
+}
 
 // Q4_K/Q5_K: x ~ d * sc_j * q - dmin * m_j on sub-block j of 32, q in [0, top].
 void quantize_affine_k(const float* x, int top, uint8_t* b, uint8_t* qh, uint8_t* qs) {
@@ -33,7 +35,8 @@ void quantize_affine_k(const float* x, int top, uint8_t* b, uint8_t* qh, uint8_t
     scale[j] = (hi - lo) / static_cast<float>(top);
     minus[j] = -lo;
   }
-  const float max_scale = *std::max_element(scale, scale + 8), max_min = *std::max_element(minus, minus + 8);
+  const float max_scale = *std::max_element(scale, scale + 8),
+              max_min = *std::max_element(minus, minus + 8);
   put_f16(b, max_scale / 63.0f);
   put_f16(b + 2, max_min / 63.0f);
   const float d = get_f16(b), dmin = get_f16(b + 2);  // as stored: the codes fit these
@@ -65,9 +68,13 @@ void quantize_affine_k(const float* x, int top, uint8_t* b, uint8_t* qh, uint8_t
 
 }  // namespace
 
-void quantize_q4_k_block(const float* x, uint8_t* block) { quantize_affine_k(x, 15, block, nullptr, block + 16); }
+void quantize_q4_k_block(const float* x, uint8_t* block) {
+  quantize_affine_k(x, 15, block, nullptr, block + 16);
+}
 
-void quantize_q5_k_block(const float* x, uint8_t* block) { quantize_affine_k(x, 31, block, block + 16, block + 48); }
+void quantize_q5_k_block(const float* x, uint8_t* block) {
+  quantize_affine_k(x, 31, block, block + 16, block + 48);
+}
 
 // Q6_K: x ~ d * sc_j * (q - 32) on sub-block j of 16, sc_j int8, q in [0, 63].
 void quantize_q6_k_block(const float* x, uint8_t* block) {
@@ -90,7 +97,8 @@ void quantize_q6_k_block(const float* x, uint8_t* block) {
   put_f16(block + 208, max_scale / -128.0f);
   const float d = get_f16(block + 208);
   auto* sc = reinterpret_cast<int8_t*>(block + 192);
-  for (int j = 0; j < 16; ++j) sc[j] = static_cast<int8_t>(d != 0 ? nearest(scale[j] / d, -128, 127) : 0);
+  for (int j = 0; j < 16; ++j)
+    sc[j] = static_cast<int8_t>(d != 0 ? nearest(scale[j] / d, -128, 127) : 0);
   uint8_t q[256];
   for (int i = 0; i < 256; ++i) {
     const float step = d * static_cast<float>(sc[i / 16]);
@@ -103,8 +111,8 @@ void quantize_q6_k_block(const float* x, uint8_t* block) {
       const uint8_t* p = q + 128 * h;
       ql[64 * h + l] = static_cast<uint8_t>((p[l] & 15) | ((p[64 + l] & 15) << 4));
       ql[64 * h + 32 + l] = static_cast<uint8_t>((p[32 + l] & 15) | ((p[96 + l] & 15) << 4));
-      qh[32 * h + l] = static_cast<uint8_t>((p[l] >> 4) | ((p[32 + l] >> 4) << 2) | ((p[64 + l] >> 4) << 4) |
-                                            ((p[96 + l] >> 4) << 6));
+      qh[32 * h + l] = static_cast<uint8_t>((p[l] >> 4) | ((p[32 + l] >> 4) << 2) |
+                                            ((p[64 + l] >> 4) << 4) | ((p[96 + l] >> 4) << 6));
     }
 }
 

@@ -17,9 +17,10 @@ struct LoraBranch {
   Parameter* A = nullptr;
   Parameter* B = nullptr;
   float scale = 1.0f;
-  float dropout = 0.0f;       // probability of zeroing an input element (training only)
-  uint64_t dropout_seed = 0;  // the mask is a pure function of (seed, element index)
-  bool trainable = true;      // false: forward only, no grads to A/B (runtime adapters)
+  float dropout = 0.0f;            // probability of zeroing an input element (training only)
+  uint64_t dropout_seed = 0;       // the mask is a pure function of (seed, element index)
+  bool trainable = true;           // false: forward only, no grads to A/B (runtime adapters)
+  Parameter* magnitude = nullptr;  // DoRA's m [out] (autograd/dora.h: dora_linear); null for LoRA
 };
 
 // x [n, in] -> [n, out] = x W^T (+ bias) + sum of LoRA branches. The base never gets a gradient;

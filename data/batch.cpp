@@ -70,9 +70,12 @@ int64_t BatchPlan::group_at(int64_t epoch, int64_t position) const {
   return perm[std::size_t(position)];
 }
 
-Batch BatchPlan::group(int64_t g) const {
+Batch BatchPlan::group(int64_t g, int64_t part, int64_t parts) const {
+  const auto& indices = groups_.at(std::size_t(g));
+  const auto n = int64_t(indices.size());
   std::vector<const Example*> members;
-  for (int64_t i : groups_.at(std::size_t(g))) members.push_back(&examples_[std::size_t(i)]);
+  for (int64_t k = n * part / parts; k < n * (part + 1) / parts; ++k)
+    members.push_back(&examples_[std::size_t(indices[std::size_t(k)])]);
   return make_batch(members);
 }
 

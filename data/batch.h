@@ -44,8 +44,10 @@ class BatchPlan {
   int64_t group_at(int64_t epoch, int64_t position) const;
   // The batch at the cursor; the cursor moves on (into the next epoch after the last group).
   Batch next(DataCursor& cursor) const;
-  // Group g in a fixed order (validation and evaluation walk these without shuffling).
-  Batch group(int64_t g) const;
+  // Group g in a fixed order (validation and evaluation walk these without shuffling). With
+  // parts > 1, only the part-th of `parts` contiguous slices of its examples (possibly none): the
+  // share of one of several data-parallel processes that split one batch.
+  Batch group(int64_t g, int64_t part = 0, int64_t parts = 1) const;
 
  private:
   const std::vector<Example>& examples_;

@@ -11,6 +11,8 @@ packages=(build-essential cmake pkg-config
   python3 python3-torch python3-numpy)
 # Test-only: Node.js runs the real llama.cpp (npm node-llama-cpp, scripts/llama_cpp) for the GGUF tests.
 packages+=(nodejs npm)
+# Data-parallel training across processes and machines (mpirun, and MPI for the build).
+packages+=(openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,9 +7,10 @@ IN holds the batch and the adapter:
     ids, targets    I32 [batch, seq]   next-token targets per position
     weights         F32 [batch, seq]   per-token loss weight (0 = masked)
     lora.{layer}.{proj}.A  F32 [r, in]   lora.{layer}.{proj}.B  F32 [out, r]
+    lora.{layer}.{proj}.m  F32 [out]     (DoRA only: the magnitude; PEFT's DoRA formulas)
     metadata "scale": the LoRA scale of every module
 The loss is sum(weights * CE(logits, targets)) / sum(weights) (token-weighted mean over the
-unmasked targets). OUT receives `loss` F32 [1] and grad.{layer}.{proj}.A / .B (F32), the gradients
+unmasked targets). OUT receives `loss` F32 [1] and grad.{layer}.{proj}.A / .B (/ .m) (F32), the gradients
 of that loss. The model runs through scripts/torch_reference.py (float32; an MLX-quantized base is
 dequantized, so a 4-bit model is compared on its dequantized weights).
 """
@@ -66,17 +67,25 @@ def run_case(model_dir, in_path, out_path):
         _, layer, proj, _ = name.split(".")
         a = torch.from_numpy(data[name]).requires_grad_()
         b = torch.from_numpy(data["lora.%s.%s.B" % (layer, proj)]).requires_grad_()
-        lora[(int(layer), proj)] = (a, b, scale)
-        params["%s.%s" % (layer, proj)] = (a, b)
+        m_name = "lora.%s.%s.m" % (layer, proj)
+        if m_name in data:  # DoRA
+            m = torch.from_numpy(data[m_name]).requires_grad_()
+            lora[(int(layer), proj)] = (a, b, scale, m)
+            params["%s.%s" % (layer, proj)] = (a, b, m)
+        else:
+            lora[(int(layer), proj)] = (a, b, scale)
+            params["%s.%s" % (layer, proj)] = (a, b)
     logits = ref.forward(model, ids, lora=lora)  # [batch, seq, vocab]
     token_loss = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
     loss = (token_loss * weights.reshape(-1)).sum() / weights.sum()
     loss.backward()
     out = {"loss": np.array([loss.item()], dtype=np.float32)}
-    for key, (a, b) in params.items():
-        out["grad.%s.A" % key] = a.grad.numpy()
-        out["grad.%s.B" % key] = b.grad.numpy()
+    for key, tensors in params.items():
+        out["grad.%s.A" % key] = tensors[0].grad.numpy()
+        out["grad.%s.B" % key] = tensors[1].grad.numpy()
+        if len(tensors) == 3:
+            out["grad.%s.m" % key] = tensors[2].grad.numpy()
     write_f32_safetensors(out_path, out)
 
 

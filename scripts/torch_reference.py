@@ -15,7 +15,7 @@ Python API (import with sys.path including scripts/):
     logits = ref.forward(model, ids, lora=lora)  # with LoRA branches, see below
     loss = ref.loss(model, ids, lora=lora)       # mean next-token cross-entropy over ids[1:]
 
-    lora: dict {(layer, proj): (A, B, scale)} with proj one of q_proj k_proj v_proj o_proj
+    lora: dict {(layer, proj): (A, B, scale)} (or (A, B, scale, m) for DoRA) with proj one of q_proj k_proj v_proj o_proj
           gate_proj up_proj down_proj, A [r, in], B [out, r] float32 tensors (may require grad).
           The projection becomes base(x) + scale * (x A^T) B^T.
     Gradients: make model.w[name].requires_grad_() or pass A/B with requires_grad=True, then
@@ -180,8 +180,17 @@ def forward(model, ids, lora=None):
         if name + ".bias" in w:
             y = y + w[name + ".bias"]
         if (layer, proj) in lora:
-            A, Bm, scale = lora[(layer, proj)]
-            y = y + scale * ((x @ A.T) @ Bm.T)
+            A, Bm, scale = lora[(layer, proj)][:3]
+            low = scale * ((x @ A.T) @ Bm.T)
+            if len(lora[(layer, proj)]) == 3:
+                return y + low
+            # DoRA as PEFT's DoraLinearLayer (no dropout): the base output plus
+            # (g - 1) * base + g * low, g = m / ||W + scale B A|| per row, the norm detached.
+            m = lora[(layer, proj)][3]
+            W = w[name + ".weight"]
+            g = m / (W + scale * (Bm @ A)).norm(p=2, dim=1).detach()
+            base = x @ W.T
+            y = y + (g - 1) * base + g * low
         return y
 
     x = w["model.embed_tokens.weight"][ids]  # [B, T, D]

@@ -11,6 +11,7 @@
 
 #include "autograd/tensor.h"
 #include "tests/support/test_support.h"
+#include "trainer/io/adapter_file.h"
 #include "trainer/lora.h"
 #include "trainer/model.h"
 #include "trainer/transformer.h"
@@ -37,6 +38,16 @@ inline LoraAdapter adapter_with_random_b(const Model& model, std::vector<Proj> k
   for (auto& m : adapter.modules)
     for (float& b : m.B.value.data) b = normal(rng);
   return adapter;
+}
+
+// The message AdapterFile::read fails with on `path`, or "" when it reads the adapter.
+inline std::string adapter_read_error(const std::filesystem::path& path) {
+  try {
+    AdapterFile::read(path);
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 inline float max_abs_diff(const Tensor& a, const Tensor& b) {

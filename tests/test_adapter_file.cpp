@@ -8,6 +8,7 @@
 #include <fstream>
 #include <set>
 
+#include "tests/adapter_test_util.h"
 #include "tests/support/test_support.h"
 #include "trainer/io/adapter_file.h"
 #include "trainer/io/safetensors.h"
@@ -71,7 +72,6 @@ TEST(AdapterFile, ReadsRealPeftQwen) {
   EXPECT_EQ(a.layers().front(), 0);
   EXPECT_EQ(a.layers().back(), 23);
   EXPECT_EQ(a.base_model, "Qwen/Qwen2.5-0.5B-Instruct");
-  EXPECT_TRUE(a.unknown_tensors.empty());
   for (const auto& p : a.pairs) {
     EXPECT_EQ(p.in, 896);
     EXPECT_EQ(p.out, p.module == "self_attn.q_proj" ? 896 : 128);  // 2 kv heads x 64
@@ -173,8 +173,11 @@ TEST(AdapterFile, MlxToPeftToMlxIsBitExact) {
   TempDir tmp("adapter");
   const fs::path src = shared_dir() / kMlxQwen;
   AdapterFile::read(src).write(tmp / "peft", AdapterFormat::peft);
-  const auto back = AdapterFile::read(tmp / "peft");
+  auto back = AdapterFile::read(tmp / "peft");
   EXPECT_EQ(back.format, AdapterFormat::peft);
+  // layers_to_transform [20..23] does not say how deep the base is; MLX-LM's num_layers needs it.
+  EXPECT_THROW(back.write(tmp / "mlx", AdapterFormat::mlx), std::runtime_error);
+  back.base_num_layers = 24;
   back.write(tmp / "mlx", AdapterFormat::mlx);
   expect_same_tensors(src / "adapters.safetensors", tmp / "mlx" / "adapters.safetensors");
 
@@ -189,7 +192,9 @@ TEST(AdapterFile, MlxToPeftToMlxIsBitExact) {
 
   // Our own MLX file through PEFT and back is the same file, byte for byte.
   AdapterFile::read(tmp / "mlx").write(tmp / "peft2", AdapterFormat::peft);
-  AdapterFile::read(tmp / "peft2").write(tmp / "mlx2", AdapterFormat::mlx);
+  auto peft2 = AdapterFile::read(tmp / "peft2");
+  peft2.base_num_layers = 24;
+  peft2.write(tmp / "mlx2", AdapterFormat::mlx);
   EXPECT_EQ(test::read_file(tmp / "mlx" / "adapters.safetensors"),
             test::read_file(tmp / "mlx2" / "adapters.safetensors"));
 }
@@ -252,20 +257,22 @@ void write_peft(const fs::path& dir,
 
 const json kSmallConfig = {{"peft_type", "LORA"}, {"r", 4}, {"lora_alpha", 16}};
 
-TEST(AdapterFile, StripsWrappersAndReportsUnknownTensors) {
+TEST(AdapterFile, StripsWrappersAndRefusesUnknownTensors) {
   TempDir tmp("adapter");
-  write_peft(
-      tmp.path(),
-      {{"base_model.model.model.language_model.layers.2.self_attn.q_proj.lora_A.weight", {4, 8}},
-       {"base_model.model.model.language_model.layers.2.self_attn.q_proj.lora_B.weight", {6, 4}},
-       {"base_model.model.lm_head.weight", {3, 8}}},
-      kSmallConfig);
-  const auto a = AdapterFile::read(tmp.path());
+  const std::vector<std::pair<std::string, std::vector<int64_t>>> pair = {
+      {"base_model.model.model.language_model.layers.2.self_attn.q_proj.lora_A.weight", {4, 8}},
+      {"base_model.model.model.language_model.layers.2.self_attn.q_proj.lora_B.weight", {6, 4}}};
+  write_peft(tmp / "ok", pair, kSmallConfig);
+  const auto a = AdapterFile::read(tmp / "ok");
   ASSERT_EQ(a.pairs.size(), 1u);
   EXPECT_EQ(a.pairs[0].layer, 2);
   EXPECT_EQ(a.pairs[0].module, "self_attn.q_proj");
   EXPECT_EQ(a.pairs[0].out, 6);
-  EXPECT_EQ(a.unknown_tensors, std::vector<std::string>{"base_model.model.lm_head.weight"});
+  // PEFT would apply a saved lm_head; running the adapter without it would differ from PEFT.
+  auto with_head = pair;
+  with_head.push_back({"base_model.model.lm_head.weight", {3, 8}});
+  write_peft(tmp / "head", with_head, kSmallConfig);
+  EXPECT_THROW(AdapterFile::read(tmp / "head"), std::runtime_error);
 }
 
 TEST(AdapterFile, RsloraAndRankPatternScales) {
@@ -293,33 +300,24 @@ TEST(AdapterFile, RsloraAndRankPatternScales) {
   EXPECT_FALSE(fs::exists(tmp / "mlx"));
 }
 
-std::string read_error(const fs::path& p) {
-  try {
-    AdapterFile::read(p);
-  } catch (const std::runtime_error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(AdapterFile, RefusesPickleFiles) {
   TempDir tmp("adapter");
   test::write_file(tmp / "adapter_model.bin", "not really a pickle");
   test::write_file(tmp / "adapter_config.json", kSmallConfig.dump());
-  EXPECT_NE(read_error(tmp / "adapter_model.bin").find("pickle"), std::string::npos);
-  EXPECT_NE(read_error(tmp.path()).find("pickle"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "adapter_model.bin").find("pickle"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp.path()).find("pickle"), std::string::npos);
 }
 
 TEST(AdapterFile, ClearErrorsForBrokenAdapters) {
   TempDir tmp("adapter");
   // No LoRA tensor at all.
   write_peft(tmp / "empty", {{"base_model.model.lm_head.weight", {3, 8}}}, kSmallConfig);
-  EXPECT_NE(read_error(tmp / "empty").find("no LoRA tensors"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "empty").find("no LoRA tensors"), std::string::npos);
   // A without B.
   write_peft(tmp / "half",
              {{"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", {4, 8}}},
              kSmallConfig);
-  const std::string half = read_error(tmp / "half");
+  const std::string half = test::adapter_read_error(tmp / "half");
   EXPECT_NE(half.find("layers.0.self_attn.q_proj.lora_A.weight"), std::string::npos) << half;
   EXPECT_NE(half.find("no matching B"), std::string::npos) << half;
   // Tensor rank disagrees with the config's r.
@@ -327,13 +325,13 @@ TEST(AdapterFile, ClearErrorsForBrokenAdapters) {
              {{"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", {2, 8}},
               {"base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", {8, 2}}},
              kSmallConfig);
-  EXPECT_NE(read_error(tmp / "rank").find("has rank 2"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "rank").find("has rank 2"), std::string::npos);
   // A and B ranks disagree.
   write_peft(tmp / "ab",
              {{"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", {4, 8}},
               {"base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", {8, 3}}},
              kSmallConfig);
-  EXPECT_NE(read_error(tmp / "ab").find("disagree"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "ab").find("disagree"), std::string::npos);
   // DoRA and non-LoRA PEFT types are refused, not half-applied.
   json dora = kSmallConfig;
   dora["use_dora"] = true;
@@ -341,11 +339,11 @@ TEST(AdapterFile, ClearErrorsForBrokenAdapters) {
              {{"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", {4, 8}},
               {"base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", {8, 4}}},
              dora);
-  EXPECT_NE(read_error(tmp / "dora").find("DoRA"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "dora").find("DoRA"), std::string::npos);
   // No config: the scale is unknown.
   fs::remove(tmp / "dora" / "adapter_config.json");
-  EXPECT_NE(read_error(tmp / "dora").find("adapter_config.json"), std::string::npos);
-  EXPECT_NE(read_error(tmp / "missing").find("no such"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "dora").find("adapter_config.json"), std::string::npos);
+  EXPECT_NE(test::adapter_read_error(tmp / "missing").find("no such"), std::string::npos);
 }
 
 TEST(AdapterFile, WritingIntoAFolderKeepsOtherFilesAndRefusesMixedFormats) {

@@ -21,6 +21,7 @@ struct Case {
   std::string name;
   std::filesystem::path model_dir;
   int64_t batch = 2, seq = 12;
+  bool dora = false;  // DoRA modules (a magnitude each), against PEFT's DoRA formulas
 };
 
 struct CaseResult {
@@ -42,6 +43,7 @@ CaseResult run_loracpp(const Case& c, const std::filesystem::path& in) {
   lc.rank = 4;
   lc.alpha = 6;
   lc.keys = {Proj::q, Proj::k, Proj::v, Proj::o, Proj::gate, Proj::up, Proj::down};
+  lc.dora = c.dora;
   LoraAdapter adapter = LoraAdapter::create(model, lc, 17);
   // A non-zero B, so every gradient path (dA included) is exercised.
   uint64_t state = 12345;
@@ -49,6 +51,12 @@ CaseResult run_loracpp(const Case& c, const std::filesystem::path& in) {
     for (float& b : m.B.value.data) {
       state = state * 6364136223846793005ULL + 1442695040888963407ULL;
       b = float(int64_t(state >> 40) % 2001 - 1000) * 2e-5f;
+    }
+  // Magnitudes moved off ||W|| (by up to 5%), as training leaves them.
+  for (LoraModule& m : adapter.modules)
+    for (float& v : m.magnitude.value.data) {
+      state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+      v *= 1.0f + float(int64_t(state >> 40) % 2001 - 1000) * 5e-5f;
     }
 
   const int64_t n = c.batch * c.seq, vocab = model.config.vocab_size;
@@ -82,6 +90,11 @@ CaseResult run_loracpp(const Case& c, const std::filesystem::path& in) {
     tensors.push_back(TensorData::from_f32("lora." + key + ".B", m.B.value.shape, m.B.value.data));
     r.grads[key + ".A"] = m.A.grad.data;
     r.grads[key + ".B"] = m.B.grad.data;
+    if (m.is_dora()) {
+      tensors.push_back(TensorData::from_f32("lora." + key + ".m", m.magnitude.value.shape,
+                                             m.magnitude.value.data));
+      r.grads[key + ".m"] = m.magnitude.grad.data;
+    }
   }
   char scale[64];
   std::snprintf(scale, sizeof scale, "%.9g", double(adapter.modules.at(0).scale));
@@ -108,6 +121,8 @@ class TorchGrad : public ::testing::Test {
     q4.group_size = 32;
     convert_model(test::shared_dir() / "models/stories260K", *dir_ / "stories260K-4bit", q4);
     cases_.push_back({"stories260K-4bit", *dir_ / "stories260K-4bit"});
+    cases_.push_back({"stories260K-dora", test::shared_dir() / "models/stories260K", 2, 12, true});
+    cases_.push_back({"stories260K-4bit-dora", *dir_ / "stories260K-4bit", 2, 12, true});
     make("qwen2", {"--arch", "qwen2", "--seed", "3"});
     make("qwen3", {"--arch", "qwen3", "--seed", "4"});
     make("qwen3-4bit", {"--arch", "qwen3", "--seed", "5", "--quantize-bits", "4"});
@@ -136,7 +151,8 @@ class TorchGrad : public ::testing::Test {
     const double want_loss = torch.read_f32("loss").at(0);
     EXPECT_NEAR(got.loss, want_loss, kLossTol) << name;
     EXPECT_TRUE(std::isfinite(got.loss));
-    ASSERT_EQ(got.grads.size(), 2 * 7 * std::size_t(load_model_layers(name)));
+    const std::size_t per_module = name.ends_with("-dora") ? 3 : 2;  // A, B (, m)
+    ASSERT_EQ(got.grads.size(), per_module * 7 * std::size_t(load_model_layers(name)));
     double worst = 0;
     for (const auto& [key, grad] : got.grads) {
       const std::vector<float> want = torch.read_f32("grad." + key);
@@ -167,6 +183,8 @@ class TorchGrad : public ::testing::Test {
 
 TEST_F(TorchGrad, Stories260K) { check("stories260K"); }
 TEST_F(TorchGrad, Stories260KFourBit) { check("stories260K-4bit"); }
+TEST_F(TorchGrad, Stories260KDora) { check("stories260K-dora"); }
+TEST_F(TorchGrad, Stories260KFourBitDora) { check("stories260K-4bit-dora"); }
 TEST_F(TorchGrad, RandomQwen2WithBiases) { check("qwen2"); }
 TEST_F(TorchGrad, RandomQwen3WithQkNorm) { check("qwen3"); }
 TEST_F(TorchGrad, RandomQwen3FourBit) { check("qwen3-4bit"); }

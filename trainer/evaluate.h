@@ -6,6 +6,7 @@
 
 #include "data/batch.h"
 #include "data/dataset_encode.h"
+#include "trainer/distributed.h"
 #include "trainer/transformer.h"
 
 namespace lora {
@@ -24,5 +25,9 @@ struct EvalResult {
 // Scores the plan's batches in order (no shuffling); max_batches < 0 means all of them.
 EvalResult evaluate(const Model& model, const AdapterStack& adapters, const data::BatchPlan& plan,
                     int64_t max_batches);
+// The same across the ranks of `comm`: rank r scores batches r, r+N, ...; the per-batch sums are
+// exchanged and added in batch order, so the result is bit-identical to one process's.
+EvalResult evaluate(const Model& model, const AdapterStack& adapters, const data::BatchPlan& plan,
+                    int64_t max_batches, Communicator& comm);
 
 }  // namespace lora

@@ -5,13 +5,15 @@
 #include <random>
 #include <stdexcept>
 
+#include "autograd/dora.h"
+
 namespace lora {
 
 float LoraConfig::effective_scale() const {
   if (scale) return *scale;
   if (rank <= 0)
     throw std::invalid_argument("LoRA rank must be positive, got " + std::to_string(rank));
-  return rslora ? alpha / std::sqrt(float(rank)) : alpha / float(rank);
+  return float(rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank));
 }
 
 int64_t LoraConfig::first_layer(int64_t n_layers) const {
@@ -55,6 +57,11 @@ LoraAdapter LoraAdapter::create(const Model& model, const LoraConfig& config, ui
       }
       m.A.zero_grad();
       m.B.zero_grad();
+      if (config.dora) {
+        // m = ||W|| per row: with B = 0 the adapted weight starts as the base's.
+        m.magnitude.value = Tensor({w.rows}, ag::weight_row_norms(w, {}));
+        m.magnitude.zero_grad();
+      }
       adapter.modules.push_back(std::move(m));
     }
   return adapter;
@@ -77,13 +84,15 @@ std::vector<ag::Parameter*> LoraAdapter::parameters() {
   for (LoraModule& m : modules) {
     params.push_back(&m.A);
     params.push_back(&m.B);
+    if (m.is_dora()) params.push_back(&m.magnitude);
   }
   return params;
 }
 
 int64_t LoraAdapter::num_parameters() const {
   int64_t n = 0;
-  for (const LoraModule& m : modules) n += m.A.value.numel() + m.B.value.numel();
+  for (const LoraModule& m : modules)
+    n += m.A.value.numel() + m.B.value.numel() + m.magnitude.value.numel();
   return n;
 }
 

@@ -15,12 +15,16 @@ namespace lora {
 
 struct LoraConfig {
   int rank = 8;
-  float alpha = 16.0f;         // scale = alpha / rank (or alpha / sqrt(rank) with rslora)
+  double alpha = 16.0;         // scale = alpha / rank (or alpha / sqrt(rank) with rslora);
+                               // double, so that files give back the number the user gave
   std::optional<float> scale;  // when set, used as is (mlx-lm's lora_parameters.scale)
   bool rslora = false;
   float dropout = 0.0f;
   std::vector<Proj> keys = {Proj::q, Proj::v};
   int num_layers = -1;  // last N blocks; -1 = all
+  // DoRA (weight-decomposed LoRA, autograd/dora.h): every module also trains a magnitude m [out],
+  // initialized to the norms of the base weight's rows.
+  bool dora = false;
 
   float effective_scale() const;
   // First adapted block index for a model with n layers.
@@ -33,6 +37,9 @@ struct LoraModule {
   ag::Parameter A;  // [rank, in]
   ag::Parameter B;  // [out, rank]
   float scale = 1.0f;
+  ag::Parameter magnitude;  // DoRA's m [out]; empty for plain LoRA
+
+  bool is_dora() const { return magnitude.value.numel() > 0; }
 };
 
 // All modules of one adapter, in (layer, proj) order.
@@ -46,7 +53,7 @@ struct LoraAdapter {
   static LoraAdapter create(const Model& model, const LoraConfig& config, uint64_t seed);
   LoraModule* find(int64_t layer, Proj proj);
   const LoraModule* find(int64_t layer, Proj proj) const;
-  std::vector<ag::Parameter*> parameters();  // A then B for each module, in order
+  std::vector<ag::Parameter*> parameters();  // A, B (and DoRA's m) for each module, in order
   int64_t num_parameters() const;
 };
 

@@ -46,6 +46,24 @@ std::vector<float> add(std::span<const float> w, std::span<const float> d) {
   return r;
 }
 
+// The adapted weight from base values w [out, in]: W + sum factor * B A, or for a DoRA pair (the
+// only contribution to its linear) m * V / ||V|| per row with V = W + factor * B A, the form
+// dora_linear computes at run time (autograd/dora.h).
+std::vector<float> adapted_weight(std::span<const float> w, std::span<const Contribution> parts,
+                                  int64_t out, int64_t in) {
+  std::vector<float> v = add(w, delta_of(parts, out, in));
+  if (parts.size() != 1 || parts.front().pair->magnitude.empty()) return v;
+  const auto& m = parts.front().pair->magnitude;
+  for (int64_t o = 0; o < out; ++o) {
+    double sq = 0.0;
+    for (int64_t j = 0; j < in; ++j) sq += double(v[o * in + j]) * double(v[o * in + j]);
+    // The same f32 ratio the runtime path multiplies by.
+    const float g = m[o] / float(std::sqrt(sq));
+    for (int64_t j = 0; j < in; ++j) v[o * in + j] *= g;
+  }
+  return v;
+}
+
 std::vector<float> minus(std::span<const float> a, std::span<const float> b) {
   std::vector<float> r(a.size());
   for (std::size_t i = 0; i < a.size(); ++i) r[i] = a[i] - b[i];
@@ -185,14 +203,22 @@ MergeReport merge_adapters(const fs::path& model_dir, std::span<const MergeAdapt
         "the base model " + model_dir.string());
     for (const auto& pair : m.adapter.pairs) {
       const double factor = m.strength * pair.scale;
-      if (factor == 0.0)
+      // A DoRA pair changes the weight through its magnitude even where B A is zero; strength
+      // scales its B A as PEFT's scale does (strength 0 leaves m W / ||W||).
+      if (factor == 0.0 && pair.magnitude.empty())
         report.skipped.emplace_back(pair.module_key(), "strength * scale is 0");
-      else if (all_zero(pair.b) || all_zero(pair.a))
+      else if ((all_zero(pair.b) || all_zero(pair.a)) && pair.magnitude.empty())
         report.skipped.emplace_back(pair.module_key(), "B A is zero (an untrained adapter)");
       else
         contributions[weight_name(pair.layer, *pair_proj(pair))].push_back({&pair, factor});
     }
   }
+  for (const auto& [name, parts] : contributions)
+    for (const auto& c : parts)
+      if (!c.pair->magnitude.empty() && parts.size() > 1)
+        throw std::runtime_error(name +
+                                 ": a DoRA adapter cannot be merged together with other "
+                                 "adapters on the same linear; merge them one at a time");
 
   std::optional<WeightSet> float_weights;
   if (options.base_float) float_weights = WeightSet::open_dir(*options.base_float);
@@ -219,7 +245,7 @@ MergeReport merge_adapters(const fs::path& model_dir, std::span<const MergeAdapt
         out.push_back(TensorData::convert(name, float_type, {q.rows, q.cols}, base));
         continue;
       }
-      const auto delta = delta_of(found->second, q.rows, q.cols);
+      const auto delta = minus(adapted_weight(base, found->second, q.rows, q.cols), base);
       std::vector<float> stored;
       std::string storage;
       if (options.dequantize) {
@@ -237,7 +263,8 @@ MergeReport merge_adapters(const fs::path& model_dir, std::span<const MergeAdapt
           source = float_weights->read_f32(name);
         }
         const QuantizedMatrix merged =
-            quantize(add(source, delta), q.rows, q.cols, q.bits, q.group_size, q.scale_dtype);
+            quantize(adapted_weight(source, found->second, q.rows, q.cols), q.rows, q.cols, q.bits,
+                     q.group_size, q.scale_dtype);
         stored = dequantize(merged);
         append_quantized(out, prefix, merged);
         storage = quant_name(q);
@@ -252,8 +279,9 @@ MergeReport merge_adapters(const fs::path& model_dir, std::span<const MergeAdapt
     const TensorInfo& info = weights.info(name);
     const DType dtype = writable_float(info.dtype) ? info.dtype : DType::F32;
     const std::vector<float> base = weights.read_f32(name);
-    const auto delta = delta_of(found->second, info.shape[0], info.shape[1]);
-    const std::vector<float> stored = stored_as(add(base, delta), dtype);
+    const auto target = adapted_weight(base, found->second, info.shape[0], info.shape[1]);
+    const auto delta = minus(target, base);
+    const std::vector<float> stored = stored_as(target, dtype);
     out.push_back(TensorData::convert(name, dtype, info.shape, stored));
     report.merged.push_back(
         {name, std::string(dtype_name(dtype)), measure_fidelity(minus(stored, base), delta)});

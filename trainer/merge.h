@@ -1,6 +1,7 @@
-// Folding LoRA adapters into a base model folder: W' = W + strength * scale * B A, computed in
-// f32, written in the base's storage (float dtype, or MLX quantization with the same bits and
-// group size), with a report of how much of each delta the stored weights really carry.
+// Folding LoRA adapters into a base model folder: W' = W + strength * scale * B A (DoRA: the rows
+// of that rescaled to the trained magnitudes, m * V / ||V||), computed in f32, written in the
+// base's storage (float dtype, or MLX quantization with the same bits and group size), with a
+// report of how much of each delta the stored weights really carry.
 #pragma once
 #include <cstdint>
 #include <filesystem>

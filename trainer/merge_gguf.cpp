@@ -21,7 +21,7 @@ bool writable(GgmlType t) { return t != GgmlType::Q2_K && t != GgmlType::Q3_K; }
 
 struct Delta {
   int64_t rows = 0, cols = 0;
-  int64_t heads = 0;  // > 0: a Llama q/k weight, rows in llama.cpp's order in the file
+  int64_t heads = 0;          // > 0: a Llama q/k weight, rows in llama.cpp's order in the file
   std::vector<float> values;  // Hugging Face row order
 };
 
@@ -33,33 +33,42 @@ std::map<std::string, Delta> deltas_of(const GgufFile& f, const ModelConfig& c,
   for (const MergeAdapter& m : adapters)
     for (const AdapterPair& p : m.adapter.pairs) {
       const auto proj = pair_proj(p);
-      if (!proj) throw std::runtime_error(p.a_name + ": module '" + p.module + "' is not a block linear");
+      if (!proj)
+        throw std::runtime_error(p.a_name + ": module '" + p.module + "' is not a block linear");
       const std::string name = gguf_proj_tensor(*proj, p.layer);
       if (!f.contains_tensor(name))
         throw std::runtime_error(m.adapter.source.string() + ": " + p.a_name + " adapts " + name +
                                  ", which " + f.path().string() + " does not have");
       const auto& t = f.tensor(name);
       if (t.rows() != p.out || t.cols() != p.in)
-        throw std::runtime_error(m.adapter.source.string() + ": " + p.a_name + " is [" + std::to_string(p.out) + ", " +
-                                 std::to_string(p.in) + "], " + name + " is " + shape_to_string(t.shape()));
+        throw std::runtime_error(m.adapter.source.string() + ": " + p.a_name + " is [" +
+                                 std::to_string(p.out) + ", " + std::to_string(p.in) + "], " +
+                                 name + " is " + shape_to_string(t.shape()));
       Delta& d = out[name];
       if (d.values.empty()) {
         d.rows = p.out;
         d.cols = p.in;
-        d.heads = !permuted ? 0 : *proj == Proj::q ? c.num_heads : *proj == Proj::k ? c.num_kv_heads : 0;
+        d.heads = !permuted          ? 0
+                  : *proj == Proj::q ? c.num_heads
+                  : *proj == Proj::k ? c.num_kv_heads
+                                     : 0;
         d.values.assign(static_cast<std::size_t>(p.out * p.in), 0.0f);
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(p.out), static_cast<int>(p.in),
-                  static_cast<int>(p.rank), static_cast<float>(m.strength * p.scale), p.b.data(), static_cast<int>(p.rank),
-                  p.a.data(), static_cast<int>(p.in), 1.0f, d.values.data(), static_cast<int>(p.in));
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(p.out),
+                  static_cast<int>(p.in), static_cast<int>(p.rank),
+                  static_cast<float>(m.strength * p.scale), p.b.data(), static_cast<int>(p.rank),
+                  p.a.data(), static_cast<int>(p.in), 1.0f, d.values.data(),
+                  static_cast<int>(p.in));
     }
   return out;
 }
 
-std::vector<std::byte> quantized(GgmlType type, const std::vector<float>& w, int64_t rows, int64_t cols) {
+std::vector<std::byte> quantized(GgmlType type, const std::vector<float>& w, int64_t rows,
+                                 int64_t cols) {
   std::vector<std::byte> bytes(ggml_row_bytes(type, cols) * static_cast<uint64_t>(rows));
   const uint64_t rb = ggml_row_bytes(type, cols);
-  for (int64_t r = 0; r < rows; ++r) ggml_quantize_row(type, w.data() + r * cols, cols, bytes.data() + r * rb);
+  for (int64_t r = 0; r < rows; ++r)
+    ggml_quantize_row(type, w.data() + r * cols, cols, bytes.data() + r * rb);
   return bytes;
 }
 
@@ -72,18 +81,20 @@ nlohmann::json GgufMergeReport::to_json() const {
           {"max_error", total.max_error}};
 }
 
-GgufMergeReport merge_into_gguf(const fs::path& base, std::span<const MergeAdapter> adapters, const fs::path& out,
-                                std::optional<GgmlType> outtype) {
+GgufMergeReport merge_into_gguf(const fs::path& base, std::span<const MergeAdapter> adapters,
+                                const fs::path& out, std::optional<GgmlType> outtype) {
   if (outtype && !writable(*outtype))
     throw std::invalid_argument("--outtype " + std::string(ggml_type_name(*outtype)) +
-                                " cannot be written yet (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k can)");
+                                " cannot be written yet (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, "
+                                "q5_1, q4_k, q5_k, q6_k can)");
   const GgufFile f = GgufFile::open(base);
   const ModelConfig c = ModelConfig::from_json(gguf_model_config_json(f), base.string());
   const auto deltas = deltas_of(f, c, adapters);
   GgufWriter w(f.alignment());
   for (const auto& key : f.metadata_order())
     // The file type names the base's mix; with --outtype it no longer holds.
-    if (key != "general.alignment" && !(outtype && key == "general.file_type")) w.set(key, *f.find(key));
+    if (key != "general.alignment" && !(outtype && key == "general.file_type"))
+      w.set(key, *f.find(key));
   GgufMergeReport report;
   for (const GgufTensorInfo& t : f.tensors()) {
     const auto d = deltas.find(t.name);
@@ -95,8 +106,9 @@ GgufMergeReport merge_into_gguf(const fs::path& base, std::span<const MergeAdapt
       continue;
     }
     if (d != deltas.end() && !writable(type))
-      throw std::invalid_argument(t.name + " is " + std::string(ggml_type_name(type)) +
-                                  ", which cannot be requantized yet: pass --outtype (q4_k, q8_0, f16, ...)");
+      throw std::invalid_argument(
+          t.name + " is " + std::string(ggml_type_name(type)) +
+          ", which cannot be requantized yet: pass --outtype (q4_k, q8_0, f16, ...)");
     std::vector<float> weight = f.read_f32(t.name);
     if (d == deltas.end()) {
       w.add_tensor(t.name, type, t.shape(), quantized(type, weight, t.rows(), t.cols()));
@@ -108,7 +120,8 @@ GgufMergeReport merge_into_gguf(const fs::path& base, std::span<const MergeAdapt
     std::vector<float> file_delta(weight.size());
     for (int64_t r = 0; r < delta.rows; ++r) {
       const int64_t hf = delta.heads > 0 ? gguf_qk_row_to_hf(r, delta.rows / delta.heads) : r;
-      std::copy_n(delta.values.data() + hf * delta.cols, delta.cols, file_delta.data() + r * delta.cols);
+      std::copy_n(delta.values.data() + hf * delta.cols, delta.cols,
+                  file_delta.data() + r * delta.cols);
     }
     for (std::size_t i = 0; i < weight.size(); ++i) weight[i] += file_delta[i];
     auto bytes = quantized(type, weight, t.rows(), t.cols());

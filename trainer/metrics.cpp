@@ -15,6 +15,7 @@ namespace fs = std::filesystem;
 
 MetricsLog::MetricsLog(fs::path dir, std::string history)
     : dir_(std::move(dir)), text_(std::move(history)) {
+  if (dir_.empty()) return;
   fs::create_directories(dir_);
   write_file_atomic(dir_ / "metrics.jsonl", text_);
   write_file_atomic(dir_ / "loss_curve.svg", loss_curve_svg(text_));
@@ -23,6 +24,7 @@ MetricsLog::MetricsLog(fs::path dir, std::string history)
 void MetricsLog::append(const nlohmann::ordered_json& record) {
   const std::string line = record.dump() + "\n";
   text_ += line;
+  if (dir_.empty()) return;
   {
     // Appending keeps each report O(line); a torn last line is dropped on resume, since the
     // checkpoint carries its own copy of the log.

@@ -12,6 +12,7 @@ class MetricsLog {
  public:
   // Starts the log in `dir` from `history` (metrics.jsonl text of a resumed run, or empty),
   // replacing any metrics.jsonl there (lines past a resumed checkpoint belong to no run now).
+  // An empty `dir` keeps the log in memory only (the data-parallel ranks that write no files).
   MetricsLog(std::filesystem::path dir, std::string history);
   // Appends one line ({"type": "train"|"val"|"test", "step": ..., "loss": ..., ...}) and redraws
   // the SVG.

@@ -55,6 +55,8 @@ const std::vector<TrainField>& train_fields() {
       {"chat-format", &O::chat_format,
        "How chats are laid out: template (the model's chat_template) or llama2", true},
       {"max-line-bytes", &O::max_line_bytes, "Longest JSONL line accepted"},
+      {"fine-tune-type", &O::fine_tune_type,
+       "lora, or dora (weight-decomposed: each module also trains a magnitude per output)", true},
       {"num-layers", &O::num_layers, "Adapt the last N blocks (-1: all)", true},
       {"rank", &O::rank, "LoRA rank", true},
       {"scale", &O::scale, "LoRA scale (mlx-lm's lora_parameters.scale)", true},
@@ -128,6 +130,10 @@ void TrainOptions::validate() const {
   if (lora_keys.empty()) throw SettingError("lora_keys", "needs at least one projection");
   if (quantize != 0) check_quantization(int(quantize), int(q_group_size));
   one_of("optimizer", optimizer, {"adam", "adamw", "sgd"});
+  if (fine_tune_type == "full")
+    throw SettingError("fine_tune_type",
+                       "\"full\" (training the base weights) is not supported; use lora or dora");
+  one_of("fine_tune_type", fine_tune_type, {"lora", "dora"});
   one_of("lr_schedule", lr_schedule, {"constant", "linear", "cosine"});
   one_of("format", format, {"mlx", "peft"});
   one_of("chat_format", chat_format, {"template", "llama2"});

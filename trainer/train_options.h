@@ -47,6 +47,7 @@ struct TrainOptions {
   double scale = 20.0;
   double alpha = 0.0;  // when > 0: scale = alpha / rank (or / sqrt(rank) with --rslora)
   bool rslora = false;
+  std::string fine_tune_type = "lora";  // lora | dora
   double dropout = 0.0;
   std::vector<std::string> lora_keys = {"q_proj", "v_proj"};
   // Base model storage.

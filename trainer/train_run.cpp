@@ -64,12 +64,13 @@ LoraConfig lora_config_from(const TrainOptions& o, int64_t model_layers) {
   LoraConfig c;
   c.rank = int(o.rank);
   if (o.alpha > 0) {
-    c.alpha = float(o.alpha);
+    c.alpha = o.alpha;
     c.rslora = o.rslora;
   } else {
     c.scale = float(o.scale);
   }
   c.dropout = float(o.dropout);
+  c.dora = o.fine_tune_type == "dora";
   c.num_layers = o.num_layers < 0 ? -1 : int(std::min<int64_t>(o.num_layers, model_layers));
   c.keys.clear();
   for (const auto& k : o.lora_keys) {
@@ -97,8 +98,13 @@ void start_from_adapter(LoraAdapter& adapter, const fs::path& path, const Model&
       throw std::runtime_error(path.string() + ": " + name + " has A " + s->A.value.shape_str() +
                                ", B " + s->B.value.shape_str() + " but this run's --rank gives A " +
                                m.A.value.shape_str() + ", B " + m.B.value.shape_str());
+    if (s->is_dora() != m.is_dora())
+      throw std::runtime_error(path.string() + ": --resume-adapter-file is a " +
+                               (s->is_dora() ? "DoRA" : "LoRA") + " adapter; this run trains " +
+                               (m.is_dora() ? "DoRA" : "LoRA") + " (--fine-tune-type)");
     m.A.value = s->A.value;
     m.B.value = s->B.value;
+    if (m.is_dora()) m.magnitude.value = s->magnitude.value;
   }
   if (saved.modules.size() != adapter.modules.size())
     throw std::runtime_error(path.string() + ": --resume-adapter-file has " +
@@ -199,7 +205,7 @@ RunInputs load_run_inputs(const TrainOptions& o, Progress& progress) {
   return in;
 }
 
-TrainRun::TrainRun(const TrainOptions& o, Progress& progress)
+TrainRun::TrainRun(const TrainOptions& o, Progress& progress, const ParallelOptions& parallel)
     : options(validated(o)),
       inputs(load_run_inputs(o, progress)),
       adapter(create_adapter(o, inputs)),
@@ -207,13 +213,24 @@ TrainRun::TrainRun(const TrainOptions& o, Progress& progress)
       params(adapter.parameters()),
       train_plan(inputs.data.train.examples, o.batch_size, uint64_t(o.seed)),
       schedule(schedule_config(o)),
-      format(adapter_format_from_name(o.format)) {
+      format(adapter_format_from_name(o.format)),
+      comm(parallel.comm != nullptr ? *parallel.comm : one_process),
+      exchange(params, o.grad_accumulation_steps, parallel.ordered_reduction, comm) {
   if (inputs.resumed) {
     restore_checkpoint(*inputs.resumed, adapter, optimizer);
     state = inputs.resumed->content.progress;
   }
   if (inputs.data.valid)
     valid_plan.emplace(inputs.data.valid->examples, o.batch_size, uint64_t(o.seed), false);
+}
+
+StepSetup TrainRun::step_setup() {
+  return StepSetup{model(),
+                   adapter,
+                   train_plan,
+                   options.grad_accumulation_steps,
+                   uint64_t(options.seed),
+                   ForwardOptions{options.grad_checkpoint, inputs.compute}};
 }
 
 float TrainRun::learning_rate(int64_t step) const {

@@ -10,6 +10,7 @@
 
 #include "data/batch.h"
 #include "data/dataset_encode.h"
+#include "trainer/data_parallel.h"
 #include "trainer/io/adapter_io.h"
 #include "trainer/io/checkpoint.h"
 #include "trainer/lora.h"
@@ -46,8 +47,9 @@ RunInputs load_run_inputs(const TrainOptions& options, Progress& progress);
 // point into the adapter and the data.
 struct TrainRun {
   // Validates `options`, loads and checks everything, and restores a resumed checkpoint's adapter,
-  // optimizer and progress. Throws std::runtime_error for bad input; writes nothing.
-  TrainRun(const TrainOptions& options, Progress& progress);
+  // optimizer and progress. Throws std::runtime_error for bad input; writes nothing. Every rank
+  // of a data-parallel run builds the same TrainRun.
+  TrainRun(const TrainOptions& options, Progress& progress, const ParallelOptions& parallel = {});
   TrainRun(const TrainRun&) = delete;
   TrainRun& operator=(const TrainRun&) = delete;
 
@@ -61,10 +63,15 @@ struct TrainRun {
   std::optional<data::BatchPlan> valid_plan;
   ScheduleConfig schedule;
   AdapterFormat format;
+  SingleProcess one_process;  // the communicator when the run has one process
+  Communicator& comm;
+  GradientExchange exchange;  // of params across comm
 
   const Model& model() const { return inputs.model; }
   // The learning rate of optimizer step `step` (1-based).
   float learning_rate(int64_t step) const;
+  // What a step's micro-batches run with.
+  StepSetup step_setup();
 };
 
 }  // namespace lora

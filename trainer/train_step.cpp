@@ -6,16 +6,18 @@
 #include <string>
 #include <vector>
 
-#include "trainer/batch_loss.h"
+#include "trainer/data_parallel.h"
 
 namespace lora {
 
 namespace {
 
-// A single process holds every micro-batch of the step, so its accumulated gradients are already
-// the step's. Anything that splits a step's batches (across processes) combines them here, before
-// the loss is checked and the gradients are clipped and applied.
-void reduce_gradients(TrainRun& /*run*/, StepResult& /*result*/) {}
+// The one place where the step's gradients become complete: a single process holds every
+// micro-batch already; data-parallel ranks sum their losses and gradients here, before the loss is
+// checked and the gradients are clipped and applied.
+void reduce_gradients(TrainRun& run, StepResult& result) {
+  result.loss = exchange_step(result.micro_losses, run.exchange, run.comm);
+}
 
 void stop_on_non_finite(int64_t step, double loss) {
   if (!std::isfinite(loss))
@@ -26,34 +28,13 @@ void stop_on_non_finite(int64_t step, double loss) {
 }  // namespace
 
 StepResult accumulate_gradients(TrainRun& run, int64_t step) {
-  const TrainOptions& o = run.options;
-  // The micro-batches of this step, so the loss can be normalized by all their trained tokens.
-  std::vector<data::Batch> micro;
+  LocalStep local =
+      accumulate_shares(run.step_setup(), step, run.state.cursor, run.exchange, run.comm);
   StepResult r;
-  for (int64_t a = 0; a < o.grad_accumulation_steps; ++a) {
-    micro.push_back(run.train_plan.next(run.state.cursor));
-    r.trained_tokens += micro.back().trained_tokens;
-    r.tokens += micro.back().tokens;
-  }
-  for (ag::Parameter* p : run.params) p->zero_grad();
-  const float normalizer = float(std::max<int64_t>(r.trained_tokens, 1));
-  ForwardOptions fo;
-  fo.grad_checkpoint = o.grad_checkpoint;
-  fo.compute_dtype = run.inputs.compute;
-  for (std::size_t a = 0; a < micro.size(); ++a) {
-    const data::Batch& b = micro[a];
-    if (b.trained_tokens == 0) continue;
-    ag::Tape tape;
-    tape.set_release_values(true);  // only the loss (the seed) is read after backward
-    AdapterStack stack;
-    stack.adapters = {&run.adapter};
-    stack.training = true;
-    // Dropout masks are a pure function of (seed, step, micro-batch): nothing to checkpoint.
-    stack.dropout_seed = data::mix64(uint64_t(o.seed) ^ data::mix64(uint64_t(step) * 1024 + a));
-    const BatchLoss loss = batch_loss(tape, run.model(), stack, b, normalizer, fo);
-    tape.backward(loss.loss);
-    r.loss += loss.value();
-  }
+  r.trained_tokens = local.trained_tokens;
+  r.tokens = local.tokens;
+  for (double l : local.micro_losses) r.loss += l;
+  r.micro_losses = std::move(local.micro_losses);
   return r;
 }
 

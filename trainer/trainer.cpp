@@ -48,9 +48,11 @@ class StopSignals {
 };
 
 // LORA_FAULT_SIGNAL_AT_STEP="STEP:SIGNAL" (tests): raise SIGNAL after optimizer step STEP.
-std::pair<int64_t, int> fault_injection() {
+std::pair<int64_t, int> fault_injection(int rank) {
   const char* v = std::getenv("LORA_FAULT_SIGNAL_AT_STEP");
   if (v == nullptr) return {-1, 0};
+  if (const char* r = std::getenv("LORA_FAULT_RANK"); r != nullptr && std::atoi(r) != rank)
+    return {-1, 0};
   long long step = -1;
   int sig = 0;
   if (std::sscanf(v, "%lld:%d", &step, &sig) != 2) return {-1, 0};
@@ -60,9 +62,10 @@ std::pair<int64_t, int> fault_injection() {
 // The adapter files go into the adapter folder one rename each, leaving checkpoints/ and
 // metrics.jsonl beside them untouched (write_dir_atomic on the folder itself would replace them).
 void write_adapter_files(const fs::path& adapter_dir, const LoraAdapter& adapter,
-                         const Model& model, AdapterFormat format, const nlohmann::json& run_args) {
+                         const Model& model, AdapterFormat format, const nlohmann::json& run_args,
+                         const TrainingRun& training) {
   const fs::path staging = adapter_dir / ".adapter-staging";
-  save_adapter(staging, adapter, model, format, run_args);
+  save_adapter(staging, adapter, model, format, run_args, training);
   for (const auto& e : fs::directory_iterator(staging))
     fs::rename(e.path(), adapter_dir / e.path().filename());
   fs::remove_all(staging);
@@ -71,12 +74,15 @@ void write_adapter_files(const fs::path& adapter_dir, const LoraAdapter& adapter
 nlohmann::ordered_json run_arguments(const TrainOptions& o) {
   auto j = o.to_json();
   // The LoRA fields are written by save_adapter as lora_parameters.
-  for (const char* k : {"rank", "scale", "alpha", "rslora", "dropout", "lora_keys"}) j.erase(k);
+  for (const char* k :
+       {"rank", "scale", "alpha", "rslora", "dropout", "lora_keys", "fine_tune_type"})
+    j.erase(k);
   return j;
 }
 
 // What happens around the steps of a run: the progress bar and train reports, validation, test,
-// checkpoints and the adapter files, all into the adapter folder (created here).
+// checkpoints and the adapter files, all into the adapter folder (created here). In a
+// data-parallel run every rank keeps the log and evaluates its share; rank 0 alone writes.
 class RunLog {
  public:
   RunLog(TrainRun& run, Progress& progress)
@@ -84,15 +90,18 @@ class RunLog {
         progress_(progress),
         dir_(run.options.adapter_path),
         config_json_(run.options.to_json()),
-        metrics_(created(dir_),
+        writes_(run.comm.is_root()),
+        metrics_(writes_ ? created(dir_) : fs::path(),
                  run.inputs.resumed ? run.inputs.resumed->content.metrics : std::string()) {
     const auto& train = run.inputs.data.train;
-    progress.note("training " + std::to_string(run.adapter.num_parameters()) +
-                  " LoRA parameters (" + std::to_string(run.adapter.modules.size()) +
-                  " modules) on " + std::to_string(train.examples.size()) + " examples, " +
-                  std::to_string(train.trained_tokens) + " trained tokens" +
-                  (run.inputs.resumed ? ", resuming at step " + std::to_string(run.state.step)
-                                      : std::string()));
+    progress.note(
+        "training " + std::to_string(run.adapter.num_parameters()) + " LoRA parameters (" +
+        std::to_string(run.adapter.modules.size()) + " modules) on " +
+        std::to_string(train.examples.size()) + " examples, " +
+        std::to_string(train.trained_tokens) + " trained tokens" +
+        (run.inputs.resumed ? ", resuming at step " + std::to_string(run.state.step)
+                            : std::string()) +
+        (run.comm.size() > 1 ? "; data-parallel on " + run.comm.describe() : std::string()));
   }
 
   // After every step: the bar, and a train record every --steps-per-report steps and at the end.
@@ -112,6 +121,7 @@ class RunLog {
         {"trained_tokens", state.trained_tokens},
         {"tokens_per_sec", secs > 0 ? double(window_tokens_) / secs : 0.0}};
     record(rec);
+    last_train_loss_ = rec["loss"].get<double>();
     state.window_loss = 0.0;
     state.window_trained = window_tokens_ = 0;
     window_start_ = std::chrono::steady_clock::now();
@@ -121,7 +131,8 @@ class RunLog {
   std::optional<double> validate(int64_t step) {
     if (!run_.valid_plan) return std::nullopt;
     const auto t0 = std::chrono::steady_clock::now();
-    EvalResult r = evaluate(run_.model(), stack(), *run_.valid_plan, run_.options.val_batches);
+    EvalResult r =
+        evaluate(run_.model(), stack(), *run_.valid_plan, run_.options.val_batches, run_.comm);
     nlohmann::ordered_json rec = {
         {"type", "val"},
         {"step", step},
@@ -139,7 +150,7 @@ class RunLog {
     const TrainOptions& o = run_.options;
     const data::BatchPlan plan(run_.inputs.data.test->examples, o.batch_size, uint64_t(o.seed),
                                false);
-    EvalResult r = evaluate(run_.model(), stack(), plan, o.test_batches);
+    EvalResult r = evaluate(run_.model(), stack(), plan, o.test_batches, run_.comm);
     record({{"type", "test"},
             {"step", step},
             {"loss", r.loss},
@@ -153,13 +164,19 @@ class RunLog {
     CheckpointContent content{run_.state, config_json_, in.model_fingerprint, in.data_fingerprint,
                               metrics_.text()};
     const fs::path dir = checkpoint_dir(dir_, step);
+    if (!writes_) return dir;
     save_checkpoint(dir, run_.adapter, run_.optimizer, run_.model(), run_.format, content);
     prune_checkpoints(dir_, run_.options.keep_checkpoints);
     return dir;
   }
 
-  void write_adapter() {
-    write_adapter_files(dir_, run_.adapter, run_.model(), run_.format, run_arguments(run_.options));
+  // The adapter files, with the run's data, steps and final losses for the model card.
+  void write_adapter(std::optional<double> valid_loss, std::optional<double> test_loss) {
+    if (!writes_) return;
+    const TrainOptions& o = run_.options;
+    const TrainingRun training{o.data.empty() ? o.train_file : o.data, run_.state.step,
+                               last_train_loss_, valid_loss, test_loss};
+    write_adapter_files(dir_, run_.adapter, run_.model(), run_.format, run_arguments(o), training);
   }
 
  private:
@@ -181,19 +198,25 @@ class RunLog {
   Progress& progress_;
   const fs::path dir_;
   const nlohmann::ordered_json config_json_;
+  const bool writes_;  // rank 0 (or the one process)
   MetricsLog metrics_;
-  int64_t window_tokens_ = 0;  // for tokens/s (not part of the exact state)
+  int64_t window_tokens_ = 0;              // for tokens/s (not part of the exact state)
+  std::optional<double> last_train_loss_;  // the last train record's loss
   std::chrono::steady_clock::time_point window_start_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace
 
-TrainResult train(const TrainOptions& o, Progress& progress) {
+TrainResult train(const TrainOptions& o, Progress& progress, const ParallelOptions& parallel) {
   // Everything that can fail on bad input happens before the adapter folder is touched.
-  TrainRun run(o, progress);
+  TrainRun run(o, progress, parallel);
   RunLog log(run, progress);
   StopSignals signals;
-  const auto [fault_step, fault_signal] = fault_injection();
+  const auto [fault_step, fault_signal] = fault_injection(run.comm.rank());
+  // A stop signal ends the run on the step every rank agrees on.
+  auto stop_requested = [&] {
+    return run.comm.any(signals.received() != 0, "stop-signal exchange");
+  };
   TrainResult result;
 
   while (run.state.step < o.iters) {
@@ -203,11 +226,11 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
     if (o.steps_per_eval > 0 && step % o.steps_per_eval == 0 && step != o.iters) log.validate(step);
     // Signals are read twice: one that arrived during the step shares the step's checkpoint; one
     // that arrives after that (the fault injection raises here) gets its own before the stop.
-    const bool stopping = signals.received() != 0;
+    const bool stopping = stop_requested();
     if ((o.save_every > 0 && step % o.save_every == 0) || (stopping && step < o.iters))
       result.checkpoint = log.checkpoint(step);
     if (step == fault_step) std::raise(fault_signal);
-    if (signals.received() != 0 && step < o.iters) {
+    if (stop_requested() && step < o.iters) {
       if (!stopping) result.checkpoint = log.checkpoint(step);
       progress.finish();
       result.interrupted = true;
@@ -218,7 +241,7 @@ TrainResult train(const TrainOptions& o, Progress& progress) {
   result.steps = run.state.step;
   result.final_val_loss = log.validate(run.state.step);
   result.test_loss = log.test(run.state.step);
-  log.write_adapter();
+  log.write_adapter(result.final_val_loss, result.test_loss);
   progress.finish();
   return result;
 }

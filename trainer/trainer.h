@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <optional>
 
+#include "trainer/data_parallel.h"
 #include "trainer/progress.h"
 #include "trainer/train_options.h"
 
@@ -26,6 +27,11 @@ struct TrainResult {
 //
 // Fault injection for tests: LORA_FAULT_SIGNAL_AT_STEP="STEP:SIGNAL" raises SIGNAL (e.g. 2 for
 // SIGINT, 9 for SIGKILL) right after optimizer step STEP.
-TrainResult train(const TrainOptions& options, Progress& progress);
+//
+// Data-parallel: every rank of `parallel.comm` calls this with the same options; each computes
+// its share of every global batch (data_parallel.h) and rank 0 alone writes files.
+// LORA_FAULT_RANK=R limits the fault injection to rank R.
+TrainResult train(const TrainOptions& options, Progress& progress,
+                  const ParallelOptions& parallel = {});
 
 }  // namespace lora

@@ -4,6 +4,7 @@
 #include <memory>
 #include <stdexcept>
 
+#include "autograd/dora.h"
 #include "autograd/kernels/kernels_attention.h"
 
 namespace lora {
@@ -35,6 +36,7 @@ std::vector<ag::LoraBranch> branches_for(const AdapterStack& stack, int64_t laye
     br.dropout = stack.training ? adapter->config.dropout : 0.0f;
     br.dropout_seed = stack.dropout_seed ^ ((uint64_t(i) << 40) | (uint64_t(layer) << 8) |
                                             uint64_t(static_cast<int>(proj)));
+    br.magnitude = m->is_dora() ? &m->magnitude : nullptr;
     out.push_back(br);
   }
   return out;
@@ -43,8 +45,18 @@ std::vector<ag::LoraBranch> branches_for(const AdapterStack& stack, int64_t laye
 ag::Var project(ag::Tape& tape, ag::Var x, const PassContext& ctx, int64_t layer, Proj proj,
                 const std::vector<float>& bias, ag::Var residual = nullptr) {
   const auto branches = branches_for(ctx.adapters, layer, proj);
-  return ag::linear(tape, x, ctx.model.layers[layer].at(proj), bias.empty() ? nullptr : &bias,
-                    branches, residual);
+  const FrozenWeight& w = ctx.model.layers[layer].at(proj);
+  const std::vector<float>* b = bias.empty() ? nullptr : &bias;
+  for (const ag::LoraBranch& br : branches) {
+    if (!br.magnitude) continue;
+    // DoRA rescales the whole adapted weight, so a second branch has no defined place in it.
+    if (branches.size() != 1)
+      throw std::runtime_error("layer " + std::to_string(layer) + " " +
+                               std::string(proj_module_path(proj)) +
+                               ": a DoRA adapter cannot be stacked with other adapters");
+    return ag::dora_linear(tape, x, w, b, br, *br.magnitude, residual);
+  }
+  return ag::linear(tape, x, w, b, branches, residual);
 }
 
 struct AttentionInputs {

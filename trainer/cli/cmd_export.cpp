@@ -1,5 +1,6 @@
 // `lora export`: writes an adapter (of either format, detected from its files) in the MLX-LM or
-// PEFT layout, so that the other ecosystem loads it as it is. The base model is not needed.
+// PEFT layout, so that the other ecosystem loads it as it is. The base model is needed only when
+// the adapter does not say how deep its base is (--model or --base-layers).
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -10,24 +11,12 @@
 #include "trainer/cli/flag_values.h"
 #include "trainer/io/adapter_file.h"
 #include "trainer/io/adapter_gguf.h"
+#include "trainer/io/adapter_io.h"
+#include "trainer/model_config.h"
 
 namespace lora::cli {
 
 namespace {
-
-// "0-23" or "0-3, 7, 9-11": the adapted layers, compactly.
-std::string layer_ranges(const std::vector<int64_t>& layers) {
-  std::string text;
-  for (std::size_t i = 0; i < layers.size();) {
-    std::size_t j = i;
-    while (j + 1 < layers.size() && layers[j + 1] == layers[j] + 1) ++j;
-    if (!text.empty()) text += ", ";
-    text += std::to_string(layers[i]);
-    if (j > i) text += "-" + std::to_string(layers[j]);
-    i = j + 1;
-  }
-  return text;
-}
 
 struct ExportOptions {
   std::string adapter_path;
@@ -35,7 +24,7 @@ struct ExportOptions {
   std::string out;
   std::string base_model;
   int64_t base_layers = 0;
-  std::string model;  // the base, for --to gguf
+  std::string model;  // the base (folder or GGUF file): layer count, name, --to gguf layout
 };
 
 // llama.cpp's GGUF LoRA: one file, laid out for the base (its architecture and q/k row order).
@@ -58,6 +47,12 @@ void run_export(const ExportOptions& o, const GlobalOptions& global) {
   if (o.to == "gguf") return export_gguf(o, global);
   const AdapterFormat format = adapter_format_from_name(o.to);
   AdapterFile adapter = AdapterFile::read(o.adapter_path);
+  if (!o.model.empty()) {
+    const std::filesystem::path dir = folder_path(o.model);
+    const ModelConfig config = adapter_base_config(dir);
+    adapter.base_num_layers = config.num_layers;
+    if (adapter.base_model.empty()) adapter.base_model = base_model_name(config.raw, dir);
+  }
   if (o.base_layers > 0) adapter.base_num_layers = o.base_layers;
   if (!o.base_model.empty()) adapter.base_model = o.base_model;
   const std::filesystem::path out = folder_path(o.out);
@@ -71,10 +66,6 @@ void run_export(const ExportOptions& o, const GlobalOptions& global) {
     return;
   }
   if (!global.quiet) {
-    for (const auto& name : adapter.unknown_tensors)
-      std::fprintf(stderr,
-                   "warning: %s: tensor %s is not a LoRA pair of a block linear; not exported\n",
-                   adapter.source.string().c_str(), name.c_str());
     std::printf("read %s adapter %s: %zu pairs, ranks %s, scale %s, modules %s, layers %s\n",
                 std::string(adapter_format_name(adapter.format)).c_str(),
                 adapter.source.string().c_str(), adapter.pairs.size(),
@@ -101,12 +92,14 @@ void add_export(CLI::App& app, const GlobalOptions& global) {
       ->required()
       ->check(CLI::IsMember({"peft", "mlx", "gguf"}));
   cmd->add_option("--out", opts->out, "Output folder (a .gguf file for --to gguf)")->required();
-  cmd->add_option("--model", opts->model,
-                  "Base model folder or GGUF file (--to gguf: its architecture and q/k layout)");
   cmd->add_option("--base-model", opts->base_model,
                   "Base model name written into the config (PEFT base_model_name_or_path)");
+  cmd->add_option("--model", opts->model,
+                  "Base model folder or GGUF file: its layer count (and the base name when the "
+                  "adapter has none); for --to gguf, its architecture and q/k layout (required)");
   cmd->add_option("--base-layers", opts->base_layers,
-                  "Layer count of the base model (default: the last adapted layer is its last)")
+                  "Layer count of the base model (default: from --model, or from the adapter "
+                  "when it says; MLX-LM output needs it)")
       ->check(CLI::PositiveNumber);
   cmd->callback([opts, &global] { run_export(*opts, global); });
 }

@@ -61,9 +61,6 @@ void run_merge(const MergeCliOptions& o, const GlobalOptions& global) {
   std::vector<MergeAdapter> adapters;
   for (std::size_t i = 0; i < o.adapters.size(); ++i) {
     MergeAdapter m{AdapterFile::read(o.adapters[i]), scales[i]};
-    for (const auto& name : m.adapter.unknown_tensors)
-      std::fprintf(stderr, "warning: %s: tensor %s is not a LoRA pair of a block linear; ignored\n",
-                   m.adapter.source.string().c_str(), name.c_str());
     adapters.push_back(std::move(m));
   }
   if (o.out.size() > 5 && o.out.substr(o.out.size() - 5) == ".gguf")

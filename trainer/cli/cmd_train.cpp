@@ -4,8 +4,10 @@
 #include <stdexcept>
 
 #include "trainer/cli/commands.h"
+#include "trainer/cli/parallel_flags.h"
 #include "trainer/cli/train_config_file.h"
 #include "trainer/cli/train_flags.h"
+#include "trainer/distributed.h"
 #include "trainer/io/checkpoint.h"
 #include "trainer/progress.h"
 #include "trainer/train_options.h"
@@ -21,7 +23,9 @@ void add_train(CLI::App& app, const GlobalOptions& global) {
   auto options = std::make_shared<TrainOptions>();
   auto flags = std::make_shared<TrainFlags>();
   add_train_flags(*cmd, *options, *flags);
-  cmd->callback([cmd, options, flags, &global] {
+  auto parallel = std::make_shared<ParallelFlags>();
+  add_parallel_flags(*cmd, *parallel);
+  cmd->callback([cmd, options, flags, parallel, &global] {
     if (!flags->config_file.empty()) apply_config_file(*cmd, flags->config_file);
     TrainOptions o = *options;
     int64_t resumed_step = 0;
@@ -35,8 +39,13 @@ void add_train(CLI::App& app, const GlobalOptions& global) {
       std::printf("%s\n", o.to_json().dump(2).c_str());
       return;
     }
-    Progress progress(choose_progress_mode(global.quiet, global.json), o.iters, resumed_step);
-    const TrainResult r = train(o, progress);
+    const auto comm = join_job(parallel->distributed);
+    // Rank 0 speaks for the job; the others stay quiet unless they fail.
+    Progress progress(
+        comm->is_root() ? choose_progress_mode(global.quiet, global.json) : ProgressMode::quiet,
+        o.iters, resumed_step);
+    const TrainResult r = train_on_ranks(o, progress, *comm, parallel->ordered_reduction);
+    if (!comm->is_root()) return;
     if (r.interrupted)
       throw std::runtime_error("stopped by a signal after step " + std::to_string(r.steps) +
                                "; the run is saved in " + r.checkpoint.string() +

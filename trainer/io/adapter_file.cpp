@@ -10,6 +10,8 @@
 
 #include "autograd/tensor.h"
 #include "trainer/io/atomic_file.h"
+#include "trainer/io/model_card.h"
+#include "trainer/io/peft_patterns.h"
 #include "trainer/io/safetensors.h"
 
 namespace lora {
@@ -22,12 +24,16 @@ namespace {
 constexpr const char* kMlxWeights = "adapters.safetensors";
 constexpr const char* kPeftWeights = "adapter_model.safetensors";
 constexpr const char* kConfig = "adapter_config.json";
+constexpr const char* kCard = "README.md";
+
+// Scales held as floats (training) against the same scale in double (alpha / r).
+bool same_scale(double a, double b) { return std::fabs(a - b) <= 1e-6 * std::fabs(b); }
 
 // What a tensor name says: which linear of which block, and whether it is A or B in which layout.
 struct LoraKey {
   int64_t layer = 0;
   std::string module;
-  bool is_a = true;
+  enum class Part { A, B, magnitude } part = Part::A;
   bool peft_layout = true;  // lora_A.weight [r, in] vs MLX-LM lora_a [in, r]
 };
 
@@ -53,23 +59,31 @@ std::optional<int64_t> parse_index(std::string_view s) {
 // Accepts `[prefix.]layers.{i}.{module}.lora_A[.adapter].weight` (PEFT) and
 // `[prefix.]layers.{i}.{module}.lora_a` (MLX-LM), where the prefix is any chain of the wrappers
 // PEFT and multimodal checkpoints put around the decoder (base_model.model.model.language_model.).
+// DoRA's magnitude is `{module}.lora_magnitude_vector` in PEFT (saved without `.weight`; older
+// and unsaved forms with the adapter name or `.weight` are accepted) and `{module}.m` in MLX-LM.
 std::optional<LoraKey> parse_lora_key(std::string_view name) {
   const auto parts = split_dots(name);
   std::size_t lora_at = parts.size();
   for (std::size_t i = 0; i < parts.size(); ++i) {
     if (parts[i] == "lora_A" || parts[i] == "lora_B" || parts[i] == "lora_a" ||
-        parts[i] == "lora_b") {
+        parts[i] == "lora_b" || parts[i] == "lora_magnitude_vector") {
       lora_at = i;
       break;
     }
   }
+  if (lora_at == parts.size() && parts.size() > 1 && parts.back() == "m")
+    lora_at = parts.size() - 1;
   if (lora_at == parts.size()) return std::nullopt;
   LoraKey key;
   const std::string_view tag = parts[lora_at];
-  key.peft_layout = tag == "lora_A" || tag == "lora_B";
-  key.is_a = tag == "lora_A" || tag == "lora_a";
+  key.peft_layout = tag == "lora_A" || tag == "lora_B" || tag == "lora_magnitude_vector";
+  key.part = tag == "lora_A" || tag == "lora_a"   ? LoraKey::Part::A
+             : tag == "lora_B" || tag == "lora_b" ? LoraKey::Part::B
+                                                  : LoraKey::Part::magnitude;
   const std::size_t rest = parts.size() - lora_at - 1;
-  if (key.peft_layout) {
+  if (tag == "lora_magnitude_vector") {
+    if (rest > 2 || (rest == 2 && parts.back() != "weight")) return std::nullopt;
+  } else if (key.peft_layout) {
     // PEFT drops the adapter name when saving; accept it when present.
     if (!(rest == 1 || rest == 2) || parts.back() != "weight") return std::nullopt;
   } else if (rest != 0) {
@@ -89,12 +103,14 @@ std::optional<LoraKey> parse_lora_key(std::string_view name) {
   return key;
 }
 
-json read_json_file(const fs::path& path) {
+// A JSON file parsed as `Json` (json, or ordered_json where key order matters).
+template <typename Json>
+Json read_json_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error(path.string() + ": cannot be opened");
   try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
+    return Json::parse(in);
+  } catch (const std::exception& e) {
     throw std::runtime_error(path.string() + ": not valid JSON: " + e.what());
   }
 }
@@ -112,20 +128,6 @@ double number_field(const json& obj, const std::string& key, const fs::path& fil
 json json_number(double v) {
   if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 1e15) return static_cast<int64_t>(v);
   return v;
-}
-
-// PEFT's rank_pattern / alpha_pattern: a key applies to a module when it names it in full or is
-// a dotted suffix of its name ("q_proj", "layers.3.self_attn.q_proj").
-std::optional<double> pattern_value(const json& config, const char* field,
-                                    const std::string& name) {
-  auto it = config.find(field);
-  if (it == config.end() || !it->is_object()) return std::nullopt;
-  for (const auto& [key, value] : it->items()) {
-    if (!value.is_number()) continue;
-    if (name == key || (name.size() > key.size() && name.ends_with("." + key)))
-      return value.get<double>();
-  }
-  return std::nullopt;
 }
 
 // Locates the weights file of an adapter path (a folder or a .safetensors file).
@@ -171,16 +173,129 @@ std::vector<float> transpose(std::span<const float> m, int64_t rows, int64_t col
   return t;
 }
 
+// PEFT config fields that change what the adapter computes and that this reader does not apply:
+// refused, so that a file is never run differently from PEFT.
+void refuse_unsupported_peft_fields(const json& config, const fs::path& config_path) {
+  auto refuse = [&](const std::string& field, const std::string& why) {
+    throw std::runtime_error(config_path.string() + ": " + field + " is " +
+                             config.at(field).dump() + "; " + why + " is not supported");
+  };
+  if (config.value("fan_in_fan_out", false))
+    refuse("fan_in_fan_out", "LoRA on transposed (Conv1D) weights");
+  if (auto b = config.find("bias"); b != config.end() && !b->is_null() && *b != "none")
+    refuse("bias", "training the base's biases with the adapter");
+  if (config.value("lora_bias", false)) refuse("lora_bias", "a bias on lora_B");
+  if (config.value("use_qalora", false)) refuse("use_qalora", "QALoRA's pooled input");
+  for (const char* field : {"layer_replication", "target_parameters", "trainable_token_indices"})
+    if (auto f = config.find(field); f != config.end() && !f->is_null() &&
+                                     !(f->is_array() && f->empty()) &&
+                                     !(f->is_object() && f->empty()))
+      refuse(field, std::string("an adapter with ") + field);
+  // PiSSA, OLoRA, CorDA and LoftQ initializations change the base weights themselves; the
+  // adapter only fits that changed base unless it was converted when saved.
+  if (auto init = config.find("init_lora_weights"); init != config.end() && init->is_string()) {
+    const std::string kind = init->get<std::string>();
+    if (kind.starts_with("pissa") || kind == "olora" || kind == "corda" || kind == "loftq")
+      refuse("init_lora_weights", "an adapter over a base changed by its initialization");
+  }
+}
+
+// Whether PEFT's target_modules selects `p`: a list names modules by their last dotted parts, a
+// string is a regular expression over the whole module name ("all-linear": every block linear).
+bool peft_targets(const json& targets, const AdapterPair& p, const fs::path& config_path) {
+  const std::string key = p.module_key();
+  if (targets.is_null()) return true;  // PEFT's default targets for the architecture
+  if (targets.is_string()) {
+    const std::string t = targets.get<std::string>();
+    return t == "all-linear" ||
+           python_re_match("(?:" + t + ")\\z", key, config_path.string() + ": target_modules");
+  }
+  if (!targets.is_array())
+    throw std::runtime_error(config_path.string() +
+                             ": target_modules is neither a list nor a string");
+  for (const auto& t : targets)
+    if (t.is_string() && (key == t.get<std::string>() || key.ends_with("." + t.get<std::string>())))
+      return true;
+  return false;
+}
+
+// PEFT loads a tensor only into a module it creates: one that target_modules selects, in a layer
+// layers_to_transform lists. A file with tensors PEFT would leave out is refused (reading them
+// would give other outputs than PEFT). Without layers_to_transform every layer is adapted, so the
+// last adapted layer is the base's last.
+void check_peft_coverage(AdapterFile& adapter, const json& config, const fs::path& config_path) {
+  const json targets = config.value("target_modules", json());
+  json layers = config.value("layers_to_transform", json());
+  if (layers.is_number_integer()) layers = json::array({layers});
+  if (!layers.is_null() && !layers.is_array())
+    throw std::runtime_error(config_path.string() + ": layers_to_transform is " + layers.dump() +
+                             "; expected a layer index or a list of them");
+  for (const auto& p : adapter.pairs) {
+    if (!peft_targets(targets, p, config_path))
+      throw std::runtime_error(config_path.string() + ": tensor " + p.a_name + " adapts " +
+                               p.module_key() + ", which target_modules " + targets.dump() +
+                               " does not select; PEFT would not load it");
+    if (layers.is_array() && std::find(layers.begin(), layers.end(), json(p.layer)) == layers.end())
+      throw std::runtime_error(config_path.string() + ": tensor " + p.a_name + " adapts layer " +
+                               std::to_string(p.layer) + ", which layers_to_transform " +
+                               layers.dump() + " leaves out; PEFT would not load it");
+  }
+  if (layers.is_null() && !adapter.pairs.empty())
+    adapter.base_num_layers = adapter.layers().back() + 1;
+}
+
+// MLX-LM adapts the last num_layers blocks (-1: all), so the first adapted layer plus num_layers
+// is the base's layer count.
+std::optional<int64_t> mlx_base_layers(const AdapterFile& adapter, const json& config,
+                                       const fs::path& config_path) {
+  auto n = config.find("num_layers");
+  if (n == config.end() || adapter.pairs.empty()) return std::nullopt;
+  if (!n->is_number_integer())
+    throw std::runtime_error(config_path.string() + ": num_layers is " + n->dump() +
+                             ", not an integer");
+  const auto adapted = adapter.layers();
+  const int64_t last = adapted.back() + 1;
+  const int64_t count = n->get<int64_t>();
+  return count < 0 ? last : std::max(last, adapted.front() + count);
+}
+
+// A DoRA adapter has a magnitude for every pair, a LoRA adapter none.
+void check_dora_tensors(const AdapterFile& adapter, const fs::path& config_path,
+                        const char* field) {
+  for (const auto& p : adapter.pairs)
+    if (p.magnitude.empty() == adapter.dora)
+      throw std::runtime_error(
+          config_path.string() + ": " + field +
+          (adapter.dora ? " says DoRA but " + p.module_key() + " has no magnitude tensor"
+                        : " says LoRA but " + p.module_key() + " has a DoRA magnitude tensor"));
+}
+
+// Tensors that are neither the A nor the B of a block linear (modules_to_save copies, LoRA on
+// lm_head or embed_tokens, ...): PEFT applies them and this reader cannot, so the file is refused
+// rather than run without them.
+void refuse_unknown_tensors(const std::vector<std::string>& unknown, const fs::path& weights,
+                            const json& config) {
+  if (unknown.empty()) return;
+  std::string names;
+  for (std::size_t i = 0; i < unknown.size() && i < 3; ++i) names += (i ? ", " : "") + unknown[i];
+  if (unknown.size() > 3) names += " and " + std::to_string(unknown.size() - 3) + " more";
+  std::string why = "not the LoRA A/B of a block linear (q/k/v/o/gate/up/down_proj)";
+  if (auto m = config.find("modules_to_save"); m != config.end() && !m->is_null())
+    why += "; modules_to_save " + m->dump() + " stores whole modules";
+  throw std::runtime_error(weights.string() + ": tensor(s) " + names + ": " + why +
+                           ". Only LoRA on block linears is supported; refusing the adapter rather "
+                           "than running it without them");
+}
+
 // Fills each pair's scale from the config: MLX-LM's lora_parameters or PEFT's alpha/r.
-void apply_config(AdapterFile& adapter, const json& config, const fs::path& config_path) {
+void apply_config(AdapterFile& adapter, const json& config, const nlohmann::ordered_json& ordered,
+                  const fs::path& config_path) {
   if (config.contains("peft_type")) {
     const auto type = config["peft_type"];
     if (!type.is_string() || type.get<std::string>() != "LORA")
       throw std::runtime_error(config_path.string() + ": peft_type " + type.dump() +
                                " is not supported (only \"LORA\")");
-    if (config.value("use_dora", false))
-      throw std::runtime_error(config_path.string() +
-                               ": use_dora is true; DoRA adapters are not supported");
+    refuse_unsupported_peft_fields(config, config_path);
     const double r = number_field(config, "r", config_path);
     const double alpha = number_field(config, "lora_alpha", config_path);
     adapter.rslora = config.value("use_rslora", false);
@@ -189,10 +304,12 @@ void apply_config(AdapterFile& adapter, const json& config, const fs::path& conf
       adapter.dropout = d->get<double>();
     if (auto b = config.find("base_model_name_or_path"); b != config.end() && b->is_string())
       adapter.base_model = b->get<std::string>();
+    check_peft_coverage(adapter, config, config_path);
+    adapter.dora = config.value("use_dora", false);
+    check_dora_tensors(adapter, config_path, "use_dora");
     for (auto& p : adapter.pairs) {
-      const std::string key = p.module_key();
-      const double rank = pattern_value(config, "rank_pattern", key).value_or(r);
-      const double a = pattern_value(config, "alpha_pattern", key).value_or(alpha);
+      const auto [rank, a] =
+          peft_rank_alpha(ordered, p.module_key(), r, alpha, config_path.string());
       if (rank != static_cast<double>(p.rank))
         throw std::runtime_error(config_path.string() + ": r is " + json_number(rank).dump() +
                                  " but tensor " + p.a_name + " has rank " + std::to_string(p.rank));
@@ -202,9 +319,11 @@ void apply_config(AdapterFile& adapter, const json& config, const fs::path& conf
   }
   if (config.contains("lora_parameters")) {
     const std::string type = config.value("fine_tune_type", std::string("lora"));
-    if (type != "lora")
+    if (type != "lora" && type != "dora")
       throw std::runtime_error(config_path.string() + ": fine_tune_type \"" + type +
-                               "\" is not supported (only \"lora\")");
+                               "\" is not supported (only \"lora\" and \"dora\")");
+    adapter.dora = type == "dora";
+    check_dora_tensors(adapter, config_path, "fine_tune_type");
     const json& params = config["lora_parameters"];
     if (!params.is_object())
       throw std::runtime_error(config_path.string() + ": lora_parameters is not an object");
@@ -222,8 +341,14 @@ void apply_config(AdapterFile& adapter, const json& config, const fs::path& conf
     for (auto& p : adapter.pairs) p.scale = scale;
     if (auto m = config.find("model"); m != config.end() && m->is_string())
       adapter.base_model = m->get<std::string>();
+    // PEFT's way of giving the scale, carried through MLX-LM files written from PEFT ones.
+    if (auto a = config.find("lora_alpha"); a != config.end() && a->is_number())
+      adapter.peft_alpha = a->get<double>();
+    adapter.rslora = config.value("use_rslora", false);
+    adapter.base_num_layers = mlx_base_layers(adapter, config, config_path);
     adapter.mlx_run_args = config;
-    for (const char* key : {"fine_tune_type", "num_layers", "lora_parameters"})
+    for (const char* key :
+         {"fine_tune_type", "num_layers", "lora_parameters", "lora_alpha", "use_rslora"})
       adapter.mlx_run_args.erase(key);
     return;
   }
@@ -242,9 +367,30 @@ std::vector<float> checked_values(const AdapterPair& p, bool a) {
   return v;
 }
 
+std::vector<float> checked_magnitude(const AdapterPair& p) {
+  if (static_cast<int64_t>(p.magnitude.size()) != p.out)
+    throw std::runtime_error("adapter pair " + p.module_key() + ": DoRA magnitude holds " +
+                             std::to_string(p.magnitude.size()) + " values, expected " +
+                             std::to_string(p.out));
+  return p.magnitude;
+}
+
 DType stored_dtype(DType t) { return t == DType::F16 || t == DType::BF16 ? t : DType::F32; }
 
 }  // namespace
+
+std::string layer_ranges(const std::vector<int64_t>& layers) {
+  std::string text;
+  for (std::size_t i = 0; i < layers.size();) {
+    std::size_t j = i;
+    while (j + 1 < layers.size() && layers[j + 1] == layers[j] + 1) ++j;
+    if (!text.empty()) text += ", ";
+    text += std::to_string(layers[i]);
+    if (j > i) text += "-" + std::to_string(layers[j]);
+    i = j + 1;
+  }
+  return text;
+}
 
 std::string_view adapter_format_name(AdapterFormat f) {
   return f == AdapterFormat::mlx ? "mlx" : "peft";
@@ -272,7 +418,9 @@ AdapterFile AdapterFile::read(const fs::path& path) {
   if (!fs::exists(config_path))
     throw std::runtime_error(config_path.string() +
                              ": not found; an adapter needs its config to know its scale");
-  const json config = read_json_file(config_path);
+  const auto config = read_json_file<json>(config_path);
+  // PEFT tries rank_pattern / alpha_pattern keys in the file's order.
+  const auto ordered = read_json_file<nlohmann::ordered_json>(config_path);
   const SafetensorsFile file = SafetensorsFile::open(weights);
 
   AdapterFile adapter;
@@ -280,13 +428,15 @@ AdapterFile AdapterFile::read(const fs::path& path) {
   struct Names {
     const TensorInfo* a = nullptr;
     const TensorInfo* b = nullptr;
+    const TensorInfo* m = nullptr;  // DoRA's magnitude
   };
   std::map<std::pair<int64_t, std::string>, Names> found;
   std::optional<bool> peft_layout;
+  std::vector<std::string> unknown;  // not the A or B of a block linear
   for (const auto& t : file.tensors()) {
     auto key = parse_lora_key(t.name);
     if (!key) {
-      adapter.unknown_tensors.push_back(t.name);
+      unknown.push_back(t.name);
       continue;
     }
     if (peft_layout && *peft_layout != key->peft_layout)
@@ -296,7 +446,9 @@ AdapterFile AdapterFile::read(const fs::path& path) {
                                t.name);
     peft_layout = key->peft_layout;
     auto& slot = found[{key->layer, key->module}];
-    const TensorInfo*& dst = key->is_a ? slot.a : slot.b;
+    const TensorInfo*& dst = key->part == LoraKey::Part::A   ? slot.a
+                             : key->part == LoraKey::Part::B ? slot.b
+                                                             : slot.m;
     if (dst)
       throw std::runtime_error(weights.string() + ": tensors " + dst->name + " and " + t.name +
                                " are the same LoRA matrix");
@@ -309,10 +461,11 @@ AdapterFile AdapterFile::read(const fs::path& path) {
   adapter.format = *peft_layout ? AdapterFormat::peft : AdapterFormat::mlx;
 
   for (const auto& [where, names] : found) {
-    if (!names.a || !names.b)
-      throw std::runtime_error(weights.string() + ": tensor " +
-                               (names.a ? names.a : names.b)->name + " has no matching " +
+    if (!names.a || !names.b) {
+      const TensorInfo* any = names.a ? names.a : names.b ? names.b : names.m;
+      throw std::runtime_error(weights.string() + ": tensor " + any->name + " has no matching " +
                                (names.a ? "B" : "A") + " tensor");
+    }
     const TensorInfo& a = *names.a;
     const TensorInfo& b = *names.b;
     AdapterPair p;
@@ -344,9 +497,17 @@ AdapterFile AdapterFile::read(const fs::path& path) {
     if (p.rank <= 0 || p.in <= 0 || p.out <= 0)
       throw std::runtime_error(weights.string() + ": tensor " + a.name + " " + shape_text(a) +
                                " or " + b.name + " " + shape_text(b) + " is empty");
+    if (names.m) {
+      if (names.m->numel() != p.out || names.m->shape.size() > 2)
+        throw std::runtime_error(weights.string() + ": DoRA magnitude " + names.m->name +
+                                 " has shape " + shape_text(*names.m) + "; expected [" +
+                                 std::to_string(p.out) + "] (the outputs of " + b.name + ")");
+      p.magnitude = file.read_f32(names.m->name);
+    }
     adapter.pairs.push_back(std::move(p));
   }
-  apply_config(adapter, config, config_path);
+  refuse_unknown_tensors(unknown, weights, config);
+  apply_config(adapter, config, ordered, config_path);
   return adapter;
 }
 
@@ -390,24 +551,25 @@ json AdapterFile::summary() const {
   int64_t params = 0;
   for (const auto& p : pairs) {
     ranks.insert(p.rank);
-    params += p.rank * (p.in + p.out);
+    params += p.rank * (p.in + p.out) + static_cast<int64_t>(p.magnitude.size());
   }
   j["ranks"] = std::vector<int64_t>(ranks.begin(), ranks.end());
   if (auto s = common_scale()) j["scale"] = *s;
   j["parameters"] = params;
   j["dropout"] = dropout;
+  j["dora"] = dora;
+  j["rslora"] = rslora;
+  if (base_num_layers) j["base_layers"] = *base_num_layers;
   j["base_model"] = base_model;
-  j["unknown_tensors"] = unknown_tensors;
   return j;
 }
 
 void AdapterFile::write(const fs::path& dir, AdapterFormat out_format) const {
   if (pairs.empty()) throw std::runtime_error("refusing to write an adapter with no LoRA pairs");
   const auto adapted = layers();
-  const int64_t n_layers = base_num_layers.value_or(adapted.back() + 1);
-  if (adapted.back() >= n_layers)
+  if (base_num_layers && adapted.back() >= *base_num_layers)
     throw std::runtime_error("adapter adapts layer " + std::to_string(adapted.back()) +
-                             " but the base has " + std::to_string(n_layers) + " layers");
+                             " but the base has " + std::to_string(*base_num_layers) + " layers");
 
   std::vector<TensorData> tensors;
   json config;
@@ -428,12 +590,24 @@ void AdapterFile::write(const fs::path& dir, AdapterFormat out_format) const {
       tensors.push_back(TensorData::convert(base + ".lora_b", stored_dtype(p.dtype),
                                             {p.rank, p.out},
                                             transpose(checked_values(p, false), p.out, p.rank)));
+      if (dora)
+        tensors.push_back(
+            TensorData::convert(base + ".m", stored_dtype(p.dtype), {p.out}, checked_magnitude(p)));
     }
+    // MLX-LM adapts the last num_layers blocks (loading is not strict: blocks in that range
+    // without tensors keep B = 0, the identity). Which blocks those are needs the base's depth.
+    if (!base_num_layers)
+      throw std::runtime_error(
+          "the adapter covers layers " + layer_ranges(adapted) +
+          " and the base model's layer count is not known, so MLX-LM's num_layers (the last N "
+          "blocks) cannot be written; give the base model or its layer count");
     config = mlx_run_args.is_object() ? mlx_run_args : json::object();
     if (!base_model.empty() && !config.contains("model")) config["model"] = base_model;
-    config["fine_tune_type"] = "lora";
-    // MLX-LM adapts the last num_layers blocks; loading is not strict, so gaps stay at identity.
-    config["num_layers"] = n_layers - adapted.front();
+    config["fine_tune_type"] = dora ? "dora" : "lora";
+    config["num_layers"] = *base_num_layers - adapted.front();
+    // PEFT's alpha and rsLoRA flag, so that MLX-LM -> PEFT writes them back as they were.
+    if (peft_alpha) config["lora_alpha"] = json_number(*peft_alpha);
+    if (rslora) config["use_rslora"] = true;
     config["lora_parameters"] = {
         {"rank", rank}, {"scale", *scale}, {"dropout", dropout}, {"keys", module_names()}};
   } else {
@@ -450,9 +624,10 @@ void AdapterFile::write(const fs::path& dir, AdapterFormat out_format) const {
     auto alpha_of = [&](const AdapterPair& p) {
       return p.scale * (rslora ? std::sqrt(static_cast<double>(p.rank)) : p.rank);
     };
-    // Keep PEFT's own alpha when it still gives the first pair's scale (PEFT -> PEFT).
+    // Keep PEFT's own alpha (or the one the user gave) when it gives the first pair's scale to
+    // within the rounding of a float scale: 16, not 15.999999726.
     double alpha = alpha_of(pairs.front());
-    if (peft_alpha && pairs.front().rank == r && std::fabs(alpha - *peft_alpha) <= 1e-9 * alpha)
+    if (peft_alpha && pairs.front().rank == r && same_scale(alpha, *peft_alpha))
       alpha = *peft_alpha;
     json rank_pattern = json::object();
     json alpha_pattern = json::object();
@@ -463,18 +638,22 @@ void AdapterFile::write(const fs::path& dir, AdapterFormat out_format) const {
                                             {p.rank, p.in}, checked_values(p, true)));
       tensors.push_back(TensorData::convert(base + ".lora_B.weight", stored_dtype(p.dtype),
                                             {p.out, p.rank}, checked_values(p, false)));
+      if (dora)
+        tensors.push_back(TensorData::convert(
+            base + ".lora_magnitude_vector", stored_dtype(p.dtype), {p.out}, checked_magnitude(p)));
       const std::string key = p.module_key();
       if (p.rank != r) rank_pattern[key] = p.rank;
       const double a = alpha_of(p);
       const double scale_with_default =
           (rslora ? alpha / std::sqrt(double(p.rank)) : alpha / p.rank);
-      if (std::fabs(scale_with_default - p.scale) > 1e-12 * std::fabs(p.scale))
-        alpha_pattern[key] = json_number(a);
+      if (!same_scale(scale_with_default, p.scale)) alpha_pattern[key] = json_number(a);
       targets.insert(p.short_name());
     }
-    bool all_layers = true;
-    for (int64_t l = 0; l < n_layers; ++l)
-      all_layers = all_layers && std::binary_search(adapted.begin(), adapted.end(), l);
+    // Without layers_to_transform PEFT adapts every layer; it is left out only when the base's
+    // depth is known and the adapter covers all of it.
+    bool all_layers = base_num_layers.has_value();
+    for (int64_t l = 0; all_layers && l < *base_num_layers; ++l)
+      all_layers = std::binary_search(adapted.begin(), adapted.end(), l);
     config = {
         {"alpha_pattern", alpha_pattern},
         {"auto_mapping", nullptr},
@@ -497,16 +676,18 @@ void AdapterFile::write(const fs::path& dir, AdapterFormat out_format) const {
         {"revision", nullptr},
         {"target_modules", std::vector<std::string>(targets.begin(), targets.end())},
         {"task_type", "CAUSAL_LM"},
-        {"use_dora", false},
+        {"use_dora", dora},
         {"use_rslora", rslora},
     };
   }
   const std::string config_text = config.dump(2) + "\n";
+  const std::string card = model_card(*this, out_format);
 
   if (!fs::exists(dir)) {
     write_dir_atomic(dir, [&](const fs::path& tmp) {
       write_safetensors(tmp / weights_name, tensors, metadata);
       write_file_atomic(tmp / kConfig, config_text);
+      write_file_atomic(tmp / kCard, card);
     });
     return;
   }
@@ -517,6 +698,7 @@ void AdapterFile::write(const fs::path& dir, AdapterFormat out_format) const {
                              " (an adapter of the other format); choose another folder");
   write_safetensors(dir / weights_name, tensors, metadata);
   write_file_atomic(dir / kConfig, config_text);
+  write_file_atomic(dir / kCard, card);
 }
 
 }  // namespace lora

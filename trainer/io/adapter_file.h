@@ -24,19 +24,29 @@ struct AdapterPair {
   int64_t layer = 0;
   std::string module;  // path inside the block: "self_attn.q_proj", "mlp.down_proj"
   int64_t rank = 0;
-  int64_t in = 0;            // input features of the adapted linear
-  int64_t out = 0;           // output features
-  std::vector<float> a;      // [rank, in]
-  std::vector<float> b;      // [out, rank]
-  double scale = 1.0;        // y += scale * x A^T B^T
-  DType dtype = DType::F32;  // element type as stored (written back the same way)
-  std::string a_name;        // tensor names as read, for messages
+  int64_t in = 0;                // input features of the adapted linear
+  int64_t out = 0;               // output features
+  std::vector<float> a;          // [rank, in]
+  std::vector<float> b;          // [out, rank]
+  double scale = 1.0;            // y += scale * x A^T B^T
+  std::vector<float> magnitude;  // DoRA's m [out] (autograd/dora.h); empty for LoRA
+  DType dtype = DType::F32;      // element type as stored (written back the same way)
+  std::string a_name;            // tensor names as read, for messages
   std::string b_name;
 
   // "model.layers.3.self_attn.q_proj"
   std::string module_key() const;
   // The short module name PEFT targets: "q_proj".
   std::string short_name() const;
+};
+
+// The run that trained an adapter, for its model card (README.md).
+struct TrainingRun {
+  std::string data;  // the data as the user named it
+  int64_t steps = 0;
+  std::optional<double> train_loss;  // the last reported training loss
+  std::optional<double> valid_loss;  // the final validation loss
+  std::optional<double> test_loss;
 };
 
 struct AdapterFile {
@@ -51,19 +61,24 @@ struct AdapterFile {
   // PEFT's own way of giving the scale, kept so PEFT -> PEFT writes the same fields.
   std::optional<double> peft_alpha;
   bool rslora = false;
+  bool dora = false;  // PEFT use_dora / MLX-LM fine_tune_type "dora": every pair has a magnitude
   // MLX-LM training arguments (everything but the LoRA fields), carried into MLX output.
   nlohmann::json mlx_run_args = nlohmann::json::object();
-  // Tensors that are not the A or B of a block linear (reported, never applied).
-  std::vector<std::string> unknown_tensors;
+  std::optional<TrainingRun> training;  // set when written at the end of a training run
 
   // Reads an adapter folder, or its .safetensors file with adapter_config.json beside it. The
   // layout is detected from the files; prefixes such as `base_model.model.` and `language_model.`
-  // are stripped. Pickle files are refused; an adapter with no LoRA tensor is an error.
+  // are stripped. Pickle files are refused; an adapter with no LoRA tensor is an error. A PEFT
+  // file is read as PEFT reads it (rank_pattern/alpha_pattern regular expressions,
+  // target_modules, layers_to_transform); a file with anything PEFT would apply and this reader
+  // cannot (modules_to_save, LoRA on lm_head/embed_tokens, DoRA, fan_in_fan_out, ...) is refused.
   static AdapterFile read(const std::filesystem::path& path);
 
-  // Writes the adapter in `format` into `dir`. A new folder appears whole or not at all; in an
-  // existing folder each file is replaced atomically and other files (checkpoints) are kept.
-  // Everything is validated before the first byte is written.
+  // Writes the adapter in `format` into `dir`, with a README.md model card. MLX-LM output needs
+  // base_num_layers (its num_layers counts from the last block); PEFT output lists the adapted
+  // layers in layers_to_transform unless they are known to be all of the base's. A new folder
+  // appears whole or not at all; in an existing folder each file is replaced atomically and other
+  // files (checkpoints) are kept. Everything is validated before the first byte is written.
   void write(const std::filesystem::path& dir, AdapterFormat format) const;
 
   // The rank shared by all pairs (throws when they differ or there are none).
@@ -75,5 +90,8 @@ struct AdapterFile {
   // What the adapter holds, for `lora inspect`/export reports.
   nlohmann::json summary() const;
 };
+
+// "0-23" or "0-3, 7, 9-11": layer indices (ascending), compactly.
+std::string layer_ranges(const std::vector<int64_t>& layers);
 
 }  // namespace lora

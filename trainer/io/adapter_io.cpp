@@ -1,8 +1,9 @@
 #include "trainer/io/adapter_io.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <stdexcept>
+
+#include "trainer/io/model_card.h"
 
 namespace lora {
 
@@ -59,9 +60,9 @@ LoraAdapter to_lora_adapter(const AdapterFile& file, const Model& model) {
   LoraConfig& config = adapter.config;
   config.rank = static_cast<int>(file.pairs.front().rank);
   config.scale = file.common_scale();
-  config.alpha =
-      static_cast<float>(file.peft_alpha.value_or(file.pairs.front().scale * config.rank));
+  config.alpha = file.peft_alpha.value_or(file.pairs.front().scale * config.rank);
   config.rslora = file.rslora;
+  config.dora = file.dora;
   config.dropout = static_cast<float>(file.dropout);
   config.keys.clear();
   int64_t first_layer = file.pairs.front().layer;
@@ -78,6 +79,10 @@ LoraAdapter to_lora_adapter(const AdapterFile& file, const Model& model) {
     m.A.grad = Tensor({pair.rank, pair.in});
     m.B.value = Tensor({pair.out, pair.rank}, pair.b);
     m.B.grad = Tensor({pair.out, pair.rank});
+    if (!pair.magnitude.empty()) {
+      m.magnitude.value = Tensor({pair.out}, pair.magnitude);
+      m.magnitude.grad = Tensor({pair.out});
+    }
     adapter.modules.push_back(std::move(m));
   }
   std::sort(config.keys.begin(), config.keys.end());
@@ -89,12 +94,23 @@ LoraAdapter to_lora_adapter(const AdapterFile& file, const Model& model) {
   return adapter;
 }
 
+std::string base_model_name(const nlohmann::json& raw, const fs::path& model_dir) {
+  if (auto n = raw.find("_name_or_path"); n != raw.end() && n->is_string()) {
+    const std::string name = n->get<std::string>();
+    const fs::path as_path(name);
+    if (!name.empty() && !as_path.is_absolute() && !name.starts_with(".") && !name.starts_with("~"))
+      return name;
+  }
+  return shareable_path(model_dir.string());
+}
+
 AdapterFile to_adapter_file(const LoraAdapter& adapter, const Model& model) {
   AdapterFile file;
   file.base_num_layers = model.config.num_layers;
-  file.base_model = model.dir.string();
+  file.base_model = base_model_name(model.config.raw, model.dir);
   file.dropout = adapter.config.dropout;
   file.rslora = adapter.config.rslora;
+  file.dora = adapter.config.dora;
   if (!adapter.config.scale) file.peft_alpha = adapter.config.alpha;
   for (const auto& m : adapter.modules) {
     AdapterPair pair;
@@ -109,6 +125,7 @@ AdapterFile to_adapter_file(const LoraAdapter& adapter, const Model& model) {
     pair.a = m.A.value.data;
     pair.b = m.B.value.data;
     pair.scale = m.scale;
+    pair.magnitude = m.magnitude.value.data;
     pair.a_name = pair.module_key() + ".lora_A";
     pair.b_name = pair.module_key() + ".lora_B";
     file.pairs.push_back(std::move(pair));
@@ -120,18 +137,16 @@ AdapterFile to_adapter_file(const LoraAdapter& adapter, const Model& model) {
 }
 
 void save_adapter(const fs::path& dir, const LoraAdapter& adapter, const Model& model,
-                  AdapterFormat format, const nlohmann::json& run_args) {
+                  AdapterFormat format, const nlohmann::json& run_args,
+                  const std::optional<TrainingRun>& training) {
   AdapterFile file = to_adapter_file(adapter, model);
   if (run_args.is_object()) file.mlx_run_args = run_args;
+  file.training = training;
   file.write(dir, format);
 }
 
 LoraAdapter load_adapter(const fs::path& path, const Model& model) {
-  const AdapterFile file = AdapterFile::read(path);
-  for (const auto& name : file.unknown_tensors)
-    std::fprintf(stderr, "warning: %s: tensor %s is not a LoRA matrix of a block linear; ignored\n",
-                 file.source.string().c_str(), name.c_str());
-  return to_lora_adapter(file, model);
+  return to_lora_adapter(AdapterFile::read(path), model);
 }
 
 }  // namespace lora

@@ -18,14 +18,23 @@ namespace lora {
 
 // Writes the adapter folder atomically: MLX-LM (adapters.safetensors + adapter_config.json) or
 // PEFT (adapter_model.safetensors + adapter_config.json). `run_args` (the training arguments) is
-// merged into the MLX config as mlx-lm does; PEFT gets base_model_name_or_path from the model.
+// merged into the MLX config as mlx-lm does; PEFT gets base_model_name_or_path from the model
+// (base_model_name). `training` goes into the README.md model card.
 void save_adapter(const std::filesystem::path& dir, const LoraAdapter& adapter, const Model& model,
-                  AdapterFormat format, const nlohmann::json& run_args = nlohmann::json::object());
+                  AdapterFormat format, const nlohmann::json& run_args = nlohmann::json::object(),
+                  const std::optional<TrainingRun>& training = std::nullopt);
+
+// The base model as adapter configs name it: the hub-style name in config.json's _name_or_path
+// ("Qwen/Qwen2.5-0.5B-Instruct") when it has one, else the model folder as the user gave it; an
+// absolute path is cut to the folder's name (no paths of this machine in shared files).
+// `raw_config` is the model's config.json.
+std::string base_model_name(const nlohmann::json& raw_config,
+                            const std::filesystem::path& model_dir);
 
 // Reads an adapter folder (or its .safetensors file) of either format, detected from the files;
 // every tensor is matched to a module of `model` with the right shape, else an error naming the
-// tensor and both shapes. Pickle files are refused. Tensors that are not LoRA pairs of a block
-// linear are reported on stderr (and never applied).
+// tensor and both shapes. Pickle files, and files with tensors that are not LoRA pairs of a block
+// linear, are refused (AdapterFile::read).
 LoraAdapter load_adapter(const std::filesystem::path& path, const Model& model);
 
 // The [out, in] shape of a block linear of the base, or nullopt when the base has no such linear.

@@ -1,0 +1,166 @@
+// dora_linear: the weight-decomposed LoRA linear (autograd/dora.h).
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "autograd/dora.h"
+#include "autograd/dropout.h"
+#include "autograd/kernels/kernels_lora.h"
+
+namespace lora::ag {
+
+namespace {
+
+constexpr int64_t kNormRows = 64;  // rows of W widened at a time
+
+void check_dora(const Tensor& x, const FrozenWeight& w, const LoraBranch& br, const Parameter& m) {
+  if (!br.A || !br.B) throw std::invalid_argument("dora_linear: branch without A or B");
+  const Tensor& a = br.A->value;
+  const Tensor& b = br.B->value;
+  if (x.rank() != 2 || x.dim(1) != w.cols)
+    throw std::invalid_argument("dora_linear: input " + x.shape_str() +
+                                " does not fit a weight with " + std::to_string(w.cols) +
+                                " input features");
+  if (a.rank() != 2 || b.rank() != 2 || a.dim(1) != w.cols || b.dim(0) != w.rows ||
+      a.dim(0) != b.dim(1))
+    throw std::invalid_argument("dora_linear: A " + a.shape_str() + ", B " + b.shape_str() +
+                                " do not fit a [" + std::to_string(w.rows) + ", " +
+                                std::to_string(w.cols) + "] weight");
+  if (m.value.numel() != w.rows)
+    throw std::invalid_argument("dora_linear: magnitude " + m.value.shape_str() + " for " +
+                                std::to_string(w.rows) + " outputs");
+}
+
+}  // namespace
+
+std::vector<float> weight_row_norms(const FrozenWeight& w, const LowRankDelta& delta) {
+  std::vector<float> norms(static_cast<std::size_t>(w.rows));
+  std::vector<float> tile(static_cast<std::size_t>(std::min(kNormRows, w.rows) * w.cols));
+  for (int64_t r0 = 0; r0 < w.rows; r0 += kNormRows) {
+    const int64_t rows = std::min(kNormRows, w.rows - r0);
+    w.rows_f32(r0, r0 + rows, tile.data());
+    if (delta.rank > 0)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(w.cols),
+                  int(delta.rank), delta.scale, delta.B + r0 * delta.rank, int(delta.rank), delta.A,
+                  int(w.cols), 1.0f, tile.data(), int(w.cols));
+    for (int64_t i = 0; i < rows; ++i) {
+      double sum = 0.0;
+      const float* row = tile.data() + i * w.cols;
+      for (int64_t c = 0; c < w.cols; ++c) sum += double(row[c]) * double(row[c]);
+      norms[static_cast<std::size_t>(r0 + i)] = float(std::sqrt(sum));
+    }
+  }
+  return norms;
+}
+
+Var dora_linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* bias,
+                const LoraBranch& br, Parameter& magnitude, Var residual) {
+  const OpTimer timer(tape.profile(), "dora", tape.forward_phase());
+  const Tensor& xv = x->value;
+  check_dora(xv, w, br, magnitude);
+  const int64_t n = xv.dim(0), in = w.cols, out = w.rows, r = br.A->value.dim(0);
+  if (residual && residual->value.shape != std::vector<int64_t>{n, out})
+    throw std::invalid_argument("dora_linear: residual " + residual->value.shape_str() +
+                                " does not fit [" + std::to_string(n) + ", " + std::to_string(out) +
+                                "]");
+  const ComputeDType compute = tape.compute_dtype();
+  // g = m / ||W + scale B A||, a constant of backward (see dora.h).
+  std::vector<float> norm =
+      weight_row_norms(w, {br.A->value.ptr(), br.B->value.ptr(), r, br.scale});
+  std::vector<float> g(static_cast<std::size_t>(out));
+  for (int64_t o = 0; o < out; ++o) g[o] = magnitude.value.data[o] / norm[o];
+
+  const bool dropped = br.dropout > 0.0f;
+  std::vector<float> xd;
+  if (dropped) {
+    xd.resize(xv.data.size());
+    apply_dropout(xv.span(), br.dropout, br.dropout_seed, xd);
+  }
+  const float* xin = dropped ? xd.data() : xv.ptr();
+  // z = x' W^T + scale x' A^T B^T, the direction's output before the magnitude (kept for dm).
+  Tensor z({n, out});
+  frozen_matmul(w, xin, n, z.ptr(), 0.0f, compute);
+  Tensor u({n, r});
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(r), int(in), 1.0f, xin, int(in),
+              br.A->value.ptr(), int(in), 0.0f, u.ptr(), int(r));
+  // y = (residual) + x W^T - x' W^T + g * z (+ bias); without dropout the first two cancel.
+  Tensor y = residual ? residual->value : Tensor({n, out});
+  if (dropped) {
+    frozen_matmul(w, xv.ptr(), n, y.ptr(), residual ? 1.0f : 0.0f, compute);
+    for (std::size_t i = 0; i < y.data.size(); ++i) y.data[i] -= z.data[i];
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(out), int(r), br.scale, u.ptr(),
+              int(r), br.B->value.ptr(), int(r), 1.0f, z.ptr(), int(out));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t o = 0; o < out; ++o)
+      y.data[i * out + o] += g[o] * z.data[i * out + o] + (bias ? (*bias)[o] : 0.0f);
+
+  const bool residual_grad = residual && residual->requires_grad;
+  Var result = tape.make(std::move(y), x->requires_grad || br.trainable || residual_grad);
+  if (!result->requires_grad) return result;
+  auto backward = [&tape, x, &w, result, compute, br, &magnitude, g = std::move(g),
+                   norm = std::move(norm), z = std::move(z), u = std::move(u),
+                   residual = residual_grad ? residual : nullptr] {
+    if (result->grad.data.empty()) return;
+    const float* grad = result->grad.ptr();
+    if (residual) tape.accumulate_grad(residual, grad);
+    const int64_t n = result->grad.dim(0), in = w.cols, out = w.rows, r = br.A->value.dim(0);
+    const bool dropped = br.dropout > 0.0f;
+    // gg = g * G: the gradient reaching z.
+    std::vector<float> gg(result->grad.data.size());
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t o = 0; o < out; ++o) gg[i * out + o] = g[o] * grad[i * out + o];
+    std::vector<float> gu(static_cast<std::size_t>(n * r));
+    std::vector<float> xd;
+    const float* xin = x->value.ptr();
+    if (dropped) {
+      xd.resize(x->value.data.size());
+      apply_dropout(x->value.span(), br.dropout, br.dropout_seed, xd);
+      xin = xd.data();
+    }
+    if (br.trainable) {
+      // dm_j = sum_t G_tj z_tj / ||V_j||.
+      magnitude.ensure_grad();
+      for (int64_t o = 0; o < out; ++o) {
+        double s = 0.0;
+        for (int64_t i = 0; i < n; ++i)
+          s += double(grad[i * out + o]) * double(z.data[i * out + o]);
+        magnitude.grad.data[o] += float(s / norm[o]);
+      }
+      br.A->ensure_grad();
+      br.B->ensure_grad();
+      kernels::lora_backward(gg.data(), xin, u.ptr(), br.B->value.ptr(), n, in, out, r, br.scale,
+                             gu.data(), br.A->grad.ptr(), br.B->grad.ptr());
+    } else if (x->requires_grad) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(r), int(out), br.scale,
+                  gg.data(), int(out), br.B->value.ptr(), int(r), 0.0f, gu.data(), int(r));
+    }
+    if (!x->requires_grad) return;
+    float* dx = tape.grad(x).ptr();
+    if (!dropped) {
+      frozen_matmul_input_grad(w, gg.data(), n, dx, 1.0f, compute);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(in), int(r), 1.0f,
+                  gu.data(), int(r), br.A->value.ptr(), int(in), 1.0f, dx, int(in));
+      return;
+    }
+    // dx = G W + dropout'((g - 1) G W + gu A): the full-input base term and the dropped branch.
+    frozen_matmul_input_grad(w, grad, n, dx, 1.0f, compute);
+    std::vector<float> dxd(static_cast<std::size_t>(n * in));
+    for (std::size_t i = 0; i < gg.size(); ++i) gg[i] -= grad[i];
+    frozen_matmul_input_grad(w, gg.data(), n, dxd.data(), 0.0f, compute);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(in), int(r), 1.0f, gu.data(),
+                int(r), br.A->value.ptr(), int(in), 1.0f, dxd.data(), int(in));
+    std::vector<float> back(dxd.size());
+    apply_dropout(dxd, br.dropout, br.dropout_seed, back);
+    for (std::size_t i = 0; i < back.size(); ++i) dx[i] += back[i];
+  };
+  if (br.trainable)
+    tape.push_backward(std::move(backward), "dora", result, {x});
+  else
+    tape.push_backward(std::move(backward), "dora", result);
+  return result;
+}
+
+}  // namespace lora::ag
