@@ -45,6 +45,13 @@ Var rmsnorm(Tape& tape, Var x, std::span<const float> weight, int64_t dim, float
 Var rope(Tape& tape, Var x, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
          std::span<const float> inv_freq, int64_t pos_offset = 0, bool reuse_input = false);
 
+// How a layer scores keys beyond plain causal softmax(q k / sqrt(head_dim)).
+struct AttentionScoring {
+  int64_t window = 0;  // sliding window in keys, the query's own included (0 = none)
+  float scale = 0;     // score scale (0 = 1 / sqrt(head_dim); Gemma: query_pre_attn_scalar^-0.5)
+  float softcap = 0;   // scores -> softcap * tanh(scores / softcap) (Gemma 2); 0 = off
+};
+
 // Causal grouped-query attention. q [batch * seq_q, heads * head_dim];
 // k, v [batch * seq_k, kv_heads * head_dim] with seq_k >= seq_q; query t sits at key position
 // (seq_k - seq_q) + t and sees keys 0..that position. Optional per-token key mask (padding):
@@ -52,20 +59,24 @@ Var rope(Tape& tape, Var x, int64_t batch, int64_t seq, int64_t heads, int64_t h
 // head_dim]. Fused: backward recomputes the scores instead of storing [seq, seq] per head.
 Var attention(Tape& tape, Var q, Var k, Var v, int64_t batch, int64_t seq_q, int64_t seq_k,
               int64_t heads, int64_t kv_heads, int64_t head_dim,
-              std::span<const uint8_t> key_valid = {});
+              std::span<const uint8_t> key_valid = {}, const AttentionScoring& scoring = {});
 
 // silu(gate) * up, elementwise.
 Var swiglu(Tape& tape, Var gate, Var up);
+
+// gelu_tanh(gate) * up, elementwise (GeGLU with the tanh-approximated GELU).
+Var geglu(Tape& tape, Var gate, Var up);
 
 // a + b, same shape.
 Var add(Tape& tape, Var a, Var b);
 
 // Token cross-entropy through a frozen output head, fused and chunked so the [n, vocab] logits
 // never exist at once: returns the scalar sum_i weight_i * CE(hidden_i W^T, target_i) / normalizer.
-// weight_i is 0 for masked positions. Rows with weight 0 cost no backward work.
+// weight_i is 0 for masked positions. Rows with weight 0 cost no backward work. With
+// logit_softcap > 0 the logits are cap * tanh(logits / cap) (Gemma 2's final soft-capping).
 Var cross_entropy_head(Tape& tape, Var hidden, const FrozenWeight& head,
                        std::span<const int32_t> targets, std::span<const float> weights,
-                       float normalizer);
+                       float normalizer, float logit_softcap = 0);
 
 // Per-row logits of the head (no grad): [n, vocab]. For generation and evaluation.
 Tensor head_logits(const FrozenWeight& head, const Tensor& hidden);

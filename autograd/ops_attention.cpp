@@ -7,10 +7,11 @@
 namespace lora::ag {
 
 Var attention(Tape& tape, Var q, Var k, Var v, int64_t batch, int64_t seq_q, int64_t seq_k,
-              int64_t heads, int64_t kv_heads, int64_t head_dim,
-              std::span<const uint8_t> key_valid) {
+              int64_t heads, int64_t kv_heads, int64_t head_dim, std::span<const uint8_t> key_valid,
+              const AttentionScoring& scoring) {
   const OpTimer timer(tape.profile(), "attention", tape.forward_phase());
-  const kernels::AttentionShape s{batch, seq_q, seq_k, heads, kv_heads, head_dim};
+  const kernels::AttentionShape s{batch,    seq_q,          seq_k,         heads,          kv_heads,
+                                  head_dim, scoring.window, scoring.scale, scoring.softcap};
   if (kv_heads <= 0 || heads % kv_heads != 0 || seq_k < seq_q ||
       q->value.numel() != batch * seq_q * heads * head_dim ||
       k->value.numel() != batch * seq_k * kv_heads * head_dim ||

@@ -60,14 +60,25 @@ const uint16_t* head_tile_bf16(const FrozenWeight& head, int64_t v0, int64_t v1,
   return buf.data();
 }
 
+// Soft-capping of the logits (cap * tanh(logit / cap), Gemma 2): the cap (0 = off) and, per row,
+// the derivative at the target logit, which its gradient term is scaled by.
+struct LogitCap {
+  float cap = 0;
+  float* target_slope = nullptr;  // [m]
+};
+
 // One block of rows through the whole vocabulary: lse per row, the target logit, and (when
-// `softmax_w` is given, [m, dim]) sum_v softmax_v W_v. With bf16 compute both head products run
-// on bf16 operands (the hidden rows, the softmax tile and the head tile) with f32 accumulation.
+// `softmax_w` is given, [m, dim]) sum_v softmax_v W_v (times d capped / d logit when capped).
+// With bf16 compute both head products run on bf16 operands (the hidden rows, the softmax tile
+// and the head tile) with f32 accumulation.
 void head_pass(const FrozenWeight& head, const float* h, int64_t m, const int32_t* targets,
-               double* lse, float* target_logit, float* softmax_w, ComputeDType compute) {
+               double* lse, float* target_logit, float* softmax_w, ComputeDType compute,
+               const LogitCap& capping) {
   const int64_t dim = head.cols, vocab = head.rows, tile = vocab_tile(m, vocab, dim);
   const bool bf16 = uses_bf16(compute);
   std::vector<float> logits(static_cast<std::size_t>(m * tile)), wbuf;
+  const float cap = capping.cap;
+  std::vector<float> slope(cap > 0 && softmax_w ? logits.size() : 0);
   std::vector<uint16_t> wbuf16;
   std::vector<float> run_max(static_cast<std::size_t>(m), -std::numeric_limits<float>::infinity());
   std::vector<double> run_sum(static_cast<std::size_t>(m), 0.0);
@@ -84,13 +95,25 @@ void head_pass(const FrozenWeight& head, const float* h, int64_t m, const int32_
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < m; ++i) {
       float* l = logits.data() + i * nv;
+      float* sl = slope.empty() ? nullptr : slope.data() + i * nv;
+      if (cap > 0)
+        for (int64_t v = 0; v < nv; ++v) {
+          const float th = std::tanh(l[v] / cap);
+          l[v] = cap * th;
+          if (sl) sl[v] = 1.0f - th * th;
+        }
       const int32_t t = targets[i];
-      if (t >= v0 && t < v1) target_logit[i] = l[t - v0];
+      if (t >= v0 && t < v1) {
+        target_logit[i] = l[t - v0];
+        if (sl) capping.target_slope[i] = sl[t - v0];
+      }
       const float new_max = std::max(run_max[i], kernels::max_of(l, nv));
       const double rescale = std::exp(double(run_max[i]) - double(new_max));  // 0 on the first tile
       const double tile_sum = kernels::exp_shift_sum(l, nv, new_max);  // l becomes exp(l - max)
       run_sum[i] = run_sum[i] * rescale + tile_sum;
       run_max[i] = new_max;
+      if (sl)
+        for (int64_t v = 0; v < nv; ++v) l[v] *= sl[v];  // the products below take the slope
       if (softmax_w && rescale != 1.0) {
         float* acc = softmax_w + i * dim;
         for (int64_t d = 0; d < dim; ++d) acc[d] *= float(rescale);
@@ -115,7 +138,7 @@ void head_pass(const FrozenWeight& head, const float* h, int64_t m, const int32_
 
 Var cross_entropy_head(Tape& tape, Var hidden, const FrozenWeight& head,
                        std::span<const int32_t> targets, std::span<const float> weights,
-                       float normalizer) {
+                       float normalizer, float logit_softcap) {
   const OpTimer timer(tape.profile(), "cross_entropy", tape.forward_phase());
   const Tensor& h = hidden->value;
   const int64_t n = h.rank() == 2 ? h.dim(0) : -1;
@@ -148,6 +171,7 @@ Var cross_entropy_head(Tape& tape, Var hidden, const FrozenWeight& head,
   std::vector<float> rows, target_logit(static_cast<std::size_t>(count)), w_target;
   std::vector<int32_t> block_targets;
   std::vector<double> lse(static_cast<std::size_t>(count));
+  std::vector<float> target_slope(static_cast<std::size_t>(count), 1.0f);
   double total = 0.0;
   for (int64_t b0 = 0; b0 < count; b0 += kMaxBlockRows) {
     const int64_t m = std::min(kMaxBlockRows, count - b0);
@@ -156,17 +180,20 @@ Var cross_entropy_head(Tape& tape, Var hidden, const FrozenWeight& head,
     block_targets.resize(static_cast<std::size_t>(m));
     for (int64_t i = 0; i < m; ++i) block_targets[i] = targets[part[i]];
     head_pass(head, rows.data(), m, block_targets.data(), lse.data() + b0, target_logit.data() + b0,
-              grad ? dh_rows.data() + b0 * dim : nullptr, tape.compute_dtype());
+              grad ? dh_rows.data() + b0 * dim : nullptr, tape.compute_dtype(),
+              LogitCap{logit_softcap, target_slope.data() + b0});
     for (int64_t i = 0; i < m; ++i)
       total += double(weights[part[i]]) * (lse[b0 + i] - double(target_logit[b0 + i]));
     if (!grad) continue;
-    // dh = coef * (softmax W - W_target), coef = weight / normalizer.
+    // dh = coef * (softmax W - W_target), coef = weight / normalizer (each W_v times the cap's
+    // slope at v when capped).
     w_target.resize(static_cast<std::size_t>(dim));
     for (int64_t i = 0; i < m; ++i) {
       head.rows_f32(block_targets[i], block_targets[i] + 1, w_target.data());
       const float coef = weights[part[i]] / normalizer;
+      const float slope_t = target_slope[b0 + i];
       float* d = dh_rows.data() + (b0 + i) * dim;
-      for (int64_t k = 0; k < dim; ++k) d[k] = coef * (d[k] - w_target[k]);
+      for (int64_t k = 0; k < dim; ++k) d[k] = coef * (d[k] - slope_t * w_target[k]);
     }
   }
   Var loss = tape.make(Tensor({1}, float(total / double(normalizer))), hidden->requires_grad);

@@ -1,4 +1,5 @@
-// Elementwise ops: swiglu (silu(gate) * up) and the residual add.
+// Elementwise ops: the gated activations swiglu (silu(gate) * up) and geglu (gelu_tanh(gate) *
+// up), and the residual add.
 #include <stdexcept>
 
 #include "autograd/kernels/kernels_activation.h"
@@ -13,17 +14,17 @@ void require_same_shape(const char* op, Var a, Var b) {
                                 b->value.shape_str() + " differ");
 }
 
-}  // namespace
-
-Var swiglu(Tape& tape, Var gate, Var up) {
-  const OpTimer timer(tape.profile(), "swiglu", tape.forward_phase());
-  require_same_shape("swiglu", gate, up);
+// act(gate) * up through the given kernels (the same contract for every activation).
+template <typename Forward, typename Backward>
+Var gated(Tape& tape, const char* name, Var gate, Var up, Forward forward, Backward backward) {
+  const OpTimer timer(tape.profile(), name, tape.forward_phase());
+  require_same_shape(name, gate, up);
   Tensor y(gate->value.shape);
-  kernels::swiglu_forward(gate->value.ptr(), up->value.ptr(), y.numel(), y.ptr());
+  forward(gate->value.ptr(), up->value.ptr(), y.numel(), y.ptr());
   Var out = tape.make(std::move(y), gate->requires_grad || up->requires_grad);
   if (!out->requires_grad) return out;
   tape.push_backward(
-      [&tape, gate, up, out] {
+      [&tape, gate, up, out, backward] {
         if (out->grad.data.empty()) return;
         const float* gate_value = gate->value.ptr();
         const float* up_value = up->value.ptr();
@@ -34,11 +35,23 @@ Var swiglu(Tape& tape, Var gate, Var up) {
           if (!in->requires_grad) return nullptr;
           return in_place ? tape.reuse_value_as_grad(in) : tape.grad(in).ptr();
         };
-        kernels::swiglu_backward(gate_value, up_value, out->grad.ptr(), out->grad.numel(),
-                                 grad_of(gate), grad_of(up), /*accumulate=*/!in_place);
+        backward(gate_value, up_value, out->grad.ptr(), out->grad.numel(), grad_of(gate),
+                 grad_of(up), /*accumulate=*/!in_place);
       },
-      "swiglu", out, {gate, up});
+      name, out, {gate, up});
   return out;
+}
+
+}  // namespace
+
+Var swiglu(Tape& tape, Var gate, Var up) {
+  return gated(tape, "swiglu", gate, up, kernels::swiglu_forward<float>,
+               kernels::swiglu_backward<float>);
+}
+
+Var geglu(Tape& tape, Var gate, Var up) {
+  return gated(tape, "geglu", gate, up, kernels::geglu_forward<float>,
+               kernels::geglu_backward<float>);
 }
 
 Var add(Tape& tape, Var a, Var b) {

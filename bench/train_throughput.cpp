@@ -108,10 +108,24 @@ lora::ModelConfig shape_config(const std::string& name) {
     c.intermediate_size = 4864, c.vocab_size = 151936;
     c.rope_theta = 1000000.0f, c.rms_norm_eps = 1e-6f;
     c.attention_bias = true;
+  } else if (name == "gemma3-270m") {
+    // google/gemma-3-270m: head_dim 256, one KV head, five sliding layers (512) per global one.
+    c.model_type = "gemma3_text";
+    c.hidden_size = 640, c.num_layers = 18, c.num_heads = 4, c.num_kv_heads = 1;
+    c.intermediate_size = 2048, c.vocab_size = 262144;
+    c.rope_theta = 1000000.0f, c.rms_norm_eps = 1e-6f;
+    c.head_dim = 256;
+    c.hidden_act = lora::Activation::gelu_tanh;
+    c.qk_norm = c.sandwich_norms = c.norm_plus_one = c.scale_embeddings = true;
+    c.query_pre_attn_scalar = 256.0f;
+    c.rope_local_theta = 10000.0f;
+    c.sliding_window = 512;
+    for (int64_t l = 0; l < c.num_layers; ++l) c.sliding_layers.push_back((l + 1) % 6 != 0);
   } else {
-    throw std::invalid_argument("--shape must be smollm2-135m or qwen2.5-0.5b, got " + name);
+    throw std::invalid_argument("--shape must be smollm2-135m, qwen2.5-0.5b or gemma3-270m, got " +
+                                name);
   }
-  c.head_dim = c.hidden_size / c.num_heads;
+  if (c.head_dim == 0) c.head_dim = c.hidden_size / c.num_heads;
   c.tie_word_embeddings = true;
   return c;
 }
@@ -195,9 +209,15 @@ lora::Model random_model(const lora::ModelConfig& c, const std::string& base) {
     }
     w.input_norm.assign(static_cast<std::size_t>(c.hidden_size), 1.0f);
     w.post_attention_norm.assign(static_cast<std::size_t>(c.hidden_size), 1.0f);
+    if (c.qk_norm)
+      for (auto* n : {&w.q_norm, &w.k_norm}) n->assign(static_cast<std::size_t>(c.head_dim), 1.0f);
+    if (c.sandwich_norms)
+      for (auto* n : {&w.pre_ffn_norm, &w.post_ffn_norm})
+        n->assign(static_cast<std::size_t>(c.hidden_size), 1.0f);
     m.layers.push_back(std::move(w));
   }
   m.rope_inv_freq = c.rope_inv_freq();
+  lora::set_family_constants(m);
   return m;
 }
 
@@ -301,8 +321,8 @@ int main(int argc, char** argv) try {
       if (timed && args.profile) tape.set_profile(&profile);
       lora::ag::Var h =
           lora::forward_hidden(tape, model, stack, ids, args.batch, args.seq, {}, fopts);
-      lora::ag::Var loss =
-          lora::ag::cross_entropy_head(tape, h, model.head(), targets, weights, float(n));
+      lora::ag::Var loss = lora::ag::cross_entropy_head(tape, h, model.head(), targets, weights,
+                                                        float(n), model.config.final_logit_softcap);
       tape.backward(loss);
       loss_value = loss->value.data[0];
     }

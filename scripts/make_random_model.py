@@ -2,10 +2,20 @@
 """Writes a small random Llama-family model in Hugging Face format (config.json +
 model.safetensors), for tests that compare loracpp with scripts/torch_reference.py.
 
-    make_random_model.py OUT_DIR --arch llama|mistral|qwen2|qwen3 [--dtype f32|bf16|f16]
-        [--tied] [--hidden 64] [--layers 2] [--heads 4] [--kv-heads 2] [--head-dim N]
-        [--intermediate 96] [--vocab 256] [--seed 0] [--rope-theta 10000] [--llama3-rope]
+    make_random_model.py OUT_DIR --arch llama|mistral|qwen2|qwen3|gemma2|gemma3_text|gemma3|smollm3
+        [--dtype f32|bf16|f16] [--tied] [--hidden 64] [--layers 2] [--heads 4] [--kv-heads 2]
+        [--head-dim N] [--intermediate 96] [--vocab 256] [--seed 0] [--rope-theta 10000]
+        [--llama3-rope | --linear-rope F] [--sliding-window N] [--layer-types sfs...]
+        [--softcap ATTN FINAL]
         [--quantize-bits 4 --q-group-size 32] [--tokenizer PATH/tokenizer.json]
+
+Gemma (gemma2, gemma3_text, and gemma3: the text model nested under "text_config", tensors under
+"language_model.model."): tanh-GELU MLP, the four norms per block stored as offsets from 1,
+q/k norms (gemma3), query_pre_attn_scalar, soft-capping (gemma2: 50 / 30), sliding windows
+(gemma3 local layers use rope_local_base_freq 10000). --sliding-window sets the window (also for
+mistral); --layer-types gives one letter per layer, s(liding) or f(ull), written as "layer_types"
+(without it gemma3 writes sliding_window_pattern 2, gemma2 alternates). smollm3 writes
+no_rope_layers (every second layer without RoPE).
 
 --quantize-bits writes the linears (and the embedding / untied head) in MLX affine format
 (`weight` uint32, `scales`, `biases` in the model dtype) where the input size is divisible by the
@@ -150,7 +160,13 @@ def write_byte_tokenizer(out_dir):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out_dir")
-    ap.add_argument("--arch", choices=["llama", "mistral", "qwen2", "qwen3"], default="llama")
+    ap.add_argument("--arch", choices=["llama", "mistral", "qwen2", "qwen3", "gemma2",
+                                       "gemma3_text", "gemma3", "smollm3"], default="llama")
+    ap.add_argument("--sliding-window", type=int)
+    ap.add_argument("--layer-types", help="one letter per layer: s (sliding) or f (full)")
+    ap.add_argument("--linear-rope", type=float, help="add linear rope_scaling with this factor")
+    ap.add_argument("--softcap", type=float, nargs=2, metavar=("ATTN", "FINAL"),
+                    help="gemma2: attention and final logit soft-capping (default 50 30)")
     ap.add_argument("--dtype", choices=["f32", "bf16", "f16"], default="f32")
     ap.add_argument("--tied", action="store_true")
     ap.add_argument("--hidden", type=int, default=64)
@@ -174,9 +190,13 @@ def main():
 
     rng = np.random.default_rng(a.seed)
     hd = a.head_dim or a.hidden // a.heads
+    gemma = a.arch.startswith("gemma")
     cfg = {
         "architectures": [{"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
-                           "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[a.arch]],
+                           "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+                           "gemma2": "Gemma2ForCausalLM", "gemma3_text": "Gemma3ForCausalLM",
+                           "gemma3": "Gemma3ForConditionalGeneration",
+                           "smollm3": "SmolLM3ForCausalLM"}[a.arch]],
         "model_type": a.arch, "hidden_size": a.hidden, "intermediate_size": a.intermediate,
         "num_hidden_layers": a.layers, "num_attention_heads": a.heads,
         "num_key_value_heads": a.kv_heads, "head_dim": hd, "vocab_size": a.vocab,
@@ -190,14 +210,40 @@ def main():
     if a.llama3_rope:
         cfg["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    if a.linear_rope:
+        cfg["rope_scaling"] = {"rope_type": "linear", "factor": a.linear_rope}
+    if gemma:
+        del cfg["hidden_act"]
+        cfg.update({"hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": hd * 2,
+                    "rms_norm_eps": 1e-6, "attention_bias": False})
+        caps = (a.softcap or (50.0, 30.0)) if a.arch == "gemma2" else (None, None)
+        cfg["attn_logit_softcapping"], cfg["final_logit_softcapping"] = caps
+        if a.arch != "gemma2":
+            cfg["rope_local_base_freq"] = 10000.0
+            cfg["rope_theta"] = a.rope_theta if a.rope_theta != 10000.0 else 1000000.0
+            if not a.layer_types:
+                cfg["sliding_window_pattern"] = 2
+    if a.sliding_window:
+        cfg["sliding_window"] = a.sliding_window
+    elif gemma or a.arch == "mistral":
+        cfg["sliding_window"] = None
+    if a.layer_types:
+        if len(a.layer_types) != a.layers or set(a.layer_types) - set("sf"):
+            ap.error("--layer-types needs one s or f per layer")
+        cfg["layer_types"] = ["sliding_attention" if t == "s" else "full_attention"
+                              for t in a.layer_types]
+    if a.arch == "smollm3":
+        cfg["no_rope_layers"] = [int(i % 2 == 0) for i in range(a.layers)]
+        cfg["attention_bias"] = False
+    top = "language_model.model." if a.arch == "gemma3" else "model."
     # Shapes [out, in] of every matrix.
-    mats = {"model.embed_tokens": (a.vocab, a.hidden)}
+    mats = {top + "embed_tokens": (a.vocab, a.hidden)}
     if not a.tied:
-        mats["lm_head"] = (a.vocab, a.hidden)
-    vecs = {"model.norm.weight": a.hidden}
+        mats[("language_model." if a.arch == "gemma3" else "") + "lm_head"] = (a.vocab, a.hidden)
+    vecs = {top + "norm.weight": a.hidden}
     q_out, kv_out = a.heads * hd, a.kv_heads * hd
     for i in range(a.layers):
-        p = "model.layers.%d." % i
+        p = top + "layers.%d." % i
         for path, shape in zip(PROJ_PATHS, [(q_out, a.hidden), (kv_out, a.hidden), (kv_out, a.hidden),
                                             (a.hidden, q_out), (a.intermediate, a.hidden),
                                             (a.intermediate, a.hidden), (a.hidden, a.intermediate)]):
@@ -207,15 +253,20 @@ def main():
         if a.arch == "qwen2":
             for n, size in (("q", q_out), ("k", kv_out), ("v", kv_out)):
                 vecs[p + "self_attn.%s_proj.bias" % n] = size
-        if a.arch == "qwen3":
+        if a.arch in ("qwen3", "gemma3_text", "gemma3"):
             vecs[p + "self_attn.q_norm.weight"] = hd
             vecs[p + "self_attn.k_norm.weight"] = hd
+        if gemma:
+            vecs[p + "pre_feedforward_layernorm.weight"] = a.hidden
+            vecs[p + "post_feedforward_layernorm.weight"] = a.hidden
 
     tensors = {}
     quantized_any = False
     for name in sorted(mats):
         rows, cols = mats[name]
-        std = 1.0 if name == "model.embed_tokens" else 1.0 / np.sqrt(cols)
+        std = 1.0 if name.endswith("embed_tokens") else 1.0 / np.sqrt(cols)
+        if gemma and name.endswith("embed_tokens"):
+            std = 1.0 / np.sqrt(a.hidden)  # the forward multiplies by sqrt(hidden)
         w = (rng.standard_normal((rows, cols)) * std).astype(np.float32)
         if a.quantize_bits and cols % a.q_group_size == 0:
             packed, scales, biases = mlx_quantize(round_to(w, a.dtype), a.quantize_bits,
@@ -230,7 +281,7 @@ def main():
             tensors[name + ".weight"] = (dt, (rows, cols), raw)
     for name in sorted(vecs):
         size = vecs[name]
-        if name.endswith(".bias"):
+        if name.endswith(".bias") or gemma:  # Gemma norms are offsets from 1
             v = rng.standard_normal(size) * 0.1
         else:
             v = 1.0 + rng.standard_normal(size) * 0.1
@@ -239,6 +290,12 @@ def main():
     if quantized_any:
         cfg["quantization"] = {"group_size": a.q_group_size, "bits": a.quantize_bits}
 
+    if a.arch == "gemma3":  # the text model's fields move under text_config
+        text = {k: cfg.pop(k) for k in list(cfg) if k not in
+                ("architectures", "model_type", "bos_token_id", "eos_token_id", "torch_dtype",
+                 "quantization", "tie_word_embeddings")}
+        text["model_type"] = "gemma3_text"
+        cfg["text_config"] = text
     os.makedirs(a.out_dir, exist_ok=True)
     write_safetensors(os.path.join(a.out_dir, "model.safetensors"), tensors)
     with open(os.path.join(a.out_dir, "config.json"), "w") as f:

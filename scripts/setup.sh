@@ -9,10 +9,15 @@ packages=(build-essential cmake pkg-config
   libopenblas-dev libopenblas0-openmp nlohmann-json3-dev libcli11-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libicu-dev libdnnl-dev
   python3 python3-torch python3-numpy)
-# Test-only: Node.js runs the real llama.cpp (npm node-llama-cpp, scripts/llama_cpp) for the GGUF tests.
-packages+=(nodejs npm)
 # Data-parallel training across processes and machines (mpirun, and MPI for the build).
 packages+=(openmpi-bin libopenmpi-dev)
+packages+=(libcpp-httplib-dev)  # `lora serve`'s HTTP server
+# Test-only: the real clients `lora serve` is tested with (the openai npm package, headless Chromium).
+# A node that already brings its own npm (NodeSource's) is kept: Debian's npm conflicts with it.
+test_packages=(chromium)
+command -v node >/dev/null || test_packages+=(nodejs)
+command -v npm >/dev/null || test_packages+=(npm)
+packages+=("${test_packages[@]}")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -33,6 +38,11 @@ if [ "${1:-}" = "--sanitize" ]; then
 fi
 cmake -S . -B "$build_dir" "${cmake_args[@]}" >/dev/null
 cmake --build "$build_dir" -j "$(nproc)"
+
+# Test-only: the npm clients of tests/clients (pinned by its package-lock.json).
+if [ ! -d tests/clients/node_modules ] || [ tests/clients/package-lock.json -nt tests/clients/node_modules ]; then
+  (cd tests/clients && npm ci --no-audit --no-fund)
+fi
 # Test-only: llama.cpp's prebuilt CPU binaries, pinned by scripts/llama_cpp/package-lock.json.
 if [ ! -d scripts/llama_cpp/node_modules/node-llama-cpp ]; then
   (cd scripts/llama_cpp && npm ci --ignore-scripts --no-audit --no-fund >/dev/null) ||

@@ -2,8 +2,13 @@
 """Reference forward pass of a Llama-family model in plain torch, for checking loracpp against.
 
 Reads a Hugging Face model folder (config.json + model.safetensors or a sharded
-model.safetensors.index.json) of model_type llama, mistral, qwen2 (q/k/v biases) or qwen3
-(q_norm/k_norm). Weights stored as F32/F16/BF16 are widened to float32; MLX-quantized weights
+model.safetensors.index.json) of model_type llama, mistral, qwen2 (q/k/v biases), qwen3
+(q_norm/k_norm), gemma2, gemma3_text, gemma3 (its text model) or smollm3. The families follow the
+modeling code of Hugging Face transformers v4.56 (modeling_gemma2.py, modeling_gemma3.py,
+modeling_smollm3.py, and masking_utils.py for sliding windows: a query at position i sees keys
+j with i - window < j <= i): Gemma's (1 + weight) RMSNorm, sqrt(hidden) embedding scale in the
+checkpoint's dtype, tanh-GELU MLP, four norms per block, query_pre_attn_scalar, attention and
+final logit soft-capping, per-layer sliding windows and RoPE bases, SmolLM3's no_rope_layers. Weights stored as F32/F16/BF16 are widened to float32; MLX-quantized weights
 (`weight` uint32 + `scales` + `biases`) are dequantized (w = scale * q + bias) to float32.
 Everything runs in float32. The forward is differentiable: nothing in it disables autograd.
 
@@ -40,7 +45,8 @@ PROJS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_p
 PROJ_PATH = {"q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj",
              "v_proj": "self_attn.v_proj", "o_proj": "self_attn.o_proj",
              "gate_proj": "mlp.gate_proj", "up_proj": "mlp.up_proj", "down_proj": "mlp.down_proj"}
-SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
+SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3", "smollm3")
+GEMMA = ("gemma2", "gemma3_text", "gemma3")
 
 _NP_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "U32": "<u4", "I32": "<i4",
               "I64": "<i8", "U8": "u1", "I8": "i1", "I16": "<i2", "BOOL": "u1"}
@@ -105,15 +111,44 @@ def quant_bits(cfg, module):
 
 
 class Model:
-    def __init__(self, cfg, w):
+    def __init__(self, cfg, w, embed_dtype="F32"):
         self.cfg = cfg
         self.w = w
+        self.embed_dtype = embed_dtype  # how the embedding is stored (scales' dtype if quantized)
+
+
+def stored_dtypes(model_dir):
+    """name -> safetensors dtype string, from the headers alone."""
+    index = os.path.join(model_dir, "model.safetensors.index.json")
+    files = (sorted(set(json.load(open(index))["weight_map"].values())) if os.path.exists(index)
+             else ["model.safetensors"])
+    out = {}
+    for name in files:
+        with open(os.path.join(model_dir, name), "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(n))
+        header.pop("__metadata__", None)
+        out.update({k: v["dtype"] for k, v in header.items()})
+    return out
+
+
+def text_config(cfg):
+    """A gemma3 (vision + text) config's text model fields, with the top-level ones added."""
+    if cfg.get("model_type") != "gemma3":
+        return cfg
+    t = dict(cfg["text_config"])
+    for k, v in cfg.items():
+        if k not in ("text_config", "vision_config") and k not in t:
+            t[k] = v
+    t["model_type"] = "gemma3"
+    return t
 
 
 def load(model_dir):
     cfg = json.load(open(os.path.join(model_dir, "config.json")))
     if cfg.get("model_type") not in SUPPORTED:
         raise ValueError("unsupported model_type %r" % cfg.get("model_type"))
+    cfg = text_config(cfg)
     raw = read_weights(model_dir)
     w = {}
     for name, arr in raw.items():
@@ -123,13 +158,27 @@ def load(model_dir):
         if base is not None and base + ".scales" in raw:
             arr = dequantize(arr, raw[base + ".scales"], raw[base + ".biases"], quant_bits(cfg, base))
         w[name] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-    return Model(cfg, w)
+    # Text model tensors under one prefix: "model." (gemma3 checkpoints: language_model.model.).
+    for prefix in ("language_model.model.", "model.language_model."):
+        if prefix + "embed_tokens.weight" in w:
+            w = {("model." + k[len(prefix):] if k.startswith(prefix) else
+                  k.replace("language_model.lm_head", "lm_head")): v for k, v in w.items()}
+    dtypes = stored_dtypes(model_dir)
+    embed = next(k for k in dtypes if k.endswith("embed_tokens.weight"))
+    embed_dtype = dtypes.get(embed[: -len("weight")] + "scales", dtypes[embed])
+    return Model(cfg, w, embed_dtype)
 
 
-def rope_inv_freq(cfg, head_dim):
-    theta = float(cfg.get("rope_theta", 10000.0))
+def rope_inv_freq(cfg, head_dim, local=False):
+    """Gemma 3's sliding layers (local) use rope_local_base_freq without scaling."""
+    gemma3 = cfg["model_type"] in ("gemma3", "gemma3_text")
+    theta = float(cfg.get("rope_theta", 1000000.0 if gemma3 else 10000.0))
+    if local:
+        theta = float(cfg.get("rope_local_base_freq", 10000.0))
     inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
-    rs = cfg.get("rope_scaling")
+    rs = None if local else cfg.get("rope_scaling")
+    if rs and (rs.get("rope_type") or rs.get("type")) == "linear":
+        inv = inv / rs["factor"]
     if rs and (rs.get("rope_type") or rs.get("type")) == "llama3":
         factor, lo, hi = rs["factor"], rs.get("low_freq_factor", 1.0), rs.get("high_freq_factor", 4.0)
         old = rs.get("original_max_position_embeddings", 8192)
@@ -142,8 +191,49 @@ def rope_inv_freq(cfg, head_dim):
     return inv
 
 
-def _rmsnorm(x, weight, eps):
-    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+def _rmsnorm(x, weight, eps, plus_one=False):
+    """Gemma's RMSNorm multiplies by (1 + weight)."""
+    return (1.0 + weight if plus_one else weight) * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True)
+                                                                    + eps))
+
+
+_TORCH_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16}
+
+
+def round_to(x, dtype_name):
+    """x rounded to a stored dtype (BF16/F16) and back to float32; F32 unchanged."""
+    t = _TORCH_DTYPES.get(dtype_name)
+    return x if t is None else x.to(t).float()
+
+
+def sliding_layers(c):
+    """Per layer: True where attention goes through the sliding window (transformers' rules)."""
+    n, window = c["num_hidden_layers"], c.get("sliding_window", 4096 if c["model_type"] in GEMMA
+                                              else None)
+    if not window:
+        return [False] * n
+    if c.get("layer_types"):
+        return [t == "sliding_attention" for t in c["layer_types"]]
+    t = c["model_type"]
+    if t in ("gemma3", "gemma3_text"):
+        pattern = c.get("sliding_window_pattern", c.get("_sliding_window_pattern", 6))
+        return [(i + 1) % pattern != 0 for i in range(n)]
+    if t == "gemma2":
+        return [i % 2 == 0 for i in range(n)]
+    if t == "mistral":
+        return [True] * n
+    if c.get("use_sliding_window"):
+        return [i >= c.get("max_window_layers", 0) for i in range(n)]
+    return [False] * n
+
+
+def causal_mask(T, window=None):
+    i = torch.arange(T)[:, None]
+    j = torch.arange(T)[None, :]
+    visible = j <= i
+    if window:
+        visible = visible & (j > i - window)
+    return torch.zeros(T, T).masked_fill(~visible, float("-inf"))
 
 
 def _rotate_half(x):
@@ -164,15 +254,40 @@ def forward(model, ids, lora=None):
     nkv = c.get("num_key_value_heads") or nh
     hd = c.get("head_dim") or c["hidden_size"] // nh
     eps = c.get("rms_norm_eps", 1e-6)
-    qwen2 = c["model_type"] == "qwen2"
+    t = c["model_type"]
+    gemma = t in GEMMA
+    qwen2 = t == "qwen2"
     bias = qwen2 or c.get("attention_bias", False)
-    qk_norm = c["model_type"] == "qwen3"
+    qk_norm = t in ("qwen3", "gemma3", "gemma3_text")
+    if gemma:
+        hd = c.get("head_dim", 256)
+        act = c.get("hidden_activation") or "gelu_pytorch_tanh"
+    else:
+        act = c.get("hidden_act", "silu")
+    assert act in ("silu", "gelu_pytorch_tanh"), act
+    scale = (c.get("query_pre_attn_scalar", 256) if gemma else hd) ** -0.5
+    default_cap = (50.0, 30.0) if t == "gemma2" else (None, None)
+    attn_cap = c.get("attn_logit_softcapping", default_cap[0]) if gemma else None
+    final_cap = c.get("final_logit_softcapping", default_cap[1]) if gemma else None
+    sliding = sliding_layers(c)
+    window = c.get("sliding_window", 4096 if gemma else None)
+    rope_on = c.get("no_rope_layers") if t == "smollm3" else None
+    if t == "smollm3" and rope_on is None:
+        rope_on = [int((i + 1) % c.get("no_rope_layer_interval", 4) != 0)
+                   for i in range(c["num_hidden_layers"])]
+    tie = c.get("tie_word_embeddings", gemma)
 
-    inv = rope_inv_freq(c, hd)
-    freqs = torch.outer(torch.arange(T, dtype=torch.float32), inv)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    cos, sin = emb.cos(), emb.sin()
-    mask = torch.full((T, T), float("-inf")).triu(1)
+    def norm(x, name):
+        return _rmsnorm(x, w[name], eps, plus_one=gemma)
+
+    def cos_sin(local):
+        inv = rope_inv_freq(c, hd, local)
+        freqs = torch.outer(torch.arange(T, dtype=torch.float32), inv)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos(), emb.sin()
+
+    rope_global = cos_sin(False)
+    rope_local = cos_sin(True) if t in ("gemma3", "gemma3_text") else rope_global
 
     def linear(x, layer, proj):
         name = "model.layers.%d.%s" % (layer, PROJ_PATH[proj])
@@ -194,30 +309,48 @@ def forward(model, ids, lora=None):
         return y
 
     x = w["model.embed_tokens.weight"][ids]  # [B, T, D]
+    if gemma:  # the scale and the product in the checkpoint's dtype, as transformers computes it
+        normalizer = round_to(torch.tensor(c["hidden_size"] ** 0.5, dtype=torch.float32),
+                              model.embed_dtype)
+        x = round_to(x * normalizer, model.embed_dtype)
     for l in range(c["num_hidden_layers"]):
         p = "model.layers.%d." % l
-        h = _rmsnorm(x, w[p + "input_layernorm.weight"], eps)
+        h = norm(x, p + "input_layernorm.weight")
         q = linear(h, l, "q_proj").view(B, T, nh, hd)
         k = linear(h, l, "k_proj").view(B, T, nkv, hd)
         v = linear(h, l, "v_proj").view(B, T, nkv, hd)
         if qk_norm:
-            q = _rmsnorm(q, w[p + "self_attn.q_norm.weight"], eps)
-            k = _rmsnorm(k, w[p + "self_attn.k_norm.weight"], eps)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, T, hd]
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
+            q = norm(q, p + "self_attn.q_norm.weight")
+            k = norm(k, p + "self_attn.k_norm.weight")
+        q, k, v = (z.transpose(1, 2) for z in (q, k, v))  # [B, heads, T, hd]
+        if rope_on is None or rope_on[l]:
+            cos, sin = rope_local if sliding[l] else rope_global
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
         rep = nh // nkv
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
-        att = torch.softmax((q @ k.transpose(-1, -2)) / math.sqrt(hd) + mask, dim=-1)
-        o = (att @ v).transpose(1, 2).reshape(B, T, nh * hd)
-        x = x + linear(o, l, "o_proj")
-        h = _rmsnorm(x, w[p + "post_attention_layernorm.weight"], eps)
-        g = torch.nn.functional.silu(linear(h, l, "gate_proj"))
-        x = x + linear(g * linear(h, l, "up_proj"), l, "down_proj")
-    x = _rmsnorm(x, w["model.norm.weight"], eps)
-    head = w["model.embed_tokens.weight"] if c.get("tie_word_embeddings") else w["lm_head.weight"]
+        scores = (q @ k.transpose(-1, -2)) * scale
+        if attn_cap:
+            scores = torch.tanh(scores / attn_cap) * attn_cap
+        att = torch.softmax(scores + causal_mask(T, window if sliding[l] else None), dim=-1)
+        o = linear((att @ v).transpose(1, 2).reshape(B, T, nh * hd), l, "o_proj")
+        if gemma:
+            x = x + norm(o, p + "post_attention_layernorm.weight")
+            h = norm(x, p + "pre_feedforward_layernorm.weight")
+        else:
+            x = x + o
+            h = norm(x, p + "post_attention_layernorm.weight")
+        gate = linear(h, l, "gate_proj")
+        gate = (torch.nn.functional.silu(gate) if act == "silu"
+                else torch.nn.functional.gelu(gate, approximate="tanh"))
+        m = linear(gate * linear(h, l, "up_proj"), l, "down_proj")
+        x = x + (norm(m, p + "post_feedforward_layernorm.weight") if gemma else m)
+    x = norm(x, "model.norm.weight")
+    head = w["model.embed_tokens.weight"] if tie else w["lm_head.weight"]
     logits = x @ head.T
+    if final_cap:
+        logits = torch.tanh(logits / final_cap) * final_cap
     return logits[0] if single else logits
 
 

@@ -70,6 +70,7 @@ TEST(DataParallel, LauncherEnvironmentIsDetected) {
   ::unsetenv("PMI_SIZE");
   ::unsetenv("PMIX_SIZE");
   ::unsetenv("PMIX_RANK");
+  ::unsetenv("SLURM_STEP_NUM_TASKS");
   EXPECT_EQ(launcher_world_size(), 1);
   ::setenv("PMIX_RANK", "3", 1);
   EXPECT_GT(launcher_world_size(), 1);

@@ -175,6 +175,74 @@ TEST(GradCheck, AttentionMatchesNaiveSoftmax) {
     EXPECT_NEAR(out[h * 4 + d], p0 * c.v[kvh * 4 + d] + (1 - p0) * c.v[8 + kvh * 4 + d], 1e-12);
 }
 
+// A sliding window of 2 keys, Gemma 2's soft-capping and a non-default score scale: the queries
+// sit at key positions 2, 3, 4, so key 0 is out of every window.
+TEST(GradCheck, AttentionKernelWindowSoftcapScale) {
+  AttentionCase c;
+  c.s.window = 2;
+  c.s.softcap = 0.8;
+  c.s.scale = 0.3;
+  const auto g = c.grads();
+  EXPECT_LT(max_rel_error(g[0], numeric_grad([&](auto& x) { return c.loss(x, c.k, c.v); }, c.q)),
+            kFdTol);
+  EXPECT_LT(max_rel_error(g[1], numeric_grad([&](auto& x) { return c.loss(c.q, x, c.v); }, c.k)),
+            kFdTol);
+  EXPECT_LT(max_rel_error(g[2], numeric_grad([&](auto& x) { return c.loss(c.q, c.k, x); }, c.v)),
+            kFdTol);
+  for (int d = 0; d < 8; ++d) EXPECT_EQ(g[1][d], 0.0);  // key 0 of sequence 0: outside
+  for (int d = 0; d < 8; ++d) EXPECT_EQ(g[2][d], 0.0);
+  // Sequence 0, query 0 (position 2) sees keys 1 and 2; key 2 is padding: the output is v[1].
+  std::vector<double> out(c.nq), lse(24);
+  kernels::attention_forward(c.q.data(), c.k.data(), c.v.data(), c.s, c.valid.data(), out.data(),
+                             lse.data());
+  for (int h = 0; h < 4; ++h)
+    for (int d = 0; d < 4; ++d) EXPECT_NEAR(out[h * 4 + d], c.v[8 + (h / 2) * 4 + d], 1e-12);
+
+  // The f32 op with the same scoring.
+  ag::Tape tape;
+  ag::Var q = tape.make(Tensor({6, 16}, to_float(c.q)), true);
+  ag::Var k = tape.make(Tensor({10, 8}, to_float(c.k)), true);
+  ag::Var v = tape.make(Tensor({10, 8}, to_float(c.v)), true);
+  ag::Var y = ag::attention(tape, q, k, v, 2, 3, 5, 4, 2, 4, c.valid, {2, 0.3f, 0.8f});
+  backward_with(tape, y, c.r);
+  EXPECT_LT(max_rel_error(q->grad.data, g[0]), kOpTol);
+  EXPECT_LT(max_rel_error(k->grad.data, g[1]), kOpTol);
+  EXPECT_LT(max_rel_error(v->grad.data, g[2]), kOpTol);
+}
+
+// ---------- geglu ----------
+TEST(GradCheck, GegluKernelAndOp) {
+  // gelu_tanh(1) = 0.5 (1 + tanh(sqrt(2/pi) * 1.044715)), as PyTorch's approximate="tanh" gives.
+  EXPECT_NEAR(kernels::gelu_tanh(1.0), 0.8411919906082768, 1e-15);
+  EXPECT_NEAR(kernels::gelu_tanh(-2.0), -0.04540230591222, 1e-13);
+  const std::size_t n = 10;
+  const auto gate = random_values(n, 13, -4, 4), up = random_values(n, 14),
+             r = random_values(n, 15);
+  auto loss = [&](const std::vector<double>& g, const std::vector<double>& u) {
+    std::vector<double> y(n);
+    kernels::geglu_forward(g.data(), u.data(), int64_t(n), y.data());
+    return dot(y, r);
+  };
+  std::vector<double> dg(n, 0.0), du(n, 0.0);
+  kernels::geglu_backward(gate.data(), up.data(), r.data(), int64_t(n), dg.data(), du.data());
+  EXPECT_LT(max_rel_error(dg, numeric_grad([&](auto& x) { return loss(x, up); }, gate)), kFdTol);
+  EXPECT_LT(max_rel_error(du, numeric_grad([&](auto& x) { return loss(gate, x); }, up)), kFdTol);
+
+  for (const bool shared_input : {false, true}) {
+    ag::Tape tape;
+    ag::Var g = tape.make(Tensor({2, 5}, to_float(gate)), true);
+    ag::Var u = tape.make(Tensor({2, 5}, to_float(up)), true);
+    // With the residual add, u's value stays needed: the backward accumulates instead of
+    // writing in place.
+    ag::Var y = shared_input ? ag::add(tape, ag::geglu(tape, g, u), u) : ag::geglu(tape, g, u);
+    backward_with(tape, y, r);
+    std::vector<double> du_total(n);
+    for (std::size_t i = 0; i < n; ++i) du_total[i] = du[i] + (shared_input ? r[i] : 0.0);
+    EXPECT_LT(max_rel_error(g->grad.data, dg), kOpTol);
+    EXPECT_LT(max_rel_error(u->grad.data, du_total), kOpTol);
+  }
+}
+
 // ---------- swiglu and add ----------
 TEST(GradCheck, SwigluKernelAndOp) {
   const std::size_t n = 10;

@@ -295,8 +295,12 @@ TEST(ModelLoad, MissingOrMisShapedTensorsAreNamed) {
   rewrite_config(dir, [](json& c) { c["model_type"] = "qwen3"; });
   EXPECT_NE(load_error(dir).find("q_norm"), std::string::npos) << load_error(dir);
 
-  rewrite_config(dir, [](json& c) { c["model_type"] = "gemma3"; });
-  EXPECT_NE(load_error(dir).find("gemma3"), std::string::npos) << load_error(dir);
+  rewrite_config(dir, [](json& c) { c["model_type"] = "falcon"; });
+  EXPECT_NE(load_error(dir).find("unsupported model_type 'falcon'"), std::string::npos)
+      << load_error(dir);
+
+  rewrite_config(dir, [](json& c) { c["model_type"] = "gemma3_text"; });  // four norms per block
+  EXPECT_NE(load_error(dir).find("norm"), std::string::npos) << load_error(dir);
 }
 
 TEST(ModelLoad, QuantizedModelChecks) {

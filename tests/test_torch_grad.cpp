@@ -1,6 +1,7 @@
 // Differential test against torch autograd (scripts/torch_lora_grad.py over
 // scripts/torch_reference.py): with a non-zero adapter on all seven projections, the masked
-// token-mean loss and every LoRA gradient must match torch.
+// token-mean loss and every LoRA gradient must match torch, for every supported family (Gemma 2
+// and 3, SmolLM3, Mistral's sliding window included).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -77,7 +78,8 @@ CaseResult run_loracpp(const Case& c, const std::filesystem::path& in) {
   AdapterStack stack{{&adapter}, true, 0};
   ag::Tape tape;
   ag::Var h = forward_hidden(tape, model, stack, ids, c.batch, c.seq);
-  ag::Var loss = ag::cross_entropy_head(tape, h, model.head(), targets, weights, normalizer);
+  ag::Var loss = ag::cross_entropy_head(tape, h, model.head(), targets, weights, normalizer,
+                                        model.config.final_logit_softcap);
   tape.backward(loss);
 
   CaseResult r{loss->value.data[0], {}};
@@ -127,6 +129,24 @@ class TorchGrad : public ::testing::Test {
     make("qwen3", {"--arch", "qwen3", "--seed", "4"});
     make("qwen3-4bit", {"--arch", "qwen3", "--seed", "5", "--quantize-bits", "4"});
     make("llama-untied", {"--arch", "llama", "--seed", "6", "--kv-heads", "1"});
+    // The families: sliding windows shorter than the 12-token sequence, f32/bf16/4-bit bases.
+    const std::vector<std::string> gemma = {"--hidden",   "64", "--heads",  "4", "--kv-heads", "2",
+                                            "--head-dim", "16", "--layers", "3"};
+    auto with = [](std::vector<std::string> a, std::vector<std::string> b) {
+      a.insert(a.end(), b.begin(), b.end());
+      return a;
+    };
+    make("gemma3-text", with(gemma, {"--arch", "gemma3_text", "--seed", "7", "--tied",
+                                     "--sliding-window", "5", "--layer-types", "sfs"}));
+    make("gemma3-vision-bf16",
+         with(gemma, {"--arch", "gemma3", "--seed", "8", "--tied", "--dtype", "bf16",
+                      "--sliding-window", "4", "--linear-rope", "4"}));
+    make("gemma3-text-4bit", with(gemma, {"--arch", "gemma3_text", "--seed", "9", "--tied",
+                                          "--sliding-window", "3", "--quantize-bits", "4"}));
+    make("gemma2", with(gemma, {"--arch", "gemma2", "--seed", "10", "--tied", "--sliding-window",
+                                "5", "--softcap", "1.0", "3.0"}));
+    make("smollm3", {"--arch", "smollm3", "--seed", "11", "--layers", "3"});
+    make("mistral-window", {"--arch", "mistral", "--seed", "12", "--sliding-window", "4"});
 
     std::vector<std::string> argv = {test::torch_python(),
                                      std::string(LORA_SOURCE_DIR) + "/scripts/torch_lora_grad.py"};
@@ -189,6 +209,12 @@ TEST_F(TorchGrad, RandomQwen2WithBiases) { check("qwen2"); }
 TEST_F(TorchGrad, RandomQwen3WithQkNorm) { check("qwen3"); }
 TEST_F(TorchGrad, RandomQwen3FourBit) { check("qwen3-4bit"); }
 TEST_F(TorchGrad, RandomLlamaUntiedHeadMultiQuery) { check("llama-untied"); }
+TEST_F(TorchGrad, RandomGemma3TextSlidingWindow) { check("gemma3-text"); }
+TEST_F(TorchGrad, RandomGemma3VisionCheckpointBf16LinearRope) { check("gemma3-vision-bf16"); }
+TEST_F(TorchGrad, RandomGemma3TextFourBit) { check("gemma3-text-4bit"); }
+TEST_F(TorchGrad, RandomGemma2SoftCapping) { check("gemma2"); }
+TEST_F(TorchGrad, RandomSmolLM3NoRopeLayers) { check("smollm3"); }
+TEST_F(TorchGrad, RandomMistralSlidingWindow) { check("mistral-window"); }
 
 }  // namespace
 }  // namespace lora

@@ -25,6 +25,30 @@ ModelConfig tiny_config(const std::string& type) {
   c.tie_word_embeddings = type == "llama";
   c.attention_bias = type == "qwen2";
   c.qk_norm = type == "qwen3";
+  // The families, with windows shorter than the test sequences (8 tokens) and caps low enough
+  // to bend these small scores.
+  const bool gemma = type == "gemma3_text" || type == "gemma2";
+  if (gemma) {
+    c.hidden_act = Activation::gelu_tanh;
+    c.sandwich_norms = c.scale_embeddings = c.tie_word_embeddings = true;
+    c.query_pre_attn_scalar = 12.0f;
+    c.sliding_window = 3;
+    c.sliding_layers = {1, 0};
+  }
+  if (type == "gemma3_text") {
+    c.qk_norm = true;
+    c.rope_theta = 1e6f;
+    c.rope_local_theta = 1e4f;
+  }
+  if (type == "gemma2") {
+    c.attn_logit_softcap = 0.5f;
+    c.final_logit_softcap = 2.0f;
+  }
+  if (type == "smollm3") c.rope_layers = {1, 0};
+  if (type == "mistral") {
+    c.sliding_window = 3;
+    c.sliding_layers = {1, 1};
+  }
   return c;
 }
 
@@ -79,8 +103,8 @@ StepResult loss_and_grads(const Model& model, LoraAdapter& adapter, const Batch&
   tape.set_release_values(release_values);
   ag::Var h = forward_hidden(tape, model, stack, b.ids, b.batch, b.seq, b.key_valid,
                              ForwardOptions{checkpoint});
-  ag::Var loss =
-      ag::cross_entropy_head(tape, h, model.head(), b.targets, b.weights, b.normalizer());
+  ag::Var loss = ag::cross_entropy_head(tape, h, model.head(), b.targets, b.weights, b.normalizer(),
+                                        model.config.final_logit_softcap);
   tape.backward(loss);
   StepResult r{loss->value.data[0], {}};
   for (ag::Parameter* p : adapter.parameters()) r.grads.push_back(p->grad.data);
@@ -178,7 +202,9 @@ TEST_P(TransformerArch, CachedForwardMatchesFullForward) {
   EXPECT_THROW(forward_cached(model, stack, cache, more), std::length_error);
 }
 
-INSTANTIATE_TEST_SUITE_P(Archs, TransformerArch, ::testing::Values("llama", "qwen2", "qwen3"));
+INSTANTIATE_TEST_SUITE_P(Archs, TransformerArch,
+                         ::testing::Values("llama", "qwen2", "qwen3", "gemma3_text", "gemma2",
+                                           "smollm3", "mistral"));
 
 TEST(Transformer, DisabledAdapterIsTheBase) {
   const Model model = make_random_model(tiny_config("qwen3"), 5);

@@ -7,8 +7,8 @@ BatchLoss batch_loss(ag::Tape& tape, const Model& model, const AdapterStack& ada
   const data::Batch& b = batch;
   ag::Var hidden =
       forward_hidden(tape, model, adapters, b.inputs, b.batch, b.seq, b.key_valid, forward);
-  ag::Var loss =
-      ag::cross_entropy_head(tape, hidden, model.head(), b.targets, b.weights, normalizer);
+  ag::Var loss = ag::cross_entropy_head(tape, hidden, model.head(), b.targets, b.weights,
+                                        normalizer, model.config.final_logit_softcap);
   return {loss, b.trained_tokens, normalizer};
 }
 

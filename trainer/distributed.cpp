@@ -29,9 +29,9 @@ int env_int(const char* name, int fallback) {
 }  // namespace
 
 int launcher_world_size() {
-  // Open MPI's mpirun, MPICH/Hydra and Slurm's srun --mpi=pmi2 set a size; PMIx gives only the
-  // rank, so any rank above 0 means a job of several processes.
-  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"})
+  // Open MPI's mpirun, MPICH/Hydra and Slurm's srun (its step's task count, whatever the PMI
+  // plugin) set a size; PMIx alone gives only the rank, so any rank above 0 means several.
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_STEP_NUM_TASKS"})
     if (int n = env_int(name, 0); n > 0) return n;
   if (env_int("PMIX_RANK", 0) > 0) return 2;
   return 1;

@@ -1,41 +1,16 @@
-// Text generation with the KV-cached forward: sampling (greedy, temperature, top-p, seeded),
-// stop tokens, and streaming decode of the new text.
+// Text generation with the KV-cached forward (a whole Decoding at once), and streaming decode of
+// the new text.
 #pragma once
 #include <cstdint>
 #include <functional>
-#include <random>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "data/tokenizer/tokenizer.h"
-#include "trainer/transformer.h"
+#include "trainer/decoding.h"
 
 namespace lora {
-
-struct SamplingOptions {
-  float temperature = 0.0f;  // 0 = greedy (argmax)
-  float top_p = 1.0f;        // nucleus: sample from the smallest set holding this much mass
-  uint64_t seed = 0;
-};
-
-// Picks the next token from a logits row. Deterministic for a given seed.
-class Sampler {
- public:
-  explicit Sampler(const SamplingOptions& options);
-  int32_t sample(std::span<const float> logits);
-
- private:
-  SamplingOptions options_;
-  std::mt19937_64 rng_;
-  std::vector<std::pair<float, int32_t>> scratch_;  // (probability, id), reused per token
-};
-
-struct GenerateOptions {
-  int64_t max_tokens = 100;
-  SamplingOptions sampling;
-  std::vector<int32_t> stop_ids;  // generation ends after one of these (it is not emitted)
-};
 
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated ids, stop token excluded

@@ -172,11 +172,14 @@ MergeReport merge_adapters(const fs::path& model_dir, std::span<const MergeAdapt
   check_distinct_output(out_dir, model_dir);
   if (adapters.empty()) throw std::runtime_error("merge needs at least one adapter");
   const json config = read_model_config_json(model_dir);
-  if (!config.contains("num_hidden_layers") || !config["num_hidden_layers"].is_number_integer())
+  // gemma3 (vision + text) checkpoints keep the text model's fields in text_config.
+  const json& text = config.contains("text_config") ? config["text_config"] : config;
+  if (!text.contains("num_hidden_layers") || !text["num_hidden_layers"].is_number_integer())
     throw std::runtime_error((model_dir / "config.json").string() +
                              ": num_hidden_layers is missing or not an integer");
-  const int64_t n_layers = config["num_hidden_layers"].get<int64_t>();
+  const int64_t n_layers = text["num_hidden_layers"].get<int64_t>();
   const WeightSet weights = WeightSet::open_dir(model_dir);
+  const std::string prefix = text_model_prefix(weights);
   const bool quantized_base = quantization_of(config).has_value();
   if (options.dequantize && !quantized_base)
     throw SettingError("dequantize",
@@ -190,8 +193,8 @@ MergeReport merge_adapters(const fs::path& model_dir, std::span<const MergeAdapt
     throw std::runtime_error("merged weights can be F32, F16 or BF16, not " +
                              std::string(dtype_name(*options.float_dtype)));
 
-  auto weight_name = [](int64_t layer, Proj p) {
-    return "model.layers." + std::to_string(layer) + "." + std::string(proj_module_path(p)) +
+  auto weight_name = [&prefix](int64_t layer, Proj p) {
+    return prefix + "layers." + std::to_string(layer) + "." + std::string(proj_module_path(p)) +
            ".weight";
   };
   MergeReport report;

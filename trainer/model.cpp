@@ -1,6 +1,8 @@
 #include "trainer/model.h"
 
 #include <array>
+#include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <stdexcept>
 
@@ -33,6 +35,7 @@ class WeightLoader {
       : dir_(dir), options_(options), weights_(WeightSet::open_dir(dir)) {}
 
   bool has_matrix(const std::string& module) const { return weights_.contains(module + ".weight"); }
+  const WeightSet& weights() const { return weights_; }
 
   // A [rows, cols] matrix stored as `module`.weight (float) or MLX-quantized
   // (`module`.weight uint32 + .scales + .biases).
@@ -61,6 +64,12 @@ class WeightLoader {
           quantize(values, rows, cols, bits, options_.quantize_group_size, scale_dtype));
     }
     return FrozenWeight::from_f32(std::move(values), rows, cols);
+  }
+
+  // The dtype a matrix is stored in (its scales' dtype when MLX-quantized).
+  DType stored_dtype(const std::string& module) const {
+    const std::string scales = module + ".scales";
+    return weights_.info(weights_.contains(scales) ? scales : module + ".weight").dtype;
   }
 
   std::vector<float> vector(const std::string& name, int64_t size) const {
@@ -128,6 +137,12 @@ class WeightLoader {
 
 }  // namespace
 
+std::string text_model_prefix(const WeightSet& weights) {
+  for (const char* prefix : {"model.", "language_model.model.", "model.language_model."})
+    if (weights.contains(std::string(prefix) + "embed_tokens.weight")) return prefix;
+  return "model.";  // a missing tensor is then reported under the usual name
+}
+
 std::string_view proj_name(Proj p) { return kProjNames[static_cast<int>(p)].name; }
 std::string_view proj_module_path(Proj p) { return kProjNames[static_cast<int>(p)].path; }
 std::optional<Proj> proj_from_name(std::string_view name) {
@@ -143,11 +158,40 @@ std::size_t Model::stored_bytes() const {
   for (const auto& l : layers) {
     for (const auto& p : l.proj) total += p.stored_bytes();
     for (const auto* v : {&l.q_bias, &l.k_bias, &l.v_bias, &l.input_norm, &l.post_attention_norm,
-                          &l.q_norm, &l.k_norm})
+                          &l.q_norm, &l.k_norm, &l.pre_ffn_norm, &l.post_ffn_norm})
       total += floats(*v);
   }
   return total;
 }
+
+void set_family_constants(Model& m) {
+  const ModelConfig& c = m.config;
+  if (c.rope_local_theta > 0) m.rope_inv_freq_local = c.rope_inv_freq(/*local=*/true);
+  m.embed_scale = 0;
+  if (!c.scale_embeddings) return;
+  // sqrt(hidden) as a float32, then in the checkpoint's dtype (HF casts it to the weights' dtype).
+  float scale = std::sqrt(float(c.hidden_size));
+  std::array<std::byte, 8> stored{};
+  convert_from_f32(m.embed_dtype, &scale, 1, stored.data());
+  convert_to_f32(m.embed_dtype, stored.data(), 1, &scale);
+  m.embed_scale = scale;
+}
+
+namespace {
+
+// Gemma stores RMSNorm weights as offsets from 1; the forward uses 1 + weight.
+void shift_norms(Model& m) {
+  auto shift = [](std::vector<float>& v) {
+    for (float& x : v) x += 1.0f;
+  };
+  shift(m.final_norm);
+  for (auto& l : m.layers)
+    for (auto* v : {&l.input_norm, &l.post_attention_norm, &l.pre_ffn_norm, &l.post_ffn_norm,
+                    &l.q_norm, &l.k_norm})
+      shift(*v);
+}
+
+}  // namespace
 
 void check_quantization(int bits, int group_size) {
   if (!valid_quant_bits(bits))
@@ -169,15 +213,19 @@ Model load_model(const std::filesystem::path& dir, const LoadOptions& options) {
 
   const int64_t hidden = c.hidden_size, q_out = c.num_heads * c.head_dim,
                 kv_out = c.num_kv_heads * c.head_dim, inter = c.intermediate_size;
-  m.embed = w.matrix("model.embed_tokens", c.vocab_size, hidden);
+  m.tensor_prefix = text_model_prefix(w.weights());
+  const std::string& top = m.tensor_prefix;
+  m.embed = w.matrix(top + "embed_tokens", c.vocab_size, hidden);
+  m.embed_dtype = w.stored_dtype(top + "embed_tokens");
   if (!c.tie_word_embeddings) {
-    if (!w.has_matrix("lm_head"))
-      throw std::runtime_error(dir.string() +
-                               ": tensor 'lm_head.weight': missing (config.json says the "
+    const std::string head = top == "language_model.model." ? "language_model.lm_head" : "lm_head";
+    if (!w.has_matrix(head))
+      throw std::runtime_error(dir.string() + ": tensor '" + head +
+                               ".weight': missing (config.json says the "
                                "embeddings are not tied)");
-    m.lm_head = w.matrix("lm_head", c.vocab_size, hidden);
+    m.lm_head = w.matrix(head, c.vocab_size, hidden);
   }
-  m.final_norm = w.vector("model.norm.weight", hidden);
+  m.final_norm = w.vector(top + "norm.weight", hidden);
 
   const std::array<std::pair<int64_t, int64_t>, kNumProj> shapes{{{q_out, hidden},
                                                                   {kv_out, hidden},
@@ -188,7 +236,7 @@ Model load_model(const std::filesystem::path& dir, const LoadOptions& options) {
                                                                   {hidden, inter}}};
   m.layers.resize(static_cast<std::size_t>(c.num_layers));
   for (int64_t i = 0; i < c.num_layers; ++i) {
-    const std::string prefix = "model.layers." + std::to_string(i) + ".";
+    const std::string prefix = top + "layers." + std::to_string(i) + ".";
     auto& layer = m.layers[static_cast<std::size_t>(i)];
     for (int p = 0; p < kNumProj; ++p) {
       const auto path = std::string(proj_module_path(static_cast<Proj>(p)));
@@ -205,8 +253,14 @@ Model load_model(const std::filesystem::path& dir, const LoadOptions& options) {
     }
     layer.input_norm = w.vector(prefix + "input_layernorm.weight", hidden);
     layer.post_attention_norm = w.vector(prefix + "post_attention_layernorm.weight", hidden);
+    if (c.sandwich_norms) {
+      layer.pre_ffn_norm = w.vector(prefix + "pre_feedforward_layernorm.weight", hidden);
+      layer.post_ffn_norm = w.vector(prefix + "post_feedforward_layernorm.weight", hidden);
+    }
   }
+  if (c.norm_plus_one) shift_norms(m);
   m.rope_inv_freq = c.rope_inv_freq();
+  set_family_constants(m);
   return m;
 }
 

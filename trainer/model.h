@@ -23,7 +23,9 @@ struct LayerWeights {
   std::array<FrozenWeight, kNumProj> proj;    // indexed by Proj
   std::vector<float> q_bias, k_bias, v_bias;  // qwen2 (empty otherwise)
   std::vector<float> input_norm, post_attention_norm;
-  std::vector<float> q_norm, k_norm;  // qwen3 (empty otherwise)
+  std::vector<float> q_norm, k_norm;  // qwen3, gemma3 (empty otherwise)
+  // Gemma's sandwich norms (post_attention_norm then normalizes the attention output).
+  std::vector<float> pre_ffn_norm, post_ffn_norm;
   FrozenWeight& at(Proj p) { return proj[static_cast<int>(p)]; }
   const FrozenWeight& at(Proj p) const { return proj[static_cast<int>(p)]; }
 };
@@ -36,8 +38,17 @@ struct Model {
   std::vector<float> final_norm;
   std::vector<LayerWeights> layers;
   std::vector<float> rope_inv_freq;
+  std::vector<float> rope_inv_freq_local;  // Gemma 3's sliding layers (empty otherwise)
+  // Gemma: embeddings times this, the product rounded to embed_dtype (the checkpoint's dtype,
+  // as the reference implementation computes it). 0 = no scaling.
+  float embed_scale = 0;
+  DType embed_dtype = DType::F32;
+  std::string tensor_prefix = "model.";  // "language_model.model." in gemma3 vision checkpoints
 
   const FrozenWeight& head() const { return lm_head ? *lm_head : embed; }
+  const std::vector<float>& rope_inv_freq_of(int64_t layer) const {
+    return config.uses_local_rope(layer) ? rope_inv_freq_local : rope_inv_freq;
+  }
   std::size_t stored_bytes() const;
 };
 
@@ -54,5 +65,15 @@ struct LoadOptions {
 void check_quantization(int bits, int group_size);
 
 Model load_model(const std::filesystem::path& dir, const LoadOptions& options = {});
+
+class WeightSet;
+// Where a checkpoint keeps the text model's tensors: "model." normally; gemma3 vision + text
+// checkpoints use "language_model.model." (original layout) or "model.language_model."
+// (transformers 4.52+).
+std::string text_model_prefix(const WeightSet& weights);
+
+// Sets the constants a config implies that the weights do not carry: Gemma's embedding scale
+// (rounded to embed_dtype) and the sliding layers' RoPE frequencies.
+void set_family_constants(Model& model);
 
 }  // namespace lora

@@ -1,5 +1,7 @@
 #include "trainer/model_config.h"
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <fstream>
 #include <numbers>
@@ -60,9 +62,16 @@ std::optional<RopeScaling> parse_rope_scaling(const json& j, const std::string& 
   for (const char* key : {"rope_type", "type"})
     if (present(r, key) && r.at(key).is_string()) type = r.at(key).get<std::string>();
   if (type == "default") return std::nullopt;
-  if (type != "llama3")
-    bad(source, "unsupported rope_scaling type '" + type + "' (supported: llama3, default)");
+  if (type != "llama3" && type != "linear")
+    bad(source,
+        "unsupported rope_scaling type '" + type + "' (supported: llama3, linear, default)");
   RopeScaling s;
+  if (type == "linear") {
+    s.linear = true;
+    s.factor = get_float(r, "factor", source, s.factor);
+    if (!(s.factor > 0)) bad(source, "rope_scaling needs factor > 0");
+    return s;
+  }
   s.factor = get_float(r, "factor", source, s.factor);
   s.low_freq_factor = get_float(r, "low_freq_factor", source, s.low_freq_factor);
   s.high_freq_factor = get_float(r, "high_freq_factor", source, s.high_freq_factor);
@@ -101,21 +110,129 @@ void parse_quantization(const json& j, const std::string& source, ModelConfig& c
   }
 }
 
+bool is_gemma(const std::string& type) {
+  return type == "gemma2" || type == "gemma3" || type == "gemma3_text";
+}
+
+// A `gemma3` (vision + text) config keeps the text model's fields in "text_config"; the
+// top-level ones (token ids, quantization) apply too. Other configs are read as they are.
+json text_fields(const json& j, const std::string& source) {
+  if (j.at("model_type") != "gemma3") return j;
+  if (!present(j, "text_config") || !j.at("text_config").is_object())
+    bad(source, "model_type gemma3 needs a \"text_config\" object");
+  json t = j.at("text_config");
+  for (const auto& [key, value] : j.items())
+    if (key != "text_config" && key != "vision_config" && !t.contains(key)) t[key] = value;
+  return t;
+}
+
+Activation parse_activation(const json& j, const std::string& source, bool gemma) {
+  // Gemma's modeling code reads hidden_activation; its configs also carry a hidden_act.
+  const char* key = gemma && present(j, "hidden_activation") ? "hidden_activation" : "hidden_act";
+  if (!present(j, key)) return gemma ? Activation::gelu_tanh : Activation::silu;
+  const auto& v = j.at(key);
+  if (v == "silu" || v == "swish") return Activation::silu;
+  if (v == "gelu_pytorch_tanh" || v == "gelu_tanh") return Activation::gelu_tanh;
+  bad(source,
+      std::string("unsupported ") + key + " " + v.dump() + " (supported: silu, gelu_pytorch_tanh)");
+}
+
+// Which layers attend through a sliding window: "layer_types" when given, else the family's
+// rule (Gemma 3: every `sliding_window_pattern`-th layer is global; Gemma 2: odd layers are;
+// Mistral: all slide; Qwen2/3 and SmolLM3 with use_sliding_window: layers from
+// max_window_layers on).
+void parse_sliding_window(const json& j, const std::string& source, ModelConfig& c) {
+  const bool gemma3 = c.model_type == "gemma3" || c.model_type == "gemma3_text";
+  const int64_t fallback = is_gemma(c.model_type) ? 4096 : 0;
+  c.sliding_window = present(j, "sliding_window")   ? get_positive(j, "sliding_window", source)
+                     : j.contains("sliding_window") ? 0  // null: no window
+                                                    : fallback;
+  const auto n = static_cast<std::size_t>(c.num_layers);
+  c.sliding_layers.assign(n, 0);
+  if (c.sliding_window == 0) return;
+  if (present(j, "layer_types")) {
+    const auto& types = j.at("layer_types");
+    if (!types.is_array() || types.size() != n)
+      bad(source, "\"layer_types\" must list one entry per layer");
+    for (std::size_t i = 0; i < n; ++i) {
+      if (types[i] != "sliding_attention" && types[i] != "full_attention")
+        bad(source, "layer_types[" + std::to_string(i) + "] is " + types[i].dump() +
+                        " (sliding_attention or full_attention)");
+      c.sliding_layers[i] = types[i] == "sliding_attention";
+    }
+    return;
+  }
+  if (gemma3) {
+    const char* key =
+        present(j, "sliding_window_pattern") ? "sliding_window_pattern" : "_sliding_window_pattern";
+    const int64_t pattern = get_positive(j, key, source, 6);
+    for (std::size_t i = 0; i < n; ++i) c.sliding_layers[i] = (int64_t(i) + 1) % pattern != 0;
+  } else if (c.model_type == "gemma2") {
+    for (std::size_t i = 0; i < n; ++i) c.sliding_layers[i] = i % 2 == 0;
+  } else if (c.model_type == "mistral") {
+    c.sliding_layers.assign(n, 1);
+  } else if (get_bool(j, "use_sliding_window", source, false)) {
+    const int64_t from = get_int(j, "max_window_layers", source, 0);
+    for (std::size_t i = 0; i < n; ++i) c.sliding_layers[i] = int64_t(i) >= from;
+  } else {
+    c.sliding_window = 0;  // Qwen2/3, SmolLM3: the window is off unless use_sliding_window
+  }
+}
+
+// Gemma 2/3 and SmolLM3 fields; the Llama layout otherwise.
+void parse_family(const json& j, const std::string& source, ModelConfig& c) {
+  const bool gemma = is_gemma(c.model_type);
+  c.hidden_act = parse_activation(j, source, gemma);
+  parse_sliding_window(j, source, c);
+  if (gemma) {
+    c.norm_plus_one = c.sandwich_norms = c.scale_embeddings = true;
+    c.query_pre_attn_scalar = get_float(j, "query_pre_attn_scalar", source, 256.0f);
+    if (!(c.query_pre_attn_scalar > 0)) bad(source, "query_pre_attn_scalar must be positive");
+    const float cap_default = c.model_type == "gemma2" ? 50.0f : 0.0f;
+    c.attn_logit_softcap = get_float(j, "attn_logit_softcapping", source, cap_default);
+    c.final_logit_softcap =
+        get_float(j, "final_logit_softcapping", source, c.model_type == "gemma2" ? 30.0f : 0.0f);
+    if (c.attn_logit_softcap < 0 || c.final_logit_softcap < 0)
+      bad(source, "logit soft-capping values must not be negative");
+    if (c.model_type != "gemma2")
+      c.rope_local_theta = get_float(j, "rope_local_base_freq", source, 10000.0f);
+  }
+  if (c.model_type == "smollm3") {
+    // no_rope_layers[i] == 1: layer i uses RoPE (default: every 4th layer does not).
+    c.rope_layers.resize(static_cast<std::size_t>(c.num_layers));
+    if (present(j, "no_rope_layers")) {
+      const auto& v = j.at("no_rope_layers");
+      if (!v.is_array() || v.size() != c.rope_layers.size())
+        bad(source, "\"no_rope_layers\" must list one entry per layer");
+      for (std::size_t i = 0; i < v.size(); ++i) {
+        if (!v[i].is_number_integer()) bad(source, "\"no_rope_layers\" must hold 0 or 1");
+        c.rope_layers[i] = v[i].get<int64_t>() != 0;
+      }
+    } else {
+      const int64_t interval = get_positive(j, "no_rope_layer_interval", source, 4);
+      for (std::size_t i = 0; i < c.rope_layers.size(); ++i)
+        c.rope_layers[i] = (int64_t(i) + 1) % interval != 0;
+    }
+  }
+}
+
 }  // namespace
 
-ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
-  if (!j.is_object()) bad(source, "not a JSON object");
+ModelConfig ModelConfig::from_json(const json& file, const std::string& source) {
+  if (!file.is_object()) bad(source, "not a JSON object");
   ModelConfig c;
-  c.raw = j;
-  if (!present(j, "model_type") || !j.at("model_type").is_string())
+  c.raw = file;
+  if (!present(file, "model_type") || !file.at("model_type").is_string())
     bad(source, "missing \"model_type\"");
-  c.model_type = j.at("model_type").get<std::string>();
-  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" &&
-      c.model_type != "qwen3")
-    bad(source,
-        "unsupported model_type '" + c.model_type + "' (supported: llama, mistral, qwen2, qwen3)");
-  if (present(j, "hidden_act") && j.at("hidden_act") != "silu")
-    bad(source, "unsupported hidden_act " + j.at("hidden_act").dump() + " (only silu)");
+  c.model_type = file.at("model_type").get<std::string>();
+  static const std::array<const char*, 8> kSupported = {
+      "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3", "smollm3"};
+  if (std::find(kSupported.begin(), kSupported.end(), c.model_type) == kSupported.end())
+    bad(source, "unsupported model_type '" + c.model_type +
+                    "' (supported: llama, mistral, qwen2, qwen3, gemma2, gemma3_text, gemma3, "
+                    "smollm3)");
+  const json j = text_fields(file, source);
+  const bool gemma = is_gemma(c.model_type);
   if (get_bool(j, "mlp_bias", source, false)) bad(source, "unsupported mlp_bias: true");
 
   c.hidden_size = get_positive(j, "hidden_size", source);
@@ -128,18 +245,21 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
                     " is not a multiple of num_key_value_heads " + std::to_string(c.num_kv_heads));
   if (!present(j, "head_dim") && c.hidden_size % c.num_heads != 0)
     bad(source, "hidden_size is not a multiple of num_attention_heads and head_dim is not given");
-  c.head_dim = get_positive(j, "head_dim", source, c.hidden_size / c.num_heads);
+  c.head_dim = get_positive(j, "head_dim", source, gemma ? 256 : c.hidden_size / c.num_heads);
   if (c.head_dim % 2 != 0) bad(source, "head_dim " + std::to_string(c.head_dim) + " must be even");
   c.vocab_size = get_positive(j, "vocab_size", source);
   c.max_position_embeddings =
       get_positive(j, "max_position_embeddings", source, c.max_position_embeddings);
   c.rms_norm_eps = get_float(j, "rms_norm_eps", source, c.rms_norm_eps);
-  c.rope_theta = get_float(j, "rope_theta", source, c.rope_theta);
+  c.rope_theta =
+      get_float(j, "rope_theta", source,
+                c.model_type == "gemma3" || c.model_type == "gemma3_text" ? 1e6f : c.rope_theta);
   if (!(c.rope_theta > 0)) bad(source, "rope_theta must be positive");
   c.rope_scaling = parse_rope_scaling(j, source);
-  c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", source, false);
+  c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", source, gemma);
   c.attention_bias = c.model_type == "qwen2" || get_bool(j, "attention_bias", source, false);
-  c.qk_norm = c.model_type == "qwen3";
+  c.qk_norm = c.model_type == "qwen3" || c.model_type == "gemma3" || c.model_type == "gemma3_text";
+  parse_family(j, source, c);
   parse_quantization(j, source, c);
 
   c.bos_token_id = get_int(j, "bos_token_id", source, -1);
@@ -168,16 +288,30 @@ ModelConfig ModelConfig::load(const std::filesystem::path& model_dir) {
   return from_json(j, path.string());
 }
 
-std::vector<float> ModelConfig::rope_inv_freq() const {
+int64_t ModelConfig::window_of(int64_t layer) const {
+  const auto i = static_cast<std::size_t>(layer);
+  return i < sliding_layers.size() && sliding_layers[i] ? sliding_window : 0;
+}
+
+bool ModelConfig::uses_rope(int64_t layer) const {
+  const auto i = static_cast<std::size_t>(layer);
+  return i >= rope_layers.size() || rope_layers[i];
+}
+
+std::vector<float> ModelConfig::rope_inv_freq(bool local) const {
   const int64_t half = head_dim / 2;
+  const double theta = local ? rope_local_theta : rope_theta;
   std::vector<float> inv(static_cast<std::size_t>(half));
   for (int64_t i = 0; i < half; ++i) {
     // Same float32 steps as the reference: exponent in f32, then theta^exponent.
     const float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
-    inv[static_cast<std::size_t>(i)] =
-        static_cast<float>(1.0 / std::pow(static_cast<double>(rope_theta), double(exponent)));
+    inv[static_cast<std::size_t>(i)] = static_cast<float>(1.0 / std::pow(theta, double(exponent)));
   }
-  if (!rope_scaling) return inv;
+  if (!rope_scaling || local) return inv;
+  if (rope_scaling->linear) {
+    for (auto& f : inv) f /= rope_scaling->factor;
+    return inv;
+  }
   // Llama 3.1: long wavelengths slowed down by `factor`, short ones kept, a smooth blend between.
   const auto& s = *rope_scaling;
   const double old_ctx = static_cast<double>(s.original_max_position_embeddings);

@@ -69,11 +69,16 @@ Model make_random_model(const ModelConfig& config, uint64_t seed, int quantize_b
       w.q_norm = fill.uniform(c.head_dim, 0.9, 1.1);
       w.k_norm = fill.uniform(c.head_dim, 0.9, 1.1);
     }
+    if (c.sandwich_norms) {
+      w.pre_ffn_norm = fill.uniform(c.hidden_size, 0.9, 1.1);
+      w.post_ffn_norm = fill.uniform(c.hidden_size, 0.9, 1.1);
+    }
     m.layers.push_back(std::move(w));
   }
   for (int64_t i = 0; i < c.head_dim / 2; ++i)
     m.rope_inv_freq.push_back(
         float(1.0 / std::pow(double(c.rope_theta), double(2 * i) / double(c.head_dim))));
+  set_family_constants(m);
   return m;
 }
 

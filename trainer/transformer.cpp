@@ -1,6 +1,8 @@
 #include "trainer/transformer.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstddef>
 #include <memory>
 #include <stdexcept>
 
@@ -31,7 +33,7 @@ std::vector<ag::LoraBranch> branches_for(const AdapterStack& stack, int64_t laye
     ag::LoraBranch br;
     br.A = &m->A;
     br.B = &m->B;
-    br.scale = m->scale * adapter->strength;
+    br.scale = m->scale * (stack.strengths.empty() ? adapter->strength : stack.strengths.at(i));
     br.trainable = stack.training;
     br.dropout = stack.training ? adapter->config.dropout : 0.0f;
     br.dropout_seed = stack.dropout_seed ^ ((uint64_t(i) << 40) | (uint64_t(layer) << 8) |
@@ -63,7 +65,8 @@ struct AttentionInputs {
   ag::Var q, k, v;
 };
 
-// input norm -> q/k/v projections (+ qwen2 biases) -> qwen3 per-head q/k norm -> RoPE.
+// input norm -> q/k/v projections (+ qwen2 biases) -> qwen3/gemma3 per-head q/k norm -> RoPE
+// (with the layer's frequencies; SmolLM3 skips it on some layers).
 AttentionInputs attention_inputs(ag::Tape& tape, ag::Var x, const PassContext& ctx, int64_t layer) {
   const ModelConfig& c = ctx.model.config;
   const LayerWeights& w = ctx.model.layers[layer];
@@ -75,8 +78,9 @@ AttentionInputs attention_inputs(ag::Tape& tape, ag::Var x, const PassContext& c
     in.q = ag::rmsnorm(tape, in.q, w.q_norm, c.head_dim, c.rms_norm_eps);
     in.k = ag::rmsnorm(tape, in.k, w.k_norm, c.head_dim, c.rms_norm_eps);
   }
+  if (!c.uses_rope(layer)) return in;
   // RoPE rotates in place: nothing else reads q and k before rotation, and backward needs neither.
-  const auto& inv_freq = ctx.model.rope_inv_freq;
+  const auto& inv_freq = ctx.model.rope_inv_freq_of(layer);
   in.q = ag::rope(tape, in.q, ctx.batch, ctx.seq, c.num_heads, c.head_dim, inv_freq, ctx.pos_offset,
                   /*reuse_input=*/true);
   in.k = ag::rope(tape, in.k, ctx.batch, ctx.seq, c.num_kv_heads, c.head_dim, inv_freq,
@@ -84,10 +88,44 @@ AttentionInputs attention_inputs(ag::Tape& tape, ag::Var x, const PassContext& c
   return in;
 }
 
-// o_proj and the residual, then the SwiGLU MLP and its residual.
+// The layer's sliding window and the family's score scale and soft-cap.
+ag::AttentionScoring scoring_of(const ModelConfig& c, int64_t layer) {
+  ag::AttentionScoring s;
+  s.window = c.window_of(layer);
+  if (c.query_pre_attn_scalar > 0) s.scale = 1.0f / std::sqrt(c.query_pre_attn_scalar);
+  s.softcap = c.attn_logit_softcap;
+  return s;
+}
+
+ag::Var gated_activation(ag::Tape& tape, const ModelConfig& c, ag::Var gate, ag::Var up) {
+  return c.hidden_act == Activation::gelu_tanh ? ag::geglu(tape, gate, up)
+                                               : ag::swiglu(tape, gate, up);
+}
+
+// Gemma's block tail: x + norm(o_proj(attn)), then x + norm(mlp(norm(x))).
+ag::Var sandwich_block_output(ag::Tape& tape, ag::Var x, ag::Var attn, const PassContext& ctx,
+                              int64_t layer) {
+  const ModelConfig& c = ctx.model.config;
+  const LayerWeights& w = ctx.model.layers[layer];
+  const std::vector<float> no_bias;
+  auto norm = [&](ag::Var v, const std::vector<float>& weight) {
+    return ag::rmsnorm(tape, v, weight, c.hidden_size, c.rms_norm_eps);
+  };
+  ag::Var o = project(tape, attn, ctx, layer, Proj::o, no_bias);
+  x = ag::add(tape, x, norm(o, w.post_attention_norm));
+  ag::Var h = norm(x, w.pre_ffn_norm);
+  ag::Var gate = project(tape, h, ctx, layer, Proj::gate, no_bias);
+  ag::Var up = project(tape, h, ctx, layer, Proj::up, no_bias);
+  ag::Var down =
+      project(tape, gated_activation(tape, c, gate, up), ctx, layer, Proj::down, no_bias);
+  return ag::add(tape, x, norm(down, w.post_ffn_norm));
+}
+
+// o_proj and the residual, then the gated MLP and its residual.
 ag::Var block_output(ag::Tape& tape, ag::Var x, ag::Var attn, const PassContext& ctx,
                      int64_t layer) {
   const ModelConfig& c = ctx.model.config;
+  if (c.sandwich_norms) return sandwich_block_output(tape, x, attn, ctx, layer);
   const LayerWeights& w = ctx.model.layers[layer];
   const std::vector<float> no_bias;
   // The residual sums happen inside the o and down projections (see ag::linear).
@@ -95,7 +133,28 @@ ag::Var block_output(ag::Tape& tape, ag::Var x, ag::Var attn, const PassContext&
   ag::Var h = ag::rmsnorm(tape, x, w.post_attention_norm, c.hidden_size, c.rms_norm_eps);
   ag::Var gate = project(tape, h, ctx, layer, Proj::gate, no_bias);
   ag::Var up = project(tape, h, ctx, layer, Proj::up, no_bias);
-  return project(tape, ag::swiglu(tape, gate, up), ctx, layer, Proj::down, no_bias, x);
+  return project(tape, gated_activation(tape, c, gate, up), ctx, layer, Proj::down, no_bias, x);
+}
+
+// Token embeddings; Gemma scales them by sqrt(hidden) with the product rounded to the
+// checkpoint's dtype, as its reference implementation does. No gradient reaches them.
+ag::Var embed_tokens(ag::Tape& tape, const Model& model, std::span<const int32_t> ids) {
+  ag::Var x = ag::embedding(tape, model.embed, ids);
+  if (model.embed_scale == 0) return x;
+  std::vector<float>& v = x->value.data;
+  for (float& e : v) e *= model.embed_scale;
+  if (model.embed_dtype == DType::F32) return x;
+  std::vector<std::byte> stored(v.size() * dtype_size(model.embed_dtype));
+  convert_from_f32(model.embed_dtype, v.data(), v.size(), stored.data());
+  convert_to_f32(model.embed_dtype, stored.data(), v.size(), v.data());
+  return x;
+}
+
+// Gemma 2's final logit soft-capping, in place on [n, vocab] logits.
+Tensor cap_logits(const ModelConfig& c, Tensor logits) {
+  if (c.final_logit_softcap > 0)
+    for (float& l : logits.data) l = c.final_logit_softcap * std::tanh(l / c.final_logit_softcap);
+  return logits;
 }
 
 void check_ids(const Model& model, std::span<const int32_t> ids, int64_t batch, int64_t seq) {
@@ -128,7 +187,7 @@ ag::Var forward_hidden(ag::Tape& tape, const Model& model, const AdapterStack& a
   check_ids(model, ids, batch, seq);
   const ModelConfig& c = model.config;
   tape.set_compute_dtype(opts.compute_dtype);
-  ag::Var x = ag::embedding(tape, model.embed, ids);
+  ag::Var x = embed_tokens(tape, model, ids);
   // The block may run again in backward (checkpointing): it owns copies of the mask and stack.
   auto mask = std::make_shared<const std::vector<uint8_t>>(key_valid.begin(), key_valid.end());
   auto stack = std::make_shared<const AdapterStack>(adapters);
@@ -138,7 +197,7 @@ ag::Var forward_hidden(ag::Tape& tape, const Model& model, const AdapterStack& a
       const PassContext ctx{model, *stack, batch, seq, 0};
       const AttentionInputs qkv = attention_inputs(t, in, ctx, layer);
       ag::Var attn = ag::attention(t, qkv.q, qkv.k, qkv.v, batch, seq, seq, c.num_heads,
-                                   c.num_kv_heads, c.head_dim, *mask);
+                                   c.num_kv_heads, c.head_dim, *mask, scoring_of(c, layer));
       return block_output(t, in, attn, ctx, layer);
     };
     x = opts.grad_checkpoint && tape.recording() ? ag::checkpoint(tape, x, block) : block(tape, x);
@@ -163,7 +222,7 @@ Tensor forward_cached(const Model& model, const AdapterStack& adapters, KVCache&
   const PassContext ctx{model, adapters, 1, n, cache.length};
   const int64_t kv_width = c.num_kv_heads * c.head_dim;
   const int64_t total = cache.length + n;
-  ag::Var x = ag::embedding(tape, model.embed, ids);
+  ag::Var x = embed_tokens(tape, model, ids);
   for (int64_t layer = 0; layer < c.num_layers; ++layer) {
     const AttentionInputs qkv = attention_inputs(tape, x, ctx, layer);
     std::copy(qkv.k->value.data.begin(), qkv.k->value.data.end(),
@@ -171,7 +230,16 @@ Tensor forward_cached(const Model& model, const AdapterStack& adapters, KVCache&
     std::copy(qkv.v->value.data.begin(), qkv.v->value.data.end(),
               cache.v[layer].ptr() + cache.length * kv_width);
     // Attend straight from the cache buffers: no copy of the cached keys per token.
-    const kernels::AttentionShape shape{1, n, total, c.num_heads, c.num_kv_heads, c.head_dim};
+    const ag::AttentionScoring scoring = scoring_of(c, layer);
+    const kernels::AttentionShape shape{1,
+                                        n,
+                                        total,
+                                        c.num_heads,
+                                        c.num_kv_heads,
+                                        c.head_dim,
+                                        scoring.window,
+                                        scoring.scale,
+                                        scoring.softcap};
     Tensor attn({n, c.num_heads * c.head_dim});
     std::vector<float> lse(static_cast<std::size_t>(c.num_heads * n));
     kernels::attention_forward(qkv.q->value.ptr(), cache.k[layer].ptr(), cache.v[layer].ptr(),
@@ -180,14 +248,14 @@ Tensor forward_cached(const Model& model, const AdapterStack& adapters, KVCache&
   }
   cache.length = total;
   ag::Var h = ag::rmsnorm(tape, x, model.final_norm, c.hidden_size, c.rms_norm_eps);
-  return ag::head_logits(model.head(), h->value);
+  return cap_logits(c, ag::head_logits(model.head(), h->value));
 }
 
 Tensor forward_logits(const Model& model, const AdapterStack& adapters,
                       std::span<const int32_t> ids, int64_t batch, int64_t seq) {
   ag::Tape tape(/*record=*/false);
   ag::Var h = forward_hidden(tape, model, adapters, ids, batch, seq);
-  return ag::head_logits(model.head(), h->value);
+  return cap_logits(model.config, ag::head_logits(model.head(), h->value));
 }
 
 }  // namespace lora

@@ -16,6 +16,9 @@ struct AdapterStack {
   std::vector<LoraAdapter*> adapters;
   bool training = false;      // dropout on, gradients to A/B
   uint64_t dropout_seed = 0;  // per step; mixed with layer/proj ids
+  // When set, one per adapter, used instead of each adapter's own `strength`: passes that share
+  // adapters (the server's requests) each choose their strengths without touching the adapters.
+  std::vector<float> strengths = {};
 };
 
 struct KVCache {

@@ -1,4 +1,4 @@
-// SwiGLU: y = silu(gate) * up, silu(g) = g * sigmoid(g).
+// SwiGLU: y = silu(gate) * up, silu(g) = g * sigmoid(g). GeGLU: y = gelu_tanh(gate) * up.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -36,6 +36,40 @@ void swiglu_backward(const T* gate, const T* up, const T* g, int64_t n, T* dgate
   for (int64_t i = 0; i < n; ++i)
     swiglu_backward_element(gate[i], up[i], g[i], dgate ? dgate + i : nullptr,
                             dup ? dup + i : nullptr, accumulate);
+}
+
+// GELU with the tanh approximation (PyTorch's approximate="tanh", Gemma's gelu_pytorch_tanh):
+// gelu(x) = x/2 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).
+inline constexpr double kGeluC = 0.7978845608028654;  // sqrt(2 / pi)
+inline constexpr double kGeluA = 0.044715;
+
+template <typename T>
+inline T gelu_tanh(T x) {
+  const T u = T(kGeluC) * (x + T(kGeluA) * x * x * x);
+  return T(0.5) * x * (T(1) + std::tanh(u));
+}
+
+template <typename T>
+void geglu_forward(const T* gate, const T* up, int64_t n, T* y) {
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (int64_t i = 0; i < n; ++i) y[i] = gelu_tanh(gate[i]) * up[i];
+}
+
+// gelu'(x) = (1 + t)/2 + x/2 (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2), t = tanh(u). Same
+// contract as swiglu_backward (null outputs, accumulate, in place).
+template <typename T>
+void geglu_backward(const T* gate, const T* up, const T* g, int64_t n, T* dgate, T* dup,
+                    bool accumulate = true) {
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (int64_t i = 0; i < n; ++i) {
+    const T x = gate[i], u = up[i], gi = g[i];
+    const T t = std::tanh(T(kGeluC) * (x + T(kGeluA) * x * x * x));
+    const T gelu = T(0.5) * x * (T(1) + t);
+    const T slope = T(0.5) * (T(1) + t) +
+                    T(0.5) * x * (T(1) - t * t) * T(kGeluC) * (T(1) + T(3 * kGeluA) * x * x);
+    if (dgate) dgate[i] = (accumulate ? dgate[i] : T(0)) + gi * u * slope;
+    if (dup) dup[i] = (accumulate ? dup[i] : T(0)) + gi * gelu;
+  }
 }
 
 #if defined(__AVX512F__)

@@ -26,7 +26,12 @@ struct AttentionShape {
   int64_t heads = 1;
   int64_t kv_heads = 1;
   int64_t head_dim = 1;
+  // Sliding window: query at key position p sees keys p - window + 1 .. p (0 = no window).
+  int64_t window = 0;
+  double scale = 0;    // score scale; 0 = 1 / sqrt(head_dim)
+  double softcap = 0;  // scores become softcap * tanh(scores / softcap) (Gemma 2); 0 = off
   int64_t group() const { return heads / kv_heads; }
+  double score_scale() const { return scale > 0 ? scale : 1.0 / std::sqrt(double(head_dim)); }
   int64_t q_stride() const { return heads * head_dim; }
   int64_t kv_stride() const { return kv_heads * head_dim; }
 };
@@ -70,16 +75,30 @@ inline double exp_shift(double* x, int64_t n, double shift) {
 }
 
 // Hides what query row t (of sequence b) may not see in its score row: keys at or past `limit`
-// (the causal bound) and padded keys. Returns the length of the visible prefix.
+// (the causal bound), keys that fell out of the sliding window, and padded keys. Returns the
+// length of the prefix that may hold visible keys.
 template <typename T>
 int64_t mask_row(T* row, const AttentionShape& s, int64_t b, int64_t t, int64_t count,
                  const uint8_t* key_valid) {
   const int64_t limit = s.seq_k - s.seq_q + t + 1;
-  std::fill(row + limit, row + count, -std::numeric_limits<T>::infinity());
+  constexpr T hidden = -std::numeric_limits<T>::infinity();
+  std::fill(row + limit, row + count, hidden);
+  if (s.window > 0) std::fill(row, row + std::max<int64_t>(0, limit - s.window), hidden);
   if (key_valid)
     for (int64_t j = 0; j < limit; ++j)
-      if (!key_valid[b * s.seq_k + j]) row[j] = -std::numeric_limits<T>::infinity();
+      if (!key_valid[b * s.seq_k + j]) row[j] = hidden;
   return limit;
+}
+
+// Gemma 2's logit soft-capping, in place: x -> cap * tanh(x / cap). With `slope` it also stores
+// the derivative 1 - tanh^2 that the backward multiplies the score gradients by.
+template <typename T>
+void soft_cap(T* row, int64_t n, double cap, T* slope) {
+  for (int64_t j = 0; j < n; ++j) {
+    const T th = T(std::tanh(double(row[j]) / cap));
+    row[j] = T(cap) * th;
+    if (slope) slope[j] = T(1) - th * th;
+  }
 }
 
 // Keys visible to some row of the query block starting at t0 with `rows` rows.
@@ -95,7 +114,7 @@ template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, const AttentionShape& s,
                        const uint8_t* key_valid, T* out, T* lse) {
   namespace d = attention_detail;
-  const T scale = T(1.0 / std::sqrt(double(s.head_dim)));
+  const T scale = T(s.score_scale());
   const int64_t hd = s.head_dim;
   const int64_t block = std::min(kQueryBlock, s.seq_q);
 #pragma omp parallel if (parallel_worth_it(s))
@@ -115,6 +134,7 @@ void attention_forward(const T* q, const T* k, const T* v, const AttentionShape&
                   p.data(), count);
           for (int64_t r = 0; r < rows; ++r) {
             T* row = p.data() + r * count;
+            if (s.softcap > 0) d::soft_cap(row, count, s.softcap, static_cast<T*>(nullptr));
             const int64_t limit = d::mask_row(row, s, b, t0 + r, count, key_valid);
             const T mx = d::row_max(row, limit);
             T* lse_at = lse + (b * s.heads + h) * s.seq_q + t0 + r;
@@ -142,13 +162,14 @@ template <typename T>
 void attention_backward(const T* q, const T* k, const T* v, const T* out, const T* lse, const T* g,
                         const AttentionShape& s, const uint8_t* key_valid, T* dq, T* dk, T* dv) {
   namespace d = attention_detail;
-  const T scale = T(1.0 / std::sqrt(double(s.head_dim)));
+  const T scale = T(s.score_scale());
   const int64_t hd = s.head_dim;
   const int64_t block = std::min(kQueryBlock, s.seq_q);
 #pragma omp parallel if (parallel_worth_it(s))
   {
     std::vector<T> p(static_cast<std::size_t>(block * s.seq_k));
     std::vector<T> ds(p.size());
+    std::vector<T> slope(s.softcap > 0 ? p.size() : 0);  // d capped / d raw score
     std::vector<T> delta(static_cast<std::size_t>(block));
 #pragma omp for collapse(2) schedule(static)
     for (int64_t b = 0; b < s.batch; ++b)
@@ -170,6 +191,7 @@ void attention_backward(const T* q, const T* k, const T* v, const T* out, const 
                 delta[r] = 0;
                 continue;
               }
+              if (s.softcap > 0) d::soft_cap(row, count, s.softcap, slope.data() + r * count);
               d::mask_row(row, s, b, t0 + r, count, key_valid);
               d::exp_shift(row, count, row_lse);
               // delta = rowsum(P * dP) = g . out (the softmax backward's shift)
@@ -193,6 +215,11 @@ void attention_backward(const T* q, const T* k, const T* v, const T* out, const 
               const T dl = delta[r];
 #pragma omp simd
               for (int64_t j = 0; j < count; ++j) dr[j] = pr[j] * (dr[j] - dl) * scale;
+              if (s.softcap > 0) {
+                const T* sl = slope.data() + r * count;
+#pragma omp simd
+                for (int64_t j = 0; j < count; ++j) dr[j] *= sl[j];
+              }
             }
             if (dq)  // dQ += dS K
               d::gemm(false, false, rows, hd, count, T(1), ds.data(), count, k + kv_off,

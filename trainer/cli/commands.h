@@ -19,5 +19,6 @@ void add_eval(CLI::App& app, const GlobalOptions& global);
 void add_merge(CLI::App& app, const GlobalOptions& global);
 void add_export(CLI::App& app, const GlobalOptions& global);
 void add_convert(CLI::App& app, const GlobalOptions& global);
+void add_serve(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace lora::cli

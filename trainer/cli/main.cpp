@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   lora::cli::add_convert(app, global);
   lora::cli::add_inspect(app, global);
   lora::cli::add_tokenize(app, global);
+  lora::cli::add_serve(app, global);
 
   app.parse_complete_callback([&] {
     if (global.threads > 0) {

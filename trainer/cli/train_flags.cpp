@@ -23,7 +23,7 @@ const std::vector<FlagGroup>& flag_groups() {
        {"model", "data", "train-file", "valid-file", "mask-prompt", "max-seq-length", "chat-format",
         "max-line-bytes"}},
       {"LoRA (which weights learn: rank-r updates B A beside the frozen linears)",
-       {"num-layers", "lora-keys", "rank", "scale", "alpha", "rslora", "dropout",
+       {"fine-tune-type", "num-layers", "lora-keys", "rank", "scale", "alpha", "rslora", "dropout",
         "resume-adapter-file"}},
       {"Optimizer (how each step moves the LoRA weights)",
        {"iters", "batch-size", "grad-accumulation-steps", "learning-rate", "optimizer",

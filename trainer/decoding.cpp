@@ -1,0 +1,69 @@
+#include "trainer/decoding.h"
+
+#include <algorithm>
+#include <chrono>
+#include <stdexcept>
+
+namespace lora {
+
+namespace {
+
+std::vector<int32_t> checked_prompt(const Model& model, std::vector<int32_t> prompt,
+                                    const GenerateOptions& options) {
+  if (prompt.empty()) throw std::invalid_argument("generate: the prompt has no tokens");
+  if (options.max_tokens < 0) throw std::invalid_argument("generate: max tokens must be >= 0");
+  const int64_t vocab = model.config.vocab_size;
+  for (int32_t id : prompt)
+    if (id < 0 || id >= vocab)
+      throw std::invalid_argument("generate: prompt token " + std::to_string(id) +
+                                  " is outside the vocabulary of " + std::to_string(vocab));
+  return prompt;
+}
+
+}  // namespace
+
+Decoding::Decoding(const Model& model, AdapterStack adapters, std::vector<int32_t> prompt,
+                   const GenerateOptions& options)
+    : model_(model),
+      adapters_(std::move(adapters)),
+      options_(options),
+      sampler_(options.sampling),
+      history_(checked_prompt(model, std::move(prompt), options)),
+      prompt_size_(history_.size()) {
+  cache_ =
+      KVCache::create(model.config, static_cast<int64_t>(prompt_size_) + options.max_tokens + 1);
+  history_.reserve(prompt_size_ + static_cast<std::size_t>(options.max_tokens));
+}
+
+std::optional<int32_t> Decoding::next() {
+  using clock = std::chrono::steady_clock;
+  if (finished()) return std::nullopt;
+  const int64_t generated = static_cast<int64_t>(history_.size() - prompt_size_);
+  if (generated >= options_.max_tokens) {
+    stop_reason_ = "max_tokens";
+    return std::nullopt;
+  }
+  const auto t0 = clock::now();
+  if (generated == 0) {
+    logits_ = forward_cached(model_, adapters_, cache_, prompt());
+    prompt_seconds_ = std::chrono::duration<double>(clock::now() - t0).count();
+  } else {
+    logits_ = forward_cached(model_, adapters_, cache_, {&history_.back(), 1});
+  }
+  const auto t1 = clock::now();
+  const int64_t vocab = model_.config.vocab_size;
+  const int64_t last = logits_.dim(0) - 1;
+  const int32_t id =
+      sampler_.sample({logits_.ptr() + last * vocab, static_cast<std::size_t>(vocab)}, history_);
+  generate_seconds_ +=
+      std::chrono::duration<double>(clock::now() - (generated == 0 ? t1 : t0)).count();
+  if (std::find(options_.stop_ids.begin(), options_.stop_ids.end(), id) !=
+      options_.stop_ids.end()) {
+    stop_reason_ = "stop_token";
+    return std::nullopt;
+  }
+  history_.push_back(id);
+  return id;
+}
+
+}  // namespace lora

@@ -1,0 +1,51 @@
+// One sequence being generated a step at a time over the KV-cached forward. It owns its cache and
+// sampler, so several can run side by side over one model (the server interleaves them).
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "trainer/sampler.h"
+#include "trainer/transformer.h"
+
+namespace lora {
+
+struct GenerateOptions {
+  int64_t max_tokens = 100;
+  SamplingOptions sampling;
+  std::vector<int32_t> stop_ids;  // generation ends after one of these (it is not emitted)
+};
+
+class Decoding {
+ public:
+  // `adapters` is copied: it must stay valid (the adapters it points at) while this runs.
+  Decoding(const Model& model, AdapterStack adapters, std::vector<int32_t> prompt,
+           const GenerateOptions& options);
+  // The next generated id (the first call runs the prompt), or nullopt once finished.
+  std::optional<int32_t> next();
+  bool finished() const { return !stop_reason_.empty(); }
+  // Ends generation early (the caller found a stop string, or its reader left).
+  void finish(const std::string& reason) { stop_reason_ = reason; }
+  const std::string& stop_reason() const { return stop_reason_; }  // empty while running
+  std::span<const int32_t> prompt() const { return {history_.data(), prompt_size_}; }
+  std::span<const int32_t> tokens() const {
+    return std::span<const int32_t>(history_).subspan(prompt_size_);
+  }
+  double prompt_seconds() const { return prompt_seconds_; }
+  double generate_seconds() const { return generate_seconds_; }
+
+ private:
+  const Model& model_;
+  AdapterStack adapters_;
+  GenerateOptions options_;
+  Sampler sampler_;
+  KVCache cache_;
+  std::vector<int32_t> history_;  // prompt, then the generated ids
+  std::size_t prompt_size_ = 0;
+  Tensor logits_;  // of the last forward
+  std::string stop_reason_;
+  double prompt_seconds_ = 0, generate_seconds_ = 0;
+};
+
+}  // namespace lora

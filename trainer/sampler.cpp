@@ -1,0 +1,109 @@
+#include "trainer/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+namespace lora {
+
+void validate(const SamplingOptions& o) {
+  auto fail = [](const std::string& what, double got) {
+    throw std::invalid_argument(what + ", got " + std::to_string(got));
+  };
+  if (!(o.temperature >= 0.0f) || !std::isfinite(o.temperature))
+    fail("temperature must be >= 0", o.temperature);
+  if (!(o.top_p > 0.0f && o.top_p <= 1.0f)) fail("top-p must be in (0, 1]", o.top_p);
+  if (o.top_k < 0) fail("top-k must be >= 0", static_cast<double>(o.top_k));
+  if (!(o.min_p >= 0.0f && o.min_p <= 1.0f)) fail("min-p must be in [0, 1]", o.min_p);
+  if (!(o.repetition_penalty > 0.0f) || !std::isfinite(o.repetition_penalty))
+    fail("repetition penalty must be > 0", o.repetition_penalty);
+}
+
+Sampler::Sampler(const SamplingOptions& options) : options_(options), rng_(options.seed) {
+  validate(options);
+}
+
+int32_t Sampler::argmax() const {
+  return static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
+}
+
+void Sampler::filter(std::span<const float> logits, std::span<const int32_t> seen) {
+  if (logits.empty()) throw std::invalid_argument("cannot sample from an empty logits row");
+  work_.assign(logits.begin(), logits.end());
+  if (options_.repetition_penalty != 1.0f) {
+    // Each distinct seen token once: mark, then penalize the marked.
+    std::vector<uint8_t> marked(work_.size(), 0);
+    for (int32_t id : seen)
+      if (id >= 0 && static_cast<std::size_t>(id) < work_.size()) marked[id] = 1;
+    for (std::size_t i = 0; i < work_.size(); ++i)
+      if (marked[i])
+        work_[i] = work_[i] > 0 ? work_[i] / options_.repetition_penalty
+                                : work_[i] * options_.repetition_penalty;
+  }
+  kept_.clear();
+  if (options_.temperature == 0.0f) {
+    kept_.push_back({1.0, argmax()});
+    return;
+  }
+  // Softmax of logits / T, in a stable form.
+  const double inv_t = 1.0 / options_.temperature;
+  const float max_logit = *std::max_element(work_.begin(), work_.end());
+  double total = 0;
+  kept_.resize(work_.size());
+  for (std::size_t i = 0; i < work_.size(); ++i) {
+    const double p = std::exp((work_[i] - max_logit) * inv_t);
+    kept_[i] = {p, static_cast<int32_t>(i)};
+    total += p;
+  }
+  const bool filtering = options_.top_k > 0 || options_.top_p < 1.0f || options_.min_p > 0.0f;
+  if (filtering) {
+    std::sort(kept_.begin(), kept_.end(), [](const auto& a, const auto& b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
+    });
+    std::size_t keep = kept_.size();
+    if (options_.top_k > 0) keep = std::min<std::size_t>(keep, options_.top_k);
+    if (options_.top_p < 1.0f) {
+      double kept_total = 0;
+      for (std::size_t i = 0; i < keep; ++i) kept_total += kept_[i].first;
+      double mass = 0;
+      std::size_t n = 0;
+      while (n < keep) {
+        mass += kept_[n++].first;
+        if (mass >= options_.top_p * kept_total) break;
+      }
+      keep = n;
+    }
+    if (options_.min_p > 0.0f) {
+      const double threshold = options_.min_p * kept_[0].first;
+      std::size_t n = 1;
+      while (n < keep && kept_[n].first >= threshold) ++n;
+      keep = n;
+    }
+    kept_.resize(keep);
+    total = 0;
+    for (const auto& k : kept_) total += k.first;
+  }
+  for (auto& k : kept_) k.first /= total;
+}
+
+std::vector<double> Sampler::distribution(std::span<const float> logits,
+                                          std::span<const int32_t> seen) {
+  filter(logits, seen);
+  std::vector<double> p(logits.size(), 0.0);
+  for (const auto& [prob, id] : kept_) p[id] = prob;
+  return p;
+}
+
+int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> seen) {
+  filter(logits, seen);
+  if (kept_.size() == 1) return kept_[0].second;
+  double r = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+  for (const auto& [prob, id] : kept_) {
+    r -= prob;
+    if (r < 0) return id;
+  }
+  return kept_.back().second;  // rounding left a sliver: the last kept token
+}
+
+}  // namespace lora
