@@ -110,6 +110,19 @@ FrozenWeight FrozenWeight::from_quantized(QuantizedMatrix q) {
   return f;
 }
 
+FrozenWeight FrozenWeight::from_ggml(GgmlMatrix m) {
+  if (m.rows < 0 || !m.data)
+    throw std::invalid_argument("FrozenWeight::from_ggml: no data for a [" +
+                                std::to_string(m.rows) + ", " + std::to_string(m.cols) +
+                                "] matrix");
+  FrozenWeight f;
+  f.rows = m.rows;
+  f.cols = m.cols;
+  f.format = WeightFormat::Ggml;
+  f.ggml = std::move(m);
+  return f;
+}
+
 std::size_t FrozenWeight::stored_bytes() const {
   switch (format) {
     case WeightFormat::F32:
@@ -119,6 +132,8 @@ std::size_t FrozenWeight::stored_bytes() const {
     case WeightFormat::Quantized:
       return quant.packed.size() * sizeof(uint32_t) +
              (quant.scales.size() + quant.biases.size()) * dtype_size(quant.scale_dtype);
+    case WeightFormat::Ggml:
+      return static_cast<std::size_t>(ggml.total_bytes());
   }
   return 0;
 }
@@ -138,6 +153,9 @@ void FrozenWeight::rows_f32(int64_t begin, int64_t end, float* out) const {
       break;
     case WeightFormat::Quantized:
       dequantize_rows(quant, begin, end, out);
+      break;
+    case WeightFormat::Ggml:
+      ggml.rows_f32(begin, end, out);
       break;
   }
 }

@@ -6,11 +6,13 @@
 #include <string>
 #include <vector>
 
+#include "autograd/gguf_quant.h"
 #include "autograd/quant.h"
 
 namespace lora {
 
-enum class WeightFormat { F32, BF16, Quantized };
+// Ggml: a GGUF tensor's own blocks (Q4_K, Q8_0, F16, ...), widened tile by tile like Quantized.
+enum class WeightFormat { F32, BF16, Quantized, Ggml };
 
 // The precision of the frozen products. BF16 rounds both operands to bf16 and accumulates in f32
 // on the CPU's bf16 units (AMX / AVX512-BF16); where the CPU has none it runs as F32, since an
@@ -28,10 +30,12 @@ struct FrozenWeight {
   std::vector<float> f32;      // format F32: rows * cols
   std::vector<uint16_t> bf16;  // format BF16: rows * cols
   QuantizedMatrix quant;       // format Quantized
+  GgmlMatrix ggml;             // format Ggml
 
   static FrozenWeight from_f32(std::vector<float> w, int64_t rows, int64_t cols);
   static FrozenWeight from_bf16(std::vector<uint16_t> w, int64_t rows, int64_t cols);
   static FrozenWeight from_quantized(QuantizedMatrix q);
+  static FrozenWeight from_ggml(GgmlMatrix m);
 
   std::size_t stored_bytes() const;
   // Rows [begin, end) as f32, [end - begin, cols].

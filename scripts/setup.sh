@@ -68,3 +68,8 @@ if $tests && { [ ! -d tests/clients/node_modules ] ||
   [ tests/clients/package-lock.json -nt tests/clients/node_modules ]; }; then
   (cd tests/clients && npm ci --no-audit --no-fund)
 fi
+# Test-only: llama.cpp's prebuilt CPU binaries, pinned by scripts/llama_cpp/package-lock.json.
+if [ ! -d scripts/llama_cpp/node_modules/node-llama-cpp ]; then
+  (cd scripts/llama_cpp && npm ci --ignore-scripts --no-audit --no-fund >/dev/null) ||
+    echo "setup: npm ci in scripts/llama_cpp failed; the llama.cpp comparisons will skip"
+fi

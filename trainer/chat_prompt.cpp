@@ -1,5 +1,7 @@
 #include "trainer/chat_prompt.h"
 
+#include "trainer/gguf_tokenizer.h"
+
 namespace lora {
 
 namespace {
@@ -20,7 +22,7 @@ ChatPrompt::ChatPrompt(data::TokenizerConfig config, data::ChatTemplate tmpl,
       has_model_template_(has_model_template) {}
 
 ChatPrompt ChatPrompt::load(const std::filesystem::path& model_dir) {
-  data::TokenizerConfig config = data::TokenizerConfig::load(model_dir);
+  data::TokenizerConfig config = load_model_tokenizer_config(model_dir);
   if (config.chat_template) {
     auto tmpl = data::ChatTemplate::parse(*config.chat_template,
                                           (model_dir / "tokenizer_config.json").string());

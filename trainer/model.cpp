@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "autograd/tensor.h"
+#include "trainer/gguf_model.h"
 #include "trainer/io/model_folder.h"
 #include "trainer/io/safetensors.h"
 #include "trainer/setting_error.h"
@@ -181,6 +182,7 @@ void check_quantization(int bits, int group_size) {
 }
 
 Model load_model(const std::filesystem::path& dir, const LoadOptions& options) {
+  if (is_gguf_file(dir)) return load_gguf_model(dir, options);
   if (options.quantize_bits != 0)
     check_quantization(options.quantize_bits, options.quantize_group_size);
   Model m;

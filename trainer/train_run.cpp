@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "trainer/evaluate.h"
+#include "trainer/gguf_tokenizer.h"
 #include "trainer/setting_error.h"
 #include "trainer/train_memory.h"
 
@@ -153,8 +154,8 @@ const TrainOptions& validated(const TrainOptions& o) {
 }  // namespace
 
 TrainData load_train_data(const TrainOptions& o, const fs::path& model_dir, Progress& progress) {
-  const auto tokenizer = data::Tokenizer::load(model_dir);
-  const auto tok_config = data::TokenizerConfig::load(model_dir);
+  const auto tokenizer = load_model_tokenizer(model_dir);
+  const auto tok_config = load_model_tokenizer_config(model_dir);
   const data::RecordEncoder encoder = make_encoder(o, tokenizer, tok_config);
 
   const bool want_valid = o.val_batches != 0;

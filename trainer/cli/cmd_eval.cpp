@@ -6,6 +6,7 @@
 #include "trainer/cli/commands.h"
 #include "trainer/cli/flag_values.h"
 #include "trainer/evaluate.h"
+#include "trainer/gguf_tokenizer.h"
 #include "trainer/io/adapter_io.h"
 
 namespace lora::cli {
@@ -40,12 +41,12 @@ void run_eval(const EvalOptions& o, const GlobalOptions& global) {
   load.quantize_bits = o.quantize;
   load.quantize_group_size = o.q_group_size;
   const Model model = load_model(o.model, load);
-  const auto tokenizer = data::Tokenizer::load(o.model);
+  const auto tokenizer = load_model_tokenizer(o.model);
   data::EncodeOptions enc;
   enc.mask_prompt = o.mask_prompt;
   enc.max_seq_length = std::size_t(o.max_seq_length);
   enc.chat_format = o.chat_format;
-  const data::RecordEncoder encoder(tokenizer, data::TokenizerConfig::load(o.model), enc);
+  const data::RecordEncoder encoder(tokenizer, load_model_tokenizer_config(o.model), enc);
   const data::EncodedSet set = load_split(file, encoder, std::size_t(o.max_line_bytes));
   const data::BatchPlan plan(set.examples, o.batch_size, 0, /*shuffle=*/false);
 
@@ -76,7 +77,7 @@ void add_eval(CLI::App& app, const GlobalOptions& global) {
   auto* cmd = app.add_subcommand(
       "eval", "Loss and perplexity on a data split, with an adapter or the base alone");
   auto o = std::make_shared<EvalOptions>();
-  cmd->add_option("--model", o->model, "Model folder")->required();
+  cmd->add_option("--model", o->model, "Model folder or GGUF file")->required();
   cmd->add_option("--adapter-path", o->adapter_path, "Adapter folder (MLX-LM or PEFT)");
   cmd->add_flag("--no-adapter", o->no_adapter, "Evaluate the base model alone");
   cmd->add_option("--data", o->data, "Data folder (or a JSONL file)")->required();

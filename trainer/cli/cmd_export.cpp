@@ -10,6 +10,7 @@
 #include "trainer/cli/commands.h"
 #include "trainer/cli/flag_values.h"
 #include "trainer/io/adapter_file.h"
+#include "trainer/io/adapter_gguf.h"
 #include "trainer/io/adapter_io.h"
 #include "trainer/model_config.h"
 
@@ -23,15 +24,32 @@ struct ExportOptions {
   std::string out;
   std::string base_model;
   int64_t base_layers = 0;
-  std::string model;  // the base model folder: its layer count and name
+  std::string model;  // the base (folder or GGUF file): layer count, name, --to gguf layout
 };
 
+// llama.cpp's GGUF LoRA: one file, laid out for the base (its architecture and q/k row order).
+void export_gguf(const ExportOptions& o, const GlobalOptions& global) {
+  if (o.model.empty())
+    throw std::runtime_error("--to gguf needs --model (the base folder or GGUF file)");
+  const AdapterFile adapter = AdapterFile::read(o.adapter_path);
+  write_gguf_adapter(adapter, adapter_base_config(o.model), o.out);
+  if (global.json) {
+    nlohmann::json summary = adapter.summary();
+    summary["written"] = o.out;
+    summary["written_format"] = "gguf";
+    std::printf("%s\n", summary.dump().c_str());
+    return;
+  }
+  std::printf("wrote gguf adapter to %s\n", o.out.c_str());
+}
+
 void run_export(const ExportOptions& o, const GlobalOptions& global) {
+  if (o.to == "gguf") return export_gguf(o, global);
   const AdapterFormat format = adapter_format_from_name(o.to);
   AdapterFile adapter = AdapterFile::read(o.adapter_path);
   if (!o.model.empty()) {
     const std::filesystem::path dir = folder_path(o.model);
-    const ModelConfig config = ModelConfig::load(dir);
+    const ModelConfig config = adapter_base_config(dir);
     adapter.base_num_layers = config.num_layers;
     if (adapter.base_model.empty()) adapter.base_model = base_model_name(config.raw, dir);
   }
@@ -70,15 +88,15 @@ void add_export(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--adapter-path", opts->adapter_path,
                   "Adapter folder, or its .safetensors file (adapter_config.json beside it)")
       ->required();
-  cmd->add_option("--to", opts->to, "Layout to write: peft or mlx")
+  cmd->add_option("--to", opts->to, "Layout to write: peft, mlx or gguf (llama.cpp --lora)")
       ->required()
-      ->check(CLI::IsMember({"peft", "mlx"}));
-  cmd->add_option("--out", opts->out, "Output folder")->required();
+      ->check(CLI::IsMember({"peft", "mlx", "gguf"}));
+  cmd->add_option("--out", opts->out, "Output folder (a .gguf file for --to gguf)")->required();
   cmd->add_option("--base-model", opts->base_model,
                   "Base model name written into the config (PEFT base_model_name_or_path)");
   cmd->add_option("--model", opts->model,
-                  "Base model folder: its config.json gives the layer count (and the base name "
-                  "when the adapter has none)");
+                  "Base model folder or GGUF file: its layer count (and the base name when the "
+                  "adapter has none); for --to gguf, its architecture and q/k layout (required)");
   cmd->add_option("--base-layers", opts->base_layers,
                   "Layer count of the base model (default: from --model, or from the adapter "
                   "when it says; MLX-LM output needs it)")

@@ -11,6 +11,7 @@
 #include "trainer/chat_prompt.h"
 #include "trainer/cli/commands.h"
 #include "trainer/cli/flag_values.h"
+#include "trainer/gguf_tokenizer.h"
 #include "trainer/io/adapter_io.h"
 #include "trainer/text_stream.h"
 
@@ -147,7 +148,7 @@ void run_generate(const GenerateFlags& f, const GlobalOptions& global) {
   load.quantize_bits = f.quantize;
   load.quantize_group_size = f.q_group_size;
   const Model model = load_model(f.model, load);
-  const auto tokenizer = data::Tokenizer::load(f.model);
+  const auto tokenizer = load_model_tokenizer(f.model);
 
   const std::vector<double> scales = adapter_scales(f.adapter_scales, f.adapter_paths.size());
   std::vector<LoraAdapter> adapters;
@@ -184,7 +185,8 @@ void add_generate(CLI::App& app, const GlobalOptions& global) {
   auto* cmd =
       app.add_subcommand("generate", "Generate text from a model, optionally with adapters");
   auto f = std::make_shared<GenerateFlags>();
-  cmd->add_option("--model", f->model, "Model folder (config.json, safetensors, tokenizer.json)")
+  cmd->add_option("--model", f->model,
+                  "Model folder (config.json, safetensors, tokenizer.json) or GGUF file")
       ->required();
   cmd->add_option("--prompt", f->prompt,
                   "Prompt text (empty: start from BOS); with --chat, the first user turn");

@@ -7,6 +7,7 @@
 
 #include "autograd/tensor.h"
 #include "trainer/cli/commands.h"
+#include "trainer/gguf_model.h"
 #include "trainer/io/model_folder.h"
 #include "trainer/io/safetensors.h"
 #include "trainer/model_config.h"
@@ -69,7 +70,50 @@ ordered_json quantized_modules(const WeightSet& ws, const ModelConfig& c) {
   return out;
 }
 
+// A GGUF metadata value as text: scalars as they are, arrays as their size and type (the
+// tokenizer's run to hundreds of thousands of entries) unless short.
+std::string gguf_value_text(const GgufValue& v) {
+  if (v.type == GgufType::String) return v.text;
+  if (v.type == GgufType::Bool) return v.integer ? "true" : "false";
+  if (v.is_integer()) return std::to_string(v.integer);
+  if (v.is_real()) return ordered_json(v.real).dump();
+  if (v.array_size() > 8)
+    return "[" + std::to_string(v.array_size()) + " " +
+           std::string(gguf_type_name(v.element_type)) + "]";
+  ordered_json a = ordered_json::array();
+  for (const auto& x : v.strings) a.push_back(x);
+  for (int64_t x : v.integers) a.push_back(x);
+  for (double x : v.reals) a.push_back(x);
+  return a.dump();
+}
+
+ordered_json inspect_gguf(const fs::path& path) {
+  const GgufFile f = GgufFile::open(path);
+  ordered_json out = {{"path", path.string()}, {"gguf_version", f.version()}};
+  const auto arch = f.string_or("general.architecture");
+  if (f.string_or("general.type").value_or("model") == "model" && arch &&
+      (*arch == "llama" || *arch == "qwen2" || *arch == "qwen3"))
+    out["config"] =
+        config_summary(ModelConfig::from_json(gguf_model_config_json(f), path.string()));
+  ordered_json meta = ordered_json::object();
+  for (const auto& key : f.metadata_order()) meta[key] = gguf_value_text(*f.find(key));
+  out["metadata"] = meta;
+  ordered_json list = ordered_json::array();
+  uint64_t total = 0;
+  for (const auto& t : f.tensors()) {
+    list.push_back({{"name", t.name},
+                    {"dtype", std::string(ggml_type_name(t.type))},
+                    {"shape", t.shape()},
+                    {"bytes", t.bytes}});
+    total += t.bytes;
+  }
+  out["tensors"] = list;
+  out["total_bytes"] = total;
+  return out;
+}
+
 ordered_json inspect(const fs::path& path) {
+  if (is_gguf_file(path)) return inspect_gguf(path);
   ordered_json out = {{"path", path.string()}};
   uint64_t total = 0;
   if (fs::is_directory(path)) {
@@ -141,10 +185,10 @@ void print_human(const ordered_json& r) {
 void add_inspect(CLI::App& app, const GlobalOptions& global) {
   auto* cmd = app.add_subcommand(
       "inspect",
-      "Show the tensors (dtype, shape, bytes) and metadata of a safetensors file, or of "
-      "a model folder with its config and quantized layers");
+      "Show the tensors (dtype, shape, bytes) and metadata of a safetensors or GGUF file, or "
+      "of a model folder with its config and quantized layers");
   auto path = std::make_shared<std::string>();
-  cmd->add_option("path", *path, "A .safetensors file or a model folder")->required();
+  cmd->add_option("path", *path, "A .safetensors or .gguf file, or a model folder")->required();
   cmd->callback([path, &global] {
     const fs::path p(*path);
     if (!fs::exists(p)) throw std::runtime_error(p.string() + ": no such file or folder");

@@ -2,6 +2,8 @@
 // how much of each delta the stored weights keep.
 #include <cstdio>
 #include <memory>
+#include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -9,6 +11,7 @@
 #include "trainer/cli/commands.h"
 #include "trainer/cli/flag_values.h"
 #include "trainer/merge.h"
+#include "trainer/merge_gguf.h"
 
 namespace lora::cli {
 
@@ -24,7 +27,34 @@ struct MergeCliOptions {
   std::string base_float;
   double min_delta_kept = 0.9;
   std::string max_shard_size = "5GB";
+  std::string outtype;  // GGUF output only
 };
+
+// A GGUF base merged into a GGUF file, each tensor in its own type or --outtype.
+void merge_gguf(const MergeCliOptions& o, std::span<const MergeAdapter> adapters,
+                const GlobalOptions& global) {
+  std::optional<GgmlType> outtype;
+  if (!o.outtype.empty()) {
+    outtype = ggml_type_named(o.outtype);
+    if (!outtype) throw std::runtime_error("--outtype: unknown type '" + o.outtype + "'");
+  }
+  const GgufMergeReport report = merge_into_gguf(o.model, adapters, o.out, outtype);
+  if (global.json) {
+    nlohmann::json j = report.to_json();
+    j["written"] = o.out;
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
+  const MergeFidelity& total = report.total;
+  if (!global.quiet)
+    std::printf("merged %lld tensors: %.1f%% of the change kept, norm ratio %.3f, max error %.3g\n",
+                static_cast<long long>(report.merged_tensors), 100.0 * total.kept(),
+                total.norm_ratio(), total.max_error);
+  if (total.kept() < o.min_delta_kept)
+    std::fprintf(stderr, "warning: only %.1f%% of the change survived the requantization\n",
+                 100.0 * total.kept());
+  std::printf("wrote %s\n", o.out.c_str());
+}
 
 void run_merge(const MergeCliOptions& o, const GlobalOptions& global) {
   const std::vector<double> scales = adapter_scales(o.adapter_scales, o.adapters.size());
@@ -33,6 +63,9 @@ void run_merge(const MergeCliOptions& o, const GlobalOptions& global) {
     MergeAdapter m{AdapterFile::read(o.adapters[i]), scales[i]};
     adapters.push_back(std::move(m));
   }
+  if (o.out.size() > 5 && o.out.substr(o.out.size() - 5) == ".gguf")
+    return merge_gguf(o, adapters, global);
+  if (!o.outtype.empty()) throw std::runtime_error("--outtype applies to a .gguf --out only");
   MergeOptions options;
   options.dequantize = o.dequantize;
   if (!o.dtype.empty()) options.float_dtype = parse_float_dtype(o.dtype);
@@ -59,12 +92,19 @@ void add_merge(CLI::App& app, const GlobalOptions& global) {
   auto opts = std::make_shared<MergeCliOptions>();
   auto* cmd = app.add_subcommand(
       "merge", "Fold adapters into the base (W + adapter-scale * scale * B A) and write the model");
-  cmd->add_option("--model", opts->model, "Base model folder")->required();
+  cmd->add_option("--model", opts->model, "Base model folder (or GGUF file, with --out FILE.gguf)")
+      ->required();
+  cmd->add_option(
+      "--outtype", opts->outtype,
+      "GGUF output: type of the merged weights (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, "
+      "q4_k, q5_k, q6_k; "
+      "default: each keeps its own)");
   cmd->add_option("--adapter-path", opts->adapters,
                   "Adapter folder or .safetensors file (MLX-LM or PEFT); repeat to stack")
       ->required();
   add_adapter_scale_flag(*cmd, opts->adapter_scales);
-  cmd->add_option("--out", opts->out, "Output model folder")->required();
+  cmd->add_option("--out", opts->out, "Output model folder, or FILE.gguf for a GGUF base")
+      ->required();
   cmd->add_flag("--dequantize", opts->dequantize,
                 "Quantized base: write float weights instead of requantizing");
   cmd->add_option("--dtype", opts->dtype,

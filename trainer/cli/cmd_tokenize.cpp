@@ -12,6 +12,8 @@
 #include "data/chat_template.h"
 #include "data/tokenizer/tokenizer.h"
 #include "trainer/cli/commands.h"
+#include "trainer/gguf_model.h"
+#include "trainer/gguf_tokenizer.h"
 
 namespace lora::cli {
 
@@ -28,8 +30,9 @@ class TokenizeSession {
  public:
   explicit TokenizeSession(const std::filesystem::path& model_path)
       : dir_(std::filesystem::is_directory(model_path) ? model_path : model_path.parent_path()),
-        tokenizer_(data::Tokenizer::load(model_path)),
-        config_(data::TokenizerConfig::load(dir_)) {}
+        tokenizer_(load_model_tokenizer(model_path)),
+        config_(is_gguf_file(model_path) ? load_model_tokenizer_config(model_path)
+                                         : data::TokenizerConfig::load(dir_)) {}
 
   ordered_json handle(const ordered_json& record) {
     if (auto text = record.find("text"); text != record.end()) {

@@ -1,0 +1,363 @@
+#include "autograd/gguf_quant.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "autograd/dtype.h"
+#include "autograd/gguf_quantize_k.h"
+#include "autograd/kernels/gguf_dequant_isa.h"
+#include "autograd/kernels/kernels_gguf_dequant.h"
+
+namespace lora {
+
+namespace {
+
+struct TypeTraits {
+  GgmlType type;
+  std::string_view name;
+  int64_t elems;
+  int64_t bytes;
+};
+constexpr std::array<TypeTraits, 13> kTypes{{
+    {GgmlType::F32, "F32", 1, 4},
+    {GgmlType::F16, "F16", 1, 2},
+    {GgmlType::BF16, "BF16", 1, 2},
+    {GgmlType::Q4_0, "Q4_0", 32, 18},
+    {GgmlType::Q4_1, "Q4_1", 32, 20},
+    {GgmlType::Q5_0, "Q5_0", 32, 22},
+    {GgmlType::Q5_1, "Q5_1", 32, 24},
+    {GgmlType::Q8_0, "Q8_0", 32, 34},
+    {GgmlType::Q2_K, "Q2_K", 256, 84},
+    {GgmlType::Q3_K, "Q3_K", 256, 110},
+    {GgmlType::Q4_K, "Q4_K", 256, 144},
+    {GgmlType::Q5_K, "Q5_K", 256, 176},
+    {GgmlType::Q6_K, "Q6_K", 256, 210},
+}};
+
+const TypeTraits& traits(GgmlType t) {
+  for (const auto& tr : kTypes)
+    if (tr.type == t) return tr;
+  throw std::invalid_argument("unknown ggml type " + std::to_string(static_cast<uint32_t>(t)));
+}
+
+// ggml's names for the ids we do not read, so a refusal can say what the file holds.
+std::string_view other_type_name(uint32_t id) {
+  static constexpr std::array<std::string_view, 42> names{
+      "F32",   "F16",        "Q4_0",       "Q4_1",       "Q4_2",     "Q4_3",     "Q5_0",
+      "Q5_1",  "Q8_0",       "Q8_1",       "Q2_K",       "Q3_K",     "Q4_K",     "Q5_K",
+      "Q6_K",  "Q8_K",       "IQ2_XXS",    "IQ2_XS",     "IQ3_XXS",  "IQ1_S",    "IQ4_NL",
+      "IQ3_S", "IQ2_S",      "IQ4_XS",     "I8",         "I16",      "I32",      "I64",
+      "F64",   "IQ1_M",      "BF16",       "Q4_0_4_4",   "Q4_0_4_8", "Q4_0_8_8", "TQ1_0",
+      "TQ2_0", "IQ4_NL_4_4", "IQ4_NL_4_8", "IQ4_NL_8_8", "MXFP4",    "",         ""};
+  return id < names.size() ? names[id] : std::string_view{};
+}
+
+float f16_at(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return f16_to_f32(h);
+}
+
+// The reference: element i of a block computed on its own from the format's definition (which
+// byte, which bits, which scale), independent of the block loops the kernels run.
+float q_k_reference(GgmlType t, const uint8_t* b, int i) {
+  switch (t) {
+    case GgmlType::Q2_K: {
+      const int half = i / 128, p = i % 128, j = p / 32, r = p % 32;
+      const int code = (b[16 + 32 * half + r] >> (2 * j)) & 3;
+      const uint8_t sc = b[half * 8 + 2 * j + (r >= 16)];
+      return f16_at(b + 80) * static_cast<float>(sc & 15) * static_cast<float>(code) -
+             f16_at(b + 82) * static_cast<float>(sc >> 4);
+    }
+    case GgmlType::Q3_K: {
+      const int half = i / 128, p = i % 128, j = p / 32, r = p % 32;
+      const int low = (b[32 + 32 * half + r] >> (2 * j)) & 3;
+      const bool high = (b[r] >> (4 * half + j)) & 1;
+      const uint8_t* s = b + 96;
+      const int k = half * 8 + 2 * j + (r >= 16);
+      const int scale =
+          ((k < 8 ? (s[k] & 15) : (s[k - 8] >> 4)) | ((s[8 + k % 4] >> (2 * (k / 4))) & 3) << 4) -
+          32;
+      return f16_at(b + 108) * static_cast<float>(scale) * static_cast<float>(low - (high ? 0 : 4));
+    }
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K: {
+      const int c = i / 64, r = i % 64, sub = 2 * c + (r >= 32);
+      const uint8_t* s = b + 4;
+      const int sc = sub < 4 ? (s[sub] & 63) : ((s[sub + 4] & 15) | ((s[sub - 4] >> 6) << 4));
+      const int mn = sub < 4 ? (s[sub + 4] & 63) : ((s[sub + 4] >> 4) | ((s[sub] >> 6) << 4));
+      const int qoff = t == GgmlType::Q4_K ? 16 : 48;
+      const uint8_t byte = b[qoff + 32 * c + r % 32];
+      int code = r < 32 ? (byte & 15) : (byte >> 4);
+      if (t == GgmlType::Q5_K) code |= ((b[16 + r % 32] >> sub) & 1) << 4;
+      return f16_at(b) * static_cast<float>(sc) * static_cast<float>(code) -
+             f16_at(b + 2) * static_cast<float>(mn);
+    }
+    case GgmlType::Q6_K: {
+      const int half = i / 128, p = i % 128, quarter = p / 32, l = p % 32;
+      const uint8_t lowbyte = b[64 * half + l + (quarter & 1) * 32];
+      const int low = quarter < 2 ? (lowbyte & 15) : (lowbyte >> 4);
+      const int high = (b[128 + 32 * half + l] >> (2 * quarter)) & 3;
+      const auto sc = static_cast<int8_t>(b[192 + 8 * half + l / 16 + 2 * quarter]);
+      return f16_at(b + 208) * static_cast<float>(sc) * static_cast<float>((low | high << 4) - 32);
+    }
+    default:
+      throw std::logic_error("q_k_reference: not a K-quant");
+  }
+}
+
+float q32_reference(GgmlType t, const uint8_t* b, int i) {
+  const int j = i % 16;
+  const bool upper = i >= 16;
+  switch (t) {
+    case GgmlType::Q8_0:
+      return f16_at(b) * static_cast<float>(static_cast<int8_t>(b[2 + i]));
+    case GgmlType::Q4_0:
+    case GgmlType::Q4_1: {
+      const uint8_t* qs = b + (t == GgmlType::Q4_0 ? 2 : 4);
+      const int code = upper ? (qs[j] >> 4) : (qs[j] & 15);
+      if (t == GgmlType::Q4_0) return f16_at(b) * static_cast<float>(code - 8);
+      return f16_at(b) * static_cast<float>(code) + f16_at(b + 2);
+    }
+    case GgmlType::Q5_0:
+    case GgmlType::Q5_1: {
+      const bool zero = t == GgmlType::Q5_0;
+      const uint8_t* qh = b + (zero ? 2 : 4);
+      const uint8_t* qs = b + (zero ? 6 : 8);
+      const int high = (qh[i / 8] >> (i % 8)) & 1;
+      const int code = (upper ? (qs[j] >> 4) : (qs[j] & 15)) | high << 4;
+      if (zero) return f16_at(b) * static_cast<float>(code - 16);
+      return f16_at(b) * static_cast<float>(code) + f16_at(b + 2);
+    }
+    default:
+      throw std::logic_error("q32_reference: not a 32-element block type");
+  }
+}
+
+enum class Isa { Scalar, Avx2, Avx512 };
+Isa detect_isa() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c") &&
+      __builtin_cpu_supports("fma"))
+    return Isa::Avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("f16c"))
+    return Isa::Avx2;
+  return Isa::Scalar;
+}
+Isa cpu_isa() {
+  static const Isa isa = detect_isa();
+  return isa;
+}
+
+void check_whole_blocks(GgmlType t, int64_t cols) {
+  if (cols < 0 || cols % traits(t).elems != 0)
+    throw std::invalid_argument("a row of " + std::to_string(cols) + " " +
+                                std::string(traits(t).name) + " elements is not whole blocks of " +
+                                std::to_string(traits(t).elems));
+}
+
+// llama.cpp's reference rounding for the 32-element types: the scale maps the extreme value onto
+// the end of the code range, codes round to nearest.
+void quantize_block32(GgmlType t, const float* x, uint8_t* b) {
+  float amax = 0.0f, max = 0.0f, lo = x[0], hi = x[0];
+  for (int j = 0; j < 32; ++j) {
+    if (std::fabs(x[j]) > amax) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+    lo = std::min(lo, x[j]);
+    hi = std::max(hi, x[j]);
+  }
+  auto put_f16 = [](uint8_t* p, float v) {
+    const uint16_t h = f32_to_f16(v);
+    std::memcpy(p, &h, 2);
+  };
+  switch (t) {
+    case GgmlType::Q8_0: {
+      const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+      put_f16(b, d);
+      for (int j = 0; j < 32; ++j)
+        b[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::lround(x[j] * id)));
+      return;
+    }
+    case GgmlType::Q4_0:
+    case GgmlType::Q5_0: {
+      const bool four = t == GgmlType::Q4_0;
+      const float half_range = four ? 8.0f : 16.0f;
+      const float d = max / -half_range, id = d != 0.0f ? 1.0f / d : 0.0f;
+      const int top = four ? 15 : 31;
+      put_f16(b, d);
+      uint8_t* qs = b + (four ? 2 : 6);
+      uint32_t qh = 0;
+      for (int j = 0; j < 16; ++j) {
+        const int c0 = std::min(top, static_cast<int>(x[j] * id + half_range + 0.5f));
+        const int c1 = std::min(top, static_cast<int>(x[j + 16] * id + half_range + 0.5f));
+        qs[j] = static_cast<uint8_t>((c0 & 15) | (c1 & 15) << 4);
+        qh |= static_cast<uint32_t>((c0 >> 4) & 1) << j | static_cast<uint32_t>((c1 >> 4) & 1)
+                                                              << (j + 16);
+      }
+      if (!four) std::memcpy(b + 2, &qh, 4);
+      return;
+    }
+    case GgmlType::Q4_1:
+    case GgmlType::Q5_1: {
+      const bool four = t == GgmlType::Q4_1;
+      const int top = four ? 15 : 31;
+      const float d = (hi - lo) / static_cast<float>(top), id = d != 0.0f ? 1.0f / d : 0.0f;
+      put_f16(b, d);
+      put_f16(b + 2, lo);
+      uint8_t* qs = b + (four ? 4 : 8);
+      uint32_t qh = 0;
+      for (int j = 0; j < 16; ++j) {
+        const int c0 = std::min(top, static_cast<int>((x[j] - lo) * id + 0.5f));
+        const int c1 = std::min(top, static_cast<int>((x[j + 16] - lo) * id + 0.5f));
+        qs[j] = static_cast<uint8_t>((c0 & 15) | (c1 & 15) << 4);
+        qh |= static_cast<uint32_t>((c0 >> 4) & 1) << j | static_cast<uint32_t>((c1 >> 4) & 1)
+                                                              << (j + 16);
+      }
+      if (!four) std::memcpy(b + 4, &qh, 4);
+      return;
+    }
+    default:
+      throw std::invalid_argument("quantizing to " + std::string(ggml_type_name(t)) +
+                                  " is not supported");
+  }
+}
+
+}  // namespace
+
+std::optional<GgmlType> ggml_type_from_id(uint32_t id) {
+  for (const auto& tr : kTypes)
+    if (static_cast<uint32_t>(tr.type) == id) return tr.type;
+  return std::nullopt;
+}
+
+std::string_view ggml_type_name(GgmlType t) { return traits(t).name; }
+
+std::string ggml_type_id_name(uint32_t id) {
+  const auto name = other_type_name(id);
+  return name.empty() ? "type " + std::to_string(id) : std::string(name);
+}
+
+std::optional<GgmlType> ggml_type_named(std::string_view name) {
+  std::string upper(name);
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  for (const auto& tr : kTypes)
+    if (tr.name == upper) return tr.type;
+  return std::nullopt;
+}
+
+int64_t ggml_block_elems(GgmlType t) { return traits(t).elems; }
+int64_t ggml_block_bytes(GgmlType t) { return traits(t).bytes; }
+
+uint64_t ggml_row_bytes(GgmlType t, int64_t cols) {
+  check_whole_blocks(t, cols);
+  return static_cast<uint64_t>(cols / traits(t).elems) * static_cast<uint64_t>(traits(t).bytes);
+}
+
+std::string_view ggml_kernel_isa() {
+  switch (cpu_isa()) {
+    case Isa::Avx512:
+      return "avx512";
+    case Isa::Avx2:
+      return "avx2";
+    case Isa::Scalar:
+      break;
+  }
+  return "scalar";
+}
+
+void ggml_dequantize_row(GgmlType t, const std::byte* src, int64_t cols, float* dst) {
+  check_whole_blocks(t, cols);
+  switch (cpu_isa()) {
+    case Isa::Avx512:
+      return gguf_avx512::dequantize_row(t, src, cols, dst);
+    case Isa::Avx2:
+      return gguf_avx2::dequantize_row(t, src, cols, dst);
+    case Isa::Scalar:
+      return dequantize_row_blocks(t, reinterpret_cast<const uint8_t*>(src), cols, dst);
+  }
+}
+
+void ggml_dequantize_row_reference(GgmlType t, const std::byte* src, int64_t cols, float* dst) {
+  check_whole_blocks(t, cols);
+  const auto* p = reinterpret_cast<const uint8_t*>(src);
+  const TypeTraits& tr = traits(t);
+  for (int64_t i = 0; i < cols; ++i) {
+    const uint8_t* block = p + (i / tr.elems) * tr.bytes;
+    const int k = static_cast<int>(i % tr.elems);
+    switch (t) {
+      case GgmlType::F32:
+        std::memcpy(dst + i, block, 4);
+        break;
+      case GgmlType::F16:
+        dst[i] = f16_at(block);
+        break;
+      case GgmlType::BF16: {
+        uint16_t h;
+        std::memcpy(&h, block, 2);
+        dst[i] = bf16_to_f32(h);
+        break;
+      }
+      default:
+        dst[i] = tr.elems == 32 ? q32_reference(t, block, k) : q_k_reference(t, block, k);
+    }
+  }
+}
+
+void ggml_quantize_row(GgmlType t, const float* src, int64_t cols, std::byte* dst) {
+  check_whole_blocks(t, cols);
+  auto* out = reinterpret_cast<uint8_t*>(dst);
+  switch (t) {
+    case GgmlType::F32:
+      return convert_from_f32(DType::F32, src, static_cast<std::size_t>(cols), out);
+    case GgmlType::F16:
+      return convert_from_f32(DType::F16, src, static_cast<std::size_t>(cols), out);
+    case GgmlType::BF16:
+      return convert_from_f32(DType::BF16, src, static_cast<std::size_t>(cols), out);
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
+    case GgmlType::Q6_K: {
+      auto* encode = t == GgmlType::Q4_K   ? quantize_q4_k_block
+                     : t == GgmlType::Q5_K ? quantize_q5_k_block
+                                           : quantize_q6_k_block;
+      for (int64_t b = 0; b < cols / 256; ++b) encode(src + 256 * b, out + traits(t).bytes * b);
+      return;
+    }
+    default:
+      for (int64_t b = 0; b < cols / 32; ++b)
+        quantize_block32(t, src + 32 * b, out + traits(t).bytes * b);
+  }
+}
+
+void GgmlMatrix::rows_f32(int64_t begin, int64_t end, float* out) const {
+  if (begin < 0 || end > rows || begin > end)
+    throw std::out_of_range("GgmlMatrix::rows_f32: rows [" + std::to_string(begin) + ", " +
+                            std::to_string(end) + ") of " + std::to_string(rows));
+  const uint64_t rb = row_bytes();
+  const std::byte* base = data.get();
+#pragma omp parallel for schedule(static) if ((end - begin) * cols >= (int64_t(1) << 16))
+  for (int64_t r = begin; r < end; ++r)
+    ggml_dequantize_row(type, base + static_cast<uint64_t>(r) * rb, cols, out + (r - begin) * cols);
+}
+
+GgmlMatrix GgmlMatrix::owning(int64_t rows, int64_t cols, GgmlType type,
+                              std::span<const std::byte> bytes) {
+  GgmlMatrix m{rows, cols, type, nullptr};
+  if (rows < 0 || bytes.size() != m.total_bytes())
+    throw std::invalid_argument("GgmlMatrix: " + std::to_string(bytes.size()) + " bytes for a [" +
+                                std::to_string(rows) + ", " + std::to_string(cols) + "] " +
+                                std::string(ggml_type_name(type)) + " matrix");
+  auto copy = std::make_shared<std::byte[]>(std::max<std::size_t>(bytes.size(), 1));
+  std::copy(bytes.begin(), bytes.end(), copy.get());
+  m.data = std::shared_ptr<const std::byte>(copy, copy.get());
+  return m;
+}
+
+}  // namespace lora

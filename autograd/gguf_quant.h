@@ -1,0 +1,75 @@
+// ggml's tensor types as GGUF files store them: plain floats (F32, F16, BF16), the 32-element
+// blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: an f16 scale, sometimes an f16 minimum, packed codes)
+// and the 256-element K-quant super-blocks (Q2_K..Q6_K: an f16 super-scale over 16 or 8
+// sub-blocks whose own scales are quantized). A row of a matrix is a whole number of blocks.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lora {
+
+enum class GgmlType : uint32_t {
+  F32 = 0,
+  F16 = 1,
+  Q4_0 = 2,
+  Q4_1 = 3,
+  Q5_0 = 6,
+  Q5_1 = 7,
+  Q8_0 = 8,
+  Q2_K = 10,
+  Q3_K = 11,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
+  BF16 = 30,
+};
+
+// The types we read; nullopt for any other id (Q8_1, IQ*, TQ*, ...).
+std::optional<GgmlType> ggml_type_from_id(uint32_t id);
+std::string_view ggml_type_name(GgmlType t);  // "Q4_K"
+// The name of any ggml type id, for error messages ("IQ2_XXS", "type 99").
+std::string ggml_type_id_name(uint32_t id);
+// "q4_k", "Q8_0", "f16", "bf16", ... (any case) -> the type; nullopt otherwise.
+std::optional<GgmlType> ggml_type_named(std::string_view name);
+
+int64_t ggml_block_elems(GgmlType t);  // 1 for floats, 32 or 256
+int64_t ggml_block_bytes(GgmlType t);
+// Bytes of a row of `cols` elements; cols must be a multiple of the block size.
+uint64_t ggml_row_bytes(GgmlType t, int64_t cols);
+
+// Widens `cols` elements (whole blocks) starting at `src` to f32.
+void ggml_dequantize_row(GgmlType t, const std::byte* src, int64_t cols, float* dst);
+// The scalar reference the run-time-dispatched kernels are tested against.
+void ggml_dequantize_row_reference(GgmlType t, const std::byte* src, int64_t cols, float* dst);
+// Which dequantization kernel this CPU runs: "avx512", "avx2" or "scalar".
+std::string_view ggml_kernel_isa();
+
+// Quantizes a row of f32 (whole blocks) to `t`: llama.cpp's reference rounding for the 32-element
+// types (the extreme value on the end of the code range, codes to nearest), a direct per-sub-block
+// fit for Q4_K, Q5_K and Q6_K (gguf_quantize_k.h); floats are converted. Q2_K and Q3_K throw.
+void ggml_quantize_row(GgmlType t, const float* src, int64_t cols, std::byte* dst);
+
+// A [rows, cols] matrix in one ggml type, its bytes owned elsewhere (a memory-mapped GGUF file)
+// or in `owned`. `data` stays valid as long as this value lives.
+struct GgmlMatrix {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  GgmlType type = GgmlType::F32;
+  std::shared_ptr<const std::byte> data;
+
+  uint64_t row_bytes() const { return ggml_row_bytes(type, cols); }
+  uint64_t total_bytes() const { return row_bytes() * static_cast<uint64_t>(rows); }
+  // Rows [begin, end) as f32, [end - begin, cols].
+  void rows_f32(int64_t begin, int64_t end, float* out) const;
+  // A matrix that owns a copy of `bytes`.
+  static GgmlMatrix owning(int64_t rows, int64_t cols, GgmlType type,
+                           std::span<const std::byte> bytes);
+};
+
+}  // namespace lora
