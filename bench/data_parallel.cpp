@@ -22,6 +22,7 @@
 #include <string>
 
 #include "autograd/heap.h"
+#include "bench/bench_args.h"
 #include "trainer/distributed.h"
 #include "trainer/optimizer.h"
 #include "trainer/random_model.h"
@@ -30,43 +31,28 @@ extern "C" void openblas_set_num_threads(int);
 
 namespace {
 
-struct Args {
-  std::string shape = "smollm2-135m";
-  int64_t micro_batches = 2, batch = 1, seq = 256;
-  int steps = 2, warmup = 1, threads = 1;
+using lora::bench::seconds_since;
+
+struct Args : lora::bench::TrainArgs {
+  int64_t micro_batches = 2;
+  int threads = 1;
   bool ordered = false;
-  std::string json_path;
 };
 
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string k = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw std::invalid_argument(k + " needs a value");
-      return argv[++i];
-    };
-    if (k == "--shape")
-      a.shape = value();
-    else if (k == "--micro-batches")
+  lora::bench::parse_flags(argc, argv, [&](const std::string& k, auto& value) {
+    if (lora::bench::parse_train_flag(k, value, a)) return true;
+    if (k == "--micro-batches")
       a.micro_batches = std::stoll(value());
-    else if (k == "--batch")
-      a.batch = std::stoll(value());
-    else if (k == "--seq")
-      a.seq = std::stoll(value());
-    else if (k == "--steps")
-      a.steps = std::stoi(value());
-    else if (k == "--warmup")
-      a.warmup = std::stoi(value());
     else if (k == "--threads")
       a.threads = std::stoi(value());
     else if (k == "--deterministic-reduction")
       a.ordered = true;
-    else if (k == "--json")
-      a.json_path = value();
     else
-      throw std::invalid_argument("unknown argument " + k);
-  }
+      return false;
+    return true;
+  });
   if (a.micro_batches < 1 || a.batch < 1 || a.seq < 2 || a.steps < 1 || a.threads < 1)
     throw std::invalid_argument("need micro-batches, batch, steps, threads >= 1 and seq >= 2");
   return a;
@@ -100,10 +86,6 @@ std::vector<lora::data::Example> random_examples(int64_t count, int64_t seq, int
       out[std::size_t(e)].trained.push_back(1);
     }
   return out;
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace

@@ -30,6 +30,7 @@
 #include "autograd/kernels/matmul_bf16.h"
 #include "autograd/profile.h"
 #include "autograd/quant.h"
+#include "bench/bench_args.h"
 #include "trainer/lora.h"
 #include "trainer/memory_estimate.h"
 #include "trainer/model.h"
@@ -39,42 +40,28 @@
 namespace {
 
 using lora::FrozenWeight;
+using lora::bench::seconds_since;
 
-struct Args {
-  std::string shape = "smollm2-135m";
+struct Args : lora::bench::TrainArgs {
+  Args() { batch = 4, seq = 512; }
   std::string base = "q4";  // f32 | bf16 | q4
   std::string compute_dtype = "f32";
-  int64_t batch = 4, seq = 512, layers = 0;
-  int steps = 2, warmup = 1, rank = 8;
+  int64_t layers = 0;
+  int rank = 8;
   bool grad_checkpoint = false, profile = false;
   bool default_heap = false;  // glibc's defaults instead of keep_freed_memory_for_reuse()
-  std::string json_path;
 };
 
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string k = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw std::invalid_argument(k + " needs a value");
-      return argv[++i];
-    };
-    if (k == "--shape")
-      a.shape = value();
-    else if (k == "--base")
+  lora::bench::parse_flags(argc, argv, [&](const std::string& k, auto& value) {
+    if (lora::bench::parse_train_flag(k, value, a)) return true;
+    if (k == "--base")
       a.base = value();
     else if (k == "--compute-dtype")
       a.compute_dtype = value();
-    else if (k == "--batch")
-      a.batch = std::stoll(value());
-    else if (k == "--seq")
-      a.seq = std::stoll(value());
     else if (k == "--layers")
       a.layers = std::stoll(value());
-    else if (k == "--steps")
-      a.steps = std::stoi(value());
-    else if (k == "--warmup")
-      a.warmup = std::stoi(value());
     else if (k == "--rank")
       a.rank = std::stoi(value());
     else if (k == "--grad-checkpoint")
@@ -83,11 +70,10 @@ Args parse(int argc, char** argv) {
       a.profile = true;
     else if (k == "--default-heap")
       a.default_heap = true;
-    else if (k == "--json")
-      a.json_path = value();
     else
-      throw std::invalid_argument("unknown argument " + k);
-  }
+      return false;
+    return true;
+  });
   if (a.base != "f32" && a.base != "bf16" && a.base != "q4")
     throw std::invalid_argument("--base must be f32, bf16 or q4, got " + a.base);
   lora::compute_dtype_named(a.compute_dtype);  // throws on a bad name
@@ -255,10 +241,6 @@ double peak_rss_mib() {
 void reset_peak_rss() {
   malloc_trim(0);
   std::ofstream("/proc/self/clear_refs") << "5";
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 // n token ids in [0, vocab), a pure function of the seed.
