@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "trainer/io/atomic_file.h"
+#include "trainer/io/file_mapping.h"
 
 namespace lora {
 
@@ -265,16 +266,8 @@ int64_t GgufTensorInfo::numel() const {
   return n;
 }
 
-struct GgufFile::Mapping {
-  void* addr = nullptr;
-  std::size_t size = 0;
-  Mapping(void* a, std::size_t s) : addr(a), size(s) {}
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-  ~Mapping() {
-    if (addr) ::munmap(addr, size);
-  }
-  const std::byte* bytes() const { return static_cast<const std::byte*>(addr); }
+struct GgufFile::Mapping : FileMapping {
+  using FileMapping::FileMapping;
 };
 
 GgufFile::GgufFile(GgufFile&&) noexcept = default;

@@ -17,6 +17,7 @@
 
 #include "autograd/tensor.h"
 #include "trainer/io/atomic_file.h"
+#include "trainer/io/file_mapping.h"
 
 namespace lora {
 
@@ -103,15 +104,8 @@ TensorInfo parse_entry(const fs::path& path, const std::string& name,
 
 int64_t TensorInfo::numel() const { return shape_numel(shape); }
 
-struct SafetensorsFile::Mapping {
-  void* addr = nullptr;
-  std::size_t size = 0;
-  Mapping(void* a, std::size_t s) : addr(a), size(s) {}
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-  ~Mapping() {
-    if (addr) ::munmap(addr, size);
-  }
+struct SafetensorsFile::Mapping : FileMapping {
+  using FileMapping::FileMapping;
 };
 
 SafetensorsFile::SafetensorsFile(SafetensorsFile&&) noexcept = default;
