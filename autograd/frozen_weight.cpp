@@ -62,6 +62,15 @@ const uint16_t* weight_bf16(const FrozenWeight& w, std::vector<uint16_t>& buf) {
   return buf.data();
 }
 
+// The factories' common start; each then moves in the storage its format reads.
+FrozenWeight empty_weight(int64_t rows, int64_t cols, WeightFormat format) {
+  FrozenWeight f;
+  f.rows = rows;
+  f.cols = cols;
+  f.format = format;
+  return f;
+}
+
 }  // namespace
 
 bool uses_bf16(ComputeDType requested) {
@@ -76,20 +85,14 @@ ComputeDType compute_dtype_named(const std::string& name) {
 
 FrozenWeight FrozenWeight::from_f32(std::vector<float> w, int64_t rows, int64_t cols) {
   check_size(w.size(), rows, cols, "FrozenWeight::from_f32");
-  FrozenWeight f;
-  f.rows = rows;
-  f.cols = cols;
-  f.format = WeightFormat::F32;
+  FrozenWeight f = empty_weight(rows, cols, WeightFormat::F32);
   f.f32 = std::move(w);
   return f;
 }
 
 FrozenWeight FrozenWeight::from_bf16(std::vector<uint16_t> w, int64_t rows, int64_t cols) {
   check_size(w.size(), rows, cols, "FrozenWeight::from_bf16");
-  FrozenWeight f;
-  f.rows = rows;
-  f.cols = cols;
-  f.format = WeightFormat::BF16;
+  FrozenWeight f = empty_weight(rows, cols, WeightFormat::BF16);
   f.bf16 = std::move(w);
   return f;
 }
@@ -102,10 +105,7 @@ FrozenWeight FrozenWeight::from_quantized(QuantizedMatrix q) {
         "FrozenWeight::from_quantized: packed/scales/biases sizes do not "
         "match [" +
         std::to_string(q.rows) + ", " + std::to_string(q.cols) + "]");
-  FrozenWeight f;
-  f.rows = q.rows;
-  f.cols = q.cols;
-  f.format = WeightFormat::Quantized;
+  FrozenWeight f = empty_weight(q.rows, q.cols, WeightFormat::Quantized);
   f.quant = std::move(q);
   return f;
 }
@@ -115,10 +115,7 @@ FrozenWeight FrozenWeight::from_ggml(GgmlMatrix m) {
     throw std::invalid_argument("FrozenWeight::from_ggml: no data for a [" +
                                 std::to_string(m.rows) + ", " + std::to_string(m.cols) +
                                 "] matrix");
-  FrozenWeight f;
-  f.rows = m.rows;
-  f.cols = m.cols;
-  f.format = WeightFormat::Ggml;
+  FrozenWeight f = empty_weight(m.rows, m.cols, WeightFormat::Ggml);
   f.ggml = std::move(m);
   return f;
 }
