@@ -25,31 +25,11 @@ namespace fs = std::filesystem;
 void expect_divergence_stops(const fs::path& model, const fs::path& tmp) {
   make_story_data(tmp / "data");
   const fs::path out = tmp / "out";
-  auto r = run_lora({"--threads",
-                     "1",
-                     "train",
-                     "--model",
-                     model.string(),
-                     "--data",
-                     (tmp / "data").string(),
-                     "--adapter-path",
-                     out.string(),
-                     "--batch-size",
-                     "4",
-                     "--max-seq-length",
-                     "64",
-                     "--num-layers",
-                     "-1",
-                     "--iters",
-                     "20",
-                     "--learning-rate",
-                     "1e30",
-                     "--steps-per-eval",
-                     "0",
-                     "--save-every",
-                     "1",
-                     "--keep-checkpoints",
-                     "100"});
+  auto r = run_lora(
+      model_train_args(model, tmp / "data", out,
+                       {"--batch-size", "4", "--max-seq-length", "64", "--num-layers", "-1",
+                        "--iters", "20", "--learning-rate", "1e30", "--steps-per-eval", "0",
+                        "--save-every", "1", "--keep-checkpoints", "100"}));
   ASSERT_NE(r.exit_code, 0) << r.out;
   EXPECT_NE(r.err.find("diverged"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("--learning-rate"), std::string::npos) << r.err;

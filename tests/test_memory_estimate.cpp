@@ -61,29 +61,10 @@ TEST(MemoryEstimate, LoraCountAndBaseBytesMatchTheLoadedObjects) {
 }
 
 std::vector<std::string> train_args(const fs::path& data, const fs::path& out) {
-  return {"--threads",
-          "1",
-          "train",
-          "--model",
-          (shared_dir() / kStoriesModel).string(),
-          "--data",
-          data.string(),
-          "--adapter-path",
-          out.string(),
-          "--batch-size",
-          "8",
-          "--max-seq-length",
-          "64",
-          "--num-layers",
-          "5",
-          "--iters",
-          "1",
-          "--steps-per-eval",
-          "0",
-          "--val-batches",
-          "0",
-          "--save-every",
-          "0"};
+  return stories_train_args(
+      data, out,
+      {"--batch-size", "8", "--max-seq-length", "64", "--num-layers", "5", "--iters", "1",
+       "--steps-per-eval", "0", "--val-batches", "0", "--save-every", "0"});
 }
 
 CommandResult run_with_memory(const std::string& bytes, const std::vector<std::string>& args) {

@@ -37,22 +37,25 @@ inline std::vector<std::string> story_sentences() {
   return out;
 }
 
+// `lora train` (one thread) of the model folder from the data folder into the adapter folder,
+// then `more` flags.
+inline std::vector<std::string> model_train_args(const std::filesystem::path& model,
+                                                 const std::filesystem::path& data,
+                                                 const std::filesystem::path& out,
+                                                 const std::vector<std::string>& more) {
+  std::vector<std::string> args = {"--threads",    "1",      "train",       "--model",
+                                   model.string(), "--data", data.string(), "--adapter-path",
+                                   out.string()};
+  args.insert(args.end(), more.begin(), more.end());
+  return args;
+}
+
 // `lora train` on stories260K (one thread) from the data folder into the adapter folder, then
 // `more` flags.
 inline std::vector<std::string> stories_train_args(const std::filesystem::path& data,
                                                    const std::filesystem::path& out,
                                                    const std::vector<std::string>& more) {
-  std::vector<std::string> args = {"--threads",
-                                   "1",
-                                   "train",
-                                   "--model",
-                                   (shared_dir() / kStoriesModel).string(),
-                                   "--data",
-                                   data.string(),
-                                   "--adapter-path",
-                                   out.string()};
-  args.insert(args.end(), more.begin(), more.end());
-  return args;
+  return model_train_args(shared_dir() / kStoriesModel, data, out, more);
 }
 
 inline void write_jsonl(const std::filesystem::path& p, const std::vector<nlohmann::json>& rows) {

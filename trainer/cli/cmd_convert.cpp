@@ -68,8 +68,7 @@ void add_convert(CLI::App& app, const GlobalOptions& global) {
                   "Float type of the weights (f32, f16, bf16); dequantizes a quantized model");
   cmd->add_flag("--keep-embedding-float", opts->keep_embedding_float,
                 "Do not quantize embed_tokens / lm_head");
-  cmd->add_option("--max-shard-size", opts->max_shard_size,
-                  "Split the weights into shards above this size (default 5GB)");
+  add_max_shard_size_flag(*cmd, opts->max_shard_size);
   cmd->callback([opts, &global] { run_convert(*opts, global); });
 }
 

@@ -114,8 +114,7 @@ void add_merge(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--min-delta-kept", opts->min_delta_kept,
                   "Warn when a layer keeps less of its delta than this (default 0.9)")
       ->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--max-shard-size", opts->max_shard_size,
-                  "Split the weights into shards above this size (default 5GB)");
+  add_max_shard_size_flag(*cmd, opts->max_shard_size);
   cmd->callback([opts, &global] { run_merge(*opts, global); });
 }
 

@@ -89,6 +89,11 @@ void add_quantize_flags(CLI::App& cmd, int& bits, int& group_size, const std::st
       ->capture_default_str();
 }
 
+void add_max_shard_size_flag(CLI::App& cmd, std::string& size) {
+  cmd.add_option("--max-shard-size", size,
+                 "Split the weights into shards above this size (default 5GB)");
+}
+
 CLI::Option* add_adapter_scale_flag(CLI::App& cmd, std::vector<double>& scales) {
   CLI::Option* opt =
       cmd.add_option("--adapter-scale", scales,

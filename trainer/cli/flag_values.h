@@ -28,6 +28,9 @@ std::string flag_of_setting(const std::string& setting);
 // (check_quantization) so that every command accepts and refuses the same values.
 void add_quantize_flags(CLI::App& cmd, int& bits, int& group_size, const std::string& help);
 
+// --max-shard-size SIZE: split written weights into shards above this size (parse_byte_size).
+void add_max_shard_size_flag(CLI::App& cmd, std::string& size);
+
 // --adapter-scale (hidden alias --strength): the multiplier on each --adapter-path's own scale,
 // given once for all adapters or once per adapter.
 CLI::Option* add_adapter_scale_flag(CLI::App& cmd, std::vector<double>& scales);
