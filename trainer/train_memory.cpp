@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <stdexcept>
 #include <vector>
+
+#include "trainer/gguf_model.h"
 
 namespace lora {
 
@@ -17,6 +20,12 @@ struct RunModel {
 
 RunModel read_run_model(const TrainOptions& o) {
   RunModel m;
+  if (is_gguf_file(o.model)) {
+    // A GGUF base keeps its stored block types whatever the run asks for.
+    m.config = ModelConfig::from_json(gguf_model_config_json(GgufFile::open(o.model)), o.model);
+    m.stored_bytes = m.quantized_bytes = std::filesystem::file_size(o.model);
+    return m;
+  }
   m.config = ModelConfig::load(o.model);
   m.stored_bytes = base_bytes_of(o.model, int(o.quantize), int(o.q_group_size));
   m.quantized_bytes = base_bytes_of(o.model, 4, int(o.q_group_size));
