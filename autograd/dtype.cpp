@@ -87,7 +87,8 @@ uint16_t f32_to_f16(float f) {
 void convert_to_f32(DType t, const void* src, std::size_t n, float* dst) {
   switch (t) {
     case DType::F32:
-      std::memcpy(dst, src, n * 4);
+      // An empty tensor may come with null pointers, which memcpy must never see.
+      if (n > 0) std::memcpy(dst, src, n * 4);
       return;
     case DType::F16: {
       auto* s = static_cast<const uint16_t*>(src);
