@@ -9,12 +9,10 @@ if [ "${1:-}" = "--fix" ]; then
   clang-format -i "${files[@]}"
   exit 0
 fi
-if ! clang-format --dry-run --Werror "${files[@]}" 2>/tmp/clang-format-check.$$; then
-  grep -E '^[^ ].*: (error|warning):' /tmp/clang-format-check.$$ | cut -d: -f1 | sort -u |
+if ! report=$(clang-format --dry-run --Werror "${files[@]}" 2>&1); then
+  grep -E '^[^ ].*: (error|warning):' <<<"$report" | cut -d: -f1 | sort -u |
     sed 's/^/check_format: not formatted: /'
-  rm -f /tmp/clang-format-check.$$
   echo "check_format: run scripts/check_format.sh --fix"
   exit 1
 fi
-rm -f /tmp/clang-format-check.$$
 echo "check_format: ${#files[@]} files formatted"

@@ -19,7 +19,7 @@ packages+=(libcpp-httplib-dev) # `lora serve`'s HTTP server
 # and numpy for the references, and the real clients `lora serve` is tested with (the openai npm
 # package, headless Chromium). A node that already brings its own npm (NodeSource's) is kept:
 # Debian's npm conflicts with it.
-test_packages=(libgtest-dev libgmock-dev libbenchmark-dev python3 python3-torch python3-numpy
+test_packages=(libgtest-dev libgmock-dev libbenchmark-dev clang-format python3 python3-torch python3-numpy
   chromium)
 command -v node >/dev/null || test_packages+=(nodejs)
 command -v npm >/dev/null || test_packages+=(npm)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up, builds and runs the whole test suite.
+# Sets up, builds and runs the whole test suite: the layout checks (clang-format, function
+# length, include graph), then the tests.
 #   scripts/test.sh              Release build
 #   scripts/test.sh --sanitize   the same tests under ASan+UBSan
 # Reference data is read from $LORA_SHARED (default: ../shared beside the repository); tests that
@@ -7,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test "$@"
+scripts/check_format.sh
+scripts/check_layout.sh
 build_dir=build
 [ "${1:-}" = "--sanitize" ] && build_dir=build-sanitize
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
