@@ -166,6 +166,16 @@ void check_ids(const Model& model, std::span<const int32_t> ids, int64_t batch, 
                                 " layers, config says " + std::to_string(model.config.num_layers));
 }
 
+// Runs `part` on a non-recording tape of its own, with `outer`'s profile and compute dtype, and
+// returns the value it produced; every other node of that tape is freed on return.
+template <class Part>
+Tensor released_forward(const ag::Tape& outer, Part&& part) {
+  ag::Tape scratch(/*record=*/false);
+  scratch.set_profile(outer.profile(), outer.forward_phase());
+  scratch.set_compute_dtype(outer.compute_dtype());
+  return std::move(part(scratch)->value);
+}
+
 }  // namespace
 
 KVCache KVCache::create(const ModelConfig& c, int64_t max_tokens) {
@@ -187,12 +197,11 @@ ag::Var forward_hidden(ag::Tape& tape, const Model& model, const AdapterStack& a
   check_ids(model, ids, batch, seq);
   const ModelConfig& c = model.config;
   tape.set_compute_dtype(opts.compute_dtype);
-  ag::Var x = embed_tokens(tape, model, ids);
   // The block may run again in backward (checkpointing): it owns copies of the mask and stack.
   auto mask = std::make_shared<const std::vector<uint8_t>>(key_valid.begin(), key_valid.end());
   auto stack = std::make_shared<const AdapterStack>(adapters);
-  for (int64_t layer = 0; layer < c.num_layers; ++layer) {
-    auto block = [&model, stack, mask, batch, seq, layer](ag::Tape& t, ag::Var in) {
+  auto block_of = [&model, &stack, &mask, batch, seq](int64_t layer) {
+    return [&model, stack, mask, batch, seq, layer](ag::Tape& t, ag::Var in) {
       const ModelConfig& c = model.config;
       const PassContext ctx{model, *stack, batch, seq, 0};
       const AttentionInputs qkv = attention_inputs(t, in, ctx, layer);
@@ -200,8 +209,22 @@ ag::Var forward_hidden(ag::Tape& tape, const Model& model, const AdapterStack& a
                                    c.num_kv_heads, c.head_dim, *mask, scoring_of(c, layer));
       return block_output(t, in, attn, ctx, layer);
     };
-    x = opts.grad_checkpoint && tape.recording() ? ag::checkpoint(tape, x, block) : block(tape, x);
+  };
+  if (!tape.recording()) {
+    // Nothing will read a block's intermediates again: each block runs on a tape of its own that
+    // frees them before the next one starts, and only the running hidden state is kept (a tape
+    // holding every block's activations took 6x a checkpointed training step's memory).
+    Tensor x = released_forward(tape, [&](ag::Tape& t) { return embed_tokens(t, model, ids); });
+    for (int64_t layer = 0; layer < c.num_layers; ++layer)
+      x = released_forward(tape, [&, block = block_of(layer)](ag::Tape& t) {
+        return block(t, t.constant(std::move(x)));
+      });
+    return ag::rmsnorm(tape, tape.constant(std::move(x)), model.final_norm, c.hidden_size,
+                       c.rms_norm_eps);
   }
+  ag::Var x = embed_tokens(tape, model, ids);
+  for (int64_t layer = 0; layer < c.num_layers; ++layer)
+    x = opts.grad_checkpoint ? ag::checkpoint(tape, x, block_of(layer)) : block_of(layer)(tape, x);
   return ag::rmsnorm(tape, x, model.final_norm, c.hidden_size, c.rms_norm_eps);
 }
 
