@@ -384,6 +384,15 @@ int main(int argc, char** argv) try {
   out["rss_floor_mib"] = base_mib + lora_mib + act_mib;
   out["rss_over_floor"] = peak_rss_mib() / (base_mib + lora_mib + act_mib);
   out["trainable_params"] = lora_params;
+  // What scripts/bench_train.py compares with the PyTorch run's before it prints a ratio.
+  out["conditions"] = {{"threads", omp_get_max_threads()},
+                       {"batch", args.batch},
+                       {"seq", args.seq},
+                       {"tokens_per_step", n},
+                       {"layers", config.num_layers},
+                       {"lora_targets", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"},
+                       {"rank", args.rank},
+                       {"dtype", lora::uses_bf16(fopts.compute_dtype) ? "bf16" : "f32"}};
   if (args.profile)
     out["profile_per_step"] = profile_per_step(profile, step_s.size(), total_s, total_opt);
   std::fprintf(stderr,

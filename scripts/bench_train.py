@@ -1,147 +1,360 @@
 #!/usr/bin/env python3
-"""Runs the LoRA training benchmark side by side with PyTorch and writes one JSON file.
+"""Runs the LoRA training benchmark against PyTorch, alternating the two, and writes one JSON file.
 
-In one run: the sgemm peak of this machine (build/bench/sgemm_peak), our trainer on each
-configuration (build/bench/train_throughput, one process per configuration so each peak RSS is its
-own), and the PyTorch f32 eager baseline (scripts/torch_train_bench.py under Debian's python3 with
-torch) on the same shapes, LoRA and batch. Prints a table with tokens/s, the ratio to PyTorch
-(with glibc's default heap, and with the heap tuned as ours is), model FLOPs utilisation against the
-measured sgemm peak, peak RSS, and peak RSS over the floor (base as stored + LoRA state + the
-activations backward needs).
+Speed (the default): for each configuration (shape x compute dtype), our trainer
+(build/bench/train_throughput) and the PyTorch eager baseline (scripts/torch_train_bench.py under
+Debian's python3 with torch) run in turns, ours, torch, ours, torch ... (--rounds of each), so that
+drift on a shared machine hits both. Each process does --warmup steps and then --steps timed
+steps; a side's figure is the median of all its timed steps. PyTorch runs with Debian's OpenMP
+OpenBLAS (LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp; the pthread build fights
+torch's own OpenMP threads) and the same threads; the libraries each process mapped are read from
+/proc/PID/maps and kept in the JSON. f32 compute is compared with PyTorch f32 eager, bf16 compute
+with PyTorch's bf16 autocast, the latter only where the CPU has bf16 units (avx512_bf16 or amx_bf16
+in /proc/cpuinfo). Both sides report their conditions (threads, batch, seq, tokens per step,
+layers, LoRA targets and rank, dtype); where they differ no ratio is printed, and the difference
+is. The sgemm peak (build/bench/sgemm_peak) is measured before and after; MFU is against the
+higher of the two.
 
-  scripts/bench_train.py                      full matrix, batch 4 x 512 (about 40 minutes on 2 cores)
-  scripts/bench_train.py --quick              seq 128, q4 base only, no torch Qwen (a smoke run)
-  scripts/bench_train.py --shapes smollm2-135m --bases q4 --compute f32,bf16 --profile
-Options: --build DIR (default build), --out FILE (default out/bench/train_throughput.json),
---batch, --seq, --steps, --warmup, --threads, --layers, --ckpt off,on, --bf16-ckpt off,
---torch-heaps default,reuse, --no-torch.
+Memory (--memory): the whole-process peak RSS (wait4's ru_maxrss, model loading included) of
+`lora train` with a validation pass and of `lora eval`, on a random model folder of the shape with
+a pre-quantized 4-bit base, --grad-checkpoint, 4 x 512, next to the floor `lora train
+--print-config` computes (base as stored + LoRA state + the activations backward needs).
+
+  scripts/bench_train.py                            SmolLM2-135M and Qwen2.5-0.5B, 4 x 512
+  scripts/bench_train.py --quick                    seq 128, 2 layers, SmolLM2 only (a smoke run)
+  scripts/bench_train.py --env LORA_CPU=avx2        both sides capped at AVX2 (see --env)
+  scripts/bench_train.py --memory [--quick]         peak RSS of lora train / lora eval vs the floor
+Options: --build DIR, --out FILE (default out/bench/train_throughput.json or train_memory.json),
+--shapes, --compute f32,bf16, --base q4, --ckpt, --batch, --seq, --steps, --warmup, --rounds,
+--threads, --layers, --profile, --no-torch, --env KEY=VALUE (repeatable).
 """
 import argparse
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_shapes import LORA_TARGETS, SHAPES  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OPENMP_BLAS = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
+SHARED = os.environ.get("LORA_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
+# What --env LORA_CPU=avx2 adds for the libraries our kernel cap does not reach: OpenBLAS (ours and
+# torch's), torch's own ATen kernels and oneDNN, so both sides run as on an AVX2-only machine.
+AVX2_CAPS = {"OPENBLAS_CORETYPE": "Haswell", "ATEN_CPU_CAPABILITY": "avx2",
+             "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
-def run_json(cmd, env=None):
-    """Runs cmd, echoes its stderr, returns the JSON object on the last line of stdout."""
+def cpu_info():
+    """The CPU's model name and the vector/matrix features that matter here."""
+    name, flags = "", set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name") and not name:
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+    return {"model": name, "features": [f for f in wanted if f in flags],
+            "bf16_units": "avx512_bf16" in flags or "amx_bf16" in flags}
+
+
+def mapped_blas(pid):
+    """BLAS shared objects a running process has mapped, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            paths = {l.split()[-1] for l in f if len(l.split()) >= 6}
+    except OSError:
+        return None
+    return sorted(p for p in paths
+                  if os.path.basename(p).startswith(("libopenblas", "libblas", "libmkl")))
+
+
+def run_process(cmd, env):
+    """Runs cmd; returns (exit code, stdout, stderr, peak RSS MiB of the whole process, BLAS libs
+    seen in its maps). Peak RSS is wait4's ru_maxrss: everything the process did, loading too."""
     print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    sys.stderr.write(p.stderr)
-    if p.returncode != 0:
-        return {"error": f"exit {p.returncode}", "cmd": cmd}
-    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
-    return json.loads(lines[-1]) if lines else {"error": "no JSON output", "cmd": cmd}
+    out_path, err_path = f"/tmp/bench_train.{os.getpid()}.out", f"/tmp/bench_train.{os.getpid()}.err"
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        blas = []
+        while True:
+            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            seen = mapped_blas(p.pid)
+            if seen:
+                blas = sorted(set(blas) | set(seen))
+            time.sleep(0.2)
+        p.returncode = os.waitstatus_to_exitcode(status)
+    with open(out_path) as f:
+        stdout = f.read()
+    with open(err_path) as f:
+        stderr = f.read()
+    os.unlink(out_path)
+    os.unlink(err_path)
+    sys.stderr.write(stderr)
+    return p.returncode, stdout, stderr, usage.ru_maxrss / 1024.0, blas
+
+
+def run_json(cmd, env):
+    """The JSON object on the last JSON line of cmd's stdout, with the process's peak RSS and BLAS
+    libraries added, or {"error", "cmd"}."""
+    code, stdout, _, rss, blas = run_process(cmd, env)
+    lines = [l for l in stdout.splitlines() if l.startswith("{")]
+    if code != 0 or not lines:
+        return {"error": f"exit {code}" if code else "no JSON output", "cmd": cmd}
+    r = json.loads(lines[-1])
+    r["process_peak_rss_mib"], r["mapped_blas"] = rss, blas
+    return r
+
+
+def environments(args):
+    """(our env, torch's env): the --env pairs on both, their AVX2 caps, the thread count."""
+    extra = dict(kv.split("=", 1) for kv in args.env)
+    if extra.get("LORA_CPU", "").lower() == "avx2":
+        extra = {**AVX2_CAPS, **extra}
+    ours = dict(os.environ, OMP_NUM_THREADS=str(args.threads), **extra)
+    torch = dict(ours, LD_LIBRARY_PATH=OPENMP_BLAS + ":" + os.environ.get("LD_LIBRARY_PATH", ""))
+    return ours, torch, extra
+
+
+def config_commands(args, shape, compute):
+    """The two commands of one configuration: ours, then torch's (None without a torch model)."""
+    bench = os.path.join(args.build, "bench")
+    ours = [os.path.join(bench, "train_throughput"), "--shape", shape, "--base", args.base,
+            "--compute-dtype", compute, "--batch", str(args.batch), "--seq", str(args.seq),
+            "--steps", str(args.steps), "--warmup", str(args.warmup), "--layers", str(args.layers)]
+    if args.ckpt == "on":
+        ours.append("--grad-checkpoint")
+    if args.profile:
+        ours.append("--profile")
+    if args.no_torch or not SHAPES[shape].get("torch"):
+        return ours, None
+    torch = ["/usr/bin/python3", os.path.join(ROOT, "scripts", "torch_train_bench.py"),
+             "--shape", shape, "--dtype", compute, "--batch", str(args.batch),
+             "--seq", str(args.seq), "--threads", str(args.threads), "--steps", str(args.steps),
+             "--warmup", str(args.warmup), "--layers", str(args.layers)]
+    return ours, torch
+
+
+def side_summary(runs):
+    """Median over every timed step of a side's runs, and its conditions (None if they differ)."""
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return {"error": runs[0]["error"] if runs else "not run", "runs": runs}
+    conds = [r["conditions"] for r in ok]
+    steps = [s for r in ok for s in r["step_s"]]
+    median = statistics.median(steps)
+    return {"conditions": conds[0] if all(c == conds[0] for c in conds) else None,
+            "timed_steps": len(steps), "median_step_s": median,
+            "tokens_per_s": conds[0]["tokens_per_step"] / median,
+            "peak_rss_mib": max(r["process_peak_rss_mib"] for r in ok),
+            "mapped_blas": sorted({b for r in ok for b in r["mapped_blas"]}), "runs": runs}
+
+
+def why_no_ratio(ours, torch):
+    """None when the two sides ran the same thing on the libraries they should, else why not."""
+    if "error" in ours or "error" in torch:
+        return "a side failed: " + (ours.get("error") or torch.get("error"))
+    if ours["conditions"] is None or torch["conditions"] is None:
+        return "a side's runs differ among themselves"
+    diff = [f"{k} {ours['conditions'].get(k)} vs {torch['conditions'].get(k)}"
+            for k in sorted(set(ours["conditions"]) | set(torch["conditions"]))
+            if ours["conditions"].get(k) != torch["conditions"].get(k)]
+    if diff:
+        return "conditions differ (ours vs torch): " + ", ".join(diff)
+    if not any("openblas-openmp" in b for b in torch["mapped_blas"]):
+        return "torch did not map the OpenMP OpenBLAS: " + ", ".join(torch["mapped_blas"])
+    return None
+
+
+def sgemm_peak(args, env):
+    return run_json([os.path.join(args.build, "bench", "sgemm_peak"),
+                     "--tokens", str(args.batch * args.seq)], env)
+
+
+def speed(args, results):
+    ours_env, torch_env, extra = environments(args)
+    # bf16 is compared only where both sides can use bf16 units (not under an AVX2 cap).
+    bf16 = results["machine"]["cpu"]["bf16_units"] and "ONEDNN_MAX_CPU_ISA" not in extra
+    computes = [c for c in args.compute.split(",") if c != "bf16" or bf16]
+    if len(computes) < len(args.compute.split(",")):
+        print("no bf16 units on this CPU (or capped at AVX2): bf16 not run", file=sys.stderr)
+    results["sgemm_peak"] = [sgemm_peak(args, ours_env)]
+    for shape in args.shapes.split(","):
+        for compute in computes:
+            cmd_ours, cmd_torch = config_commands(args, shape, compute)
+            ours_runs, torch_runs = [], []
+            for _ in range(args.rounds):  # alternating, so drift hits both sides
+                ours_runs.append(run_json(cmd_ours, ours_env))
+                if cmd_torch:
+                    torch_runs.append(run_json(cmd_torch, torch_env))
+            results["configs"].append({"shape": shape, "compute": compute, "base": args.base,
+                                       "grad_checkpoint": args.ckpt == "on",
+                                       "ours": side_summary(ours_runs),
+                                       "torch": side_summary(torch_runs) if cmd_torch else None})
+    results["sgemm_peak"].append(sgemm_peak(args, ours_env))
+    peak = max((p.get("peak_gflops") or 0) for p in results["sgemm_peak"]) or None
+    results["sgemm_peak_gflops"] = peak
+    rows = []
+    for c in results["configs"]:
+        o, t = c["ours"], c["torch"]
+        reason = why_no_ratio(o, t) if t else "no torch model for this shape"
+        c["ratio_vs_torch"] = (o["tokens_per_s"] / t["tokens_per_s"]) if reason is None else None
+        c["no_ratio_because"] = reason
+        ok = [r for r in o.get("runs", []) if "error" not in r]
+        c["mfu_vs_sgemm_peak"] = (o["tokens_per_s"] * ok[0]["flops_per_token"] / 1e9 / peak
+                                  if ok and peak else None)
+        rows.append(table_row(c))
+    return rows
+
+
+def fmt(x, pattern):
+    return pattern % x if x is not None else "-"
+
+
+def table_row(c):
+    o, t = c["ours"], c["torch"] or {}
+    line = "  %-13s %-5s %9s %9s %7s %6s %6s %8s" % (
+        c["shape"], c["compute"], fmt(o.get("tokens_per_s"), "%.1f"),
+        fmt(t.get("tokens_per_s"), "%.1f"), fmt(c["ratio_vs_torch"], "%.2fx"),
+        fmt(c["mfu_vs_sgemm_peak"] and 100 * c["mfu_vs_sgemm_peak"], "%.0f%%"),
+        "%d/%d" % (o.get("timed_steps", 0), t.get("timed_steps", 0)),
+        fmt(o.get("peak_rss_mib"), "%.0f"))
+    return line + (f"\n      no ratio: {c['no_ratio_because']}" if c["no_ratio_because"] else "")
+
+
+def make_memory_fixture(args, shape, folder):
+    """A random model folder of the shape (bf16, MLX 4-bit, group 64, tied, the real tokenizer)
+    and a data folder of ~1k-token records from ../shared's English corpus."""
+    s = SHAPES[shape]
+    model, data = os.path.join(folder, "model"), os.path.join(folder, "data")
+    if not os.path.exists(os.path.join(model, "model.safetensors")):
+        cmd = ["/usr/bin/python3", os.path.join(ROOT, "scripts", "make_random_model.py"), model,
+               "--arch", s["arch"], "--dtype", "bf16", "--tied", "--hidden", str(s["hidden"]),
+               "--layers", str(args.layers or s["layers"]), "--heads", str(s["heads"]),
+               "--kv-heads", str(s["kv_heads"]), "--intermediate", str(s["inter"]),
+               "--vocab", str(s["vocab"]), "--rope-theta", str(s["rope_theta"]),
+               "--quantize-bits", "4", "--q-group-size", "64",
+               "--tokenizer", os.path.join(SHARED, "tokenizers", s["tokenizer"], "tokenizer.json")]
+        subprocess.run(cmd, check=True)
+    os.makedirs(data, exist_ok=True)
+    with open(os.path.join(SHARED, "datasets", "cs336-fixtures", "corpus.en")) as f:
+        lines = f.read().splitlines()
+    records, cur = [], ""
+    for line in lines:
+        cur += line + "\n"
+        if len(cur) > 4500:  # about 1k tokens
+            records.append(cur)
+            cur = ""
+    for name, part in (("train.jsonl", records[:16]), ("valid.jsonl", records[16:24])):
+        with open(os.path.join(data, name), "w") as f:
+            f.writelines(json.dumps({"text": r}) + "\n" for r in part)
+    return model, data
+
+
+def memory(args, results):
+    env, _, _ = environments(args)
+    lora = os.path.join(args.build, "lora")
+    rows = []
+    for shape in args.shapes.split(","):
+        folder = os.path.join(ROOT, "out", "bench", f"memory-{shape}-q4"
+                              + (f"-{args.layers}l" if args.layers else ""))
+        model, data = make_memory_fixture(args, shape, folder)
+        adapter = os.path.join(folder, "adapter")
+        shape_flags = ["--batch-size", str(args.batch), "--max-seq-length", str(args.seq)]
+        train = [lora, "--threads", str(args.threads), "train", "--model", model, "--data", data,
+                 "--adapter-path", adapter, "--grad-checkpoint", "--num-layers", "-1",
+                 "--lora-keys", LORA_TARGETS, "--iters", "2", "--steps-per-eval", "2",
+                 "--val-batches", "2"] + shape_flags
+        _, _, err, _, _ = run_process(train + ["--print-config"], env)
+        m = re.search(r"memory estimate for batches of \d+ x \d+ tokens: (\d+) MiB", err)
+        floor = float(m.group(1)) if m else None
+        code, _, _, train_rss, _ = run_process(train, env)
+        evals = {}
+        for seq in (args.seq, 2048):
+            cmd = [lora, "--threads", str(args.threads), "eval", "--model", model,
+                   "--adapter-path", adapter, "--data", data, "--split", "valid",
+                   "--batch-size", str(args.batch), "--max-seq-length", str(seq),
+                   "--test-batches", "2"]
+            ecode, _, _, rss, _ = run_process(cmd, env)
+            evals[str(seq)] = {"exit": ecode, "peak_rss_mib": rss}
+        r = {"shape": shape, "layers": args.layers or SHAPES[shape]["layers"],
+             "batch": args.batch, "seq": args.seq, "base": "q4 (pre-quantized, group 64)",
+             "grad_checkpoint": True, "train_exit": code, "train_peak_rss_mib": train_rss,
+             "rss_floor_mib": floor, "train_over_floor": train_rss / floor if floor else None,
+             "eval": evals, "eval_below_train": evals[str(args.seq)]["peak_rss_mib"] < train_rss}
+        results["memory"].append(r)
+        rows.append("  %-13s train (with validation) %.0f MiB = %s the floor of %s MiB; eval at "
+                    "--max-seq-length %d %.0f MiB, at 2048 %.0f MiB" % (
+                        shape, train_rss, fmt(r["train_over_floor"], "%.2fx"),
+                        fmt(floor, "%.0f"), args.seq, evals[str(args.seq)]["peak_rss_mib"],
+                        evals["2048"]["peak_rss_mib"]))
+    return rows
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--out", default=os.path.join(ROOT, "out", "bench", "train_throughput.json"))
+    ap.add_argument("--out", default=None)
     ap.add_argument("--shapes", default="smollm2-135m,qwen2.5-0.5b")
-    ap.add_argument("--bases", default="f32,bf16,q4")
     ap.add_argument("--compute", default="f32,bf16", help="compute dtypes of the frozen matmuls")
-    ap.add_argument("--ckpt", default="off,on", help="gradient checkpointing settings to run")
-    ap.add_argument("--bf16-ckpt", default="off",
-                    help="checkpointing settings for the bf16-compute runs (memory does not "
-                         "depend on the compute dtype)")
-    ap.add_argument("--torch-heaps", default="default,reuse",
-                    help="PyTorch baselines: glibc's default heap, and/or the heap tuned the way "
-                         "ours is (MALLOC_MMAP_MAX_=0, no trim), so the ratio is not only malloc")
-    ap.add_argument("--torch-reuse-heap-shapes", default="smollm2-135m",
-                    help="shapes that get the tuned-heap PyTorch run: Qwen2.5-0.5B already peaks "
-                         "at about 20 GiB with the default heap, and a heap that never shrinks "
-                         "would pass this 24 GiB machine")
+    ap.add_argument("--base", default="q4", help="how our base is stored: q4, bf16 or f32")
+    ap.add_argument("--ckpt", default="off", choices=("off", "on"))
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=512)
-    ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=2, help="timed steps per process")
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=2, help="processes per side and configuration")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--layers", type=int, default=0,
-                    help="override the layer count of both shapes, ours and torch (quick runs)")
-    ap.add_argument("--profile", action="store_true", help="per-op time split of every run")
+                    help="override the layer count of every shape, both sides (quick runs)")
+    ap.add_argument("--profile", action="store_true", help="per-op time split of our runs")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="set for both sides; LORA_CPU=avx2 also caps OpenBLAS "
+                         "(OPENBLAS_CORETYPE=Haswell), ATen and oneDNN at AVX2")
+    ap.add_argument("--memory", action="store_true",
+                    help="peak RSS of lora train (with validation) and lora eval vs the floor")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     if args.quick:
-        args.seq, args.bases, args.ckpt = 128, "q4", "off"
-
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    bench = os.path.join(args.build, "bench")
+        args.seq, args.layers, args.shapes = 128, 2, "smollm2-135m"
+    if args.rounds * args.steps < 3 and not args.quick:
+        ap.error("need at least 3 timed steps per side (--rounds x --steps)")
+    mode = "memory" if args.memory else "throughput"
+    out = args.out or os.path.join(ROOT, "out", "bench", f"train_{mode}.json")
     started = time.time()
-    peak = run_json([os.path.join(bench, "sgemm_peak"), "--tokens", str(args.batch * args.seq)],
-                    env)
-    peak_gflops = peak.get("peak_gflops")
-
-    results = {"machine": {"threads": args.threads, "sgemm_peak": peak}, "runs": [], "torch": {},
-               "torch_reuse_heap": {}}
-    heap_env = dict(env, MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(1 << 40))
-    for shape in args.shapes.split(","):
-        for heap in ([] if args.no_torch else args.torch_heaps.split(",")):
-            if heap == "reuse" and shape not in args.torch_reuse_heap_shapes.split(","):
-                continue
-            key = "torch" if heap == "default" else "torch_reuse_heap"
-            results[key][shape] = run_json(
-                ["/usr/bin/python3", os.path.join(ROOT, "scripts", "torch_train_bench.py"),
-                 "--shape", shape, "--batch", str(args.batch), "--seq", str(args.seq),
-                 "--threads", str(args.threads), "--steps", str(args.steps),
-                 "--warmup", str(args.warmup), "--layers", str(args.layers)],
-                env if heap == "default" else heap_env)
-        for base in args.bases.split(","):
-            for compute in args.compute.split(","):
-                for ckpt in (args.bf16_ckpt if compute == "bf16" else args.ckpt).split(","):
-                    cmd = [os.path.join(bench, "train_throughput"), "--shape", shape,
-                           "--base", base, "--compute-dtype", compute,
-                           "--batch", str(args.batch), "--seq", str(args.seq),
-                           "--steps", str(args.steps), "--warmup", str(args.warmup),
-                           "--layers", str(args.layers)]
-                    if ckpt == "on":
-                        cmd.append("--grad-checkpoint")
-                    if args.profile:
-                        cmd.append("--profile")
-                    results["runs"].append(run_json(cmd, env))
-
-    rows = []
-    for r in results["runs"]:
-        if "error" in r:
-            rows.append(f"  {' '.join(r['cmd'][1:])}: {r['error']}")
-            continue
-        def ratio_to(key):
-            t = results[key].get(r["shape"], {})
-            return r["tokens_per_s"] / t["tokens_per_s"] if t.get("tokens_per_s") else None
-        ratio, ratio_heap = ratio_to("torch"), ratio_to("torch_reuse_heap")
-        mfu = r["achieved_gflops"] / peak_gflops if peak_gflops else None
-        r["ratio_vs_torch"] = ratio
-        r["ratio_vs_torch_reuse_heap"] = ratio_heap
-        r["mfu_vs_sgemm_peak"] = mfu
-        fmt = lambda x: "%.2fx" % x if x else "-"
-        rows.append("  %-13s %-4s %-4s %-4s %9.1f %9s %9s %7s %8.0f %7s" % (
-            r["shape"], r["base"], r["compute_dtype"], "on" if r["grad_checkpoint"] else "off",
-            r["tokens_per_s"], fmt(ratio), fmt(ratio_heap),
-            "%.0f%%" % (100 * mfu) if mfu else "-", r["peak_rss_mib"],
-            fmt(r.get("rss_over_floor"))))
+    results = {"machine": {"cpu": cpu_info(), "threads": args.threads,
+                           "load_average_at_start": os.getloadavg()},
+               "env": environments(args)[2], "batch": args.batch, "seq": args.seq,
+               "configs": [], "memory": []}
+    rows = memory(args, results) if args.memory else speed(args, results)
+    results["machine"]["load_average_at_end"] = os.getloadavg()
     results["elapsed_s"] = time.time() - started
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
         json.dump(results, f, indent=1)
 
-    print(f"threads {args.threads}, batch {args.batch} x {args.seq}, sgemm peak "
-          f"{peak_gflops} GFLOP/s")
-    for key, label in (("torch", "default heap"), ("torch_reuse_heap", "reused heap")):
-        for shape, t in results[key].items():
-            if "tokens_per_s" in t:
-                print(f"  torch f32 eager ({label}) {shape}: {t['tokens_per_s']:.1f} tokens/s, "
-                      f"peak RSS {t['peak_rss_mib']:.0f} MiB")
-            else:
-                print(f"  torch f32 eager ({label}) {shape}: {t.get('error')}")
-    print("  %-13s %-4s %-4s %-4s %9s %9s %9s %7s %8s %7s" % (
-        "shape", "base", "comp", "ckpt", "tokens/s", "vs torch", "vs t.heap", "MFU", "RSS MiB",
-        "/floor"))
+    cpu = results["machine"]["cpu"]
+    print(f"{cpu['model']} ({' '.join(cpu['features'])}), {args.threads} threads, batch "
+          f"{args.batch} x {args.seq}, load average {results['machine']['load_average_at_start'][0]:.1f}"
+          f" -> {results['machine']['load_average_at_end'][0]:.1f}"
+          + (f", env {' '.join(args.env)}" if args.env else ""))
+    if not args.memory:
+        print(f"sgemm peak {fmt(results['sgemm_peak_gflops'], '%.1f')} GFLOP/s (before "
+              f"{fmt(results['sgemm_peak'][0].get('peak_gflops'), '%.1f')}, after "
+              f"{fmt(results['sgemm_peak'][1].get('peak_gflops'), '%.1f')}); medians of timed "
+              f"steps, torch is eager f32 or bf16 autocast with the OpenMP OpenBLAS")
+        print("  %-13s %-5s %9s %9s %7s %6s %6s %8s" % (
+            "shape", "comp", "tokens/s", "torch", "ratio", "MFU", "steps", "RSS MiB"))
     print("\n".join(rows))
-    print(f"written {args.out} ({results['elapsed_s']:.0f} s)")
+    print(f"written {out} ({results['elapsed_s']:.0f} s)")
 
 
 if __name__ == "__main__":

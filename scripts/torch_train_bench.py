@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""PyTorch f32 eager baseline for bench/train_throughput: the same Llama/Qwen2 shapes with random
-weights, LoRA r=8 on all 7 projections, tied head, AdamW on the LoRA weights only.
+"""PyTorch eager baseline for bench/train_throughput: the same Llama/Qwen2 shapes with random
+weights (scripts/bench_shapes.py), LoRA r=8 on all 7 projections, tied head, AdamW on the LoRA
+weights only; f32, or with --dtype bf16 the forward and loss under torch.autocast("cpu", bf16).
 
 Written the way a PyTorch user would (an HF-style eager model: full logits, then cross-entropy),
 so the figure is what "plain PyTorch" gives on this machine. Prints one JSON object:
-  {"shape", "batch", "seq", "threads", "steps", "tokens_per_s", "step_s": [...], "peak_rss_mib", ...}
+  {"shape", "conditions": {...}, "step_s": [...], "tokens_per_s", "blas_libs", "peak_rss_mib", ...}
+"conditions" are what scripts/bench_train.py compares with our run before it prints a ratio;
+"blas_libs" are the BLAS libraries this process mapped (so the OpenMP build can be checked).
 
 Run with Debian's python (it has python3-torch):
   /usr/bin/python3 scripts/torch_train_bench.py --shape smollm2-135m --batch 4 --seq 512 --threads 2
@@ -13,19 +16,14 @@ import argparse
 import json
 import math
 import resource
+import statistics
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-# The two shapes of the benchmark (config.json values of the real models).
-SHAPES = {
-    "smollm2-135m": dict(hidden=576, layers=30, heads=9, kv_heads=3, inter=1536, vocab=49152,
-                         qkv_bias=False, rope_theta=100000.0, eps=1e-5),
-    "qwen2.5-0.5b": dict(hidden=896, layers=24, heads=14, kv_heads=2, inter=4864, vocab=151936,
-                         qkv_bias=True, rope_theta=1000000.0, eps=1e-6),
-}
+from bench_shapes import LORA_TARGETS, SHAPES
 
 
 class LoraLinear(torch.nn.Module):
@@ -117,6 +115,18 @@ class Model(torch.nn.Module):
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
 
 
+def blas_libs():
+    """The BLAS/LAPACK shared objects mapped into this process (from /proc/self/maps)."""
+    libs = set()
+    with open("/proc/self/maps") as f:
+        for line in f:
+            path = line.split()[-1] if len(line.split()) >= 6 else ""
+            name = path.rsplit("/", 1)[-1]
+            if name.startswith(("libopenblas", "libblas", "liblapack", "libmkl", "libblis")):
+                libs.add(path)
+    return sorted(libs)
+
+
 def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
@@ -128,9 +138,11 @@ def main():
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--rank", type=int, default=8)
-    ap.add_argument("--alpha", type=float, default=16.0)
+    ap.add_argument("--alpha", type=float, default=0.0, help="LoRA alpha (default 2 x rank, as ours)")
+    ap.add_argument("--dtype", choices=("f32", "bf16"), default="f32",
+                    help="bf16: forward and loss under torch.autocast('cpu', dtype=torch.bfloat16)")
     ap.add_argument("--layers", type=int, default=0, help="override the layer count (quick runs)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -140,7 +152,7 @@ def main():
     shape = dict(SHAPES[args.shape])
     if args.layers > 0:
         shape["layers"] = args.layers
-    model = Model(shape, args.rank, args.alpha)
+    model = Model(shape, args.rank, args.alpha or 2.0 * args.rank)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
     ids = torch.randint(0, shape["vocab"], (args.batch, args.seq + 1))
@@ -150,7 +162,8 @@ def main():
     for step in range(args.warmup + args.steps):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = model(inputs, targets)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bf16"):
+            loss = model(inputs, targets)
         loss.backward()
         opt.step()
         dt = time.perf_counter() - t0
@@ -161,7 +174,11 @@ def main():
 
     tokens = args.batch * args.seq
     result = {
-        "impl": "torch-f32-eager",
+        "impl": "torch-%s-eager" % ("f32" if args.dtype == "f32" else "bf16-autocast"),
+        "conditions": {"threads": torch.get_num_threads(), "batch": args.batch, "seq": args.seq,
+                       "tokens_per_step": tokens, "layers": shape["layers"],
+                       "lora_targets": LORA_TARGETS, "rank": args.rank, "dtype": args.dtype},
+        "blas_libs": blas_libs(),
         "torch_version": torch.__version__,
         "shape": args.shape,
         "layers": shape["layers"],
@@ -172,7 +189,7 @@ def main():
         "warmup": args.warmup,
         "steps": args.steps,
         "step_s": step_s,
-        "tokens_per_s": tokens * len(step_s) / sum(step_s),
+        "tokens_per_s": tokens / statistics.median(step_s),
         "peak_rss_mib": peak_rss_mib(),
         "trainable_params": sum(p.numel() for p in params),
         "losses": losses,

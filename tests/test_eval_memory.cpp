@@ -53,7 +53,8 @@ LoraAdapter all_projections(const Model& model) {
   lc.keys = {Proj::q, Proj::k, Proj::v, Proj::o, Proj::gate, Proj::up, Proj::down};
   LoraAdapter adapter = LoraAdapter::create(model, lc, 3);
   for (LoraModule& m : adapter.modules)
-    for (std::size_t i = 0; i < m.B.value.data.size(); ++i) m.B.value.data[i] = 0.01f * float(i % 7);
+    for (std::size_t i = 0; i < m.B.value.data.size(); ++i)
+      m.B.value.data[i] = 0.01f * float(i % 7);
   return adapter;
 }
 
