@@ -275,6 +275,41 @@ nlohmann::json profile_per_step(const lora::ag::OpProfile& profile, std::size_t 
   return ops;
 }
 
+// What scripts/bench_train.py compares with the PyTorch run's before it prints a ratio: the
+// dtype is what the frozen matmuls really ran in (bf16 asked for on a CPU without bf16 units
+// runs f32).
+nlohmann::json conditions(const Args& args, const lora::ModelConfig& config,
+                          const lora::ForwardOptions& fopts) {
+  return {{"threads", omp_get_max_threads()},
+          {"batch", args.batch},
+          {"seq", args.seq},
+          {"tokens_per_step", args.batch * args.seq},
+          {"layers", config.num_layers},
+          {"lora_targets", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"},
+          {"rank", args.rank},
+          {"dtype", lora::uses_bf16(fopts.compute_dtype) ? "bf16" : "f32"}};
+}
+
+// The floor the trainer checks a run against before loading (trainer/memory_estimate.h), and
+// the measured peak over it.
+void add_memory_floor(nlohmann::json& out, const Args& args, const lora::ModelConfig& config,
+                      uint64_t stored_bytes, int64_t lora_params) {
+  lora::MemoryRunShape run;
+  run.lora_parameters = lora_params;
+  run.batch = args.batch;
+  run.seq = args.seq;
+  run.checkpointing = args.grad_checkpoint;
+  const auto floor = lora::estimate_training_memory(config, stored_bytes, run);
+  const double base_mib = double(floor.base) / (1 << 20);
+  const double lora_mib = double(floor.lora_state) / (1 << 20);
+  const double act_mib = double(floor.activations) / (1 << 20);
+  out["base_stored_mib"] = base_mib;
+  out["lora_state_mib"] = lora_mib;
+  out["must_live_activation_mib"] = act_mib;
+  out["rss_floor_mib"] = base_mib + lora_mib + act_mib;
+  out["rss_over_floor"] = peak_rss_mib() / (base_mib + lora_mib + act_mib);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -368,31 +403,9 @@ int main(int argc, char** argv) try {
   out["flops_per_token"] = fpt;
   out["achieved_gflops"] = tokens_per_s * fpt / 1e9;
   out["peak_rss_mib"] = peak_rss_mib();
-  // The floor the trainer checks a run against before loading (trainer/memory_estimate.h).
-  lora::MemoryRunShape run;
-  run.lora_parameters = lora_params;
-  run.batch = args.batch;
-  run.seq = args.seq;
-  run.checkpointing = args.grad_checkpoint;
-  const auto floor = lora::estimate_training_memory(config, model.stored_bytes(), run);
-  const double base_mib = double(floor.base) / (1 << 20);
-  const double lora_mib = double(floor.lora_state) / (1 << 20);
-  const double act_mib = double(floor.activations) / (1 << 20);
-  out["base_stored_mib"] = base_mib;
-  out["lora_state_mib"] = lora_mib;
-  out["must_live_activation_mib"] = act_mib;
-  out["rss_floor_mib"] = base_mib + lora_mib + act_mib;
-  out["rss_over_floor"] = peak_rss_mib() / (base_mib + lora_mib + act_mib);
+  add_memory_floor(out, args, config, model.stored_bytes(), lora_params);
   out["trainable_params"] = lora_params;
-  // What scripts/bench_train.py compares with the PyTorch run's before it prints a ratio.
-  out["conditions"] = {{"threads", omp_get_max_threads()},
-                       {"batch", args.batch},
-                       {"seq", args.seq},
-                       {"tokens_per_step", n},
-                       {"layers", config.num_layers},
-                       {"lora_targets", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"},
-                       {"rank", args.rank},
-                       {"dtype", lora::uses_bf16(fopts.compute_dtype) ? "bf16" : "f32"}};
+  out["conditions"] = conditions(args, config, fopts);
   if (args.profile)
     out["profile_per_step"] = profile_per_step(profile, step_s.size(), total_s, total_opt);
   std::fprintf(stderr,
