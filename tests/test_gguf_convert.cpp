@@ -88,7 +88,8 @@ TEST(GgufConvert, EveryTypeSameGreedyTextAsLlamaCpp) {
 
   const json prompt = {1, 403, 407, 261, 378};  // <s> "Once upon a time"
   json jobs = json::array();
-  for (const auto& f : files) jobs.push_back({{"model", f.string()}, {"tokens", prompt}, {"greedy", 24}});
+  for (const auto& f : files)
+    jobs.push_back({{"model", f.string()}, {"tokens", prompt}, {"greedy", 24}});
   // llama.cpp tokenizes with the tokenizer metadata we wrote as we do.
   jobs.push_back({{"model", files[0].string()}, {"prompt", "Once upon a time"}, {"greedy", 1}});
   const json refs = test::llama_cpp_jobs(jobs);
@@ -118,8 +119,7 @@ TEST(GgufConvert, EveryTypeSameGreedyTextAsLlamaCpp) {
   ASSERT_EQ(lp.size(), picks.size());
   for (std::size_t i = 0; i < picks.size(); ++i) {
     const json& last = lp[i]["logprobs"].back();
-    const double gap =
-        last[picks[i].first].get<double>() - last[picks[i].second].get<double>();
+    const double gap = last[picks[i].first].get<double>() - last[picks[i].second].get<double>();
     std::cout << near_ties[i]["model"].get<std::string>() << ": texts part at a near tie, "
               << "llama.cpp's log-probability gap " << gap << "\n";
     EXPECT_LT(gap, 0.05) << near_ties[i]["model"];
@@ -136,8 +136,7 @@ TEST(GgufConvert, MixesFollowLlamaQuantize) {
   // use_more_bits over 32 layers: 0-3, 28-31, and 6, 9, ..., 27.
   for (int layer : {0, 3, 6, 9, 27, 28, 31}) {
     EXPECT_EQ(type(*m, "blk." + std::to_string(layer) + ".attn_v.weight"), GgmlType::Q6_K);
-    EXPECT_EQ(type(*m, "blk." + std::to_string(layer) + ".ffn_down.weight", 11008),
-              GgmlType::Q6_K);
+    EXPECT_EQ(type(*m, "blk." + std::to_string(layer) + ".ffn_down.weight", 11008), GgmlType::Q6_K);
   }
   for (int layer : {4, 5, 7, 26})
     EXPECT_EQ(type(*m, "blk." + std::to_string(layer) + ".attn_v.weight"), GgmlType::Q4_K);

@@ -73,16 +73,15 @@ TEST(GgufTokenizerWrite, TypesPaddingSpecialIdsAndTemplate) {
        {{"type", "BPE"},
         {"vocab", {{"a", 0}, {"b", 1}, {"ab", 2}}},
         {"merges", json::array({"a b"})}}},
-      {"added_tokens",
-       json::array({json{{"id", 3}, {"content", "<s>"}, {"special", true}},
-                    json{{"id", 4}, {"content", "<tool>"}, {"special", false}}})},
+      {"added_tokens", json::array({json{{"id", 3}, {"content", "<s>"}, {"special", true}},
+                                    json{{"id", 4}, {"content", "<tool>"}, {"special", false}}})},
       {"pre_tokenizer",
        {{"type", "ByteLevel"},
         {"add_prefix_space", false},
         {"trim_offsets", false},
         {"use_regex", true}}}};
-  const json config = {{"bos_token", "<s>"}, {"eos_token", {{"content", "<s>"}}},
-                       {"chat_template", "{{ x }}"}};
+  const json config = {
+      {"bos_token", "<s>"}, {"eos_token", {{"content", "<s>"}}}, {"chat_template", "{{ x }}"}};
   test::TempDir tmp("gguf-tokenizer");
   GgufWriter w;
   set_gguf_tokenizer(w, tokenizer, config, 7, "t");

@@ -51,17 +51,22 @@ std::optional<GgufName> gguf_name(const std::string& hf, const ModelConfig& c) {
   const std::string rest = hf.substr(dot + 1);
   const bool permuted = gguf_permutes_qk(c.model_type);
   static const std::pair<const char*, const char*> kNames[] = {
-      {"self_attn.q_proj", "attn_q"},          {"self_attn.k_proj", "attn_k"},
-      {"self_attn.v_proj", "attn_v"},          {"self_attn.o_proj", "attn_output"},
-      {"mlp.gate_proj", "ffn_gate"},           {"mlp.up_proj", "ffn_up"},
-      {"mlp.down_proj", "ffn_down"},           {"input_layernorm", "attn_norm"},
-      {"post_attention_layernorm", "ffn_norm"}, {"self_attn.q_norm", "attn_q_norm"},
+      {"self_attn.q_proj", "attn_q"},
+      {"self_attn.k_proj", "attn_k"},
+      {"self_attn.v_proj", "attn_v"},
+      {"self_attn.o_proj", "attn_output"},
+      {"mlp.gate_proj", "ffn_gate"},
+      {"mlp.up_proj", "ffn_up"},
+      {"mlp.down_proj", "ffn_down"},
+      {"input_layernorm", "attn_norm"},
+      {"post_attention_layernorm", "ffn_norm"},
+      {"self_attn.q_norm", "attn_q_norm"},
       {"self_attn.k_norm", "attn_k_norm"}};
   for (const auto& [from, to] : kNames)
     for (const char* suffix : {".weight", ".bias"})
       if (rest == std::string(from) + suffix) {
         const std::string f(from);
-        const int64_t heads = !permuted                      ? 0
+        const int64_t heads = !permuted                 ? 0
                               : f == "self_attn.q_proj" ? c.num_heads
                               : f == "self_attn.k_proj" ? c.num_kv_heads
                                                         : 0;
@@ -135,8 +140,7 @@ std::vector<Tensor> folder_tensors(const fs::path& dir, const json& config_json,
   const WeightSet weights = WeightSet::open_dir(dir);
   std::vector<Tensor> out;
   for (const std::string& name : weights.names()) {
-    if (is_quantization_companion(weights, name) || name.ends_with("rotary_emb.inv_freq"))
-      continue;
+    if (is_quantization_companion(weights, name) || name.ends_with("rotary_emb.inv_freq")) continue;
     if (name == "lm_head.weight" && c.tie_word_embeddings) continue;
     const auto g = gguf_name(name, c);
     if (!g) bad(dir, "tensor '" + name + "' has no GGUF name in this converter");
@@ -156,8 +160,8 @@ std::vector<Tensor> folder_tensors(const fs::path& dir, const json& config_json,
   return out;
 }
 
-void add_tensor(GgufWriter& w, GgufConvertReport& report, const GgufTypePlan& plan,
-                const Tensor& t, int64_t layers, bool tied) {
+void add_tensor(GgufWriter& w, GgufConvertReport& report, const GgufTypePlan& plan, const Tensor& t,
+                int64_t layers, bool tied) {
   const int64_t cols = t.shape.empty() ? 1 : t.shape.back();
   const GgmlType type =
       plan.type_of(t.name, static_cast<int64_t>(t.shape.size()), cols, layers, tied);

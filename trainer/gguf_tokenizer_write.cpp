@@ -44,7 +44,8 @@ bool is_byte_piece(const std::string& t) {
 // Every id below vocab_size (and every id the tokenizer names) with its text and type.
 Vocab vocab_of(const json& tokenizer, int64_t vocab_size, bool spm, const std::string& source) {
   const json& model = tokenizer.at("model");
-  std::vector<std::optional<std::string>> by_id(static_cast<std::size_t>(std::max<int64_t>(0, vocab_size)));
+  std::vector<std::optional<std::string>> by_id(
+      static_cast<std::size_t>(std::max<int64_t>(0, vocab_size)));
   std::vector<int32_t> types(by_id.size(), kNormal);
   auto put = [&](int64_t id, const std::string& text, int32_t type) {
     if (id < 0 || id > std::numeric_limits<int32_t>::max())
@@ -191,8 +192,8 @@ void set_gguf_tokenizer(GgufWriter& w, const json& tokenizer, const json& tokeni
                         int64_t vocab_size, const std::string& source) {
   const json& model = tokenizer.at("model");
   if (model.value("type", "") != "BPE")
-    bad(source, "tokenizer model '" + model.value("type", "?") +
-                    "' cannot be written to GGUF (BPE can)");
+    bad(source,
+        "tokenizer model '" + model.value("type", "?") + "' cannot be written to GGUF (BPE can)");
   const bool spm = model.value("byte_fallback", false);
   const Vocab v = vocab_of(tokenizer, vocab_size, spm, source);
   const std::vector<std::string> merges = merges_of(model, source);
@@ -213,7 +214,8 @@ void set_gguf_tokenizer(GgufWriter& w, const json& tokenizer, const json& tokeni
   if (spm)
     w.set_bool("tokenizer.ggml.add_space_prefix",
                prepends_space(tokenizer.value("normalizer", json(nullptr))));
-  if (const auto t = chat_template_of(tokenizer_config)) w.set_string("tokenizer.chat_template", *t);
+  if (const auto t = chat_template_of(tokenizer_config))
+    w.set_string("tokenizer.chat_template", *t);
 }
 
 void set_gguf_tokenizer_of_folder(GgufWriter& w, const fs::path& dir, int64_t vocab_size) {

@@ -69,8 +69,8 @@ GgmlType ggml_fallback_type(GgmlType t, int64_t cols) {
   return cols % ggml_block_elems(f) == 0 ? f : GgmlType::F16;
 }
 
-GgmlType GgufTypePlan::type_of(const std::string& name, int64_t dims, int64_t cols,
-                               int64_t layers, bool tied) const {
+GgmlType GgufTypePlan::type_of(const std::string& name, int64_t dims, int64_t cols, int64_t layers,
+                               bool tied) const {
   if (dims < 2 || !name.ends_with(".weight") || name.find("_norm.weight") != std::string::npos ||
       name == "rope_freqs.weight")
     return GgmlType::F32;
