@@ -80,6 +80,49 @@ TEST(GgufAdapter, LlamaCppLayoutWithPermutedQkRows) {
   EXPECT_THROW(write_gguf_adapter(a, base, tmp / "x.gguf"), std::invalid_argument);
 }
 
+// Per-record loss: `lora eval` with the adapter against llama.cpp's log-probabilities of the
+// same tokens with the exported GGUF adapter `file`, within 1e-4, on three held-out records.
+void expect_record_losses_match(const std::filesystem::path& tmp,
+                                const std::filesystem::path& adapter,
+                                const std::filesystem::path& file) {
+  const auto records = test::story_sentences();
+  json loss_jobs = json::array();
+  std::vector<double> our_losses;
+  std::vector<std::vector<int64_t>> sequences;
+  for (std::size_t i = 40; i < 43 && i < records.size(); ++i) {
+    const auto rec = tmp / ("record" + std::to_string(i) + ".jsonl");
+    test::write_jsonl(rec, {json{{"text", records[i]}}});
+    auto ev = test::run_lora({"--json", "eval", "--model", gguf("f32").string(), "--adapter-path",
+                              adapter.string(), "--data", rec.string()});
+    ASSERT_EQ(ev.exit_code, 0) << ev.err;
+    const json result = json::parse(ev.out);
+    auto tk = test::run_lora({"tokenize", "--model", gguf("f32").string()},
+                             json{{"text", records[i]}}.dump() + "\n");
+    ASSERT_EQ(tk.exit_code, 0) << tk.err;
+    auto ids = json::parse(tk.out)["ids_with_special"].get<std::vector<int64_t>>();
+    // Text records end with EOS when eval scores one target per token after BOS.
+    if (result["tokens"].get<std::size_t>() == ids.size()) ids.push_back(2);
+    ASSERT_EQ(result["tokens"].get<std::size_t>() + 1, ids.size());
+    our_losses.push_back(result["loss"].get<double>());
+    sequences.push_back(ids);
+    loss_jobs.push_back({{"model", gguf("f32").string()},
+                         {"lora", file.string()},
+                         {"tokens", json(std::vector<int64_t>(ids.begin(), ids.end() - 1))},
+                         {"logprobs", true}});
+  }
+  const json lps = test::llama_cpp_jobs(loss_jobs);
+  ASSERT_EQ(lps.size(), sequences.size());
+  for (std::size_t r = 0; r < sequences.size(); ++r) {
+    double sum = 0;
+    for (std::size_t t = 0; t + 1 < sequences[r].size(); ++t)
+      sum -= lps[r]["logprobs"][t][sequences[r][t + 1]].get<double>();
+    const double theirs = sum / double(sequences[r].size() - 1);
+    EXPECT_NEAR(our_losses[r], theirs, 1e-4) << "record " << r;
+    std::cout << "record " << r << ": loss " << our_losses[r] << ", llama.cpp " << theirs
+              << " (difference " << our_losses[r] - theirs << ")\n";
+  }
+}
+
 TEST(GgufAdapter, TrainedOnAGgufBaseLlamaCppAgrees) {
   LORA_REQUIRE_SHARED("models/stories260K-gguf/stories260K-f32.gguf");
   LORA_REQUIRE_SHARED(test::kStoriesText);
@@ -175,44 +218,7 @@ TEST(GgufAdapter, TrainedOnAGgufBaseLlamaCppAgrees) {
   ASSERT_EQ(p.exit_code, 0) << p.err;
   EXPECT_EQ(json::parse(p.out)["tokens"], mine["tokens"]);
 
-  // Per-record loss: `lora eval` with the adapter against llama.cpp's log-probabilities of the
-  // same tokens with the exported GGUF adapter, within 1e-4.
-  const auto records = test::story_sentences();
-  json loss_jobs = json::array();
-  std::vector<double> our_losses;
-  std::vector<std::vector<int64_t>> sequences;
-  for (std::size_t i = 40; i < 43 && i < records.size(); ++i) {
-    const auto rec = tmp / ("record" + std::to_string(i) + ".jsonl");
-    test::write_jsonl(rec, {json{{"text", records[i]}}});
-    auto ev = test::run_lora({"--json", "eval", "--model", gguf("f32").string(), "--adapter-path",
-                              adapter.string(), "--data", rec.string()});
-    ASSERT_EQ(ev.exit_code, 0) << ev.err;
-    const json result = json::parse(ev.out);
-    auto tk = test::run_lora({"tokenize", "--model", gguf("f32").string()},
-                             json{{"text", records[i]}}.dump() + "\n");
-    ASSERT_EQ(tk.exit_code, 0) << tk.err;
-    auto ids = json::parse(tk.out)["ids_with_special"].get<std::vector<int64_t>>();
-    // Text records end with EOS when eval scores one target per token after BOS.
-    if (result["tokens"].get<std::size_t>() == ids.size()) ids.push_back(2);
-    ASSERT_EQ(result["tokens"].get<std::size_t>() + 1, ids.size());
-    our_losses.push_back(result["loss"].get<double>());
-    sequences.push_back(ids);
-    loss_jobs.push_back({{"model", gguf("f32").string()},
-                         {"lora", file.string()},
-                         {"tokens", json(std::vector<int64_t>(ids.begin(), ids.end() - 1))},
-                         {"logprobs", true}});
-  }
-  const json lps = test::llama_cpp_jobs(loss_jobs);
-  ASSERT_EQ(lps.size(), sequences.size());
-  for (std::size_t r = 0; r < sequences.size(); ++r) {
-    double sum = 0;
-    for (std::size_t t = 0; t + 1 < sequences[r].size(); ++t)
-      sum -= lps[r]["logprobs"][t][sequences[r][t + 1]].get<double>();
-    const double theirs = sum / double(sequences[r].size() - 1);
-    EXPECT_NEAR(our_losses[r], theirs, 1e-4) << "record " << r;
-    std::cout << "record " << r << ": loss " << our_losses[r] << ", llama.cpp " << theirs
-              << " (difference " << our_losses[r] - theirs << ")\n";
-  }
+  expect_record_losses_match(tmp.path(), adapter, file);
 
   // A K-quant target cannot be written yet: refused before anything is written.
   m = test::run_lora({"merge", "--model", gguf("f32").string(), "--adapter-path", adapter.string(),

@@ -15,8 +15,7 @@
 namespace lora {
 namespace {
 
-using QuantizeChunk = size_t (*)(int, const float*, void*, int64_t, int64_t, int64_t,
-                                 const float*);
+using QuantizeChunk = size_t (*)(int, const float*, void*, int64_t, int64_t, int64_t, const float*);
 
 std::filesystem::path libggml_base() {
   return test::llama_cpp_dir() / "node_modules/@node-llama-cpp/linux-x64/bins/linux-x64" /
@@ -40,8 +39,7 @@ TEST(GgufKQuantEncoder, ErrorAgainstLlamaCppsQuantizer) {
     LORA_MISSING_REFERENCE("node-llama-cpp's libggml-base.so for linux-x64 is not installed");
   void* lib = dlopen(libggml_base().c_str(), RTLD_NOW | RTLD_LOCAL);
   ASSERT_NE(lib, nullptr) << dlerror();
-  const auto quantize_chunk =
-      reinterpret_cast<QuantizeChunk>(dlsym(lib, "ggml_quantize_chunk"));
+  const auto quantize_chunk = reinterpret_cast<QuantizeChunk>(dlsym(lib, "ggml_quantize_chunk"));
   ASSERT_NE(quantize_chunk, nullptr);
   const int64_t rows = 32, cols = 4096;
   std::mt19937 rng(7);
@@ -68,8 +66,8 @@ TEST(GgufKQuantEncoder, ErrorAgainstLlamaCppsQuantizer) {
               << " blocks byte for byte llama.cpp's\n";
     const double e_mine = rms_error(t, mine, x, rows, cols),
                  e_theirs = rms_error(t, theirs, x, rows, cols);
-    std::cout << ggml_type_name(t) << ": rms error ours " << e_mine << ", llama.cpp's "
-              << e_theirs << " (ratio " << e_mine / e_theirs << ")\n";
+    std::cout << ggml_type_name(t) << ": rms error ours " << e_mine << ", llama.cpp's " << e_theirs
+              << " (ratio " << e_mine / e_theirs << ")\n";
     EXPECT_LT(e_mine, bound * e_theirs) << ggml_type_name(t);
     EXPECT_GT(e_mine, 0.5 * e_theirs) << ggml_type_name(t);  // the comparison is live
   }
