@@ -168,3 +168,41 @@ TEST(GgufConvert, MixesFollowLlamaQuantize) {
 
 }  // namespace
 }  // namespace lora
+
+namespace lora {
+namespace {
+
+// Bad requests fail before anything is written, naming what is wrong.
+TEST(GgufConvert, RefusesWhatItCannotWrite) {
+  LORA_REQUIRE_SHARED(test::kStoriesModel);
+  test::TempDir tmp("gguf-convert");
+  const auto out = tmp / "x.gguf";
+  auto expect_refused = [&](std::vector<std::string> args, const std::string& message) {
+    const auto r = test::run_lora(args);
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out));
+  };
+  const std::string model = stories().string();
+  expect_refused({"convert", "--model", model, "--out", out.string(), "--q-type", "q3_k_xl"},
+                 "unknown type 'q3_k_xl'");
+  expect_refused({"convert", "--model", model, "--out", out.string(), "--q-type", "q2_k"},
+                 "Q2_K and Q3_K cannot be written yet");
+  expect_refused({"convert", "--model", model, "--out", out.string(), "--quantize", "4"},
+                 "takes --q-type");
+  expect_refused(
+      {"convert", "--model", model, "--out", (tmp / "folder").string(), "--q-type", "q8_0"},
+      "--q-type applies to a .gguf --out only");
+  // A family this converter does not write.
+  fs::create_directories(tmp / "gemma");
+  for (const char* f : {"model.safetensors", "tokenizer.json"})
+    fs::copy_file(stories() / f, tmp / "gemma" / f);
+  json config = json::parse(test::read_file(stories() / "config.json"));
+  config["model_type"] = "gemma2";
+  config["architectures"] = {"Gemma2ForCausalLM"};
+  test::write_file(tmp / "gemma" / "config.json", config.dump());
+  expect_refused({"convert", "--model", (tmp / "gemma").string(), "--out", out.string()}, "gemma2");
+}
+
+}  // namespace
+}  // namespace lora

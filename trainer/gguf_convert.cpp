@@ -210,6 +210,8 @@ GgufConvertReport convert_gguf(const fs::path& in, const fs::path& out, const Gg
 GgufConvertReport convert_to_gguf(const fs::path& model, const fs::path& out,
                                   const GgufTypePlan& plan) {
   check_distinct_output(out, model);
+  if (plan.name() == "q2_k" || plan.name() == "q3_k")
+    throw std::invalid_argument("Q2_K and Q3_K cannot be written yet");
   return is_gguf_file(model) ? convert_gguf(model, out, plan) : convert_folder(model, out, plan);
 }
 
