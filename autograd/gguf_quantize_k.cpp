@@ -27,30 +27,34 @@ int nearest(float v, int lo, int hi) {
   return std::clamp(static_cast<int>(std::lrint(bounded)), lo, hi);
 }
 
-// The step and offset of one sub-block of 32, x ~ step * q + low with q in [0, top] and low <= 0,
-// found as llama.cpp's quantizer finds them: candidate steps around the range's (top + shift
-// steps over the range, shift from `first` by `stride`, `tries` of them); for each, the codes
-// to nearest and then the step and offset refitted by least squares weighted by
-// w = rms(x) + |x|; the candidate of least weighted error wins.
+// The step and offset of one sub-block of n (at most 32), x ~ step * q + low with q in [0, top]
+// and low <= 0, found as llama.cpp's quantizer finds them: candidate steps around the range's
+// (top + shift steps over the range, shift from `first` by `stride`, `tries` of them); for each,
+// the codes to nearest and then the step and offset refitted by least squares weighted by w; the
+// candidate of least weighted error (squared, or absolute with `mad`) wins.
 struct AffineFit {
   float step = 0, low = 0;
 };
-AffineFit fit_affine(const float* x, int top, float first, float stride, int tries) {
-  const float lo = std::min(0.0f, *std::min_element(x, x + 32));
-  const float hi = *std::max_element(x, x + 32);
+struct AffineSearch {
+  int top;
+  float first, stride;
+  int tries;
+  bool mad;
+};
+AffineFit fit_affine(const float* x, int n, const float* w, const AffineSearch& search) {
+  const int top = search.top;
+  const float lo = std::min(0.0f, *std::min_element(x, x + n));
+  const float hi = *std::max_element(x, x + n);
   if (hi == lo) return {0.0f, lo};
-  float w[32], sum_w = 0, sum_wx = 0, sum_x2 = 0;
-  for (int i = 0; i < 32; ++i) sum_x2 += x[i] * x[i];
-  const float rms = std::sqrt(sum_x2 / 32.0f);
-  for (int i = 0; i < 32; ++i) {
-    w[i] = rms + std::fabs(x[i]);
+  float sum_w = 0, sum_wx = 0;
+  for (int i = 0; i < n; ++i) {
     sum_w += w[i];
     sum_wx += w[i] * x[i];
   }
-  // The weighted squared error of codes to nearest at 1/inv steps from lo, refitted or not.
+  // The weighted error of codes to nearest at 1/inv steps from lo, refitted or not.
   auto try_step = [&](float inv, AffineFit* refit) {
     float q[32], sl = 0, sl2 = 0, sxl = 0;
-    for (int i = 0; i < 32; ++i) {
+    for (int i = 0; i < n; ++i) {
       q[i] = static_cast<float>(nearest(inv * (x[i] - lo), 0, top));
       sl += w[i] * q[i];
       sl2 += w[i] * q[i] * q[i];
@@ -65,16 +69,20 @@ AffineFit fit_affine(const float* x, int top, float first, float stride, int tri
       *refit = f;
     }
     float e = 0;
-    for (int i = 0; i < 32; ++i)
-      e += w[i] * (f.step * q[i] + f.low - x[i]) * (f.step * q[i] + f.low - x[i]);
+    for (int i = 0; i < n; ++i) {
+      const float d = f.step * q[i] + f.low - x[i];
+      e += w[i] * (search.mad ? std::fabs(d) : d * d);
+    }
     return e;
   };
   AffineFit best{(hi - lo) / static_cast<float>(top), lo};
   float best_error = try_step(static_cast<float>(top) / (hi - lo), nullptr);
-  for (int t = 0; t <= tries; ++t) {
+  for (int t = 0; t <= search.tries; ++t) {
     AffineFit f;
-    const float e = try_step(
-        (static_cast<float>(top) + first + stride * static_cast<float>(t)) / (hi - lo), &f);
+    const float e =
+        try_step((search.first + search.stride * static_cast<float>(t) + static_cast<float>(top)) /
+                     (hi - lo),
+                 &f);
     if (e < best_error) {
       best_error = e;
       best = f;
@@ -114,9 +122,16 @@ float fit_symmetric(const float* x) {
 void quantize_affine_k(const float* x, int top, uint8_t* b, uint8_t* qh, uint8_t* qs) {
   float scale[8], minus[8];
   for (int j = 0; j < 8; ++j) {
-    // llama.cpp's search ranges: Q4_K 21 candidates from -1 by 0.1, Q5_K 16 from -0.5.
-    const AffineFit f = top == 15 ? fit_affine(x + 32 * j, top, -1.0f, 0.1f, 20)
-                                  : fit_affine(x + 32 * j, top, -0.5f, 0.1f, 15);
+    // Weights rms(x) + |x|; llama.cpp's search ranges: Q4_K 21 candidates from -1 by 0.1, Q5_K
+    // 16 from -0.5.
+    const float* s = x + 32 * j;
+    float w[32], sum_x2 = 0;
+    for (int i = 0; i < 32; ++i) sum_x2 += s[i] * s[i];
+    const float rms = std::sqrt(sum_x2 / 32.0f);
+    for (int i = 0; i < 32; ++i) w[i] = rms + std::fabs(s[i]);
+    const AffineFit f = fit_affine(s, 32, w,
+                                   top == 15 ? AffineSearch{top, -1.0f, 0.1f, 20, false}
+                                             : AffineSearch{top, -0.5f, 0.1f, 15, false});
     scale[j] = f.step;
     minus[j] = -f.low;
   }
@@ -152,6 +167,40 @@ void quantize_affine_k(const float* x, int top, uint8_t* b, uint8_t* qh, uint8_t
 }
 
 }  // namespace
+
+// Q2_K: x ~ d * sc_j * q - dmin * m_j on sub-block j of 16, sc_j and m_j 4 bits, q in [0, 3].
+// llama.cpp's search: weights |x|, absolute error, 16 candidates from -0.5 by 0.1.
+void quantize_q2_k_block(const float* x, uint8_t* block) {
+  float scale[16], minus[16];
+  for (int j = 0; j < 16; ++j) {
+    float w[16];
+    for (int i = 0; i < 16; ++i) w[i] = std::fabs(x[16 * j + i]);
+    const AffineFit f = fit_affine(x + 16 * j, 16, w, AffineSearch{3, -0.5f, 0.1f, 15, true});
+    scale[j] = f.step;
+    minus[j] = -f.low;
+  }
+  const float max_scale = std::max(0.0f, *std::max_element(scale, scale + 16)),
+              max_min = std::max(0.0f, *std::max_element(minus, minus + 16));
+  int sc[16], mn[16];
+  for (int j = 0; j < 16; ++j) {
+    sc[j] = max_scale > 0 ? nearest(15.0f / max_scale * scale[j], 0, 15) : 0;
+    mn[j] = max_min > 0 ? nearest(15.0f / max_min * minus[j], 0, 15) : 0;
+    block[j] = static_cast<uint8_t>(sc[j] | (mn[j] << 4));
+  }
+  put_f16(block + 80, max_scale > 0 ? max_scale / 15.0f : 0.0f);
+  put_f16(block + 82, max_min > 0 ? max_min / 15.0f : 0.0f);
+  const float d = get_f16(block + 80), dmin = get_f16(block + 82);
+  uint8_t* qs = block + 16;
+  std::memset(qs, 0, 64);
+  // Element i = 128 * half + 32 * j + r sits in qs[32 * half + r], bits 2j (sub-block i / 16).
+  for (int i = 0; i < 256; ++i) {
+    const float step = d * static_cast<float>(sc[i / 16]);
+    const float v = x[i] + dmin * static_cast<float>(mn[i / 16]);
+    const int q = step > 0 ? nearest(v / step, 0, 3) : 0;
+    const int half = i / 128, j = (i % 128) / 32, r = i % 32;
+    qs[32 * half + r] = static_cast<uint8_t>(qs[32 * half + r] | (q << (2 * j)));
+  }
+}
 
 void quantize_q4_k_block(const float* x, uint8_t* block) {
   quantize_affine_k(x, 15, block, nullptr, block + 16);
