@@ -21,19 +21,119 @@ float get_f16(const uint8_t* p) {
   return f16_to_f32(h);
 }
 
+// Round half to even, as llama.cpp's quantizers round (nearest_int), then clamp.
 int nearest(float v, int lo, int hi) {
-  return std::clamp(static_cast<int>(std::lround(v)), lo, hi);
+  const float bounded = std::clamp(v, static_cast<float>(lo - 1), static_cast<float>(hi + 1));
+  return std::clamp(static_cast<int>(std::lrint(bounded)), lo, hi);
+}
+
+// The step and offset of one sub-block of n (at most 32), x ~ step * q + low with q in [0, top]
+// and low <= 0, found as llama.cpp's quantizer finds them: candidate steps around the range's
+// (top + shift steps over the range, shift from `first` by `stride`, `tries` of them); for each,
+// the codes to nearest and then the step and offset refitted by least squares weighted by w; the
+// candidate of least weighted error (squared, or absolute with `mad`) wins.
+struct AffineFit {
+  float step = 0, low = 0;
+};
+struct AffineSearch {
+  int top;
+  float first, stride;
+  int tries;
+  bool mad;
+};
+AffineFit fit_affine(const float* x, int n, const float* w, const AffineSearch& search) {
+  const int top = search.top;
+  const float lo = std::min(0.0f, *std::min_element(x, x + n));
+  const float hi = *std::max_element(x, x + n);
+  if (hi == lo) return {0.0f, lo};
+  float sum_w = 0, sum_wx = 0;
+  for (int i = 0; i < n; ++i) {
+    sum_w += w[i];
+    sum_wx += w[i] * x[i];
+  }
+  // The weighted error of codes to nearest at 1/inv steps from lo, refitted or not.
+  auto try_step = [&](float inv, AffineFit* refit) {
+    float q[32], sl = 0, sl2 = 0, sxl = 0;
+    for (int i = 0; i < n; ++i) {
+      q[i] = static_cast<float>(nearest(inv * (x[i] - lo), 0, top));
+      sl += w[i] * q[i];
+      sl2 += w[i] * q[i] * q[i];
+      sxl += w[i] * q[i] * x[i];
+    }
+    AffineFit f{1.0f / inv, lo};
+    if (refit) {
+      const float det = sum_w * sl2 - sl * sl;
+      if (det <= 0) return INFINITY;
+      f = {(sum_w * sxl - sum_wx * sl) / det, (sl2 * sum_wx - sl * sxl) / det};
+      if (f.low > 0) f = {sxl / sl2, 0.0f};  // the offset may only lower the codes' range
+      *refit = f;
+    }
+    float e = 0;
+    for (int i = 0; i < n; ++i) {
+      const float d = f.step * q[i] + f.low - x[i];
+      e += w[i] * (search.mad ? std::fabs(d) : d * d);
+    }
+    return e;
+  };
+  AffineFit best{(hi - lo) / static_cast<float>(top), lo};
+  float best_error = try_step(static_cast<float>(top) / (hi - lo), nullptr);
+  for (int t = 0; t <= search.tries; ++t) {
+    AffineFit f;
+    const float e =
+        try_step((search.first + search.stride * static_cast<float>(t) + static_cast<float>(top)) /
+                     (hi - lo),
+                 &f);
+    if (e < best_error) {
+      best_error = e;
+      best = f;
+    }
+  }
+  return best;
+}
+
+// The step of one Q6_K sub-block of 16, x ~ step * q with q in [-32, 31]: the extreme value on
+// code -32 (a negative step when it is positive), then, as llama.cpp's quantizer does, 19 steps
+// around it (the extreme on -32 + k/10, k in [-9, 9]), codes to nearest, each step refitted by
+// least squares weighted by x^2; the one explaining most of the weighted energy wins.
+float fit_symmetric(const float* x) {
+  float max = 0;
+  for (int i = 0; i < 16; ++i)
+    if (std::fabs(x[i]) > std::fabs(max)) max = x[i];
+  if (std::fabs(max) < 1e-15f) return 0.0f;
+  float best_step = max / -32.0f, best_gain = -1;
+  for (int k : {0, -9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9}) {
+    const float inv = -(32.0f + 0.1f * static_cast<float>(k)) / max;
+    float sxl = 0, sl2 = 0;
+    for (int i = 0; i < 16; ++i) {
+      const float q = static_cast<float>(nearest(inv * x[i], -32, 31)), w = x[i] * x[i];
+      sxl += w * x[i] * q;
+      sl2 += w * q * q;
+    }
+    // The refitted step sxl / sl2 leaves an error of sum(w x^2) - sxl^2 / sl2.
+    if (sl2 > 0 && sxl * sxl / sl2 > best_gain) {
+      best_gain = sxl * sxl / sl2;
+      best_step = sxl / sl2;
+    }
+  }
+  return best_step;
 }
 
 // Q4_K/Q5_K: x ~ d * sc_j * q - dmin * m_j on sub-block j of 32, q in [0, top].
 void quantize_affine_k(const float* x, int top, uint8_t* b, uint8_t* qh, uint8_t* qs) {
   float scale[8], minus[8];
   for (int j = 0; j < 8; ++j) {
+    // Weights rms(x) + |x|; llama.cpp's search ranges: Q4_K 21 candidates from -1 by 0.1, Q5_K
+    // 16 from -0.5.
     const float* s = x + 32 * j;
-    const float lo = std::min(0.0f, *std::min_element(s, s + 32));
-    const float hi = *std::max_element(s, s + 32);
-    scale[j] = (hi - lo) / static_cast<float>(top);
-    minus[j] = -lo;
+    float w[32], sum_x2 = 0;
+    for (int i = 0; i < 32; ++i) sum_x2 += s[i] * s[i];
+    const float rms = std::sqrt(sum_x2 / 32.0f);
+    for (int i = 0; i < 32; ++i) w[i] = rms + std::fabs(s[i]);
+    const AffineFit f = fit_affine(s, 32, w,
+                                   top == 15 ? AffineSearch{top, -1.0f, 0.1f, 20, false}
+                                             : AffineSearch{top, -0.5f, 0.1f, 15, false});
+    scale[j] = f.step;
+    minus[j] = -f.low;
   }
   const float max_scale = *std::max_element(scale, scale + 8),
               max_min = *std::max_element(minus, minus + 8);
@@ -42,8 +142,8 @@ void quantize_affine_k(const float* x, int top, uint8_t* b, uint8_t* qh, uint8_t
   const float d = get_f16(b), dmin = get_f16(b + 2);  // as stored: the codes fit these
   int sc[8], mn[8];
   for (int j = 0; j < 8; ++j) {
-    sc[j] = d > 0 ? nearest(scale[j] / d, 0, 63) : 0;
-    mn[j] = dmin > 0 ? nearest(minus[j] / dmin, 0, 63) : 0;
+    sc[j] = max_scale > 0 ? nearest(63.0f / max_scale * scale[j], 0, 63) : 0;
+    mn[j] = max_min > 0 ? nearest(63.0f / max_min * minus[j], 0, 63) : 0;
   }
   uint8_t* s = b + 4;  // the 12 packed bytes, the inverse of the decoder's layout
   for (int j = 0; j < 4; ++j) {
@@ -68,6 +168,40 @@ void quantize_affine_k(const float* x, int top, uint8_t* b, uint8_t* qh, uint8_t
 
 }  // namespace
 
+// Q2_K: x ~ d * sc_j * q - dmin * m_j on sub-block j of 16, sc_j and m_j 4 bits, q in [0, 3].
+// llama.cpp's search: weights |x|, absolute error, 16 candidates from -0.5 by 0.1.
+void quantize_q2_k_block(const float* x, uint8_t* block) {
+  float scale[16], minus[16];
+  for (int j = 0; j < 16; ++j) {
+    float w[16];
+    for (int i = 0; i < 16; ++i) w[i] = std::fabs(x[16 * j + i]);
+    const AffineFit f = fit_affine(x + 16 * j, 16, w, AffineSearch{3, -0.5f, 0.1f, 15, true});
+    scale[j] = f.step;
+    minus[j] = -f.low;
+  }
+  const float max_scale = std::max(0.0f, *std::max_element(scale, scale + 16)),
+              max_min = std::max(0.0f, *std::max_element(minus, minus + 16));
+  int sc[16], mn[16];
+  for (int j = 0; j < 16; ++j) {
+    sc[j] = max_scale > 0 ? nearest(15.0f / max_scale * scale[j], 0, 15) : 0;
+    mn[j] = max_min > 0 ? nearest(15.0f / max_min * minus[j], 0, 15) : 0;
+    block[j] = static_cast<uint8_t>(sc[j] | (mn[j] << 4));
+  }
+  put_f16(block + 80, max_scale > 0 ? max_scale / 15.0f : 0.0f);
+  put_f16(block + 82, max_min > 0 ? max_min / 15.0f : 0.0f);
+  const float d = get_f16(block + 80), dmin = get_f16(block + 82);
+  uint8_t* qs = block + 16;
+  std::memset(qs, 0, 64);
+  // Element i = 128 * half + 32 * j + r sits in qs[32 * half + r], bits 2j (sub-block i / 16).
+  for (int i = 0; i < 256; ++i) {
+    const float step = d * static_cast<float>(sc[i / 16]);
+    const float v = x[i] + dmin * static_cast<float>(mn[i / 16]);
+    const int q = step > 0 ? nearest(v / step, 0, 3) : 0;
+    const int half = i / 128, j = (i % 128) / 32, r = i % 32;
+    qs[32 * half + r] = static_cast<uint8_t>(qs[32 * half + r] | (q << (2 * j)));
+  }
+}
+
 void quantize_q4_k_block(const float* x, uint8_t* block) {
   quantize_affine_k(x, 15, block, nullptr, block + 16);
 }
@@ -79,26 +213,18 @@ void quantize_q5_k_block(const float* x, uint8_t* block) {
 // Q6_K: x ~ d * sc_j * (q - 32) on sub-block j of 16, sc_j int8, q in [0, 63].
 void quantize_q6_k_block(const float* x, uint8_t* block) {
   float scale[16];
-  for (int j = 0; j < 16; ++j) {
-    float amax = 0, max = 0;
-    for (int i = 0; i < 16; ++i)
-      if (std::fabs(x[16 * j + i]) > amax) {
-        amax = std::fabs(x[16 * j + i]);
-        max = x[16 * j + i];
-      }
-    scale[j] = max / -32.0f;  // the extreme lands on code 0, the other side within 31 steps
-  }
+  for (int j = 0; j < 16; ++j) scale[j] = fit_symmetric(x + 16 * j);
   float max_scale = 0, amax_scale = 0;
   for (float s : scale)
     if (std::fabs(s) > amax_scale) {
       amax_scale = std::fabs(s);
       max_scale = s;
     }
-  put_f16(block + 208, max_scale / -128.0f);
+  const float inv = amax_scale < 1e-15f ? 0.0f : -128.0f / max_scale;
+  put_f16(block + 208, inv != 0 ? 1.0f / inv : 0.0f);
   const float d = get_f16(block + 208);
   auto* sc = reinterpret_cast<int8_t*>(block + 192);
-  for (int j = 0; j < 16; ++j)
-    sc[j] = static_cast<int8_t>(d != 0 ? nearest(scale[j] / d, -128, 127) : 0);
+  for (int j = 0; j < 16; ++j) sc[j] = static_cast<int8_t>(nearest(inv * scale[j], -128, 127));
   uint8_t q[256];
   for (int i = 0; i < 256; ++i) {
     const float step = d * static_cast<float>(sc[i / 16]);

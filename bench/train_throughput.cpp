@@ -1,12 +1,14 @@
 // LoRA training throughput and memory on random-weight models of real shapes.
 //
 // One process measures one configuration (so its peak RSS is that configuration's): a model of
-// the chosen shape with random weights stored as f32, bf16 or 4-bit (MLX affine, group 64, the
-// tied embedding too), LoRA on all 7 projections of every block, AdamW; `warmup` steps, then
+// the chosen shape with random weights stored as f32, bf16, 4-bit (MLX affine, group 64, the
+// tied embedding too) or GGUF Q4_K_M (llama-quantize's mix, made in memory: Q4_K, Q6_K on the
+// embedding and on attn_v/ffn_down of some layers, its fallbacks where rows are not whole
+// 256-blocks), LoRA on all 7 projections of every block, AdamW; `warmup` steps, then
 // `steps` timed steps of forward + backward + optimizer step. scripts/bench_train.py runs the
 // matrix of configurations beside the PyTorch baseline and the sgemm peak.
 //
-//   build/bench/train_throughput --shape smollm2-135m --base q4 --batch 4 --seq 512
+//   build/bench/train_throughput --shape smollm2-135m --base q4|q4_k_m --batch 4 --seq 512
 //       [--steps 2] [--warmup 1] [--grad-checkpoint] [--compute-dtype f32|bf16] [--rank 8]
 //       [--layers N] [--profile] [--default-heap] [--json out.json]
 // Prints a summary (and the per-op time split with --profile) and one JSON object on the last line.
@@ -15,6 +17,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -31,6 +34,8 @@
 #include "autograd/profile.h"
 #include "autograd/quant.h"
 #include "bench/bench_args.h"
+#include "trainer/gguf_model.h"
+#include "trainer/gguf_type_plan.h"
 #include "trainer/lora.h"
 #include "trainer/memory_estimate.h"
 #include "trainer/model.h"
@@ -44,7 +49,7 @@ using lora::bench::seconds_since;
 
 struct Args : lora::bench::TrainArgs {
   Args() { batch = 4, seq = 512; }
-  std::string base = "q4";  // f32 | bf16 | q4
+  std::string base = "q4";  // f32 | bf16 | q4 | q4_k_m
   std::string compute_dtype = "f32";
   int64_t layers = 0;
   int rank = 8;
@@ -74,8 +79,8 @@ Args parse(int argc, char** argv) {
       return false;
     return true;
   });
-  if (a.base != "f32" && a.base != "bf16" && a.base != "q4")
-    throw std::invalid_argument("--base must be f32, bf16 or q4, got " + a.base);
+  if (a.base != "f32" && a.base != "bf16" && a.base != "q4" && a.base != "q4_k_m")
+    throw std::invalid_argument("--base must be f32, bf16, q4 or q4_k_m, got " + a.base);
   lora::compute_dtype_named(a.compute_dtype);  // throws on a bad name
   if (a.steps < 1 || a.warmup < 0 || a.batch < 1 || a.seq < 2)
     throw std::invalid_argument("need steps >= 1, warmup >= 0, batch >= 1, seq >= 2");
@@ -132,9 +137,32 @@ void fill_random(float* out, int64_t count, uint64_t seed, int64_t first = 0) {
   for (int64_t i = 0; i < count; ++i) out[i] = random_weight(seed, uint64_t(first + i));
 }
 
-// A random [rows, cols] frozen weight in the benchmark's storage format. 4-bit weights are made a
-// block of rows at a time, so the f32 original never exists whole (it would inflate peak RSS).
-FrozenWeight random_frozen(const std::string& base, int64_t rows, int64_t cols, uint64_t seed) {
+// A random [rows, cols] GGUF weight in the type llama-quantize's Q4_K_M gives tensor `name` of a
+// model of `layers` blocks with a tied embedding, made a row at a time.
+FrozenWeight random_ggml(const std::string& name, int64_t layers, int64_t rows, int64_t cols,
+                         uint64_t seed) {
+  const lora::GgmlType t =
+      lora::GgufTypePlan::parse("q4_k_m")->type_of(name, 2, cols, layers, true);
+  const uint64_t rb = lora::ggml_row_bytes(t, cols);
+  std::vector<std::byte> bytes(rb * static_cast<uint64_t>(rows));
+#pragma omp parallel
+  {
+    std::vector<float> row(static_cast<std::size_t>(cols));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      fill_random(row.data(), cols, seed, r * cols);
+      lora::ggml_quantize_row(t, row.data(), cols, bytes.data() + r * rb);
+    }
+  }
+  return FrozenWeight::from_ggml(lora::GgmlMatrix::owning(rows, cols, t, bytes));
+}
+
+// A random [rows, cols] frozen weight in the benchmark's storage format (`name`: its GGUF name,
+// for q4_k_m). 4-bit weights are made a block of rows at a time, so the f32 original never
+// exists whole (it would inflate peak RSS).
+FrozenWeight random_frozen(const std::string& base, int64_t rows, int64_t cols, uint64_t seed,
+                           const std::string& name = "", int64_t layers = 0) {
+  if (base == "q4_k_m") return random_ggml(name, layers, rows, cols, seed);
   if (base == "f32") {
     std::vector<float> w(static_cast<std::size_t>(rows * cols));
     fill_random(w.data(), rows * cols, seed);
@@ -174,19 +202,24 @@ lora::Model random_model(const lora::ModelConfig& c, const std::string& base) {
   lora::Model m;
   m.config = c;
   uint64_t seed = 1;
-  m.embed = random_frozen(base, c.vocab_size, c.hidden_size, seed++);
+  m.embed =
+      random_frozen(base, c.vocab_size, c.hidden_size, seed++, "token_embd.weight", c.num_layers);
   m.final_norm.assign(static_cast<std::size_t>(c.hidden_size), 1.0f);
   const int64_t q_out = c.num_heads * c.head_dim, kv_out = c.num_kv_heads * c.head_dim;
   for (int64_t l = 0; l < c.num_layers; ++l) {
     lora::LayerWeights w;
     using lora::Proj;
-    w.at(Proj::q) = random_frozen(base, q_out, c.hidden_size, seed++);
-    w.at(Proj::k) = random_frozen(base, kv_out, c.hidden_size, seed++);
-    w.at(Proj::v) = random_frozen(base, kv_out, c.hidden_size, seed++);
-    w.at(Proj::o) = random_frozen(base, c.hidden_size, q_out, seed++);
-    w.at(Proj::gate) = random_frozen(base, c.intermediate_size, c.hidden_size, seed++);
-    w.at(Proj::up) = random_frozen(base, c.intermediate_size, c.hidden_size, seed++);
-    w.at(Proj::down) = random_frozen(base, c.hidden_size, c.intermediate_size, seed++);
+    const std::pair<Proj, std::array<int64_t, 2>> shapes[] = {
+        {Proj::q, {q_out, c.hidden_size}},
+        {Proj::k, {kv_out, c.hidden_size}},
+        {Proj::v, {kv_out, c.hidden_size}},
+        {Proj::o, {c.hidden_size, q_out}},
+        {Proj::gate, {c.intermediate_size, c.hidden_size}},
+        {Proj::up, {c.intermediate_size, c.hidden_size}},
+        {Proj::down, {c.hidden_size, c.intermediate_size}}};
+    for (const auto& [p, shape] : shapes)
+      w.at(p) = random_frozen(base, shape[0], shape[1], seed++, lora::gguf_proj_tensor(p, l),
+                              c.num_layers);
     if (c.attention_bias) {
       for (auto* b : {&w.q_bias, &w.k_bias, &w.v_bias})
         b->resize(static_cast<std::size_t>(b == &w.q_bias ? q_out : kv_out));

@@ -212,8 +212,8 @@ TEST(GgmlTypes, QuantizersRoundToTheNearestCode) {
             << ggml_type_name(t) << " " << b << "," << j;
     }
   }
-  std::vector<std::byte> scratch(ggml_row_bytes(GgmlType::Q2_K, 256));
-  EXPECT_THROW(ggml_quantize_row(GgmlType::Q2_K, x.data(), 256, scratch.data()),
+  std::vector<std::byte> scratch(ggml_row_bytes(GgmlType::Q3_K, 256));
+  EXPECT_THROW(ggml_quantize_row(GgmlType::Q3_K, x.data(), 256, scratch.data()),
                std::invalid_argument);
 }
 

@@ -1,6 +1,7 @@
 #include "trainer/gguf_tokenizer.h"
 
 #include <algorithm>
+#include <array>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -89,12 +90,82 @@ json post_processor(const GgufFile& f, const std::vector<std::string>& tokens, b
           {"special_tokens", special}};
 }
 
-}  // namespace
+// The tokens of the file, checked: strings, and one token type per token when types are given.
+struct GgufVocab {
+  const std::vector<std::string>& tokens;
+  const GgufValue* types;
+  int64_t type(std::size_t i) const { return types ? types->integers[i] : kNormal; }
+};
 
-json gguf_tokenizer_json(const GgufFile& f) {
-  const std::string model = f.get_string("tokenizer.ggml.model");
-  if (model != "llama")
-    bad(f, "tokenizer.ggml.model '" + model + "' is not supported (llama SentencePiece is)");
+GgufVocab vocab_of(const GgufFile& f) {
+  const GgufValue* tokens_v = f.find("tokenizer.ggml.tokens");
+  const GgufValue* types_v = f.find("tokenizer.ggml.token_type");
+  if (!tokens_v || tokens_v->element_type != GgufType::String)
+    bad(f, "metadata 'tokenizer.ggml.tokens' is missing or not strings");
+  if (types_v && types_v->integers.size() != tokens_v->strings.size())
+    bad(f, "metadata 'tokenizer.ggml.token_type' must hold one integer per token (" +
+               std::to_string(tokens_v->strings.size()) + ")");
+  return {tokens_v->strings, types_v};
+}
+
+// Byte-level BPE (tokenizer.ggml.model "gpt2"): the vocabulary and merges as they are, control
+// tokens as special added tokens and user-defined ones as plain added tokens, the pre-tokenizer
+// named by tokenizer.ggml.pre.
+json gpt2_tokenizer_json(const GgufFile& f) {
+  const GgufVocab v = vocab_of(f);
+  const std::string pre = f.string_or("tokenizer.ggml.pre").value_or("gpt-2");
+  const auto pre_tokenizer = gguf_pre_tokenizer_json(pre);
+  if (!pre_tokenizer)
+    bad(f, "tokenizer.ggml.pre '" + pre + "' is not supported (" + gguf_pre_tokenizer_list() +
+               " are)");
+  const GgufValue* merges_v = f.find("tokenizer.ggml.merges");
+  if (!merges_v || merges_v->element_type != GgufType::String)
+    bad(f, "metadata 'tokenizer.ggml.merges' is missing or not strings");
+  json vocab = json::object(), added = json::array();
+  for (std::size_t i = 0; i < v.tokens.size(); ++i) {
+    vocab[v.tokens[i]] = i;
+    const int64_t type = v.type(i);
+    if (type == kControl || type == kUserDefined)
+      added.push_back(special_token(static_cast<int64_t>(i), v.tokens[i], type == kControl));
+  }
+  json merges = json::array();
+  for (std::size_t i = 0; i < merges_v->strings.size(); ++i) {
+    const std::string& m = merges_v->strings[i];
+    const auto space = m.find(' ');
+    if (space == std::string::npos || space == 0 || space + 1 == m.size())
+      bad(f, "tokenizer.ggml.merges[" + std::to_string(i) + "] '" + m +
+                 "' is not two tokens separated by a space");
+    merges.push_back(json::array({m.substr(0, space), m.substr(space + 1)}));
+  }
+  json j;
+  j["version"] = "1.0";
+  j["truncation"] = nullptr;
+  j["padding"] = nullptr;
+  j["added_tokens"] = added;
+  j["normalizer"] = gguf_pre_normalizer_json(pre);
+  j["pre_tokenizer"] = *pre_tokenizer;
+  j["post_processor"] =
+      post_processor(f, v.tokens, f.bool_or("tokenizer.ggml.add_bos_token").value_or(false),
+                     f.bool_or("tokenizer.ggml.add_eos_token").value_or(false));
+  j["decoder"] = {{"type", "ByteLevel"},
+                  {"add_prefix_space", true},
+                  {"trim_offsets", true},
+                  {"use_regex", true}};
+  j["model"] = {{"type", "BPE"},
+                {"dropout", nullptr},
+                {"unk_token", nullptr},
+                {"continuing_subword_prefix", ""},
+                {"end_of_word_suffix", ""},
+                {"fuse_unk", false},
+                {"byte_fallback", false},
+                {"ignore_merges", gguf_pre_ignores_merges(pre)},
+                {"vocab", vocab},
+                {"merges", merges}};
+  return j;
+}
+
+// SentencePiece BPE (tokenizer.ggml.model "llama").
+json spm_tokenizer_json(const GgufFile& f) {
   const GgufValue* tokens_v = f.find("tokenizer.ggml.tokens");
   const GgufValue* scores_v = f.find("tokenizer.ggml.scores");
   const GgufValue* types_v = f.find("tokenizer.ggml.token_type");
@@ -154,6 +225,73 @@ json gguf_tokenizer_json(const GgufFile& f) {
                 {"vocab", vocab},
                 {"merges", spm_merges(tokens, scores_v->reals)}};
   return j;
+}
+
+}  // namespace
+
+// llama.cpp's names of the byte-level pre-tokenizers (tokenizer.ggml.pre) and the Hugging Face
+// pre_tokenizer of each: llama-bpe (Llama 3: letters, numbers in threes), qwen2 (numbers one by
+// one), smollm (digits one by one, then GPT-2's split), gpt-2.
+namespace {
+
+constexpr std::string_view kLlama3Split =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+constexpr std::string_view kQwen2Split =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+constexpr std::array<std::string_view, 4> kPreNames{"llama-bpe", "qwen2", "smollm", "gpt-2"};
+
+json byte_level(bool use_regex) {
+  return {{"type", "ByteLevel"},
+          {"add_prefix_space", false},
+          {"trim_offsets", true},
+          {"use_regex", use_regex}};
+}
+
+json split_then_bytes(std::string_view regex) {
+  return {{"type", "Sequence"},
+          {"pretokenizers", json::array({json{{"type", "Split"},
+                                              {"pattern", {{"Regex", regex}}},
+                                              {"behavior", "Isolated"},
+                                              {"invert", false}},
+                                         byte_level(false)})}};
+}
+
+}  // namespace
+
+std::optional<json> gguf_pre_tokenizer_json(std::string_view pre) {
+  if (pre == "llama-bpe" || pre == "llama3") return split_then_bytes(kLlama3Split);
+  if (pre == "qwen2") return split_then_bytes(kQwen2Split);
+  if (pre == "smollm")
+    return json{
+        {"type", "Sequence"},
+        {"pretokenizers",
+         json::array({json{{"type", "Digits"}, {"individual_digits", true}}, byte_level(true)})}};
+  if (pre == "gpt-2" || pre == "default") return byte_level(true);
+  return std::nullopt;
+}
+
+json gguf_pre_normalizer_json(std::string_view pre) {
+  return pre == "qwen2" ? json{{"type", "NFC"}} : json(nullptr);
+}
+
+bool gguf_pre_ignores_merges(std::string_view pre) { return pre == "llama-bpe" || pre == "llama3"; }
+
+std::span<const std::string_view> gguf_pre_tokenizer_names() { return kPreNames; }
+
+std::string gguf_pre_tokenizer_list() {
+  std::string s;
+  for (std::string_view n : kPreNames) s += (s.empty() ? "" : ", ") + std::string(n);
+  return s;
+}
+
+json gguf_tokenizer_json(const GgufFile& f) {
+  const std::string model = f.get_string("tokenizer.ggml.model");
+  if (model == "llama") return spm_tokenizer_json(f);
+  if (model == "gpt2") return gpt2_tokenizer_json(f);
+  bad(f, "tokenizer.ggml.model '" + model +
+             "' is not supported (llama SentencePiece and gpt2 byte-level BPE are)");
 }
 
 data::TokenizerConfig gguf_tokenizer_config(const GgufFile& f) {

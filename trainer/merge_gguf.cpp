@@ -17,7 +17,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool writable(GgmlType t) { return t != GgmlType::Q2_K && t != GgmlType::Q3_K; }
+bool writable(GgmlType t) { return t != GgmlType::Q3_K; }
 
 struct Delta {
   int64_t rows = 0, cols = 0;
@@ -86,7 +86,7 @@ GgufMergeReport merge_into_gguf(const fs::path& base, std::span<const MergeAdapt
   if (outtype && !writable(*outtype))
     throw std::invalid_argument("--outtype " + std::string(ggml_type_name(*outtype)) +
                                 " cannot be written yet (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, "
-                                "q5_1, q4_k, q5_k, q6_k can)");
+                                "q5_1, q2_k, q4_k, q5_k, q6_k can)");
   const GgufFile f = GgufFile::open(base);
   const ModelConfig c = ModelConfig::from_json(gguf_model_config_json(f), base.string());
   const auto deltas = deltas_of(f, c, adapters);

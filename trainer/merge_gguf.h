@@ -23,7 +23,7 @@ struct GgufMergeReport {
 };
 
 // Throws before writing anything when an adapter does not fit the base or a merged tensor's type
-// cannot be written (Q2_K and Q3_K: pass an `outtype`).
+// cannot be written (Q3_K: pass an `outtype`).
 GgufMergeReport merge_into_gguf(const std::filesystem::path& base,
                                 std::span<const MergeAdapter> adapters,
                                 const std::filesystem::path& out,

@@ -5,10 +5,12 @@
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 
 #include "trainer/cli/commands.h"
 #include "trainer/cli/flag_values.h"
+#include "trainer/gguf_convert.h"
 #include "trainer/model_convert.h"
 
 namespace lora::cli {
@@ -23,9 +25,38 @@ struct ConvertCliOptions {
   std::string dtype;
   bool keep_embedding_float = false;
   std::string max_shard_size = "5GB";
+  std::string q_type;  // GGUF output only
 };
 
+void run_convert_gguf(const ConvertCliOptions& o, const GlobalOptions& global) {
+  if (o.bits != 0 || !o.dtype.empty() || o.keep_embedding_float)
+    throw std::runtime_error(
+        "--quantize, --dtype and --keep-embedding-float apply to a folder --out; a .gguf --out "
+        "takes --q-type");
+  const std::string name = o.q_type.empty() ? "f16" : o.q_type;
+  const auto plan = GgufTypePlan::parse(name);
+  if (!plan)
+    throw std::runtime_error("--q-type: unknown type '" + name +
+                             "' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q4_k, "
+                             "q5_k, q6_k, q4_k_m, q5_k_m, q4_k_s)");
+  const GgufConvertReport r = convert_to_gguf(o.model, o.out, *plan);
+  if (global.json) {
+    std::printf("%s\n",
+                nlohmann::json{{"written", o.out}, {"tensors", r.to_json()}}.dump().c_str());
+    return;
+  }
+  if (!global.quiet) {
+    std::string counts;
+    for (const auto& [type, n] : r.tensors_by_type)
+      counts += (counts.empty() ? "" : ", ") + std::to_string(n) + " " + type;
+    std::printf("%s: %s\n", plan->name().c_str(), counts.c_str());
+  }
+  std::printf("wrote %s\n", o.out.c_str());
+}
+
 void run_convert(const ConvertCliOptions& o, const GlobalOptions& global) {
+  if (o.out.ends_with(".gguf")) return run_convert_gguf(o, global);
+  if (!o.q_type.empty()) throw std::runtime_error("--q-type applies to a .gguf --out only");
   ConvertOptions options;
   options.quantize_bits = o.bits;
   options.group_size = o.group_size;
@@ -59,9 +90,15 @@ void add_convert(CLI::App& app, const GlobalOptions& global) {
   auto* cmd = app.add_subcommand(
       "convert",
       "Convert a model folder: quantize to MLX 2-8 bit (--quantize) or write f32/f16/bf16 "
-      "weights (--dtype). Adapters are converted by `lora export`.");
-  cmd->add_option("--model", opts->model, "Model folder (config.json + safetensors)")->required();
-  cmd->add_option("--out", opts->out, "Output model folder")->required();
+      "weights (--dtype), or write FILE.gguf for llama.cpp (--q-type). Adapters are converted by "
+      "`lora export`.");
+  cmd->add_option("--model", opts->model,
+                  "Model folder (config.json + safetensors), or a GGUF file with --out FILE.gguf")
+      ->required();
+  cmd->add_option("--out", opts->out, "Output model folder, or FILE.gguf")->required();
+  cmd->add_option("--q-type", opts->q_type,
+                  "GGUF output: f32, f16 (default), bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, "
+                  "q4_k, q5_k, q6_k, or the llama-quantize mixes q4_k_m, q5_k_m, q4_k_s");
   add_quantize_flags(*cmd, opts->bits, opts->group_size,
                      "Quantize the linears to this many bits: 2, 3, 4, 5, 6 or 8");
   cmd->add_option("--dtype", opts->dtype,

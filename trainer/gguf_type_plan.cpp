@@ -1,0 +1,135 @@
+#include "trainer/gguf_type_plan.h"
+
+#include <algorithm>
+#include <cctype>
+
+namespace lora {
+
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+// llama-quantize's use_more_bits: the first and last eighth of the layers and every third one
+// between them.
+bool use_more_bits(int64_t layer, int64_t layers) {
+  return layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2;
+}
+
+// "blk.12.ffn_down.weight" -> 12; -1 for tensors outside the blocks.
+int64_t layer_of(const std::string& name) {
+  if (!name.starts_with("blk.")) return -1;
+  int64_t layer = 0;
+  std::size_t i = 4;
+  for (; i < name.size() && std::isdigit(static_cast<unsigned char>(name[i])); ++i)
+    layer = layer * 10 + (name[i] - '0');
+  return i > 4 ? layer : -1;
+}
+
+}  // namespace
+
+std::optional<GgufTypePlan> GgufTypePlan::parse(std::string_view name) {
+  GgufTypePlan p;
+  p.name_ = lower(name);
+  if (p.name_ == "q4_k_m" || p.name_ == "q5_k_m" || p.name_ == "q4_k_s") {
+    p.mix_ = p.name_ == "q4_k_m" ? Mix::q4_k_m : p.name_ == "q5_k_m" ? Mix::q5_k_m : Mix::q4_k_s;
+    p.base_ = p.mix_ == Mix::q5_k_m ? GgmlType::Q5_K : GgmlType::Q4_K;
+    return p;
+  }
+  const auto t = ggml_type_named(name);
+  if (!t) return std::nullopt;
+  p.base_ = *t;
+  return p;
+}
+
+GgmlType ggml_fallback_type(GgmlType t, int64_t cols) {
+  if (cols % ggml_block_elems(t) == 0) return t;
+  GgmlType f = t;
+  switch (t) {
+    case GgmlType::Q2_K:
+    case GgmlType::Q3_K:
+      f = GgmlType::Q4_0;
+      break;
+    case GgmlType::Q4_K:
+      f = GgmlType::Q5_0;
+      break;
+    case GgmlType::Q5_K:
+      f = GgmlType::Q5_1;
+      break;
+    case GgmlType::Q6_K:
+      f = GgmlType::Q8_0;
+      break;
+    default:
+      break;
+  }
+  return cols % ggml_block_elems(f) == 0 ? f : GgmlType::F16;
+}
+
+GgmlType GgufTypePlan::type_of(const std::string& name, int64_t dims, int64_t cols, int64_t layers,
+                               bool tied) const {
+  if (dims < 2 || !name.ends_with(".weight") || name.find("_norm.weight") != std::string::npos ||
+      name == "rope_freqs.weight")
+    return GgmlType::F32;
+  GgmlType t = base_;
+  if (mix_ != Mix::none) {
+    const int64_t layer = layer_of(name);
+    const bool v = name.ends_with(".attn_v.weight"), down = name.ends_with(".ffn_down.weight");
+    if (name == "output.weight" || (tied && name == "token_embd.weight")) {
+      // llama-quantize gives the output Q8_0 when its rows are not whole 256-blocks.
+      t = cols % 256 == 0 ? GgmlType::Q6_K : GgmlType::Q8_0;
+    } else if (mix_ == Mix::q4_k_s) {
+      if ((v && layer < 4) || (down && layer < layers / 8)) t = GgmlType::Q5_K;
+    } else if ((v || down) && use_more_bits(layer, layers)) {
+      t = GgmlType::Q6_K;
+    }
+  }
+  return ggml_fallback_type(t, cols);
+}
+
+uint32_t GgufTypePlan::file_type() const {
+  switch (mix_) {
+    case Mix::q4_k_m:
+      return 15;
+    case Mix::q5_k_m:
+      return 17;
+    case Mix::q4_k_s:
+      return 14;
+    case Mix::none:
+      break;
+  }
+  switch (base_) {  // llama_ftype's MOSTLY_<type>; pure K types as their _S mixes
+    case GgmlType::F32:
+      return 0;
+    case GgmlType::F16:
+      return 1;
+    case GgmlType::Q4_0:
+      return 2;
+    case GgmlType::Q4_1:
+      return 3;
+    case GgmlType::Q8_0:
+      return 7;
+    case GgmlType::Q5_0:
+      return 8;
+    case GgmlType::Q5_1:
+      return 9;
+    case GgmlType::Q2_K:
+      return 10;
+    case GgmlType::Q3_K:
+      return 11;
+    case GgmlType::Q4_K:
+      return 14;
+    case GgmlType::Q5_K:
+      return 16;
+    case GgmlType::Q6_K:
+      return 18;
+    case GgmlType::BF16:
+      return 32;
+  }
+  return 0;
+}
+
+}  // namespace lora
