@@ -1,0 +1,209 @@
+// The matrix-vector row loops of frozen_gemv, written once over a vector type V of W float lanes
+// (AVX-512: 16, AVX2: 8, the portable baseline: 1) and compiled once per instruction set
+// (kernels/gemv_{avx2,avx512}.cpp with their own -m flags, the baseline in frozen_gemv.cpp).
+// Everything here has internal linkage so the copies never meet at link time.
+//
+// V provides: reg (W floats), ireg (W int32), zero(), load(const float*), set1, add, fmadd,
+// hsum(reg); load_u8 / load_s8 (W bytes widened to W int32 lanes), low_nibble / high_nibble /
+// to_float (int lanes to float); f16(const uint8_t*) (one IEEE half).
+//
+// Each loop works on R rows at once (4, then 1 for the tail): R independent accumulator chains
+// hide the FMA latency, and each load of x serves R rows.
+#pragma once
+#include <cstdint>
+
+#include "autograd/kernels/gemv_isa.h"
+
+namespace {
+
+using lora::gemv::RowsArgs;
+
+inline void store_row(float* y, int64_t r, float dot, float beta) {
+  y[r] = beta == 0.0f ? dot : dot + beta * y[r];
+}
+
+// MLX 4-bit codes sit two per byte, the even element in the low nibble: W bytes widened to W
+// lanes give W even elements (low nibbles) and the W odd ones after them (high nibbles). x is
+// permuted once per product, in chunks of 2W, so that both halves meet their x as plain loads.
+template <class V>
+void permute_for_nibbles(const float* x, int64_t cols, float* out) {
+  constexpr int W = V::W;
+  for (int64_t c = 0; c + 2 * W <= cols; c += 2 * W)
+    for (int l = 0; l < W; ++l) {
+      out[c + l] = x[c + 2 * l];
+      out[c + W + l] = x[c + 2 * l + 1];
+    }
+}
+
+// MLX affine rows: w = scale * q + bias per group, so a row's dot is
+// sum_g scale_g * (q_g . x_g) + bias_g * sum(x_g); the group sums of x come precomputed.
+template <class V, int R>
+void mlx4_rows_at(const RowsArgs& a, int64_t r0) {
+  constexpr int W = V::W;
+  const int64_t group = a.group_size, groups = a.cols / group;
+  typename V::reg acc[R];
+  float bias_part[R];
+  const uint8_t* rows[R];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = V::zero();
+    bias_part[r] = 0.0f;
+    rows[r] = a.data + (r0 + r) * a.row_bytes;
+  }
+  for (int64_t g = 0; g < groups; ++g) {
+    typename V::reg lo[R], hi[R];
+    for (int r = 0; r < R; ++r) lo[r] = hi[r] = V::zero();
+    for (int64_t c = g * group; c < (g + 1) * group; c += 2 * W) {
+      const auto xl = V::load(a.x + c), xh = V::load(a.x + c + W);
+      for (int r = 0; r < R; ++r) {
+        const auto codes = V::load_u8(rows[r] + c / 2);
+        lo[r] = V::fmadd(V::low_nibble(codes), xl, lo[r]);
+        hi[r] = V::fmadd(V::high_nibble(codes), xh, hi[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      const int64_t at = (r0 + r) * groups + g;
+      acc[r] = V::fmadd(V::add(lo[r], hi[r]), V::set1(a.scales[at]), acc[r]);
+      bias_part[r] += a.biases[at] * a.sums[g];
+    }
+  }
+  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]) + bias_part[r], a.beta);
+}
+
+// MLX 8-bit: one code per byte, in element order.
+template <class V, int R>
+void mlx8_rows_at(const RowsArgs& a, int64_t r0) {
+  constexpr int W = V::W;
+  const int64_t group = a.group_size, groups = a.cols / group;
+  typename V::reg acc[R];
+  float bias_part[R];
+  const uint8_t* rows[R];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = V::zero();
+    bias_part[r] = 0.0f;
+    rows[r] = a.data + (r0 + r) * a.row_bytes;
+  }
+  for (int64_t g = 0; g < groups; ++g) {
+    typename V::reg even[R], odd[R];
+    for (int r = 0; r < R; ++r) even[r] = odd[r] = V::zero();
+    for (int64_t c = g * group; c < (g + 1) * group; c += 2 * W) {
+      const auto x0 = V::load(a.x + c), x1 = V::load(a.x + c + W);
+      for (int r = 0; r < R; ++r) {
+        even[r] = V::fmadd(V::to_float(V::load_u8(rows[r] + c)), x0, even[r]);
+        odd[r] = V::fmadd(V::to_float(V::load_u8(rows[r] + c + W)), x1, odd[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      const int64_t at = (r0 + r) * groups + g;
+      acc[r] = V::fmadd(V::add(even[r], odd[r]), V::set1(a.scales[at]), acc[r]);
+      bias_part[r] += a.biases[at] * a.sums[g];
+    }
+  }
+  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]) + bias_part[r], a.beta);
+}
+
+// Q4_0 blocks: an f16 scale d, then 16 bytes whose low nibbles are elements 0-15 and high
+// nibbles 16-31; w = d * (q - 8), so a block's dot is d * (q . x - 8 * sum(x)).
+template <class V, int R>
+void q4_0_rows_at(const RowsArgs& a, int64_t r0) {
+  constexpr int W = V::W;
+  const int64_t blocks = a.cols / 32;
+  typename V::reg acc[R];
+  float offset_part[R];
+  const uint8_t* rows[R];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = V::zero();
+    offset_part[r] = 0.0f;
+    rows[r] = a.data + (r0 + r) * a.row_bytes;
+  }
+  for (int64_t b = 0; b < blocks; ++b) {
+    typename V::reg lo[R], hi[R];
+    for (int r = 0; r < R; ++r) lo[r] = hi[r] = V::zero();
+    const float* xb = a.x + 32 * b;
+    for (int k = 0; k < 16; k += W) {
+      const auto xl = V::load(xb + k), xh = V::load(xb + 16 + k);
+      for (int r = 0; r < R; ++r) {
+        const auto codes = V::load_u8(rows[r] + 18 * b + 2 + k);
+        lo[r] = V::fmadd(V::low_nibble(codes), xl, lo[r]);
+        hi[r] = V::fmadd(V::high_nibble(codes), xh, hi[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      const float d = V::f16(rows[r] + 18 * b);
+      acc[r] = V::fmadd(V::add(lo[r], hi[r]), V::set1(d), acc[r]);
+      offset_part[r] += d * a.sums[b];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    store_row(a.y, r0 + r, V::hsum(acc[r]) - 8.0f * offset_part[r], a.beta);
+}
+
+// Q8_0 blocks: an f16 scale d, then 32 signed codes; w = d * q.
+template <class V, int R>
+void q8_0_rows_at(const RowsArgs& a, int64_t r0) {
+  constexpr int W = V::W;
+  const int64_t blocks = a.cols / 32;
+  typename V::reg acc[R];
+  const uint8_t* rows[R];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = V::zero();
+    rows[r] = a.data + (r0 + r) * a.row_bytes;
+  }
+  for (int64_t b = 0; b < blocks; ++b) {
+    typename V::reg part[R];
+    for (int r = 0; r < R; ++r) part[r] = V::zero();
+    const float* xb = a.x + 32 * b;
+    for (int k = 0; k < 32; k += W) {
+      const auto xk = V::load(xb + k);
+      for (int r = 0; r < R; ++r)
+        part[r] = V::fmadd(V::to_float(V::load_s8(rows[r] + 34 * b + 2 + k)), xk, part[r]);
+    }
+    for (int r = 0; r < R; ++r)
+      acc[r] = V::fmadd(part[r], V::set1(V::f16(rows[r] + 34 * b)), acc[r]);
+  }
+  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]), a.beta);
+}
+
+// f32 rows (also the rows other storages widen into a buffer first).
+template <class V, int R>
+void f32_rows_at(const RowsArgs& a, int64_t r0) {
+  constexpr int W = V::W;
+  typename V::reg even[R], odd[R];
+  const float* rows[R];
+  for (int r = 0; r < R; ++r) {
+    even[r] = odd[r] = V::zero();
+    rows[r] = reinterpret_cast<const float*>(a.data + (r0 + r) * a.row_bytes);
+  }
+  int64_t c = 0;
+  for (; c + 2 * W <= a.cols; c += 2 * W) {
+    const auto x0 = V::load(a.x + c), x1 = V::load(a.x + c + W);
+    for (int r = 0; r < R; ++r) {
+      even[r] = V::fmadd(V::load(rows[r] + c), x0, even[r]);
+      odd[r] = V::fmadd(V::load(rows[r] + c + W), x1, odd[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float dot = V::hsum(V::add(even[r], odd[r]));
+    for (int64_t t = c; t < a.cols; ++t) dot += rows[r][t] * a.x[t];
+    store_row(a.y, r0 + r, dot, a.beta);
+  }
+}
+
+// Rows [r0, r1): four at a time, then one by one.
+template <void (*Four)(const RowsArgs&, int64_t), void (*One)(const RowsArgs&, int64_t)>
+void rows_in_fours(const RowsArgs& a, int64_t r0, int64_t r1) {
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) Four(a, r);
+  for (; r < r1; ++r) One(a, r);
+}
+
+template <class V>
+constexpr lora::gemv::Kernels make_kernels() {
+  return {&permute_for_nibbles<V>,
+          &rows_in_fours<&mlx4_rows_at<V, 4>, &mlx4_rows_at<V, 1>>,
+          &rows_in_fours<&mlx8_rows_at<V, 4>, &mlx8_rows_at<V, 1>>,
+          &rows_in_fours<&q4_0_rows_at<V, 4>, &q4_0_rows_at<V, 1>>,
+          &rows_in_fours<&q8_0_rows_at<V, 4>, &q8_0_rows_at<V, 1>>,
+          &rows_in_fours<&f32_rows_at<V, 4>, &f32_rows_at<V, 1>>};
+}
+
+}  // namespace
