@@ -86,8 +86,8 @@ Plan plan_for(const FrozenWeight& w, const gemv::Kernels& k) {
     case WeightFormat::Quantized:
       if (w.quant.bits != 4 && w.quant.bits != 8) return p;
       return {w.quant.bits == 4 ? k.mlx4 : k.mlx8,
-              reinterpret_cast<const uint8_t*>(w.quant.packed.data()),
-              w.quant.words_per_row() * 4, w.quant.group_size, w.quant.bits == 4};
+              reinterpret_cast<const uint8_t*>(w.quant.packed.data()), w.quant.words_per_row() * 4,
+              w.quant.group_size, w.quant.bits == 4};
     case WeightFormat::Ggml: {
       const auto* data = reinterpret_cast<const uint8_t*>(w.ggml.data.get());
       const auto rb = static_cast<int64_t>(w.ggml.row_bytes());
@@ -149,8 +149,7 @@ std::string_view gemv_isa_name(GemvIsa isa) {
 
 bool gemv_isa_supported(GemvIsa isa) {
   const GemvIsa have = gemv_isa();
-  return isa == GemvIsa::Scalar || isa == have ||
-         (isa == GemvIsa::Avx2 && have == GemvIsa::Avx512);
+  return isa == GemvIsa::Scalar || isa == have || (isa == GemvIsa::Avx2 && have == GemvIsa::Avx512);
 }
 
 void frozen_gemv(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta) {
@@ -190,10 +189,12 @@ void frozen_gemv(const FrozenWeight& w, const float* x, int64_t n, float* y, flo
       if (plan.kernel) {
         a.data = plan.data;
         a.row_bytes = plan.row_bytes;
+        a.rows = rows;
       } else {
         w.rows_f32(r0, r1, widened.data());
         a.data = reinterpret_cast<const uint8_t*>(widened.data());
         a.row_bytes = cols * 4;
+        a.rows = r1 - r0;
         first = 0;
         last = r1 - r0;
       }

@@ -10,6 +10,7 @@ namespace lora::gemv {
 struct RowsArgs {
   const uint8_t* data = nullptr;  // row r starts at data + r * row_bytes
   int64_t row_bytes = 0;
+  int64_t rows = 0;  // rows at data (prefetching stops at the last)
   int64_t cols = 0;
   const float* x = nullptr;       // permuted by permute_for_nibbles for MLX 4-bit rows
   const float* sums = nullptr;    // x summed per MLX group or per 32-element ggml block

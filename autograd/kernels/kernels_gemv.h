@@ -18,6 +18,21 @@ namespace {
 
 using lora::gemv::RowsArgs;
 
+// Loops over the R rows unrolled whole: the accumulator arrays then live in registers (GCC at
+// -O2 keeps them on the stack otherwise, a store and a reload per multiply-add).
+#define LORA_GEMV_UNROLL _Pragma("GCC unroll 4")
+
+// Pulls the next R rows toward the cache while these R are read: as the loop moves `step` bytes
+// along each of its rows, the next block (R contiguous rows) is touched R * step bytes further,
+// so both end together. Short rows (a few hundred bytes) are too short for the hardware
+// prefetcher to find on its own.
+template <int R>
+inline void prefetch_next_rows(const RowsArgs& a, int64_t r0, int64_t offset, int64_t step) {
+  if (r0 + 2 * R > a.rows) return;
+  const uint8_t* next = a.data + (r0 + R) * a.row_bytes + R * offset;
+  for (int64_t b = 0; b < R * step; b += 64) __builtin_prefetch(next + b);
+}
+
 inline void store_row(float* y, int64_t r, float dot, float beta) {
   y[r] = beta == 0.0f ? dot : dot + beta * y[r];
 }
@@ -44,6 +59,7 @@ void mlx4_rows_at(const RowsArgs& a, int64_t r0) {
   typename V::reg acc[R];
   float bias_part[R];
   const uint8_t* rows[R];
+  LORA_GEMV_UNROLL
   for (int r = 0; r < R; ++r) {
     acc[r] = V::zero();
     bias_part[r] = 0.0f;
@@ -51,21 +67,26 @@ void mlx4_rows_at(const RowsArgs& a, int64_t r0) {
   }
   for (int64_t g = 0; g < groups; ++g) {
     typename V::reg lo[R], hi[R];
+    LORA_GEMV_UNROLL
     for (int r = 0; r < R; ++r) lo[r] = hi[r] = V::zero();
     for (int64_t c = g * group; c < (g + 1) * group; c += 2 * W) {
       const auto xl = V::load(a.x + c), xh = V::load(a.x + c + W);
+      prefetch_next_rows<R>(a, r0, c / 2, W);
+      LORA_GEMV_UNROLL
       for (int r = 0; r < R; ++r) {
         const auto codes = V::load_u8(rows[r] + c / 2);
         lo[r] = V::fmadd(V::low_nibble(codes), xl, lo[r]);
         hi[r] = V::fmadd(V::high_nibble(codes), xh, hi[r]);
       }
     }
+    LORA_GEMV_UNROLL
     for (int r = 0; r < R; ++r) {
       const int64_t at = (r0 + r) * groups + g;
       acc[r] = V::fmadd(V::add(lo[r], hi[r]), V::set1(a.scales[at]), acc[r]);
       bias_part[r] += a.biases[at] * a.sums[g];
     }
   }
+  LORA_GEMV_UNROLL
   for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]) + bias_part[r], a.beta);
 }
 
@@ -77,6 +98,7 @@ void mlx8_rows_at(const RowsArgs& a, int64_t r0) {
   typename V::reg acc[R];
   float bias_part[R];
   const uint8_t* rows[R];
+  LORA_GEMV_UNROLL
   for (int r = 0; r < R; ++r) {
     acc[r] = V::zero();
     bias_part[r] = 0.0f;
@@ -84,20 +106,25 @@ void mlx8_rows_at(const RowsArgs& a, int64_t r0) {
   }
   for (int64_t g = 0; g < groups; ++g) {
     typename V::reg even[R], odd[R];
+    LORA_GEMV_UNROLL
     for (int r = 0; r < R; ++r) even[r] = odd[r] = V::zero();
     for (int64_t c = g * group; c < (g + 1) * group; c += 2 * W) {
       const auto x0 = V::load(a.x + c), x1 = V::load(a.x + c + W);
+      prefetch_next_rows<R>(a, r0, c, 2 * W);
+      LORA_GEMV_UNROLL
       for (int r = 0; r < R; ++r) {
         even[r] = V::fmadd(V::to_float(V::load_u8(rows[r] + c)), x0, even[r]);
         odd[r] = V::fmadd(V::to_float(V::load_u8(rows[r] + c + W)), x1, odd[r]);
       }
     }
+    LORA_GEMV_UNROLL
     for (int r = 0; r < R; ++r) {
       const int64_t at = (r0 + r) * groups + g;
       acc[r] = V::fmadd(V::add(even[r], odd[r]), V::set1(a.scales[at]), acc[r]);
       bias_part[r] += a.biases[at] * a.sums[g];
     }
   }
+  LORA_GEMV_UNROLL
   for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]) + bias_part[r], a.beta);
 }
 
@@ -110,6 +137,7 @@ void q4_0_rows_at(const RowsArgs& a, int64_t r0) {
   typename V::reg acc[R];
   float offset_part[R];
   const uint8_t* rows[R];
+  LORA_GEMV_UNROLL
   for (int r = 0; r < R; ++r) {
     acc[r] = V::zero();
     offset_part[r] = 0.0f;
@@ -117,22 +145,27 @@ void q4_0_rows_at(const RowsArgs& a, int64_t r0) {
   }
   for (int64_t b = 0; b < blocks; ++b) {
     typename V::reg lo[R], hi[R];
+    LORA_GEMV_UNROLL
     for (int r = 0; r < R; ++r) lo[r] = hi[r] = V::zero();
     const float* xb = a.x + 32 * b;
+    prefetch_next_rows<R>(a, r0, 18 * b, 18);
     for (int k = 0; k < 16; k += W) {
       const auto xl = V::load(xb + k), xh = V::load(xb + 16 + k);
+      LORA_GEMV_UNROLL
       for (int r = 0; r < R; ++r) {
         const auto codes = V::load_u8(rows[r] + 18 * b + 2 + k);
         lo[r] = V::fmadd(V::low_nibble(codes), xl, lo[r]);
         hi[r] = V::fmadd(V::high_nibble(codes), xh, hi[r]);
       }
     }
+    LORA_GEMV_UNROLL
     for (int r = 0; r < R; ++r) {
       const float d = V::f16(rows[r] + 18 * b);
       acc[r] = V::fmadd(V::add(lo[r], hi[r]), V::set1(d), acc[r]);
       offset_part[r] += d * a.sums[b];
     }
   }
+  LORA_GEMV_UNROLL
   for (int r = 0; r < R; ++r)
     store_row(a.y, r0 + r, V::hsum(acc[r]) - 8.0f * offset_part[r], a.beta);
 }
@@ -144,22 +177,28 @@ void q8_0_rows_at(const RowsArgs& a, int64_t r0) {
   const int64_t blocks = a.cols / 32;
   typename V::reg acc[R];
   const uint8_t* rows[R];
+  LORA_GEMV_UNROLL
   for (int r = 0; r < R; ++r) {
     acc[r] = V::zero();
     rows[r] = a.data + (r0 + r) * a.row_bytes;
   }
   for (int64_t b = 0; b < blocks; ++b) {
     typename V::reg part[R];
+    LORA_GEMV_UNROLL
     for (int r = 0; r < R; ++r) part[r] = V::zero();
     const float* xb = a.x + 32 * b;
+    prefetch_next_rows<R>(a, r0, 34 * b, 34);
     for (int k = 0; k < 32; k += W) {
       const auto xk = V::load(xb + k);
+      LORA_GEMV_UNROLL
       for (int r = 0; r < R; ++r)
         part[r] = V::fmadd(V::to_float(V::load_s8(rows[r] + 34 * b + 2 + k)), xk, part[r]);
     }
+    LORA_GEMV_UNROLL
     for (int r = 0; r < R; ++r)
       acc[r] = V::fmadd(part[r], V::set1(V::f16(rows[r] + 34 * b)), acc[r]);
   }
+  LORA_GEMV_UNROLL
   for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]), a.beta);
 }
 
@@ -169,6 +208,7 @@ void f32_rows_at(const RowsArgs& a, int64_t r0) {
   constexpr int W = V::W;
   typename V::reg even[R], odd[R];
   const float* rows[R];
+  LORA_GEMV_UNROLL
   for (int r = 0; r < R; ++r) {
     even[r] = odd[r] = V::zero();
     rows[r] = reinterpret_cast<const float*>(a.data + (r0 + r) * a.row_bytes);
@@ -176,11 +216,14 @@ void f32_rows_at(const RowsArgs& a, int64_t r0) {
   int64_t c = 0;
   for (; c + 2 * W <= a.cols; c += 2 * W) {
     const auto x0 = V::load(a.x + c), x1 = V::load(a.x + c + W);
+    prefetch_next_rows<R>(a, r0, c * 4, 2 * W * 4);
+    LORA_GEMV_UNROLL
     for (int r = 0; r < R; ++r) {
       even[r] = V::fmadd(V::load(rows[r] + c), x0, even[r]);
       odd[r] = V::fmadd(V::load(rows[r] + c + W), x1, odd[r]);
     }
   }
+  LORA_GEMV_UNROLL
   for (int r = 0; r < R; ++r) {
     float dot = V::hsum(V::add(even[r], odd[r]));
     for (int64_t t = c; t < a.cols; ++t) dot += rows[r][t] * a.x[t];
