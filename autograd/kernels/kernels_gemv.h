@@ -22,14 +22,16 @@ using lora::gemv::RowsArgs;
 // -O2 keeps them on the stack otherwise, a store and a reload per multiply-add).
 #define LORA_GEMV_UNROLL _Pragma("GCC unroll 4")
 
-// Pulls the next R rows toward the cache while these R are read: as the loop moves `step` bytes
-// along each of its rows, the next block (R contiguous rows) is touched R * step bytes further,
-// so both end together. Short rows (a few hundred bytes) are too short for the hardware
-// prefetcher to find on its own.
+// Pulls rows kPrefetchRows ahead toward the cache while these R are read: as the loop moves
+// `step` bytes along each of its rows, that block (R contiguous rows) is touched R * step bytes
+// further, so both end together. Short rows (a few hundred bytes) are too short for the hardware
+// prefetcher to find on its own, and one block ahead (about a kilobyte) is read sooner than
+// memory answers; 16 rows ahead is several kilobytes.
+inline constexpr int64_t kPrefetchRows = 16;
 template <int R>
 inline void prefetch_next_rows(const RowsArgs& a, int64_t r0, int64_t offset, int64_t step) {
-  if (r0 + 2 * R > a.rows) return;
-  const uint8_t* next = a.data + (r0 + R) * a.row_bytes + R * offset;
+  if (r0 + kPrefetchRows + R > a.rows) return;
+  const uint8_t* next = a.data + (r0 + kPrefetchRows) * a.row_bytes + R * offset;
   for (int64_t b = 0; b < R * step; b += 64) __builtin_prefetch(next + b);
 }
 
