@@ -20,6 +20,8 @@ struct Scalar {
   static reg load(const float* p) { return *p; }
   static reg set1(float v) { return v; }
   static reg add(reg a, reg b) { return a + b; }
+  static reg mul(reg a, reg b) { return a * b; }
+  static constexpr bool kCodeTable = false;
   static reg fmadd(reg a, reg b, reg c) { return a * b + c; }
   static float hsum(reg a) { return a; }
   static ireg load_u8(const uint8_t* p) { return p[0]; }

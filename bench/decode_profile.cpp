@@ -39,8 +39,8 @@ Model load_any(const std::string& path) {
 // One token's products: each projection of each layer, then the head, on a fixed input.
 double products_seconds(const Model& m, int reps, std::size_t& bytes, double& cpu) {
   const ModelConfig& c = m.config;
-  const int64_t widest = std::max({c.hidden_size, c.intermediate_size, c.vocab_size,
-                                   c.num_heads * c.head_dim});
+  const int64_t widest =
+      std::max({c.hidden_size, c.intermediate_size, c.vocab_size, c.num_heads * c.head_dim});
   std::vector<float> x(static_cast<std::size_t>(widest), 0.01f), y(x.size());
   bytes = m.head().stored_bytes();
   for (const auto& layer : m.layers)
@@ -97,6 +97,7 @@ int main(int argc, char** argv) {
       "\"products_ms\": %.3f, \"products_share\": %.3f, \"product_bytes\": %zu, "
       "\"products_gbps\": %.3f, \"products_cpu_ms\": %.3f, \"bytes_per_cpu_ns\": %.3f}\n",
       argv[1], threads, int(gemv_isa_name(gemv_isa()).size()), gemv_isa_name(gemv_isa()).data(),
-      step * 1e3, products * 1e3, products / step, bytes, double(bytes) / products / 1e9, cpu * 1e3, double(bytes) / cpu / 1e9);
+      step * 1e3, products * 1e3, products / step, bytes, double(bytes) / products / 1e9, cpu * 1e3,
+      double(bytes) / cpu / 1e9);
   return 0;
 }

@@ -88,7 +88,8 @@ void write_gguf(const Model& m, GgmlType type, const GgufFile& tokenizer,
   copy_tokenizer(tokenizer, c.vocab_size, w);
   w.add_tensor("token_embd.weight", type, {c.vocab_size, c.hidden_size}, ggml_bytes(m.embed, type));
   if (m.lm_head)
-    w.add_tensor("output.weight", type, {c.vocab_size, c.hidden_size}, ggml_bytes(*m.lm_head, type));
+    w.add_tensor("output.weight", type, {c.vocab_size, c.hidden_size},
+                 ggml_bytes(*m.lm_head, type));
   add_vector(w, "output_norm.weight", m.final_norm);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& layer = m.layers[static_cast<std::size_t>(l)];

@@ -82,8 +82,8 @@ int main(int argc, char** argv) {
   std::sort(sorted.begin(), sorted.end());
   std::printf("{\"bench\": \"stream_triad\", \"threads\": %d, \"mib\": %lld, \"reps\": %d, ",
               omp_get_max_threads(), static_cast<long long>(args.mib), args.reps);
-  std::printf("\"median_gbps\": %.3f, \"best_gbps\": %.3f, \"runs_gbps\": [", sorted[sorted.size() / 2],
-              sorted.back());
+  std::printf("\"median_gbps\": %.3f, \"best_gbps\": %.3f, \"runs_gbps\": [",
+              sorted[sorted.size() / 2], sorted.back());
   for (std::size_t i = 0; i < gbps.size(); ++i) std::printf("%s%.3f", i ? ", " : "", gbps[i]);
   std::printf("]}\n");
   return 0;

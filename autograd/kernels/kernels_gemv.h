@@ -3,9 +3,11 @@
 // (kernels/gemv_{avx2,avx512}.cpp with their own -m flags, the baseline in frozen_gemv.cpp).
 // Everything here has internal linkage so the copies never meet at link time.
 //
-// V provides: reg (W floats), ireg (W int32), zero(), load(const float*), set1, add, fmadd,
+// V provides: reg (W floats), ireg (W int32), zero(), load(const float*), set1, add, mul, fmadd,
 // hsum(reg); load_u8 / load_s8 (W bytes widened to W int32 lanes), low_nibble / high_nibble /
-// to_float (int lanes to float); f16(const uint8_t*) (one IEEE half).
+// to_float (int lanes to float); f16(const uint8_t*) (one IEEE half); kCodeTable, and where it
+// is true codes() (the floats 0..15) and lookup_low / lookup_high (a lane's low or high nibble
+// picks one of a register's 16 floats).
 //
 // Each loop works on R rows at once (4, then 1 for the tail): R independent accumulator chains
 // hide the FMA latency, and each load of x serves R rows.
@@ -54,8 +56,45 @@ void permute_for_nibbles(const float* x, int64_t cols, float* out) {
 
 // MLX affine rows: w = scale * q + bias per group, so a row's dot is
 // sum_g scale_g * (q_g . x_g) + bias_g * sum(x_g); the group sums of x come precomputed.
+// Where V can look a code up in a register of 16 floats (AVX-512's vpermps), each group's 16
+// possible weights scale * q + bias are formed once per row, and the codes fetch them: no
+// conversion, and no per-group scaling of partial sums.
+template <class V, int R>
+void mlx4_rows_by_table(const RowsArgs& a, int64_t r0) {
+  constexpr int W = V::W;
+  const int64_t group = a.group_size, groups = a.cols / group;
+  typename V::reg lo[R], hi[R];
+  const uint8_t* rows[R];
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    lo[r] = hi[r] = V::zero();
+    rows[r] = a.data + (r0 + r) * a.row_bytes;
+  }
+  for (int64_t g = 0; g < groups; ++g) {
+    typename V::reg table[R];
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const int64_t at = (r0 + r) * groups + g;
+      table[r] = V::fmadd(V::codes(), V::set1(a.scales[at]), V::set1(a.biases[at]));
+    }
+    for (int64_t c = g * group; c < (g + 1) * group; c += 2 * W) {
+      const auto xl = V::load(a.x + c), xh = V::load(a.x + c + W);
+      prefetch_next_rows<R>(a, r0, c / 2, W);
+      LORA_GEMV_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const auto codes = V::load_u8(rows[r] + c / 2);
+        lo[r] = V::fmadd(V::lookup_low(codes, table[r]), xl, lo[r]);
+        hi[r] = V::fmadd(V::lookup_high(codes, table[r]), xh, hi[r]);
+      }
+    }
+  }
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(V::add(lo[r], hi[r])), a.beta);
+}
+
 template <class V, int R>
 void mlx4_rows_at(const RowsArgs& a, int64_t r0) {
+  if constexpr (V::kCodeTable) return mlx4_rows_by_table<V, R>(a, r0);
   constexpr int W = V::W;
   const int64_t group = a.group_size, groups = a.cols / group;
   typename V::reg acc[R];
@@ -132,8 +171,40 @@ void mlx8_rows_at(const RowsArgs& a, int64_t r0) {
 
 // Q4_0 blocks: an f16 scale d, then 16 bytes whose low nibbles are elements 0-15 and high
 // nibbles 16-31; w = d * (q - 8), so a block's dot is d * (q . x - 8 * sum(x)).
+// Q4_0 by table where V has one: a block's 16 weights d * (q - 8), fetched by the codes.
+template <class V, int R>
+void q4_0_rows_by_table(const RowsArgs& a, int64_t r0) {
+  constexpr int W = V::W;
+  static_assert(W == 16, "a Q4_0 block's 16 code bytes fill one load");
+  const int64_t blocks = a.cols / 32;
+  typename V::reg lo[R], hi[R];
+  const uint8_t* rows[R];
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    lo[r] = hi[r] = V::zero();
+    rows[r] = a.data + (r0 + r) * a.row_bytes;
+  }
+  const auto centered = V::add(V::codes(), V::set1(-8.0f));
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* xb = a.x + 32 * b;
+    prefetch_next_rows<R>(a, r0, 18 * b, 18);
+    const auto xl = V::load(xb), xh = V::load(xb + 16);
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* block = rows[r] + 18 * b;
+      const auto table = V::mul(centered, V::f16_splat(block));
+      const auto codes = V::load_u8(block + 2);
+      lo[r] = V::fmadd(V::lookup_low(codes, table), xl, lo[r]);
+      hi[r] = V::fmadd(V::lookup_high(codes, table), xh, hi[r]);
+    }
+  }
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(V::add(lo[r], hi[r])), a.beta);
+}
+
 template <class V, int R>
 void q4_0_rows_at(const RowsArgs& a, int64_t r0) {
+  if constexpr (V::kCodeTable) return q4_0_rows_by_table<V, R>(a, r0);
   constexpr int W = V::W;
   const int64_t blocks = a.cols / 32;
   typename V::reg acc[R];
