@@ -39,8 +39,14 @@ PROMPT = ("Once upon a time, there was a little girl named Lily. She loved to pl
           "park with her friends. One day, she saw a big red ball under a tree and ran to get it.")
 
 
+# A run that takes longer than this is recorded as timed out (on a machine loaded by other jobs,
+# a multi-threaded run waits for a time slice at every barrier).
+RUN_TIMEOUT_S = 600
+
+
 def run(cmd, env=None):
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=ROOT)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=RUN_TIMEOUT_S)
     return out.stdout
 
 
@@ -140,8 +146,11 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--work", default=os.path.join(ROOT, "out", "bench", "generate"))
-    ap.add_argument("--json", help="also write the result here")
+    ap.add_argument("--json", help="also write the result here (after each thread count)")
+    ap.add_argument("--run-timeout", type=int, default=RUN_TIMEOUT_S,
+                    help="seconds before one program's run counts as timed out")
     a = ap.parse_args()
+    globals()["RUN_TIMEOUT_S"] = a.run_timeout
     os.makedirs(a.work, exist_ok=True)
     mlx, gguf = make_models(a.shape, a.work)
     tok = subprocess.run(["build/lora", "--json", "tokenize", "--model", mlx], input=json.dumps(
@@ -160,10 +169,19 @@ def main():
             order = order[i % len(order):] + order[: i % len(order)]
             runs["triad"].append(triad(threads))
             for name in order:
-                runs[name].append(programs[name](threads))
+                try:
+                    runs[name].append(programs[name](threads))
+                except subprocess.TimeoutExpired:
+                    runs[name].append({"timed_out": RUN_TIMEOUT_S, "tokens_per_s": 0.0,
+                                       "prompt_tokens_per_s": 0.0, "generated_tokens": 0,
+                                       "tokens": []})
                 print(f"threads {threads} run {i}: {name} decode "
                       f"{runs[name][-1]['tokens_per_s']:.2f} tokens/s", file=sys.stderr)
         results[threads] = runs
+        write_report(a, mlx, gguf, ids, programs, results, load_before)
+
+
+def write_report(a, mlx, gguf, ids, programs, results, load_before):
     load_after = os.getloadavg()
 
     mlx_bytes, cfg = matrix_bytes(mlx)
@@ -189,7 +207,9 @@ def main():
                            "bandwidth_share": decode["median"] * bytes_per_token[name] / 1e9 / bw}
         ref = entry["llama_cpp_gguf_q4_0"]["decode_tokens_per_s"]["median"]
         for name in ("lora_mlx_q4", "lora_gguf_q4_0"):
-            entry[name]["decode_vs_llama_cpp"] = entry[name]["decode_tokens_per_s"]["median"] / ref
+            if ref > 0:
+                entry[name]["decode_vs_llama_cpp"] = (
+                    entry[name]["decode_tokens_per_s"]["median"] / ref)
         entry["same_greedy_tokens_gguf"] = (runs["lora_gguf_q4_0"][0]["tokens"] ==
                                             runs["llama_cpp_gguf_q4_0"][0]["tokens"])
         report["threads"][str(threads)] = entry
