@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "autograd/frozen_gemv.h"
 #include "autograd/kernels/matmul_bf16.h"
 
 namespace lora {
@@ -194,6 +195,11 @@ void frozen_product(Bf16Product kind, const FrozenWeight& w, const float* in, in
   if (n <= 0 || out_width == 0) return;
   if (in_width == 0) {
     scale_in_place(out, n * out_width, beta);
+    return;
+  }
+  // A few tokens (generation's decode) read each weight once, from its own storage.
+  if (xwt && n <= kGemvMaxTokens && deltas.empty() && !uses_bf16(compute)) {
+    frozen_gemv(w, in, n, out, beta);
     return;
   }
   if (uses_bf16(compute)) {

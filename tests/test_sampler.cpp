@@ -2,8 +2,10 @@
 // that arrives in pieces.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <random>
 
 #include "trainer/sampler.h"
 #include "trainer/text_stream.h"
@@ -46,6 +48,65 @@ TEST(Sampler, TopPKeepsTheSmallestSetReachingTheMass) {
   expect_distribution(Sampler(o).distribution(kLogits), {0, 2 / 9., 3 / 9., 4 / 9.});
   o.top_p = 0.05f;  // the most likely token alone
   expect_distribution(Sampler(o).distribution(kLogits), {0, 0, 0, 1});
+}
+
+// The filters as written: sort the whole vocabulary, then cut. The sampler sorts only a prefix;
+// on a vocabulary of 50k with a long tail (nucleus of thousands of tokens) it keeps the same set.
+std::vector<double> filtered_by_full_sort(const std::vector<float>& logits,
+                                          const SamplingOptions& o) {
+  std::vector<std::pair<double, int32_t>> p;
+  const float top = *std::max_element(logits.begin(), logits.end());
+  double total = 0;
+  for (std::size_t i = 0; i < logits.size(); ++i) {
+    p.push_back({std::exp(double(logits[i] - top) / o.temperature), int32_t(i)});
+    total += p.back().first;
+  }
+  std::sort(p.begin(), p.end(), [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  });
+  std::size_t keep = o.top_k > 0 ? std::min<std::size_t>(p.size(), o.top_k) : p.size();
+  double kept_total = 0, mass = 0;
+  for (std::size_t i = 0; i < keep; ++i) kept_total += p[i].first;
+  std::size_t n = 0;
+  while (n < keep && o.top_p < 1.0f) {
+    mass += p[n++].first;
+    if (mass >= o.top_p * kept_total) break;
+  }
+  if (o.top_p < 1.0f) keep = n;
+  n = 1;
+  while (o.min_p > 0.0f && n < keep && p[n].first >= o.min_p * p[0].first) ++n;
+  if (o.min_p > 0.0f) keep = n;
+  double sum = 0;
+  for (std::size_t i = 0; i < keep; ++i) sum += p[i].first;
+  std::vector<double> out(logits.size(), 0.0);
+  for (std::size_t i = 0; i < keep; ++i) out[p[i].second] = p[i].first / sum;
+  return out;
+}
+
+TEST(Sampler, LargeVocabularyKeepsWhatAFullSortKeeps) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  std::vector<float> logits(50000);
+  for (auto& l : logits) l = nd(rng);
+  for (float top_p : {0.3f, 0.9f, 0.999f, 1.0f})
+    for (int64_t top_k : {int64_t(0), int64_t(40), int64_t(20000)})
+      for (float min_p : {0.0f, 0.01f}) {
+        SamplingOptions o = at_t1();
+        o.top_p = top_p;
+        o.top_k = top_k;
+        o.min_p = min_p;
+        if (top_p == 1.0f && top_k == 0 && min_p == 0.0f) continue;
+        const auto got = Sampler(o).distribution(logits);
+        const auto want = filtered_by_full_sort(logits, o);
+        std::size_t kept = 0;
+        for (std::size_t i = 0; i < want.size(); ++i) {
+          ASSERT_EQ(got[i] > 0, want[i] > 0)
+              << "token " << i << ", top_p " << top_p << ", top_k " << top_k << ", min_p " << min_p;
+          ASSERT_NEAR(got[i], want[i], 1e-9);
+          kept += want[i] > 0;
+        }
+        EXPECT_GT(kept, 0u);
+      }
 }
 
 TEST(Sampler, MinPDropsTokensFarBelowTheTop) {

@@ -28,6 +28,36 @@ int32_t Sampler::argmax() const {
   return static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
 }
 
+namespace {
+
+// Most likely first; ties by id, so any sort of any prefix agrees with the full sort.
+bool more_likely(const std::pair<double, int32_t>& a, const std::pair<double, int32_t>& b) {
+  return a.first > b.first || (a.first == b.first && a.second < b.second);
+}
+
+}  // namespace
+
+// The filters only ever keep a prefix of kept_ in that order, usually a few dozen of a vocabulary
+// of 10^5: sort a prefix, and grow it until it holds every token top-k, top-p and min-p can keep.
+// Returns the prefix length the filters start from (top-k's cut, or the sorted prefix).
+std::size_t Sampler::sort_kept_prefix(double total) {
+  const std::size_t limit =
+      options_.top_k > 0 ? std::min<std::size_t>(kept_.size(), options_.top_k) : kept_.size();
+  // With top-k the nucleus is a share of the k kept: sort those k.
+  std::size_t sorted = options_.top_k > 0 ? limit : std::min<std::size_t>(limit, 256);
+  for (;; sorted = std::min(limit, 4 * sorted)) {
+    std::partial_sort(kept_.begin(), kept_.begin() + sorted, kept_.end(), more_likely);
+    if (sorted == limit) return limit;
+    double mass = 0;
+    for (std::size_t i = 0; i < sorted; ++i) mass += kept_[i].first;
+    // Without top-k the nucleus is a share of the whole mass; min-p's cut is a probability.
+    const bool nucleus_inside = options_.top_p < 1.0f && mass >= options_.top_p * total;
+    const bool min_p_inside =
+        options_.min_p > 0.0f && kept_[sorted - 1].first < options_.min_p * kept_[0].first;
+    if (nucleus_inside || min_p_inside) return sorted;
+  }
+}
+
 void Sampler::filter(std::span<const float> logits, std::span<const int32_t> seen) {
   if (logits.empty()) throw std::invalid_argument("cannot sample from an empty logits row");
   work_.assign(logits.begin(), logits.end());
@@ -58,14 +88,14 @@ void Sampler::filter(std::span<const float> logits, std::span<const int32_t> see
   }
   const bool filtering = options_.top_k > 0 || options_.top_p < 1.0f || options_.min_p > 0.0f;
   if (filtering) {
-    std::sort(kept_.begin(), kept_.end(), [](const auto& a, const auto& b) {
-      return a.first > b.first || (a.first == b.first && a.second < b.second);
-    });
-    std::size_t keep = kept_.size();
+    std::size_t keep = sort_kept_prefix(total);
     if (options_.top_k > 0) keep = std::min<std::size_t>(keep, options_.top_k);
     if (options_.top_p < 1.0f) {
-      double kept_total = 0;
-      for (std::size_t i = 0; i < keep; ++i) kept_total += kept_[i].first;
+      // The nucleus is a share of what top-k left: everything when top-k is off (the sorted
+      // prefix may be shorter than the vocabulary).
+      double kept_total = options_.top_k > 0 ? 0.0 : total;
+      if (options_.top_k > 0)
+        for (std::size_t i = 0; i < keep; ++i) kept_total += kept_[i].first;
       double mass = 0;
       std::size_t n = 0;
       while (n < keep) {

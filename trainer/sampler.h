@@ -37,6 +37,7 @@ class Sampler {
   // Fills kept_ with the (probability, id) pairs left after the filters, summing to 1.
   void filter(std::span<const float> logits, std::span<const int32_t> seen);
   int32_t argmax() const;
+  std::size_t sort_kept_prefix(double total);
 
   SamplingOptions options_;
   std::mt19937_64 rng_;

@@ -1,0 +1,213 @@
+#include "autograd/frozen_gemv.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "autograd/dtype.h"
+#include "autograd/kernels/kernels_gemv.h"
+
+namespace {
+
+// The portable baseline: one lane, plain C++ (the compiler may still vectorize it).
+struct Scalar {
+  static constexpr int W = 1;
+  using reg = float;
+  using ireg = int32_t;
+  static reg zero() { return 0.0f; }
+  static reg load(const float* p) { return *p; }
+  static reg set1(float v) { return v; }
+  static reg add(reg a, reg b) { return a + b; }
+  static reg mul(reg a, reg b) { return a * b; }
+  static constexpr bool kCodeTable = false;
+  static reg fmadd(reg a, reg b, reg c) { return a * b + c; }
+  static float hsum(reg a) { return a; }
+  static ireg load_u8(const uint8_t* p) { return p[0]; }
+  static ireg load_s8(const uint8_t* p) { return static_cast<int8_t>(p[0]); }
+  static reg to_float(ireg v) { return static_cast<float>(v); }
+  static reg low_nibble(ireg v) { return static_cast<float>(v & 15); }
+  static reg high_nibble(ireg v) { return static_cast<float>(v >> 4); }
+  static float f16(const uint8_t* p) {
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    return lora::f16_to_f32(h);
+  }
+};
+
+}  // namespace
+
+namespace lora {
+
+namespace {
+
+GemvIsa detect_isa() {
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("f16c");
+  if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl"))
+    return GemvIsa::Avx512;
+  return avx2 ? GemvIsa::Avx2 : GemvIsa::Scalar;
+}
+
+const gemv::Kernels& kernels_of(GemvIsa isa) {
+  static constexpr gemv::Kernels scalar = make_kernels<Scalar>();
+  switch (isa) {
+    case GemvIsa::Avx512:
+      return gemv_avx512::kernels();
+    case GemvIsa::Avx2:
+      return gemv_avx2::kernels();
+    case GemvIsa::Scalar:
+      break;
+  }
+  return scalar;
+}
+
+// Rows handed to one thread at a time: the weights of a block stay in cache while each of the n
+// vectors passes over them, so they are read from memory once whatever n is.
+constexpr int64_t kRowBlock = 16;
+// Below this many multiply-adds a product runs on one thread (a fork costs microseconds).
+constexpr int64_t kParallelWork = int64_t(1) << 16;
+
+// How one product reads its weight: which kernel, and what x looks like to it.
+struct Plan {
+  gemv::RowsKernel kernel = nullptr;  // null: widen rows into a buffer, then the f32 kernel
+  const uint8_t* data = nullptr;
+  int64_t row_bytes = 0;
+  int64_t sum_width = 0;  // elements per entry of RowsArgs::sums (0: none)
+  bool nibble_order = false;
+};
+
+Plan plan_for(const FrozenWeight& w, const gemv::Kernels& k) {
+  Plan p;
+  switch (w.format) {
+    case WeightFormat::F32:
+      return {k.f32, reinterpret_cast<const uint8_t*>(w.f32.data()), w.cols * 4, 0, false};
+    case WeightFormat::Quantized:
+      if (w.quant.bits != 4 && w.quant.bits != 8) return p;
+      return {w.quant.bits == 4 ? k.mlx4 : k.mlx8,
+              reinterpret_cast<const uint8_t*>(w.quant.packed.data()), w.quant.words_per_row() * 4,
+              w.quant.group_size, w.quant.bits == 4};
+    case WeightFormat::Ggml: {
+      const auto* data = reinterpret_cast<const uint8_t*>(w.ggml.data.get());
+      const auto rb = static_cast<int64_t>(w.ggml.row_bytes());
+      if (w.ggml.type == GgmlType::Q4_0) return {k.q4_0, data, rb, 32, false};
+      if (w.ggml.type == GgmlType::Q8_0) return {k.q8_0, data, rb, 0, false};
+      if (w.ggml.type == GgmlType::F32) return {k.f32, data, rb, 0, false};
+      return p;
+    }
+    case WeightFormat::BF16:
+      break;
+  }
+  return p;
+}
+
+// x as the kernels read it, per vector: [n, cols] (permuted for nibble rows) then the sums.
+struct PreparedX {
+  std::vector<float> values, sums;
+};
+
+PreparedX prepare(const Plan& plan, const gemv::Kernels& k, const float* x, int64_t n,
+                  int64_t cols) {
+  PreparedX p;
+  if (plan.nibble_order) {
+    p.values.resize(static_cast<std::size_t>(n * cols));
+    for (int64_t v = 0; v < n; ++v) k.permute_for_nibbles(x + v * cols, cols, &p.values[v * cols]);
+  }
+  if (plan.sum_width > 0) {
+    const int64_t per_row = cols / plan.sum_width;
+    p.sums.resize(static_cast<std::size_t>(n * per_row));
+    for (int64_t v = 0; v < n; ++v)
+      for (int64_t g = 0; g < per_row; ++g) {
+        const float* xg = x + v * cols + g * plan.sum_width;
+        float s = 0.0f;
+        for (int64_t i = 0; i < plan.sum_width; ++i) s += xg[i];
+        p.sums[v * per_row + g] = s;
+      }
+  }
+  return p;
+}
+
+}  // namespace
+
+GemvIsa gemv_isa() {
+  static const GemvIsa isa = detect_isa();
+  return isa;
+}
+
+std::string_view gemv_isa_name(GemvIsa isa) {
+  switch (isa) {
+    case GemvIsa::Avx512:
+      return "avx512";
+    case GemvIsa::Avx2:
+      return "avx2";
+    case GemvIsa::Scalar:
+      break;
+  }
+  return "scalar";
+}
+
+bool gemv_isa_supported(GemvIsa isa) {
+  const GemvIsa have = gemv_isa();
+  return isa == GemvIsa::Scalar || isa == have || (isa == GemvIsa::Avx2 && have == GemvIsa::Avx512);
+}
+
+void frozen_gemv(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta) {
+  frozen_gemv(w, x, n, y, beta, gemv_isa());
+}
+
+void frozen_gemv(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta,
+                 GemvIsa isa) {
+  if (!gemv_isa_supported(isa))
+    throw std::invalid_argument("frozen_gemv: this CPU cannot run the " +
+                                std::string(gemv_isa_name(isa)) + " kernels");
+  if (n <= 0 || w.rows == 0) return;
+  const int64_t rows = w.rows, cols = w.cols;
+  if (cols == 0) {
+    for (int64_t i = 0; i < n * rows; ++i) y[i] = beta == 0.0f ? 0.0f : beta * y[i];
+    return;
+  }
+  const gemv::Kernels& k = kernels_of(isa);
+  const Plan plan = plan_for(w, k);
+  const PreparedX px = prepare(plan, k, x, n, cols);
+  const int64_t groups = plan.sum_width > 0 ? cols / plan.sum_width : 0;
+  const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
+#pragma omp parallel if (n * rows * cols >= kParallelWork)
+  {
+    std::vector<float> widened;  // rows of a storage without its own kernel, a block at a time
+    if (!plan.kernel) widened.resize(static_cast<std::size_t>(kRowBlock * cols));
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t r0 = b * kRowBlock, r1 = std::min(rows, r0 + kRowBlock);
+      gemv::RowsArgs a;
+      a.cols = cols;
+      a.beta = beta;
+      a.group_size = plan.sum_width;
+      a.scales = w.quant.scales.data();
+      a.biases = w.quant.biases.data();
+      int64_t first = r0, last = r1;
+      if (plan.kernel) {
+        a.data = plan.data;
+        a.row_bytes = plan.row_bytes;
+        a.rows = rows;
+      } else {
+        w.rows_f32(r0, r1, widened.data());
+        a.data = reinterpret_cast<const uint8_t*>(widened.data());
+        a.row_bytes = cols * 4;
+        a.rows = r1 - r0;
+        first = 0;
+        last = r1 - r0;
+      }
+      for (int64_t v = 0; v < n; ++v) {
+        a.x = plan.nibble_order ? &px.values[v * cols] : x + v * cols;
+        a.sums = groups > 0 ? &px.sums[v * groups] : nullptr;
+        a.y = y + v * rows + (r0 - first);
+        (plan.kernel ? plan.kernel : k.f32)(a, first, last);
+      }
+    }
+  }
+}
+
+}  // namespace lora

@@ -1,0 +1,31 @@
+// Products of a frozen weight with a few vectors (generation's decode: one token at a time). At
+// batch 1 the product reads every weight once and does two flops per weight, so its speed is the
+// memory's: the kernels read each packed weight once, straight from its storage (MLX 4/8-bit
+// codes, Q4_0 and Q8_0 blocks, f32), with no widened copy of the matrix, and split the output
+// rows over threads. Other storages widen one row at a time into a buffer the size of a row.
+#pragma once
+#include <cstdint>
+#include <string_view>
+
+#include "autograd/frozen_weight.h"
+
+namespace lora {
+
+// The instruction sets the kernels are compiled for; each is used only where the CPU has it.
+enum class GemvIsa { Scalar, Avx2, Avx512 };
+
+// The kernel set this CPU runs: the one place that decides (CPU features read once).
+GemvIsa gemv_isa();
+std::string_view gemv_isa_name(GemvIsa isa);  // "avx512", "avx2", "scalar"
+// Whether this CPU can run `isa`'s kernels (tests run every variant the machine has).
+bool gemv_isa_supported(GemvIsa isa);
+
+// The most vectors for which the matrix-vector kernels beat widening tiles for sgemm.
+inline constexpr int64_t kGemvMaxTokens = 8;
+
+// y[n, rows] = x[n, cols] W^T + beta * y, with the kernels of `isa` (gemv_isa() by default).
+void frozen_gemv(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta = 0.0f);
+void frozen_gemv(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta,
+                 GemvIsa isa);
+
+}  // namespace lora

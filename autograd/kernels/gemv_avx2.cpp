@@ -1,0 +1,54 @@
+// The matrix-vector kernels on 8 float lanes (flags set in autograd/CMakeLists.txt); called only
+// when the CPU reports AVX2, FMA and F16C (frozen_gemv.cpp).
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "autograd/kernels/kernels_gemv.h"
+
+namespace {
+
+struct Avx2 {
+  static constexpr int W = 8;
+  using reg = __m256;
+  using ireg = __m256i;
+  static reg zero() { return _mm256_setzero_ps(); }
+  static reg load(const float* p) { return _mm256_loadu_ps(p); }
+  static reg set1(float v) { return _mm256_set1_ps(v); }
+  static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+  static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
+  static constexpr bool kCodeTable = false;
+  static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static float hsum(reg a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static __m128i eight_bytes(const uint8_t* p) {
+    int64_t v;
+    std::memcpy(&v, p, 8);
+    return _mm_cvtsi64_si128(v);
+  }
+  static ireg load_u8(const uint8_t* p) { return _mm256_cvtepu8_epi32(eight_bytes(p)); }
+  static ireg load_s8(const uint8_t* p) { return _mm256_cvtepi8_epi32(eight_bytes(p)); }
+  static reg to_float(ireg v) { return _mm256_cvtepi32_ps(v); }
+  static reg low_nibble(ireg v) { return to_float(_mm256_and_si256(v, _mm256_set1_epi32(15))); }
+  static reg high_nibble(ireg v) { return to_float(_mm256_srli_epi32(v, 4)); }
+  static float f16(const uint8_t* p) {
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+  }
+};
+
+}  // namespace
+
+namespace lora::gemv_avx2 {
+
+const gemv::Kernels& kernels() {
+  static constexpr gemv::Kernels k = make_kernels<Avx2>();
+  return k;
+}
+
+}  // namespace lora::gemv_avx2

@@ -1,0 +1,67 @@
+// The matrix-vector kernels on 16 float lanes (flags set in autograd/CMakeLists.txt); called only
+// when the CPU reports AVX-512 F/BW/VL, FMA and F16C (frozen_gemv.cpp).
+// GCC 12 reports its own AVX-512 intrinsics' _mm512_undefined_* placeholders as uninitialized
+// once they are inlined here (GCC bug 105593, fixed in GCC 13).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "autograd/kernels/kernels_gemv.h"
+
+namespace {
+
+struct Avx512 {
+  static constexpr int W = 16;
+  using reg = __m512;
+  using ireg = __m512i;
+  static reg zero() { return _mm512_setzero_ps(); }
+  static reg load(const float* p) { return _mm512_loadu_ps(p); }
+  static reg set1(float v) { return _mm512_set1_ps(v); }
+  static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+  static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
+  static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static float hsum(reg a) { return _mm512_reduce_add_ps(a); }
+  static ireg load_u8(const uint8_t* p) {
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static ireg load_s8(const uint8_t* p) {
+    return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static reg to_float(ireg v) { return _mm512_cvtepi32_ps(v); }
+  // A code is its own index into a register of 16 floats (vpermps reads the low 4 bits of each
+  // lane): one shuffle instead of a mask and a conversion.
+  static constexpr bool kCodeTable = true;
+  static reg codes() {
+    return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  }
+  static reg lookup_low(ireg v, reg table) { return _mm512_permutexvar_ps(v, table); }
+  static reg lookup_high(ireg v, reg table) {
+    return _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), table);
+  }
+  static reg low_nibble(ireg v) { return lookup_low(v, codes()); }
+  static reg high_nibble(ireg v) { return lookup_high(v, codes()); }
+  // One half broadcast to every lane and widened there (no trip through a scalar register).
+  static reg f16_splat(const uint8_t* p) {
+    int16_t h;
+    std::memcpy(&h, p, 2);
+    return _mm512_cvtph_ps(_mm256_set1_epi16(h));
+  }
+  static float f16(const uint8_t* p) {
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+  }
+};
+
+}  // namespace
+
+namespace lora::gemv_avx512 {
+
+const gemv::Kernels& kernels() {
+  static constexpr gemv::Kernels k = make_kernels<Avx512>();
+  return k;
+}
+
+}  // namespace lora::gemv_avx512

@@ -1,0 +1,38 @@
+// The matrix-vector kernels' interface (kernels_gemv.h), one set per instruction set: the AVX2 and
+// AVX-512 copies are compiled with their own flags (autograd/CMakeLists.txt) and must be called
+// only where the CPU has them (frozen_gemv.cpp decides).
+#pragma once
+#include <cstdint>
+
+namespace lora::gemv {
+
+// One product's rows against one vector: y[r] = row r . x + beta * y[r].
+struct RowsArgs {
+  const uint8_t* data = nullptr;  // row r starts at data + r * row_bytes
+  int64_t row_bytes = 0;
+  int64_t rows = 0;  // rows at data (prefetching stops at the last)
+  int64_t cols = 0;
+  const float* x = nullptr;       // permuted by permute_for_nibbles for MLX 4-bit rows
+  const float* sums = nullptr;    // x summed per MLX group or per 32-element ggml block
+  const float* scales = nullptr;  // MLX: [rows, groups]
+  const float* biases = nullptr;
+  int64_t group_size = 0;  // MLX
+  float* y = nullptr;
+  float beta = 0.0f;
+};
+
+using RowsKernel = void (*)(const RowsArgs&, int64_t r0, int64_t r1);
+
+struct Kernels {
+  void (*permute_for_nibbles)(const float* x, int64_t cols, float* out);
+  RowsKernel mlx4, mlx8, q4_0, q8_0, f32;
+};
+
+}  // namespace lora::gemv
+
+namespace lora::gemv_avx2 {
+const gemv::Kernels& kernels();
+}
+namespace lora::gemv_avx512 {
+const gemv::Kernels& kernels();
+}

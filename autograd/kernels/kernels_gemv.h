@@ -1,0 +1,325 @@
+// The matrix-vector row loops of frozen_gemv, written once over a vector type V of W float lanes
+// (AVX-512: 16, AVX2: 8, the portable baseline: 1) and compiled once per instruction set
+// (kernels/gemv_{avx2,avx512}.cpp with their own -m flags, the baseline in frozen_gemv.cpp).
+// Everything here has internal linkage so the copies never meet at link time.
+//
+// V provides: reg (W floats), ireg (W int32), zero(), load(const float*), set1, add, mul, fmadd,
+// hsum(reg); load_u8 / load_s8 (W bytes widened to W int32 lanes), low_nibble / high_nibble /
+// to_float (int lanes to float); f16(const uint8_t*) (one IEEE half); kCodeTable, and where it
+// is true codes() (the floats 0..15) and lookup_low / lookup_high (a lane's low or high nibble
+// picks one of a register's 16 floats).
+//
+// Each loop works on R rows at once (4, then 1 for the tail): R independent accumulator chains
+// hide the FMA latency, and each load of x serves R rows.
+#pragma once
+#include <cstdint>
+
+#include "autograd/kernels/gemv_isa.h"
+
+namespace {
+
+using lora::gemv::RowsArgs;
+
+// Loops over the R rows unrolled whole: the accumulator arrays then live in registers (GCC at
+// -O2 keeps them on the stack otherwise, a store and a reload per multiply-add).
+#define LORA_GEMV_UNROLL _Pragma("GCC unroll 4")
+
+// Pulls rows kPrefetchRows ahead toward the cache while these R are read: as the loop moves
+// `step` bytes along each of its rows, that block (R contiguous rows) is touched R * step bytes
+// further, so both end together. Short rows (a few hundred bytes) are too short for the hardware
+// prefetcher to find on its own, and one block ahead (about a kilobyte) is read sooner than
+// memory answers; 16 rows ahead is several kilobytes.
+inline constexpr int64_t kPrefetchRows = 16;
+template <int R>
+inline void prefetch_next_rows(const RowsArgs& a, int64_t r0, int64_t offset, int64_t step) {
+  if (r0 + kPrefetchRows + R > a.rows) return;
+  const uint8_t* next = a.data + (r0 + kPrefetchRows) * a.row_bytes + R * offset;
+  for (int64_t b = 0; b < R * step; b += 64) __builtin_prefetch(next + b);
+}
+
+inline void store_row(float* y, int64_t r, float dot, float beta) {
+  y[r] = beta == 0.0f ? dot : dot + beta * y[r];
+}
+
+// MLX 4-bit codes sit two per byte, the even element in the low nibble: W bytes widened to W
+// lanes give W even elements (low nibbles) and the W odd ones after them (high nibbles). x is
+// permuted once per product, in chunks of 2W, so that both halves meet their x as plain loads.
+template <class V>
+void permute_for_nibbles(const float* x, int64_t cols, float* out) {
+  constexpr int W = V::W;
+  for (int64_t c = 0; c + 2 * W <= cols; c += 2 * W)
+    for (int l = 0; l < W; ++l) {
+      out[c + l] = x[c + 2 * l];
+      out[c + W + l] = x[c + 2 * l + 1];
+    }
+}
+
+// MLX affine rows: w = scale * q + bias per group, so a row's dot is
+// sum_g scale_g * (q_g . x_g) + bias_g * sum(x_g); the group sums of x come precomputed.
+// Where V can look a code up in a register of 16 floats (AVX-512's vpermps), each group's 16
+// possible weights scale * q + bias are formed once per row, and the codes fetch them: no
+// conversion, and no per-group scaling of partial sums.
+template <class V, int R>
+void mlx4_rows_by_table(const RowsArgs& a, int64_t r0) {
+  constexpr int W = V::W;
+  const int64_t group = a.group_size, groups = a.cols / group;
+  typename V::reg lo[R], hi[R];
+  const uint8_t* rows[R];
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    lo[r] = hi[r] = V::zero();
+    rows[r] = a.data + (r0 + r) * a.row_bytes;
+  }
+  for (int64_t g = 0; g < groups; ++g) {
+    typename V::reg table[R];
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const int64_t at = (r0 + r) * groups + g;
+      table[r] = V::fmadd(V::codes(), V::set1(a.scales[at]), V::set1(a.biases[at]));
+    }
+    for (int64_t c = g * group; c < (g + 1) * group; c += 2 * W) {
+      const auto xl = V::load(a.x + c), xh = V::load(a.x + c + W);
+      prefetch_next_rows<R>(a, r0, c / 2, W);
+      LORA_GEMV_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const auto codes = V::load_u8(rows[r] + c / 2);
+        lo[r] = V::fmadd(V::lookup_low(codes, table[r]), xl, lo[r]);
+        hi[r] = V::fmadd(V::lookup_high(codes, table[r]), xh, hi[r]);
+      }
+    }
+  }
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(V::add(lo[r], hi[r])), a.beta);
+}
+
+template <class V, int R>
+void mlx4_rows_at(const RowsArgs& a, int64_t r0) {
+  if constexpr (V::kCodeTable) return mlx4_rows_by_table<V, R>(a, r0);
+  constexpr int W = V::W;
+  const int64_t group = a.group_size, groups = a.cols / group;
+  typename V::reg acc[R];
+  float bias_part[R];
+  const uint8_t* rows[R];
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    acc[r] = V::zero();
+    bias_part[r] = 0.0f;
+    rows[r] = a.data + (r0 + r) * a.row_bytes;
+  }
+  for (int64_t g = 0; g < groups; ++g) {
+    typename V::reg lo[R], hi[R];
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) lo[r] = hi[r] = V::zero();
+    for (int64_t c = g * group; c < (g + 1) * group; c += 2 * W) {
+      const auto xl = V::load(a.x + c), xh = V::load(a.x + c + W);
+      prefetch_next_rows<R>(a, r0, c / 2, W);
+      LORA_GEMV_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const auto codes = V::load_u8(rows[r] + c / 2);
+        lo[r] = V::fmadd(V::low_nibble(codes), xl, lo[r]);
+        hi[r] = V::fmadd(V::high_nibble(codes), xh, hi[r]);
+      }
+    }
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const int64_t at = (r0 + r) * groups + g;
+      acc[r] = V::fmadd(V::add(lo[r], hi[r]), V::set1(a.scales[at]), acc[r]);
+      bias_part[r] += a.biases[at] * a.sums[g];
+    }
+  }
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]) + bias_part[r], a.beta);
+}
+
+// MLX 8-bit: one code per byte, in element order.
+template <class V, int R>
+void mlx8_rows_at(const RowsArgs& a, int64_t r0) {
+  constexpr int W = V::W;
+  const int64_t group = a.group_size, groups = a.cols / group;
+  typename V::reg acc[R];
+  float bias_part[R];
+  const uint8_t* rows[R];
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    acc[r] = V::zero();
+    bias_part[r] = 0.0f;
+    rows[r] = a.data + (r0 + r) * a.row_bytes;
+  }
+  for (int64_t g = 0; g < groups; ++g) {
+    typename V::reg even[R], odd[R];
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) even[r] = odd[r] = V::zero();
+    for (int64_t c = g * group; c < (g + 1) * group; c += 2 * W) {
+      const auto x0 = V::load(a.x + c), x1 = V::load(a.x + c + W);
+      prefetch_next_rows<R>(a, r0, c, 2 * W);
+      LORA_GEMV_UNROLL
+      for (int r = 0; r < R; ++r) {
+        even[r] = V::fmadd(V::to_float(V::load_u8(rows[r] + c)), x0, even[r]);
+        odd[r] = V::fmadd(V::to_float(V::load_u8(rows[r] + c + W)), x1, odd[r]);
+      }
+    }
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const int64_t at = (r0 + r) * groups + g;
+      acc[r] = V::fmadd(V::add(even[r], odd[r]), V::set1(a.scales[at]), acc[r]);
+      bias_part[r] += a.biases[at] * a.sums[g];
+    }
+  }
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]) + bias_part[r], a.beta);
+}
+
+// Q4_0 blocks: an f16 scale d, then 16 bytes whose low nibbles are elements 0-15 and high
+// nibbles 16-31; w = d * (q - 8), so a block's dot is d * (q . x - 8 * sum(x)).
+// Q4_0 by table where V has one: a block's 16 weights d * (q - 8), fetched by the codes.
+template <class V, int R>
+void q4_0_rows_by_table(const RowsArgs& a, int64_t r0) {
+  constexpr int W = V::W;
+  static_assert(W == 16, "a Q4_0 block's 16 code bytes fill one load");
+  const int64_t blocks = a.cols / 32;
+  typename V::reg lo[R], hi[R];
+  const uint8_t* rows[R];
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    lo[r] = hi[r] = V::zero();
+    rows[r] = a.data + (r0 + r) * a.row_bytes;
+  }
+  const auto centered = V::add(V::codes(), V::set1(-8.0f));
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* xb = a.x + 32 * b;
+    prefetch_next_rows<R>(a, r0, 18 * b, 18);
+    const auto xl = V::load(xb), xh = V::load(xb + 16);
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* block = rows[r] + 18 * b;
+      const auto table = V::mul(centered, V::f16_splat(block));
+      const auto codes = V::load_u8(block + 2);
+      lo[r] = V::fmadd(V::lookup_low(codes, table), xl, lo[r]);
+      hi[r] = V::fmadd(V::lookup_high(codes, table), xh, hi[r]);
+    }
+  }
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(V::add(lo[r], hi[r])), a.beta);
+}
+
+template <class V, int R>
+void q4_0_rows_at(const RowsArgs& a, int64_t r0) {
+  if constexpr (V::kCodeTable) return q4_0_rows_by_table<V, R>(a, r0);
+  constexpr int W = V::W;
+  const int64_t blocks = a.cols / 32;
+  typename V::reg acc[R];
+  float offset_part[R];
+  const uint8_t* rows[R];
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    acc[r] = V::zero();
+    offset_part[r] = 0.0f;
+    rows[r] = a.data + (r0 + r) * a.row_bytes;
+  }
+  for (int64_t b = 0; b < blocks; ++b) {
+    typename V::reg lo[R], hi[R];
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) lo[r] = hi[r] = V::zero();
+    const float* xb = a.x + 32 * b;
+    prefetch_next_rows<R>(a, r0, 18 * b, 18);
+    for (int k = 0; k < 16; k += W) {
+      const auto xl = V::load(xb + k), xh = V::load(xb + 16 + k);
+      LORA_GEMV_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const auto codes = V::load_u8(rows[r] + 18 * b + 2 + k);
+        lo[r] = V::fmadd(V::low_nibble(codes), xl, lo[r]);
+        hi[r] = V::fmadd(V::high_nibble(codes), xh, hi[r]);
+      }
+    }
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const float d = V::f16(rows[r] + 18 * b);
+      acc[r] = V::fmadd(V::add(lo[r], hi[r]), V::set1(d), acc[r]);
+      offset_part[r] += d * a.sums[b];
+    }
+  }
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r)
+    store_row(a.y, r0 + r, V::hsum(acc[r]) - 8.0f * offset_part[r], a.beta);
+}
+
+// Q8_0 blocks: an f16 scale d, then 32 signed codes; w = d * q.
+template <class V, int R>
+void q8_0_rows_at(const RowsArgs& a, int64_t r0) {
+  constexpr int W = V::W;
+  const int64_t blocks = a.cols / 32;
+  typename V::reg acc[R];
+  const uint8_t* rows[R];
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    acc[r] = V::zero();
+    rows[r] = a.data + (r0 + r) * a.row_bytes;
+  }
+  for (int64_t b = 0; b < blocks; ++b) {
+    typename V::reg part[R];
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) part[r] = V::zero();
+    const float* xb = a.x + 32 * b;
+    prefetch_next_rows<R>(a, r0, 34 * b, 34);
+    for (int k = 0; k < 32; k += W) {
+      const auto xk = V::load(xb + k);
+      LORA_GEMV_UNROLL
+      for (int r = 0; r < R; ++r)
+        part[r] = V::fmadd(V::to_float(V::load_s8(rows[r] + 34 * b + 2 + k)), xk, part[r]);
+    }
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r)
+      acc[r] = V::fmadd(part[r], V::set1(V::f16(rows[r] + 34 * b)), acc[r]);
+  }
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]), a.beta);
+}
+
+// f32 rows (also the rows other storages widen into a buffer first).
+template <class V, int R>
+void f32_rows_at(const RowsArgs& a, int64_t r0) {
+  constexpr int W = V::W;
+  typename V::reg even[R], odd[R];
+  const float* rows[R];
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    even[r] = odd[r] = V::zero();
+    rows[r] = reinterpret_cast<const float*>(a.data + (r0 + r) * a.row_bytes);
+  }
+  int64_t c = 0;
+  for (; c + 2 * W <= a.cols; c += 2 * W) {
+    const auto x0 = V::load(a.x + c), x1 = V::load(a.x + c + W);
+    prefetch_next_rows<R>(a, r0, c * 4, 2 * W * 4);
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) {
+      even[r] = V::fmadd(V::load(rows[r] + c), x0, even[r]);
+      odd[r] = V::fmadd(V::load(rows[r] + c + W), x1, odd[r]);
+    }
+  }
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    float dot = V::hsum(V::add(even[r], odd[r]));
+    for (int64_t t = c; t < a.cols; ++t) dot += rows[r][t] * a.x[t];
+    store_row(a.y, r0 + r, dot, a.beta);
+  }
+}
+
+// Rows [r0, r1): four at a time, then one by one.
+template <void (*Four)(const RowsArgs&, int64_t), void (*One)(const RowsArgs&, int64_t)>
+void rows_in_fours(const RowsArgs& a, int64_t r0, int64_t r1) {
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) Four(a, r);
+  for (; r < r1; ++r) One(a, r);
+}
+
+template <class V>
+constexpr lora::gemv::Kernels make_kernels() {
+  return {&permute_for_nibbles<V>,
+          &rows_in_fours<&mlx4_rows_at<V, 4>, &mlx4_rows_at<V, 1>>,
+          &rows_in_fours<&mlx8_rows_at<V, 4>, &mlx8_rows_at<V, 1>>,
+          &rows_in_fours<&q4_0_rows_at<V, 4>, &q4_0_rows_at<V, 1>>,
+          &rows_in_fours<&q8_0_rows_at<V, 4>, &q8_0_rows_at<V, 1>>,
+          &rows_in_fours<&f32_rows_at<V, 4>, &f32_rows_at<V, 1>>};
+}
+
+}  // namespace

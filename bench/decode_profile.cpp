@@ -1,0 +1,103 @@
+// Where a decode step's time goes: one token through the KV-cached forward, against the
+// matrix-vector products alone (every projection of every layer and the head, as the step runs
+// them), with the bytes those read and the rate that makes.
+//   build/bench/decode_profile MODEL [--threads N] [--prompt 32] [--tokens 32]
+#include <omp.h>
+#include <time.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "autograd/frozen_gemv.h"
+#include "trainer/gguf_model.h"
+#include "trainer/transformer.h"
+
+namespace {
+
+using namespace lora;
+using clock_type = std::chrono::steady_clock;
+
+double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+double seconds_since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+Model load_any(const std::string& path) {
+  return is_gguf_file(path) ? load_gguf_model(path) : load_model(path);
+}
+
+// One token's products: each projection of each layer, then the head, on a fixed input.
+double products_seconds(const Model& m, int reps, std::size_t& bytes, double& cpu) {
+  const ModelConfig& c = m.config;
+  const int64_t widest =
+      std::max({c.hidden_size, c.intermediate_size, c.vocab_size, c.num_heads * c.head_dim});
+  std::vector<float> x(static_cast<std::size_t>(widest), 0.01f), y(x.size());
+  bytes = m.head().stored_bytes();
+  for (const auto& layer : m.layers)
+    for (const auto& w : layer.proj) bytes += w.stored_bytes();
+  std::vector<double> times, cpus;
+  for (int r = 0; r < reps + 1; ++r) {
+    const auto t0 = clock_type::now();
+    const double c0 = cpu_seconds();
+    for (const auto& layer : m.layers)
+      for (const auto& w : layer.proj) frozen_gemv(w, x.data(), 1, y.data());
+    frozen_gemv(m.head(), x.data(), 1, y.data());
+    if (r > 0) times.push_back(seconds_since(t0));
+    if (r > 0) cpus.push_back(cpu_seconds() - c0);
+  }
+  std::sort(times.begin(), times.end());
+  std::sort(cpus.begin(), cpus.end());
+  cpu = cpus[cpus.size() / 2];
+  return times[times.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: %s MODEL [--threads N] [--prompt 32] [--tokens 32]\n", argv[0]);
+    return 2;
+  }
+  int threads = 1, prompt = 32, tokens = 32;
+  for (int i = 2; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--prompt")) prompt = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--tokens")) tokens = std::atoi(argv[i + 1]);
+  }
+  omp_set_num_threads(threads);
+  const Model m = load_any(argv[1]);
+  KVCache cache = KVCache::create(m.config, prompt + tokens + 1);
+  std::vector<int32_t> ids(static_cast<std::size_t>(prompt));
+  for (int i = 0; i < prompt; ++i) ids[i] = 3 + i;
+  forward_cached(m, {}, cache, ids);
+  std::vector<double> steps;
+  for (int t = 0; t < tokens; ++t) {
+    const int32_t id = 3 + t;
+    const auto t0 = clock_type::now();
+    forward_cached(m, {}, cache, {&id, 1});
+    steps.push_back(seconds_since(t0));
+  }
+  std::sort(steps.begin(), steps.end());
+  std::size_t bytes = 0;
+  double cpu = 0;
+  const double products = products_seconds(m, tokens, bytes, cpu);
+  const double step = steps[steps.size() / 2];
+  std::printf(
+      "{\"model\": \"%s\", \"threads\": %d, \"isa\": \"%.*s\", \"step_ms\": %.3f, "
+      "\"products_ms\": %.3f, \"products_share\": %.3f, \"product_bytes\": %zu, "
+      "\"products_gbps\": %.3f, \"products_cpu_ms\": %.3f, \"bytes_per_cpu_ns\": %.3f}\n",
+      argv[1], threads, int(gemv_isa_name(gemv_isa()).size()), gemv_isa_name(gemv_isa()).data(),
+      step * 1e3, products * 1e3, products / step, bytes, double(bytes) / products / 1e9, cpu * 1e3,
+      double(bytes) / cpu / 1e9);
+  return 0;
+}

@@ -1,0 +1,136 @@
+// The matrix-vector kernels of generation against the reference (the weight dequantized, then a
+// plain dot in double), on every instruction set this CPU runs: odd row counts (not a multiple
+// of the 4-row loop or the 16-row thread block), several vectors, beta, every MLX group size at
+// 4 and 8 bits, the ggml block types with kernels of their own and those widened a row at a time.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+
+#include "autograd/frozen_gemv.h"
+#include "gguf_test_util.h"
+
+namespace lora {
+namespace {
+
+std::vector<float> random_values(std::size_t n, unsigned seed, float sd = 0.5f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+std::vector<GemvIsa> every_isa() {
+  std::vector<GemvIsa> out;
+  for (GemvIsa isa : {GemvIsa::Scalar, GemvIsa::Avx2, GemvIsa::Avx512})
+    if (gemv_isa_supported(isa)) out.push_back(isa);
+  return out;
+}
+
+// y = x W^T + beta * y0 from the widened weight, in double; and the bound on float rounding.
+struct Reference {
+  std::vector<double> y, magnitude;
+};
+Reference reference(const FrozenWeight& w, const std::vector<float>& x, int64_t n,
+                    const std::vector<float>& y0, float beta) {
+  const std::vector<float> dense = w.to_f32();
+  Reference ref{std::vector<double>(static_cast<std::size_t>(n * w.rows)),
+                std::vector<double>(static_cast<std::size_t>(n * w.rows))};
+  for (int64_t v = 0; v < n; ++v)
+    for (int64_t r = 0; r < w.rows; ++r) {
+      double dot = 0, mag = 0;
+      for (int64_t c = 0; c < w.cols; ++c) {
+        dot += double(dense[r * w.cols + c]) * x[v * w.cols + c];
+        mag += std::fabs(double(dense[r * w.cols + c]) * x[v * w.cols + c]);
+      }
+      const auto at = static_cast<std::size_t>(v * w.rows + r);
+      ref.y[at] = dot + double(beta) * y0[at];
+      ref.magnitude[at] = mag + std::fabs(double(beta) * y0[at]);
+    }
+  return ref;
+}
+
+// Runs every instruction set on `w` with 1 and 3 vectors, beta 0 and 0.5, against the reference.
+void expect_matches_reference(const FrozenWeight& w, const std::string& what) {
+  for (int64_t n : {1, 3}) {
+    const auto x = random_values(static_cast<std::size_t>(n * w.cols), 7 + unsigned(n));
+    const auto y0 = random_values(static_cast<std::size_t>(n * w.rows), 11);
+    for (float beta : {0.0f, 0.5f}) {
+      const Reference ref = reference(w, x, n, y0, beta);
+      for (GemvIsa isa : every_isa()) {
+        std::vector<float> y = y0;
+        frozen_gemv(w, x.data(), n, y.data(), beta, isa);
+        for (std::size_t i = 0; i < y.size(); ++i)
+          ASSERT_NEAR(y[i], ref.y[i], 2e-6 * ref.magnitude[i] + 1e-6)
+              << what << ", " << gemv_isa_name(isa) << ", n " << n << ", beta " << beta
+              << ", output " << i;
+      }
+    }
+  }
+}
+
+// 37 rows: two 16-row blocks and a ragged one, and 4-row loops with a remainder of 1.
+constexpr int64_t kRows = 37;
+
+TEST(FrozenGemv, MlxQuantizedRowsEqualTheDequantizedProduct) {
+  const int64_t cols = 384;  // three 128-groups, six 64-groups, twelve 32-groups
+  const auto w = random_values(kRows * cols, 1, 0.1f);
+  for (int bits : {4, 8, 3})
+    for (int group : {32, 64, 128})
+      for (DType scales : {DType::BF16, DType::F32}) {
+        const auto q = FrozenWeight::from_quantized(quantize(w, kRows, cols, bits, group, scales));
+        expect_matches_reference(q, std::to_string(bits) + "-bit, group " + std::to_string(group) +
+                                        ", " + std::string(dtype_name(scales)) + " scales");
+      }
+}
+
+TEST(FrozenGemv, GgmlBlocksEqualTheDequantizedProduct) {
+  const int64_t cols = 512;  // two K-quant super-blocks, sixteen 32-element blocks
+  for (GgmlType t : test::kAllGgmlTypes) {
+    const auto bytes = test::random_ggml_bytes(t, kRows, cols, 3, 0.5f);
+    const auto w = FrozenWeight::from_ggml(GgmlMatrix::owning(kRows, cols, t, bytes));
+    expect_matches_reference(w, std::string(ggml_type_name(t)));
+  }
+}
+
+TEST(FrozenGemv, FloatRowsEqualThePlainProduct) {
+  // 45 columns: the f32 loop's vector part and a scalar tail.
+  for (int64_t cols : {int64_t(45), int64_t(256)}) {
+    const auto w = random_values(kRows * cols, 5);
+    expect_matches_reference(FrozenWeight::from_f32(w, kRows, cols), "f32");
+    std::vector<uint16_t> b(w.size());
+    for (std::size_t i = 0; i < w.size(); ++i) b[i] = f32_to_bf16(w[i]);
+    expect_matches_reference(FrozenWeight::from_bf16(b, kRows, cols), "bf16");
+  }
+}
+
+// A product big enough to be split over threads (more than one thread block per thread).
+TEST(FrozenGemv, ThreadedProductEqualsTheReference) {
+  const int64_t rows = 1000, cols = 256;
+  const auto w = random_values(rows * cols, 9, 0.1f);
+  expect_matches_reference(FrozenWeight::from_quantized(quantize(w, rows, cols, 4, 64)),
+                           "4-bit 1000 rows");
+}
+
+// frozen_matmul sends a few tokens to these kernels and more to the tiled sgemm: both agree.
+TEST(FrozenGemv, MatmulAgreesAcrossTheTokenThreshold) {
+  const int64_t cols = 256, n = kGemvMaxTokens + 1;
+  const auto w = FrozenWeight::from_quantized(
+      quantize(random_values(kRows * cols, 4, 0.1f), kRows, cols, 4, 32, DType::F16));
+  const auto x = random_values(static_cast<std::size_t>(n * cols), 6);
+  std::vector<float> tiled(static_cast<std::size_t>(n * kRows)), gemv(tiled.size());
+  frozen_matmul(w, x.data(), n, tiled.data());
+  for (int64_t v = 0; v < n; ++v) frozen_matmul(w, x.data() + v * cols, 1, &gemv[v * kRows]);
+  for (std::size_t i = 0; i < tiled.size(); ++i) EXPECT_NEAR(gemv[i], tiled[i], 1e-4) << i;
+}
+
+TEST(FrozenGemv, NamesTheInstructionSetItRuns) {
+  const std::string name(gemv_isa_name(gemv_isa()));
+  EXPECT_TRUE(name == "avx512" || name == "avx2" || name == "scalar") << name;
+  EXPECT_TRUE(gemv_isa_supported(GemvIsa::Scalar));
+}
+
+}  // namespace
+}  // namespace lora
