@@ -54,14 +54,14 @@ TEST_P(BatchedDecode, GreedyIdsEqualEachSequenceAlone) {
   const Model model = make_random_model(small_config(), 5, /*quantize_bits=*/GetParam());
   LoraAdapter a = adapter(model, 1), b = adapter(model, 2), d = adapter(model, 3, /*dora=*/true);
   const std::vector<Request> requests{
-      {{1, 2, 3}, {}, 24, 0},                                   // the base alone
+      {{1, 2, 3}, {}, 24, 0},  // the base alone
       {{7, 8, 9, 10, 11, 12, 13}, {{&a}, false, 0, {1.0f}}, 30, 0},
       {{7, 8, 9, 10, 11, 12, 13}, {{&a}, false, 0, {0.4f}}, 18, 0},  // same adapter, other scale
       {{40, 41}, {{&a, &b}, false, 0, {0.5f, -0.8f}}, 26, 3},        // two stacked, joins late
       {{5, 60, 61, 62, 63}, {{&d}, false, 0, {1.0f}}, 20, 5},        // DoRA: its own product
   };
   GenerateOptions options;
-  options.stop_ids = {0};  // random logits: ends some sequences early
+  options.stop_ids = {0};                      // random logits: ends some sequences early
   options.sampling.repetition_penalty = 1.3f;  // each sequence's own history steers it
   std::vector<std::vector<int32_t>> alone;
   for (const Request& r : requests) {
