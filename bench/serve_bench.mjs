@@ -42,6 +42,14 @@ const prompts = ["Once upon a time", "The little dog ran to the park and saw",
 
 // One streamed completion: time to the first text, tokens, and its rate.
 async function oneRequest(url, seed) {
+  try {
+    return await streamOne(url, seed);
+  } catch (e) {
+    return { status: 0, error: String(e.cause ?? e) };  // counted as refused
+  }
+}
+
+async function streamOne(url, seed) {
   const t0 = performance.now();
   const res = await fetch(url + "/v1/completions", {
     method: "POST", headers: { "Content-Type": "application/json" },

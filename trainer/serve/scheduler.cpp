@@ -1,5 +1,7 @@
 #include "trainer/serve/scheduler.h"
 
+#include <omp.h>
+
 #include <optional>
 #include <stdexcept>
 
@@ -14,9 +16,9 @@ std::string Job::take(std::chrono::milliseconds wait, bool& finished) {
   return std::exchange(text, {});
 }
 
-bool Job::wait_begun() {
+bool Job::wait_begun(std::chrono::milliseconds limit) {
   std::unique_lock lock(mutex);
-  changed.wait(lock, [&] { return begun || done; });
+  changed.wait_for(lock, limit, [&] { return begun || done; });
   return done;
 }
 
@@ -58,7 +60,12 @@ Scheduler::Scheduler(const Model& model, const data::Tokenizer& tokenizer, Sched
     throw std::invalid_argument(
         "scheduler: needs a slot, a batch of one or more, and a queue of "
         "zero or more places");
-  worker_ = std::thread([this] { run(); });
+  // OpenMP's thread count is a per-thread setting that a new thread does not inherit: the worker
+  // takes its creator's (the CLI's --threads), not the machine's default.
+  worker_ = std::thread([this, threads = omp_get_max_threads()] {
+    omp_set_num_threads(threads);
+    run();
+  });
 }
 
 Scheduler::~Scheduler() { stop(); }
