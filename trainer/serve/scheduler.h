@@ -43,9 +43,10 @@ struct Job {
 
   // Waits up to `wait` for new text or the end; returns the text not yet taken.
   std::string take(std::chrono::milliseconds wait, bool& finished);
-  // Waits until the answer has begun or ended (queued, admitted, its prompt run); true when it
-  // has ended (then `error`, `finish_reason` and `completion_tokens` no longer change).
-  bool wait_begun();
+  // Waits up to `limit` until the answer has begun or ended (queued, admitted, its prompt run);
+  // true when it has ended (then `error`, `finish_reason` and `completion_tokens` no longer
+  // change).
+  bool wait_begun(std::chrono::milliseconds limit);
 };
 
 struct SchedulerOptions {

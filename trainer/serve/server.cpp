@@ -20,6 +20,9 @@ namespace {
 using nlohmann::json;
 using namespace std::chrono_literals;
 
+// Longest wait for an answer to begin before its headers (status 200) go out anyway.
+constexpr auto kStatusWait = 20s;
+
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 void send_json(httplib::Response& res, int status, const json& body) {
@@ -174,10 +177,11 @@ void Server::Impl::complete(const httplib::Request& req, httplib::Response& res,
   if (submitted == Submitted::stopping)
     throw ApiError(503, "the server is stopping", "", "service_unavailable");
   // The status goes out with the first byte, so it is settled first: the handler waits until the
-  // answer has begun (a queued request waits for its slot here). A failure up to then (admission,
-  // the prompt's pass, the server stopping) is answered with its own status; one after it, rare
-  // (an internal error, the server stopping), ends the 200 answer with an error object.
-  if (job->wait_begun() && !job->error.empty())
+  // answer has begun (a queued request waits for its slot here), for at most kStatusWait, so
+  // that a long queue never holds a client without headers until its HTTP library gives up. A
+  // failure up to then (admission, the prompt's pass, the server stopping) is answered with its
+  // own status; one after it ends the 200 answer with an error object.
+  if (job->wait_begun(kStatusWait) && !job->error.empty())
     throw ApiError(job->finish_reason == "cancelled" ? 503 : 500, job->error, "",
                    job->finish_reason == "cancelled" ? "service_unavailable" : "internal_error");
   const ResponseHeader header{chat, (chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id++),
