@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <memory>
+#include <tuple>
 
 #include "support/test_support.h"
 #include "train_fixtures.h"
@@ -30,8 +31,8 @@ bool have_clients() {
           "--test runs npm ci there)");                                   \
   } while (0)
 
-// Two adapters trained for a few steps (different learning rates, so they differ), and a symlink
-// inside the adapter folder that leads out of it.
+// Two adapters trained for a few steps (different learning rates, so they differ), a DoRA one,
+// and a symlink inside the adapter folder that leads out of it.
 class ServeClients : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -39,7 +40,9 @@ class ServeClients : public ::testing::Test {
     tmp_ = std::make_unique<TempDir>("serve");
     make_story_data(*tmp_ / "data");
     const fs::path adapters = *tmp_ / "adapters";
-    for (const auto& [name, lr] : {std::pair{"a1", "1e-2"}, std::pair{"a2", "3e-2"}}) {
+    for (const auto& [name, lr, type] :
+         {std::tuple{"a1", "1e-2", "lora"}, std::tuple{"a2", "3e-2", "lora"},
+          std::tuple{"d1", "1e-2", "dora"}}) {
       auto r = run_lora({"-q",
                          "--threads",
                          "1",
@@ -63,7 +66,9 @@ class ServeClients : public ::testing::Test {
                          "--steps-per-eval",
                          "0",
                          "--save-every",
-                         "0"});
+                         "0",
+                         "--fine-tune-type",
+                         type});
       ASSERT_EQ(r.exit_code, 0) << r.err;
     }
     fs::copy(adapters / "a1", *tmp_ / "outside");

@@ -35,28 +35,35 @@ Decoding::Decoding(const Model& model, AdapterStack adapters, std::vector<int32_
   history_.reserve(prompt_size_ + static_cast<std::size_t>(options.max_tokens));
 }
 
+bool Decoding::below_max_tokens() {
+  if (finished()) return false;
+  if (static_cast<int64_t>(history_.size() - prompt_size_) < options_.max_tokens) return true;
+  stop_reason_ = "max_tokens";
+  return false;
+}
+
+bool Decoding::decode_due() { return below_max_tokens() && !tokens().empty(); }
+
 std::optional<int32_t> Decoding::next() {
   using clock = std::chrono::steady_clock;
-  if (finished()) return std::nullopt;
-  const int64_t generated = static_cast<int64_t>(history_.size() - prompt_size_);
-  if (generated >= options_.max_tokens) {
-    stop_reason_ = "max_tokens";
-    return std::nullopt;
-  }
+  if (!below_max_tokens()) return std::nullopt;
+  const bool prefill = tokens().empty();
   const auto t0 = clock::now();
-  if (generated == 0) {
-    logits_ = forward_cached(model_, adapters_, cache_, prompt());
-    prompt_seconds_ = std::chrono::duration<double>(clock::now() - t0).count();
-  } else {
-    logits_ = forward_cached(model_, adapters_, cache_, {&history_.back(), 1});
-  }
-  const auto t1 = clock::now();
+  const Tensor logits = forward_cached(model_, adapters_, cache_,
+                                       prefill ? prompt() : std::span(&history_.back(), 1));
+  const double seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  if (prefill) prompt_seconds_ = seconds;
   const int64_t vocab = model_.config.vocab_size;
-  const int64_t last = logits_.dim(0) - 1;
-  const int32_t id =
-      sampler_.sample({logits_.ptr() + last * vocab, static_cast<std::size_t>(vocab)}, history_);
-  generate_seconds_ +=
-      std::chrono::duration<double>(clock::now() - (generated == 0 ? t1 : t0)).count();
+  const int64_t last = logits.dim(0) - 1;
+  return accept({logits.ptr() + last * vocab, static_cast<std::size_t>(vocab)},
+                prefill ? 0.0 : seconds);
+}
+
+std::optional<int32_t> Decoding::accept(std::span<const float> logits, double forward_seconds) {
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  const int32_t id = sampler_.sample(logits, history_);
+  generate_seconds_ += forward_seconds + std::chrono::duration<double>(clock::now() - t0).count();
   if (std::find(options_.stop_ids.begin(), options_.stop_ids.end(), id) !=
       options_.stop_ids.end()) {
     stop_reason_ = "stop_token";

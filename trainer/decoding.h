@@ -34,8 +34,20 @@ class Decoding {
   }
   double prompt_seconds() const { return prompt_seconds_; }
   double generate_seconds() const { return generate_seconds_; }
+  const Model& model() const { return model_; }
+
+  // Stepping several sequences in one batched pass (trainer/batched_decode.h) splits next() in
+  // two: the one-token forward, batched, then each sequence's sampling.
+  // True when the next id comes from a one-token step (the prompt has run and the sequence goes
+  // on); false once finished, which hitting max_tokens here makes it.
+  bool decode_due();
+  DecodeRow decode_row() { return {&adapters_, &cache_, history_.back()}; }
+  // Samples the next id from this step's logits [vocab]; `forward_seconds` is the step's forward.
+  std::optional<int32_t> accept(std::span<const float> logits, double forward_seconds);
 
  private:
+  bool below_max_tokens();  // false (and finished) once max_tokens are generated
+
   const Model& model_;
   AdapterStack adapters_;
   GenerateOptions options_;
@@ -43,7 +55,6 @@ class Decoding {
   KVCache cache_;
   std::vector<int32_t> history_;  // prompt, then the generated ids
   std::size_t prompt_size_ = 0;
-  Tensor logits_;  // of the last forward
   std::string stop_reason_;
   double prompt_seconds_ = 0, generate_seconds_ = 0;
 };

@@ -1,5 +1,7 @@
 #include "trainer/transformer.h"
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -8,6 +10,7 @@
 
 #include "autograd/dora.h"
 #include "autograd/kernels/kernels_attention.h"
+#include "autograd/kernels/kernels_rope.h"
 
 namespace lora {
 namespace {
@@ -19,6 +22,9 @@ struct PassContext {
   int64_t batch = 1;
   int64_t seq = 1;         // new tokens per sequence
   int64_t pos_offset = 0;  // position of the first new token (KV cache length)
+  // A batched decode step: row i is one new token of rows[i]'s sequence, with its own adapters
+  // and position (batch, seq and pos_offset are then unused).
+  std::span<const DecodeRow> rows = {};
 };
 
 // The LoRA branches of every enabled adapter on (layer, proj). Dropout and gradients only while
@@ -44,8 +50,12 @@ std::vector<ag::LoraBranch> branches_for(const AdapterStack& stack, int64_t laye
   return out;
 }
 
+ag::Var project_rows(ag::Tape& tape, ag::Var x, const PassContext& ctx, int64_t layer, Proj proj,
+                     const std::vector<float>& bias, ag::Var residual);
+
 ag::Var project(ag::Tape& tape, ag::Var x, const PassContext& ctx, int64_t layer, Proj proj,
                 const std::vector<float>& bias, ag::Var residual = nullptr) {
+  if (!ctx.rows.empty()) return project_rows(tape, x, ctx, layer, proj, bias, residual);
   const auto branches = branches_for(ctx.adapters, layer, proj);
   const FrozenWeight& w = ctx.model.layers[layer].at(proj);
   const std::vector<float>* b = bias.empty() ? nullptr : &bias;
@@ -61,9 +71,65 @@ ag::Var project(ag::Tape& tape, ag::Var x, const PassContext& ctx, int64_t layer
   return ag::linear(tape, x, w, b, branches, residual);
 }
 
+// A batched decode step's projection: the base product once over every row, then each row's own
+// LoRA branches rank first, as ag::linear computes them for one row. A row with a DoRA adapter
+// (which rescales the whole adapted weight) runs its own product instead.
+ag::Var project_rows(ag::Tape& tape, ag::Var x, const PassContext& ctx, int64_t layer, Proj proj,
+                     const std::vector<float>& bias, ag::Var residual) {
+  const FrozenWeight& w = ctx.model.layers[layer].at(proj);
+  ag::Var y = ag::linear(tape, x, w, bias.empty() ? nullptr : &bias, {}, residual);
+  const int64_t in = w.cols, out = w.rows;
+  for (std::size_t row = 0; row < ctx.rows.size(); ++row) {
+    const AdapterStack& stack = *ctx.rows[row].adapters;
+    const auto branches = branches_for(stack, layer, proj);
+    if (branches.empty()) continue;
+    const float* x_row = x->value.ptr() + row * in;
+    float* y_row = y->value.ptr() + row * out;
+    const bool dora = std::any_of(branches.begin(), branches.end(),
+                                  [](const ag::LoraBranch& br) { return br.magnitude; });
+    if (dora) {
+      const PassContext single{ctx.model, stack, 1, 1, ctx.rows[row].cache->length};
+      auto row_of = [&](ag::Var v, int64_t width) {
+        if (!v) return ag::Var{};
+        const float* p = v->value.ptr() + row * width;
+        Tensor t({1, width});
+        std::copy(p, p + width, t.ptr());
+        return tape.constant(std::move(t));
+      };
+      const ag::Var y1 =
+          project(tape, row_of(x, in), single, layer, proj, bias, row_of(residual, out));
+      std::copy(y1->value.data.begin(), y1->value.data.end(), y_row);
+      continue;
+    }
+    for (const ag::LoraBranch& br : branches) {
+      const int64_t r = br.A->value.dim(0);
+      std::vector<float> u(static_cast<std::size_t>(r));
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, int(r), int(in), 1.0f, x_row, int(in),
+                  br.A->value.ptr(), int(in), 0.0f, u.data(), int(r));
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, int(out), int(r), br.scale, u.data(),
+                  int(r), br.B->value.ptr(), int(r), 1.0f, y_row, int(out));
+    }
+  }
+  return y;
+}
+
 struct AttentionInputs {
   ag::Var q, k, v;
 };
+
+// RoPE for a batched decode step: each row at its own sequence's position, in place (a
+// non-recording pass: nothing else reads q and k before rotation).
+void rotate_rows(const AttentionInputs& in, const PassContext& ctx, int64_t layer) {
+  const ModelConfig& c = ctx.model.config;
+  const auto& inv_freq = ctx.model.rope_inv_freq_of(layer);
+  for (std::size_t row = 0; row < ctx.rows.size(); ++row) {
+    const kernels::RopeTable table(inv_freq, 1, ctx.rows[row].cache->length);
+    kernels::rope_rotate(in.q->value.ptr() + row * c.num_heads * c.head_dim, 1, 1, c.num_heads,
+                         c.head_dim, table);
+    kernels::rope_rotate(in.k->value.ptr() + row * c.num_kv_heads * c.head_dim, 1, 1,
+                         c.num_kv_heads, c.head_dim, table);
+  }
+}
 
 // input norm -> q/k/v projections (+ qwen2 biases) -> qwen3/gemma3 per-head q/k norm -> RoPE
 // (with the layer's frequencies; SmolLM3 skips it on some layers).
@@ -79,6 +145,10 @@ AttentionInputs attention_inputs(ag::Tape& tape, ag::Var x, const PassContext& c
     in.k = ag::rmsnorm(tape, in.k, w.k_norm, c.head_dim, c.rms_norm_eps);
   }
   if (!c.uses_rope(layer)) return in;
+  if (!ctx.rows.empty()) {
+    rotate_rows(in, ctx, layer);
+    return in;
+  }
   // RoPE rotates in place: nothing else reads q and k before rotation, and backward needs neither.
   const auto& inv_freq = ctx.model.rope_inv_freq_of(layer);
   in.q = ag::rope(tape, in.q, ctx.batch, ctx.seq, c.num_heads, c.head_dim, inv_freq, ctx.pos_offset,
@@ -176,6 +246,40 @@ Tensor released_forward(const ag::Tape& outer, Part&& part) {
   return std::move(part(scratch)->value);
 }
 
+void check_cache(const Model& model, const KVCache& cache, int64_t n) {
+  if (cache.k.size() != model.layers.size())
+    throw std::invalid_argument("forward_cached: KV cache made for " +
+                                std::to_string(cache.k.size()) + " layers, model has " +
+                                std::to_string(model.layers.size()));
+  if (cache.length + n > cache.capacity)
+    throw std::length_error("forward_cached: " + std::to_string(cache.length) + " cached + " +
+                            std::to_string(n) + " new tokens exceed the KV cache capacity of " +
+                            std::to_string(cache.capacity));
+}
+
+// Appends one sequence's n new keys and values to its cache (after its `length` cached ones) and
+// attends its n queries over the cache buffers themselves (no copy of the cached keys per token),
+// writing [n, heads * head_dim] to `out`. The caller advances `length` after the last layer.
+void attend_cached(const ModelConfig& c, int64_t layer, KVCache& cache, const float* q,
+                   const float* k, const float* v, int64_t n, float* out) {
+  const int64_t kv_width = c.num_kv_heads * c.head_dim;
+  std::copy(k, k + n * kv_width, cache.k[layer].ptr() + cache.length * kv_width);
+  std::copy(v, v + n * kv_width, cache.v[layer].ptr() + cache.length * kv_width);
+  const ag::AttentionScoring scoring = scoring_of(c, layer);
+  const kernels::AttentionShape shape{1,
+                                      n,
+                                      cache.length + n,
+                                      c.num_heads,
+                                      c.num_kv_heads,
+                                      c.head_dim,
+                                      scoring.window,
+                                      scoring.scale,
+                                      scoring.softcap};
+  std::vector<float> lse(static_cast<std::size_t>(c.num_heads * n));
+  kernels::attention_forward(q, cache.k[layer].ptr(), cache.v[layer].ptr(), shape, nullptr, out,
+                             lse.data());
+}
+
 }  // namespace
 
 KVCache KVCache::create(const ModelConfig& c, int64_t max_tokens) {
@@ -233,43 +337,50 @@ Tensor forward_cached(const Model& model, const AdapterStack& adapters, KVCache&
   const ModelConfig& c = model.config;
   const int64_t n = static_cast<int64_t>(ids.size());
   check_ids(model, ids, 1, n);
-  if (cache.k.size() != model.layers.size())
-    throw std::invalid_argument("forward_cached: KV cache made for " +
-                                std::to_string(cache.k.size()) + " layers, model has " +
-                                std::to_string(model.layers.size()));
-  if (cache.length + n > cache.capacity)
-    throw std::length_error("forward_cached: " + std::to_string(cache.length) + " cached + " +
-                            std::to_string(n) + " new tokens exceed the KV cache capacity of " +
-                            std::to_string(cache.capacity));
+  check_cache(model, cache, n);
   ag::Tape tape(/*record=*/false);
   const PassContext ctx{model, adapters, 1, n, cache.length};
-  const int64_t kv_width = c.num_kv_heads * c.head_dim;
-  const int64_t total = cache.length + n;
   ag::Var x = embed_tokens(tape, model, ids);
   for (int64_t layer = 0; layer < c.num_layers; ++layer) {
     const AttentionInputs qkv = attention_inputs(tape, x, ctx, layer);
-    std::copy(qkv.k->value.data.begin(), qkv.k->value.data.end(),
-              cache.k[layer].ptr() + cache.length * kv_width);
-    std::copy(qkv.v->value.data.begin(), qkv.v->value.data.end(),
-              cache.v[layer].ptr() + cache.length * kv_width);
-    // Attend straight from the cache buffers: no copy of the cached keys per token.
-    const ag::AttentionScoring scoring = scoring_of(c, layer);
-    const kernels::AttentionShape shape{1,
-                                        n,
-                                        total,
-                                        c.num_heads,
-                                        c.num_kv_heads,
-                                        c.head_dim,
-                                        scoring.window,
-                                        scoring.scale,
-                                        scoring.softcap};
     Tensor attn({n, c.num_heads * c.head_dim});
-    std::vector<float> lse(static_cast<std::size_t>(c.num_heads * n));
-    kernels::attention_forward(qkv.q->value.ptr(), cache.k[layer].ptr(), cache.v[layer].ptr(),
-                               shape, nullptr, attn.ptr(), lse.data());
+    attend_cached(c, layer, cache, qkv.q->value.ptr(), qkv.k->value.ptr(), qkv.v->value.ptr(), n,
+                  attn.ptr());
     x = block_output(tape, x, tape.constant(std::move(attn)), ctx, layer);
   }
-  cache.length = total;
+  cache.length += n;
+  ag::Var h = ag::rmsnorm(tape, x, model.final_norm, c.hidden_size, c.rms_norm_eps);
+  return cap_logits(c, ag::head_logits(model.head(), h->value));
+}
+
+Tensor forward_cached_batch(const Model& model, std::span<const DecodeRow> rows) {
+  const ModelConfig& c = model.config;
+  const int64_t n = static_cast<int64_t>(rows.size());
+  std::vector<int32_t> ids;
+  for (const DecodeRow& row : rows) {
+    if (!row.adapters || !row.cache)
+      throw std::invalid_argument("forward_cached_batch: a row without adapters or cache");
+    check_cache(model, *row.cache, 1);
+    ids.push_back(row.id);
+  }
+  check_ids(model, ids, n, 1);
+  ag::Tape tape(/*record=*/false);
+  // The shared stack is unused: every projection takes its branches from the rows.
+  const AdapterStack none;
+  PassContext ctx{model, none, n, 1, 0};
+  ctx.rows = rows;
+  const int64_t q_width = c.num_heads * c.head_dim, kv_width = c.num_kv_heads * c.head_dim;
+  ag::Var x = embed_tokens(tape, model, ids);
+  for (int64_t layer = 0; layer < c.num_layers; ++layer) {
+    const AttentionInputs qkv = attention_inputs(tape, x, ctx, layer);
+    Tensor attn({n, q_width});
+    for (int64_t i = 0; i < n; ++i)
+      attend_cached(c, layer, *rows[i].cache, qkv.q->value.ptr() + i * q_width,
+                    qkv.k->value.ptr() + i * kv_width, qkv.v->value.ptr() + i * kv_width, 1,
+                    attn.ptr() + i * q_width);
+    x = block_output(tape, x, tape.constant(std::move(attn)), ctx, layer);
+  }
+  for (const DecodeRow& row : rows) row.cache->length += 1;
   ag::Var h = ag::rmsnorm(tape, x, model.final_norm, c.hidden_size, c.rms_norm_eps);
   return cap_logits(c, ag::head_logits(model.head(), h->value));
 }

@@ -45,6 +45,20 @@ ag::Var forward_hidden(ag::Tape& tape, const Model& model, const AdapterStack& a
 Tensor forward_cached(const Model& model, const AdapterStack& adapters, KVCache& cache,
                       std::span<const int32_t> ids);
 
+// One sequence's place in a batched decode step: its adapters (strengths included), its cache
+// (whose length is the new token's position) and the id to append.
+struct DecodeRow {
+  const AdapterStack* adapters = nullptr;
+  KVCache* cache = nullptr;
+  int32_t id = 0;
+};
+
+// One new token for each of several sequences in a single pass: the base's products run once
+// over all rows (the weights are read once per step, not once per sequence); each row adds its own
+// LoRA branches, rotates at its own position and attends over its own cache. Returns logits
+// [rows, vocab], row i the same as forward_cached(rows[i]) would give.
+Tensor forward_cached_batch(const Model& model, std::span<const DecodeRow> rows);
+
 // Full-sequence logits [batch * seq, vocab], no grad.
 Tensor forward_logits(const Model& model, const AdapterStack& adapters,
                       std::span<const int32_t> ids, int64_t batch, int64_t seq);

@@ -2,8 +2,9 @@
 // bench. The server prints its bound address on stderr.
 import { spawn } from "node:child_process";
 
-export async function startServer(bin, args, { timeoutMs = 30000 } = {}) {
-  const child = spawn(bin, ["serve", "--host", "127.0.0.1", "--port", "0", ...args], {
+// `globalArgs` go before the subcommand (e.g. ["--threads", "1"]).
+export async function startServer(bin, args, { timeoutMs = 30000, globalArgs = [] } = {}) {
+  const child = spawn(bin, [...globalArgs, "serve", "--host", "127.0.0.1", "--port", "0", ...args], {
     stdio: ["ignore", "ignore", "pipe"],
   });
   // Never outlive the script, whatever ends it.

@@ -2,7 +2,9 @@
 // adapters chosen per request (by model name and scale, and llama-server's `lora` list), adapters
 // loaded and unloaded at run time, greedy answers equal to `lora generate`, bad requests answered
 // with the right status and error object while the server keeps serving, a full queue refused
-// with 429 and a client that leaves freeing its slot.
+// with 429 and a client that leaves freeing its slot, concurrent answers (batched decode steps)
+// equal to the same answers one at a time, and a server stopped mid-answer: the streamed client
+// raises the error event, the begun non-streamed answer is an error object, the waiting one 503.
 //   env: LORA_BIN, LORA_MODEL (stories260K), ADAPTERS (folder holding a1/, a2/, escape -> outside)
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -199,27 +201,88 @@ async function waitFor(cond, ms, what) {
 }
 
 test("a full queue answers 429, and clients that leave free their slots", async () => {
-  // Long answers (past stories260K's trained length; the point is the time they take).
-  const long = () => {
+  // Long answers (past stories260K's trained length; the point is the time they take). A request
+  // gets its headers once its answer has begun, so the queued ones are not awaited here.
+  const running = [];
+  for (let i = 0; i < 4; i++) {  // 2 slots + 2 queue places
     const ctl = new AbortController();
     const p = client.completions.create(
       { model: BASE, prompt, max_tokens: 20000, temperature: 0, stream: true }, { signal: ctl.signal });
-    return { ctl, p };
-  };
-  const running = [];
-  for (let i = 0; i < 4; i++) {  // 2 slots + 2 queue places
-    const r = long();
-    running.push(r);
-    const s = await r.p;  // the headers arrived: accepted
-    running[i].iter = s[Symbol.asyncIterator]();
+    p.catch(() => {});  // aborted below
+    running.push({ ctl, p });
+    await waitFor(async () => { const h = await health(); return h.active + h.queued === i + 1; }, 15000, "accepted");
   }
   await waitFor(async () => (await health()).active === 2 && (await health()).queued === 2, 15000, "2 active, 2 queued");
-  await assert.rejects(client.completions.create({ model: BASE, prompt, max_tokens: 5 }), (e) => e.status === 429);
+  // Overload: every further request is refused at once, streamed or not, and nothing is queued.
+  for (const stream of [false, true, false])
+    await assert.rejects(client.completions.create({ model: BASE, prompt, max_tokens: 5, stream }),
+      (e) => e.status === 429 && e.error?.code === "rate_limit_exceeded");
+  expectError(await post(server.url, "/v1/chat/completions",
+    { model: BASE, messages: [{ role: "user", content: prompt }] }), 429);
+  assert.deepEqual(await health(), { status: "ok", active: 2, queued: 2 });
   // Undetected, 20000-token answers would hold their slots far longer than this wait.
   for (const r of running) r.ctl.abort();
   await waitFor(async () => { const h = await health(); return h.active === 0 && h.queued === 0; }, 5000, "slots freed");
   const ok = await client.completions.create({ model: BASE, prompt, max_tokens: 5, temperature: 0 });
   assert.equal(ok.choices[0].finish_reason, "length");
+});
+
+test("concurrent answers, batched, equal the answers given one at a time", async () => {
+  const asks = [
+    { model: BASE, prompt, max_tokens: 30 },
+    { model: "story", prompt: "The cat", max_tokens: 24, adapter_scale: 0.5 },
+    { model: "story", prompt: "Lily and Ben went to the park", max_tokens: 36 },
+    { model: BASE, prompt: "One day", max_tokens: 20, lora: [{ id: 0, scale: 1.5 }] },
+  ].map((a) => ({ ...a, temperature: 0 }));
+  const alone = [];
+  for (const a of asks) alone.push((await client.completions.create(a)).choices[0].text);
+  // Two slots: two at a time run in one batched step, the others wait and join as slots free.
+  const together = await Promise.all(asks.map((a, i) => i % 2
+    ? client.completions.create({ ...a, stream: true }).then((s) => collect(s, false)).then((g) => g.text)
+    : client.completions.create(a).then((r) => r.choices[0].text)));
+  assert.deepEqual(together, alone);
+  assert.notEqual(alone[1], alone[2]);
+});
+
+test("a DoRA adapter stacked with another is refused before any answer starts", async () => {
+  assert.equal((await post(server.url, "/v1/load_lora_adapter", { lora_name: "dora", lora_path: "d1" })).status, 200);
+  const single = await client.completions.create({ model: "dora", prompt, max_tokens: 8, temperature: 0 });
+  assert.equal(single.usage.completion_tokens, 8);
+  for (const stream of [false, true])
+    await assert.rejects(client.completions.create({ model: "dora", prompt, max_tokens: 8, stream, lora: [{ id: 0 }] }),
+      (e) => e.status === 400 && e.error?.param === "lora");
+  assert.equal((await post(server.url, "/v1/unload_lora_adapter", { lora_name: "dora" })).status, 200);
+});
+
+test("stopping mid-answer: the error reaches every client, the process exits 0", async () => {
+  // A server of its own, stopped by SIGTERM while two answers run and one waits for a slot.
+  const own = await startServer(LORA_BIN, ["--model", LORA_MODEL, "--parallel", "2", "--queue-size", "1",
+    "--max-tokens-limit", "20000"]);
+  const c = new OpenAI({ baseURL: own.url + "/v1", apiKey: "none", maxRetries: 0 });
+  const ownHealth = async () => (await fetch(own.url + "/health")).json();
+  const long = { model: BASE, prompt, max_tokens: 20000, temperature: 0 };
+  const streamed = await c.completions.create({ ...long, stream: true });
+  const iter = streamed[Symbol.asyncIterator]();
+  assert.ok((await iter.next()).value.choices[0].text.length > 0);
+  const whole = c.completions.create(long);   // its answer begins: status 200, then a body
+  await waitFor(async () => (await ownHealth()).active === 2, 15000, "2 active");
+  const waiting = c.completions.create(long); // no slot: still waiting when the server stops
+  waiting.catch(() => {});
+  await waitFor(async () => (await ownHealth()).queued === 1, 15000, "1 queued");
+  await new Promise((r) => setTimeout(r, 300));  // the non-streamed answer has begun
+  const exited = new Promise((r) => own.child.on("exit", (code) => r(code)));
+  own.child.kill("SIGTERM");
+  // Streamed: an error event, which the openai client raises.
+  await assert.rejects((async () => { for (;;) { if ((await iter.next()).done) return; } })(),
+    (e) => e instanceof OpenAI.APIError && /stopping/.test(e.message));
+  // Not streamed, already begun (200 sent): the body is the error object in place of the answer.
+  const body = await whole;
+  assert.equal(body.error?.type, "server_error", JSON.stringify(body));
+  assert.match(body.error.message, /stopping/);
+  assert.equal(body.choices, undefined);
+  // Waiting, not begun: its own status.
+  await assert.rejects(waiting, (e) => e.status === 503 && e.error?.code === "service_unavailable");
+  assert.equal(await exited, 0);
 });
 
 let failed = 0;

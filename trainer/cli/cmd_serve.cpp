@@ -1,7 +1,11 @@
 // `lora serve`: an OpenAI-compatible HTTP server over a base model and its adapters.
+#include <pthread.h>
+
+#include <csignal>
 #include <cstdio>
 #include <memory>
 #include <stdexcept>
+#include <thread>
 
 #include "trainer/cli/commands.h"
 #include "trainer/cli/flag_values.h"
@@ -37,6 +41,47 @@ std::pair<std::string, std::filesystem::path> named_adapter(const std::string& a
   return {arg.substr(0, eq), arg.substr(eq + 1)};
 }
 
+// SIGTERM and SIGINT stop the server cleanly: answers in progress end with an error object their
+// clients see, waiting requests get 503, and the process exits 0. The signals are blocked before
+// the server starts its threads (they inherit the mask); one thread waits for them.
+class BlockedStopSignals {
+ public:
+  BlockedStopSignals() {
+    sigemptyset(&signals_);
+    sigaddset(&signals_, SIGTERM);
+    sigaddset(&signals_, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &signals_, &previous_);
+  }
+  ~BlockedStopSignals() { pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
+  BlockedStopSignals(const BlockedStopSignals&) = delete;
+  BlockedStopSignals& operator=(const BlockedStopSignals&) = delete;
+  const sigset_t& signals() const { return signals_; }
+
+ private:
+  sigset_t signals_{}, previous_{};
+};
+
+// Made after the server and gone before it: the server's own stop never runs beside this one.
+class StopOnSignal {
+ public:
+  StopOnSignal(serve::Server& server, const sigset_t& signals)
+      : waiter_([&server, &signals] {
+          int signal = 0;
+          sigwait(&signals, &signal);
+          server.stop();
+        }) {}
+  ~StopOnSignal() {
+    // Wakes the waiter when the server stopped without a signal (its stop() is then a no-op).
+    pthread_kill(waiter_.native_handle(), SIGTERM);
+    waiter_.join();
+  }
+  StopOnSignal(const StopOnSignal&) = delete;
+  StopOnSignal& operator=(const StopOnSignal&) = delete;
+
+ private:
+  std::thread waiter_;
+};
+
 void run_serve(const ServeFlags& f, const GlobalOptions& global) {
   LoadOptions load;
   load.quantize_bits = f.quantize;
@@ -53,6 +98,7 @@ void run_serve(const ServeFlags& f, const GlobalOptions& global) {
   options.api_key = f.api_key;
   options.limits = f.limits;
   options.scheduler = f.scheduler;
+  const BlockedStopSignals blocked;
   serve::Server server(model, options);
   const int port = server.bind(f.host, f.port);
   // Scripts and tests read the bound address here (with --port 0 the system picks it).
@@ -60,6 +106,7 @@ void run_serve(const ServeFlags& f, const GlobalOptions& global) {
                f.host.c_str(), port, options.model_name.c_str(), options.adapters.size());
   std::fflush(stderr);
   (void)global;
+  const StopOnSignal stop_on_signal(server, blocked.signals());
   server.listen();
 }
 
@@ -86,6 +133,11 @@ void add_serve(CLI::App& app, const GlobalOptions& global) {
   add_quantize_flags(*cmd, f->quantize, f->q_group_size,
                      "Quantize float linears at load to this many bits (MLX affine; 0: as stored)");
   cmd->add_option("--parallel", f->scheduler.slots, "Requests generated at once")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  cmd->add_option("--max-batch", f->scheduler.max_batch,
+                  "Decode steps of concurrent requests run as one batched forward, this many at "
+                  "most (1: each request stepped alone)")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
   cmd->add_option("--queue-size", f->scheduler.queue_size,

@@ -1,6 +1,8 @@
 // Runs the server's generations: a bounded queue feeding a fixed number of slots, each slot one
-// sequence with its own KV cache. One worker thread steps every active sequence in turn (a token
-// each), so a long answer never blocks a short one, and the model's kernels keep every core.
+// sequence with its own KV cache. One worker thread gives every active sequence a token per step,
+// so a long answer never blocks a short one; the decode steps of all of them run as one batched
+// forward (trainer/batched_decode.h), which reads the base's weights once for the whole batch,
+// and the model's kernels keep every core.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -13,7 +15,7 @@
 #include <vector>
 
 #include "data/tokenizer/tokenizer.h"
-#include "trainer/decoding.h"
+#include "trainer/batched_decode.h"
 #include "trainer/serve/adapter_registry.h"
 
 namespace lora::serve {
@@ -32,7 +34,8 @@ struct Job {
   // Written by the worker, read by the request's thread under `mutex`.
   std::mutex mutex;
   std::condition_variable changed;
-  std::string text;  // new text not yet taken
+  std::string text;    // new text not yet taken
+  bool begun = false;  // the first token is out: the prompt ran and the answer goes on
   bool done = false;
   std::string finish_reason;  // "stop", "length", "cancelled" or "error"
   std::string error;
@@ -40,12 +43,19 @@ struct Job {
 
   // Waits up to `wait` for new text or the end; returns the text not yet taken.
   std::string take(std::chrono::milliseconds wait, bool& finished);
+  // Waits up to `limit` until the answer has begun or ended (queued, admitted, its prompt run);
+  // true when it has ended (then `error`, `finish_reason` and `completion_tokens` no longer
+  // change).
+  bool wait_begun(std::chrono::milliseconds limit);
 };
 
 struct SchedulerOptions {
   int slots = 4;        // sequences generated at once
   int queue_size = 16;  // waiting beyond the slots; more are refused
+  int max_batch = 8;    // decode steps batched together (1: each sequence stepped alone)
 };
+
+enum class Submitted { accepted, queue_full, stopping };
 
 class Scheduler {
  public:
@@ -53,8 +63,7 @@ class Scheduler {
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
-  // False when the queue is full or the scheduler is stopping.
-  bool submit(std::shared_ptr<Job> job);
+  Submitted submit(std::shared_ptr<Job> job);
   void stop();
   int active() const { return active_count_.load(); }
   int queued() const;
@@ -63,8 +72,8 @@ class Scheduler {
   struct Running;
   void run();
   void admit(std::vector<std::unique_ptr<Running>>& running);
-  // One token for `r`; false once it has finished (its job is then marked done).
-  bool step(Running& r);
+  // Hands `r` the outcome of its step; false once it has finished (its job is then marked done).
+  bool deliver(Running& r, const StepOutcome& outcome);
 
   const Model& model_;
   const data::Tokenizer& tokenizer_;

@@ -2,8 +2,10 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <thread>
 
 #include "trainer/chat_prompt.h"
 #include "trainer/serve/adapter_registry.h"
@@ -17,6 +19,9 @@ namespace {
 
 using nlohmann::json;
 using namespace std::chrono_literals;
+
+// Longest wait for an answer to begin before its headers (status 200) go out anyway.
+constexpr auto kStatusWait = 20s;
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
@@ -96,6 +101,7 @@ struct Server::Impl {
   Scheduler scheduler;
   httplib::Server http;
   std::atomic<int64_t> next_id{1};
+  std::atomic<int> open_answers{0};  // responses streaming from a job
   const int64_t started = unix_now();
 };
 
@@ -133,6 +139,10 @@ std::shared_ptr<Job> Server::Impl::make_job(const CompletionRequest& r) {
     job->adapters.push_back(adapter);
     job->strengths.push_back(c.scale);
   }
+  const bool dora = std::any_of(job->adapters.begin(), job->adapters.end(),
+                                [](const auto& a) { return a->adapter.config.dora; });
+  if (dora && job->adapters.size() > 1)
+    throw bad_request("a DoRA adapter cannot be stacked with other adapters", "lora");
   job->prompt = r.chat ? chat_prompt.encode(tokenizer, r.messages)
                        : tokenizer.encode(r.prompt, /*add_special_tokens=*/true);
   if (job->prompt.empty()) throw bad_request("the prompt has no tokens", "prompt");
@@ -160,14 +170,30 @@ std::shared_ptr<Job> Server::Impl::make_job(const CompletionRequest& r) {
 void Server::Impl::complete(const httplib::Request& req, httplib::Response& res, bool chat) {
   const CompletionRequest r = parse_completion_request(parse_body(req), chat, options.limits);
   std::shared_ptr<Job> job = make_job(r);
-  if (!scheduler.submit(job))
+  const Submitted submitted = scheduler.submit(job);
+  if (submitted == Submitted::queue_full)
     throw ApiError(429, "the server is busy (every slot and queue place is taken); retry later", "",
                    "rate_limit_exceeded");
+  if (submitted == Submitted::stopping)
+    throw ApiError(503, "the server is stopping", "", "service_unavailable");
+  // The status goes out with the first byte, so it is settled first: the handler waits until the
+  // answer has begun (a queued request waits for its slot here), for at most kStatusWait, so
+  // that a long queue never holds a client without headers until its HTTP library gives up. A
+  // failure up to then (admission, the prompt's pass, the server stopping) is answered with its
+  // own status; one after it ends the 200 answer with an error object.
+  if (job->wait_begun(kStatusWait) && !job->error.empty())
+    throw ApiError(job->finish_reason == "cancelled" ? 503 : 500, job->error, "",
+                   job->finish_reason == "cancelled" ? "service_unavailable" : "internal_error");
   const ResponseHeader header{chat, (chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id++),
                               unix_now(), r.model};
   const Usage prompt_usage{static_cast<int64_t>(job->prompt.size()), 0};
-  // The client leaving (a failed write) cancels the job: its slot is freed at the next step.
-  auto release = [job](bool) { job->cancelled = true; };
+  // The client leaving (a failed write) cancels the job: its slot is freed at the next step. The
+  // release runs once the response is over, however it ended.
+  ++open_answers;
+  auto release = [this, job](bool) {
+    job->cancelled = true;
+    --open_answers;
+  };
   if (r.stream) {
     auto provider = [job, header, prompt_usage, include_usage = r.include_usage, sent_role = false,
                      probe = Probe()](std::size_t, httplib::DataSink& sink) mutable {
@@ -313,8 +339,15 @@ int Server::bind(const std::string& host, int port) {
 void Server::listen() { impl_->http.listen_after_bind(); }
 
 void Server::stop() {
-  impl_->http.stop();
+  // The scheduler first: every job ends (those running with an error, the waiting ones refused),
+  // and new requests get 503. The answers in progress then write their error; httplib stops
+  // writing them once it is stopped, so it waits for them (a client that reads nothing more is
+  // not waited for long).
   impl_->scheduler.stop();
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (impl_->open_answers > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  impl_->http.stop();
 }
 
 }  // namespace lora::serve
