@@ -370,13 +370,13 @@ int main(int argc, char** argv) try {
   out["peak_rss_mib"] = peak_rss_mib();
   // The floor the trainer checks a run against before loading (trainer/memory_estimate.h).
   lora::MemoryRunShape run;
-  run.lora_parameters = lora_params;
+  run.trainable_parameters = lora_params;
   run.batch = args.batch;
   run.seq = args.seq;
   run.checkpointing = args.grad_checkpoint;
   const auto floor = lora::estimate_training_memory(config, model.stored_bytes(), run);
   const double base_mib = double(floor.base) / (1 << 20);
-  const double lora_mib = double(floor.lora_state) / (1 << 20);
+  const double lora_mib = double(floor.trained + floor.gradients + floor.moments) / (1 << 20);
   const double act_mib = double(floor.activations) / (1 << 20);
   out["base_stored_mib"] = base_mib;
   out["lora_state_mib"] = lora_mib;
