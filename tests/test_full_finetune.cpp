@@ -34,11 +34,10 @@ LoraAdapter full_adapter(const Model& model, int num_layers) {
 // batch 4, no validation, the training loss logged every 5 steps.
 std::vector<std::string> train_args(const fs::path& data, const fs::path& out,
                                     const std::string& type, std::vector<std::string> more = {}) {
-  std::vector<std::string> args = {"--fine-tune-type", type,  "--iters",     "30",
-                                   "--learning-rate",  "1e-3", "--num-layers", "5",
-                                   "--batch-size",     "4",   "--val-batches", "0",
-                                   "--steps-per-report", "5", "--seed",       "3",
-                                   "--save-every",     "0"};
+  std::vector<std::string> args = {
+      "--fine-tune-type",   type, "--iters",      "30", "--learning-rate", "1e-3",
+      "--num-layers",       "5",  "--batch-size", "4",  "--val-batches",   "0",
+      "--steps-per-report", "5",  "--seed",       "3",  "--save-every",    "0"};
   args.insert(args.end(), more.begin(), more.end());
   return test::stories_train_args(data, out, args);
 }
@@ -57,11 +56,11 @@ TEST(FullFineTune, FreshBlocksAreTheBaseAndNormsAndBiasesAreTrained) {
   EXPECT_EQ(a.blocks.front().layer, 3);
   // Seven linears and two norms per Llama block.
   EXPECT_EQ(a.parameters().size(), 2u * 9u);
-  EXPECT_TRUE(test::same_bits(test::prompt_logits(model, {&a}, 1),
-                              test::prompt_logits(model, {}, 1)));
+  EXPECT_TRUE(
+      test::same_bits(test::prompt_logits(model, {&a}, 1), test::prompt_logits(model, {}, 1)));
   a.enabled = false;
-  EXPECT_TRUE(test::same_bits(test::prompt_logits(model, {&a}, 1),
-                              test::prompt_logits(model, {}, 1)));
+  EXPECT_TRUE(
+      test::same_bits(test::prompt_logits(model, {&a}, 1), test::prompt_logits(model, {}, 1)));
 }
 
 // d(loss)/d(weight) through the whole model for a few entries of a trained linear and norm, against
@@ -112,8 +111,9 @@ TEST(FullFineTune, LowersTheLossFasterThanLoraAndSavesAsMlxLm) {
   const auto full = test::run_lora(train_args(tmp / "data", tmp / "full", "full"));
   ASSERT_EQ(full.exit_code, 0) << full.err;
   const auto lora = test::run_lora(train_args(tmp / "data", tmp / "lora", "lora",
-                                              {"--lora-keys", "q_proj,k_proj,v_proj,o_proj,"
-                                                              "gate_proj,up_proj,down_proj"}));
+                                              {"--lora-keys",
+                                               "q_proj,k_proj,v_proj,o_proj,"
+                                               "gate_proj,up_proj,down_proj"}));
   ASSERT_EQ(lora.exit_code, 0) << lora.err;
   const auto full_losses = test::logged_losses(tmp / "full" / "metrics.jsonl", "train");
   const auto lora_losses = test::logged_losses(tmp / "lora" / "metrics.jsonl", "train");
@@ -147,7 +147,7 @@ TEST(FullFineTune, ResumeFromACheckpointIsBitIdentical) {
   LORA_REQUIRE_SHARED(test::kStoriesText);
   TempDir tmp("full");
   test::make_story_data(tmp / "data");
-  const std::vector<std::string> more = {"--save-every", "10", "--optimizer", "adamw",
+  const std::vector<std::string> more = {"--save-every", "10",  "--optimizer",   "adamw",
                                          "--grad-clip",  "1.0", "--lr-schedule", "cosine",
                                          "--warmup",     "3"};
   auto args = [&](const char* out) {
@@ -182,8 +182,8 @@ TEST(FullFineTune, MergedFolderGeneratesTheSameTextAsTheAdapterPath) {
                                       (tmp / "full").string(), "--out", (tmp / "merged").string()});
   ASSERT_EQ(merged.exit_code, 0) << merged.err;
   EXPECT_NE(merged.out.find("merged 45 linears"), std::string::npos) << merged.out;
-  const std::vector<std::string> gen = {"--threads",  "1",  "generate", "--prompt",
-                                        "Once upon a time", "--max-tokens", "40", "-q"};
+  const std::vector<std::string> gen = {
+      "--threads", "1", "generate", "--prompt", "Once upon a time", "--max-tokens", "40", "-q"};
   auto with = [&](std::vector<std::string> more) {
     std::vector<std::string> a = gen;
     a.insert(a.end(), more.begin(), more.end());
@@ -202,14 +202,14 @@ TEST(FullFineTune, MergedFolderGeneratesTheSameTextAsTheAdapterPath) {
   const auto eval_a = test::run_lora({"--threads", "1", "eval", "--model", model, "--adapter-path",
                                       (tmp / "full").string(), "--data", (tmp / "data").string(),
                                       "--split", "valid"});
-  const auto eval_m = test::run_lora({"--threads", "1", "eval", "--model",
-                                      (tmp / "merged").string(), "--data",
-                                      (tmp / "data").string(), "--split", "valid",
-                                      "--no-adapter"});
+  const auto eval_m =
+      test::run_lora({"--threads", "1", "eval", "--model", (tmp / "merged").string(), "--data",
+                      (tmp / "data").string(), "--split", "valid", "--no-adapter"});
   ASSERT_EQ(eval_a.exit_code, 0) << eval_a.err;
   ASSERT_EQ(eval_m.exit_code, 0) << eval_m.err;
   // "valid loss L, perplexity P (N tokens ...": the same numbers.
-  EXPECT_EQ(eval_a.out.substr(0, eval_a.out.find(" (")), eval_m.out.substr(0, eval_m.out.find(" (")));
+  EXPECT_EQ(eval_a.out.substr(0, eval_a.out.find(" (")),
+            eval_m.out.substr(0, eval_m.out.find(" (")));
 }
 
 TEST(FullFineTune, QuantizedBasesAreRefused) {
@@ -246,9 +246,8 @@ TEST(FullFineTune, MemoryEstimatePrintsAndRefusesWhatCannotFit) {
   LORA_REQUIRE_SHARED(test::kStoriesText);
   TempDir tmp("full");
   test::make_story_data(tmp / "data");
-  const auto printed = test::run_lora(
-      test::stories_train_args(tmp / "data", tmp / "out", {"--fine-tune-type", "full",
-                                                           "--print-config"}));
+  const auto printed = test::run_lora(test::stories_train_args(
+      tmp / "data", tmp / "out", {"--fine-tune-type", "full", "--print-config"}));
   ASSERT_EQ(printed.exit_code, 0) << printed.err;
   for (const char* part : {"trained values", "gradients", "optimizer moments", "activations"})
     EXPECT_NE(printed.err.find(part), std::string::npos) << part << ": " << printed.err;

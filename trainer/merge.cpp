@@ -9,6 +9,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "autograd/dora.h"
 #include "autograd/quant.h"
 #include "trainer/io/adapter_io.h"
 #include "trainer/io/full_adapter.h"
@@ -48,26 +49,13 @@ std::vector<float> add(std::span<const float> w, std::span<const float> d) {
   return r;
 }
 
-// m * V / ||V|| per row, V = W + factor * B A: each row formed, normed and scaled in double and
-// rounded to f32 once, so the merged weight is the exact DoRA weight to within half an f32 ulp.
-// (In f32 the sum, the norm's ratio and the product each round, and those errors added up to more
-// than the runtime path's own rounding of the same function.)
+// m * V / ||V|| per row, V = W + factor * B A, in double and rounded once (autograd/dora.h): the
+// rows the runtime path multiplies by at inference.
 std::vector<float> dora_weight(std::span<const float> w, const AdapterPair& p, double factor,
                                int64_t out, int64_t in) {
   std::vector<float> merged(w.size());
-  std::vector<double> row(static_cast<std::size_t>(in));
-  for (int64_t o = 0; o < out; ++o) {
-    for (int64_t j = 0; j < in; ++j) {
-      double ba = 0.0;
-      for (int64_t k = 0; k < p.rank; ++k)
-        ba += double(p.b[o * p.rank + k]) * double(p.a[k * in + j]);
-      row[j] = double(w[o * in + j]) + factor * ba;
-    }
-    double sq = 0.0;
-    for (double v : row) sq += v * v;
-    const double g = double(p.magnitude[o]) / std::sqrt(sq);
-    for (int64_t j = 0; j < in; ++j) merged[o * in + j] = float(row[j] * g);
-  }
+  ag::dora_adapted_rows(w.data(), out, in, p.b.data(), p.a.data(), p.rank, factor,
+                        p.magnitude.data(), merged.data());
   return merged;
 }
 

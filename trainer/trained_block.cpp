@@ -2,7 +2,6 @@
 
 #include <stdexcept>
 
-
 namespace lora {
 
 namespace {
@@ -28,16 +27,26 @@ constexpr std::array<std::string_view, kNumBlockTensors> kNames{
 
 const std::vector<float>* base_vector(const LayerWeights& w, BlockTensor t) {
   switch (t) {
-    case BlockTensor::q_bias: return &w.q_bias;
-    case BlockTensor::k_bias: return &w.k_bias;
-    case BlockTensor::v_bias: return &w.v_bias;
-    case BlockTensor::input_norm: return &w.input_norm;
-    case BlockTensor::post_attention_norm: return &w.post_attention_norm;
-    case BlockTensor::q_norm: return &w.q_norm;
-    case BlockTensor::k_norm: return &w.k_norm;
-    case BlockTensor::pre_ffn_norm: return &w.pre_ffn_norm;
-    case BlockTensor::post_ffn_norm: return &w.post_ffn_norm;
-    default: return nullptr;
+    case BlockTensor::q_bias:
+      return &w.q_bias;
+    case BlockTensor::k_bias:
+      return &w.k_bias;
+    case BlockTensor::v_bias:
+      return &w.v_bias;
+    case BlockTensor::input_norm:
+      return &w.input_norm;
+    case BlockTensor::post_attention_norm:
+      return &w.post_attention_norm;
+    case BlockTensor::q_norm:
+      return &w.q_norm;
+    case BlockTensor::k_norm:
+      return &w.k_norm;
+    case BlockTensor::pre_ffn_norm:
+      return &w.pre_ffn_norm;
+    case BlockTensor::post_ffn_norm:
+      return &w.post_ffn_norm;
+    default:
+      return nullptr;
   }
 }
 
@@ -56,10 +65,14 @@ std::string quantized_storage(const FrozenWeight& w) {
 
 std::optional<BlockTensor> block_bias(Proj p) {
   switch (p) {
-    case Proj::q: return BlockTensor::q_bias;
-    case Proj::k: return BlockTensor::k_bias;
-    case Proj::v: return BlockTensor::v_bias;
-    default: return std::nullopt;
+    case Proj::q:
+      return BlockTensor::q_bias;
+    case Proj::k:
+      return BlockTensor::k_bias;
+    case Proj::v:
+      return BlockTensor::v_bias;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -78,11 +91,11 @@ Tensor base_block_tensor(const Model& model, int64_t layer, BlockTensor t) {
   const FrozenWeight& m = w.at(static_cast<Proj>(static_cast<int>(t)));
   if (const std::string storage = quantized_storage(m); !storage.empty())
     throw FloatBaseRequired("fine_tune_type",
-                       "\"full\" trains the base weights in f32, but " +
-                           layer_module_name(layer, block_tensor_name(t)) + " is stored in " +
-                           storage +
-                           ", which has no exact float values to train; train a LoRA or DoRA "
-                           "adapter on it, or convert the model to a float one first");
+                            "\"full\" trains the base weights in f32, but " +
+                                layer_module_name(layer, block_tensor_name(t)) + " is stored in " +
+                                storage +
+                                ", which has no exact float values to train; train a LoRA or DoRA "
+                                "adapter on it, or convert the model to a float one first");
   return Tensor({m.rows, m.cols}, m.to_f32());
 }
 

@@ -92,8 +92,9 @@ void save_full_adapter(const fs::path& dir, const LoraAdapter& adapter, const Mo
 LoraAdapter load_full_adapter(const fs::path& path, const Model& model) {
   const fs::path weights = weights_of(path);
   if (!fs::exists(weights))
-    throw std::runtime_error(weights.string() + ": missing (a full fine-tuning keeps its trained "
-                                                "tensors in " +
+    throw std::runtime_error(weights.string() +
+                             ": missing (a full fine-tuning keeps its trained "
+                             "tensors in " +
                              std::string(kMlxWeights) + ")");
   const SafetensorsFile file = SafetensorsFile::open(weights);
   const auto n_layers = static_cast<int64_t>(model.layers.size());
