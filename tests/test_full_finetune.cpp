@@ -13,7 +13,9 @@
 #include "tests/train_fixtures.h"
 #include "trainer/batch_loss.h"
 #include "trainer/io/adapter_io.h"
+#include "trainer/io/full_adapter.h"
 #include "trainer/io/safetensors.h"
+#include "trainer/random_model.h"
 #include "trainer/transformer.h"
 
 namespace lora {
@@ -74,17 +76,28 @@ TEST(FullFineTune, WholeModelGradientMatchesFiniteDifferences) {
   std::vector<int32_t> targets(ids.begin() + 1, ids.end());
   targets.push_back(2);
   const std::vector<float> weights(ids.size(), 1.0f);
-  auto loss = [&](bool train) {
+  auto loss = [&](bool train, bool checkpointing = false) {
     AdapterStack stack;
     stack.adapters = {&a};
     stack.training = train;
     ag::Tape tape(train);
-    ag::Var h = forward_hidden(tape, model, stack, ids, 1, n);
+    ForwardOptions opts;
+    opts.grad_checkpoint = checkpointing;
+    ag::Var h = forward_hidden(tape, model, stack, ids, 1, n, {}, opts);
     ag::Var l = ag::cross_entropy_head(tape, h, model.head(), targets, weights, float(n));
     if (train) tape.backward(l);
     return double(l->value.data[0]);
   };
+  // Gradient checkpointing replays the block and gives the same weight gradients.
+  loss(true, /*checkpointing=*/true);
+  std::vector<std::vector<float>> replayed;
+  for (ag::Parameter* p : a.parameters()) {
+    replayed.push_back(p->grad.data);
+    p->zero_grad();
+  }
   loss(true);
+  const auto params = a.parameters();
+  for (std::size_t i = 0; i < params.size(); ++i) EXPECT_EQ(params[i]->grad.data, replayed[i]);
   TrainedBlock& b = a.blocks.front();
   for (BlockTensor t : {BlockTensor::q, BlockTensor::down, BlockTensor::input_norm}) {
     ag::Parameter& p = b.at(t);
@@ -101,6 +114,53 @@ TEST(FullFineTune, WholeModelGradientMatchesFiniteDifferences) {
           << block_tensor_name(t) << "[" << i << "]";
     }
   }
+}
+
+// Every kind of block tensor a family has round-trips through the files: qwen2's biases, Gemma's
+// (1 + w) norms (written as w, the checkpoint's convention), q/k and sandwich norms.
+TEST(FullFineTune, FilesKeepBiasesAndGemmaNorms) {
+  ModelConfig c;
+  c.model_type = "gemma3_text";
+  c.hidden_size = 16;
+  c.intermediate_size = 24;
+  c.num_layers = 3;
+  c.num_heads = 2;
+  c.num_kv_heads = 1;
+  c.head_dim = 8;
+  c.vocab_size = 32;
+  c.attention_bias = true;
+  c.qk_norm = true;
+  c.norm_plus_one = true;
+  c.sandwich_norms = true;
+  c.raw = {{"model_type", "gemma3_text"}};
+  const Model model = make_random_model(c, 4);
+  LoraAdapter a = full_adapter(model, 2);
+  ASSERT_EQ(a.parameters().size(), 2u * kNumBlockTensors);
+  for (ag::Parameter* p : a.parameters())
+    for (std::size_t i = 0; i < p->value.data.size(); ++i)
+      p->value.data[i] += 0.01f * float(int(i % 5) - 2);
+  TempDir tmp("full");
+  save_full_adapter(tmp / "a", a, model, json::object());
+  const SafetensorsFile file = SafetensorsFile::open(tmp / "a" / "adapters.safetensors");
+  EXPECT_TRUE(file.contains("model.layers.1.self_attn.k_proj.bias"));
+  const auto stored = file.read_f32("model.layers.2.pre_feedforward_layernorm.weight");
+  const auto& held = a.blocks.back().at(BlockTensor::pre_ffn_norm).value.data;
+  EXPECT_NEAR(stored[0], held[0] - 1.0f, 1e-6f);
+  LoraAdapter back = load_adapter(tmp / "a", model);
+  ASSERT_TRUE(back.config.full);
+  const auto want = a.parameters();
+  const auto got = back.parameters();
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t i = 0; i < got.size(); ++i)
+    for (std::size_t j = 0; j < got[i]->value.data.size(); ++j)
+      EXPECT_NEAR(got[i]->value.data[j], want[i]->value.data[j], 1e-6f);
+  const std::vector<int32_t> ids = {1, 5, 9, 3, 7, 2};
+  AdapterStack sa, sb;
+  sa.adapters = {&a};
+  sb.adapters = {&back};
+  EXPECT_LT(test::max_abs_diff(forward_logits(model, sa, ids, 1, 6),
+                               forward_logits(model, sb, ids, 1, 6)),
+            1e-5f);
 }
 
 TEST(FullFineTune, LowersTheLossFasterThanLoraAndSavesAsMlxLm) {
