@@ -14,6 +14,10 @@ namespace lora::ag {
 namespace {
 
 constexpr int64_t kNormRows = 64;  // rows of W widened at a time
+// Inference over this many tokens multiplies by the merged weight's rows (adapted_product), formed
+// in double per call; fewer (decoding one token) take the factored f32 path, which rounds
+// differently by about an f32 ulp but forms nothing per token.
+constexpr int64_t kDirectMinTokens = 8;
 
 void check_dora(const Tensor& x, const FrozenWeight& w, const LoraBranch& br, const Parameter& m) {
   if (!br.A || !br.B) throw std::invalid_argument("dora_linear: branch without A or B");
@@ -81,13 +85,16 @@ std::vector<double> weight_row_norms_double(const FrozenWeight& w, const LowRank
 
 void dora_adapted_rows(const float* w, int64_t rows, int64_t cols, const float* b, const float* a,
                        int64_t rank, double scale, const float* m, float* out) {
-  std::vector<double> row(static_cast<std::size_t>(cols));
+  std::vector<double> row(static_cast<std::size_t>(cols)), ba(static_cast<std::size_t>(cols));
   for (int64_t o = 0; o < rows; ++o) {
-    for (int64_t j = 0; j < cols; ++j) {
-      double ba = 0.0;
-      for (int64_t k = 0; k < rank; ++k) ba += double(b[o * rank + k]) * double(a[k * cols + j]);
-      row[j] = double(w[o * cols + j]) + scale * ba;
+    // (B A)_o row by row of A (contiguous, vectorized), each entry summed over k in order.
+    std::fill(ba.begin(), ba.end(), 0.0);
+    for (int64_t k = 0; k < rank; ++k) {
+      const double bk = double(b[o * rank + k]);
+      const float* ak = a + k * cols;
+      for (int64_t j = 0; j < cols; ++j) ba[j] += bk * double(ak[j]);
     }
+    for (int64_t j = 0; j < cols; ++j) row[j] = double(w[o * cols + j]) + scale * ba[j];
     double sq = 0.0;
     for (double v : row) sq += v * v;
     // The ratio as the training path takes it (m over the f32 norm): a fresh adapter (B = 0,
@@ -113,18 +120,24 @@ Var dora_linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<floa
                                 " does not fit [" + std::to_string(n) + ", " + std::to_string(out) +
                                 "]");
   const ComputeDType compute = tape.compute_dtype();
-  // g = m / ||W + scale B A||, a constant of backward (see dora.h).
-  const std::vector<double> norm_d =
-      weight_row_norms_double(w, {br.A->value.ptr(), br.B->value.ptr(), r, br.scale});
-  const std::vector<float> norm(norm_d.begin(), norm_d.end());
-  std::vector<float> g(static_cast<std::size_t>(out));
-  for (int64_t o = 0; o < out; ++o) g[o] = float(double(magnitude.value.data[o]) / norm_d[o]);
-
   const bool dropped = br.dropout > 0.0f;
+  const bool direct = !br.trainable && !dropped && !uses_bf16(compute) && n >= kDirectMinTokens;
+  const bool residual_grad = residual && residual->requires_grad;
+  // g = m / ||W + scale B A||, a constant of backward (see dora.h). The direct inference product
+  // forms its own norms; it needs g only when a gradient flows back through it.
+  std::vector<float> norm, g;
+  if (!direct || x->requires_grad || residual_grad) {
+    const std::vector<double> norm_d =
+        weight_row_norms_double(w, {br.A->value.ptr(), br.B->value.ptr(), r, br.scale});
+    norm.assign(norm_d.begin(), norm_d.end());
+    g.resize(static_cast<std::size_t>(out));
+    for (int64_t o = 0; o < out; ++o) g[o] = float(double(magnitude.value.data[o]) / norm_d[o]);
+  }
+
   const LowRankDelta delta{br.A->value.ptr(), br.B->value.ptr(), r, br.scale};
   Tensor y = residual ? residual->value : Tensor({n, out});
   Tensor z, u;  // kept for backward when the branch trains
-  if (!br.trainable && !dropped && !uses_bf16(compute)) {
+  if (direct) {
     // Inference: the merged weight's product, so a merged model gives these outputs to within
     // the rounding of its stored weights.
     adapted_product(w, delta, magnitude.value.ptr(), xv.ptr(), n, y.ptr(), residual ? 1.0f : 0.0f);
@@ -156,7 +169,6 @@ Var dora_linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<floa
         y.data[i * out + o] += g[o] * z.data[i * out + o] + (bias ? (*bias)[o] : 0.0f);
   }
 
-  const bool residual_grad = residual && residual->requires_grad;
   Var result = tape.make(std::move(y), x->requires_grad || br.trainable || residual_grad);
   if (!result->requires_grad) return result;
   auto backward = [&tape, x, &w, result, compute, br, &magnitude, g = std::move(g),
