@@ -109,6 +109,19 @@ std::vector<float> weight_row_norms(const FrozenWeight& w, const LowRankDelta& d
   return std::vector<float>(norms.begin(), norms.end());
 }
 
+namespace {
+
+// ||V|| per row (f32, for m's gradient) and g = m / ||V|| (divided in double, rounded once).
+void magnitude_ratios(const FrozenWeight& w, const LowRankDelta& delta, const Parameter& m,
+                      std::vector<float>& norm, std::vector<float>& g) {
+  const std::vector<double> norm_d = weight_row_norms_double(w, delta);
+  norm.assign(norm_d.begin(), norm_d.end());
+  g.resize(norm_d.size());
+  for (std::size_t o = 0; o < g.size(); ++o) g[o] = float(double(m.value.data[o]) / norm_d[o]);
+}
+
+}  // namespace
+
 Var dora_linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* bias,
                 const LoraBranch& br, Parameter& magnitude, Var residual) {
   const OpTimer timer(tape.profile(), "dora", tape.forward_phase());
@@ -126,13 +139,8 @@ Var dora_linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<floa
   // g = m / ||W + scale B A||, a constant of backward (see dora.h). The direct inference product
   // forms its own norms; it needs g only when a gradient flows back through it.
   std::vector<float> norm, g;
-  if (!direct || x->requires_grad || residual_grad) {
-    const std::vector<double> norm_d =
-        weight_row_norms_double(w, {br.A->value.ptr(), br.B->value.ptr(), r, br.scale});
-    norm.assign(norm_d.begin(), norm_d.end());
-    g.resize(static_cast<std::size_t>(out));
-    for (int64_t o = 0; o < out; ++o) g[o] = float(double(magnitude.value.data[o]) / norm_d[o]);
-  }
+  if (!direct || x->requires_grad || residual_grad)
+    magnitude_ratios(w, {br.A->value.ptr(), br.B->value.ptr(), r, br.scale}, magnitude, norm, g);
 
   const LowRankDelta delta{br.A->value.ptr(), br.B->value.ptr(), r, br.scale};
   Tensor y = residual ? residual->value : Tensor({n, out});
