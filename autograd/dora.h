@@ -17,6 +17,13 @@ namespace lora::ag {
 // tile (a quantized row's norm comes from its dequantized values); the sums run in double.
 std::vector<float> weight_row_norms(const FrozenWeight& w, const LowRankDelta& delta);
 
+// The adapted weight m * V / ||V|| of `rows` rows, V = W + scale * B A with W [rows, cols],
+// B [rows, rank] and A [rank, cols] row-major and m [rows]: each row formed, normed and scaled in
+// double and rounded to f32 once (the exact weight to half an f32 ulp). `out` may be `w`. A merge
+// stores these rows, and inference multiplies by them, so the two agree to the f32 products.
+void dora_adapted_rows(const float* w, int64_t rows, int64_t cols, const float* b, const float* a,
+                       int64_t rank, double scale, const float* m, float* out);
+
 // The DoRA linear above: x [n, in] -> [n, out]. `magnitude` holds m [out]; the branch gives A, B,
 // scale and dropout. A branch that is not trainable runs forward only (runtime adapters); with
 // `residual` the op returns residual + y (the o and down projections' residual connection).

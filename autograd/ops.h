@@ -30,12 +30,22 @@ struct LoraBranch {
 Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* bias,
            std::span<const LoraBranch> lora, Var residual = nullptr);
 
+// Full fine-tuning's linear: x [n, in] -> x W^T (+ b) (+ residual) with W [out, in] and b [out]
+// trainable f32 values. With `trains` backward adds dW = g^T x and db = sum of g's rows into their
+// gradients; without it they act as frozen weights (inference, evaluation).
+Var dense_linear(Tape& tape, Var x, Parameter& w, Parameter* bias, bool trains,
+                 Var residual = nullptr);
+
 // Rows of `table` picked by ids: [ids.size(), table.cols]. No gradient (frozen table).
 Var embedding(Tape& tape, const FrozenWeight& table, std::span<const int32_t> ids);
 
 // y = x * rsqrt(mean(x^2) + eps) * weight over the last `dim` features of each row;
 // x's numel must be a multiple of dim (used per head for q/k norm).
 Var rmsnorm(Tape& tape, Var x, std::span<const float> weight, int64_t dim, float eps);
+
+// rmsnorm with a trainable weight (full fine-tuning): with `trains` backward also adds
+// dw_j = sum over groups of g_j * x_j * inv_rms into weight.grad.
+Var rmsnorm(Tape& tape, Var x, Parameter& weight, int64_t dim, float eps, bool trains);
 
 // Rotary embedding (rotate_half convention) on x [batch * seq, heads * head_dim];
 // position of row (b, t) = pos_offset + t. inv_freq has head_dim / 2 entries.

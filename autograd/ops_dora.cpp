@@ -14,6 +14,10 @@ namespace lora::ag {
 namespace {
 
 constexpr int64_t kNormRows = 64;  // rows of W widened at a time
+// Inference over this many tokens multiplies by the merged weight's rows (adapted_product), formed
+// in double per call; fewer (decoding one token) take the factored f32 path, which rounds
+// differently by about an f32 ulp but forms nothing per token.
+constexpr int64_t kDirectMinTokens = 8;
 
 void check_dora(const Tensor& x, const FrozenWeight& w, const LoraBranch& br, const Parameter& m) {
   if (!br.A || !br.B) throw std::invalid_argument("dora_linear: branch without A or B");
@@ -33,27 +37,90 @@ void check_dora(const Tensor& x, const FrozenWeight& w, const LoraBranch& br, co
                                 std::to_string(w.rows) + " outputs");
 }
 
-}  // namespace
+// Rows [r0, r0 + rows) of V = W + scale B A in f32, widened from the base's storage.
+void direction_rows(const FrozenWeight& w, const LowRankDelta& delta, int64_t r0, int64_t rows,
+                    float* tile) {
+  w.rows_f32(r0, r0 + rows, tile);
+  if (delta.rank > 0)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(w.cols), int(delta.rank),
+                delta.scale, delta.B + r0 * delta.rank, int(delta.rank), delta.A, int(w.cols), 1.0f,
+                tile, int(w.cols));
+}
 
-std::vector<float> weight_row_norms(const FrozenWeight& w, const LowRankDelta& delta) {
-  std::vector<float> norms(static_cast<std::size_t>(w.rows));
+// y[n, out] = x W'^T + beta * y with W' = m V / ||V|| (dora_adapted_rows) formed tile by tile and
+// applied in one f32 product, as a merged model's linear is.
+void adapted_product(const FrozenWeight& w, const LowRankDelta& delta, const float* m,
+                     const float* x, int64_t n, float* y, float beta) {
+  // Tiles of up to 4 MiB: a weight that fits is one product of the merged weight's shape.
+  const int64_t tile_rows = std::clamp<int64_t>((int64_t(1) << 20) / w.cols, 1, w.rows);
+  std::vector<float> tile(static_cast<std::size_t>(tile_rows * w.cols));
+  for (int64_t r0 = 0; r0 < w.rows; r0 += tile_rows) {
+    const int64_t rows = std::min(tile_rows, w.rows - r0);
+    w.rows_f32(r0, r0 + rows, tile.data());
+    dora_adapted_rows(tile.data(), rows, w.cols, delta.B + r0 * delta.rank, delta.A, delta.rank,
+                      double(delta.scale), m + r0, tile.data());
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(rows), int(w.cols), 1.0f, x,
+                int(w.cols), tile.data(), int(w.cols), beta, y + r0, int(w.rows));
+  }
+}
+
+// The norms in double: dora_linear divides m by them before the one rounding of g.
+std::vector<double> weight_row_norms_double(const FrozenWeight& w, const LowRankDelta& delta) {
+  std::vector<double> norms(static_cast<std::size_t>(w.rows));
   std::vector<float> tile(static_cast<std::size_t>(std::min(kNormRows, w.rows) * w.cols));
   for (int64_t r0 = 0; r0 < w.rows; r0 += kNormRows) {
     const int64_t rows = std::min(kNormRows, w.rows - r0);
-    w.rows_f32(r0, r0 + rows, tile.data());
-    if (delta.rank > 0)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(w.cols),
-                  int(delta.rank), delta.scale, delta.B + r0 * delta.rank, int(delta.rank), delta.A,
-                  int(w.cols), 1.0f, tile.data(), int(w.cols));
+    direction_rows(w, delta, r0, rows, tile.data());
     for (int64_t i = 0; i < rows; ++i) {
       double sum = 0.0;
       const float* row = tile.data() + i * w.cols;
       for (int64_t c = 0; c < w.cols; ++c) sum += double(row[c]) * double(row[c]);
-      norms[static_cast<std::size_t>(r0 + i)] = float(std::sqrt(sum));
+      norms[static_cast<std::size_t>(r0 + i)] = std::sqrt(sum);
     }
   }
   return norms;
 }
+
+}  // namespace
+
+void dora_adapted_rows(const float* w, int64_t rows, int64_t cols, const float* b, const float* a,
+                       int64_t rank, double scale, const float* m, float* out) {
+  std::vector<double> row(static_cast<std::size_t>(cols)), ba(static_cast<std::size_t>(cols));
+  for (int64_t o = 0; o < rows; ++o) {
+    // (B A)_o row by row of A (contiguous, vectorized), each entry summed over k in order.
+    std::fill(ba.begin(), ba.end(), 0.0);
+    for (int64_t k = 0; k < rank; ++k) {
+      const double bk = double(b[o * rank + k]);
+      const float* ak = a + k * cols;
+      for (int64_t j = 0; j < cols; ++j) ba[j] += bk * double(ak[j]);
+    }
+    for (int64_t j = 0; j < cols; ++j) row[j] = double(w[o * cols + j]) + scale * ba[j];
+    double sq = 0.0;
+    for (double v : row) sq += v * v;
+    // The ratio as the training path takes it (m over the f32 norm): a fresh adapter (B = 0,
+    // m = ||W||) has g = 1 exactly and gives back W bit for bit.
+    const double g = double(m[o] / float(std::sqrt(sq)));
+    for (int64_t j = 0; j < cols; ++j) out[o * cols + j] = float(row[j] * g);
+  }
+}
+
+std::vector<float> weight_row_norms(const FrozenWeight& w, const LowRankDelta& delta) {
+  const std::vector<double> norms = weight_row_norms_double(w, delta);
+  return std::vector<float>(norms.begin(), norms.end());
+}
+
+namespace {
+
+// ||V|| per row (f32, for m's gradient) and g = m / ||V|| (divided in double, rounded once).
+void magnitude_ratios(const FrozenWeight& w, const LowRankDelta& delta, const Parameter& m,
+                      std::vector<float>& norm, std::vector<float>& g) {
+  const std::vector<double> norm_d = weight_row_norms_double(w, delta);
+  norm.assign(norm_d.begin(), norm_d.end());
+  g.resize(norm_d.size());
+  for (std::size_t o = 0; o < g.size(); ++o) g[o] = float(double(m.value.data[o]) / norm_d[o]);
+}
+
+}  // namespace
 
 Var dora_linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* bias,
                 const LoraBranch& br, Parameter& magnitude, Var residual) {
@@ -66,38 +133,50 @@ Var dora_linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<floa
                                 " does not fit [" + std::to_string(n) + ", " + std::to_string(out) +
                                 "]");
   const ComputeDType compute = tape.compute_dtype();
-  // g = m / ||W + scale B A||, a constant of backward (see dora.h).
-  std::vector<float> norm =
-      weight_row_norms(w, {br.A->value.ptr(), br.B->value.ptr(), r, br.scale});
-  std::vector<float> g(static_cast<std::size_t>(out));
-  for (int64_t o = 0; o < out; ++o) g[o] = magnitude.value.data[o] / norm[o];
-
   const bool dropped = br.dropout > 0.0f;
-  std::vector<float> xd;
-  if (dropped) {
-    xd.resize(xv.data.size());
-    apply_dropout(xv.span(), br.dropout, br.dropout_seed, xd);
-  }
-  const float* xin = dropped ? xd.data() : xv.ptr();
-  // z = x' W^T + scale x' A^T B^T, the direction's output before the magnitude (kept for dm).
-  Tensor z({n, out});
-  frozen_matmul(w, xin, n, z.ptr(), 0.0f, compute);
-  Tensor u({n, r});
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(r), int(in), 1.0f, xin, int(in),
-              br.A->value.ptr(), int(in), 0.0f, u.ptr(), int(r));
-  // y = (residual) + x W^T - x' W^T + g * z (+ bias); without dropout the first two cancel.
-  Tensor y = residual ? residual->value : Tensor({n, out});
-  if (dropped) {
-    frozen_matmul(w, xv.ptr(), n, y.ptr(), residual ? 1.0f : 0.0f, compute);
-    for (std::size_t i = 0; i < y.data.size(); ++i) y.data[i] -= z.data[i];
-  }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(out), int(r), br.scale, u.ptr(),
-              int(r), br.B->value.ptr(), int(r), 1.0f, z.ptr(), int(out));
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t o = 0; o < out; ++o)
-      y.data[i * out + o] += g[o] * z.data[i * out + o] + (bias ? (*bias)[o] : 0.0f);
-
+  const bool direct = !br.trainable && !dropped && !uses_bf16(compute) && n >= kDirectMinTokens;
   const bool residual_grad = residual && residual->requires_grad;
+  // g = m / ||W + scale B A||, a constant of backward (see dora.h). The direct inference product
+  // forms its own norms; it needs g only when a gradient flows back through it.
+  std::vector<float> norm, g;
+  if (!direct || x->requires_grad || residual_grad)
+    magnitude_ratios(w, {br.A->value.ptr(), br.B->value.ptr(), r, br.scale}, magnitude, norm, g);
+
+  const LowRankDelta delta{br.A->value.ptr(), br.B->value.ptr(), r, br.scale};
+  Tensor y = residual ? residual->value : Tensor({n, out});
+  Tensor z, u;  // kept for backward when the branch trains
+  if (direct) {
+    // Inference: the merged weight's product, so a merged model gives these outputs to within
+    // the rounding of its stored weights.
+    adapted_product(w, delta, magnitude.value.ptr(), xv.ptr(), n, y.ptr(), residual ? 1.0f : 0.0f);
+    if (bias)
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t o = 0; o < out; ++o) y.data[i * out + o] += (*bias)[o];
+  } else {
+    std::vector<float> xd;
+    if (dropped) {
+      xd.resize(xv.data.size());
+      apply_dropout(xv.span(), br.dropout, br.dropout_seed, xd);
+    }
+    const float* xin = dropped ? xd.data() : xv.ptr();
+    // z = x' W^T + scale x' A^T B^T, the direction's output before the magnitude (kept for dm).
+    z = Tensor({n, out});
+    frozen_matmul(w, xin, n, z.ptr(), 0.0f, compute);
+    u = Tensor({n, r});
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(r), int(in), 1.0f, xin,
+                int(in), br.A->value.ptr(), int(in), 0.0f, u.ptr(), int(r));
+    // y = (residual) + x W^T - x' W^T + g * z (+ bias); without dropout the first two cancel.
+    if (dropped) {
+      frozen_matmul(w, xv.ptr(), n, y.ptr(), residual ? 1.0f : 0.0f, compute);
+      for (std::size_t i = 0; i < y.data.size(); ++i) y.data[i] -= z.data[i];
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(out), int(r), br.scale,
+                u.ptr(), int(r), br.B->value.ptr(), int(r), 1.0f, z.ptr(), int(out));
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t o = 0; o < out; ++o)
+        y.data[i * out + o] += g[o] * z.data[i * out + o] + (bias ? (*bias)[o] : 0.0f);
+  }
+
   Var result = tape.make(std::move(y), x->requires_grad || br.trainable || residual_grad);
   if (!result->requires_grad) return result;
   auto backward = [&tape, x, &w, result, compute, br, &magnitude, g = std::move(g),

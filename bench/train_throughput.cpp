@@ -328,13 +328,13 @@ nlohmann::json conditions(const Args& args, const lora::ModelConfig& config,
 void add_memory_floor(nlohmann::json& out, const Args& args, const lora::ModelConfig& config,
                       uint64_t stored_bytes, int64_t lora_params) {
   lora::MemoryRunShape run;
-  run.lora_parameters = lora_params;
+  run.trainable_parameters = lora_params;
   run.batch = args.batch;
   run.seq = args.seq;
   run.checkpointing = args.grad_checkpoint;
   const auto floor = lora::estimate_training_memory(config, stored_bytes, run);
   const double base_mib = double(floor.base) / (1 << 20);
-  const double lora_mib = double(floor.lora_state) / (1 << 20);
+  const double lora_mib = double(floor.trained + floor.gradients + floor.moments) / (1 << 20);
   const double act_mib = double(floor.activations) / (1 << 20);
   out["base_stored_mib"] = base_mib;
   out["lora_state_mib"] = lora_mib;

@@ -111,13 +111,15 @@ TEST(DoraAdapter, MergeEqualsTheRuntimePathAndReportsTheKeptDeltaOn4Bit) {
   EXPECT_EQ(report.merged.size(), a.modules.size());
   const Tensor runtime = logits(model, {&a});
   const Tensor merged = logits(load_model(tmp / "merged"));
-  // Within 1e-5 of the logits' scale: the merged f32 weight and the runtime's factored product
-  // round differently, nothing more.
+  // Within 1e-5 absolute (logits up to about 18). Both sides take the weight rows from
+  // dora_adapted_rows (double, rounded once) and multiply by them in one f32 product, so the
+  // logits agree bit for bit here; merged rows in f32 (1.6e-5) and the runtime's factored
+  // g * (x W^T + scale x A^T B^T) against rows in double (1.3e-5) did not.
   float peak = 0;
   for (float v : runtime.data) peak = std::max(peak, std::fabs(v));
   const float diff = max_abs_diff(merged, runtime);
   std::printf("DoRA merge vs runtime: max |logit diff| %.3g, logits up to %.3g\n", diff, peak);
-  EXPECT_LT(diff, 1e-5f * peak);
+  EXPECT_LE(diff, 1e-5f);
 
   ConvertOptions q;
   q.quantize_bits = 4;

@@ -63,6 +63,98 @@ TEST(GradCheck, RmsnormOpPerHead) {
   EXPECT_LT(max_rel_error(x->grad.data, c.grad()), kOpTol);
 }
 
+// The trainable weight of full fine-tuning: d(sum(y * r))/dw against double finite differences
+// of the double kernel, and x's gradient unchanged by training the weight.
+TEST(GradCheck, RmsnormTrainableWeight) {
+  NormCase c;
+  auto loss_of_w = [&](const std::vector<double>& w) {
+    std::vector<double> y(c.x.size());
+    std::vector<double> wd(w.begin(), w.end());
+    // The kernel takes f32 weights; evaluate in double by hand for the finite differences.
+    for (int64_t r = 0; r < c.rows; ++r) {
+      double ss = 0;
+      for (int64_t i = 0; i < c.dim; ++i) ss += c.x[r * c.dim + i] * c.x[r * c.dim + i];
+      const double invr = 1.0 / std::sqrt(ss / double(c.dim) + double(c.eps));
+      for (int64_t i = 0; i < c.dim; ++i) y[r * c.dim + i] = c.x[r * c.dim + i] * invr * wd[i];
+    }
+    return dot(y, c.r);
+  };
+  const std::vector<double> w0(c.w.begin(), c.w.end());
+  const auto want_dw = numeric_grad(loss_of_w, w0);
+  ag::Tape tape;
+  ag::Var x = tape.make(Tensor({c.rows, c.dim}, to_float(c.x)), true);
+  ag::Parameter w;
+  w.value = Tensor({c.dim}, c.w);
+  ag::Var y = ag::rmsnorm(tape, x, w, c.dim, c.eps, /*trains=*/true);
+  backward_with(tape, y, c.r);
+  EXPECT_LT(max_rel_error(w.grad.data, want_dw), kOpTol);
+  EXPECT_LT(max_rel_error(x->grad.data, c.grad()), kOpTol);
+  // Not training: the same values, no weight gradient.
+  ag::Tape frozen;
+  ag::Parameter w2;
+  w2.value = w.value;
+  ag::Var x2 = frozen.make(Tensor({c.rows, c.dim}, to_float(c.x)), true);
+  ag::Var y2 = ag::rmsnorm(frozen, x2, w2, c.dim, c.eps, /*trains=*/false);
+  EXPECT_EQ(y2->value.data, y->value.data);
+  backward_with(frozen, y2, c.r);
+  EXPECT_TRUE(w2.grad.data.empty());
+}
+
+// dense_linear (full fine-tuning's linear): the gradients of x, W, b and the fused residual
+// against double finite differences of y = x W^T + b + residual.
+TEST(GradCheck, DenseLinearWeightBiasInputResidual) {
+  const int64_t n = 5, in = 6, out = 4;
+  const auto x0 = random_values(n * in, 31);
+  const auto w0 = random_values(out * in, 32);
+  const auto b0 = random_values(out, 33);
+  const auto res0 = random_values(n * out, 34);
+  const auto r = random_values(n * out, 35);
+  auto loss = [&](const std::vector<double>& x, const std::vector<double>& w,
+                  const std::vector<double>& b, const std::vector<double>& res) {
+    double total = 0;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t o = 0; o < out; ++o) {
+        double y = b[o] + res[i * out + o];
+        for (int64_t k = 0; k < in; ++k) y += x[i * in + k] * w[o * in + k];
+        total += y * r[i * out + o];
+      }
+    return total;
+  };
+  ag::Tape tape;
+  ag::Var x = tape.make(Tensor({n, in}, to_float(x0)), true);
+  ag::Var res = tape.make(Tensor({n, out}, to_float(res0)), true);
+  ag::Parameter w, b;
+  w.value = Tensor({out, in}, to_float(w0));
+  b.value = Tensor({out}, to_float(b0));
+  ag::Var y = ag::dense_linear(tape, x, w, &b, /*trains=*/true, res);
+  backward_with(tape, y, r);
+  EXPECT_LT(
+      max_rel_error(x->grad.data, numeric_grad([&](auto& v) { return loss(v, w0, b0, res0); }, x0)),
+      kOpTol);
+  EXPECT_LT(
+      max_rel_error(w.grad.data, numeric_grad([&](auto& v) { return loss(x0, v, b0, res0); }, w0)),
+      kOpTol);
+  EXPECT_LT(
+      max_rel_error(b.grad.data, numeric_grad([&](auto& v) { return loss(x0, w0, v, res0); }, b0)),
+      kOpTol);
+  EXPECT_LT(max_rel_error(res->grad.data,
+                          numeric_grad([&](auto& v) { return loss(x0, w0, b0, v); }, res0)),
+            kOpTol);
+  // Not training: x still gets its gradient, W and b none.
+  ag::Tape frozen;
+  ag::Parameter w2, b2;
+  w2.value = w.value;
+  b2.value = b.value;
+  ag::Var x2 = frozen.make(Tensor({n, in}, to_float(x0)), true);
+  ag::Var y2 = ag::dense_linear(frozen, x2, w2, &b2, /*trains=*/false);
+  backward_with(frozen, y2, r);
+  EXPECT_TRUE(w2.grad.data.empty());
+  EXPECT_TRUE(b2.grad.data.empty());
+  EXPECT_LT(max_rel_error(x2->grad.data,
+                          numeric_grad([&](auto& v) { return loss(v, w0, b0, res0); }, x0)),
+            kOpTol);
+}
+
 // ---------- rope ----------
 struct RopeCase {
   int64_t batch = 2, seq = 3, heads = 2, hd = 6, offset = 5;

@@ -1,5 +1,6 @@
 #include "trainer/batched_decode.h"
 
+#include <algorithm>
 #include <chrono>
 #include <exception>
 #include <stdexcept>
@@ -23,6 +24,15 @@ void step_batch(std::span<Decoding* const> sequences, std::span<const std::size_
     outcomes[batch[r]].id = sequences[batch[r]]->accept({logits.ptr() + r * vocab, vocab}, seconds);
 }
 
+// A fully fine-tuned adapter replaces whole blocks, so its rows cannot share the base's products:
+// such a sequence steps alone.
+bool shares_base_products(Decoding& s) {
+  const AdapterStack& stack = *s.decode_row().adapters;
+  return std::none_of(stack.adapters.begin(), stack.adapters.end(), [](const LoraAdapter* a) {
+    return a && a->enabled && !a->blocks.empty();
+  });
+}
+
 }  // namespace
 
 std::vector<StepOutcome> step_together(std::span<Decoding* const> sequences, int64_t max_batch) {
@@ -35,7 +45,7 @@ std::vector<StepOutcome> step_together(std::span<Decoding* const> sequences, int
     if (&s.model() != &sequences.front()->model())
       throw std::invalid_argument("step_together: the sequences run over different models");
     try {
-      if (max_batch > 1 && s.decode_due())
+      if (max_batch > 1 && s.decode_due() && shares_base_products(s))
         due.push_back(i);
       else
         outcomes[i].id = s.next();

@@ -32,6 +32,10 @@ LoraAdapter LoraAdapter::create(const Model& model, const LoraConfig& config, ui
                                 std::to_string(config.dropout));
   LoraAdapter adapter;
   adapter.config = config;
+  if (config.full) {
+    adapter.blocks = trained_blocks_from(model, config.num_layers);
+    return adapter;
+  }
   const float scale = config.effective_scale();
   // One generator for the whole adapter, consumed in (layer, proj) order: the same seed and config
   // give the same A matrices on any machine (the uniform is built from raw bits, not from a
@@ -79,6 +83,12 @@ const LoraModule* LoraAdapter::find(int64_t layer, Proj proj) const {
   return nullptr;
 }
 
+TrainedBlock* LoraAdapter::find_block(int64_t layer) {
+  for (TrainedBlock& b : blocks)
+    if (b.layer == layer) return &b;
+  return nullptr;
+}
+
 std::vector<ag::Parameter*> LoraAdapter::parameters() {
   std::vector<ag::Parameter*> params;
   for (LoraModule& m : modules) {
@@ -86,6 +96,9 @@ std::vector<ag::Parameter*> LoraAdapter::parameters() {
     params.push_back(&m.B);
     if (m.is_dora()) params.push_back(&m.magnitude);
   }
+  for (TrainedBlock& b : blocks)
+    for (ag::Parameter& p : b.tensors)
+      if (p.value.numel() > 0) params.push_back(&p);
   return params;
 }
 
@@ -93,6 +106,8 @@ int64_t LoraAdapter::num_parameters() const {
   int64_t n = 0;
   for (const LoraModule& m : modules)
     n += m.A.value.numel() + m.B.value.numel() + m.magnitude.value.numel();
+  for (const TrainedBlock& b : blocks)
+    for (const ag::Parameter& p : b.tensors) n += p.value.numel();
   return n;
 }
 

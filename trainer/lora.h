@@ -10,6 +10,7 @@
 
 #include "autograd/ops.h"
 #include "trainer/model.h"
+#include "trainer/trained_block.h"
 
 namespace lora {
 
@@ -25,6 +26,9 @@ struct LoraConfig {
   // DoRA (weight-decomposed LoRA, autograd/dora.h): every module also trains a magnitude m [out],
   // initialized to the norms of the base weight's rows.
   bool dora = false;
+  // Full fine-tuning (trainer/trained_block.h): the blocks' own tensors train instead of LoRA
+  // pairs; rank, scale, dropout and keys do not apply.
+  bool full = false;
 
   float effective_scale() const;
   // First adapted block index for a model with n layers.
@@ -46,14 +50,19 @@ struct LoraModule {
 struct LoraAdapter {
   LoraConfig config;
   std::vector<LoraModule> modules;
-  bool enabled = true;    // runtime toggle: off = the base alone, nothing unloaded
-  float strength = 1.0f;  // runtime multiplier on every module's scale
+  std::vector<TrainedBlock> blocks;  // full fine-tuning only, ascending layers
+  bool enabled = true;               // runtime toggle: off = the base alone, nothing unloaded
+  float strength = 1.0f;             // runtime multiplier on every module's scale
 
   // Kaiming-uniform A (U(-1/sqrt(in), 1/sqrt(in))), zero B, deterministic from seed.
+  // With config.full: the blocks' f32 copies of the base's tensors instead (no randomness).
   static LoraAdapter create(const Model& model, const LoraConfig& config, uint64_t seed);
   LoraModule* find(int64_t layer, Proj proj);
   const LoraModule* find(int64_t layer, Proj proj) const;
-  std::vector<ag::Parameter*> parameters();  // A, B (and DoRA's m) for each module, in order
+  TrainedBlock* find_block(int64_t layer);
+  // A, B (and DoRA's m) for each module, in order; then each trained block's tensors, in
+  // BlockTensor order.
+  std::vector<ag::Parameter*> parameters();
   int64_t num_parameters() const;
 };
 

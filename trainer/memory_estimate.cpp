@@ -75,6 +75,20 @@ int64_t lora_parameter_count(const ModelConfig& c, int64_t rank, const std::vect
   return per_layer * layers;
 }
 
+int64_t full_parameter_count(const ModelConfig& c, int64_t num_layers) {
+  const int64_t layers = num_layers < 0 ? c.num_layers : std::min(num_layers, c.num_layers);
+  int64_t per_layer = 0;
+  for (int p = 0; p < kNumProj; ++p) {
+    const auto [in, out] = proj_dims(c, static_cast<Proj>(p));
+    per_layer += in * out;
+  }
+  if (c.attention_bias) per_layer += (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+  per_layer += 2 * c.hidden_size;  // input and post-attention norms
+  if (c.sandwich_norms) per_layer += 2 * c.hidden_size;
+  if (c.qk_norm) per_layer += 2 * c.head_dim;
+  return per_layer * layers;
+}
+
 uint64_t base_bytes_of(const fs::path& model_dir, int quantize_bits, int group_size) {
   const WeightSet weights = WeightSet::open_dir(model_dir);
   uint64_t total = 0;
@@ -104,7 +118,10 @@ MemoryEstimate estimate_training_memory(const ModelConfig& c, uint64_t base_byte
   MemoryEstimate e;
   e.base = base_bytes;
   // Value and gradient, plus the optimizer's moments.
-  e.lora_state = uint64_t(run.lora_parameters) * sizeof(float) * uint64_t(2 + run.optimizer_slots);
+  const uint64_t values = uint64_t(run.trainable_parameters) * sizeof(float);
+  e.trained = values;
+  e.gradients = values;
+  e.moments = values * uint64_t(run.optimizer_slots);
   e.activations = activation_bytes(c, run.batch * run.seq, run.checkpointing);
   return e;
 }
@@ -112,7 +129,9 @@ MemoryEstimate estimate_training_memory(const ModelConfig& c, uint64_t base_byte
 nlohmann::ordered_json MemoryEstimate::to_json() const {
   auto mib = [](uint64_t b) { return (b + (1u << 19)) >> 20; };
   return {{"base_mib", mib(base)},
-          {"lora_state_mib", mib(lora_state)},
+          {"trained_mib", mib(trained)},
+          {"gradients_mib", mib(gradients)},
+          {"optimizer_moments_mib", mib(moments)},
           {"activations_mib", mib(activations)},
           {"total_mib", mib(total())}};
 }

@@ -32,16 +32,22 @@ int64_t lora_parameter_count(const ModelConfig& c, int64_t rank, const std::vect
 uint64_t base_bytes_of(const std::filesystem::path& model_dir, int quantize_bits = 0,
                        int group_size = 64);
 
+// Trainable values of full fine-tuning of the last `num_layers` blocks (-1: all): the seven
+// linears, the q/k/v biases and the norms the family has.
+int64_t full_parameter_count(const ModelConfig& c, int64_t num_layers);
+
 struct MemoryEstimate {
   uint64_t base = 0;         // the frozen model as held in memory
-  uint64_t lora_state = 0;   // LoRA values, gradients and optimizer moments (f32)
+  uint64_t trained = 0;      // trainable values, f32 (LoRA A/B/m, or the full blocks' copies)
+  uint64_t gradients = 0;    // their gradients, f32
+  uint64_t moments = 0;      // the optimizer's moments, f32
   uint64_t activations = 0;  // what backward needs for one micro-batch
-  uint64_t total() const { return base + lora_state + activations; }
+  uint64_t total() const { return base + trained + gradients + moments + activations; }
   nlohmann::ordered_json to_json() const;  // MiB, rounded
 };
 
 struct MemoryRunShape {
-  int64_t lora_parameters = 0;
+  int64_t trainable_parameters = 0;
   int64_t optimizer_slots = 2;  // moments per trainable value: adam(w) 2, sgd with momentum 1
   int64_t batch = 1;
   int64_t seq = 1;  // the longest padded sequence of a batch

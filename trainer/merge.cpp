@@ -9,9 +9,12 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "autograd/dora.h"
 #include "autograd/quant.h"
 #include "trainer/io/adapter_io.h"
+#include "trainer/io/full_adapter.h"
 #include "trainer/io/model_folder.h"
+#include "trainer/io/safetensors.h"
 #include "trainer/setting_error.h"
 
 namespace lora {
@@ -46,22 +49,24 @@ std::vector<float> add(std::span<const float> w, std::span<const float> d) {
   return r;
 }
 
+// m * V / ||V|| per row, V = W + factor * B A, in double and rounded once (autograd/dora.h): the
+// rows the runtime path multiplies by at inference.
+std::vector<float> dora_weight(std::span<const float> w, const AdapterPair& p, double factor,
+                               int64_t out, int64_t in) {
+  std::vector<float> merged(w.size());
+  ag::dora_adapted_rows(w.data(), out, in, p.b.data(), p.a.data(), p.rank, factor,
+                        p.magnitude.data(), merged.data());
+  return merged;
+}
+
 // The adapted weight from base values w [out, in]: W + sum factor * B A, or for a DoRA pair (the
-// only contribution to its linear) m * V / ||V|| per row with V = W + factor * B A, the form
+// only contribution to its linear) m * V / ||V|| per row with V = W + factor * B A, the function
 // dora_linear computes at run time (autograd/dora.h).
 std::vector<float> adapted_weight(std::span<const float> w, std::span<const Contribution> parts,
                                   int64_t out, int64_t in) {
-  std::vector<float> v = add(w, delta_of(parts, out, in));
-  if (parts.size() != 1 || parts.front().pair->magnitude.empty()) return v;
-  const auto& m = parts.front().pair->magnitude;
-  for (int64_t o = 0; o < out; ++o) {
-    double sq = 0.0;
-    for (int64_t j = 0; j < in; ++j) sq += double(v[o * in + j]) * double(v[o * in + j]);
-    // The same f32 ratio the runtime path multiplies by.
-    const float g = m[o] / float(std::sqrt(sq));
-    for (int64_t j = 0; j < in; ++j) v[o * in + j] *= g;
-  }
-  return v;
+  if (parts.size() == 1 && !parts.front().pair->magnitude.empty())
+    return dora_weight(w, *parts.front().pair, parts.front().factor, out, in);
+  return add(w, delta_of(parts, out, in));
 }
 
 std::vector<float> minus(std::span<const float> a, std::span<const float> b) {
@@ -155,6 +160,18 @@ std::optional<MergedLinear> merge_quantized(const WeightSet& weights, const json
     storage = quant_name(q);
   }
   return MergedLinear{name, storage, measure_fidelity(minus(stored, base), delta)};
+}
+
+// Warnings for the tensors that keep less of their change than options.min_delta_kept, and the
+// total.
+void summarize(MergeReport& report, const MergeOptions& options) {
+  for (const auto& m : report.merged) {
+    report.total.add(m.fidelity);
+    if (m.fidelity.kept() < options.min_delta_kept)
+      report.warnings.push_back(m.tensor + " keeps " + percent(m.fidelity.kept()) +
+                                " of its delta (below min_delta_kept " +
+                                percent(options.min_delta_kept) + ")");
+  }
 }
 
 }  // namespace
@@ -306,13 +323,7 @@ MergeReport merge_adapters(const fs::path& model_dir, std::span<const MergeAdapt
         {name, std::string(dtype_name(dtype)), measure_fidelity(minus(stored, base), delta)});
   }
 
-  for (const auto& m : report.merged) {
-    report.total.add(m.fidelity);
-    if (m.fidelity.kept() < options.min_delta_kept)
-      report.warnings.push_back(m.tensor + " keeps " + percent(m.fidelity.kept()) +
-                                " of its delta (below min_delta_kept " +
-                                percent(options.min_delta_kept) + ")");
-  }
+  summarize(report, options);
   if (report.merged.empty() && report.skipped.empty())
     throw std::runtime_error("the adapters touch no linear of " + model_dir.string());
 
@@ -327,6 +338,61 @@ MergeReport merge_adapters(const fs::path& model_dir, std::span<const MergeAdapt
     folder.format_metadata = "mlx";
   }
   write_model_folder(out_dir, model_dir, out_config, std::move(out), folder);
+  return report;
+}
+
+MergeReport merge_full_finetune(const fs::path& model_dir, const fs::path& adapter_path,
+                                const fs::path& out_dir, const MergeOptions& options) {
+  check_distinct_output(out_dir, model_dir);
+  if (!is_full_adapter(adapter_path))
+    throw std::runtime_error(adapter_path.string() + ": not a full fine-tuning (its " +
+                             kAdapterConfigName + " does not say fine_tune_type \"full\")");
+  const json config = read_model_config_json(model_dir);
+  if (quantization_of(config))
+    throw SettingError("model", model_dir.string() +
+                                    " is quantized; a full fine-tuning replaces float weights "
+                                    "and merges into the float model it was trained on");
+  check_merge_options(options, false, model_dir);
+  const WeightSet weights = WeightSet::open_dir(model_dir);
+  const std::string prefix = text_model_prefix(weights);
+  const fs::path file_path =
+      fs::is_directory(adapter_path) ? adapter_path / kMlxWeights : adapter_path;
+  const SafetensorsFile trained = SafetensorsFile::open(file_path);
+  // The file names tensors as mlx-lm does ("model.layers..."); the base may keep its text model
+  // under another prefix.
+  std::map<std::string, const TensorInfo*> replacing;
+  for (const TensorInfo& t : trained.tensors()) {
+    const std::string name = t.name.starts_with("model.") ? prefix + t.name.substr(6) : t.name;
+    if (!weights.contains(name))
+      throw std::runtime_error(file_path.string() + ": tensor " + t.name + " has no " + name +
+                               " in the base model " + model_dir.string());
+    if (weights.info(name).shape != t.shape)
+      throw std::runtime_error(file_path.string() + ": tensor " + t.name + " is " +
+                               shape_to_string(t.shape) + " but the base's " + name + " is " +
+                               shape_to_string(weights.info(name).shape));
+    replacing[name] = &t;
+  }
+  MergeReport report;
+  std::vector<TensorData> out;
+  for (const auto& name : weights.names()) {
+    const auto found = replacing.find(name);
+    if (found == replacing.end()) {
+      out.push_back(copy_tensor(weights, name));
+      continue;
+    }
+    const TensorInfo& info = weights.info(name);
+    const DType dtype = writable_float(info.dtype) ? info.dtype : DType::F32;
+    const std::vector<float> base = weights.read_f32(name);
+    const std::vector<float> target = trained.read_f32(found->second->name);
+    const std::vector<float> stored = stored_as(target, dtype);
+    out.push_back(TensorData::convert(name, dtype, info.shape, stored));
+    report.merged.push_back({name, std::string(dtype_name(dtype)),
+                             measure_fidelity(minus(stored, base), minus(target, base))});
+  }
+  summarize(report, options);
+  ModelFolderOptions folder;
+  folder.max_shard_bytes = options.max_shard_bytes;
+  write_model_folder(out_dir, model_dir, config, std::move(out), folder);
   return report;
 }
 

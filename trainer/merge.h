@@ -71,4 +71,13 @@ MergeReport merge_adapters(const std::filesystem::path& model_dir,
                            std::span<const MergeAdapter> adapters,
                            const std::filesystem::path& out_dir, const MergeOptions& options = {});
 
+// A full fine-tuning (trainer/io/full_adapter.h) written into a complete model folder: each trained
+// tensor replaces the base's, stored in the base's float dtype (the report gives what that
+// rounding keeps of each change); every other tensor is copied byte for byte. A quantized base
+// is refused (full fine-tuning trains float bases only).
+MergeReport merge_full_finetune(const std::filesystem::path& model_dir,
+                                const std::filesystem::path& adapter_path,
+                                const std::filesystem::path& out_dir,
+                                const MergeOptions& options = {});
+
 }  // namespace lora

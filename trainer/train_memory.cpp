@@ -37,7 +37,9 @@ MemoryEstimate estimate(const TrainOptions& o, const RunModel& m, uint64_t base,
   for (const auto& k : o.lora_keys)
     if (auto p = proj_from_name(k)) keys.push_back(*p);
   MemoryRunShape run;
-  run.lora_parameters = lora_parameter_count(m.config, o.rank, keys, o.num_layers);
+  run.trainable_parameters = o.fine_tune_type == "full"
+                                 ? full_parameter_count(m.config, o.num_layers)
+                                 : lora_parameter_count(m.config, o.rank, keys, o.num_layers);
   run.optimizer_slots = o.optimizer == "sgd" ? (o.momentum > 0 ? 1 : 0) : 2;
   run.batch = o.batch_size;
   run.seq = seq;
@@ -46,39 +48,61 @@ MemoryEstimate estimate(const TrainOptions& o, const RunModel& m, uint64_t base,
 }
 
 // The settings, each changed alone (and all together), that bring the estimate under `available`.
-std::vector<std::string> settings_that_fit(const TrainOptions& o, const RunModel& m, int64_t seq,
-                                           uint64_t available) {
-  std::vector<std::string> out;
+std::vector<SettingChanges> settings_that_fit(const TrainOptions& o, const RunModel& m, int64_t seq,
+                                              uint64_t available) {
+  std::vector<SettingChanges> out;
+  const bool full = o.fine_tune_type == "full";
   auto fits = [&](const TrainOptions& v, uint64_t base, int64_t s) {
     return estimate(v, m, base, s).total() <= available;
   };
   if (!o.grad_checkpoint) {
     TrainOptions v = o;
     v.grad_checkpoint = true;
-    if (fits(v, m.stored_bytes, seq)) out.push_back("--grad-checkpoint");
+    if (fits(v, m.stored_bytes, seq)) out.push_back({{"grad_checkpoint", ""}});
   }
   for (int64_t b = o.batch_size / 2; b >= 1; b /= 2) {
     TrainOptions v = o;
     v.batch_size = b;
     if (fits(v, m.stored_bytes, seq)) {
-      out.push_back("--batch-size " + std::to_string(b));
+      out.push_back({{"batch_size", std::to_string(b)}});
       break;
     }
   }
   for (int64_t s = seq / 2; s >= 64; s /= 2)
     if (fits(o, m.stored_bytes, s)) {
-      out.push_back("--max-seq-length " + std::to_string(s));
+      out.push_back({{"max_seq_length", std::to_string(s)}});
       break;
     }
-  const bool can_quantize = o.quantize == 0 && !m.config.quant_bits;
-  if (can_quantize && fits(o, m.quantized_bytes, seq)) out.push_back("--quantize 4");
+  if (full) {
+    const int64_t layers = o.num_layers < 0 ? m.config.num_layers : o.num_layers;
+    for (int64_t n = layers / 2; n >= 1; n /= 2) {
+      TrainOptions v = o;
+      v.num_layers = n;
+      if (fits(v, m.stored_bytes, seq)) {
+        out.push_back({{"num_layers", std::to_string(n)}});
+        break;
+      }
+    }
+    if (o.optimizer != "sgd") {
+      TrainOptions v = o;
+      v.optimizer = "sgd";
+      v.momentum = 0;
+      if (fits(v, m.stored_bytes, seq)) out.push_back({{"optimizer", "sgd"}});
+    }
+  }
+  const bool can_quantize = !full && o.quantize == 0 && !m.config.quant_bits;
+  if (can_quantize && fits(o, m.quantized_bytes, seq)) out.push_back({{"quantize", "4"}});
   if (out.empty()) {
     TrainOptions v = o;
     v.grad_checkpoint = true;
     v.batch_size = 1;
-    std::string all = "--grad-checkpoint --batch-size 1";
+    SettingChanges all = {{"grad_checkpoint", ""}, {"batch_size", "1"}};
     const uint64_t base = can_quantize ? m.quantized_bytes : m.stored_bytes;
-    if (can_quantize) all += " --quantize 4";
+    if (can_quantize) all.push_back({"quantize", "4"});
+    if (full) {
+      v.num_layers = 1;
+      all.push_back({"num_layers", "1"});
+    }
     if (fits(v, base, seq)) out.push_back(all);
   }
   return out;
@@ -104,26 +128,41 @@ int64_t longest_sequence(const data::EncodedSet& set) {
 
 std::string describe(const MemoryEstimate& e) {
   auto mib = [](uint64_t b) { return std::to_string((b + (1u << 19)) >> 20); };
-  return format_mib(e.total()) + " (base " + mib(e.base) + ", LoRA state " + mib(e.lora_state) +
+  return format_mib(e.total()) + " (base " + mib(e.base) + ", trained values " + mib(e.trained) +
+         ", gradients " + mib(e.gradients) + ", optimizer moments " + mib(e.moments) +
          ", activations " + mib(e.activations) + ")";
+}
+
+MemoryFitError::MemoryFitError(const std::string& situation, std::vector<SettingChanges> fixes)
+    : std::runtime_error(""), situation_(situation), fixes_(std::move(fixes)) {
+  static_cast<std::runtime_error&>(*this) =
+      std::runtime_error(message([](const std::string& s) { return s; }));
+}
+
+std::string MemoryFitError::message(
+    const std::function<std::string(const std::string&)>& name) const {
+  if (fixes_.empty())
+    return situation_ + "; no smaller batch or sequence, gradient checkpointing or quantization " +
+           "makes it fit";
+  std::string msg = situation_ + "; it fits with ";
+  for (std::size_t i = 0; i < fixes_.size(); ++i) {
+    msg += i == 0 ? "" : i + 1 == fixes_.size() ? ", or " : ", ";
+    std::string fix;
+    for (const SettingChange& c : fixes_[i])
+      fix += (fix.empty() ? "" : " ") + name(c.setting) + (c.value.empty() ? "" : " " + c.value);
+    msg += fix;
+  }
+  return msg;
 }
 
 void check_run_fits(const TrainOptions& o, int64_t seq, uint64_t available) {
   const RunModel m = read_run_model(o);
   const MemoryEstimate e = estimate(o, m, m.stored_bytes, seq);
   if (e.total() <= available) return;
-  std::string msg = "this run needs at least " + describe(e) + " of memory for batches of " +
-                    std::to_string(o.batch_size) + " x " + std::to_string(seq) + " tokens, but " +
-                    format_mib(available) + " are available";
-  const auto fixes = settings_that_fit(o, m, seq, available);
-  if (fixes.empty()) {
-    msg += "; no smaller batch, sequence, --grad-checkpoint or --quantize 4 makes it fit";
-  } else {
-    msg += "; it fits with ";
-    for (std::size_t i = 0; i < fixes.size(); ++i)
-      msg += (i == 0 ? "" : i + 1 == fixes.size() ? ", or " : ", ") + fixes[i];
-  }
-  throw std::runtime_error(msg);
+  throw MemoryFitError("this run needs at least " + describe(e) + " of memory for batches of " +
+                           std::to_string(o.batch_size) + " x " + std::to_string(seq) +
+                           " tokens, but " + format_mib(available) + " are available",
+                       settings_that_fit(o, m, seq, available));
 }
 
 }  // namespace lora

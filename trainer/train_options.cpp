@@ -62,7 +62,9 @@ const std::vector<TrainField>& train_fields() {
        "How chats are laid out: template (the model's chat_template) or llama2", true},
       {"max-line-bytes", &O::max_line_bytes, "Longest JSONL line accepted"},
       {"fine-tune-type", &O::fine_tune_type,
-       "lora, or dora (weight-decomposed: each module also trains a magnitude per output)", true},
+       "lora, dora (weight-decomposed: each module also trains a magnitude per output), or full "
+       "(the blocks' own weights and norms train in f32; a float base only)",
+       true},
       {"num-layers", &O::num_layers,
        "Adapt the last N transformer blocks (-1: all); fewer is faster and changes less", true},
       {"rank", &O::rank,
@@ -137,10 +139,16 @@ void TrainOptions::validate() const {
   if (lora_keys.empty()) throw SettingError("lora_keys", "needs at least one projection");
   if (quantize != 0) check_quantization(int(quantize), int(q_group_size));
   one_of("optimizer", optimizer, {"adam", "adamw", "sgd"});
-  if (fine_tune_type == "full")
-    throw SettingError("fine_tune_type",
-                       "\"full\" (training the base weights) is not supported; use lora or dora");
-  one_of("fine_tune_type", fine_tune_type, {"lora", "dora"});
+  one_of("fine_tune_type", fine_tune_type, {"lora", "dora", "full"});
+  if (fine_tune_type == "full" && quantize != 0)
+    throw SettingError(
+        "quantize",
+        "full fine-tuning trains the base weights in f32 and cannot quantize them "
+        "at load; leave quantize at 0, or train a LoRA adapter on the quantized base");
+  if (fine_tune_type == "full" && format == "peft")
+    throw SettingError("format",
+                       "a fully fine-tuned model is saved as mlx-lm saves it (adapters.safetensors "
+                       "with fine_tune_type full); PEFT has no such layout");
   one_of("lr_schedule", lr_schedule, {"constant", "linear", "cosine"});
   one_of("format", format, {"mlx", "peft"});
   one_of("chat_format", chat_format, {"template", "llama2"});

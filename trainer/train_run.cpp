@@ -74,6 +74,7 @@ LoraConfig lora_config_from(const TrainOptions& o, int64_t model_layers) {
   }
   c.dropout = float(o.dropout);
   c.dora = o.fine_tune_type == "dora";
+  c.full = o.fine_tune_type == "full";
   c.num_layers = o.num_layers < 0 ? -1 : int(std::min<int64_t>(o.num_layers, model_layers));
   c.keys.clear();
   for (const auto& k : o.lora_keys) {
@@ -87,9 +88,42 @@ LoraConfig lora_config_from(const TrainOptions& o, int64_t model_layers) {
   return c;
 }
 
+// Copies the trained blocks of a saved full fine-tuning into `adapter`, block by block.
+void start_from_trained_blocks(LoraAdapter& adapter, const LoraAdapter& saved,
+                               const fs::path& path) {
+  if (!saved.config.full)
+    throw SettingError("resume_adapter_file", path.string() +
+                                                  " is a LoRA adapter; this run fine-tunes the "
+                                                  "blocks themselves (fine_tune_type full)");
+  for (TrainedBlock& b : adapter.blocks) {
+    const auto it = std::find_if(saved.blocks.begin(), saved.blocks.end(),
+                                 [&](const TrainedBlock& s) { return s.layer == b.layer; });
+    if (it == saved.blocks.end())
+      throw SettingError("resume_adapter_file", path.string() + " has no trained block " +
+                                                    std::to_string(b.layer) +
+                                                    " (this run trains it; check num_layers)");
+    for (int t = 0; t < kNumBlockTensors; ++t)
+      if (b.tensors[t].value.numel() > 0) b.tensors[t].value = it->tensors[t].value;
+  }
+  if (saved.blocks.size() != adapter.blocks.size())
+    throw SettingError("resume_adapter_file",
+                       path.string() + " trains " + std::to_string(saved.blocks.size()) +
+                           " blocks, this run " + std::to_string(adapter.blocks.size()) +
+                           " (check num_layers)");
+}
+
 // Copies the A/B values of a saved adapter into `adapter`, module by module.
 void start_from_adapter(LoraAdapter& adapter, const fs::path& path, const Model& model) {
   LoraAdapter saved = load_adapter(path, model);
+  if (adapter.config.full || saved.config.full) {
+    if (!adapter.config.full)
+      throw SettingError("resume_adapter_file",
+                         path.string() +
+                             " is a fully fine-tuned model (fine_tune_type full); "
+                             "this run trains a LoRA adapter");
+    start_from_trained_blocks(adapter, saved, path);
+    return;
+  }
   for (auto& m : adapter.modules) {
     const LoraModule* s = saved.find(m.layer, m.proj);
     const std::string name = layer_module_name(m.layer, m.proj);
@@ -122,7 +156,7 @@ void start_from_adapter(LoraAdapter& adapter, const fs::path& path, const Model&
 LoraAdapter create_adapter(const TrainOptions& o, const RunInputs& in) {
   LoraAdapter adapter = LoraAdapter::create(
       in.model, lora_config_from(o, in.model.config.num_layers), uint64_t(o.seed));
-  if (adapter.modules.empty())
+  if (adapter.modules.empty() && adapter.blocks.empty())
     throw SettingError("lora_keys", "adapts nothing in the blocks num_layers selects");
   if (!o.resume_adapter_file.empty() && !in.resumed)
     start_from_adapter(adapter, o.resume_adapter_file, in.model);

@@ -116,8 +116,11 @@ class RunLog {
                  run.inputs.resumed ? run.inputs.resumed->content.metrics : std::string()) {
     const auto& train = run.inputs.data.train;
     progress.note(
-        "training " + std::to_string(run.adapter.num_parameters()) + " LoRA parameters (" +
-        std::to_string(run.adapter.modules.size()) + " modules) on " +
+        "training " + std::to_string(run.adapter.num_parameters()) +
+        (run.adapter.config.full
+             ? " parameters (" + std::to_string(run.adapter.blocks.size()) + " full blocks) on "
+             : " LoRA parameters (" + std::to_string(run.adapter.modules.size()) +
+                   " modules) on ") +
         std::to_string(train.examples.size()) + " examples, " +
         std::to_string(train.trained_tokens) + " trained tokens" +
         (run.inputs.resumed ? ", resuming at step " + std::to_string(run.state.step)

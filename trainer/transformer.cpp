@@ -53,10 +53,48 @@ std::vector<ag::LoraBranch> branches_for(const AdapterStack& stack, int64_t laye
 ag::Var project_rows(ag::Tape& tape, ag::Var x, const PassContext& ctx, int64_t layer, Proj proj,
                      const std::vector<float>& bias, ag::Var residual);
 
+// The enabled adapter's fully fine-tuned copy of `layer`, or null (the base's block). Full
+// fine-tuning replaces the block's weights, so it has no strength to scale.
+TrainedBlock* trained_block(const AdapterStack& stack, int64_t layer) {
+  for (std::size_t i = 0; i < stack.adapters.size(); ++i) {
+    LoraAdapter* adapter = stack.adapters[i];
+    if (!adapter || !adapter->enabled || adapter->blocks.empty()) continue;
+    TrainedBlock* block = adapter->find_block(layer);
+    if (!block) continue;
+    const float strength = stack.strengths.empty() ? adapter->strength : stack.strengths.at(i);
+    if (strength != 1.0f)
+      throw std::runtime_error("layer " + std::to_string(layer) +
+                               ": a fully fine-tuned model replaces the base's weights and has no "
+                               "strength other than 1 (got " +
+                               std::to_string(strength) + ")");
+    return block;
+  }
+  return nullptr;
+}
+
+// A block norm: the trained weight in a fully fine-tuned block, else the base's.
+ag::Var block_norm(ag::Tape& tape, ag::Var x, const PassContext& ctx, int64_t layer,
+                   BlockTensor which, const std::vector<float>& base, int64_t dim) {
+  const float eps = ctx.model.config.rms_norm_eps;
+  if (TrainedBlock* b = trained_block(ctx.adapters, layer))
+    return ag::rmsnorm(tape, x, b->at(which), dim, eps, ctx.adapters.training);
+  return ag::rmsnorm(tape, x, base, dim, eps);
+}
+
 ag::Var project(ag::Tape& tape, ag::Var x, const PassContext& ctx, int64_t layer, Proj proj,
                 const std::vector<float>& bias, ag::Var residual = nullptr) {
   if (!ctx.rows.empty()) return project_rows(tape, x, ctx, layer, proj, bias, residual);
   const auto branches = branches_for(ctx.adapters, layer, proj);
+  if (TrainedBlock* block = trained_block(ctx.adapters, layer)) {
+    if (!branches.empty())
+      throw std::runtime_error("layer " + std::to_string(layer) + " " +
+                               std::string(proj_module_path(proj)) +
+                               ": a LoRA adapter cannot be stacked on a fully fine-tuned block");
+    const auto bias_of = block_bias(proj);
+    ag::Parameter* b = bias_of && block->has(*bias_of) ? &block->at(*bias_of) : nullptr;
+    return ag::dense_linear(tape, x, block->at(block_linear(proj)), b, ctx.adapters.training,
+                            residual);
+  }
   const FrozenWeight& w = ctx.model.layers[layer].at(proj);
   const std::vector<float>* b = bias.empty() ? nullptr : &bias;
   for (const ag::LoraBranch& br : branches) {
@@ -136,13 +174,13 @@ void rotate_rows(const AttentionInputs& in, const PassContext& ctx, int64_t laye
 AttentionInputs attention_inputs(ag::Tape& tape, ag::Var x, const PassContext& ctx, int64_t layer) {
   const ModelConfig& c = ctx.model.config;
   const LayerWeights& w = ctx.model.layers[layer];
-  ag::Var h = ag::rmsnorm(tape, x, w.input_norm, c.hidden_size, c.rms_norm_eps);
+  ag::Var h = block_norm(tape, x, ctx, layer, BlockTensor::input_norm, w.input_norm, c.hidden_size);
   AttentionInputs in{project(tape, h, ctx, layer, Proj::q, w.q_bias),
                      project(tape, h, ctx, layer, Proj::k, w.k_bias),
                      project(tape, h, ctx, layer, Proj::v, w.v_bias)};
   if (c.qk_norm) {
-    in.q = ag::rmsnorm(tape, in.q, w.q_norm, c.head_dim, c.rms_norm_eps);
-    in.k = ag::rmsnorm(tape, in.k, w.k_norm, c.head_dim, c.rms_norm_eps);
+    in.q = block_norm(tape, in.q, ctx, layer, BlockTensor::q_norm, w.q_norm, c.head_dim);
+    in.k = block_norm(tape, in.k, ctx, layer, BlockTensor::k_norm, w.k_norm, c.head_dim);
   }
   if (!c.uses_rope(layer)) return in;
   if (!ctx.rows.empty()) {
@@ -178,17 +216,17 @@ ag::Var sandwich_block_output(ag::Tape& tape, ag::Var x, ag::Var attn, const Pas
   const ModelConfig& c = ctx.model.config;
   const LayerWeights& w = ctx.model.layers[layer];
   const std::vector<float> no_bias;
-  auto norm = [&](ag::Var v, const std::vector<float>& weight) {
-    return ag::rmsnorm(tape, v, weight, c.hidden_size, c.rms_norm_eps);
+  auto norm = [&](ag::Var v, BlockTensor which, const std::vector<float>& weight) {
+    return block_norm(tape, v, ctx, layer, which, weight, c.hidden_size);
   };
   ag::Var o = project(tape, attn, ctx, layer, Proj::o, no_bias);
-  x = ag::add(tape, x, norm(o, w.post_attention_norm));
-  ag::Var h = norm(x, w.pre_ffn_norm);
+  x = ag::add(tape, x, norm(o, BlockTensor::post_attention_norm, w.post_attention_norm));
+  ag::Var h = norm(x, BlockTensor::pre_ffn_norm, w.pre_ffn_norm);
   ag::Var gate = project(tape, h, ctx, layer, Proj::gate, no_bias);
   ag::Var up = project(tape, h, ctx, layer, Proj::up, no_bias);
   ag::Var down =
       project(tape, gated_activation(tape, c, gate, up), ctx, layer, Proj::down, no_bias);
-  return ag::add(tape, x, norm(down, w.post_ffn_norm));
+  return ag::add(tape, x, norm(down, BlockTensor::post_ffn_norm, w.post_ffn_norm));
 }
 
 // o_proj and the residual, then the gated MLP and its residual.
@@ -200,7 +238,8 @@ ag::Var block_output(ag::Tape& tape, ag::Var x, ag::Var attn, const PassContext&
   const std::vector<float> no_bias;
   // The residual sums happen inside the o and down projections (see ag::linear).
   x = project(tape, attn, ctx, layer, Proj::o, no_bias, x);
-  ag::Var h = ag::rmsnorm(tape, x, w.post_attention_norm, c.hidden_size, c.rms_norm_eps);
+  ag::Var h = block_norm(tape, x, ctx, layer, BlockTensor::post_attention_norm,
+                         w.post_attention_norm, c.hidden_size);
   ag::Var gate = project(tape, h, ctx, layer, Proj::gate, no_bias);
   ag::Var up = project(tape, h, ctx, layer, Proj::up, no_bias);
   return project(tape, gated_activation(tape, c, gate, up), ctx, layer, Proj::down, no_bias, x);

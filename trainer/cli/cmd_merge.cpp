@@ -1,5 +1,6 @@
 // `lora merge`: folds adapters into the base and writes a complete model folder, with a report of
 // how much of each delta the stored weights keep.
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -10,6 +11,7 @@
 
 #include "trainer/cli/commands.h"
 #include "trainer/cli/flag_values.h"
+#include "trainer/io/full_adapter.h"
 #include "trainer/merge.h"
 #include "trainer/merge_gguf.h"
 
@@ -56,7 +58,44 @@ void merge_gguf(const MergeCliOptions& o, std::span<const MergeAdapter> adapters
   std::printf("wrote %s\n", o.out.c_str());
 }
 
+void print_report(const MergeReport& report, const std::filesystem::path& out,
+                  const GlobalOptions& global) {
+  for (const auto& w : report.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  if (global.json) {
+    nlohmann::json j = report.to_json();
+    j["written"] = out.string();
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
+  if (!global.quiet) std::printf("%s", report.to_text().c_str());
+  std::printf("wrote %s\n", out.string().c_str());
+}
+
+// A full fine-tuning's folder: its trained tensors replace the base's.
+void merge_full(const MergeCliOptions& o, const GlobalOptions& global) {
+  if (o.adapters.size() != 1)
+    throw std::runtime_error("--adapter-path " + o.adapters.front() +
+                             " is a full fine-tuning, which replaces the base's weights and "
+                             "merges alone (one --adapter-path)");
+  for (double s : o.adapter_scales)
+    if (s != 1.0)
+      throw std::runtime_error("--adapter-scale: a full fine-tuning has no scale other than 1");
+  if (o.dequantize || !o.base_float.empty() || !o.dtype.empty() || !o.outtype.empty())
+    throw std::runtime_error(
+        "--dequantize, --dtype, --base-float and --outtype do not apply to a full fine-tuning "
+        "(it merges into its float base, each tensor in the base's dtype)");
+  MergeOptions options;
+  options.min_delta_kept = o.min_delta_kept;
+  options.max_shard_bytes = parse_byte_size(o.max_shard_size);
+  const std::filesystem::path out = folder_path(o.out);
+  const MergeReport report = merge_full_finetune(o.model, o.adapters.front(), out, options);
+  print_report(report, out, global);
+}
+
 void run_merge(const MergeCliOptions& o, const GlobalOptions& global) {
+  if (std::any_of(o.adapters.begin(), o.adapters.end(),
+                  [](const std::string& a) { return is_full_adapter(a); }))
+    return merge_full(o, global);
   const std::vector<double> scales = adapter_scales(o.adapter_scales, o.adapters.size());
   std::vector<MergeAdapter> adapters;
   for (std::size_t i = 0; i < o.adapters.size(); ++i) {
@@ -75,15 +114,7 @@ void run_merge(const MergeCliOptions& o, const GlobalOptions& global) {
   const std::filesystem::path out = folder_path(o.out);
 
   const MergeReport report = merge_adapters(o.model, adapters, out, options);
-  for (const auto& w : report.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
-  if (global.json) {
-    nlohmann::json j = report.to_json();
-    j["written"] = out.string();
-    std::printf("%s\n", j.dump().c_str());
-    return;
-  }
-  if (!global.quiet) std::printf("%s", report.to_text().c_str());
-  std::printf("wrote %s\n", out.string().c_str());
+  print_report(report, out, global);
 }
 
 }  // namespace

@@ -178,7 +178,7 @@ void map_optimizer_config(json& j, std::vector<std::string>& warnings) {
 }
 
 // Settings that say what mlx-lm runs: accepted where they name what this trainer does
-// (fine_tune_type is a setting here too: lora or dora).
+// (fine_tune_type is a setting here too: lora, dora or full).
 void check_run_kind(json& j, std::vector<std::string>& warnings) {
   auto require = [&](const char* key, const char* supported, const char* why) {
     auto it = j.find(key);

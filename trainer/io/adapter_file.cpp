@@ -23,9 +23,7 @@ using nlohmann::json;
 
 namespace {
 
-constexpr const char* kMlxWeights = "adapters.safetensors";
-constexpr const char* kPeftWeights = "adapter_model.safetensors";
-constexpr const char* kConfig = "adapter_config.json";
+constexpr const char* kConfig = kAdapterConfigName;
 constexpr const char* kCard = "README.md";
 
 // Scales held as floats (training) against the same scale in double (alpha / r).
@@ -324,7 +322,7 @@ void apply_config(AdapterFile& adapter, const json& config, const nlohmann::orde
     const std::string type = config.value("fine_tune_type", std::string("lora"));
     if (type != "lora" && type != "dora")
       throw std::runtime_error(config_path.string() + ": fine_tune_type \"" + type +
-                               "\" is not supported (only \"lora\" and \"dora\")");
+                               "\" is not supported (only \"lora\", \"dora\" and \"full\")");
     adapter.dora = type == "dora";
     check_dora_tensors(adapter, config_path, "fine_tune_type");
     const json& params = config["lora_parameters"];
@@ -421,6 +419,11 @@ AdapterFile AdapterFile::read(const fs::path& path) {
     throw std::runtime_error(config_path.string() +
                              ": not found; an adapter needs its config to know its scale");
   const auto config = read_json_file<json>(config_path);
+  if (config.is_object() && config.value("fine_tune_type", json("lora")) == "full")
+    throw std::runtime_error(config_path.string() +
+                             ": fine_tune_type \"full\": the folder holds fully fine-tuned "
+                             "block weights, not LoRA pairs (they merge into their float base, "
+                             "or run as the adapter of generate and eval)");
   // PEFT tries rank_pattern / alpha_pattern keys in the file's order.
   const auto ordered = read_json_file<nlohmann::ordered_json>(config_path);
   const SafetensorsFile file = SafetensorsFile::open(weights);
@@ -568,32 +571,6 @@ json AdapterFile::summary() const {
 
 namespace {
 
-// The one way an adapter's files reach a folder: `fill` writes them into a staging folder, which
-// becomes `dir` when there is none. An existing folder (a training run's, with checkpoints/ and
-// metrics.jsonl) keeps its other files: each staged file is renamed over its old copy, and then
-// the other layout's weights file, if any, is removed (a folder holding both is refused by the
-// reader, so a crash before that point cannot go unnoticed).
-void install_adapter_files(const fs::path& dir, const char* weights_name, const char* other_name,
-                           const std::function<void(const fs::path&)>& fill,
-                           const std::function<void()>& after_weights) {
-  if (!fs::exists(dir)) {
-    write_dir_atomic(dir, fill);
-    return;
-  }
-  if (!fs::is_directory(dir))
-    throw std::runtime_error(dir.string() + ": exists and is not a folder");
-  const fs::path staging = dir / ".adapter-staging";
-  write_dir_atomic(staging, fill);
-  fs::rename(staging / weights_name, dir / weights_name);  // the weights first, then the rest
-  if (after_weights) after_weights();
-  std::vector<fs::path> rest;
-  for (const auto& e : fs::directory_iterator(staging)) rest.push_back(e.path());
-  for (const auto& path : rest) fs::rename(path, dir / path.filename());
-  fs::remove(dir / other_name);
-  fsync_path(dir);
-  fs::remove_all(staging);
-}
-
 // The most common rank of the pairs (the first pair's on a tie).
 int64_t most_common_rank(const std::vector<AdapterPair>& pairs) {
   std::map<int64_t, int> rank_count;
@@ -614,6 +591,27 @@ bool covers_all_layers(const std::vector<int64_t>& adapted, std::optional<int64_
 }
 
 }  // namespace
+
+void install_adapter_files(const fs::path& dir, const char* weights_name, const char* other_name,
+                           const std::function<void(const fs::path&)>& fill,
+                           const std::function<void()>& after_weights) {
+  if (!fs::exists(dir)) {
+    write_dir_atomic(dir, fill);
+    return;
+  }
+  if (!fs::is_directory(dir))
+    throw std::runtime_error(dir.string() + ": exists and is not a folder");
+  const fs::path staging = dir / ".adapter-staging";
+  write_dir_atomic(staging, fill);
+  fs::rename(staging / weights_name, dir / weights_name);  // the weights first, then the rest
+  if (after_weights) after_weights();
+  std::vector<fs::path> rest;
+  for (const auto& e : fs::directory_iterator(staging)) rest.push_back(e.path());
+  for (const auto& path : rest) fs::rename(path, dir / path.filename());
+  fs::remove(dir / other_name);
+  fsync_path(dir);
+  fs::remove_all(staging);
+}
 
 void AdapterFile::write(const fs::path& dir, AdapterFormat out_format,
                         const std::function<void()>& after_weights) const {

@@ -17,6 +17,21 @@ namespace lora {
 
 enum class AdapterFormat { mlx, peft };
 
+inline constexpr const char* kMlxWeights = "adapters.safetensors";
+inline constexpr const char* kPeftWeights = "adapter_model.safetensors";
+inline constexpr const char* kAdapterConfigName = "adapter_config.json";
+
+// The one way an adapter's files reach a folder: `fill` writes them into a staging folder, which
+// becomes `dir` when there is none. An existing folder (a training run's, with checkpoints/ and
+// metrics.jsonl) keeps its other files: each staged file is renamed over its old copy (the weights
+// first, then `after_weights` runs), and then the other layout's weights file, if any, is removed
+// (a folder holding both is refused by the reader, so a crash before that point cannot go
+// unnoticed).
+void install_adapter_files(const std::filesystem::path& dir, const char* weights_name,
+                           const char* other_name,
+                           const std::function<void(const std::filesystem::path&)>& fill,
+                           const std::function<void()>& after_weights);
+
 std::string_view adapter_format_name(AdapterFormat f);          // "mlx" | "peft"
 AdapterFormat adapter_format_from_name(std::string_view name);  // throws on anything else
 

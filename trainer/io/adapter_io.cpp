@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "trainer/io/full_adapter.h"
 #include "trainer/io/model_card.h"
 
 namespace lora {
@@ -140,6 +141,12 @@ void save_adapter(const fs::path& dir, const LoraAdapter& adapter, const Model& 
                   AdapterFormat format, const nlohmann::json& run_args,
                   const std::optional<TrainingRun>& training,
                   const std::function<void()>& after_weights) {
+  if (adapter.config.full) {
+    if (format != AdapterFormat::mlx)
+      throw std::runtime_error("a full fine-tuning is written in the MLX-LM layout only");
+    save_full_adapter(dir, adapter, model, run_args, after_weights);
+    return;
+  }
   AdapterFile file = to_adapter_file(adapter, model);
   if (run_args.is_object()) file.mlx_run_args = run_args;
   file.training = training;
@@ -147,6 +154,7 @@ void save_adapter(const fs::path& dir, const LoraAdapter& adapter, const Model& 
 }
 
 LoraAdapter load_adapter(const fs::path& path, const Model& model) {
+  if (is_full_adapter(path)) return load_full_adapter(path, model);
   return to_lora_adapter(AdapterFile::read(path), model);
 }
 
