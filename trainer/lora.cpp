@@ -32,6 +32,8 @@ LoraAdapter LoraAdapter::create(const Model& model, const LoraConfig& config, ui
                                 std::to_string(config.dropout));
   LoraAdapter adapter;
   adapter.config = config;
+  adapter.config.keys = block_keys(model.config, config.keys);
+  const std::vector<Proj>& keys = adapter.config.keys;
   const float scale = config.effective_scale();
   // One generator for the whole adapter, consumed in (layer, proj) order: the same seed and config
   // give the same A matrices on any machine (the uniform is built from raw bits, not from a
@@ -41,7 +43,7 @@ LoraAdapter LoraAdapter::create(const Model& model, const LoraConfig& config, ui
   for (int64_t layer = config.first_layer(n_layers); layer < n_layers; ++layer)
     for (int p = 0; p < kNumProj; ++p) {
       const Proj proj = static_cast<Proj>(p);
-      if (std::find(config.keys.begin(), config.keys.end(), proj) == config.keys.end()) continue;
+      if (std::find(keys.begin(), keys.end(), proj) == keys.end()) continue;
       const FrozenWeight& w = model.layers[layer].at(proj);
       LoraModule m;
       m.layer = layer;

@@ -65,26 +65,41 @@ struct AttentionInputs {
   ag::Var q, k, v;
 };
 
+// The q, k and v projections of the normed input: three linears, or Phi-3's one qkv_proj split
+// into its [q; k; v] column blocks.
+AttentionInputs project_qkv(ag::Tape& tape, ag::Var h, const PassContext& ctx, int64_t layer) {
+  const ModelConfig& c = ctx.model.config;
+  const LayerWeights& w = ctx.model.layers[layer];
+  if (!c.fused_projections)  // braced: evaluated in order
+    return {project(tape, h, ctx, layer, Proj::q, w.q_bias),
+            project(tape, h, ctx, layer, Proj::k, w.k_bias),
+            project(tape, h, ctx, layer, Proj::v, w.v_bias)};
+  const int64_t widths[3] = {c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim,
+                             c.num_kv_heads * c.head_dim};
+  const auto parts = ag::split_columns(tape, project(tape, h, ctx, layer, Proj::qkv, {}), widths);
+  return {parts[0], parts[1], parts[2]};
+}
+
 // input norm -> q/k/v projections (+ qwen2 biases) -> qwen3/gemma3 per-head q/k norm -> RoPE
-// (with the layer's frequencies; SmolLM3 skips it on some layers).
+// (with the layer's frequencies, on the rotary part of each head; SmolLM3 skips it on some
+// layers).
 AttentionInputs attention_inputs(ag::Tape& tape, ag::Var x, const PassContext& ctx, int64_t layer) {
   const ModelConfig& c = ctx.model.config;
   const LayerWeights& w = ctx.model.layers[layer];
   ag::Var h = ag::rmsnorm(tape, x, w.input_norm, c.hidden_size, c.rms_norm_eps);
-  AttentionInputs in{project(tape, h, ctx, layer, Proj::q, w.q_bias),
-                     project(tape, h, ctx, layer, Proj::k, w.k_bias),
-                     project(tape, h, ctx, layer, Proj::v, w.v_bias)};
+  AttentionInputs in = project_qkv(tape, h, ctx, layer);
   if (c.qk_norm) {
     in.q = ag::rmsnorm(tape, in.q, w.q_norm, c.head_dim, c.rms_norm_eps);
     in.k = ag::rmsnorm(tape, in.k, w.k_norm, c.head_dim, c.rms_norm_eps);
   }
   if (!c.uses_rope(layer)) return in;
   // RoPE rotates in place: nothing else reads q and k before rotation, and backward needs neither.
-  const auto& inv_freq = ctx.model.rope_inv_freq_of(layer);
+  const auto& inv_freq = ctx.model.rope_inv_freq_of(layer, ctx.pos_offset + ctx.seq);
+  const float scale = c.rope_attention_factor();
   in.q = ag::rope(tape, in.q, ctx.batch, ctx.seq, c.num_heads, c.head_dim, inv_freq, ctx.pos_offset,
-                  /*reuse_input=*/true);
+                  /*reuse_input=*/true, scale);
   in.k = ag::rope(tape, in.k, ctx.batch, ctx.seq, c.num_kv_heads, c.head_dim, inv_freq,
-                  ctx.pos_offset, /*reuse_input=*/true);
+                  ctx.pos_offset, /*reuse_input=*/true, scale);
   return in;
 }
 
@@ -102,6 +117,21 @@ ag::Var gated_activation(ag::Tape& tape, const ModelConfig& c, ag::Var gate, ag:
                                                : ag::swiglu(tape, gate, up);
 }
 
+// act(gate_proj(h)) * up_proj(h): two linears, or Phi-3's one gate_up_proj split into its
+// [gate; up] column blocks.
+ag::Var mlp_hidden(ag::Tape& tape, ag::Var h, const PassContext& ctx, int64_t layer) {
+  const ModelConfig& c = ctx.model.config;
+  if (!c.fused_projections) {
+    ag::Var gate = project(tape, h, ctx, layer, Proj::gate, {});
+    ag::Var up = project(tape, h, ctx, layer, Proj::up, {});
+    return gated_activation(tape, c, gate, up);
+  }
+  const int64_t widths[2] = {c.intermediate_size, c.intermediate_size};
+  const auto parts =
+      ag::split_columns(tape, project(tape, h, ctx, layer, Proj::gate_up, {}), widths);
+  return gated_activation(tape, c, parts[0], parts[1]);
+}
+
 // Gemma's block tail: x + norm(o_proj(attn)), then x + norm(mlp(norm(x))).
 ag::Var sandwich_block_output(ag::Tape& tape, ag::Var x, ag::Var attn, const PassContext& ctx,
                               int64_t layer) {
@@ -113,11 +143,8 @@ ag::Var sandwich_block_output(ag::Tape& tape, ag::Var x, ag::Var attn, const Pas
   };
   ag::Var o = project(tape, attn, ctx, layer, Proj::o, no_bias);
   x = ag::add(tape, x, norm(o, w.post_attention_norm));
-  ag::Var h = norm(x, w.pre_ffn_norm);
-  ag::Var gate = project(tape, h, ctx, layer, Proj::gate, no_bias);
-  ag::Var up = project(tape, h, ctx, layer, Proj::up, no_bias);
-  ag::Var down =
-      project(tape, gated_activation(tape, c, gate, up), ctx, layer, Proj::down, no_bias);
+  ag::Var down = project(tape, mlp_hidden(tape, norm(x, w.pre_ffn_norm), ctx, layer), ctx, layer,
+                         Proj::down, no_bias);
   return ag::add(tape, x, norm(down, w.post_ffn_norm));
 }
 
@@ -131,9 +158,7 @@ ag::Var block_output(ag::Tape& tape, ag::Var x, ag::Var attn, const PassContext&
   // The residual sums happen inside the o and down projections (see ag::linear).
   x = project(tape, attn, ctx, layer, Proj::o, no_bias, x);
   ag::Var h = ag::rmsnorm(tape, x, w.post_attention_norm, c.hidden_size, c.rms_norm_eps);
-  ag::Var gate = project(tape, h, ctx, layer, Proj::gate, no_bias);
-  ag::Var up = project(tape, h, ctx, layer, Proj::up, no_bias);
-  return project(tape, gated_activation(tape, c, gate, up), ctx, layer, Proj::down, no_bias, x);
+  return project(tape, mlp_hidden(tape, h, ctx, layer), ctx, layer, Proj::down, no_bias, x);
 }
 
 // Token embeddings; Gemma scales them by sqrt(hidden) with the product rounded to the
