@@ -156,6 +156,8 @@ class TorchGrad : public ::testing::Test {
     make("phi3-4bit", with(phi3, {"--seed", "14", "--longrope", "64", "--quantize-bits", "4"}));
     make("phi3-bf16", with(phi3, {"--seed", "15", "--dtype", "bf16", "--partial-rotary", "0.5",
                                   "--longrope", "4"}));
+    // DoRA on the fused linears: one magnitude per row of qkv_proj and gate_up_proj.
+    cases_.push_back({"phi3-longrope-dora", *dir_ / "phi3-longrope", 2, 12, true});
 
     std::vector<std::string> argv = {test::torch_python(),
                                      std::string(LORA_SOURCE_DIR) + "/scripts/torch_lora_grad.py"};
@@ -229,6 +231,7 @@ TEST_F(TorchGrad, RandomMistralSlidingWindow) { check("mistral-window"); }
 TEST_F(TorchGrad, RandomPhi3FusedPartialRotaryLongRope) { check("phi3-longrope"); }
 TEST_F(TorchGrad, RandomPhi3FourBit) { check("phi3-4bit"); }
 TEST_F(TorchGrad, RandomPhi3Bf16) { check("phi3-bf16"); }
+TEST_F(TorchGrad, RandomPhi3FusedDora) { check("phi3-longrope-dora"); }
 
 }  // namespace
 }  // namespace lora
