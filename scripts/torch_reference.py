@@ -209,6 +209,9 @@ def rope_inv_freq(cfg, dim, local=False, seq_len=None):
 
 
 def longrope_original_max(cfg):
+    """Phi3Config has original_max_position_embeddings = 4096 even when config.json omits it."""
+    if cfg["model_type"] == "phi3":
+        return cfg.get("original_max_position_embeddings", 4096)
     return cfg.get("original_max_position_embeddings") or cfg.get("max_position_embeddings", 2048)
 
 
@@ -219,8 +222,8 @@ def rope_attention_factor(cfg):
         return 1.0
     if rs.get("attention_factor") is not None:
         return rs["attention_factor"]
-    if cfg.get("original_max_position_embeddings"):
-        factor = cfg["max_position_embeddings"] / cfg["original_max_position_embeddings"]
+    if cfg.get("original_max_position_embeddings") or cfg["model_type"] == "phi3":
+        factor = cfg["max_position_embeddings"] / longrope_original_max(cfg)
     else:
         factor = rs.get("factor", 1.0)
     original = longrope_original_max(cfg)

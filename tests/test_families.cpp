@@ -206,6 +206,11 @@ TEST(Families, Phi4MiniConfig) {
   j["rope_scaling"]["attention_factor"] = 1.5;
   j["rope_scaling"]["type"] = "su";
   EXPECT_FLOAT_EQ(ModelConfig::from_json(j).rope_attention_factor(), 1.5f);
+  // Phi3Config's original_max_position_embeddings is 4096 where config.json leaves it out.
+  json no_original = phi4_mini_config();
+  no_original.erase("original_max_position_embeddings");
+  EXPECT_EQ(ModelConfig::from_json(no_original).rope_scaling->original_max_position_embeddings,
+            4096);
   j["rope_scaling"]["short_factor"].erase(0);
   EXPECT_THROW(ModelConfig::from_json(j), std::runtime_error);
   json llama = {{"model_type", "llama"},    {"hidden_size", 64},

@@ -89,9 +89,11 @@ RopeScaling parse_longrope(const json& j, const json& r, const std::string& sour
   s.long_factor = float_list(r, "long_factor", source);
   const double max_pos = double(get_positive(j, "max_position_embeddings", source, 2048));
   double scale = get_float(r, "factor", source, 1.0f);
-  if (present(j, "original_max_position_embeddings")) {
+  // Phi3Config defines original_max_position_embeddings (4096) even where config.json omits it.
+  const bool phi3 = j.value("model_type", "") == "phi3";
+  if (present(j, "original_max_position_embeddings") || phi3) {
     s.original_max_position_embeddings =
-        get_positive(j, "original_max_position_embeddings", source);
+        get_positive(j, "original_max_position_embeddings", source, 4096);
     scale = max_pos / double(s.original_max_position_embeddings);
   } else {
     s.original_max_position_embeddings = int64_t(max_pos);
