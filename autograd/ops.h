@@ -48,12 +48,15 @@ Var rmsnorm(Tape& tape, Var x, std::span<const float> weight, int64_t dim, float
 Var rmsnorm(Tape& tape, Var x, Parameter& weight, int64_t dim, float eps, bool trains);
 
 // Rotary embedding (rotate_half convention) on x [batch * seq, heads * head_dim];
-// position of row (b, t) = pos_offset + t. inv_freq has head_dim / 2 entries.
+// position of row (b, t) = pos_offset + t. inv_freq has rotary_dim / 2 entries (rotary_dim <=
+// head_dim): the first rotary_dim features of each head rotate, the rest pass through (Phi-3's
+// partial rotary). cos and sin are multiplied by `scale` (LongRoPE's attention factor).
 // With reuse_input the rotation happens in x's storage and x's value is gone afterwards (its shape
 // stays): for an x that nothing else reads, such as the q and k projections' outputs, whose copies
 // would otherwise live until backward.
 Var rope(Tape& tape, Var x, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
-         std::span<const float> inv_freq, int64_t pos_offset = 0, bool reuse_input = false);
+         std::span<const float> inv_freq, int64_t pos_offset = 0, bool reuse_input = false,
+         float scale = 1.0f);
 
 // How a layer scores keys beyond plain causal softmax(q k / sqrt(head_dim)).
 struct AttentionScoring {
@@ -70,6 +73,10 @@ struct AttentionScoring {
 Var attention(Tape& tape, Var q, Var k, Var v, int64_t batch, int64_t seq_q, int64_t seq_k,
               int64_t heads, int64_t kv_heads, int64_t head_dim,
               std::span<const uint8_t> key_valid = {}, const AttentionScoring& scoring = {});
+
+// The column blocks of x [n, sum(widths)], one [n, widths[i]] output each, in order: the q/k/v
+// or gate/up parts of a fused projection. Backward adds each block's gradient into its columns.
+std::vector<Var> split_columns(Tape& tape, Var x, std::span<const int64_t> widths);
 
 // silu(gate) * up, elementwise.
 Var swiglu(Tape& tape, Var gate, Var up);

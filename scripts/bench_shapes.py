@@ -15,6 +15,10 @@ SHAPES = {
     "qwen2.5-0.5b": dict(hidden=896, layers=24, heads=14, kv_heads=2, inter=4864, vocab=151936,
                          qkv_bias=True, rope_theta=1000000.0, eps=1e-6, arch="qwen2",
                          tokenizer="qwen3", torch=True),
+    "gemma3-270m": dict(hidden=640, layers=18, heads=4, kv_heads=1, inter=2048, vocab=262144,
+                        qkv_bias=False, rope_theta=1000000.0, eps=1e-6, gemma=True, head_dim=256,
+                        query_pre_attn_scalar=256, sliding_window=512, sliding_pattern=6,
+                        rope_local_theta=10000.0, arch="gemma3", tokenizer="gemma3", torch=True),
 }
 
 # The LoRA targets both sides train (all seven projections), as the runs report them.

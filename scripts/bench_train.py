@@ -302,7 +302,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--out", default=None)
-    ap.add_argument("--shapes", default="smollm2-135m,qwen2.5-0.5b")
+    ap.add_argument("--shapes", default="smollm2-135m,qwen2.5-0.5b,gemma3-270m")
     ap.add_argument("--compute", default="f32,bf16", help="compute dtypes of the frozen matmuls")
     ap.add_argument("--base", default="q4", help="how our base is stored: q4, bf16 or f32")
     ap.add_argument("--ckpt", default="off", choices=("off", "on"))

@@ -2,11 +2,11 @@
 """Writes a small random Llama-family model in Hugging Face format (config.json +
 model.safetensors), for tests that compare loracpp with scripts/torch_reference.py.
 
-    make_random_model.py OUT_DIR --arch llama|mistral|qwen2|qwen3|gemma2|gemma3_text|gemma3|smollm3
+    make_random_model.py OUT_DIR --arch llama|mistral|qwen2|qwen3|gemma2|gemma3_text|gemma3|smollm3|phi3
         [--dtype f32|bf16|f16] [--tied] [--hidden 64] [--layers 2] [--heads 4] [--kv-heads 2]
         [--head-dim N] [--intermediate 96] [--vocab 256] [--seed 0] [--rope-theta 10000]
         [--llama3-rope | --linear-rope F] [--sliding-window N] [--layer-types sfs...]
-        [--softcap ATTN FINAL]
+        [--softcap ATTN FINAL] [--partial-rotary F] [--longrope ORIGINAL_MAX]
         [--quantize-bits 4 --q-group-size 32] [--tokenizer PATH/tokenizer.json]
 
 Gemma (gemma2, gemma3_text, and gemma3: the text model nested under "text_config", tensors under
@@ -16,6 +16,11 @@ q/k norms (gemma3), query_pre_attn_scalar, soft-capping (gemma2: 50 / 30), slidi
 mistral); --layer-types gives one letter per layer, s(liding) or f(ull), written as "layer_types"
 (without it gemma3 writes sliding_window_pattern 2, gemma2 alternates). smollm3 writes
 no_rope_layers (every second layer without RoPE).
+phi3: fused self_attn.qkv_proj ([q; k; v] rows) and mlp.gate_up_proj ([gate; up] rows);
+--partial-rotary writes partial_rotary_factor; --longrope writes longrope rope_scaling (random
+short_factor near 1 and long_factor between 1 and 8) with original_max_position_embeddings
+ORIGINAL_MAX (max_position_embeddings stays 512, so the attention factor is
+sqrt(1 + ln(512 / ORIGINAL_MAX) / ln(ORIGINAL_MAX))).
 
 --quantize-bits writes the linears (and the embedding / untied head) in MLX affine format
 (`weight` uint32, `scales`, `biases` in the model dtype) where the input size is divisible by the
@@ -161,7 +166,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out_dir")
     ap.add_argument("--arch", choices=["llama", "mistral", "qwen2", "qwen3", "gemma2",
-                                       "gemma3_text", "gemma3", "smollm3"], default="llama")
+                                       "gemma3_text", "gemma3", "smollm3", "phi3"],
+                    default="llama")
+    ap.add_argument("--partial-rotary", type=float, help="phi3: partial_rotary_factor")
+    ap.add_argument("--longrope", type=int, metavar="ORIGINAL_MAX",
+                    help="phi3: longrope rope_scaling with this original_max_position_embeddings")
     ap.add_argument("--sliding-window", type=int)
     ap.add_argument("--layer-types", help="one letter per layer: s (sliding) or f (full)")
     ap.add_argument("--linear-rope", type=float, help="add linear rope_scaling with this factor")
@@ -196,7 +205,7 @@ def main():
                            "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
                            "gemma2": "Gemma2ForCausalLM", "gemma3_text": "Gemma3ForCausalLM",
                            "gemma3": "Gemma3ForConditionalGeneration",
-                           "smollm3": "SmolLM3ForCausalLM"}[a.arch]],
+                           "smollm3": "SmolLM3ForCausalLM", "phi3": "Phi3ForCausalLM"}[a.arch]],
         "model_type": a.arch, "hidden_size": a.hidden, "intermediate_size": a.intermediate,
         "num_hidden_layers": a.layers, "num_attention_heads": a.heads,
         "num_key_value_heads": a.kv_heads, "head_dim": hd, "vocab_size": a.vocab,
@@ -205,8 +214,16 @@ def main():
         "bos_token_id": 1, "eos_token_id": 2,
         "torch_dtype": {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}[a.dtype],
     }
-    if a.arch in ("llama", "qwen3"):
+    if a.arch in ("llama", "qwen3", "phi3"):
         cfg["attention_bias"] = False
+    if a.partial_rotary:
+        cfg["partial_rotary_factor"] = a.partial_rotary
+    if a.longrope:
+        half = int(hd * (a.partial_rotary or 1.0)) // 2
+        cfg["original_max_position_embeddings"] = a.longrope
+        cfg["rope_scaling"] = {"type": "longrope",
+                               "short_factor": [float(x) for x in 1.0 + rng.random(half) * 0.2],
+                               "long_factor": [float(x) for x in np.sort(1.0 + rng.random(half) * 7)]}
     if a.llama3_rope:
         cfg["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
@@ -225,7 +242,7 @@ def main():
                 cfg["sliding_window_pattern"] = 2
     if a.sliding_window:
         cfg["sliding_window"] = a.sliding_window
-    elif gemma or a.arch == "mistral":
+    elif gemma or a.arch in ("mistral", "phi3"):
         cfg["sliding_window"] = None
     if a.layer_types:
         if len(a.layer_types) != a.layers or set(a.layer_types) - set("sf"):
@@ -244,9 +261,16 @@ def main():
     q_out, kv_out = a.heads * hd, a.kv_heads * hd
     for i in range(a.layers):
         p = top + "layers.%d." % i
-        for path, shape in zip(PROJ_PATHS, [(q_out, a.hidden), (kv_out, a.hidden), (kv_out, a.hidden),
-                                            (a.hidden, q_out), (a.intermediate, a.hidden),
-                                            (a.intermediate, a.hidden), (a.hidden, a.intermediate)]):
+        shapes = dict(zip(PROJ_PATHS, [(q_out, a.hidden), (kv_out, a.hidden), (kv_out, a.hidden),
+                                       (a.hidden, q_out), (a.intermediate, a.hidden),
+                                       (a.intermediate, a.hidden), (a.hidden, a.intermediate)]))
+        if a.arch == "phi3":  # fused as Phi-3 checkpoints store them
+            for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                         "mlp.gate_proj", "mlp.up_proj"):
+                del shapes[part]
+            shapes["self_attn.qkv_proj"] = (q_out + 2 * kv_out, a.hidden)
+            shapes["mlp.gate_up_proj"] = (2 * a.intermediate, a.hidden)
+        for path, shape in shapes.items():
             mats[p + path] = shape
         vecs[p + "input_layernorm.weight"] = a.hidden
         vecs[p + "post_attention_layernorm.weight"] = a.hidden

@@ -3,12 +3,16 @@
 
 Reads a Hugging Face model folder (config.json + model.safetensors or a sharded
 model.safetensors.index.json) of model_type llama, mistral, qwen2 (q/k/v biases), qwen3
-(q_norm/k_norm), gemma2, gemma3_text, gemma3 (its text model) or smollm3. The families follow the
-modeling code of Hugging Face transformers v4.56 (modeling_gemma2.py, modeling_gemma3.py,
-modeling_smollm3.py, and masking_utils.py for sliding windows: a query at position i sees keys
-j with i - window < j <= i): Gemma's (1 + weight) RMSNorm, sqrt(hidden) embedding scale in the
-checkpoint's dtype, tanh-GELU MLP, four norms per block, query_pre_attn_scalar, attention and
-final logit soft-capping, per-layer sliding windows and RoPE bases, SmolLM3's no_rope_layers. Weights stored as F32/F16/BF16 are widened to float32; MLX-quantized weights
+(q_norm/k_norm), gemma2, gemma3_text, gemma3 (its text model), smollm3 or phi3. The families follow
+the modeling code of Hugging Face transformers v4.56 (modeling_gemma2.py, modeling_gemma3.py,
+modeling_smollm3.py, modeling_phi3.py, modeling_rope_utils.py, and masking_utils.py for sliding
+windows: a query at position i sees keys j with i - window < j <= i): Gemma's (1 + weight) RMSNorm,
+sqrt(hidden) embedding scale in the checkpoint's dtype, tanh-GELU MLP, four norms per block,
+query_pre_attn_scalar, attention and final logit soft-capping, per-layer sliding windows and RoPE
+bases, SmolLM3's no_rope_layers; Phi-3's fused qkv_proj ([q; k; v] rows) and gate_up_proj ([gate;
+up] rows, chunked in two), partial_rotary_factor (RoPE on the first int(head_dim * factor)
+features of each head) and longrope rope_scaling (short_factor, or long_factor when the sequence
+is longer than original_max_position_embeddings; cos and sin times the attention factor). Weights stored as F32/F16/BF16 are widened to float32; MLX-quantized weights
 (`weight` uint32 + `scales` + `biases`) are dequantized (w = scale * q + bias) to float32.
 Everything runs in float32. The forward is differentiable: nothing in it disables autograd.
 
@@ -21,7 +25,8 @@ Python API (import with sys.path including scripts/):
     loss = ref.loss(model, ids, lora=lora)       # mean next-token cross-entropy over ids[1:]
 
     lora: dict {(layer, proj): (A, B, scale)} (or (A, B, scale, m) for DoRA) with proj one of q_proj k_proj v_proj o_proj
-          gate_proj up_proj down_proj, A [r, in], B [out, r] float32 tensors (may require grad).
+          gate_proj up_proj down_proj (phi3: qkv_proj o_proj gate_up_proj down_proj, the fused
+          linears as PEFT adapts them), A [r, in], B [out, r] float32 tensors (may require grad).
           The projection becomes base(x) + scale * (x A^T) B^T.
     Gradients: make model.w[name].requires_grad_() or pass A/B with requires_grad=True, then
           call .backward() on anything computed from forward().
@@ -30,6 +35,8 @@ CLI:
     torch_reference.py MODEL_DIR... --ids 1 2 3 ...   prints one JSON line per model:
                                                       {"model", "ids", "logits" [T][vocab], "loss"}
     torch_reference.py MODEL_DIR --greedy N [--bos ID]   greedy-decodes N tokens, prints the ids
+    --peft ADAPTER_DIR   applies a PEFT LoRA adapter (adapter_model.safetensors) as PEFT does:
+                         each lora_A/lora_B pair on the module it names, scale lora_alpha / r
 """
 import argparse
 import json
@@ -44,8 +51,10 @@ import torch
 PROJS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PROJ_PATH = {"q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj",
              "v_proj": "self_attn.v_proj", "o_proj": "self_attn.o_proj",
-             "gate_proj": "mlp.gate_proj", "up_proj": "mlp.up_proj", "down_proj": "mlp.down_proj"}
-SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3", "smollm3")
+             "gate_proj": "mlp.gate_proj", "up_proj": "mlp.up_proj", "down_proj": "mlp.down_proj",
+             "qkv_proj": "self_attn.qkv_proj", "gate_up_proj": "mlp.gate_up_proj"}
+SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3", "smollm3",
+             "phi3")
 GEMMA = ("gemma2", "gemma3_text", "gemma3")
 
 _NP_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "U32": "<u4", "I32": "<i4",
@@ -169,17 +178,25 @@ def load(model_dir):
     return Model(cfg, w, embed_dtype)
 
 
-def rope_inv_freq(cfg, head_dim, local=False):
-    """Gemma 3's sliding layers (local) use rope_local_base_freq without scaling."""
+def rope_inv_freq(cfg, dim, local=False, seq_len=None):
+    """Frequencies of the first `dim` (rotary) features of a head. Gemma 3's sliding layers (local)
+    use rope_local_base_freq without scaling; longrope picks long_factor for seq_len beyond
+    original_max_position_embeddings."""
     gemma3 = cfg["model_type"] in ("gemma3", "gemma3_text")
     theta = float(cfg.get("rope_theta", 1000000.0 if gemma3 else 10000.0))
     if local:
         theta = float(cfg.get("rope_local_base_freq", 10000.0))
-    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
     rs = None if local else cfg.get("rope_scaling")
-    if rs and (rs.get("rope_type") or rs.get("type")) == "linear":
+    kind = rs and (rs.get("rope_type") or rs.get("type"))
+    if kind in ("longrope", "su"):
+        original = longrope_original_max(cfg)
+        ext = rs["long_factor"] if seq_len and seq_len > original else rs["short_factor"]
+        shape = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
+        return 1.0 / (torch.tensor(ext, dtype=torch.float32) * theta ** shape)
+    inv = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    if kind == "linear":
         inv = inv / rs["factor"]
-    if rs and (rs.get("rope_type") or rs.get("type")) == "llama3":
+    if kind == "llama3":
         factor, lo, hi = rs["factor"], rs.get("low_freq_factor", 1.0), rs.get("high_freq_factor", 4.0)
         old = rs.get("original_max_position_embeddings", 8192)
         wavelen = 2 * math.pi / inv
@@ -189,6 +206,28 @@ def rope_inv_freq(cfg, head_dim, local=False):
         medium = ~(wavelen < old / hi) * ~(wavelen > old / lo)
         inv = torch.where(medium, smoothed, scaled)
     return inv
+
+
+def longrope_original_max(cfg):
+    """Phi3Config has original_max_position_embeddings = 4096 even when config.json omits it."""
+    if cfg["model_type"] == "phi3":
+        return cfg.get("original_max_position_embeddings", 4096)
+    return cfg.get("original_max_position_embeddings") or cfg.get("max_position_embeddings", 2048)
+
+
+def rope_attention_factor(cfg):
+    """longrope's scaling of cos and sin (modeling_rope_utils._compute_longrope_parameters)."""
+    rs = cfg.get("rope_scaling")
+    if not rs or (rs.get("rope_type") or rs.get("type")) not in ("longrope", "su"):
+        return 1.0
+    if rs.get("attention_factor") is not None:
+        return rs["attention_factor"]
+    if cfg.get("original_max_position_embeddings") or cfg["model_type"] == "phi3":
+        factor = cfg["max_position_embeddings"] / longrope_original_max(cfg)
+    else:
+        factor = rs.get("factor", 1.0)
+    original = longrope_original_max(cfg)
+    return 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
 
 
 def _rmsnorm(x, weight, eps, plus_one=False):
@@ -220,7 +259,7 @@ def sliding_layers(c):
         return [(i + 1) % pattern != 0 for i in range(n)]
     if t == "gemma2":
         return [i % 2 == 0 for i in range(n)]
-    if t == "mistral":
+    if t in ("mistral", "phi3"):
         return [True] * n
     if c.get("use_sliding_window"):
         return [i >= c.get("max_window_layers", 0) for i in range(n)]
@@ -280,11 +319,19 @@ def forward(model, ids, lora=None):
     def norm(x, name):
         return _rmsnorm(x, w[name], eps, plus_one=gemma)
 
+    rotary = int(hd * c.get("partial_rotary_factor", 1.0))
+    fused = t == "phi3"
+
     def cos_sin(local):
-        inv = rope_inv_freq(c, hd, local)
+        inv = rope_inv_freq(c, rotary, local, seq_len=T)
         freqs = torch.outer(torch.arange(T, dtype=torch.float32), inv)
         emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos(), emb.sin()
+        factor = 1.0 if local else rope_attention_factor(c)
+        return emb.cos() * factor, emb.sin() * factor
+
+    def rotate(z, cos, sin):  # the first `rotary` features of each head; the rest pass through
+        rot, rest = z[..., :rotary], z[..., rotary:]
+        return torch.cat((rot * cos + _rotate_half(rot) * sin, rest), dim=-1)
 
     rope_global = cos_sin(False)
     rope_local = cos_sin(True) if t in ("gemma3", "gemma3_text") else rope_global
@@ -316,17 +363,20 @@ def forward(model, ids, lora=None):
     for l in range(c["num_hidden_layers"]):
         p = "model.layers.%d." % l
         h = norm(x, p + "input_layernorm.weight")
-        q = linear(h, l, "q_proj").view(B, T, nh, hd)
-        k = linear(h, l, "k_proj").view(B, T, nkv, hd)
-        v = linear(h, l, "v_proj").view(B, T, nkv, hd)
+        if fused:
+            qkv = linear(h, l, "qkv_proj")
+            q, k, v = qkv[..., :nh * hd], qkv[..., nh * hd:(nh + nkv) * hd], qkv[..., (nh + nkv) * hd:]
+        else:
+            q, k, v = linear(h, l, "q_proj"), linear(h, l, "k_proj"), linear(h, l, "v_proj")
+        q, k, v = q.reshape(B, T, nh, hd), k.reshape(B, T, nkv, hd), v.reshape(B, T, nkv, hd)
         if qk_norm:
             q = norm(q, p + "self_attn.q_norm.weight")
             k = norm(k, p + "self_attn.k_norm.weight")
         q, k, v = (z.transpose(1, 2) for z in (q, k, v))  # [B, heads, T, hd]
         if rope_on is None or rope_on[l]:
             cos, sin = rope_local if sliding[l] else rope_global
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            q = rotate(q, cos, sin)
+            k = rotate(k, cos, sin)
         rep = nh // nkv
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
@@ -341,10 +391,13 @@ def forward(model, ids, lora=None):
         else:
             x = x + o
             h = norm(x, p + "post_attention_layernorm.weight")
-        gate = linear(h, l, "gate_proj")
+        if fused:
+            gate, up = linear(h, l, "gate_up_proj").chunk(2, dim=-1)
+        else:
+            gate, up = linear(h, l, "gate_proj"), linear(h, l, "up_proj")
         gate = (torch.nn.functional.silu(gate) if act == "silu"
                 else torch.nn.functional.gelu(gate, approximate="tanh"))
-        m = linear(gate * linear(h, l, "up_proj"), l, "down_proj")
+        m = linear(gate * up, l, "down_proj")
         x = x + (norm(m, p + "post_feedforward_layernorm.weight") if gemma else m)
     x = norm(x, "model.norm.weight")
     head = w["model.embed_tokens.weight"] if tie else w["lm_head.weight"]
@@ -360,8 +413,28 @@ def loss(model, ids, lora=None):
     return torch.nn.functional.cross_entropy(logits[:-1], ids[1:])
 
 
+def read_peft(adapter_dir):
+    """A PEFT LoRA adapter as a `lora` dict: base + (lora_alpha / r) * B(A(x)) on each module it
+    adapts (no rank/alpha patterns, no DoRA)."""
+    cfg = json.load(open(os.path.join(adapter_dir, "adapter_config.json")))
+    scale = cfg["lora_alpha"] / cfg["r"]
+    tensors = read_safetensors(os.path.join(adapter_dir, "adapter_model.safetensors"))
+    lora = {}
+    for name, a in tensors.items():
+        if ".lora_A." not in name:
+            continue
+        module = name.split(".lora_A.")[0]
+        parts = module.split(".")
+        layer = int(parts[parts.index("layers") + 1])
+        b = tensors[module + ".lora_B.weight"]
+        lora[(layer, parts[-1])] = (torch.from_numpy(a.astype(np.float32)),
+                                    torch.from_numpy(b.astype(np.float32)), scale)
+    return lora
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--peft", help="a PEFT LoRA adapter folder to apply")
     ap.add_argument("model_dirs", nargs="+")
     ap.add_argument("--ids", type=int, nargs="+")
     ap.add_argument("--greedy", type=int)
@@ -370,11 +443,12 @@ def main():
     with torch.no_grad():
         for model_dir in args.model_dirs:
             m = load(model_dir)
+            lora = read_peft(args.peft) if args.peft else None
             if args.ids:
-                logits = forward(m, args.ids)
+                logits = forward(m, args.ids, lora=lora)
                 out = {"model": model_dir, "ids": args.ids, "logits": logits.tolist()}
                 if len(args.ids) > 1:
-                    out["loss"] = float(loss(m, args.ids))
+                    out["loss"] = float(loss(m, args.ids, lora=lora))
                 print(json.dumps(out))
             elif args.greedy:
                 bos = args.bos if args.bos is not None else m.cfg.get("bos_token_id", 1)

@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
-"""PyTorch eager baseline for bench/train_throughput: the same Llama/Qwen2 shapes with random
-weights (scripts/bench_shapes.py), LoRA r=8 on all 7 projections, tied head, AdamW on the LoRA
-weights only; f32, or with --dtype bf16 the forward and loss under torch.autocast("cpu", bf16).
+"""PyTorch eager baseline for bench/train_throughput: the same Llama/Qwen2/Gemma 3 shapes with
+random weights (scripts/bench_shapes.py), LoRA r=8 on all 7 projections, tied head, AdamW on the
+LoRA weights only; f32, or with --dtype bf16 the forward and loss under torch.autocast("cpu", bf16).
+
+gemma3-270m is Gemma 3's architecture as transformers' modeling_gemma3.py has it: embeddings
+times sqrt(hidden), RMSNorm with (1 + weight), four norms per block, per-head q/k norms, scores
+scaled by query_pre_attn_scalar^-0.5, GeGLU (tanh GELU), sliding-window attention (512 keys) with
+RoPE base 10000 on five of every six layers and full attention with base 1e6 on the sixth, head_dim
+256 and one KV head, a 262k vocabulary through the tied head.
 
 Written the way a PyTorch user would (an HF-style eager model: full logits, then cross-entropy),
 so the figure is what "plain PyTorch" gives on this machine. Prints one JSON object:
@@ -45,13 +51,18 @@ class LoraLinear(torch.nn.Module):
 
 
 class RMSNorm(torch.nn.Module):
-    def __init__(self, dim, eps):
+    """Gemma's (plus_one) stores the weight as an offset from 1, as its checkpoints do."""
+
+    def __init__(self, dim, eps, plus_one=False):
         super().__init__()
-        self.weight = torch.nn.Parameter(torch.ones(dim), requires_grad=False)
+        self.weight = torch.nn.Parameter(torch.zeros(dim) if plus_one else torch.ones(dim),
+                                         requires_grad=False)
         self.eps = eps
+        self.plus_one = plus_one
 
     def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        w = 1.0 + self.weight if self.plus_one else self.weight
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * w
 
 
 def rotate_half(x):
@@ -60,12 +71,20 @@ def rotate_half(x):
 
 
 class Block(torch.nn.Module):
-    def __init__(self, s, rank, scale):
+    def __init__(self, s, rank, scale, sliding=False):
         super().__init__()
-        h, hd = s["hidden"], s["hidden"] // s["heads"]
+        h, hd = s["hidden"], s.get("head_dim") or s["hidden"] // s["heads"]
+        self.gemma = s.get("gemma", False)
+        self.sliding = sliding
         self.heads, self.kv_heads, self.hd = s["heads"], s["kv_heads"], hd
-        self.input_norm = RMSNorm(h, s["eps"])
-        self.post_norm = RMSNorm(h, s["eps"])
+        self.scale = (s["query_pre_attn_scalar"] if self.gemma else hd) ** -0.5
+        self.input_norm = RMSNorm(h, s["eps"], self.gemma)
+        self.post_norm = RMSNorm(h, s["eps"], self.gemma)
+        if self.gemma:
+            self.q_norm = RMSNorm(hd, s["eps"], True)
+            self.k_norm = RMSNorm(hd, s["eps"], True)
+            self.pre_ffn_norm = RMSNorm(h, s["eps"], True)
+            self.post_ffn_norm = RMSNorm(h, s["eps"], True)
         self.q = LoraLinear(h, s["heads"] * hd, rank, scale, s["qkv_bias"])
         self.k = LoraLinear(h, s["kv_heads"] * hd, rank, scale, s["qkv_bias"])
         self.v = LoraLinear(h, s["kv_heads"] * hd, rank, scale, s["qkv_bias"])
@@ -74,43 +93,72 @@ class Block(torch.nn.Module):
         self.up = LoraLinear(h, s["inter"], rank, scale, False)
         self.down = LoraLinear(s["inter"], h, rank, scale, False)
 
-    def forward(self, x, cos, sin, mask):
+    def forward(self, x, rope, masks):
         b, t, _ = x.shape
+        cos, sin = rope["local" if self.sliding else "global"]
         h = self.input_norm(x)
-        q = self.q(h).view(b, t, self.heads, self.hd).transpose(1, 2)
-        k = self.k(h).view(b, t, self.kv_heads, self.hd).transpose(1, 2)
+        q = self.q(h).view(b, t, self.heads, self.hd)
+        k = self.k(h).view(b, t, self.kv_heads, self.hd)
+        if self.gemma:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.v(h).view(b, t, self.kv_heads, self.hd).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         rep = self.heads // self.kv_heads
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
-        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.hd) + mask
+        scores = (q @ k.transpose(-1, -2)) * self.scale + masks["local" if self.sliding else "global"]
         attn = torch.softmax(scores, dim=-1) @ v
-        x = x + self.o(attn.transpose(1, 2).reshape(b, t, -1))
-        h = self.post_norm(x)
-        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+        o = self.o(attn.transpose(1, 2).reshape(b, t, -1))
+        if not self.gemma:
+            x = x + o
+            h = self.post_norm(x)
+            return x + self.down(F.silu(self.gate(h)) * self.up(h))
+        x = x + self.post_norm(o)
+        h = self.pre_ffn_norm(x)
+        m = self.down(F.gelu(self.gate(h), approximate="tanh") * self.up(h))
+        return x + self.post_ffn_norm(m)
 
 
 class Model(torch.nn.Module):
     def __init__(self, s, rank, alpha):
         super().__init__()
+        self.s = s
+        self.gemma = s.get("gemma", False)
+        scale = alpha / rank
         self.embed = torch.nn.Parameter(torch.randn(s["vocab"], s["hidden"]) * 0.02,
                                         requires_grad=False)
-        self.blocks = torch.nn.ModuleList(Block(s, rank, alpha / rank) for _ in range(s["layers"]))
-        self.norm = RMSNorm(s["hidden"], s["eps"])
-        hd = s["hidden"] // s["heads"]
-        self.inv_freq = 1.0 / (s["rope_theta"] ** (torch.arange(0, hd, 2).float() / hd))
+        pattern = s.get("sliding_pattern", 0)
+        self.blocks = torch.nn.ModuleList(
+            Block(s, rank, scale, sliding=bool(pattern) and (i + 1) % pattern != 0)
+            for i in range(s["layers"]))
+        self.norm = RMSNorm(s["hidden"], s["eps"], self.gemma)
+        hd = s.get("head_dim") or s["hidden"] // s["heads"]
+        self.inv_freq = {"global": 1.0 / (s["rope_theta"] ** (torch.arange(0, hd, 2).float() / hd))}
+        if "rope_local_theta" in s:
+            self.inv_freq["local"] = 1.0 / (s["rope_local_theta"] **
+                                            (torch.arange(0, hd, 2).float() / hd))
+        else:
+            self.inv_freq["local"] = self.inv_freq["global"]
 
     def forward(self, ids, targets):
         b, t = ids.shape
         x = F.embedding(ids, self.embed)
-        freqs = torch.outer(torch.arange(t).float(), self.inv_freq)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos()[None, None], emb.sin()[None, None]
-        mask = torch.full((t, t), float("-inf")).triu(1)
+        if self.gemma:
+            x = x * torch.tensor(self.s["hidden"] ** 0.5)
+        rope = {}
+        for kind, inv in self.inv_freq.items():
+            freqs = torch.outer(torch.arange(t).float(), inv)
+            emb = torch.cat((freqs, freqs), dim=-1)
+            rope[kind] = (emb.cos()[None, None], emb.sin()[None, None])
+        causal = torch.full((t, t), float("-inf")).triu(1)
+        masks = {"global": causal, "local": causal}
+        if self.s.get("sliding_window"):  # keys j with i - window < j <= i
+            i, j = torch.arange(t)[:, None], torch.arange(t)[None, :]
+            masks["local"] = causal.masked_fill(j <= i - self.s["sliding_window"], float("-inf"))
         for blk in self.blocks:
-            x = blk(x, cos, sin, mask)
+            x = blk(x, rope, masks)
         logits = self.norm(x) @ self.embed.t()  # tied head
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
 

@@ -144,6 +144,90 @@ TEST(Families, Gemma2SmolLM3MistralQwenWindows) {
   EXPECT_THROW(with({{"model_type", "gemma2"}, {"hidden_activation", "relu"}}), std::runtime_error);
 }
 
+// microsoft/Phi-4-mini-instruct's config.json as published (transformers 4.49), its 48-entry
+// factor lists cut to a pattern of the same length.
+json phi4_mini_config() {
+  json short_factor = json::array(), long_factor = json::array();
+  for (int i = 0; i < 48; ++i) {
+    short_factor.push_back(1.0 + 0.05 * i);
+    long_factor.push_back(1.0 + 1.5 * i);
+  }
+  return {{"architectures", {"Phi3ForCausalLM"}},
+          {"attention_bias", false},
+          {"bos_token_id", 199999},
+          {"embd_pdrop", 0.0},
+          {"eos_token_id", 199999},
+          {"full_attn_mod", 1},
+          {"hidden_act", "silu"},
+          {"hidden_size", 3072},
+          {"intermediate_size", 8192},
+          {"max_position_embeddings", 131072},
+          {"model_type", "phi3"},
+          {"num_attention_heads", 24},
+          {"num_hidden_layers", 32},
+          {"num_key_value_heads", 8},
+          {"original_max_position_embeddings", 4096},
+          {"pad_token_id", 199999},
+          {"partial_rotary_factor", 0.75},
+          {"resid_pdrop", 0.0},
+          {"rms_norm_eps", 1e-05},
+          {"rope_scaling",
+           {{"long_factor", long_factor}, {"short_factor", short_factor}, {"type", "longrope"}}},
+          {"rope_theta", 10000.0},
+          {"sliding_window", 262144},
+          {"tie_word_embeddings", true},
+          {"torch_dtype", "bfloat16"},
+          {"vocab_size", 200064}};
+}
+
+TEST(Families, Phi4MiniConfig) {
+  const ModelConfig c = ModelConfig::from_json(phi4_mini_config());
+  EXPECT_TRUE(c.fused_projections);
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_EQ(c.rotary_dim, 96);  // int(128 * 0.75)
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.window_of(0), 262144);
+  EXPECT_EQ(c.window_of(31), 262144);
+  ASSERT_TRUE(c.rope_scaling && c.rope_scaling->longrope);
+  EXPECT_EQ(c.rope_scaling->original_max_position_embeddings, 4096);
+  // sqrt(1 + ln(131072 / 4096) / ln(4096)) = 1.190238...
+  EXPECT_NEAR(c.rope_attention_factor(), std::sqrt(1 + std::log(32.0) / std::log(4096.0)), 1e-6);
+  const auto short_freq = c.rope_inv_freq(), long_freq = c.rope_inv_freq(false, true);
+  ASSERT_EQ(short_freq.size(), 48u);
+  EXPECT_FLOAT_EQ(short_freq[2], 1.0f / (1.1f * std::pow(10000.0f, 4.0f / 96)));
+  EXPECT_FLOAT_EQ(long_freq[2], 1.0f / (4.0f * std::pow(10000.0f, 4.0f / 96)));
+  EXPECT_EQ(block_projs(c).size(), 4u);
+  EXPECT_EQ(block_keys(c, {Proj::q, Proj::v}), std::vector<Proj>{Proj::qkv});
+  EXPECT_EQ(block_keys(c, {Proj::up, Proj::down}), (std::vector<Proj>{Proj::down, Proj::gate_up}));
+
+  // A given attention_factor wins; "su" (the first 128k configs) is longrope; the lists must
+  // hold rotary_dim / 2 numbers; partial rotary belongs to phi3.
+  json j = phi4_mini_config();
+  j["rope_scaling"]["attention_factor"] = 1.5;
+  j["rope_scaling"]["type"] = "su";
+  EXPECT_FLOAT_EQ(ModelConfig::from_json(j).rope_attention_factor(), 1.5f);
+  // Phi3Config's original_max_position_embeddings is 4096 where config.json leaves it out.
+  json no_original = phi4_mini_config();
+  no_original.erase("original_max_position_embeddings");
+  EXPECT_EQ(ModelConfig::from_json(no_original).rope_scaling->original_max_position_embeddings,
+            4096);
+  j["rope_scaling"]["short_factor"].erase(0);
+  EXPECT_THROW(ModelConfig::from_json(j), std::runtime_error);
+  json llama = {{"model_type", "llama"},    {"hidden_size", 64},
+                {"intermediate_size", 96},  {"num_hidden_layers", 2},
+                {"num_attention_heads", 4}, {"partial_rotary_factor", 0.5},
+                {"vocab_size", 300}};
+  EXPECT_THROW(ModelConfig::from_json(llama), std::runtime_error);
+  // Phi-3-mini-4k: no rope_scaling, a 2047-token window.
+  json mini = {{"model_type", "phi3"},    {"hidden_size", 3072},       {"intermediate_size", 8192},
+               {"num_hidden_layers", 32}, {"num_attention_heads", 32}, {"sliding_window", 2047},
+               {"vocab_size", 32064}};
+  const ModelConfig m = ModelConfig::from_json(mini);
+  EXPECT_EQ(m.rotary_dim, 96);
+  EXPECT_EQ(m.window_of(5), 2047);
+  EXPECT_EQ(m.rope_attention_factor(), 1.0f);
+}
+
 TEST(Families, EmbeddingScaleIsRoundedToTheCheckpointDtype) {
   ModelConfig c = ModelConfig::from_json(gemma3_270m_config());
   Model m;
@@ -172,7 +256,7 @@ std::string make_random(const fs::path& dir, std::vector<std::string> args) {
 }
 
 // Full-model logits of random models against the torch reference, 14 tokens through windows
-// of 3 to 5.
+// of 3 to 5 (and Phi-3's LongRoPE on both sides of its original length).
 TEST(Families, LogitsMatchTorchReference) {
   LORA_REQUIRE_TORCH();
   test::TempDir tmp("families_logits");
@@ -183,7 +267,13 @@ TEST(Families, LogitsMatchTorchReference) {
       {"gemma3-bf16", {"--arch", "gemma3", "--tied", "--sliding-window", "3", "--dtype", "bf16"}},
       {"gemma2", {"--arch", "gemma2", "--tied", "--sliding-window", "5", "--softcap", "1", "3"}},
       {"smollm3", {"--arch", "smollm3"}},
-      {"mistral", {"--arch", "mistral", "--sliding-window", "3"}}};
+      {"mistral", {"--arch", "mistral", "--sliding-window", "3"}},
+      // Phi-3: RoPE on 24 of 32 features, LongRoPE past its original length of 8 (long factors)
+      // and within one of 64 (short factors), bf16 weights.
+      {"phi3-longrope",
+       {"--arch", "phi3", "--partial-rotary", "0.75", "--longrope", "8", "--sliding-window", "5"}},
+      {"phi3-short-bf16",
+       {"--arch", "phi3", "--longrope", "64", "--dtype", "bf16", "--partial-rotary", "0.5"}}};
   const std::vector<int32_t> ids = {2, 17, 250, 3, 99, 4, 120, 7, 7, 31, 200, 5, 64, 1};
   std::vector<std::string> argv = {test::torch_python(),
                                    std::string(LORA_SOURCE_DIR) + "/scripts/torch_reference.py"};
@@ -235,6 +325,24 @@ TEST(Families, Gemma3VisionCheckpointMerges) {
             1e-4f);
 }
 
+// `lora export` of an adapter folder to `format` (mlx or peft) into `out`.
+void export_adapter(const fs::path& from, const std::string& format, const fs::path& out) {
+  const auto r = test::run_lora(
+      {"export", "--adapter-path", from.string(), "--to", format, "--out", out.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+}
+
+// Two safetensors files hold the same tensors: names, shapes and values bit for bit.
+void expect_same_tensors(const fs::path& a, const fs::path& b) {
+  const auto original = SafetensorsFile::open(a);
+  const auto again = SafetensorsFile::open(b);
+  ASSERT_EQ(original.tensors().size(), again.tensors().size());
+  for (const auto& t : original.tensors()) {
+    EXPECT_EQ(again.info(t.name).shape, t.shape) << t.name;
+    EXPECT_EQ(again.read_f32(t.name), original.read_f32(t.name)) << t.name;
+  }
+}
+
 // The real PEFT adapter (r4 on q/k/v/o of all 18 layers) on a random f32 model with the real
 // Gemma-3-270m config, the vocabulary and MLP width cut (to 512 and 64) to keep the test small:
 // the adapter touches neither.
@@ -276,19 +384,10 @@ TEST(Families, RealGemma3_270mPeftAdapter) {
   std::printf("adapter effect %.3e, runtime vs merged %.3e\n", effect, diff);
 
   // To MLX-LM and back to PEFT through the CLI: the same tensors, bit for bit.
-  const auto to_mlx = test::run_lora({"export", "--adapter-path", adapter_dir.string(), "--to",
-                                      "mlx", "--out", (tmp / "mlx").string()});
-  ASSERT_EQ(to_mlx.exit_code, 0) << to_mlx.err;
-  const auto back = test::run_lora({"export", "--adapter-path", (tmp / "mlx").string(), "--to",
-                                    "peft", "--out", (tmp / "peft").string()});
-  ASSERT_EQ(back.exit_code, 0) << back.err;
-  const auto original = SafetensorsFile::open(adapter_dir / "adapter_model.safetensors");
-  const auto again = SafetensorsFile::open(tmp / "peft" / "adapter_model.safetensors");
-  ASSERT_EQ(original.tensors().size(), again.tensors().size());
-  for (const auto& t : original.tensors()) {
-    EXPECT_EQ(again.info(t.name).shape, t.shape) << t.name;
-    EXPECT_EQ(again.read_f32(t.name), original.read_f32(t.name)) << t.name;
-  }
+  export_adapter(adapter_dir, "mlx", tmp / "mlx");
+  export_adapter(tmp / "mlx", "peft", tmp / "peft");
+  expect_same_tensors(adapter_dir / "adapter_model.safetensors",
+                      tmp / "peft" / "adapter_model.safetensors");
   LoraAdapter from_mlx = load_adapter(tmp / "mlx", model);
   EXPECT_TRUE(test::same_bits(test::prompt_logits(model, {&from_mlx}, 1), adapted));
 
@@ -298,9 +397,169 @@ TEST(Families, RealGemma3_270mPeftAdapter) {
   EXPECT_EQ(gen.exit_code, 0) << gen.err;
 }
 
+// Pseudo-random values in [-amp, amp], from a fixed seed.
+std::vector<float> noise(int64_t n, float amp, uint64_t& state) {
+  std::vector<float> v(static_cast<std::size_t>(n));
+  for (float& x : v) {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    x = amp * float(int64_t(state >> 40) % 2001 - 1000) / 1000.0f;
+  }
+  return v;
+}
+
+// A PEFT adapter on Phi-3's fused modules, written here as PEFT saves one (target_modules
+// qkv_proj, gate_up_proj, o_proj, down_proj; lora_B of qkv_proj has the [q; k; v] rows): loaded, it
+// gives the logits torch computes with PEFT's formula on the fused linears; it merges into the
+// fused tensors, goes to MLX-LM and back bit for bit, and runs on the CLI's runtime path.
+TEST(Families, Phi3PeftAdapterOnFusedModules) {
+  LORA_REQUIRE_TORCH();
+  test::TempDir tmp("families_phi3_peft");
+  // A vocabulary of the byte tokenizer's 259 ids, so that generated text decodes.
+  const fs::path base = tmp / "base", peft = tmp / "peft";
+  make_random(base, {"--arch",         "phi3", "--hidden",        "64",  "--heads",          "4",
+                     "--kv-heads",     "2",    "--head-dim",      "16",  "--layers",         "2",
+                     "--intermediate", "96",   "--vocab",         "259", "--partial-rotary", "0.75",
+                     "--longrope",     "8",    "--byte-tokenizer"});
+  struct Module {
+    const char* path;
+    int64_t out, in;
+  };
+  const Module modules[] = {{"self_attn.qkv_proj", 64 + 2 * 32, 64},
+                            {"self_attn.o_proj", 64, 64},
+                            {"mlp.gate_up_proj", 2 * 96, 64},
+                            {"mlp.down_proj", 64, 96}};
+  std::vector<TensorData> tensors;
+  uint64_t state = 99;
+  for (int layer = 0; layer < 2; ++layer)
+    for (const Module& m : modules) {
+      const std::string name =
+          "base_model.model.model.layers." + std::to_string(layer) + "." + m.path;
+      tensors.push_back(
+          TensorData::from_f32(name + ".lora_A.weight", {4, m.in}, noise(4 * m.in, 0.2f, state)));
+      tensors.push_back(TensorData::from_f32(name + ".lora_B.weight", {m.out, 4},
+                                             noise(m.out * 4, 0.05f, state)));
+    }
+  fs::create_directories(peft);
+  write_safetensors(peft / "adapter_model.safetensors", tensors, {{"format", "pt"}});
+  const json config = {{"peft_type", "LORA"},
+                       {"task_type", "CAUSAL_LM"},
+                       {"r", 4},
+                       {"lora_alpha", 8},
+                       {"lora_dropout", 0.0},
+                       {"target_modules", {"qkv_proj", "gate_up_proj", "o_proj", "down_proj"}},
+                       {"bias", "none"},
+                       {"use_rslora", false},
+                       {"use_dora", false},
+                       {"fan_in_fan_out", false},
+                       {"base_model_name_or_path", "microsoft/Phi-3-mini-4k-instruct"},
+                       {"inference_mode", true}};
+  test::write_file(peft / "adapter_config.json", config.dump(2));
+
+  const Model model = load_model(base);
+  LoraAdapter adapter = load_adapter(peft, model);
+  ASSERT_EQ(adapter.modules.size(), 8u);
+  EXPECT_EQ(adapter.find(1, Proj::qkv)->B.value.dim(0), 128);
+  // 14 tokens, past the original length of 8: LongRoPE's long factors.
+  const std::vector<int32_t> ids = {1, 17, 250, 3, 99, 4, 120, 7, 7, 31, 200, 5, 64, 2};
+  const AdapterStack stack{{&adapter}, false, 0};
+  const Tensor adapted = forward_logits(model, stack, ids, 1, int64_t(ids.size()));
+  std::vector<std::string> argv = {
+      test::torch_python(), std::string(LORA_SOURCE_DIR) + "/scripts/torch_reference.py",
+      base.string(),        "--peft",
+      peft.string(),        "--ids"};
+  for (int32_t id : ids) argv.push_back(std::to_string(id));
+  const json want = json::parse(run_ok(argv));
+  double worst = 0;
+  for (std::size_t t = 0; t < ids.size(); ++t)
+    for (int64_t v = 0; v < 259; ++v)
+      worst = std::max(
+          worst, std::abs(double(adapted.data[t * 259 + v]) - want["logits"][t][v].get<double>()));
+  EXPECT_LT(worst, 1e-4);
+  const float effect =
+      test::max_abs_diff(forward_logits(model, {}, ids, 1, int64_t(ids.size())), adapted);
+  EXPECT_GT(effect, 1e-2f);
+  std::printf("phi3 PEFT adapter: effect %.3e, max |logit - torch PEFT| %.2e\n", effect, worst);
+
+  // Merged into the fused tensors, it gives the runtime path's logits.
+  const std::vector<MergeAdapter> merge{{AdapterFile::read(peft), 1.0}};
+  const MergeReport report = merge_adapters(base, merge, tmp / "merged");
+  ASSERT_EQ(report.merged.size(), 8u);
+  int fused = 0;
+  for (const MergedLinear& m : report.merged)
+    fused += m.tensor.ends_with("qkv_proj.weight") || m.tensor.ends_with("gate_up_proj.weight");
+  EXPECT_EQ(fused, 4);
+  const Model merged = load_model(tmp / "merged");
+  EXPECT_LT(test::max_abs_diff(forward_logits(merged, {}, ids, 1, int64_t(ids.size())), adapted),
+            1e-4f);
+
+  // PEFT -> MLX-LM -> PEFT through the CLI: MLX-LM's names, then the same tensors bit for bit.
+  const auto to_mlx = test::run_lora(
+      {"export", "--adapter-path", peft.string(), "--to", "mlx", "--out", (tmp / "mlx").string()});
+  ASSERT_EQ(to_mlx.exit_code, 0) << to_mlx.err;
+  const auto mlx = SafetensorsFile::open(tmp / "mlx" / "adapters.safetensors");
+  EXPECT_EQ(mlx.info("model.layers.0.self_attn.qkv_proj.lora_a").shape,
+            (std::vector<int64_t>{64, 4}));
+  EXPECT_EQ(mlx.info("model.layers.1.mlp.gate_up_proj.lora_b").shape,
+            (std::vector<int64_t>{4, 192}));
+  const json mlx_config = json::parse(test::read_file(tmp / "mlx" / "adapter_config.json"));
+  EXPECT_EQ(mlx_config["lora_parameters"]["keys"],
+            json({"mlp.down_proj", "mlp.gate_up_proj", "self_attn.o_proj", "self_attn.qkv_proj"}));
+  export_adapter(tmp / "mlx", "peft", tmp / "back");
+  expect_same_tensors(peft / "adapter_model.safetensors",
+                      tmp / "back" / "adapter_model.safetensors");
+  const json back_config = json::parse(test::read_file(tmp / "back" / "adapter_config.json"));
+  EXPECT_EQ(back_config["target_modules"],
+            json({"down_proj", "gate_up_proj", "o_proj", "qkv_proj"}));
+  LoraAdapter from_mlx = load_adapter(tmp / "mlx", model);
+  EXPECT_TRUE(test::same_bits(
+      forward_logits(model, AdapterStack{{&from_mlx}, false, 0}, ids, 1, int64_t(ids.size())),
+      adapted));
+
+  // The runtime path of the CLI: generation with the adapter on the base.
+  const auto gen = test::run_lora({"generate", "--model", base.string(), "--adapter-path",
+                                   peft.string(), "--prompt", "Hi", "--max-tokens", "4"});
+  EXPECT_EQ(gen.exit_code, 0) << gen.err;
+}
+
+// Phi-3's tokenizer: Llama-2's SentencePiece vocabulary plus its chat tokens at 32000-32010, and a
+// chat template written from the Phi-3 model card's format (<|user|>\n...<|end|>\n<|assistant|>\n
+// ...<|end|>\n); ../shared has no Phi-3 tokenizer_config.json. Returns the tokenizer.json path.
+fs::path write_phi3_tokenizer(const fs::path& dir) {
+  const fs::path llama2 = test::shared_dir() / "tokenizers/llama2-tinyllama/tokenizer.json";
+  json tokenizer = json::parse(test::read_file(llama2));
+  const std::vector<std::string> added = {
+      "<|endoftext|>",    "<|assistant|>",    "<|placeholder1|>", "<|placeholder2|>",
+      "<|placeholder3|>", "<|placeholder4|>", "<|system|>",       "<|end|>",
+      "<|placeholder5|>", "<|placeholder6|>", "<|user|>"};
+  for (std::size_t i = 0; i < added.size(); ++i)
+    tokenizer["added_tokens"].push_back({{"id", 32000 + int(i)},
+                                         {"content", added[i]},
+                                         {"single_word", false},
+                                         {"lstrip", false},
+                                         {"rstrip", false},
+                                         {"normalized", false},
+                                         {"special", true}});
+  fs::create_directories(dir);
+  test::write_file(dir / "tokenizer.json", tokenizer.dump());
+  const std::string chat_template =
+      "{% for message in messages %}{% if message['role'] == 'system' %}{{ '<|system|>\n' + "
+      "message['content'] + '<|end|>\n' }}{% elif message['role'] == 'user' %}{{ '<|user|>\n' + "
+      "message['content'] + '<|end|>\n' }}{% elif message['role'] == 'assistant' %}{{ "
+      "'<|assistant|>\n' + message['content'] + '<|end|>\n' }}{% endif %}{% endfor %}{% if "
+      "add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}";
+  const json config = {
+      {"add_bos_token", false},        {"add_eos_token", false}, {"bos_token", "<s>"},
+      {"eos_token", "<|endoftext|>"},  {"unk_token", "<unk>"},   {"pad_token", "<|endoftext|>"},
+      {"chat_template", chat_template}};
+  test::write_file(dir / "tokenizer_config.json", config.dump(2));
+  return dir / "tokenizer.json";
+}
+
 // `lora train --mask-prompt` on chat records rendered with a family's template lowers the loss:
 // Gemma 3 and Gemma 2 (whose turns are Gemma 3's) with the real Gemma 3 tokenizer and template
-// (a 262k vocabulary through the tiled loss head), SmolLM3 with a ChatML template (Qwen3's).
+// (a 262k vocabulary through the tiled loss head), SmolLM3 with a ChatML template (Qwen3's), Phi-3
+// with Llama-2's vocabulary, Phi-3's chat tokens and a template from its model card (adapting
+// q/k/v/gate/up_proj there means its fused qkv_proj and gate_up_proj).
 struct ChatCase {
   std::string arch, tokenizer;
   int64_t vocab;
@@ -314,7 +573,9 @@ TEST_P(FamilyChatTraining, MaskPromptLowersTheLoss) {
   LORA_REQUIRE_TORCH();
   LORA_REQUIRE_SHARED("tokenizers/" + c.tokenizer);
   test::TempDir tmp("families_train");
-  const fs::path tokenizer = test::shared_dir() / "tokenizers" / c.tokenizer / "tokenizer.json";
+  const fs::path tokenizer =
+      c.arch == "phi3" ? write_phi3_tokenizer(tmp / "phi3-tokenizer")
+                       : test::shared_dir() / "tokenizers" / c.tokenizer / "tokenizer.json";
   make_random(tmp / "model", {"--arch",           c.arch, "--hidden",       "32",
                               "--heads",          "2",    "--kv-heads",     "1",
                               "--head-dim",       "16",   "--intermediate", "64",
@@ -367,7 +628,8 @@ TEST_P(FamilyChatTraining, MaskPromptLowersTheLoss) {
 INSTANTIATE_TEST_SUITE_P(Families, FamilyChatTraining,
                          ::testing::Values(ChatCase{"gemma3_text", "gemma3", 262208, "5e-2"},
                                            ChatCase{"gemma2", "gemma3", 262208, "5e-2"},
-                                           ChatCase{"smollm3", "qwen3", 151669, "3e-2"}),
+                                           ChatCase{"smollm3", "qwen3", 151669, "3e-2"},
+                                           ChatCase{"phi3", "llama2-tinyllama", 32064, "3e-2"}),
                          [](const auto& info) { return info.param.arch; });
 
 }  // namespace

@@ -239,7 +239,8 @@ TEST(RandomModels, QuantizeAtLoadEqualsTheScriptsMlxOutput) {
   const Model a = load_model(tmp / "float", q4);
   const Model b = load_model(tmp / "mlx");
   for (std::size_t l = 0; l < a.layers.size(); ++l)
-    for (int p = 0; p < kNumProj; ++p) {
+    for (const Proj proj : kSeparateProjs) {
+      const int p = static_cast<int>(proj);
       const auto& qa = a.layers[l].proj[p].quant;
       const auto& qb = b.layers[l].proj[p].quant;
       ASSERT_EQ(a.layers[l].proj[p].format, WeightFormat::Quantized);

@@ -1,7 +1,7 @@
 // Differential test against torch autograd (scripts/torch_lora_grad.py over
-// scripts/torch_reference.py): with a non-zero adapter on all seven projections, the masked
-// token-mean loss and every LoRA gradient must match torch, for every supported family (Gemma 2
-// and 3, SmolLM3, Mistral's sliding window included).
+// scripts/torch_reference.py): with a non-zero adapter on every projection (Phi-3: the four
+// fused and unfused ones), the masked token-mean loss and every LoRA gradient must match torch,
+// for every supported family (Gemma 2 and 3, SmolLM3, Phi-3, Mistral's sliding window included).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -147,6 +147,17 @@ class TorchGrad : public ::testing::Test {
                                 "5", "--softcap", "1.0", "3.0"}));
     make("smollm3", {"--arch", "smollm3", "--seed", "11", "--layers", "3"});
     make("mistral-window", {"--arch", "mistral", "--seed", "12", "--sliding-window", "4"});
+    // Phi-3: LoRA on the fused qkv_proj and gate_up_proj (and o/down), partial rotary, LongRoPE
+    // past its original length (the 12-token sequence against 8) or within it, 4-bit and bf16.
+    const std::vector<std::string> phi3 = {"--arch",     "phi3", "--hidden", "64", "--heads", "4",
+                                           "--head-dim", "16",   "--layers", "2"};
+    make("phi3-longrope", with(phi3, {"--seed", "13", "--partial-rotary", "0.75", "--longrope", "8",
+                                      "--sliding-window", "5"}));
+    make("phi3-4bit", with(phi3, {"--seed", "14", "--longrope", "64", "--quantize-bits", "4"}));
+    make("phi3-bf16", with(phi3, {"--seed", "15", "--dtype", "bf16", "--partial-rotary", "0.5",
+                                  "--longrope", "4"}));
+    // DoRA on the fused linears: one magnitude per row of qkv_proj and gate_up_proj.
+    cases_.push_back({"phi3-longrope-dora", *dir_ / "phi3-longrope", 2, 12, true});
 
     std::vector<std::string> argv = {test::torch_python(),
                                      std::string(LORA_SOURCE_DIR) + "/scripts/torch_lora_grad.py"};
@@ -172,7 +183,9 @@ class TorchGrad : public ::testing::Test {
     EXPECT_NEAR(got.loss, want_loss, kLossTol) << name;
     EXPECT_TRUE(std::isfinite(got.loss));
     const std::size_t per_module = name.ends_with("-dora") ? 3 : 2;  // A, B (, m)
-    ASSERT_EQ(got.grads.size(), per_module * 7 * std::size_t(load_model_layers(name)));
+    const ModelConfig config = load_config(name);
+    ASSERT_EQ(got.grads.size(),
+              per_module * block_projs(config).size() * std::size_t(config.num_layers));
     double worst = 0;
     for (const auto& [key, grad] : got.grads) {
       const std::vector<float> want = torch.read_f32("grad." + key);
@@ -189,10 +202,10 @@ class TorchGrad : public ::testing::Test {
     std::printf("%s: loss %.7f (torch %.7f, |diff| %.2e), worst LoRA grad rel. error %.2e\n",
                 name.c_str(), double(got.loss), want_loss, std::abs(got.loss - want_loss), worst);
   }
-  static int64_t load_model_layers(const std::string& name) {
+  static ModelConfig load_config(const std::string& name) {
     for (const Case& c : cases_)
-      if (c.name == name) return ModelConfig::load(c.model_dir).num_layers;
-    return -1;
+      if (c.name == name) return ModelConfig::load(c.model_dir);
+    throw std::runtime_error("no case " + name);
   }
 
   static inline std::unique_ptr<test::TempDir> dir_;
@@ -215,6 +228,10 @@ TEST_F(TorchGrad, RandomGemma3TextFourBit) { check("gemma3-text-4bit"); }
 TEST_F(TorchGrad, RandomGemma2SoftCapping) { check("gemma2"); }
 TEST_F(TorchGrad, RandomSmolLM3NoRopeLayers) { check("smollm3"); }
 TEST_F(TorchGrad, RandomMistralSlidingWindow) { check("mistral-window"); }
+TEST_F(TorchGrad, RandomPhi3FusedPartialRotaryLongRope) { check("phi3-longrope"); }
+TEST_F(TorchGrad, RandomPhi3FourBit) { check("phi3-4bit"); }
+TEST_F(TorchGrad, RandomPhi3Bf16) { check("phi3-bf16"); }
+TEST_F(TorchGrad, RandomPhi3FusedDora) { check("phi3-longrope-dora"); }
 
 }  // namespace
 }  // namespace lora

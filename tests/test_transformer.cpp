@@ -45,9 +45,22 @@ ModelConfig tiny_config(const std::string& type) {
     c.final_logit_softcap = 2.0f;
   }
   if (type == "smollm3") c.rope_layers = {1, 0};
-  if (type == "mistral") {
+  if (type == "mistral" || type == "phi3") {
     c.sliding_window = 3;
     c.sliding_layers = {1, 1};
+  }
+  if (type == "phi3") {
+    // Fused projections, RoPE on 6 of 8 features, LongRoPE with every test sequence past its
+    // original length of 4 (the long factors; the cached path's first chunk is already past it).
+    c.fused_projections = true;
+    c.rotary_dim = 6;
+    RopeScaling s;
+    s.longrope = true;
+    s.short_factor = {1.0f, 1.1f, 1.3f};
+    s.long_factor = {1.5f, 3.0f, 7.0f};
+    s.original_max_position_embeddings = 4;
+    s.attention_factor = 1.2f;
+    c.rope_scaling = s;
   }
   return c;
 }
@@ -204,7 +217,7 @@ TEST_P(TransformerArch, CachedForwardMatchesFullForward) {
 
 INSTANTIATE_TEST_SUITE_P(Archs, TransformerArch,
                          ::testing::Values("llama", "qwen2", "qwen3", "gemma3_text", "gemma2",
-                                           "smollm3", "mistral"));
+                                           "smollm3", "mistral", "phi3"));
 
 TEST(Transformer, DisabledAdapterIsTheBase) {
   const Model model = make_random_model(tiny_config("qwen3"), 5);

@@ -14,8 +14,10 @@ using json = nlohmann::json;
 
 namespace {
 
-constexpr std::array<std::string_view, kNumProj> kGgufProj{
-    "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+// llama.cpp's names; its phi3 files hold [gate; up] in ffn_up (not read here yet).
+constexpr std::array<std::string_view, kNumProj> kGgufProj{"attn_q",      "attn_k",   "attn_v",
+                                                           "attn_output", "ffn_gate", "ffn_up",
+                                                           "ffn_down",    "attn_qkv", "ffn_up"};
 
 [[noreturn]] void bad(const fs::path& path, const std::string& what) {
   throw std::runtime_error(path.string() + ": " + what);
@@ -139,7 +141,7 @@ Model load_gguf_model(const fs::path& path, const LoadOptions& options) {
   if (!c.tie_word_embeddings) m.lm_head = w.matrix("output.weight", c.vocab_size, hidden);
   m.final_norm = w.vector("output_norm.weight", hidden);
   const bool permuted = gguf_permutes_qk(c.model_type);
-  const std::array<std::array<int64_t, 3>, kNumProj> shapes{
+  const std::array<std::array<int64_t, 3>, kSeparateProjs.size()> shapes{
       {{q_out, hidden, permuted ? c.num_heads : 0},
        {kv_out, hidden, permuted ? c.num_kv_heads : 0},
        {kv_out, hidden, 0},
@@ -150,9 +152,9 @@ Model load_gguf_model(const fs::path& path, const LoadOptions& options) {
   m.layers.resize(static_cast<std::size_t>(c.num_layers));
   for (int64_t i = 0; i < c.num_layers; ++i) {
     auto& layer = m.layers[static_cast<std::size_t>(i)];
-    for (int p = 0; p < kNumProj; ++p)
-      layer.proj[p] = w.matrix(gguf_proj_tensor(static_cast<Proj>(p), i), shapes[p][0],
-                               shapes[p][1], shapes[p][2]);
+    for (std::size_t p = 0; p < kSeparateProjs.size(); ++p)
+      layer.proj[p] = w.matrix(gguf_proj_tensor(kSeparateProjs[p], i), shapes[p][0], shapes[p][1],
+                               shapes[p][2]);
     if (c.attention_bias) {
       layer.q_bias = w.vector(block_tensor(i, "attn_q.bias"), q_out);
       layer.k_bias = w.vector(block_tensor(i, "attn_k.bias"), kv_out);

@@ -33,9 +33,15 @@ LoraAdapter LoraAdapter::create(const Model& model, const LoraConfig& config, ui
   LoraAdapter adapter;
   adapter.config = config;
   if (config.full) {
+    if (model.config.fused_projections)
+      throw std::invalid_argument(
+          "full fine-tuning of a model with fused projections (qkv_proj, gate_up_proj) is not "
+          "supported: train LoRA or DoRA on it");
     adapter.blocks = trained_blocks_from(model, config.num_layers);
     return adapter;
   }
+  adapter.config.keys = block_keys(model.config, config.keys);
+  const std::vector<Proj>& keys = adapter.config.keys;
   const float scale = config.effective_scale();
   // One generator for the whole adapter, consumed in (layer, proj) order: the same seed and config
   // give the same A matrices on any machine (the uniform is built from raw bits, not from a
@@ -45,7 +51,7 @@ LoraAdapter LoraAdapter::create(const Model& model, const LoraConfig& config, ui
   for (int64_t layer = config.first_layer(n_layers); layer < n_layers; ++layer)
     for (int p = 0; p < kNumProj; ++p) {
       const Proj proj = static_cast<Proj>(p);
-      if (std::find(config.keys.begin(), config.keys.end(), proj) == config.keys.end()) continue;
+      if (std::find(keys.begin(), keys.end(), proj) == keys.end()) continue;
       const FrozenWeight& w = model.layers[layer].at(proj);
       LoraModule m;
       m.layer = layer;

@@ -54,7 +54,8 @@ struct LoraAdapter {
   bool enabled = true;               // runtime toggle: off = the base alone, nothing unloaded
   float strength = 1.0f;             // runtime multiplier on every module's scale
 
-  // Kaiming-uniform A (U(-1/sqrt(in), 1/sqrt(in))), zero B, deterministic from seed.
+  // Kaiming-uniform A (U(-1/sqrt(in), 1/sqrt(in))), zero B, deterministic from seed. The keys
+  // are mapped to the model's projections (block_keys).
   // With config.full: the blocks' f32 copies of the base's tensors instead (no randomness).
   static LoraAdapter create(const Model& model, const LoraConfig& config, uint64_t seed);
   LoraModule* find(int64_t layer, Proj proj);

@@ -29,6 +29,10 @@ std::pair<int64_t, int64_t> proj_dims(const ModelConfig& c, Proj p) {
       return {h, c.intermediate_size};
     case Proj::down:
       return {c.intermediate_size, h};
+    case Proj::qkv:
+      return {h, q + 2 * kv};
+    case Proj::gate_up:
+      return {h, 2 * c.intermediate_size};
   }
   return {0, 0};
 }
@@ -68,7 +72,7 @@ int64_t lora_parameter_count(const ModelConfig& c, int64_t rank, const std::vect
                              int64_t num_layers) {
   const int64_t layers = num_layers < 0 ? c.num_layers : std::min(num_layers, c.num_layers);
   int64_t per_layer = 0;
-  for (Proj p : keys) {
+  for (Proj p : block_keys(c, keys)) {
     const auto [in, out] = proj_dims(c, p);
     per_layer += rank * (in + out);
   }

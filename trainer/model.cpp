@@ -1,5 +1,6 @@
 #include "trainer/model.h"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstddef>
@@ -21,13 +22,16 @@ struct ProjNames {
   std::string_view name;
   std::string_view path;
 };
-constexpr std::array<ProjNames, kNumProj> kProjNames{{{Proj::q, "q_proj", "self_attn.q_proj"},
-                                                      {Proj::k, "k_proj", "self_attn.k_proj"},
-                                                      {Proj::v, "v_proj", "self_attn.v_proj"},
-                                                      {Proj::o, "o_proj", "self_attn.o_proj"},
-                                                      {Proj::gate, "gate_proj", "mlp.gate_proj"},
-                                                      {Proj::up, "up_proj", "mlp.up_proj"},
-                                                      {Proj::down, "down_proj", "mlp.down_proj"}}};
+constexpr std::array<ProjNames, kNumProj> kProjNames{
+    {{Proj::q, "q_proj", "self_attn.q_proj"},
+     {Proj::k, "k_proj", "self_attn.k_proj"},
+     {Proj::v, "v_proj", "self_attn.v_proj"},
+     {Proj::o, "o_proj", "self_attn.o_proj"},
+     {Proj::gate, "gate_proj", "mlp.gate_proj"},
+     {Proj::up, "up_proj", "mlp.up_proj"},
+     {Proj::down, "down_proj", "mlp.down_proj"},
+     {Proj::qkv, "qkv_proj", "self_attn.qkv_proj"},
+     {Proj::gate_up, "gate_up_proj", "mlp.gate_up_proj"}}};
 
 // Reads a model folder's tensors into their frozen formats, checking every shape on the way.
 class WeightLoader {
@@ -116,6 +120,31 @@ std::string text_model_prefix(const WeightSet& weights) {
   return "model.";  // a missing tensor is then reported under the usual name
 }
 
+std::span<const Proj> block_projs(const ModelConfig& config) {
+  if (config.fused_projections) return kFusedProjs;
+  return kSeparateProjs;
+}
+
+std::vector<Proj> projs_for(const ModelConfig& config, Proj p) {
+  if (config.fused_projections) {
+    if (p == Proj::q || p == Proj::k || p == Proj::v) return {Proj::qkv};
+    if (p == Proj::gate || p == Proj::up) return {Proj::gate_up};
+    return {p};
+  }
+  if (p == Proj::qkv) return {Proj::q, Proj::k, Proj::v};
+  if (p == Proj::gate_up) return {Proj::gate, Proj::up};
+  return {p};
+}
+
+std::vector<Proj> block_keys(const ModelConfig& config, const std::vector<Proj>& keys) {
+  std::vector<Proj> out;
+  for (const Proj key : keys)
+    for (const Proj p : projs_for(config, key))
+      if (std::find(out.begin(), out.end(), p) == out.end()) out.push_back(p);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 std::string_view proj_name(Proj p) { return kProjNames[static_cast<int>(p)].name; }
 std::string_view proj_module_path(Proj p) { return kProjNames[static_cast<int>(p)].path; }
 std::optional<Proj> proj_from_name(std::string_view name) {
@@ -147,6 +176,10 @@ std::size_t Model::stored_bytes() const {
 void set_family_constants(Model& m) {
   const ModelConfig& c = m.config;
   if (c.rope_local_theta > 0) m.rope_inv_freq_local = c.rope_inv_freq(/*local=*/true);
+  if (c.rope_scaling && c.rope_scaling->longrope) {
+    m.rope_inv_freq = c.rope_inv_freq();
+    m.rope_inv_freq_long = c.rope_inv_freq(/*local=*/false, /*long_factors=*/true);
+  }
   m.embed_scale = 0;
   if (!c.scale_embeddings) return;
   // sqrt(hidden) as a float32, then in the checkpoint's dtype (HF casts it to the weights' dtype).
@@ -213,14 +246,17 @@ Model load_model(const std::filesystem::path& dir, const LoadOptions& options) {
                                                                   {hidden, q_out},
                                                                   {inter, hidden},
                                                                   {inter, hidden},
-                                                                  {hidden, inter}}};
+                                                                  {hidden, inter},
+                                                                  {q_out + 2 * kv_out, hidden},
+                                                                  {2 * inter, hidden}}};
   m.layers.resize(static_cast<std::size_t>(c.num_layers));
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string prefix = layer_module_name(i, "", top);
     auto& layer = m.layers[static_cast<std::size_t>(i)];
-    for (int p = 0; p < kNumProj; ++p)
-      layer.proj[p] = w.matrix(layer_module_name(i, static_cast<Proj>(p), top), shapes[p].first,
-                               shapes[p].second);
+    for (const Proj p : block_projs(c)) {
+      const auto [rows, cols] = shapes[static_cast<int>(p)];
+      layer.at(p) = w.matrix(layer_module_name(i, p, top), rows, cols);
+    }
     if (c.attention_bias) {
       layer.q_bias = w.vector(prefix + "self_attn.q_proj.bias", q_out);
       layer.k_bias = w.vector(prefix + "self_attn.k_proj.bias", kv_out);

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,9 +14,24 @@
 
 namespace lora {
 
-// The seven adaptable projections of a block, in a fixed order.
-enum class Proj { q, k, v, o, gate, up, down };
-inline constexpr int kNumProj = 7;
+// The adaptable projections of a block, in a fixed order. A Llama-layout block has the seven
+// separate ones; Phi-3 stores q/k/v as one qkv_proj ([q; k; v] rows) and gate/up as one
+// gate_up_proj ([gate; up] rows), kept fused as the checkpoint has them.
+enum class Proj { q, k, v, o, gate, up, down, qkv, gate_up };
+inline constexpr int kNumProj = 9;
+inline constexpr std::array<Proj, 7> kSeparateProjs{Proj::q,    Proj::k,  Proj::v,   Proj::o,
+                                                    Proj::gate, Proj::up, Proj::down};
+inline constexpr std::array<Proj, 4> kFusedProjs{Proj::qkv, Proj::o, Proj::gate_up, Proj::down};
+// The projections a block of this config has (kFusedProjs when config.fused_projections).
+std::span<const Proj> block_projs(const ModelConfig& config);
+// The projection of this config's blocks that computes p: on a fused model q/k/v give qkv and
+// gate/up give gate_up; on a separate one qkv gives {q, k, v} and gate_up {gate, up}.
+std::vector<Proj> projs_for(const ModelConfig& config, Proj p);
+// The projections of `config`'s blocks that `keys` select, in Proj order: on a fused model
+// (Phi-3) q/k/v_proj select qkv_proj and gate/up_proj select gate_up_proj, as neither PEFT nor
+// MLX-LM can adapt part of a fused linear; on a separate one qkv_proj selects q/k/v_proj.
+std::vector<Proj> block_keys(const ModelConfig& config, const std::vector<Proj>& keys);
+
 // "q_proj", "self_attn.q_proj", "mlp.gate_proj", ... (the HF module names).
 std::string_view proj_name(Proj p);                         // "q_proj"
 std::string_view proj_module_path(Proj p);                  // "self_attn.q_proj"
@@ -46,6 +62,9 @@ struct Model {
   std::vector<LayerWeights> layers;
   std::vector<float> rope_inv_freq;
   std::vector<float> rope_inv_freq_local;  // Gemma 3's sliding layers (empty otherwise)
+  // LongRoPE: the frequencies for sequences past original_max_position_embeddings (long_factor;
+  // rope_inv_freq then holds the short_factor ones), empty otherwise.
+  std::vector<float> rope_inv_freq_long;
   // Gemma: embeddings times this, the product rounded to embed_dtype (the checkpoint's dtype,
   // as the reference implementation computes it). 0 = no scaling.
   float embed_scale = 0;
@@ -53,8 +72,15 @@ struct Model {
   std::string tensor_prefix = "model.";  // "language_model.model." in gemma3 vision checkpoints
 
   const FrozenWeight& head() const { return lm_head ? *lm_head : embed; }
-  const std::vector<float>& rope_inv_freq_of(int64_t layer) const {
-    return config.uses_local_rope(layer) ? rope_inv_freq_local : rope_inv_freq;
+  // The frequencies of a layer for a pass whose last position is positions - 1 (LongRoPE, as
+  // transformers does, switches every position to the long factors once the sequence is longer
+  // than original_max_position_embeddings).
+  const std::vector<float>& rope_inv_freq_of(int64_t layer, int64_t positions = 0) const {
+    if (config.uses_local_rope(layer)) return rope_inv_freq_local;
+    if (!rope_inv_freq_long.empty() &&
+        positions > config.rope_scaling->original_max_position_embeddings)
+      return rope_inv_freq_long;
+    return rope_inv_freq;
   }
   std::size_t stored_bytes() const;
 };
@@ -80,7 +106,7 @@ class WeightSet;
 std::string text_model_prefix(const WeightSet& weights);
 
 // Sets the constants a config implies that the weights do not carry: Gemma's embedding scale
-// (rounded to embed_dtype) and the sliding layers' RoPE frequencies.
+// (rounded to embed_dtype), the sliding layers' RoPE frequencies and LongRoPE's two tables.
 void set_family_constants(Model& model);
 
 }  // namespace lora

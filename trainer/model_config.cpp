@@ -65,6 +65,53 @@ bool get_bool(const json& j, const char* key, const std::string& source, bool fa
   return v.get<bool>();
 }
 
+std::vector<float> float_list(const json& r, const char* key, const std::string& source) {
+  if (!present(r, key) || !r.at(key).is_array())
+    bad(source, std::string("rope_scaling needs a \"") + key + "\" list of numbers");
+  std::vector<float> out;
+  for (const auto& v : r.at(key)) {
+    if (!v.is_number() || !(v.get<float>() > 0))
+      bad(source, std::string("rope_scaling.") + key + " must hold positive numbers");
+    out.push_back(v.get<float>());
+  }
+  return out;
+}
+
+// LongRoPE as transformers computes it (modeling_rope_utils._compute_longrope_parameters,
+// v4.56): when the config has original_max_position_embeddings (Phi-3 does), the scale is
+// max_position_embeddings / that, else rope_scaling.factor over max_position_embeddings; the
+// attention factor, unless given, is sqrt(1 + ln(scale) / ln(original)) (1 for scale <= 1).
+// Factor lists hold rotary_dim / 2 entries (checked once rotary_dim is known).
+RopeScaling parse_longrope(const json& j, const json& r, const std::string& source) {
+  RopeScaling s;
+  s.longrope = true;
+  s.short_factor = float_list(r, "short_factor", source);
+  s.long_factor = float_list(r, "long_factor", source);
+  const double max_pos = double(get_positive(j, "max_position_embeddings", source, 2048));
+  double scale = get_float(r, "factor", source, 1.0f);
+  // Phi3Config defines original_max_position_embeddings (4096) even where config.json omits it.
+  const bool phi3 = j.value("model_type", "") == "phi3";
+  if (present(j, "original_max_position_embeddings") || phi3) {
+    s.original_max_position_embeddings =
+        get_positive(j, "original_max_position_embeddings", source, 4096);
+    scale = max_pos / double(s.original_max_position_embeddings);
+  } else {
+    s.original_max_position_embeddings = int64_t(max_pos);
+  }
+  s.factor = float(scale);
+  if (present(r, "attention_factor")) {
+    s.attention_factor = get_float(r, "attention_factor", source, 1.0f);
+    if (!(s.attention_factor > 0)) bad(source, "rope_scaling.attention_factor must be positive");
+  } else {
+    s.attention_factor =
+        scale <= 1.0
+            ? 1.0f
+            : float(std::sqrt(1.0 + std::log(scale) /
+                                        std::log(double(s.original_max_position_embeddings))));
+  }
+  return s;
+}
+
 std::optional<RopeScaling> parse_rope_scaling(const json& j, const std::string& source) {
   if (!present(j, "rope_scaling")) return std::nullopt;
   const auto& r = j.at("rope_scaling");
@@ -73,9 +120,11 @@ std::optional<RopeScaling> parse_rope_scaling(const json& j, const std::string& 
   for (const char* key : {"rope_type", "type"})
     if (present(r, key) && r.at(key).is_string()) type = r.at(key).get<std::string>();
   if (type == "default") return std::nullopt;
+  // "su" is what the first Phi-3 128k configs called longrope (transformers reads it as such).
+  if (type == "longrope" || type == "su") return parse_longrope(j, r, source);
   if (type != "llama3" && type != "linear")
-    bad(source,
-        "unsupported rope_scaling type '" + type + "' (supported: llama3, linear, default)");
+    bad(source, "unsupported rope_scaling type '" + type +
+                    "' (supported: llama3, linear, longrope, default)");
   RopeScaling s;
   if (type == "linear") {
     s.linear = true;
@@ -150,7 +199,7 @@ Activation parse_activation(const json& j, const std::string& source, bool gemma
 
 // Which layers attend through a sliding window: "layer_types" when given, else the family's
 // rule (Gemma 3: every `sliding_window_pattern`-th layer is global; Gemma 2: odd layers are;
-// Mistral: all slide; Qwen2/3 and SmolLM3 with use_sliding_window: layers from
+// Mistral and Phi-3: all slide; Qwen2/3 and SmolLM3 with use_sliding_window: layers from
 // max_window_layers on).
 void parse_sliding_window(const json& j, const std::string& source, ModelConfig& c) {
   const bool gemma3 = c.model_type == "gemma3" || c.model_type == "gemma3_text";
@@ -180,7 +229,7 @@ void parse_sliding_window(const json& j, const std::string& source, ModelConfig&
     for (std::size_t i = 0; i < n; ++i) c.sliding_layers[i] = (int64_t(i) + 1) % pattern != 0;
   } else if (c.model_type == "gemma2") {
     for (std::size_t i = 0; i < n; ++i) c.sliding_layers[i] = i % 2 == 0;
-  } else if (c.model_type == "mistral") {
+  } else if (c.model_type == "mistral" || c.model_type == "phi3") {
     c.sliding_layers.assign(n, 1);
   } else if (get_bool(j, "use_sliding_window", source, false)) {
     const int64_t from = get_int(j, "max_window_layers", source, 0);
@@ -227,6 +276,28 @@ void parse_family(const json& j, const std::string& source, ModelConfig& c) {
   }
 }
 
+// Phi-3's fused projections and partial rotary embedding; the rotary width every family uses.
+void parse_rotary(const json& j, const std::string& source, ModelConfig& c) {
+  c.fused_projections = c.model_type == "phi3";
+  const float partial = get_float(j, "partial_rotary_factor", source, 1.0f);
+  if (!(partial > 0 && partial <= 1)) bad(source, "partial_rotary_factor must be in (0, 1]");
+  // int(head_dim * factor) as transformers computes it, in double like Python.
+  c.rotary_dim = int64_t(double(c.head_dim) * double(partial));
+  if (c.rotary_dim < 2 || c.rotary_dim % 2 != 0)
+    bad(source, "partial_rotary_factor gives a rotary width of " + std::to_string(c.rotary_dim) +
+                    " features, which must be even and at least 2");
+  if (c.rotary_dim != c.head_dim && c.model_type != "phi3")
+    bad(source, "partial_rotary_factor is only supported for phi3");
+  if (c.rope_scaling && c.rope_scaling->longrope) {
+    const auto half = static_cast<std::size_t>(c.rotary_dim / 2);
+    if (c.rope_scaling->short_factor.size() != half || c.rope_scaling->long_factor.size() != half)
+      bad(source, "rope_scaling short_factor and long_factor must hold " + std::to_string(half) +
+                      " numbers (half the rotary width), got " +
+                      std::to_string(c.rope_scaling->short_factor.size()) + " and " +
+                      std::to_string(c.rope_scaling->long_factor.size()));
+  }
+}
+
 }  // namespace
 
 ModelConfig ModelConfig::from_json(const json& file, const std::string& source) {
@@ -236,12 +307,12 @@ ModelConfig ModelConfig::from_json(const json& file, const std::string& source) 
   if (!present(file, "model_type") || !file.at("model_type").is_string())
     bad(source, "missing \"model_type\"");
   c.model_type = file.at("model_type").get<std::string>();
-  static const std::array<const char*, 8> kSupported = {
-      "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3", "smollm3"};
+  static const std::array<const char*, 9> kSupported = {
+      "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3", "smollm3", "phi3"};
   if (std::find(kSupported.begin(), kSupported.end(), c.model_type) == kSupported.end())
     bad(source, "unsupported model_type '" + c.model_type +
                     "' (supported: llama, mistral, qwen2, qwen3, gemma2, gemma3_text, gemma3, "
-                    "smollm3)");
+                    "smollm3, phi3)");
   const json j = text_fields(file, source);
   const bool gemma = is_gemma(c.model_type);
   if (get_bool(j, "mlp_bias", source, false)) bad(source, "unsupported mlp_bias: true");
@@ -272,6 +343,7 @@ ModelConfig ModelConfig::from_json(const json& file, const std::string& source) 
   c.attention_bias = c.model_type == "qwen2" || get_bool(j, "attention_bias", source, false);
   c.qk_norm = c.model_type == "qwen3" || c.model_type == "gemma3" || c.model_type == "gemma3_text";
   parse_family(j, source, c);
+  parse_rotary(j, source, c);
   parse_quantization(j, source, c);
 
   c.bos_token_id = get_int(j, "bos_token_id", source, -1);
@@ -310,14 +382,29 @@ bool ModelConfig::uses_rope(int64_t layer) const {
   return i >= rope_layers.size() || rope_layers[i];
 }
 
-std::vector<float> ModelConfig::rope_inv_freq(bool local) const {
-  const int64_t half = head_dim / 2;
+float ModelConfig::rope_attention_factor() const {
+  return rope_scaling && rope_scaling->longrope ? rope_scaling->attention_factor : 1.0f;
+}
+
+std::vector<float> ModelConfig::rope_inv_freq(bool local, bool long_factors) const {
+  const int64_t dim = rotary_dim > 0 ? rotary_dim : head_dim;
+  const int64_t half = dim / 2;
   const double theta = local ? rope_local_theta : rope_theta;
   std::vector<float> inv(static_cast<std::size_t>(half));
   for (int64_t i = 0; i < half; ++i) {
     // Same float32 steps as the reference: exponent in f32, then theta^exponent.
-    const float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(dim);
     inv[static_cast<std::size_t>(i)] = static_cast<float>(1.0 / std::pow(theta, double(exponent)));
+  }
+  if (rope_scaling && rope_scaling->longrope && !local) {
+    // 1 / (ext_factor * theta^exponent), the product in f32 as transformers forms it.
+    const auto& ext = long_factors ? rope_scaling->long_factor : rope_scaling->short_factor;
+    for (int64_t i = 0; i < half; ++i) {
+      const float exponent = static_cast<float>(2 * i) / static_cast<float>(dim);
+      const float base = static_cast<float>(std::pow(theta, double(exponent)));
+      inv[static_cast<std::size_t>(i)] = 1.0f / (ext[static_cast<std::size_t>(i)] * base);
+    }
+    return inv;
   }
   if (!rope_scaling || local) return inv;
   if (rope_scaling->linear) {

@@ -8,19 +8,25 @@
 
 namespace lora {
 
-struct RopeScaling {    // rope_scaling {"rope_type": "llama3" | "linear", ...}
+struct RopeScaling {    // rope_scaling {"rope_type": "llama3" | "linear" | "longrope", ...}
   bool linear = false;  // "linear": every frequency divided by factor (Gemma 3's global layers)
   float factor = 1.0f;
   float low_freq_factor = 1.0f;
   float high_freq_factor = 4.0f;
   int64_t original_max_position_embeddings = 8192;
+  // "longrope" (Phi-3 128k, Phi-3.5, Phi-4-mini): frequency i divided by short_factor[i], or by
+  // long_factor[i] for sequences longer than original_max_position_embeddings; cos and sin scaled
+  // by attention_factor.
+  bool longrope = false;
+  std::vector<float> short_factor, long_factor;
+  float attention_factor = 1.0f;
 };
 
 enum class Activation { silu, gelu_tanh };
 
 struct ModelConfig {
-  std::string
-      model_type;  // llama | mistral | qwen2 | qwen3 | gemma2 | gemma3_text | gemma3 | smollm3
+  std::string model_type;  // llama | mistral | qwen2 | qwen3 | gemma2 | gemma3_text | gemma3 |
+                           // smollm3 | phi3
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
   int64_t num_layers = 0;
@@ -49,6 +55,10 @@ struct ModelConfig {
   std::vector<uint8_t> sliding_layers;  // per layer, 1 = sliding window attention
   float rope_local_theta = 0;           // Gemma 3: sliding layers' RoPE base, unscaled (0: none)
   std::vector<uint8_t> rope_layers;     // per layer, 0 = no RoPE (SmolLM3); empty: all use it
+  // Phi-3: fused qkv_proj and gate_up_proj; RoPE on the first rotary_dim features of each head
+  // (partial_rotary_factor * head_dim; Phi-4-mini: 0.75), the rest passed through.
+  bool fused_projections = false;
+  int64_t rotary_dim = 0;
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;
   nlohmann::json raw;  // the file as read, written back by merge
@@ -56,9 +66,12 @@ struct ModelConfig {
   // Unknown architecture or unsupported value: an error naming the field.
   static ModelConfig from_json(const nlohmann::json& j, const std::string& source = "config.json");
   static ModelConfig load(const std::filesystem::path& model_dir);
-  // theta^(-2i/head_dim), with llama3 or linear rope scaling applied when set; `local`: Gemma 3's
-  // sliding layers (rope_local_theta, unscaled).
-  std::vector<float> rope_inv_freq(bool local = false) const;
+  // theta^(-2i/rotary_dim), with llama3, linear or longrope scaling applied when set
+  // (`long_factors`: longrope's long ones); `local`: Gemma 3's sliding layers (rope_local_theta,
+  // unscaled).
+  std::vector<float> rope_inv_freq(bool local = false, bool long_factors = false) const;
+  // The factor RoPE's cos and sin are multiplied by (longrope's attention factor; 1 otherwise).
+  float rope_attention_factor() const;
   // The sliding window of a layer's attention (0 = it sees every earlier key).
   int64_t window_of(int64_t layer) const;
   bool uses_rope(int64_t layer) const;

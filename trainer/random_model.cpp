@@ -55,9 +55,13 @@ Model make_random_model(const ModelConfig& config, uint64_t seed, int quantize_b
                                          {c.hidden_size, q_width},
                                          {c.intermediate_size, c.hidden_size},
                                          {c.intermediate_size, c.hidden_size},
-                                         {c.hidden_size, c.intermediate_size}};
-    for (int p = 0; p < kNumProj; ++p)
+                                         {c.hidden_size, c.intermediate_size},
+                                         {q_width + 2 * kv_width, c.hidden_size},
+                                         {2 * c.intermediate_size, c.hidden_size}};
+    for (const Proj proj : block_projs(c)) {
+      const int p = static_cast<int>(proj);
       w.proj[p] = random_linear(fill, shapes[p][0], shapes[p][1], quantize_bits, group_size);
+    }
     if (c.attention_bias) {
       w.q_bias = fill.uniform(q_width, -0.1, 0.1);
       w.k_bias = fill.uniform(kv_width, -0.1, 0.1);
@@ -75,9 +79,10 @@ Model make_random_model(const ModelConfig& config, uint64_t seed, int quantize_b
     }
     m.layers.push_back(std::move(w));
   }
-  for (int64_t i = 0; i < c.head_dim / 2; ++i)
+  const int64_t rotary = c.rotary_dim > 0 ? c.rotary_dim : c.head_dim;
+  for (int64_t i = 0; i < rotary / 2; ++i)
     m.rope_inv_freq.push_back(
-        float(1.0 / std::pow(double(c.rope_theta), double(2 * i) / double(c.head_dim))));
+        float(1.0 / std::pow(double(c.rope_theta), double(2 * i) / double(rotary))));
   set_family_constants(m);
   return m;
 }

@@ -12,7 +12,8 @@ namespace lora {
 // config.sandwich_norms (drawn as the effective scale, 1 + weight); an lm_head unless
 // tie_word_embeddings.
 // quantize_bits > 0 stores every projection (and an untied head) MLX-quantized where its input
-// size allows. RoPE frequencies are theta^(-2i/head_dim) (no rope_scaling).
+// size allows. RoPE frequencies are theta^(-2i/rotary_dim) (rope_scaling ignored, but for
+// LongRoPE). Phi-3 configs get fused qkv_proj and gate_up_proj.
 Model make_random_model(const ModelConfig& config, uint64_t seed, int quantize_bits = 0,
                         int group_size = 64);
 

@@ -77,7 +77,9 @@ const std::vector<TrainField>& train_fields() {
       {"dropout", &O::dropout,
        "Dropout on the LoRA branch's input while training (0: off); fights overfitting", true},
       {"lora-keys", &O::lora_keys,
-       "Projections to adapt (q_proj,k_proj,v_proj,o_proj,gate_proj,...)", true},
+       "Projections to adapt (q_proj,k_proj,v_proj,o_proj,gate_proj,...; Phi-3: qkv_proj, "
+       "gate_up_proj)",
+       true},
       {"quantize", &O::quantize,
        "Quantize the frozen base at load to 2, 3, 4, 5, 6 or 8 bits (0: as stored): less memory",
        true},

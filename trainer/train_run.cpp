@@ -82,7 +82,8 @@ LoraConfig lora_config_from(const TrainOptions& o, int64_t model_layers) {
     if (!p)
       throw SettingError("lora_keys", "unknown projection \"" + k +
                                           "\" (expected q_proj, k_proj, v_proj, o_proj, "
-                                          "gate_proj, up_proj, down_proj)");
+                                          "gate_proj, up_proj, down_proj, qkv_proj, "
+                                          "gate_up_proj)");
     if (std::find(c.keys.begin(), c.keys.end(), *p) == c.keys.end()) c.keys.push_back(*p);
   }
   return c;

@@ -159,9 +159,10 @@ struct AttentionInputs {
 // non-recording pass: nothing else reads q and k before rotation).
 void rotate_rows(const AttentionInputs& in, const PassContext& ctx, int64_t layer) {
   const ModelConfig& c = ctx.model.config;
-  const auto& inv_freq = ctx.model.rope_inv_freq_of(layer);
   for (std::size_t row = 0; row < ctx.rows.size(); ++row) {
-    const kernels::RopeTable table(inv_freq, 1, ctx.rows[row].cache->length);
+    const int64_t position = ctx.rows[row].cache->length;
+    const auto& inv_freq = ctx.model.rope_inv_freq_of(layer, position + 1);
+    const kernels::RopeTable table(inv_freq, 1, position, c.rope_attention_factor());
     kernels::rope_rotate(in.q->value.ptr() + row * c.num_heads * c.head_dim, 1, 1, c.num_heads,
                          c.head_dim, table);
     kernels::rope_rotate(in.k->value.ptr() + row * c.num_kv_heads * c.head_dim, 1, 1,
@@ -169,15 +170,29 @@ void rotate_rows(const AttentionInputs& in, const PassContext& ctx, int64_t laye
   }
 }
 
+// The q, k and v projections of the normed input: three linears, or Phi-3's one qkv_proj split
+// into its [q; k; v] column blocks.
+AttentionInputs project_qkv(ag::Tape& tape, ag::Var h, const PassContext& ctx, int64_t layer) {
+  const ModelConfig& c = ctx.model.config;
+  const LayerWeights& w = ctx.model.layers[layer];
+  if (!c.fused_projections)  // braced: evaluated in order
+    return {project(tape, h, ctx, layer, Proj::q, w.q_bias),
+            project(tape, h, ctx, layer, Proj::k, w.k_bias),
+            project(tape, h, ctx, layer, Proj::v, w.v_bias)};
+  const int64_t widths[3] = {c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim,
+                             c.num_kv_heads * c.head_dim};
+  const auto parts = ag::split_columns(tape, project(tape, h, ctx, layer, Proj::qkv, {}), widths);
+  return {parts[0], parts[1], parts[2]};
+}
+
 // input norm -> q/k/v projections (+ qwen2 biases) -> qwen3/gemma3 per-head q/k norm -> RoPE
-// (with the layer's frequencies; SmolLM3 skips it on some layers).
+// (with the layer's frequencies, on the rotary part of each head; SmolLM3 skips it on some
+// layers).
 AttentionInputs attention_inputs(ag::Tape& tape, ag::Var x, const PassContext& ctx, int64_t layer) {
   const ModelConfig& c = ctx.model.config;
   const LayerWeights& w = ctx.model.layers[layer];
   ag::Var h = block_norm(tape, x, ctx, layer, BlockTensor::input_norm, w.input_norm, c.hidden_size);
-  AttentionInputs in{project(tape, h, ctx, layer, Proj::q, w.q_bias),
-                     project(tape, h, ctx, layer, Proj::k, w.k_bias),
-                     project(tape, h, ctx, layer, Proj::v, w.v_bias)};
+  AttentionInputs in = project_qkv(tape, h, ctx, layer);
   if (c.qk_norm) {
     in.q = block_norm(tape, in.q, ctx, layer, BlockTensor::q_norm, w.q_norm, c.head_dim);
     in.k = block_norm(tape, in.k, ctx, layer, BlockTensor::k_norm, w.k_norm, c.head_dim);
@@ -188,11 +203,12 @@ AttentionInputs attention_inputs(ag::Tape& tape, ag::Var x, const PassContext& c
     return in;
   }
   // RoPE rotates in place: nothing else reads q and k before rotation, and backward needs neither.
-  const auto& inv_freq = ctx.model.rope_inv_freq_of(layer);
+  const auto& inv_freq = ctx.model.rope_inv_freq_of(layer, ctx.pos_offset + ctx.seq);
+  const float scale = c.rope_attention_factor();
   in.q = ag::rope(tape, in.q, ctx.batch, ctx.seq, c.num_heads, c.head_dim, inv_freq, ctx.pos_offset,
-                  /*reuse_input=*/true);
+                  /*reuse_input=*/true, scale);
   in.k = ag::rope(tape, in.k, ctx.batch, ctx.seq, c.num_kv_heads, c.head_dim, inv_freq,
-                  ctx.pos_offset, /*reuse_input=*/true);
+                  ctx.pos_offset, /*reuse_input=*/true, scale);
   return in;
 }
 
@@ -210,6 +226,21 @@ ag::Var gated_activation(ag::Tape& tape, const ModelConfig& c, ag::Var gate, ag:
                                                : ag::swiglu(tape, gate, up);
 }
 
+// act(gate_proj(h)) * up_proj(h): two linears, or Phi-3's one gate_up_proj split into its
+// [gate; up] column blocks.
+ag::Var mlp_hidden(ag::Tape& tape, ag::Var h, const PassContext& ctx, int64_t layer) {
+  const ModelConfig& c = ctx.model.config;
+  if (!c.fused_projections) {
+    ag::Var gate = project(tape, h, ctx, layer, Proj::gate, {});
+    ag::Var up = project(tape, h, ctx, layer, Proj::up, {});
+    return gated_activation(tape, c, gate, up);
+  }
+  const int64_t widths[2] = {c.intermediate_size, c.intermediate_size};
+  const auto parts =
+      ag::split_columns(tape, project(tape, h, ctx, layer, Proj::gate_up, {}), widths);
+  return gated_activation(tape, c, parts[0], parts[1]);
+}
+
 // Gemma's block tail: x + norm(o_proj(attn)), then x + norm(mlp(norm(x))).
 ag::Var sandwich_block_output(ag::Tape& tape, ag::Var x, ag::Var attn, const PassContext& ctx,
                               int64_t layer) {
@@ -221,11 +252,9 @@ ag::Var sandwich_block_output(ag::Tape& tape, ag::Var x, ag::Var attn, const Pas
   };
   ag::Var o = project(tape, attn, ctx, layer, Proj::o, no_bias);
   x = ag::add(tape, x, norm(o, BlockTensor::post_attention_norm, w.post_attention_norm));
-  ag::Var h = norm(x, BlockTensor::pre_ffn_norm, w.pre_ffn_norm);
-  ag::Var gate = project(tape, h, ctx, layer, Proj::gate, no_bias);
-  ag::Var up = project(tape, h, ctx, layer, Proj::up, no_bias);
   ag::Var down =
-      project(tape, gated_activation(tape, c, gate, up), ctx, layer, Proj::down, no_bias);
+      project(tape, mlp_hidden(tape, norm(x, BlockTensor::pre_ffn_norm, w.pre_ffn_norm), ctx, layer),
+              ctx, layer, Proj::down, no_bias);
   return ag::add(tape, x, norm(down, BlockTensor::post_ffn_norm, w.post_ffn_norm));
 }
 
@@ -240,9 +269,7 @@ ag::Var block_output(ag::Tape& tape, ag::Var x, ag::Var attn, const PassContext&
   x = project(tape, attn, ctx, layer, Proj::o, no_bias, x);
   ag::Var h = block_norm(tape, x, ctx, layer, BlockTensor::post_attention_norm,
                          w.post_attention_norm, c.hidden_size);
-  ag::Var gate = project(tape, h, ctx, layer, Proj::gate, no_bias);
-  ag::Var up = project(tape, h, ctx, layer, Proj::up, no_bias);
-  return project(tape, gated_activation(tape, c, gate, up), ctx, layer, Proj::down, no_bias, x);
+  return project(tape, mlp_hidden(tape, h, ctx, layer), ctx, layer, Proj::down, no_bias, x);
 }
 
 // Token embeddings; Gemma scales them by sqrt(hidden) with the product rounded to the

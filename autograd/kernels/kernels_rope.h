@@ -1,7 +1,9 @@
 // Rotary position embedding (the rotate_half convention of Hugging Face Llama): for i < half,
 //   out[i]        = x[i] * cos - x[i + half] * sin
 //   out[i + half] = x[i + half] * cos + x[i] * sin,  angle = position * inv_freq[i].
-// The backward is the inverse rotation, the same kernel with the sine negated.
+// Only the first 2 * half features of each head rotate (partial rotary); the rest are left as
+// they are. With a scale s (LongRoPE's attention factor) cos and sin are s * cos, s * sin; the
+// backward, the transposed map, is the same kernel with the sine negated.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -15,15 +17,15 @@ namespace lora::kernels {
 struct RopeTable {
   std::vector<double> cos, sin;
   int64_t half = 0;
-  RopeTable(std::span<const float> inv_freq, int64_t seq, int64_t pos_offset)
+  RopeTable(std::span<const float> inv_freq, int64_t seq, int64_t pos_offset, float scale = 1.0f)
       : cos(static_cast<std::size_t>(seq) * inv_freq.size()),
         sin(static_cast<std::size_t>(seq) * inv_freq.size()),
         half(static_cast<int64_t>(inv_freq.size())) {
     for (int64_t t = 0; t < seq; ++t)
       for (int64_t i = 0; i < half; ++i) {
         const float angle = float(pos_offset + t) * inv_freq[i];
-        cos[t * half + i] = std::cos(angle);
-        sin[t * half + i] = std::sin(angle);
+        cos[t * half + i] = double(scale) * std::cos(angle);
+        sin[t * half + i] = double(scale) * std::sin(angle);
       }
   }
 };
@@ -32,7 +34,7 @@ struct RopeTable {
 template <typename T>
 void rope_rotate(T* x, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
                  const RopeTable& table, int direction = 1) {
-  const int64_t half = head_dim / 2;
+  const int64_t half = table.half;
 #pragma omp parallel for schedule(static) if (batch * seq * heads * head_dim > (1 << 16))
   for (int64_t row = 0; row < batch * seq; ++row) {
     const int64_t t = row % seq;

@@ -28,7 +28,8 @@ void check_adapter_against_base(const AdapterFile& adapter, int64_t base_layers,
     if (!proj)
       throw std::runtime_error(what + " adapts \"" + pair.module +
                                "\", which is not a projection " + base_name +
-                               " has (self_attn.q/k/v/o_proj, mlp.gate/up/down_proj)");
+                               " has (self_attn.q/k/v/o_proj, mlp.gate/up/down_proj, "
+                               "self_attn.qkv_proj, mlp.gate_up_proj)");
     if (pair.layer >= base_layers)
       throw std::runtime_error(what + " adapts layer " + std::to_string(pair.layer) + " but " +
                                base_name + " has " + std::to_string(base_layers) + " layers");
