@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/cpu_features.h"
 #include "autograd/dtype.h"
 #include "autograd/kernels/kernels_gemv.h"
 
@@ -42,14 +43,11 @@ namespace lora {
 
 namespace {
 
+// The cap of LORA_CPU applies here as to every kernel family (autograd/cpu_features.h).
 GemvIsa detect_isa() {
-  __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                    __builtin_cpu_supports("f16c");
-  if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl"))
-    return GemvIsa::Avx512;
-  return avx2 ? GemvIsa::Avx2 : GemvIsa::Scalar;
+  const CpuFeatures& f = active_cpu_features();
+  if (f.avx512) return GemvIsa::Avx512;
+  return f.avx2 ? GemvIsa::Avx2 : GemvIsa::Scalar;
 }
 
 const gemv::Kernels& kernels_of(GemvIsa isa) {

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "autograd/cpu_features.h"
 #include "autograd/dtype.h"
 #include "autograd/gguf_quantize_k.h"
 #include "autograd/kernels/gguf_dequant_isa.h"
@@ -139,16 +140,11 @@ float q32_reference(GgmlType t, const uint8_t* b, int i) {
 }
 
 enum class Isa { Scalar, Avx2, Avx512 };
+// The baseline build already assumes AVX2, FMA and F16C; AVX-512 as active_cpu_features() allows.
 Isa detect_isa() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c") &&
-      __builtin_cpu_supports("fma"))
-    return Isa::Avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-      __builtin_cpu_supports("f16c"))
-    return Isa::Avx2;
-  return Isa::Scalar;
+  const CpuFeatures& f = active_cpu_features();
+  if (f.avx512) return Isa::Avx512;
+  return f.avx2 ? Isa::Avx2 : Isa::Scalar;
 }
 Isa cpu_isa() {
   static const Isa isa = detect_isa();

@@ -21,6 +21,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "autograd/cpu_features.h"
 #include "autograd/heap.h"
 #include "bench/bench_args.h"
 #include "trainer/distributed.h"
@@ -91,6 +92,7 @@ std::vector<lora::data::Example> random_examples(int64_t count, int64_t seq, int
 }  // namespace
 
 int main(int argc, char** argv) try {
+  lora::reexec_with_blas_cap(argv);  // LORA_CPU reaches OpenBLAS only through a fresh start
   const Args args = parse(argc, argv);
   lora::keep_freed_memory_for_reuse();
   omp_set_num_threads(args.threads);
@@ -148,6 +150,7 @@ int main(int argc, char** argv) try {
   nlohmann::json out = {{"shape", args.shape},
                         {"ranks", comm->size()},
                         {"threads_per_rank", args.threads},
+                        {"cpu", nlohmann::json::parse(lora::cpu_report().json())},
                         {"micro_batches", args.micro_batches},
                         {"batch", args.batch},
                         {"seq", args.seq},

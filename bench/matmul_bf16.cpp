@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/cpu_features.h"
 #include "autograd/dtype.h"
 #include "bench/bench_args.h"
 
@@ -36,6 +37,7 @@ double best_seconds(int reps, const std::function<void()>& fn) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  lora::reexec_with_blas_cap(argv);  // LORA_CPU reaches OpenBLAS only through a fresh start
   using lora::Bf16Product;
   const lora::bench::MatmulArgs args = lora::bench::parse_matmul_args(argc, argv);
   const int tokens = args.tokens, reps = args.reps;
@@ -84,7 +86,8 @@ int main(int argc, char** argv) {
       json += buf;
     }
   }
-  std::printf("{\"threads\":%d,\"isa\":\"%s\",\"results\":[%s]}\n", omp_get_max_threads(),
+  std::printf("{\"threads\":%d,\"cpu\":%s,\"isa\":\"%s\",\"results\":[%s]}\n",
+              omp_get_max_threads(), lora::cpu_report().json().c_str(),
               lora::bf16_matmul_isa().c_str(), json.c_str());
   return 0;
 }

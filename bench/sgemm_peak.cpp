@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/cpu_features.h"
 #include "bench/bench_args.h"
 
 namespace {
@@ -43,6 +44,7 @@ double sgemm_gflops(int m, Shape s, int reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  lora::reexec_with_blas_cap(argv);  // LORA_CPU reaches OpenBLAS only through a fresh start
   const lora::bench::MatmulArgs args = lora::bench::parse_matmul_args(argc, argv);
   const int tokens = args.tokens, reps = args.reps;
   // SmolLM2-135M and Qwen2.5-0.5B projection shapes (q, gate, down).
@@ -58,7 +60,7 @@ int main(int argc, char** argv) {
                   rows.empty() ? "" : ",", tokens, s.k, s.n, g);
     rows += buf;
   }
-  std::printf("{\"threads\":%d,\"peak_gflops\":%.1f,\"shapes\":[%s]}\n", omp_get_max_threads(),
-              peak, rows.c_str());
+  std::printf("{\"threads\":%d,\"cpu\":%s,\"peak_gflops\":%.1f,\"shapes\":[%s]}\n",
+              omp_get_max_threads(), lora::cpu_report().json().c_str(), peak, rows.c_str());
   return 0;
 }

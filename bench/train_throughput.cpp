@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/cpu_features.h"
 #include "autograd/dtype.h"
 #include "autograd/heap.h"
 #include "autograd/kernels/matmul_bf16.h"
@@ -345,7 +346,20 @@ void add_memory_floor(nlohmann::json& out, const Args& args, const lora::ModelCo
 
 }  // namespace
 
+// What ran and what was asked for: the CPU features detected and in use (LORA_CPU), and the
+// compute dtype that ran ("compute_dtype" is f32 where bf16 was asked for without bf16 units,
+// so no f32 figure is ever reported as bf16).
+nlohmann::json compute_report(const std::string& asked, lora::ComputeDType compute) {
+  const bool bf16 = lora::uses_bf16(compute);
+  return {{"compute_dtype", bf16 ? "bf16" : "f32"},
+          {"compute_dtype_asked", asked},
+          {"cpu", nlohmann::json::parse(lora::cpu_report().json())},
+          {"bf16_isa", lora::bf16_matmul_isa()},
+          {"bf16_used", bf16}};
+}
+
 int main(int argc, char** argv) try {
+  lora::reexec_with_blas_cap(argv);  // LORA_CPU reaches OpenBLAS only through a fresh start
   const Args args = parse(argc, argv);
   if (!args.default_heap) lora::keep_freed_memory_for_reuse();
   lora::ModelConfig config = shape_config(args.shape);
@@ -417,9 +431,7 @@ int main(int argc, char** argv) try {
   out["shape"] = args.shape;
   out["layers"] = config.num_layers;
   out["base"] = args.base;
-  out["compute_dtype"] = args.compute_dtype;
-  out["bf16_isa"] = lora::bf16_matmul_isa();
-  out["bf16_used"] = lora::uses_bf16(fopts.compute_dtype);
+  out.update(compute_report(args.compute_dtype, fopts.compute_dtype));
   out["grad_checkpoint"] = args.grad_checkpoint;
   out["default_heap"] = args.default_heap;
   out["batch"] = args.batch;
@@ -444,7 +456,7 @@ int main(int argc, char** argv) try {
   std::fprintf(stderr,
                "%s %s base=%s ckpt=%d: %.1f tokens/s, %.1f GFLOP/s, peak RSS %.0f MiB (%.2fx the "
                "floor of %.0f MiB)\n",
-               args.shape.c_str(), args.compute_dtype.c_str(), args.base.c_str(),
+               args.shape.c_str(), std::string(out["compute_dtype"]).c_str(), args.base.c_str(),
                int(args.grad_checkpoint), tokens_per_s, tokens_per_s * fpt / 1e9, peak_rss_mib(),
                double(out["rss_over_floor"]), double(out["rss_floor_mib"]));
   const std::string text = out.dump();

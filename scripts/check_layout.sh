@@ -6,7 +6,10 @@
 #     trainer/, data/tokenizer/ and data/jinja/ include nothing of each other, and no library
 #     file (outside trainer/cli/) includes CLI11;
 #   - library code that prints (std::cout, std::cerr, printf, puts, stdout, stderr outside
-#     trainer/cli/, bench/ and tests/).
+#     trainer/cli/, bench/ and tests/);
+#   - a test of the __AVX512*__ or __AMX*__ macros outside the per-instruction-set translation
+#     units (*_avx2.cpp, *_avx512.cpp, *_avx512bf16.cpp): elsewhere they describe the build
+#     machine, not the CPU the binary runs on (autograd/cpu_features.h picks kernels at run time).
 #   scripts/check_layout.sh            check everything
 #   scripts/check_layout.sh --max N    another function length limit
 set -euo pipefail
@@ -108,8 +111,15 @@ while IFS= read -r hit; do
 done < <(grep -HnE 'std::(cout|cerr|clog)|\b(std::)?(printf|fprintf|puts|fputs|putchar)\s*\(|\b(stdout|stderr)\b' \
   "${library[@]}" | grep -vE '^[^:]+:[0-9]+:\s*//' || true)
 
+# 4. Kernels are chosen at run time: only the files compiled with an instruction set's own flags
+# (autograd/CMakeLists.txt) may ask the preprocessor about AVX-512 or AMX.
+while IFS= read -r hit; do
+  [ -n "$hit" ] && report "$hit: AVX-512/AMX code belongs in a *_avx512*.cpp file picked by active_cpu_features()"
+done < <(grep -HnE '__(AVX512|AMX)[A-Z0-9_]*__' "${sources[@]}" |
+  grep -vE '^[^:]*_(avx2|avx512|avx512bf16)\.cpp:' || true)
+
 if [ "$failures" -gt 0 ]; then
   echo "check_layout: $failures problem(s)"
   exit 1
 fi
-echo "check_layout: ${#sources[@]} files: functions within $max_lines lines, includes in order, no printing library code"
+echo "check_layout: ${#sources[@]} files: functions within $max_lines lines, includes in order, no printing library code, no build-time ISA tests"

@@ -1,5 +1,5 @@
 // The per-instruction-set copies of the ggml row widening (kernels_gguf_dequant.h compiled with
-// each set's flags). Call one only when __builtin_cpu_supports says the CPU has it.
+// each set's flags). Call one only when active_cpu_features() (autograd/cpu_features.h) allows it.
 #pragma once
 #include <cstddef>
 #include <cstdint>

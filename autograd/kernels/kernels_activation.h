@@ -3,8 +3,6 @@
 #include <cmath>
 #include <cstdint>
 
-#include "autograd/kernels/kernels_exp.h"
-
 namespace lora::kernels {
 
 template <typename T>
@@ -72,58 +70,12 @@ void geglu_backward(const T* gate, const T* up, const T* g, int64_t n, T* dgate,
   }
 }
 
-#if defined(__AVX512F__)
-// f32: 16 lanes at a time with the vectorized exp (scalar std::exp made swiglu cost a third of a
-// matmul); the scalar tail uses the template.
-namespace activation_detail {
-inline __m512 sigmoid16(__m512 x) {
-  const __m512 one = _mm512_set1_ps(1.0f);
-  return _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
-}
-constexpr int64_t kLanes = 16;
-}  // namespace activation_detail
-
+// f32 SwiGLU runs the vectorized copy for the CPU (kernel_variants.h, picked once per process in
+// kernels_dispatch.cpp): scalar std::exp made it cost a third of a matmul.
 template <>
-inline void swiglu_forward<float>(const float* gate, const float* up, int64_t n, float* y) {
-  using namespace activation_detail;
-  const int64_t vec = n / kLanes;
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-  for (int64_t v = 0; v < vec; ++v) {
-    const __m512 g = _mm512_loadu_ps(gate + v * kLanes);
-    const __m512 u = _mm512_loadu_ps(up + v * kLanes);
-    _mm512_storeu_ps(y + v * kLanes, _mm512_mul_ps(_mm512_mul_ps(g, sigmoid16(g)), u));
-  }
-  for (int64_t i = vec * kLanes; i < n; ++i) y[i] = gate[i] * sigmoid(gate[i]) * up[i];
-}
-
+void swiglu_forward<float>(const float* gate, const float* up, int64_t n, float* y);
 template <>
-inline void swiglu_backward<float>(const float* gate, const float* up, const float* g, int64_t n,
-                                   float* dgate, float* dup, bool accumulate) {
-  using namespace activation_detail;
-  const int64_t vec = n / kLanes;
-  const __m512 one = _mm512_set1_ps(1.0f);
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-  for (int64_t v = 0; v < vec; ++v) {
-    const int64_t i = v * kLanes;
-    const __m512 x = _mm512_loadu_ps(gate + i);
-    const __m512 u = _mm512_loadu_ps(up + i);
-    const __m512 gv = _mm512_loadu_ps(g + i);
-    const __m512 s = sigmoid16(x);
-    if (dgate) {
-      // g * up * s * (1 + x * (1 - s))
-      const __m512 d = _mm512_mul_ps(
-          _mm512_mul_ps(gv, u), _mm512_mul_ps(s, _mm512_fmadd_ps(x, _mm512_sub_ps(one, s), one)));
-      _mm512_storeu_ps(dgate + i, accumulate ? _mm512_add_ps(_mm512_loadu_ps(dgate + i), d) : d);
-    }
-    if (dup) {
-      const __m512 base = accumulate ? _mm512_loadu_ps(dup + i) : _mm512_setzero_ps();
-      _mm512_storeu_ps(dup + i, _mm512_fmadd_ps(_mm512_mul_ps(gv, x), s, base));
-    }
-  }
-  for (int64_t i = vec * kLanes; i < n; ++i)
-    swiglu_backward_element(gate[i], up[i], g[i], dgate ? dgate + i : nullptr,
-                            dup ? dup + i : nullptr, accumulate);
-}
-#endif
+void swiglu_backward<float>(const float* gate, const float* up, const float* g, int64_t n,
+                            float* dgate, float* dup, bool accumulate);
 
 }  // namespace lora::kernels

@@ -1,14 +1,15 @@
 #include "autograd/kernels/matmul_bf16.h"
 
-#include <immintrin.h>
-
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <stdexcept>
 #include <vector>
 
+#include "autograd/cpu_features.h"
 #include "autograd/dtype.h"
+#include "autograd/kernels/kernel_variants.h"
 
 namespace lora {
 namespace {
@@ -17,26 +18,28 @@ using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 
 const dnnl::engine& cpu_engine() {
+  (void)active_cpu_features();  // caps oneDNN's ISA (LORA_CPU) before its first primitive
   static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   return engine;
 }
 
 // Rounds n f32 values to bf16 (nearest even), in parallel: this runs on every activation that
-// enters a bf16 product, so it must cost far less than the product itself.
+// enters a bf16 product, so it must cost far less than the product itself. The AVX512-BF16
+// conversion where the CPU (and LORA_CPU) allows it, chosen once.
 void round_to_bf16(const float* in, int64_t count, uint16_t* out) {
+  using RoundBlock = void (*)(const float*, int64_t, uint16_t*);
+  static const RoundBlock round_block =
+      active_cpu_features().avx512_bf16 ? RoundBlock{kernels::avx512bf16::round_to_bf16}
+                                        : RoundBlock{[](const float* x, int64_t n, uint16_t* y) {
+                                            for (int64_t i = 0; i < n; ++i)
+                                              y[i] = f32_to_bf16(x[i]);
+                                          }};
   constexpr int64_t kBlock = 1 << 14;
   const int64_t blocks = (count + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (blocks > 1)
   for (int64_t b = 0; b < blocks; ++b) {
-    int64_t i = b * kBlock;
-    const int64_t end = std::min(count, i + kBlock);
-#if defined(__AVX512BF16__)
-    for (; i + 16 <= end; i += 16) {
-      const __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(in + i));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), reinterpret_cast<const __m256i&>(v));
-    }
-#endif
-    for (; i < end; ++i) out[i] = f32_to_bf16(in[i]);
+    const int64_t begin = b * kBlock;
+    round_block(in + begin, std::min(count, begin + kBlock) - begin, out + begin);
   }
 }
 
@@ -85,6 +88,7 @@ void check_shape(int64_t rows, int64_t cols, const char* what) {
 
 bool bf16_matmul_available() {
   static const bool available = [] {
+    if (!active_cpu_features().bf16_units()) return false;
     const auto isa = dnnl::get_effective_cpu_isa();
     return isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
   }();
@@ -92,15 +96,18 @@ bool bf16_matmul_available() {
 }
 
 std::string bf16_matmul_isa() {
+  const bool units = active_cpu_features().bf16_units();
   switch (dnnl::get_effective_cpu_isa()) {
     case dnnl::cpu_isa::avx512_core_amx:
-      return "avx512_core_amx";
+      return units ? "avx512_core_amx" : "avx512_core_amx (bf16 units off)";
     case dnnl::cpu_isa::avx512_core_bf16:
-      return "avx512_core_bf16";
+      return units ? "avx512_core_bf16" : "avx512_core_bf16 (bf16 units off)";
     case dnnl::cpu_isa::avx512_core_vnni:
       return "avx512_core_vnni (no native bf16)";
     case dnnl::cpu_isa::avx512_core:
       return "avx512_core (no native bf16)";
+    case dnnl::cpu_isa::avx2:
+      return "avx2 (no native bf16)";
     default:
       return "no native bf16";
   }

@@ -4,7 +4,9 @@
 #include <csignal>
 #include <cstdio>
 #include <exception>
+#include <string>
 
+#include "autograd/cpu_features.h"
 #include "autograd/heap.h"
 #include "trainer/cli/commands.h"
 #include "trainer/cli/flag_values.h"
@@ -14,7 +16,36 @@
 
 extern "C" void openblas_set_num_threads(int);
 
+namespace {
+
+std::string version_text() {
+  const lora::CpuReport cpu = lora::cpu_report();
+  return "lora (loracpp)\n"
+         "cpu features detected: " +
+         cpu.detected +
+         "\n"
+         "cpu features in use:   " +
+         cpu.in_use + " (LORA_CPU cap: " + cpu.cap +
+         ")\n"
+         "openblas kernels:      " +
+         cpu.blas_core +
+         "\n"
+         "onednn isa:            " +
+         cpu.onednn_isa;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  try {
+    // OpenBLAS reads its kernel choice when it loads: a LORA_CPU cap below AVX-512 runs the
+    // program again with OPENBLAS_CORETYPE set (cpu_features.h).
+    lora::reexec_with_blas_cap(argv);
+    (void)lora::active_cpu_features();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lora: error: %s\n", e.what());
+    return 1;
+  }
   lora::keep_freed_memory_for_reuse();
   // Past a file size limit, write(2) then fails with EFBIG, which the writers report and clean up
   // after, instead of the process dying mid-write.
@@ -29,6 +60,7 @@ int main(int argc, char** argv) {
   app.add_flag("--json", global.json, "Write JSON lines to stdout (for scripts)");
   app.add_option("-t,--threads", global.threads, "Threads to use (default: all cores)")
       ->check(CLI::NonNegativeNumber);
+  app.set_version_flag("--version", version_text, "Print the version and the CPU features in use");
   app.fallthrough();
 
   lora::cli::add_train(app, global);
