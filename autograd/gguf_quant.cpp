@@ -1,5 +1,7 @@
 #include "autograd/gguf_quant.h"
 
+#include <cpuid.h>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -139,15 +141,18 @@ float q32_reference(GgmlType t, const uint8_t* b, int i) {
 }
 
 enum class Isa { Scalar, Avx2, Avx512 };
+// CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports has no "f16c").
+bool cpu_has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+}
 Isa detect_isa() {
   __builtin_cpu_init();
+  const bool f16c = cpu_has_f16c();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c") &&
-      __builtin_cpu_supports("fma"))
+      __builtin_cpu_supports("avx512vl") && f16c && __builtin_cpu_supports("fma"))
     return Isa::Avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-      __builtin_cpu_supports("f16c"))
-    return Isa::Avx2;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) return Isa::Avx2;
   return Isa::Scalar;
 }
 Isa cpu_isa() {
