@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "trainer/gguf_model.h"
+#include "trainer/setting_error.h"
 
 namespace lora {
 
@@ -22,7 +23,7 @@ RunModel read_run_model(const TrainOptions& o) {
   RunModel m;
   if (is_gguf_file(o.model)) {
     // A GGUF base keeps its stored block types whatever the run asks for.
-    m.config = ModelConfig::from_json(gguf_model_config_json(GgufFile::open(o.model)), o.model);
+    m.config = gguf_model_config(GgufFile::open(o.model));
     m.stored_bytes = m.quantized_bytes = std::filesystem::file_size(o.model);
     return m;
   }
@@ -42,43 +43,44 @@ MemoryEstimate estimate(const TrainOptions& o, const RunModel& m, uint64_t base,
   run.batch = o.batch_size;
   run.seq = seq;
   run.checkpointing = o.grad_checkpoint;
-  return estimate_training_memory(m.config, base, run);
+  return estimate_training_memory(m.config, base, run, resident_memory_bytes());
 }
 
 // The settings, each changed alone (and all together), that bring the estimate under `available`.
-std::vector<std::string> settings_that_fit(const TrainOptions& o, const RunModel& m, int64_t seq,
-                                           uint64_t available) {
-  std::vector<std::string> out;
+std::vector<SettingChanges> settings_that_fit(const TrainOptions& o, const RunModel& m, int64_t seq,
+                                              uint64_t available) {
+  std::vector<SettingChanges> out;
   auto fits = [&](const TrainOptions& v, uint64_t base, int64_t s) {
-    return estimate(v, m, base, s).total() <= available;
+    return estimate(v, m, base, s).to_allocate() <= available;
   };
+  const SettingChange checkpoint{"grad_checkpoint", ""}, quantize{"quantize", "4"};
   if (!o.grad_checkpoint) {
     TrainOptions v = o;
     v.grad_checkpoint = true;
-    if (fits(v, m.stored_bytes, seq)) out.push_back("--grad-checkpoint");
+    if (fits(v, m.stored_bytes, seq)) out.push_back({checkpoint});
   }
   for (int64_t b = o.batch_size / 2; b >= 1; b /= 2) {
     TrainOptions v = o;
     v.batch_size = b;
     if (fits(v, m.stored_bytes, seq)) {
-      out.push_back("--batch-size " + std::to_string(b));
+      out.push_back({{"batch_size", std::to_string(b)}});
       break;
     }
   }
   for (int64_t s = seq / 2; s >= 64; s /= 2)
     if (fits(o, m.stored_bytes, s)) {
-      out.push_back("--max-seq-length " + std::to_string(s));
+      out.push_back({{"max_seq_length", std::to_string(s)}});
       break;
     }
   const bool can_quantize = o.quantize == 0 && !m.config.quant_bits;
-  if (can_quantize && fits(o, m.quantized_bytes, seq)) out.push_back("--quantize 4");
+  if (can_quantize && fits(o, m.quantized_bytes, seq)) out.push_back({quantize});
   if (out.empty()) {
     TrainOptions v = o;
     v.grad_checkpoint = true;
     v.batch_size = 1;
-    std::string all = "--grad-checkpoint --batch-size 1";
+    SettingChanges all = {checkpoint, {"batch_size", "1"}};
     const uint64_t base = can_quantize ? m.quantized_bytes : m.stored_bytes;
-    if (can_quantize) all += " --quantize 4";
+    if (can_quantize) all.push_back(quantize);
     if (fits(v, base, seq)) out.push_back(all);
   }
   return out;
@@ -105,25 +107,23 @@ int64_t longest_sequence(const data::EncodedSet& set) {
 std::string describe(const MemoryEstimate& e) {
   auto mib = [](uint64_t b) { return std::to_string((b + (1u << 19)) >> 20); };
   return format_mib(e.total()) + " (base " + mib(e.base) + ", LoRA state " + mib(e.lora_state) +
-         ", activations " + mib(e.activations) + ")";
+         ", activations " + mib(e.activations) + ", transient " + mib(e.transient) + ", process " +
+         mib(e.resident) + ")";
 }
 
 void check_run_fits(const TrainOptions& o, int64_t seq, uint64_t available) {
   const RunModel m = read_run_model(o);
   const MemoryEstimate e = estimate(o, m, m.stored_bytes, seq);
-  if (e.total() <= available) return;
-  std::string msg = "this run needs at least " + describe(e) + " of memory for batches of " +
-                    std::to_string(o.batch_size) + " x " + std::to_string(seq) + " tokens, but " +
-                    format_mib(available) + " are available";
-  const auto fixes = settings_that_fit(o, m, seq, available);
-  if (fixes.empty()) {
-    msg += "; no smaller batch, sequence, --grad-checkpoint or --quantize 4 makes it fit";
-  } else {
-    msg += "; it fits with ";
-    for (std::size_t i = 0; i < fixes.size(); ++i)
-      msg += (i == 0 ? "" : i + 1 == fixes.size() ? ", or " : ", ") + fixes[i];
-  }
-  throw std::runtime_error(msg);
+  if (e.to_allocate() <= available) return;
+  std::string problem = "this run needs about " + format_mib(e.to_allocate()) +
+                        " more memory (a peak of " + describe(e) + ") for batches of " +
+                        std::to_string(o.batch_size) + " x " + std::to_string(seq) +
+                        " tokens, but " + format_mib(available) + " are available";
+  auto fixes = settings_that_fit(o, m, seq, available);
+  if (fixes.empty())
+    problem +=
+        "; no smaller batch or sequence, gradient checkpointing or 4-bit quantization makes it fit";
+  throw AdvisedError(problem, "; it fits with ", std::move(fixes));
 }
 
 }  // namespace lora
