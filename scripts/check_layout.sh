@@ -6,7 +6,9 @@
 #     trainer/, data/tokenizer/ and data/jinja/ include nothing of each other, and no library
 #     file (outside trainer/cli/) includes CLI11;
 #   - library code that prints (std::cout, std::cerr, printf, puts, stdout, stderr outside
-#     trainer/cli/, bench/ and tests/).
+#     trainer/cli/, bench/ and tests/);
+#   - library code that names a command-line flag in a string ("--batch-size"): the library names
+#     settings (SettingError, AdvisedError) and trainer/cli/ spells them as flags.
 #   scripts/check_layout.sh            check everything
 #   scripts/check_layout.sh --max N    another function length limit
 set -euo pipefail
@@ -108,8 +110,17 @@ while IFS= read -r hit; do
 done < <(grep -HnE 'std::(cout|cerr|clog)|\b(std::)?(printf|fprintf|puts|fputs|putchar)\s*\(|\b(stdout|stderr)\b' \
   "${library[@]}" | grep -vE '^[^:]+:[0-9]+:\s*//' || true)
 
+# 4. Library code names settings, not flags. The model card quotes another program's command line.
+allowed_flag_text="trainer/io/model_card.cpp"
+while IFS= read -r hit; do
+  [ -z "$hit" ] && continue
+  grep -qxF "${hit%%:*}" <<<"$allowed_flag_text" && continue
+  report "$hit: the library names settings, not flags (SettingError, AdvisedError; trainer/cli/ spells flags)"
+done < <(grep -HnP '"(?:[^"\\]|\\.)*--[A-Za-z](?:[^"\\]|\\.)*"' "${library[@]}" |
+  grep -vE '^[^:]+:[0-9]+:\s*//' || true)
+
 if [ "$failures" -gt 0 ]; then
   echo "check_layout: $failures problem(s)"
   exit 1
 fi
-echo "check_layout: ${#sources[@]} files: functions within $max_lines lines, includes in order, no printing library code"
+echo "check_layout: ${#sources[@]} files: functions within $max_lines lines, includes in order, no printing or flag-naming library code"

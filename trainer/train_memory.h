@@ -15,9 +15,9 @@ namespace lora {
 // --max-seq-length when the data is not read yet). Reads the model's config and weight headers.
 MemoryEstimate estimate_run_memory(const TrainOptions& options, int64_t seq);
 
-// Throws when the estimate exceeds `available` bytes: the message gives both, the parts of the
-// estimate, and the changed settings (--grad-checkpoint, a smaller --batch-size or
-// --max-seq-length, --quantize 4) that would fit, or says that none does.
+// Throws AdvisedError when the estimate exceeds `available` bytes: the message gives both and the
+// parts of the estimate; the alternatives are the changed settings (grad_checkpoint, a smaller
+// batch_size or max_seq_length, quantize 4) that would fit (none when nothing does).
 void check_run_fits(const TrainOptions& options, int64_t seq, uint64_t available);
 
 // The memory a run may take: LORA_AVAILABLE_MEMORY=BYTES when set (tests), else what the machine
@@ -27,7 +27,8 @@ std::optional<uint64_t> memory_available_to_runs();
 // The longest example of an encoded set, in tokens (the longest padded sequence of a batch).
 int64_t longest_sequence(const data::EncodedSet& set);
 
-// One line for people: "412 MiB (base 300, LoRA state 12, activations 100)".
+// One line for people: "452 MiB (base 300, LoRA state 12, activations 100, transient 25,
+// process 15)".
 std::string describe(const MemoryEstimate& e);
 
 }  // namespace lora

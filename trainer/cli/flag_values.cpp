@@ -60,6 +60,16 @@ std::string flag_of_setting(const std::string& setting) {
   return "--" + flag;
 }
 
+std::string error_text(const std::exception& e) {
+  if (const auto* s = dynamic_cast<const SettingError*>(&e))
+    return flag_of_setting(s->setting()) + ": " + s->problem();
+  if (const auto* a = dynamic_cast<const AdvisedError*>(&e))
+    return a->message([](const SettingChange& c) {
+      return flag_of_setting(c.setting) + (c.value.empty() ? "" : " " + c.value);
+    });
+  return e.what();
+}
+
 namespace {
 
 // A CLI11 check that runs the library's check_quantization on one of its two values (the other
