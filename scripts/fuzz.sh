@@ -4,7 +4,8 @@
 # out/fuzz/<target>/, so the committed corpus stays small). An input that takes over a second
 # (-timeout=1) or more than 2 GiB (-rss_limit_mb=2048) fails the run as a crash does. Prints and
 # writes (out/fuzz/summary.json) per target: executions, exec/s, coverage (cov/ft of the final
-# line), crashes, timeouts, out-of-memory inputs and sanitizer reports.
+# line), crashes, timeouts, out-of-memory inputs and sanitizer reports (LORA_FUZZ_SUMMARY=FILE
+# writes them elsewhere).
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 60 s, every target)
 # Installs Debian's clang 14 and its libFuzzer runtime when they are missing.
 set -euo pipefail
@@ -23,15 +24,18 @@ if ! command -v clang++ >/dev/null || ! ls /usr/lib/llvm-14/lib/clang/*/lib/linu
   command -v clang++ >/dev/null || ln -s /usr/bin/clang++-14 /usr/local/bin/clang++
 fi
 
-cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLORA_FUZZ=ON -DLORA_BENCH=OFF \
-  -DCMAKE_CXX_COMPILER=clang++ -DLORA_NATIVE=ON >/dev/null
-cmake --build build-fuzz -j "$(nproc)" --target "${targets[@]/#/fuzz_}"
+# LORA_FUZZ_NO_BUILD=1: run the binaries already in build-fuzz/.
+if [ -z "${LORA_FUZZ_NO_BUILD:-}" ]; then
+  cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLORA_FUZZ=ON -DLORA_BENCH=OFF \
+    -DCMAKE_CXX_COMPILER=clang++ -DLORA_NATIVE=ON >/dev/null
+  cmake --build build-fuzz -j "$(nproc)" --target "${targets[@]/#/fuzz_}"
+fi
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 status=0
 mkdir -p out/fuzz
-summary=out/fuzz/summary.json
+summary=${LORA_FUZZ_SUMMARY:-out/fuzz/summary.json}
 echo "{\"seconds_per_target\": $seconds, \"commit\": \"$(git rev-parse --short HEAD)\", \"targets\": [" >"$summary"
 printf '%-15s %12s %8s %6s %7s %7s %5s %5s %5s %s\n' target executions exec/s cov ft crashes \
   hangs oom sanit result

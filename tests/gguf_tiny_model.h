@@ -123,7 +123,9 @@ inline GgufWriter gguf_every_type() {
   w.set_bool("test.bool", true);
   w.set_i32s("test.ints", std::vector<int32_t>{1, -2, 3});
   w.set_f32s("test.reals", std::vector<float>{0.5f, -1.0f});
-  w.set_strings("test.strings", {"a", "", "\xe2\x96\x81b"});
+  w.set_strings("test.strings", {"a", "",
+                                 "\xe2\x96\x81"
+                                 "b"});
   unsigned seed = 1;
   for (GgmlType t : kAllGgmlTypes)
     w.add_tensor(std::string("t.") + std::string(ggml_type_name(t)), t, {2, 256},
