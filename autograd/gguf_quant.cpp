@@ -1,5 +1,7 @@
 #include "autograd/gguf_quant.h"
 
+#include <cpuid.h>
+
 #include <algorithm>
 #include <array>
 #include <cctype>

@@ -40,14 +40,19 @@ Batch make_batch(std::span<const Example* const> examples) {
 
 BatchPlan::BatchPlan(const std::vector<Example>& examples, int64_t batch_size, uint64_t seed,
                      bool shuffle)
-    : examples_(examples), seed_(seed), shuffle_(shuffle) {
+    : BatchPlan(std::make_shared<ExamplesInMemory>(examples), batch_size, seed, shuffle) {}
+
+BatchPlan::BatchPlan(std::shared_ptr<const ExampleSource> examples, int64_t batch_size,
+                     uint64_t seed, bool shuffle)
+    : examples_(std::move(examples)), seed_(seed), shuffle_(shuffle) {
   if (batch_size < 1) throw std::runtime_error("batch size must be at least 1");
-  if (examples.empty()) throw std::runtime_error("no examples to batch");
-  std::vector<int64_t> order(examples.size());
+  const std::size_t n = examples_->size();
+  if (n == 0) throw std::runtime_error("no examples to batch");
+  std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), 0);
   // Stable: equal lengths keep file order, so the grouping is the same on every platform.
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-    return examples[std::size_t(a)].ids.size() < examples[std::size_t(b)].ids.size();
+    return examples_->length(std::size_t(a)) < examples_->length(std::size_t(b));
   });
   for (std::size_t i = 0; i < order.size(); i += std::size_t(batch_size)) {
     auto end = std::min(order.size(), i + std::size_t(batch_size));
@@ -73,9 +78,12 @@ int64_t BatchPlan::group_at(int64_t epoch, int64_t position) const {
 Batch BatchPlan::group(int64_t g, int64_t part, int64_t parts) const {
   const auto& indices = groups_.at(std::size_t(g));
   const auto n = int64_t(indices.size());
+  const int64_t begin = n * part / parts, end = n * (part + 1) / parts;
+  std::vector<Example> scratch(std::size_t(end - begin));
   std::vector<const Example*> members;
-  for (int64_t k = n * part / parts; k < n * (part + 1) / parts; ++k)
-    members.push_back(&examples_[std::size_t(indices[std::size_t(k)])]);
+  for (int64_t k = begin; k < end; ++k)
+    members.push_back(
+        &examples_->get(std::size_t(indices[std::size_t(k)]), scratch[std::size_t(k - begin)]));
   return make_batch(members);
 }
 

@@ -2,6 +2,7 @@
 // seed, and walked by a cursor small enough to store in a checkpoint.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -32,12 +33,38 @@ struct DataCursor {
   bool operator==(const DataCursor&) const = default;
 };
 
+// Where a BatchPlan takes its examples from: a vector in memory, or a file read on demand
+// (data/jsonl_stream.h).
+class ExampleSource {
+ public:
+  virtual ~ExampleSource() = default;
+  virtual std::size_t size() const = 0;
+  virtual std::size_t length(std::size_t i) const = 0;  // example i's token count
+  // Example i: a reference into the source, or `scratch` filled and returned.
+  virtual const Example& get(std::size_t i, Example& scratch) const = 0;
+};
+
+// Examples held in memory (the vector must outlive the source).
+class ExamplesInMemory : public ExampleSource {
+ public:
+  explicit ExamplesInMemory(const std::vector<Example>& examples) : examples_(examples) {}
+  std::size_t size() const override { return examples_.size(); }
+  std::size_t length(std::size_t i) const override { return examples_[i].ids.size(); }
+  const Example& get(std::size_t i, Example&) const override { return examples_[i]; }
+
+ private:
+  const std::vector<Example>& examples_;
+};
+
 // Examples sorted by length and cut into groups of batch_size (the last group may be smaller);
 // each epoch visits every group once, in an order that is a pure function of (seed, epoch), so a
 // cursor is all the state a resumed run needs.
 class BatchPlan {
  public:
+  // `examples` must outlive the plan.
   BatchPlan(const std::vector<Example>& examples, int64_t batch_size, uint64_t seed,
+            bool shuffle = true);
+  BatchPlan(std::shared_ptr<const ExampleSource> examples, int64_t batch_size, uint64_t seed,
             bool shuffle = true);
   int64_t batches_per_epoch() const { return int64_t(groups_.size()); }
   // The group index visited at `position` of `epoch`.
@@ -50,7 +77,7 @@ class BatchPlan {
   Batch group(int64_t g, int64_t part = 0, int64_t parts = 1) const;
 
  private:
-  const std::vector<Example>& examples_;
+  std::shared_ptr<const ExampleSource> examples_;
   std::vector<std::vector<int64_t>> groups_;  // example indices
   uint64_t seed_;
   bool shuffle_;

@@ -143,6 +143,7 @@ class LineReader {
   struct LineTooLong {};
   bool next(std::string& line) {
     line.clear();
+    start_ = consumed_;
     bool any = false;
     while (true) {
       if (pos_ == len_) {
@@ -159,73 +160,117 @@ class LineReader {
       if (line.size() + take > cap_) throw LineTooLong{};
       line.append(begin, take);
       pos_ += take;
+      consumed_ += take;
       if (nl) {
         ++pos_;
+        ++consumed_;
         return true;
       }
     }
   }
+
+  // Where the line last returned starts in the stream.
+  uint64_t start() const { return start_; }
 
  private:
   std::istream& in_;
   std::size_t cap_;
   std::array<char, 1 << 16> buffer_{};
   std::size_t pos_ = 0, len_ = 0;
+  uint64_t consumed_ = 0, start_ = 0;
 };
 
 bool is_blank(const std::string& s) { return s.find_first_not_of(" \t\r") == std::string::npos; }
 
+nlohmann::ordered_json parse_line(const std::string& where, std::string_view line) {
+  try {
+    return nlohmann::ordered_json::parse(line);
+  } catch (const nlohmann::json::parse_error& e) {
+    // nlohmann reports invalid UTF-8 inside strings as a parse error too; its message says so.
+    std::string msg = e.what();
+    if (auto p = msg.find("parse error"); p != std::string::npos) msg = msg.substr(p);
+    throw std::runtime_error(where + ": invalid JSON: " + msg);
+  }
+}
+
 }  // namespace
 
-std::vector<Record> read_jsonl(const fs::path& path, const ReadOptions& options) {
-  const std::string name = path.string();
-  if (!fs::exists(path)) throw std::runtime_error(name + ": file not found");
-  if (fs::is_directory(path))
-    throw std::runtime_error(name + ": is a folder, expected a .jsonl file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(name + ": cannot open for reading");
-
-  std::vector<Record> records;
-  std::optional<RecordFormat> file_format;
-  std::size_t first_line = 0;
-  LineReader reader(in, options.max_line_bytes);
+struct JsonlReader::State {
+  State(const fs::path& path, std::size_t cap) : in(path, std::ios::binary), lines(in, cap) {}
+  std::ifstream in;
+  LineReader lines;
   std::string line;
-  for (std::size_t line_no = 1;; ++line_no) {
-    const std::string where = name + ":" + std::to_string(line_no);
+  std::size_t line_no = 0, first_line = 0, records = 0;
+};
+
+JsonlReader::JsonlReader(const fs::path& path, const ReadOptions& options)
+    : name_(path.string()), options_(options) {
+  if (!fs::exists(path)) throw std::runtime_error(name_ + ": file not found");
+  if (fs::is_directory(path))
+    throw std::runtime_error(name_ + ": is a folder, expected a .jsonl file");
+  state_ = std::make_unique<State>(path, options.max_line_bytes);
+  if (!state_->in) throw std::runtime_error(name_ + ": cannot open for reading");
+}
+
+JsonlReader::~JsonlReader() = default;
+
+std::optional<JsonlLine> JsonlReader::next() {
+  State& s = *state_;
+  while (true) {
+    const std::string where = name_ + ":" + std::to_string(++s.line_no);
+    bool more = false;
     try {
-      if (!reader.next(line)) break;
+      more = s.lines.next(s.line);
     } catch (const LineReader::LineTooLong&) {
       throw std::runtime_error(where + ": line is longer than " +
-                               std::to_string(options.max_line_bytes) +
+                               std::to_string(options_.max_line_bytes) +
                                " bytes (the max_line_bytes limit)");
     }
-    if (line_no == 1 && line.starts_with("\xEF\xBB\xBF")) line.erase(0, 3);  // UTF-8 BOM
-    if (is_blank(line)) continue;
-    nlohmann::ordered_json obj;
-    try {
-      obj = nlohmann::ordered_json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      // nlohmann reports invalid UTF-8 inside strings as a parse error too; its message says so.
-      std::string msg = e.what();
-      if (auto p = msg.find("parse error"); p != std::string::npos) msg = msg.substr(p);
-      throw std::runtime_error(where + ": invalid JSON: " + msg);
+    if (!more) break;
+    uint64_t offset = s.lines.start();
+    if (s.line_no == 1 && s.line.starts_with("\xEF\xBB\xBF")) {  // UTF-8 BOM
+      s.line.erase(0, 3);
+      offset += 3;
     }
+    if (is_blank(s.line)) continue;
+    nlohmann::ordered_json obj = parse_line(where, s.line);
     std::string why;
     auto format = detect_record_format(obj, &why);
     if (!format) throw std::runtime_error(where + ": " + why);
-    if (!file_format) {
-      file_format = format;
-      first_line = line_no;
-    } else if (*format != *file_format) {
+    if (!format_) {
+      format_ = format;
+      s.first_line = s.line_no;
+    } else if (*format != *format_) {
       throw std::runtime_error(
           where + ": record is in " + std::string(record_format_name(*format)) +
-          " format but line " + std::to_string(first_line) + " is in " +
-          std::string(record_format_name(*file_format)) + " format (one format per file)");
+          " format but line " + std::to_string(s.first_line) + " is in " +
+          std::string(record_format_name(*format_)) + " format (one format per file)");
     }
-    records.push_back(make_record(*format, std::move(obj), line_no));
+    ++s.records;
+    return JsonlLine{make_record(*format, std::move(obj), s.line_no), s.line, offset,
+                     s.line.size()};
   }
-  if (in.bad()) throw std::runtime_error(name + ": read error");
-  if (records.empty()) throw std::runtime_error(name + ": no records (the file is empty)");
+  if (s.in.bad()) throw std::runtime_error(name_ + ": read error");
+  if (s.records == 0) throw std::runtime_error(name_ + ": no records (the file is empty)");
+  return std::nullopt;
+}
+
+Record parse_record_line(std::string_view line, RecordFormat format, std::size_t line_no,
+                         const std::string& source) {
+  const std::string where = source + ":" + std::to_string(line_no);
+  nlohmann::ordered_json obj = parse_line(where, line);
+  std::string why;
+  const auto found = detect_record_format(obj, &why);
+  if (found != format)
+    throw std::runtime_error(where + ": the record is not the one read before (" +
+                             (found ? "another format" : why) + "); was the file changed?");
+  return make_record(format, std::move(obj), line_no);
+}
+
+std::vector<Record> read_jsonl(const fs::path& path, const ReadOptions& options) {
+  JsonlReader reader(path, options);
+  std::vector<Record> records;
+  while (auto line = reader.next()) records.push_back(std::move(line->record));
   return records;
 }
 

@@ -4,9 +4,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace lora::data {
@@ -45,6 +47,39 @@ std::optional<RecordFormat> detect_record_format(const nlohmann::json& obj, std:
 // non-object, missing or mistyped fields, a format different from the file's first record, a line
 // over the cap, an empty file.
 std::vector<Record> read_jsonl(const std::filesystem::path& path, const ReadOptions& options = {});
+
+// One record of a JSONL file and where its line lies (bytes [offset, offset + bytes), without the
+// newline or a leading BOM), so that it can be read again (parse_record_line).
+struct JsonlLine {
+  Record record;
+  std::string_view text;  // the line's bytes, valid until the next read
+  uint64_t offset = 0;
+  uint64_t bytes = 0;
+};
+
+// read_jsonl one record at a time, with its checks and errors (an empty file is refused when
+// next() reaches its end), holding one line at most.
+class JsonlReader {
+ public:
+  explicit JsonlReader(const std::filesystem::path& path, const ReadOptions& options = {});
+  ~JsonlReader();
+  JsonlReader(const JsonlReader&) = delete;
+  JsonlReader& operator=(const JsonlReader&) = delete;
+  std::optional<JsonlLine> next();                                // nullopt at the end
+  std::optional<RecordFormat> format() const { return format_; }  // the first record's
+
+ private:
+  struct State;
+  std::string name_;
+  ReadOptions options_;
+  std::optional<RecordFormat> format_;
+  std::unique_ptr<State> state_;
+};
+
+// The record on line `line_no` of `source` (its text as JsonlReader found it), which must be in
+// `format`: a record read again later. Errors name source:line.
+Record parse_record_line(std::string_view line, RecordFormat format, std::size_t line_no,
+                         const std::string& source);
 
 // The files of a data folder. `train` and `valid` must exist (valid is optional only when the
 // caller says so); test is optional.

@@ -111,20 +111,25 @@ Example RecordEncoder::encode(const Record& r) const {
   return ex;
 }
 
+Example encode_checked(const RecordEncoder& encoder, const Record& r, const std::string& source) {
+  Example ex;
+  try {
+    ex = encoder.encode(r);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(source + ":" + std::to_string(r.line) + ": " + e.what());
+  }
+  if (ex.ids.size() < 2)
+    throw std::runtime_error(source + ":" + std::to_string(r.line) +
+                             ": the record tokenizes to fewer than 2 tokens; nothing to learn");
+  return ex;
+}
+
 EncodedSet encode_records(const RecordEncoder& encoder, const std::vector<Record>& records,
                           const std::string& source) {
   EncodedSet set;
   set.examples.reserve(records.size());
   for (const auto& r : records) {
-    Example ex;
-    try {
-      ex = encoder.encode(r);
-    } catch (const std::exception& e) {
-      throw std::runtime_error(source + ":" + std::to_string(r.line) + ": " + e.what());
-    }
-    if (ex.ids.size() < 2)
-      throw std::runtime_error(source + ":" + std::to_string(r.line) +
-                               ": the record tokenizes to fewer than 2 tokens; nothing to learn");
+    Example ex = encode_checked(encoder, r, source);
     set.truncated += ex.truncated;
     set.tokens += int64_t(ex.ids.size());
     set.trained_tokens += ex.num_trained();

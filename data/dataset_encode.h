@@ -58,6 +58,10 @@ class RecordEncoder {
   std::vector<std::string> special_tokens_;  // texts of the tokenizer's special tokens
 };
 
+// Encodes one record; errors name `source`:line, and a record needs at least 2 tokens.
+Example encode_checked(const RecordEncoder& encoder, const Record& record,
+                       const std::string& source);
+
 // Encodes every record; errors name `source`:line.
 struct EncodedSet {
   std::vector<Example> examples;

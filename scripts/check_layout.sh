@@ -10,6 +10,8 @@
 #   - a test of the __AVX512*__ or __AMX*__ macros outside the per-instruction-set translation
 #     units (*_avx2.cpp, *_avx512.cpp, *_avx512bf16.cpp): elsewhere they describe the build
 #     machine, not the CPU the binary runs on (autograd/cpu_features.h picks kernels at run time).
+#   - library code that names a command-line flag in a string ("--batch-size"): the library names
+#     settings (SettingError, AdvisedError) and trainer/cli/ spells them as flags.
 #   scripts/check_layout.sh            check everything
 #   scripts/check_layout.sh --max N    another function length limit
 set -euo pipefail
@@ -118,8 +120,17 @@ while IFS= read -r hit; do
 done < <(grep -HnE '__(AVX512|AMX)[A-Z0-9_]*__' "${sources[@]}" |
   grep -vE '^[^:]*_(avx2|avx512|avx512bf16)\.cpp:' || true)
 
+# 5. Library code names settings, not flags. The model card quotes another program's command line.
+allowed_flag_text="trainer/io/model_card.cpp"
+while IFS= read -r hit; do
+  [ -z "$hit" ] && continue
+  grep -qxF "${hit%%:*}" <<<"$allowed_flag_text" && continue
+  report "$hit: the library names settings, not flags (SettingError, AdvisedError; trainer/cli/ spells flags)"
+done < <(grep -HnP '"(?:[^"\\]|\\.)*--[A-Za-z](?:[^"\\]|\\.)*"' "${library[@]}" |
+  grep -vE '^[^:]+:[0-9]+:\s*//' || true)
+
 if [ "$failures" -gt 0 ]; then
   echo "check_layout: $failures problem(s)"
   exit 1
 fi
-echo "check_layout: ${#sources[@]} files: functions within $max_lines lines, includes in order, no printing library code, no build-time ISA tests"
+echo "check_layout: ${#sources[@]} files: functions within $max_lines lines, includes in order, no printing or flag-naming library code, no build-time ISA tests"

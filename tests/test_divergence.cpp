@@ -107,6 +107,12 @@ TEST(Divergence, StepCheckNamesTheStepAndPassesFiniteNumbers) {
       EXPECT_EQ(e.step(), 7);
       EXPECT_NE(std::string(e.what()).find("step 7"), std::string::npos) << e.what();
       EXPECT_NE(std::string(e.what()).find("No checkpoint"), std::string::npos) << e.what();
+      // The advice names settings, not flags: the CLI spells those.
+      EXPECT_EQ(std::string(e.what()).find("--"), std::string::npos) << e.what();
+      ASSERT_EQ(e.alternatives().size(), 2u);
+      EXPECT_EQ(e.alternatives()[0][0].setting, "learning_rate");
+      EXPECT_EQ(e.alternatives()[0][0].value, "0.05");
+      EXPECT_EQ(e.alternatives()[1][0].setting, "grad_clip");
     }
   }
 }

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <random>
 
+#include "gguf_tiny_model.h"
 #include "support/test_support.h"
 #include "trainer/io/gguf_file.h"
 #include "trainer/io/safetensors.h"
@@ -80,18 +81,13 @@ std::string error_of(const TempDir& dir, const std::vector<std::byte>& bytes) {
   return open_error(path);
 }
 
-// Position just past the first occurrence of `text` in the buffer.
 std::size_t after(const std::vector<std::byte>& b, const std::string& text) {
-  const auto* p = reinterpret_cast<const char*>(b.data());
-  const auto it = std::search(p, p + b.size(), text.begin(), text.end());
-  EXPECT_NE(it, p + b.size()) << text;
-  return static_cast<std::size_t>(it - p) + text.size();
+  const std::size_t at = test::gguf_after(b, text);
+  EXPECT_NE(at, b.size()) << text;
+  return at;
 }
 
-template <class T>
-void poke(std::vector<std::byte>& b, std::size_t pos, T v) {
-  std::memcpy(b.data() + pos, &v, sizeof(T));
-}
+using test::gguf_poke;
 
 TEST(GgufFile, EveryValueTypeRoundTrips) {
   TempDir dir("gguf");
@@ -204,59 +200,59 @@ TEST(GgufFile, BadHeadersCountsTypesAndOffsets) {
   b[0] = std::byte{'X'};
   expect_error(b, "no \"GGUF\" magic");
   b = good;
-  poke<uint32_t>(b, 4, 1);
+  gguf_poke<uint32_t>(b, 4, 1);
   expect_error(b, "version 1 is not supported");
-  poke<uint32_t>(b, 4, 3u << 24);
+  gguf_poke<uint32_t>(b, 4, 3u << 24);
   expect_error(b, "big-endian");
   b = good;
-  poke<uint64_t>(b, 8, uint64_t(1) << 60);
+  gguf_poke<uint64_t>(b, 8, uint64_t(1) << 60);
   expect_error(b, "tensor count 1152921504606846976 is more than");
   b = good;
-  poke<uint64_t>(b, 16, ~uint64_t(0));
+  gguf_poke<uint64_t>(b, 16, ~uint64_t(0));
   expect_error(b, "metadata count");
   b = good;
-  poke<uint64_t>(b, 24, uint64_t(1) << 40);  // the first key's length
+  gguf_poke<uint64_t>(b, 24, uint64_t(1) << 40);  // the first key's length
   expect_error(b, "string length 1099511627776 runs past the end");
   b = good;
-  poke<uint64_t>(b, after(b, "test.strings") + 8, uint64_t(1) << 50);
+  gguf_poke<uint64_t>(b, after(b, "test.strings") + 8, uint64_t(1) << 50);
   expect_error(b, "metadata 'test.strings' (array length)");
   b = good;
-  poke<uint32_t>(b, after(b, "test.f32"), 13);
+  gguf_poke<uint32_t>(b, after(b, "test.f32"), 13);
   expect_error(b, "metadata 'test.f32': unknown value type 13");
   b = good;
-  poke<uint32_t>(b, after(b, "test.reals") + 4, 9);
+  gguf_poke<uint32_t>(b, after(b, "test.reals") + 4, 9);
   expect_error(b, "arrays of arrays");
   b = good;
-  poke<uint8_t>(b, after(b, "test.bool") + 4, 7);
+  gguf_poke<uint8_t>(b, after(b, "test.bool") + 4, 7);
   expect_error(b, "bool value 7");
   b = good;
-  poke<uint64_t>(b, after(b, "test.u64") + 4, ~uint64_t(0));
+  gguf_poke<uint64_t>(b, after(b, "test.u64") + 4, ~uint64_t(0));
   expect_error(b, "u64 value 18446744073709551615 is out of range");
 
   // Tensor infos: name, n_dims, ne[], type, offset.
   const std::size_t a = after(good, "a.weight");
   b = good;
-  poke<uint32_t>(b, a, 5);
+  gguf_poke<uint32_t>(b, a, 5);
   expect_error(b, "tensor 'a.weight': n_dims 5 is not between 1 and 4");
   b = good;
-  poke<uint64_t>(b, a + 4, uint64_t(1) << 40);
+  gguf_poke<uint64_t>(b, a + 4, uint64_t(1) << 40);
   expect_error(b, "tensor 'a.weight': dimension 0 = 1099511627776 is absurdly large");
   b = good;
-  poke<uint32_t>(b, a + 20, 9);
+  gguf_poke<uint32_t>(b, a + 20, 9);
   expect_error(b, "tensor 'a.weight': tensor type Q8_1 (9) is not supported");
-  poke<uint32_t>(b, a + 20, 4000);
+  gguf_poke<uint32_t>(b, a + 20, 4000);
   expect_error(b, "tensor 'a.weight': tensor type type 4000 (4000) is not supported");
   b = good;
-  poke<uint32_t>(b, a + 20, static_cast<uint32_t>(GgmlType::Q4_0));
+  gguf_poke<uint32_t>(b, a + 20, static_cast<uint32_t>(GgmlType::Q4_0));
   expect_error(b, "row length 3 is not a multiple of the Q4_0 block size 32");
   b = good;
-  poke<uint64_t>(b, a + 24, 8);
+  gguf_poke<uint64_t>(b, a + 24, 8);
   expect_error(b, "tensor 'a.weight': offset 8 is not a multiple of the alignment 32");
-  poke<uint64_t>(b, a + 24, uint64_t(1) << 20);
+  gguf_poke<uint64_t>(b, a + 24, uint64_t(1) << 20);
   expect_error(b, "tensor 'a.weight': bytes [1048576, 1048600) run past the data section");
   b = good;
   const std::size_t c = after(good, "c.bias");
-  poke<uint64_t>(b, c + 16, 0);  // onto a.weight
+  gguf_poke<uint64_t>(b, c + 16, 0);  // onto a.weight
   expect_error(b, "overlaps");
 
   GgufWriter dup = small_writer();
@@ -266,7 +262,7 @@ TEST(GgufFile, BadHeadersCountsTypesAndOffsets) {
   aligned.set_string("x", "y");
   auto ab = aligned.serialize();
   EXPECT_EQ(error_of(dir, ab), "");
-  poke<uint32_t>(ab, after(ab, "general.alignment") + 4, 3);
+  gguf_poke<uint32_t>(ab, after(ab, "general.alignment") + 4, 3);
   expect_error(ab, "'general.alignment' must be a u32 power of two, got u32 3");
 }
 

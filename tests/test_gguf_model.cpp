@@ -11,6 +11,7 @@
 #include "train_fixtures.h"
 #include "trainer/gguf_model.h"
 #include "trainer/gguf_tokenizer.h"
+#include "trainer/setting_error.h"
 #include "trainer/transformer.h"
 
 namespace lora {
@@ -63,7 +64,7 @@ TEST(GgufModel, QuantizedFilesKeepTheirTypes) {
   EXPECT_LT(m.stored_bytes(), load_model(gguf("f32")).stored_bytes() / 3);
   LoadOptions q;
   q.quantize_bits = 4;
-  EXPECT_THROW(load_model(gguf("q8_0"), q), std::runtime_error);
+  EXPECT_THROW(load_model(gguf("q8_0"), q), SettingError);
 }
 
 TEST(GgufModel, TokenizerMetadataGivesTokenizerJsonsMergesAndIds) {

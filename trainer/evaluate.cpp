@@ -15,6 +15,14 @@ data::EncodedSet load_split(const std::filesystem::path& file, const data::Recor
   return data::encode_records(encoder, data::read_jsonl(file, read), file.string());
 }
 
+std::shared_ptr<const data::StreamedExamples> stream_split(
+    const std::filesystem::path& file, std::shared_ptr<const data::RecordEncoder> encoder,
+    std::size_t max_line_bytes) {
+  data::ReadOptions read;
+  read.max_line_bytes = max_line_bytes;
+  return std::make_shared<const data::StreamedExamples>(file, std::move(encoder), read);
+}
+
 double EvalResult::perplexity() const { return std::exp(loss); }
 
 EvalResult evaluate(const Model& model, const AdapterStack& adapters, const data::BatchPlan& plan,

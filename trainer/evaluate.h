@@ -3,9 +3,11 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 
 #include "data/batch.h"
 #include "data/dataset_encode.h"
+#include "data/jsonl_stream.h"
 #include "trainer/distributed.h"
 #include "trainer/transformer.h"
 
@@ -14,6 +16,11 @@ namespace lora {
 // Reads and encodes one JSONL file; errors name file:line.
 data::EncodedSet load_split(const std::filesystem::path& file, const data::RecordEncoder& encoder,
                             std::size_t max_line_bytes);
+// The same checks in one pass that keeps an index, not the records: batches read their records
+// again from the file (data/jsonl_stream.h). What training and `lora eval` use.
+std::shared_ptr<const data::StreamedExamples> stream_split(
+    const std::filesystem::path& file, std::shared_ptr<const data::RecordEncoder> encoder,
+    std::size_t max_line_bytes);
 
 struct EvalResult {
   double loss = 0.0;   // mean token cross-entropy over the trained targets

@@ -51,9 +51,11 @@ void check_step_finite(int64_t step, double loss, double grad_norm, const LoraAd
     msg << "No checkpoint was saved before it. ";
   else
     msg << "The last good checkpoint is " << saved.back().string() << ". ";
-  msg << "Lower --learning-rate (it is " << learning_rate
-      << ") or clip the gradients (--grad-clip 1.0)";
-  throw DivergedError(step, msg.str());
+  msg << "Lower the learning rate (it is " << learning_rate << ") or clip the gradients";
+  std::ostringstream lower;
+  lower << learning_rate / 10;
+  throw DivergedError(step, msg.str(), ": ",
+                      {{{"learning_rate", lower.str()}}, {{"grad_clip", "1.0"}}});
 }
 
 }  // namespace lora

@@ -8,14 +8,17 @@
 #include <string>
 
 #include "trainer/lora.h"
+#include "trainer/setting_error.h"
 
 namespace lora {
 
 // A training run whose loss or gradient norm stopped being finite.
-class DivergedError : public std::runtime_error {
+// Its advice: a lower learning_rate, or grad_clip.
+class DivergedError : public AdvisedError {
  public:
-  DivergedError(int64_t step, const std::string& message)
-      : std::runtime_error(message), step_(step) {}
+  DivergedError(int64_t step, std::string problem, std::string lead,
+                std::vector<SettingChanges> alternatives)
+      : AdvisedError(std::move(problem), std::move(lead), std::move(alternatives)), step_(step) {}
   int64_t step() const { return step_; }
 
  private:

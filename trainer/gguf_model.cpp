@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "autograd/tensor.h"
+#include "trainer/setting_error.h"
 
 namespace lora {
 
@@ -126,13 +127,40 @@ json gguf_model_config_json(const GgufFile& f) {
   return c;
 }
 
+ModelConfig gguf_model_config(const GgufFile& file) {
+  const json j = gguf_model_config_json(file);
+  try {
+    return ModelConfig::from_json(j, file.path().string());
+  } catch (const std::runtime_error& e) {
+    static constexpr std::pair<std::string_view, std::string_view> kKeys[] = {
+        {"hidden_size", "embedding_length"},
+        {"intermediate_size", "feed_forward_length"},
+        {"num_hidden_layers", "block_count"},
+        {"num_attention_heads", "attention.head_count"},
+        {"num_key_value_heads", "attention.head_count_kv"},
+        {"head_dim", "attention.key_length"},
+        {"max_position_embeddings", "context_length"},
+        {"rms_norm_eps", "attention.layer_norm_rms_epsilon"},
+        {"rope_theta", "rope.freq_base"},
+        {"vocab_size", "vocab_size"}};
+    const std::string what = e.what();
+    for (const auto& [hf, key] : kKeys)
+      if (what.find("\"" + std::string(hf) + "\"") != std::string::npos)
+        throw std::runtime_error(what + " (from metadata '" +
+                                 j.at("model_type").get<std::string>() + "." + std::string(key) +
+                                 "')");
+    throw;
+  }
+}
+
 Model load_gguf_model(const fs::path& path, const LoadOptions& options) {
   if (options.quantize_bits != 0)
-    bad(path, "a GGUF model keeps the types it is stored in; drop --quantize");
+    throw SettingError(
+        "quantize", path.string() + ": a GGUF model keeps the types it is stored in; leave it 0");
   const GgufFile file = GgufFile::open(path);
   Model m;
   m.dir = path;
-  m.config = ModelConfig::from_json(gguf_model_config_json(file), path.string());
+  m.config = gguf_model_config(file);
   const ModelConfig& c = m.config;
   const GgufLoader w(file);
   const int64_t hidden = c.hidden_size, q_out = c.num_heads * c.head_dim,

@@ -16,6 +16,8 @@ bool is_gguf_file(const std::filesystem::path& path);
 // The architectures read: llama (also Mistral, which llama.cpp writes as llama), qwen2, qwen3.
 // The config.json a Hugging Face folder of the same model would hold, built from the metadata.
 nlohmann::json gguf_model_config_json(const GgufFile& file);
+// That config parsed and checked; an error about a setting names the metadata key it came from.
+ModelConfig gguf_model_config(const GgufFile& file);
 
 // Whether llama.cpp's converter permuted this architecture's q/k rows for its RoPE layout.
 bool gguf_permutes_qk(const std::string& architecture);

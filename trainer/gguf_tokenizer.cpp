@@ -38,10 +38,17 @@ std::size_t utf8_length(unsigned char lead) {
 // SentencePiece BPE as merges: every split of a piece into two pieces of the vocabulary is a
 // merge, ranked by the merged piece's score (highest first), the splits of one piece longest left
 // half first (the order of the reference tokenizer.json files). SentencePiece merges the pair whose
-// union scores best, so the ranks reproduce its choices.
+// union scores best, so the ranks reproduce its choices. Only cuts where both halves have the
+// length of some piece are looked up, so one very long piece costs its length, not its square.
 json spm_merges(const std::vector<std::string>& tokens, const std::vector<double>& scores) {
   std::unordered_map<std::string_view, int64_t> id;
-  for (std::size_t i = 0; i < tokens.size(); ++i) id.emplace(tokens[i], static_cast<int64_t>(i));
+  std::size_t longest = 0;
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    id.emplace(tokens[i], static_cast<int64_t>(i));
+    longest = std::max(longest, tokens[i].size());
+  }
+  std::vector<bool> is_length(longest + 1, false);
+  for (const auto& t : tokens) is_length[t.size()] = true;
   struct Merge {
     double score;
     int64_t left, right;
@@ -49,9 +56,11 @@ json spm_merges(const std::vector<std::string>& tokens, const std::vector<double
   std::vector<Merge> merges;
   for (std::size_t t = 0; t < tokens.size(); ++t) {
     const std::string_view piece = tokens[t];
+    if (piece.empty()) continue;
     std::vector<Merge> local;
     for (std::size_t cut = utf8_length(static_cast<unsigned char>(piece[0])); cut < piece.size();
          cut += utf8_length(static_cast<unsigned char>(piece[cut]))) {
+      if (!is_length[cut] || !is_length[piece.size() - cut]) continue;
       auto l = id.find(piece.substr(0, cut)), r = id.find(piece.substr(cut));
       if (l != id.end() && r != id.end()) local.push_back({scores[t], l->second, r->second});
     }

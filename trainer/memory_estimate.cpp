@@ -118,8 +118,9 @@ uint64_t base_bytes_of(const fs::path& model_dir, int quantize_bits, int group_s
 }
 
 MemoryEstimate estimate_training_memory(const ModelConfig& c, uint64_t base_bytes,
-                                        const MemoryRunShape& run) {
+                                        const MemoryRunShape& run, uint64_t resident) {
   MemoryEstimate e;
+  e.resident = resident;
   e.base = base_bytes;
   // Value and gradient, plus the optimizer's moments.
   const uint64_t values = uint64_t(run.trainable_parameters) * sizeof(float);
@@ -127,6 +128,7 @@ MemoryEstimate estimate_training_memory(const ModelConfig& c, uint64_t base_byte
   e.gradients = values;
   e.moments = values * uint64_t(run.optimizer_slots);
   e.activations = activation_bytes(c, run.batch * run.seq, run.checkpointing);
+  e.transient = uint64_t(double(e.activations) * kTransientShare);
   return e;
 }
 
@@ -137,19 +139,29 @@ nlohmann::ordered_json MemoryEstimate::to_json() const {
           {"gradients_mib", mib(gradients)},
           {"optimizer_moments_mib", mib(moments)},
           {"activations_mib", mib(activations)},
+          {"transient_mib", mib(transient)},
+          {"resident_mib", mib(resident)},
           {"total_mib", mib(total())}};
 }
 
-std::optional<uint64_t> available_memory_bytes() {
-  std::optional<uint64_t> available;
-  std::ifstream meminfo("/proc/meminfo");
+namespace {
+// The "KEY: N kB" field of a /proc file, in bytes.
+std::optional<uint64_t> proc_field_bytes(const char* file, const std::string& key) {
+  std::ifstream in(file);
   std::string line;
-  while (std::getline(meminfo, line))
-    if (line.rfind("MemAvailable:", 0) == 0) {
-      std::istringstream s(line.substr(13));
+  while (std::getline(in, line))
+    if (line.rfind(key + ":", 0) == 0) {
+      std::istringstream s(line.substr(key.size() + 1));
       uint64_t kib = 0;
-      if (s >> kib) available = kib * 1024;
+      if (s >> kib) return kib * 1024;
     }
+  return std::nullopt;
+}
+}  // namespace
+
+std::optional<uint64_t> available_memory_bytes() {
+  std::optional<uint64_t> available = proc_field_bytes("/proc/meminfo", "MemAvailable");
+  std::string line;
   // cgroup v2: the limit of the group this process runs in, less what the group already uses.
   std::ifstream self("/proc/self/cgroup");
   while (std::getline(self, line)) {
@@ -163,6 +175,10 @@ std::optional<uint64_t> available_memory_bytes() {
     }
   }
   return available;
+}
+
+uint64_t resident_memory_bytes() {
+  return proc_field_bytes("/proc/self/status", "VmRSS").value_or(0);
 }
 
 std::string format_mib(uint64_t bytes) {

@@ -10,6 +10,7 @@
 #include "trainer/gguf_model.h"
 #include "trainer/io/adapter_io.h"
 #include "trainer/io/gguf_file.h"
+#include "trainer/setting_error.h"
 
 namespace lora {
 
@@ -84,11 +85,12 @@ nlohmann::json GgufMergeReport::to_json() const {
 GgufMergeReport merge_into_gguf(const fs::path& base, std::span<const MergeAdapter> adapters,
                                 const fs::path& out, std::optional<GgmlType> outtype) {
   if (outtype && !writable(*outtype))
-    throw std::invalid_argument("--outtype " + std::string(ggml_type_name(*outtype)) +
-                                " cannot be written yet (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, "
-                                "q5_1, q2_k, q4_k, q5_k, q6_k can)");
+    throw SettingError("outtype",
+                       std::string(ggml_type_name(*outtype)) +
+                           " cannot be written yet (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, "
+                           "q5_1, q2_k, q4_k, q5_k, q6_k can)");
   const GgufFile f = GgufFile::open(base);
-  const ModelConfig c = ModelConfig::from_json(gguf_model_config_json(f), base.string());
+  const ModelConfig c = gguf_model_config(f);
   const auto deltas = deltas_of(f, c, adapters);
   GgufWriter w(f.alignment());
   for (const auto& key : f.metadata_order())
@@ -106,9 +108,9 @@ GgufMergeReport merge_into_gguf(const fs::path& base, std::span<const MergeAdapt
       continue;
     }
     if (d != deltas.end() && !writable(type))
-      throw std::invalid_argument(
-          t.name + " is " + std::string(ggml_type_name(type)) +
-          ", which cannot be requantized yet: pass --outtype (q4_k, q8_0, f16, ...)");
+      throw SettingError("outtype", "needed: " + t.name + " is " +
+                                        std::string(ggml_type_name(type)) +
+                                        ", which cannot be requantized yet (q4_k, q8_0, f16, ...)");
     std::vector<float> weight = f.read_f32(t.name);
     if (d == deltas.end()) {
       w.add_tensor(t.name, type, t.shape(), quantized(type, weight, t.rows(), t.cols()));

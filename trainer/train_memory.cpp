@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "trainer/gguf_model.h"
+#include "trainer/setting_error.h"
 
 namespace lora {
 
@@ -22,7 +23,7 @@ RunModel read_run_model(const TrainOptions& o) {
   RunModel m;
   if (is_gguf_file(o.model)) {
     // A GGUF base keeps its stored block types whatever the run asks for.
-    m.config = ModelConfig::from_json(gguf_model_config_json(GgufFile::open(o.model)), o.model);
+    m.config = gguf_model_config(GgufFile::open(o.model));
     m.stored_bytes = m.quantized_bytes = std::filesystem::file_size(o.model);
     return m;
   }
@@ -44,7 +45,7 @@ MemoryEstimate estimate(const TrainOptions& o, const RunModel& m, uint64_t base,
   run.batch = o.batch_size;
   run.seq = seq;
   run.checkpointing = o.grad_checkpoint;
-  return estimate_training_memory(m.config, base, run);
+  return estimate_training_memory(m.config, base, run, resident_memory_bytes());
 }
 
 // The settings, each changed alone (and all together), that bring the estimate under `available`.
@@ -53,12 +54,13 @@ std::vector<SettingChanges> settings_that_fit(const TrainOptions& o, const RunMo
   std::vector<SettingChanges> out;
   const bool full = o.fine_tune_type == "full";
   auto fits = [&](const TrainOptions& v, uint64_t base, int64_t s) {
-    return estimate(v, m, base, s).total() <= available;
+    return estimate(v, m, base, s).to_allocate() <= available;
   };
+  const SettingChange checkpoint{"grad_checkpoint", ""}, quantize{"quantize", "4"};
   if (!o.grad_checkpoint) {
     TrainOptions v = o;
     v.grad_checkpoint = true;
-    if (fits(v, m.stored_bytes, seq)) out.push_back({{"grad_checkpoint", ""}});
+    if (fits(v, m.stored_bytes, seq)) out.push_back({checkpoint});
   }
   for (int64_t b = o.batch_size / 2; b >= 1; b /= 2) {
     TrainOptions v = o;
@@ -91,14 +93,14 @@ std::vector<SettingChanges> settings_that_fit(const TrainOptions& o, const RunMo
     }
   }
   const bool can_quantize = !full && o.quantize == 0 && !m.config.quant_bits;
-  if (can_quantize && fits(o, m.quantized_bytes, seq)) out.push_back({{"quantize", "4"}});
+  if (can_quantize && fits(o, m.quantized_bytes, seq)) out.push_back({quantize});
   if (out.empty()) {
     TrainOptions v = o;
     v.grad_checkpoint = true;
     v.batch_size = 1;
-    SettingChanges all = {{"grad_checkpoint", ""}, {"batch_size", "1"}};
+    SettingChanges all = {checkpoint, {"batch_size", "1"}};
     const uint64_t base = can_quantize ? m.quantized_bytes : m.stored_bytes;
-    if (can_quantize) all.push_back({"quantize", "4"});
+    if (can_quantize) all.push_back(quantize);
     if (full) {
       v.num_layers = 1;
       all.push_back({"num_layers", "1"});
@@ -130,39 +132,23 @@ std::string describe(const MemoryEstimate& e) {
   auto mib = [](uint64_t b) { return std::to_string((b + (1u << 19)) >> 20); };
   return format_mib(e.total()) + " (base " + mib(e.base) + ", trained values " + mib(e.trained) +
          ", gradients " + mib(e.gradients) + ", optimizer moments " + mib(e.moments) +
-         ", activations " + mib(e.activations) + ")";
-}
-
-MemoryFitError::MemoryFitError(const std::string& situation, std::vector<SettingChanges> fixes)
-    : std::runtime_error(""), situation_(situation), fixes_(std::move(fixes)) {
-  static_cast<std::runtime_error&>(*this) =
-      std::runtime_error(message([](const std::string& s) { return s; }));
-}
-
-std::string MemoryFitError::message(
-    const std::function<std::string(const std::string&)>& name) const {
-  if (fixes_.empty())
-    return situation_ + "; no smaller batch or sequence, gradient checkpointing or quantization " +
-           "makes it fit";
-  std::string msg = situation_ + "; it fits with ";
-  for (std::size_t i = 0; i < fixes_.size(); ++i) {
-    msg += i == 0 ? "" : i + 1 == fixes_.size() ? ", or " : ", ";
-    std::string fix;
-    for (const SettingChange& c : fixes_[i])
-      fix += (fix.empty() ? "" : " ") + name(c.setting) + (c.value.empty() ? "" : " " + c.value);
-    msg += fix;
-  }
-  return msg;
+         ", activations " + mib(e.activations) + ", transient " + mib(e.transient) + ", process " +
+         mib(e.resident) + ")";
 }
 
 void check_run_fits(const TrainOptions& o, int64_t seq, uint64_t available) {
   const RunModel m = read_run_model(o);
   const MemoryEstimate e = estimate(o, m, m.stored_bytes, seq);
-  if (e.total() <= available) return;
-  throw MemoryFitError("this run needs at least " + describe(e) + " of memory for batches of " +
-                           std::to_string(o.batch_size) + " x " + std::to_string(seq) +
-                           " tokens, but " + format_mib(available) + " are available",
-                       settings_that_fit(o, m, seq, available));
+  if (e.to_allocate() <= available) return;
+  std::string problem = "this run needs about " + format_mib(e.to_allocate()) +
+                        " more memory (a peak of " + describe(e) + ") for batches of " +
+                        std::to_string(o.batch_size) + " x " + std::to_string(seq) +
+                        " tokens, but " + format_mib(available) + " are available";
+  auto fixes = settings_that_fit(o, m, seq, available);
+  if (fixes.empty())
+    problem +=
+        "; no smaller batch or sequence, gradient checkpointing or 4-bit quantization makes it fit";
+  throw AdvisedError(problem, "; it fits with ", std::move(fixes));
 }
 
 }  // namespace lora

@@ -31,7 +31,8 @@ const std::vector<TrainField>& train_fields() {
       {"format", &O::format, "Adapter layout written: mlx (adapters.safetensors) or peft"},
       {"resume-adapter-file", &O::resume_adapter_file,
        "Start from these adapter weights (a folder or .safetensors; a new optimizer state)", true},
-      {"iters", &O::iters, "Optimizer steps to train (each sees --batch-size examples)"},
+      {"iters", &O::iters,
+       "Optimizer steps to train (each sees batch-size examples per accumulation step)"},
       {"batch-size", &O::batch_size, "Examples per batch: larger is smoother and slower per step",
        true},
       {"grad-accumulation-steps", &O::grad_accumulation_steps,
@@ -90,7 +91,7 @@ const std::vector<TrainField>& train_fields() {
       {"save-every", &O::save_every, "Checkpoint every N steps (0: never)"},
       {"keep-checkpoints", &O::keep_checkpoints, "Checkpoints kept (the oldest are removed)"},
       {"test", &O::test, "Evaluate on the test set after training"},
-      {"test-batches", &O::test_batches, "Test batches for --test (-1: all)"},
+      {"test-batches", &O::test_batches, "Test batches of the test evaluation (-1: all)"},
   };
   return fields;
 }

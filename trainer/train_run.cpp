@@ -14,32 +14,25 @@ namespace fs = std::filesystem;
 
 namespace {
 
-data::RecordEncoder make_encoder(const TrainOptions& o, const data::Tokenizer& tokenizer,
-                                 const data::TokenizerConfig& tok_config) {
+std::shared_ptr<const data::RecordEncoder> make_encoder(const TrainOptions& o,
+                                                        data::Tokenizer tokenizer,
+                                                        const data::TokenizerConfig& tok_config) {
   data::EncodeOptions enc;
   enc.mask_prompt = o.mask_prompt;
   enc.max_seq_length = std::size_t(o.max_seq_length);
   enc.chat_format = o.chat_format;
-  return data::RecordEncoder(tokenizer, tok_config, enc);
+  return data::make_shared_encoder(std::move(tokenizer), tok_config, enc);
 }
 
 void note_truncated(const TrainData& d, int64_t max_seq_length, Progress& progress) {
-  if (d.train.truncated > 0)
-    progress.note(std::to_string(d.train.truncated) + " of " +
-                  std::to_string(d.train.examples.size()) + " training examples were longer than " +
-                  "max_seq_length " + std::to_string(max_seq_length) + " and were truncated");
-  if (d.valid && d.valid->truncated > 0)
-    progress.note(std::to_string(d.valid->truncated) + " validation examples were truncated");
-}
-
-std::string data_fingerprint(const data::EncodedSet& set) {
-  std::string bytes;
-  for (const auto& ex : set.examples) {
-    bytes.append(reinterpret_cast<const char*>(ex.ids.data()), ex.ids.size() * sizeof(int32_t));
-    bytes.append(reinterpret_cast<const char*>(ex.trained.data()), ex.trained.size());
-    bytes.push_back('\n');
-  }
-  return fnv1a_hex(bytes);
+  const auto& train = d.train->summary();
+  if (train.truncated > 0)
+    progress.note(std::to_string(train.truncated) + " of " + std::to_string(train.examples) +
+                  " training examples were longer than max_seq_length " +
+                  std::to_string(max_seq_length) + " and were truncated");
+  if (d.valid && d.valid->summary().truncated > 0)
+    progress.note(std::to_string(d.valid->summary().truncated) +
+                  " validation examples were truncated");
 }
 
 // A resumed checkpoint must come from the same model, settings and data, and stop short of --iters.
@@ -189,9 +182,8 @@ const TrainOptions& validated(const TrainOptions& o) {
 }  // namespace
 
 TrainData load_train_data(const TrainOptions& o, const fs::path& model_dir, Progress& progress) {
-  const auto tokenizer = load_model_tokenizer(model_dir);
-  const auto tok_config = load_model_tokenizer_config(model_dir);
-  const data::RecordEncoder encoder = make_encoder(o, tokenizer, tok_config);
+  const auto encoder =
+      make_encoder(o, load_model_tokenizer(model_dir), load_model_tokenizer_config(model_dir));
 
   const bool want_valid = o.val_batches != 0;
   TrainData d;
@@ -207,9 +199,9 @@ TrainData load_train_data(const TrainOptions& o, const fs::path& model_dir, Prog
         "no validation data: give a validation file, a data folder with valid.jsonl, or "
         "val_batches 0");
   const auto line_cap = std::size_t(o.max_line_bytes);
-  d.train = load_split(d.train_file, encoder, line_cap);
-  if (want_valid) d.valid = load_split(valid_file, encoder, line_cap);
-  if (d.train.trained_tokens == 0)
+  d.train = stream_split(d.train_file, encoder, line_cap);
+  if (want_valid) d.valid = stream_split(valid_file, encoder, line_cap);
+  if (d.train->summary().trained_tokens == 0)
     throw std::runtime_error(d.train_file.string() +
                              ": no token carries loss (every token is "
                              "masked as prompt)");
@@ -223,7 +215,7 @@ TrainData load_train_data(const TrainOptions& o, const fs::path& model_dir, Prog
       throw SettingError("test",
                          "no test.jsonl in the data folder " +
                              (o.data.empty() ? std::string("(no data folder given)") : o.data));
-    d.test = load_split(test_file, encoder, line_cap);
+    d.test = stream_split(test_file, encoder, line_cap);
   }
   return d;
 }
@@ -236,14 +228,17 @@ RunInputs load_run_inputs(const TrainOptions& o, Progress& progress) {
   load.quantize_group_size = int(o.q_group_size);
   in.data = load_train_data(o, o.model, progress);
   // Refused before the model is loaded when the run cannot fit in memory.
-  if (const auto available = memory_available_to_runs())
-    check_run_fits(o, longest_sequence(in.data.train), *available);
+  const int64_t longest = in.data.train->summary().longest;
+  progress.note("peak memory estimate " + describe(estimate_run_memory(o, longest)) +
+                " for batches of " + std::to_string(o.batch_size) + " x " +
+                std::to_string(longest) + " tokens");
+  if (const auto available = memory_available_to_runs()) check_run_fits(o, longest, *available);
   in.model = load_model(o.model, load);
   in.compute = compute_dtype_named(o.compute_dtype);
   if (in.compute == ComputeDType::BF16 && !uses_bf16(in.compute))
     progress.note("compute_dtype bf16: this CPU has no bf16 matmul units; running in f32");
   in.model_fingerprint = model_fingerprint(in.model);
-  in.data_fingerprint = data_fingerprint(in.data.train);
+  in.data_fingerprint = in.data.train->summary().fingerprint;
   if (in.resumed) check_resumable(*in.resumed, o, in);
   return in;
 }
@@ -254,7 +249,7 @@ TrainRun::TrainRun(const TrainOptions& o, Progress& progress, const ParallelOpti
       adapter(create_adapter(o, inputs)),
       optimizer(optimizer_config(o), adapter.parameters()),
       params(adapter.parameters()),
-      train_plan(inputs.data.train.examples, o.batch_size, uint64_t(o.seed)),
+      train_plan(inputs.data.train, o.batch_size, uint64_t(o.seed)),
       schedule(schedule_config(o)),
       format(adapter_format_from_name(o.format)),
       comm(parallel.comm != nullptr ? *parallel.comm : one_process),
@@ -264,7 +259,7 @@ TrainRun::TrainRun(const TrainOptions& o, Progress& progress, const ParallelOpti
     state = inputs.resumed->content.progress;
   }
   if (inputs.data.valid)
-    valid_plan.emplace(inputs.data.valid->examples, o.batch_size, uint64_t(o.seed), false);
+    valid_plan.emplace(inputs.data.valid, o.batch_size, uint64_t(o.seed), false);
 }
 
 StepSetup TrainRun::step_setup() {

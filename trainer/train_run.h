@@ -4,12 +4,14 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "data/batch.h"
 #include "data/dataset_encode.h"
+#include "data/jsonl_stream.h"
 #include "trainer/data_parallel.h"
 #include "trainer/io/adapter_io.h"
 #include "trainer/io/checkpoint.h"
@@ -21,11 +23,12 @@
 
 namespace lora {
 
-// The encoded splits of a run; valid and test only when the run uses them.
+// The splits of a run, streamed from their files (an index in memory, the records read again for
+// each batch); valid and test only when the run uses them.
 struct TrainData {
   std::filesystem::path train_file;
-  data::EncodedSet train;
-  std::optional<data::EncodedSet> valid, test;
+  std::shared_ptr<const data::StreamedExamples> train;
+  std::shared_ptr<const data::StreamedExamples> valid, test;  // null when unused
 };
 
 // Reads and encodes the splits named by `options` (--data folder or --train/--valid files) with

@@ -114,14 +114,14 @@ class RunLog {
         fault_(FaultInjection::from_env(run.comm.rank())),
         metrics_(writes_ ? created(dir_) : fs::path(),
                  run.inputs.resumed ? run.inputs.resumed->content.metrics : std::string()) {
-    const auto& train = run.inputs.data.train;
+    const auto& train = run.inputs.data.train->summary();
     progress.note(
         "training " + std::to_string(run.adapter.num_parameters()) +
         (run.adapter.config.full
              ? " parameters (" + std::to_string(run.adapter.blocks.size()) + " full blocks) on "
              : " LoRA parameters (" + std::to_string(run.adapter.modules.size()) +
                    " modules) on ") +
-        std::to_string(train.examples.size()) + " examples, " +
+        std::to_string(train.examples) + " examples, " +
         std::to_string(train.trained_tokens) + " trained tokens" +
         (run.inputs.resumed ? ", resuming at step " + std::to_string(run.state.step)
                             : std::string()) +
@@ -173,8 +173,7 @@ class RunLog {
   std::optional<double> test(int64_t step) {
     if (!run_.inputs.data.test) return std::nullopt;
     const TrainOptions& o = run_.options;
-    const data::BatchPlan plan(run_.inputs.data.test->examples, o.batch_size, uint64_t(o.seed),
-                               false);
+    const data::BatchPlan plan(run_.inputs.data.test, o.batch_size, uint64_t(o.seed), false);
     EvalResult r = evaluate(run_.model(), stack(), plan, o.test_batches, run_.comm);
     record({{"type", "test"},
             {"step", step},

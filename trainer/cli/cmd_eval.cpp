@@ -41,14 +41,14 @@ void run_eval(const EvalOptions& o, const GlobalOptions& global) {
   load.quantize_bits = o.quantize;
   load.quantize_group_size = o.q_group_size;
   const Model model = load_model(o.model, load);
-  const auto tokenizer = load_model_tokenizer(o.model);
   data::EncodeOptions enc;
   enc.mask_prompt = o.mask_prompt;
   enc.max_seq_length = std::size_t(o.max_seq_length);
   enc.chat_format = o.chat_format;
-  const data::RecordEncoder encoder(tokenizer, load_model_tokenizer_config(o.model), enc);
-  const data::EncodedSet set = load_split(file, encoder, std::size_t(o.max_line_bytes));
-  const data::BatchPlan plan(set.examples, o.batch_size, 0, /*shuffle=*/false);
+  const auto encoder = data::make_shared_encoder(load_model_tokenizer(o.model),
+                                                 load_model_tokenizer_config(o.model), enc);
+  const data::BatchPlan plan(stream_split(file, encoder, std::size_t(o.max_line_bytes)),
+                             o.batch_size, 0, /*shuffle=*/false);
 
   std::optional<LoraAdapter> adapter;
   AdapterStack stack;

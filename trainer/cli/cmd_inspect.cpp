@@ -93,8 +93,7 @@ ordered_json inspect_gguf(const fs::path& path) {
   const auto arch = f.string_or("general.architecture");
   if (f.string_or("general.type").value_or("model") == "model" && arch &&
       (*arch == "llama" || *arch == "qwen2" || *arch == "qwen3"))
-    out["config"] =
-        config_summary(ModelConfig::from_json(gguf_model_config_json(f), path.string()));
+    out["config"] = config_summary(gguf_model_config(f));
   ordered_json meta = ordered_json::object();
   for (const auto& key : f.metadata_order()) meta[key] = gguf_value_text(*f.find(key));
   out["metadata"] = meta;

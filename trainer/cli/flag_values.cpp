@@ -8,6 +8,7 @@
 #include "trainer/cli/flag_alias.h"
 #include "trainer/model.h"
 #include "trainer/setting_error.h"
+#include "trainer/trained_block.h"
 
 namespace lora::cli {
 
@@ -58,6 +59,20 @@ std::string flag_of_setting(const std::string& setting) {
   std::string flag = setting;
   std::replace(flag.begin(), flag.end(), '_', '-');
   return "--" + flag;
+}
+
+std::string error_text(const std::exception& e) {
+  if (const auto* f = dynamic_cast<const FloatBaseRequired*>(&e))
+    return flag_of_setting(f->setting()) + ": " + f->problem() +
+           " (`lora convert --model MODEL --dtype f32 --out FLOAT_MODEL` writes a float copy; "
+           "--fine-tune-type lora trains on the quantized base)";
+  if (const auto* s = dynamic_cast<const SettingError*>(&e))
+    return flag_of_setting(s->setting()) + ": " + s->problem();
+  if (const auto* a = dynamic_cast<const AdvisedError*>(&e))
+    return a->message([](const SettingChange& c) {
+      return flag_of_setting(c.setting) + (c.value.empty() ? "" : " " + c.value);
+    });
+  return e.what();
 }
 
 namespace {

@@ -23,6 +23,9 @@ std::filesystem::path folder_path(const std::string& text);
 // The flag that sets a library setting: "learning_rate" -> "--learning-rate" (every command
 // names its flags after the settings they set).
 std::string flag_of_setting(const std::string& setting);
+// An error as the CLI shows it: a SettingError as "--flag: problem", an AdvisedError with its
+// changes spelled as flags ("--batch-size 2", "--grad-checkpoint"), anything else as it says.
+std::string error_text(const std::exception& e);
 
 // --quantize BITS and --q-group-size N, checked by the library's one check of a quantization
 // (check_quantization) so that every command accepts and refuses the same values.

@@ -10,9 +10,6 @@
 #include "autograd/heap.h"
 #include "trainer/cli/commands.h"
 #include "trainer/cli/flag_values.h"
-#include "trainer/setting_error.h"
-#include "trainer/train_memory.h"
-#include "trainer/trained_block.h"
 
 extern "C" void openblas_set_num_threads(int);
 
@@ -83,21 +80,8 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
-  } catch (const lora::MemoryFitError& e) {
-    std::fprintf(stderr, "lora: error: %s\n", e.message(lora::cli::flag_of_setting).c_str());
-    return 1;
-  } catch (const lora::FloatBaseRequired& e) {
-    std::fprintf(stderr,
-                 "lora: error: %s: %s (`lora convert --model MODEL --dtype f32 --out FLOAT_MODEL` "
-                 "writes a float copy; --fine-tune-type lora trains on the quantized base)\n",
-                 lora::cli::flag_of_setting(e.setting()).c_str(), e.problem().c_str());
-    return 1;
-  } catch (const lora::SettingError& e) {
-    std::fprintf(stderr, "lora: error: %s: %s\n", lora::cli::flag_of_setting(e.setting()).c_str(),
-                 e.problem().c_str());
-    return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "lora: error: %s\n", e.what());
+    std::fprintf(stderr, "lora: error: %s\n", lora::cli::error_text(e).c_str());
     return 1;
   }
   return 0;

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <stdexcept>
 
+#include "trainer/cli/flag_values.h"
+
 namespace lora::cli {
 
 void add_parallel_flags(CLI::App& cmd, ParallelFlags& flags) {
@@ -30,7 +32,7 @@ TrainResult train_on_ranks(const TrainOptions& options, Progress& progress, Comm
   try {
     return train(options, progress, {&comm, ordered_reduction});
   } catch (const std::exception& e) {
-    comm.abort("rank " + std::to_string(comm.rank()) + ": " + e.what(), 1);
+    comm.abort("rank " + std::to_string(comm.rank()) + ": " + error_text(e), 1);
     throw;  // not reached: abort ends the process
   }
 }

@@ -30,7 +30,7 @@ std::string gguf_architecture(const std::string& model_type) {
 
 ModelConfig adapter_base_config(const fs::path& model) {
   if (!is_gguf_file(model)) return ModelConfig::load(model);
-  return ModelConfig::from_json(gguf_model_config_json(GgufFile::open(model)), model.string());
+  return gguf_model_config(GgufFile::open(model));
 }
 
 void write_gguf_adapter(const AdapterFile& adapter, const ModelConfig& base, const fs::path& out) {
