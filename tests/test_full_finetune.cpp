@@ -311,13 +311,13 @@ TEST(FullFineTune, MemoryEstimatePrintsAndRefusesWhatCannotFit) {
   ASSERT_EQ(printed.exit_code, 0) << printed.err;
   for (const char* part : {"trained values", "gradients", "optimizer moments", "activations"})
     EXPECT_NE(printed.err.find(part), std::string::npos) << part << ": " << printed.err;
-  // About 8 MiB needed (3.5 of them the five blocks' f32 values, gradients and Adam moments);
-  // with 6.7 MiB, two blocks fit.
+  // About 11 MiB still to allocate (the five blocks' f32 values, gradients and Adam moments, the
+  // activations and their transients); with 6.7 MiB available, one block fits.
   ::setenv("LORA_AVAILABLE_MEMORY", "7000000", 1);
   const auto r = test::run_lora(train_args(tmp / "data", tmp / "out", "full"));
   ::unsetenv("LORA_AVAILABLE_MEMORY");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.err.find("this run needs at least"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("this run needs about"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("--num-layers"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("num_layers"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(tmp / "out"));

@@ -28,9 +28,8 @@ void step_batch(std::span<Decoding* const> sequences, std::span<const std::size_
 // such a sequence steps alone.
 bool shares_base_products(Decoding& s) {
   const AdapterStack& stack = *s.decode_row().adapters;
-  return std::none_of(stack.adapters.begin(), stack.adapters.end(), [](const LoraAdapter* a) {
-    return a && a->enabled && !a->blocks.empty();
-  });
+  return std::none_of(stack.adapters.begin(), stack.adapters.end(),
+                      [](const LoraAdapter* a) { return a && a->enabled && !a->blocks.empty(); });
 }
 
 }  // namespace

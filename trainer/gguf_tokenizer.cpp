@@ -13,15 +13,7 @@ using json = nlohmann::json;
 
 namespace {
 
-// tokenizer.ggml.token_type values.
-enum TokenType : int64_t {
-  kNormal = 1,
-  kUnknown = 2,
-  kControl = 3,
-  kUserDefined = 4,
-  kUnused = 5,
-  kByte = 6
-};
+using namespace gguf_token_type;
 
 [[noreturn]] void bad(const GgufFile& f, const std::string& what) {
   throw std::runtime_error(f.path().string() + ": " + what);
@@ -103,7 +95,7 @@ json post_processor(const GgufFile& f, const std::vector<std::string>& tokens, b
 struct GgufVocab {
   const std::vector<std::string>& tokens;
   const GgufValue* types;
-  int64_t type(std::size_t i) const { return types ? types->integers[i] : kNormal; }
+  int64_t type(std::size_t i) const { return types ? types->integers[i] : int64_t{kNormal}; }
 };
 
 GgufVocab vocab_of(const GgufFile& f) {
@@ -191,7 +183,7 @@ json spm_tokenizer_json(const GgufFile& f) {
   json vocab = json::object(), added = json::array();
   for (std::size_t i = 0; i < n; ++i) {
     vocab[tokens[i]] = i;
-    const int64_t type = types_v ? types_v->integers[i] : kNormal;
+    const int64_t type = types_v ? types_v->integers[i] : int64_t{kNormal};
     if (type == kControl || type == kUnknown || type == kUserDefined)
       added.push_back(special_token(static_cast<int64_t>(i), tokens[i], type != kUserDefined));
   }

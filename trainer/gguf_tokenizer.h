@@ -14,6 +14,18 @@
 
 namespace lora {
 
+// tokenizer.ggml.token_type values, as GGUF files store them.
+namespace gguf_token_type {
+enum : int32_t {
+  kNormal = 1,
+  kUnknown = 2,
+  kControl = 3,
+  kUserDefined = 4,
+  kUnused = 5,
+  kByte = 6
+};
+}
+
 // tokenizer.ggml.model "llama" (SentencePiece BPE: tokens, scores, token types, byte fallback)
 // or "gpt2" (byte-level BPE: tokens, merges, token types, the pre-tokenizer tokenizer.ggml.pre
 // names). Other models are refused naming the model.

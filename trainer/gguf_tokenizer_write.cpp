@@ -17,15 +17,7 @@ using json = nlohmann::json;
 
 namespace {
 
-// tokenizer.ggml.token_type values.
-enum TokenType : int32_t {
-  kNormal = 1,
-  kUnknown = 2,
-  kControl = 3,
-  kUserDefined = 4,
-  kUnused = 5,
-  kByte = 6
-};
+using namespace gguf_token_type;
 
 [[noreturn]] void bad(const std::string& source, const std::string& what) {
   throw std::runtime_error(source + ": " + what);

@@ -121,8 +121,8 @@ class RunLog {
              ? " parameters (" + std::to_string(run.adapter.blocks.size()) + " full blocks) on "
              : " LoRA parameters (" + std::to_string(run.adapter.modules.size()) +
                    " modules) on ") +
-        std::to_string(train.examples) + " examples, " +
-        std::to_string(train.trained_tokens) + " trained tokens" +
+        std::to_string(train.examples) + " examples, " + std::to_string(train.trained_tokens) +
+        " trained tokens" +
         (run.inputs.resumed ? ", resuming at step " + std::to_string(run.state.step)
                             : std::string()) +
         (run.comm.size() > 1 ? "; data-parallel on " + run.comm.describe() : std::string()));

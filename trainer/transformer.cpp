@@ -252,9 +252,9 @@ ag::Var sandwich_block_output(ag::Tape& tape, ag::Var x, ag::Var attn, const Pas
   };
   ag::Var o = project(tape, attn, ctx, layer, Proj::o, no_bias);
   x = ag::add(tape, x, norm(o, BlockTensor::post_attention_norm, w.post_attention_norm));
-  ag::Var down =
-      project(tape, mlp_hidden(tape, norm(x, BlockTensor::pre_ffn_norm, w.pre_ffn_norm), ctx, layer),
-              ctx, layer, Proj::down, no_bias);
+  ag::Var down = project(
+      tape, mlp_hidden(tape, norm(x, BlockTensor::pre_ffn_norm, w.pre_ffn_norm), ctx, layer), ctx,
+      layer, Proj::down, no_bias);
   return ag::add(tape, x, norm(down, BlockTensor::post_ffn_norm, w.post_ffn_norm));
 }
 
