@@ -7,6 +7,7 @@
 #include "trainer/batched_decode.h"
 #include "trainer/generate.h"
 #include "trainer/random_model.h"
+#include "trainer/trained_block.h"
 
 namespace lora {
 namespace {
@@ -41,6 +42,16 @@ LoraAdapter adapter(const Model& model, uint64_t seed, bool dora = false) {
   return a;
 }
 
+// Full fine-tuning's copies of every block, moved off the base's values.
+LoraAdapter fully_fine_tuned(const Model& model) {
+  LoraConfig lc;
+  lc.full = true;
+  LoraAdapter a = LoraAdapter::create(model, lc, 0);
+  for (TrainedBlock& block : a.blocks)
+    for (float& v : block.at(block_linear(Proj::down)).value.data) v *= -1.5f;
+  return a;
+}
+
 struct Request {
   std::vector<int32_t> prompt;
   AdapterStack stack;
@@ -53,13 +64,16 @@ class BatchedDecode : public ::testing::TestWithParam<int> {};
 TEST_P(BatchedDecode, GreedyIdsEqualEachSequenceAlone) {
   const Model model = make_random_model(small_config(), 5, /*quantize_bits=*/GetParam());
   LoraAdapter a = adapter(model, 1), b = adapter(model, 2), d = adapter(model, 3, /*dora=*/true);
-  const std::vector<Request> requests{
+  LoraAdapter full = GetParam() == 0 ? fully_fine_tuned(model) : LoraAdapter{};
+  std::vector<Request> requests{
       {{1, 2, 3}, {}, 24, 0},  // the base alone
       {{7, 8, 9, 10, 11, 12, 13}, {{&a}, false, 0, {1.0f}}, 30, 0},
       {{7, 8, 9, 10, 11, 12, 13}, {{&a}, false, 0, {0.4f}}, 18, 0},  // same adapter, other scale
       {{40, 41}, {{&a, &b}, false, 0, {0.5f, -0.8f}}, 26, 3},        // two stacked, joins late
       {{5, 60, 61, 62, 63}, {{&d}, false, 0, {1.0f}}, 20, 5},        // DoRA: its own product
   };
+  // Full fine-tuning replaces the blocks (a float base only): such a sequence steps alone.
+  if (GetParam() == 0) requests.push_back({{33, 34, 35}, {{&full}, false, 0, {1.0f}}, 22, 6});
   GenerateOptions options;
   options.stop_ids = {0};                      // random logits: ends some sequences early
   options.sampling.repetition_penalty = 1.3f;  // each sequence's own history steers it
