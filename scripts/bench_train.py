@@ -35,6 +35,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -78,8 +79,7 @@ def run_process(cmd, env):
     """Runs cmd; returns (exit code, stdout, stderr, peak RSS MiB of the whole process, BLAS libs
     seen in its maps). Peak RSS is wait4's ru_maxrss: everything the process did, loading too."""
     print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
-    out_path, err_path = f"/tmp/bench_train.{os.getpid()}.out", f"/tmp/bench_train.{os.getpid()}.err"
-    with open(out_path, "w") as out, open(err_path, "w") as err:
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
         blas = []
         while True:
@@ -91,12 +91,9 @@ def run_process(cmd, env):
                 blas = sorted(set(blas) | set(seen))
             time.sleep(0.2)
         p.returncode = os.waitstatus_to_exitcode(status)
-    with open(out_path) as f:
-        stdout = f.read()
-    with open(err_path) as f:
-        stderr = f.read()
-    os.unlink(out_path)
-    os.unlink(err_path)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     sys.stderr.write(stderr)
     return p.returncode, stdout, stderr, usage.ru_maxrss / 1024.0, blas
 
