@@ -1,15 +1,18 @@
-// `lora train --config FILE`: TOML or JSON settings (detected from the text), mlx-lm's
+// `lora train --config FILE`: TOML, JSON or YAML settings, mlx-lm's
 // lora_parameters section, every value checked against its flag; then the resolved settings are
 // validated as a run would.
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <stdexcept>
 
 #include "fuzz/fuzz_input.h"
 #include "trainer/cli/train_config_file.h"
 #include "trainer/cli/train_flags.h"
 
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
-  const auto path = lora::fuzz::write_input("config", lora::fuzz::as_text(data, size));
+namespace {
+
+// One settings file through the reader the CLI uses, then the run's own validation.
+void read_settings(const std::filesystem::path& path) {
   try {
     CLI::App app;
     auto* cmd = app.add_subcommand("train");
@@ -22,5 +25,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     options.to_json().dump();
   } catch (const std::exception&) {
   }
+}
+
+}  // namespace
+
+// Each input is read twice: as TOML or JSON (chosen from the text, as for a file without a known
+// extension) and as YAML (chosen by the extension), so one corpus covers all three readers.
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
+  const auto text = lora::fuzz::as_text(data, size);
+  read_settings(lora::fuzz::write_input("config", text));
+  read_settings(lora::fuzz::write_input("config.yaml", text));
   return 0;
 }
