@@ -15,14 +15,35 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size);
 
 namespace lora::fuzz {
 
-// A folder for this process's inputs, created on first use and reused (one input at a time).
+// A folder for this process's inputs, created on first use, reused (one input at a time) and
+// removed when the process exits normally.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    // A memory-backed folder where there is one: a write to disk can wait seconds on writeback
+    // while other processes write, and libFuzzer's per-input timeout counts wall-clock time.
+    std::error_code ec;
+    const bool shm =
+        std::filesystem::is_directory("/dev/shm", ec) && ::access("/dev/shm", W_OK) == 0;
+    const std::filesystem::path root = shm ? "/dev/shm" : std::filesystem::temp_directory_path();
+    path_ = root / ("lora-fuzz-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(path_);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
 inline const std::filesystem::path& scratch_dir() {
-  static const std::filesystem::path dir = [] {
-    auto d = std::filesystem::temp_directory_path() / ("lora-fuzz-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(d);
-    return d;
-  }();
-  return dir;
+  static const ScratchDir dir;
+  return dir.path();
 }
 
 // Writes `bytes` to scratch_dir()/name (replacing it) and returns the path.
