@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <functional>
 #include <iostream>
 
 #include "llama_cpp_oracle.h"
@@ -42,14 +44,22 @@ void run_ok(const std::vector<std::string>& argv) {
 
 void make_model(const fs::path& dir, const FamilyCase& c) {
   std::vector<std::string> argv = {
-      test::torch_python(), std::string(LORA_SOURCE_DIR) + "/scripts/make_random_model.py",
-      dir.string(),         "--hidden",
-      "64",                 "--heads",
-      "4",                  "--kv-heads",
-      "2",                  "--head-dim",
-      "16",                 "--intermediate",
-      "96",                 "--vocab",
-      "512",                "--tokenizer",
+      test::torch_python(),
+      std::string(LORA_SOURCE_DIR) + "/scripts/make_random_model.py",
+      dir.string(),
+      "--hidden",
+      "64",
+      "--heads",
+      "4",
+      "--kv-heads",
+      "2",
+      "--head-dim",
+      "16",
+      "--intermediate",
+      "96",
+      "--vocab",
+      "512",
+      "--tokenizer",
       (test::shared_dir() / test::kStoriesModel / "tokenizer.json").string()};
   argv.insert(argv.end(), c.args.begin(), c.args.end());
   run_ok(argv);
@@ -80,7 +90,8 @@ double max_difference(const std::vector<double>& a, const std::vector<double>& b
 }
 
 // Mean negative log-likelihood of ids[1:] from per-position log-probabilities.
-double mean_nll_ours(const std::vector<double>& lp, int64_t vocab, const std::vector<int32_t>& ids) {
+double mean_nll_ours(const std::vector<double>& lp, int64_t vocab,
+                     const std::vector<int32_t>& ids) {
   double sum = 0;
   for (std::size_t t = 0; t + 1 < ids.size(); ++t) sum -= lp[t * vocab + std::size_t(ids[t + 1])];
   return sum / double(ids.size() - 1);
@@ -99,12 +110,33 @@ json greedy_ours(const fs::path& model, const fs::path& adapter = {}) {
 }
 
 void train_adapter(const fs::path& model, const fs::path& data, const fs::path& adapter) {
-  const auto r = test::run_lora(
-      {"--threads", "1", "train", "--model", model.string(), "--data", data.string(),
-       "--adapter-path", adapter.string(), "--iters", "24", "--batch-size", "4",
-       "--max-seq-length", "48", "--learning-rate", "2e-2", "--num-layers", "-1", "--lora-keys",
-       "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "--steps-per-report", "6",
-       "--steps-per-eval", "0", "--save-every", "0"});
+  const auto r = test::run_lora({"--threads",
+                                 "1",
+                                 "train",
+                                 "--model",
+                                 model.string(),
+                                 "--data",
+                                 data.string(),
+                                 "--adapter-path",
+                                 adapter.string(),
+                                 "--iters",
+                                 "24",
+                                 "--batch-size",
+                                 "4",
+                                 "--max-seq-length",
+                                 "48",
+                                 "--learning-rate",
+                                 "2e-2",
+                                 "--num-layers",
+                                 "-1",
+                                 "--lora-keys",
+                                 "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+                                 "--steps-per-report",
+                                 "6",
+                                 "--steps-per-eval",
+                                 "0",
+                                 "--save-every",
+                                 "0"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto losses = test::logged_losses(adapter / "metrics.jsonl", "train");
   ASSERT_EQ(losses.size(), 4u);
@@ -137,8 +169,8 @@ void expect_same_text(const fs::path& model, const json& mine, const json& their
       json::array({json{{"model", model.string()}, {"tokens", context}, {"logprobs", true}}}));
   ASSERT_EQ(lp.size(), 1u);
   const json& last = lp[0]["logprobs"].back();
-  const double gap = last[theirs[p].get<int64_t>()].get<double>() -
-                     last[mine[p].get<int64_t>()].get<double>();
+  const double gap =
+      last[theirs[p].get<int64_t>()].get<double>() - last[mine[p].get<int64_t>()].get<double>();
   std::cout << model.filename() << ": texts part at token " << p
             << " where llama.cpp's log-probability gap is " << gap << "\n";
   EXPECT_LT(gap, 0.05) << model;
@@ -187,21 +219,23 @@ TEST_P(GgufFamily, ReadWrittenAndRunAsLlamaCppDoes) {
   folder_stack.adapters = {&on_folder};
   const auto lp_adapted = log_probs(forward_logits(file, file_stack, kIds, 1, n), vocab);
   // The adapter is in Hugging Face layout: on the folder it gives the same numbers.
-  EXPECT_LT(max_difference(lp_adapted, log_probs(forward_logits(folder, folder_stack, kIds, 1, n),
-                                                 vocab)),
+  EXPECT_LT(max_difference(lp_adapted,
+                           log_probs(forward_logits(folder, folder_stack, kIds, 1, n), vocab)),
             1e-5);
 
   const json ids(kIds);
-  const json refs = test::llama_cpp_jobs(json::array(
-      {json{{"model", f32.string()}, {"tokens", ids}, {"logprobs", true}},
-       json{{"model", f32.string()}, {"lora", lora_file.string()}, {"tokens", ids},
-            {"logprobs", true}},
-       json{{"model", f32.string()}, {"tokens", kPrompt}, {"greedy", 16}},
-       json{{"model", q8.string()}, {"tokens", kPrompt}, {"greedy", 16}},
-       json{{"model", merged.string()}, {"tokens", kPrompt}, {"greedy", 16}}}));
+  const json refs = test::llama_cpp_jobs(
+      json::array({json{{"model", f32.string()}, {"tokens", ids}, {"logprobs", true}},
+                   json{{"model", f32.string()},
+                        {"lora", lora_file.string()},
+                        {"tokens", ids},
+                        {"logprobs", true}},
+                   json{{"model", f32.string()}, {"tokens", kPrompt}, {"greedy", 16}},
+                   json{{"model", q8.string()}, {"tokens", kPrompt}, {"greedy", 16}},
+                   json{{"model", merged.string()}, {"tokens", kPrompt}, {"greedy", 16}}}));
   ASSERT_EQ(refs.size(), 5u);
-  const auto plain = test::compare_logprobs(forward_logits(file, {}, kIds, 1, n).data, vocab,
-                                            refs[0]["logprobs"]);
+  const auto plain =
+      test::compare_logprobs(forward_logits(file, {}, kIds, 1, n).data, vocab, refs[0]["logprobs"]);
   EXPECT_LT(plain.worst, c.logprob_bound) << "position " << plain.worst_position;
   std::vector<double> theirs;
   for (const auto& row : refs[1]["logprobs"])
@@ -211,9 +245,8 @@ TEST_P(GgufFamily, ReadWrittenAndRunAsLlamaCppDoes) {
   EXPECT_NEAR(loss, their_loss, 1e-4);
   EXPECT_GT(std::abs(loss - mean_nll_ours(lp_file, vocab, kIds)), 1e-3)
       << "the adapter must change the loss for the comparison to mean anything";
-  std::cout << c.name << ": log-prob difference to llama.cpp " << plain.worst
-            << " (mean " << plain.mean << "), adapted loss " << loss << " vs llama.cpp's "
-            << their_loss << "\n";
+  std::cout << c.name << ": log-prob difference to llama.cpp " << plain.worst << " (mean "
+            << plain.mean << "), adapted loss " << loss << " vs llama.cpp's " << their_loss << "\n";
 
   // On F32 files the texts are identical.
   EXPECT_EQ(greedy_ours(f32), until_eos(refs[2]["tokens"]));
@@ -221,6 +254,140 @@ TEST_P(GgufFamily, ReadWrittenAndRunAsLlamaCppDoes) {
   EXPECT_EQ(adapted, until_eos(refs[4]["tokens"]));
   EXPECT_EQ(greedy_ours(merged), adapted);
   expect_same_text(q8, greedy_ours(q8), refs[3]["tokens"]);
+}
+
+// What llama.cpp's runtime leaves out but the file keeps: Phi-3's and Mistral's sliding windows
+// (llama.cpp runs full attention there; we honour the window, as the folder does), and Gemma 3
+// in the vision checkpoint's layout (language_model.* tensors, text_config) with llama.cpp's
+// default sliding-window period of 6 (no pattern key written). Ours on the file equals ours on
+// the folder with windows shorter than the text.
+TEST(GgufFamilies, WindowsAndLayoutsReadBackAsTheFolder) {
+  LORA_REQUIRE_TORCH();
+  LORA_REQUIRE_SHARED(test::kStoriesModel);
+  test::TempDir tmp("gguf-family-windows");
+  const std::vector<FamilyCase> cases = {
+      {"phi3",
+       {"--arch", "phi3", "--sliding-window", "3", "--layers", "2"},
+       json::object(),
+       "phi3"},
+      {"mistral",
+       {"--arch", "mistral", "--sliding-window", "3", "--layers", "2"},
+       json::object(),
+       "llama"},
+      {"gemma3-vision",
+       {"--arch", "gemma3", "--tied", "--sliding-window", "3", "--layer-types", "sssssf",
+        "--layers", "6"},
+       {{"text_config", {{"query_pre_attn_scalar", 16}}}},
+       "gemma3"}};
+  for (const FamilyCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    const fs::path hf = tmp / c.name, file = tmp / (c.name + ".gguf");
+    make_model(hf, c);
+    const auto r = test::run_lora(
+        {"convert", "--model", hf.string(), "--out", file.string(), "--q-type", "f32"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const GgufFile f = GgufFile::open(file);
+    EXPECT_EQ(f.get_string("general.architecture"), c.architecture);
+    EXPECT_EQ(f.int_or(c.architecture + ".attention.sliding_window"), 3);
+    EXPECT_FALSE(f.find(c.architecture + ".attention.sliding_window_pattern"));
+    const Model folder = load_model(hf), gguf = load_model(file);
+    EXPECT_EQ(gguf.config.sliding_layers, folder.config.sliding_layers);
+    const int64_t vocab = folder.config.vocab_size, n = int64_t(kIds.size());
+    EXPECT_LT(max_difference(log_probs(forward_logits(folder, {}, kIds, 1, n), vocab),
+                             log_probs(forward_logits(gguf, {}, kIds, 1, n), vocab)),
+              1e-5);
+    // The window matters at this length: without it the numbers move.
+    Model unwindowed = load_model(file);
+    unwindowed.config.sliding_window = 0;
+    EXPECT_GT(max_difference(log_probs(forward_logits(folder, {}, kIds, 1, n), vocab),
+                             log_probs(forward_logits(unwindowed, {}, kIds, 1, n), vocab)),
+              1e-3);
+  }
+}
+
+// A model file's metadata as llama.cpp's converter writes it for `arch`, plus `more` keys.
+ModelConfig config_of(const fs::path& path, const std::string& arch, int64_t layers,
+                      const std::function<void(GgufWriter&)>& more = {}) {
+  GgufWriter w;
+  w.set_string("general.architecture", arch);
+  for (const auto& [key, value] :
+       std::vector<std::pair<std::string, int64_t>>{{"block_count", layers},
+                                                    {"context_length", 4096},
+                                                    {"embedding_length", 64},
+                                                    {"feed_forward_length", 96},
+                                                    {"attention.head_count", 4},
+                                                    {"attention.head_count_kv", 2}})
+    w.set_u32(arch + "." + key, uint32_t(value));
+  if (arch != "phi3") w.set_u32(arch + ".attention.key_length", 32);
+  w.set_f32(arch + ".attention.layer_norm_rms_epsilon", 1e-6f);
+  w.set_strings("tokenizer.ggml.tokens", std::vector<std::string>(40, "x"));
+  if (more) more(w);
+  w.write(path);
+  return gguf_model_config(GgufFile::open(path));
+}
+
+// Where the converter writes no key, the runtime's defaults: Gemma 2's window of 4096 on even
+// layers and soft-caps of 50 and 30, Gemma 3's period of 6 and local base of 10000, the 27B
+// shape's query scale, Phi-3's rotary width and LongRoPE from its tensors, SmolLM3's fixed
+// no-RoPE layers.
+TEST(GgufFamilies, LlamaCppDefaultsWhereKeysAreAbsent) {
+  test::TempDir tmp("gguf-family-defaults");
+  const ModelConfig g2 = config_of(tmp / "g2.gguf", "gemma2", 4);
+  EXPECT_EQ(g2.model_type, "gemma2");
+  EXPECT_EQ(g2.sliding_window, 4096);
+  EXPECT_EQ(g2.sliding_layers, (std::vector<uint8_t>{1, 0, 1, 0}));
+  EXPECT_EQ(g2.attn_logit_softcap, 50.0f);
+  EXPECT_EQ(g2.final_logit_softcap, 30.0f);
+  EXPECT_EQ(g2.query_pre_attn_scalar, 32.0f);
+  EXPECT_TRUE(g2.tie_word_embeddings && g2.sandwich_norms && g2.norm_plus_one);
+  EXPECT_EQ(g2.hidden_act, Activation::gelu_tanh);
+
+  const ModelConfig g3 = config_of(tmp / "g3.gguf", "gemma3", 8, [](GgufWriter& w) {
+    w.set_u32("gemma3.attention.sliding_window", 5);
+  });
+  EXPECT_EQ(g3.model_type, "gemma3_text");
+  EXPECT_EQ(g3.sliding_layers, (std::vector<uint8_t>{1, 1, 1, 1, 1, 0, 1, 1}));
+  EXPECT_EQ(g3.rope_local_theta, 10000.0f);
+  EXPECT_EQ(g3.final_logit_softcap, 0.0f);
+  EXPECT_TRUE(g3.qk_norm);
+  EXPECT_EQ(config_of(tmp / "g3-none.gguf", "gemma3", 2).sliding_window, 0);
+  EXPECT_EQ(config_of(tmp / "g3-27b.gguf", "gemma3", 62).query_pre_attn_scalar, 16.0f);
+
+  const ModelConfig phi = config_of(tmp / "phi3.gguf", "phi3", 2, [](GgufWriter& w) {
+    w.set_u32("phi3.rope.dimension_count", 12);
+    w.set_u32("phi3.rope.scaling.original_context_length", 512);
+    w.set_f32("phi3.rope.scaling.attn_factor", 1.25f);
+    const std::vector<float> short_f(6, 1.5f), long_f(6, 4.0f);
+    auto bytes = [](const std::vector<float>& v) {
+      std::vector<std::byte> b(v.size() * sizeof(float));
+      std::memcpy(b.data(), v.data(), b.size());
+      return b;
+    };
+    w.add_tensor("rope_factors_long.weight", GgmlType::F32, {6}, bytes(long_f));
+    w.add_tensor("rope_factors_short.weight", GgmlType::F32, {6}, bytes(short_f));
+  });
+  EXPECT_EQ(phi.head_dim, 16);
+  EXPECT_EQ(phi.rotary_dim, 12);
+  EXPECT_TRUE(phi.fused_projections);
+  ASSERT_TRUE(phi.rope_scaling && phi.rope_scaling->longrope);
+  EXPECT_EQ(phi.rope_scaling->attention_factor, 1.25f);
+  EXPECT_EQ(phi.rope_scaling->original_max_position_embeddings, 512);
+  EXPECT_EQ(phi.rope_scaling->long_factor, std::vector<float>(6, 4.0f));
+  EXPECT_EQ(phi.sliding_window, 0);
+
+  const ModelConfig smol = config_of(tmp / "smol.gguf", "smollm3", 8);
+  EXPECT_EQ(smol.rope_layers, (std::vector<uint8_t>{1, 1, 1, 0, 1, 1, 1, 0}));
+  EXPECT_TRUE(gguf_permutes_qk("smollm3") && !gguf_permutes_qk("phi3"));
+
+  try {
+    config_of(tmp / "x.gguf", "gpt9", 2);
+    ADD_FAILURE() << "an unknown architecture is refused";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("architecture 'gpt9' is not supported (llama, qwen2, "
+                                         "qwen3, gemma2, gemma3, phi3, smollm3 are)"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -240,18 +407,20 @@ INSTANTIATE_TEST_SUITE_P(
                    5e-3},
         // RoPE on 12 of 16 features; LongRoPE with an original length of llama.cpp's context
         // (short factors on both sides) and an attention factor above 1.
-        FamilyCase{"phi3",
-                   {"--arch", "phi3", "--partial-rotary", "0.75", "--longrope", "512", "--layers",
-                    "2"},
-                   {{"max_position_embeddings", 4096}},
-                   "phi3"},
+        FamilyCase{
+            "phi3",
+            {"--arch", "phi3", "--partial-rotary", "0.75", "--longrope", "512", "--layers", "2"},
+            {{"max_position_embeddings", 4096}},
+            "phi3"},
         FamilyCase{"smollm3",
                    {"--arch", "smollm3", "--layers", "4"},
                    {{"no_rope_layers", {1, 1, 1, 0}}},
                    "smollm3"},
         // llama.cpp's llama runtime has no window: one longer than the text.
-        FamilyCase{"mistral", {"--arch", "mistral", "--sliding-window", "64", "--layers", "2"},
-                   json::object(), "llama"}),
+        FamilyCase{"mistral",
+                   {"--arch", "mistral", "--sliding-window", "64", "--layers", "2"},
+                   json::object(),
+                   "llama"}),
     [](const auto& info) { return info.param.name; });
 
 }  // namespace

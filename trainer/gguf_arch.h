@@ -14,7 +14,8 @@ namespace lora {
 std::optional<std::string> gguf_architecture_of(const std::string& model_type);
 // The model_type a GGUF architecture is read as (gemma3 -> gemma3_text); nullopt if unsupported.
 std::optional<std::string> model_type_of_gguf(const std::string& architecture);
-inline constexpr const char* kGgufArchitectures = "llama, qwen2, qwen3, gemma2, gemma3, phi3, smollm3";
+inline constexpr const char* kGgufArchitectures =
+    "llama, qwen2, qwen3, gemma2, gemma3, phi3, smollm3";
 
 // The transformers class name of a model_type ("LlamaForCausalLM").
 std::string hf_architecture_of(const std::string& model_type);

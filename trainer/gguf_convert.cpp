@@ -113,8 +113,12 @@ void check_llama_cpp_runs_it(const ModelConfig& c, const std::string& arch, cons
       bad(config, "query_pre_attn_scalar " + std::to_string(c.query_pre_attn_scalar) +
                       ": llama.cpp's " + arch + " scales queries by 1/sqrt(" +
                       std::to_string(scalar) + ") for this shape, so GGUF cannot hold this model");
-    if (!c.tie_word_embeddings && arch == "gemma2")
+    if (arch == "gemma2" && !c.tie_word_embeddings)
       bad(config, "an untied lm_head: llama.cpp's gemma2 always uses the embeddings as its head");
+    if (arch == "gemma2" && (c.attn_logit_softcap <= 0 || c.final_logit_softcap <= 0))
+      bad(config,
+          "no logit soft-capping: llama.cpp's gemma2 always soft-caps attention and "
+          "final logits");
     if (c.sliding_window > 0 && !sliding_window_period(c.sliding_layers))
       bad(config, "the sliding layers follow no period, which llama.cpp's " + arch +
                       " needs (attention.sliding_window_pattern)");
