@@ -152,6 +152,9 @@ TEST(GgufConvert, MixesFollowLlamaQuantize) {
   for (int layer : {4, 5, 7, 26})
     EXPECT_EQ(type(*m, "blk." + std::to_string(layer) + ".attn_v.weight"), GgmlType::Q4_K);
   EXPECT_EQ(type(*m, "blk.0.attn_q.weight"), GgmlType::Q4_K);
+  // Phi-3's fused attn_qkv is an attn_v to llama-quantize.
+  EXPECT_EQ(type(*m, "blk.0.attn_qkv.weight"), GgmlType::Q6_K);
+  EXPECT_EQ(type(*m, "blk.4.attn_qkv.weight"), GgmlType::Q4_K);
   EXPECT_EQ(type(*m, "output.weight"), GgmlType::Q6_K);
   EXPECT_EQ(type(*m, "token_embd.weight"), GgmlType::Q4_K);
   EXPECT_EQ(type(*m, "token_embd.weight", 4096, true), GgmlType::Q6_K);

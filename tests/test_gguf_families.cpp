@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <iomanip>
 #include <iostream>
 
 #include "llama_cpp_oracle.h"
@@ -245,8 +246,9 @@ TEST_P(GgufFamily, ReadWrittenAndRunAsLlamaCppDoes) {
   EXPECT_NEAR(loss, their_loss, 1e-4);
   EXPECT_GT(std::abs(loss - mean_nll_ours(lp_file, vocab, kIds)), 1e-3)
       << "the adapter must change the loss for the comparison to mean anything";
-  std::cout << c.name << ": log-prob difference to llama.cpp " << plain.worst << " (mean "
-            << plain.mean << "), adapted loss " << loss << " vs llama.cpp's " << their_loss << "\n";
+  std::cout << std::setprecision(8) << c.name << ": log-prob difference to llama.cpp "
+            << plain.worst << " (mean " << plain.mean << "), adapted loss " << loss
+            << " vs llama.cpp's " << their_loss << "\n";
 
   // On F32 files the texts are identical.
   EXPECT_EQ(greedy_ours(f32), until_eos(refs[2]["tokens"]));
