@@ -121,19 +121,19 @@ void train_adapter(const fs::path& model, const fs::path& data, const fs::path& 
                                  "--adapter-path",
                                  adapter.string(),
                                  "--iters",
-                                 "24",
+                                 "16",
                                  "--batch-size",
                                  "4",
                                  "--max-seq-length",
                                  "48",
                                  "--learning-rate",
-                                 "2e-2",
+                                 "4e-2",
                                  "--num-layers",
                                  "-1",
                                  "--lora-keys",
                                  "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
                                  "--steps-per-report",
-                                 "6",
+                                 "4",
                                  "--steps-per-eval",
                                  "0",
                                  "--save-every",
@@ -193,10 +193,26 @@ TEST_P(GgufFamily, ReadWrittenAndRunAsLlamaCppDoes) {
         {"convert", "--model", hf.string(), "--out", out.string(), "--q-type", type});
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
-  EXPECT_EQ(GgufFile::open(f32).get_string("general.architecture"), c.architecture);
+  const GgufFile written = GgufFile::open(f32);
+  EXPECT_EQ(written.get_string("general.architecture"), c.architecture);
+  const Model folder = load_model(hf), file = load_model(f32);
+  // The converter's layouts: Gemma's norms stored as 1 + weight (the folder's, shifted at load),
+  // Phi-3's fused tensors and LongRoPE factors.
+  if (folder.config.sandwich_norms) {
+    EXPECT_EQ(written.read_f32("blk.1.post_ffw_norm.weight"), folder.layers[1].post_ffn_norm);
+    EXPECT_EQ(written.read_f32("blk.1.ffn_norm.weight"), folder.layers[1].pre_ffn_norm);
+    EXPECT_EQ(written.read_f32("output_norm.weight"), folder.final_norm);
+  }
+  if (c.architecture == "phi3") {
+    EXPECT_EQ(written.tensor("blk.0.attn_qkv.weight").shape(), (std::vector<int64_t>{128, 64}));
+    EXPECT_EQ(written.tensor("blk.0.ffn_up.weight").shape(), (std::vector<int64_t>{192, 64}));
+    EXPECT_FALSE(written.contains_tensor("blk.0.attn_q.weight"));
+    EXPECT_EQ(written.read_f32("rope_factors_short.weight"),
+              folder.config.rope_scaling->short_factor);
+    EXPECT_EQ(written.int_or("phi3.rope.dimension_count"), 12);
+  }
 
   // Ours on the file equals ours on the folder.
-  const Model folder = load_model(hf), file = load_model(f32);
   const int64_t vocab = folder.config.vocab_size, n = int64_t(kIds.size());
   ASSERT_EQ(file.config.vocab_size, vocab);
   const auto lp_folder = log_probs(forward_logits(folder, {}, kIds, 1, n), vocab);
