@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "autograd/tensor.h"
+#include "trainer/gguf_arch.h"
 #include "trainer/setting_error.h"
 
 namespace lora {
@@ -15,7 +16,7 @@ using json = nlohmann::json;
 
 namespace {
 
-// llama.cpp's names; its phi3 files hold [gate; up] in ffn_up (not read here yet).
+// llama.cpp's names; its phi3 files hold [q; k; v] in attn_qkv and [gate; up] in ffn_up.
 constexpr std::array<std::string_view, kNumProj> kGgufProj{"attn_q",      "attn_k",   "attn_v",
                                                            "attn_output", "ffn_gate", "ffn_up",
                                                            "ffn_down",    "attn_qkv", "ffn_up"};
@@ -82,8 +83,6 @@ bool is_gguf_file(const fs::path& path) {
   return in.gcount() == 4 && std::memcmp(magic, "GGUF", 4) == 0;
 }
 
-bool gguf_permutes_qk(const std::string& architecture) { return architecture == "llama"; }
-
 int64_t gguf_qk_row_to_hf(int64_t row, int64_t head_dim) {
   const int64_t head = row / head_dim, within = row % head_dim, half = head_dim / 2;
   return head * head_dim + (within % 2) * half + within / 2;
@@ -93,16 +92,84 @@ std::string gguf_proj_tensor(Proj p, int64_t layer) {
   return block_tensor(layer, std::string(kGgufProj[static_cast<int>(p)]) + ".weight");
 }
 
+namespace {
+
+// Gemma 2/3: GeGLU, llama.cpp's query scale, soft-capping, sliding layers by period, Gemma 3's
+// local RoPE base. The norms are stored as llama.cpp's converter writes them, 1 + weight.
+void gemma_fields(const GgufFile& f, const std::string& arch, json& c) {
+  auto key = [&](const char* k) { return arch + "." + k; };
+  c["hidden_activation"] = "gelu_pytorch_tanh";
+  const bool gemma2 = arch == "gemma2";
+  ModelConfig shape;
+  shape.num_layers = c["num_hidden_layers"];
+  shape.hidden_size = c["hidden_size"];
+  shape.num_heads = c["num_attention_heads"];
+  shape.head_dim = c.value("head_dim", shape.hidden_size / shape.num_heads);
+  c["head_dim"] = shape.head_dim;
+  c["query_pre_attn_scalar"] = llama_cpp_query_pre_attn_scalar(arch, shape);
+  c["attn_logit_softcapping"] =
+      gemma2 ? f.real_or(key("attn_logit_softcapping")).value_or(50.0) : 0.0;
+  c["final_logit_softcapping"] =
+      f.real_or(key("final_logit_softcapping")).value_or(gemma2 ? 30.0 : 0.0);
+  const int64_t window = f.int_or(key("attention.sliding_window")).value_or(gemma2 ? 4096 : 0);
+  if (!gemma2) c["rope_local_base_freq"] = f.real_or(key("rope.freq_base_swa")).value_or(10000.0);
+  if (window <= 0) {
+    c["sliding_window"] = nullptr;
+    return;
+  }
+  c["sliding_window"] = window;
+  const int64_t period = f.int_or(key("attention.sliding_window_pattern"))
+                             .value_or(default_sliding_window_period(arch));
+  json types = json::array();
+  for (int64_t i = 0; i < shape.num_layers; ++i)
+    types.push_back(period == 0 || i % period < period - 1 ? "sliding_attention"
+                                                           : "full_attention");
+  c["layer_types"] = types;
+}
+
+// Phi-3: RoPE on rope.dimension_count features of each head; LongRoPE from the
+// rope_factors_short/long tensors, the attention factor and original context from the keys.
+void phi3_fields(const GgufFile& f, json& c) {
+  const int64_t head_dim =
+      c.value("head_dim", int64_t(c["hidden_size"]) / int64_t(c["num_attention_heads"]));
+  if (auto rot = f.int_or("phi3.rope.dimension_count"))
+    c["partial_rotary_factor"] = double(*rot) / double(head_dim);
+  const int64_t window = f.int_or("phi3.attention.sliding_window").value_or(0);
+  c["sliding_window"] = window > 0 ? json(window) : json(nullptr);
+  if (auto orig = f.int_or("phi3.rope.scaling.original_context_length"))
+    c["original_max_position_embeddings"] = *orig;
+  if (!f.contains_tensor("rope_factors_long.weight")) return;
+  if (!f.contains_tensor("rope_factors_short.weight"))
+    bad(f.path(), "tensor 'rope_factors_short.weight' is missing (rope_factors_long is there)");
+  c["rope_scaling"] = {
+      {"rope_type", "longrope"},
+      {"short_factor", f.read_f32("rope_factors_short.weight")},
+      {"long_factor", f.read_f32("rope_factors_long.weight")},
+      {"attention_factor", f.real_or("phi3.rope.scaling.attn_factor").value_or(1.0)}};
+}
+
+// RoPE scaling stored as keys (linear); Llama 3's is a tensor (rope_freqs), read at load.
+void rope_scaling_fields(const GgufFile& f, const std::string& arch, json& c) {
+  const auto type = f.string_or(arch + ".rope.scaling.type");
+  if (!type || *type == "none") return;
+  if (*type != "linear")
+    bad(f.path(),
+        "metadata '" + arch + ".rope.scaling.type' is '" + *type + "' (none and linear are read)");
+  c["rope_scaling"] = {{"rope_type", "linear"},
+                       {"factor", f.get_real(arch + ".rope.scaling.factor")}};
+}
+
+}  // namespace
+
 json gguf_model_config_json(const GgufFile& f) {
   const std::string arch = f.get_string("general.architecture");
-  if (arch != "llama" && arch != "qwen2" && arch != "qwen3")
-    bad(f.path(), "architecture '" + arch + "' is not supported (llama, qwen2, qwen3 are)");
+  const auto model_type = model_type_of_gguf(arch);
+  if (!model_type)
+    bad(f.path(), "architecture '" + arch + "' is not supported (" + kGgufArchitectures + " are)");
   auto key = [&](const char* k) { return arch + "." + k; };
   json c;
-  c["model_type"] = arch;
-  c["architectures"] = {arch == "llama"   ? "LlamaForCausalLM"
-                        : arch == "qwen2" ? "Qwen2ForCausalLM"
-                                          : "Qwen3ForCausalLM"};
+  c["model_type"] = *model_type;
+  c["architectures"] = {hf_architecture_of(*model_type)};
   c["hidden_size"] = f.get_int(key("embedding_length"));
   c["intermediate_size"] = f.get_int(key("feed_forward_length"));
   c["num_hidden_layers"] = f.get_int(key("block_count"));
@@ -118,9 +185,30 @@ json gguf_model_config_json(const GgufFile& f) {
   if (!vocab && !tokens)
     bad(f.path(),
         "metadata '" + key("vocab_size") + "' and 'tokenizer.ggml.tokens' are both missing");
-  c["vocab_size"] = vocab ? *vocab : static_cast<int64_t>(tokens->array_size());
-  c["tie_word_embeddings"] = !f.contains_tensor("output.weight");
+  // Gemma 3's converter drops the embedding rows past the tokenizer's: the tensor says.
+  c["vocab_size"] = vocab ? *vocab
+                    : f.contains_tensor("token_embd.weight")
+                        ? f.tensor("token_embd.weight").rows()
+                        : static_cast<int64_t>(tokens->array_size());
+  // Gemma 2 in llama.cpp always ties the head to the embeddings.
+  c["tie_word_embeddings"] = arch == "gemma2" || !f.contains_tensor("output.weight");
   c["hidden_act"] = "silu";
+  rope_scaling_fields(f, arch, c);
+  if (arch == "gemma2" || arch == "gemma3") gemma_fields(f, arch, c);
+  if (arch == "phi3") phi3_fields(f, c);
+  if (arch == "smollm3") {
+    json layers = json::array();
+    for (int64_t i = 0; i < c["num_hidden_layers"].get<int64_t>(); ++i)
+      layers.push_back((i + 1) % kSmolLM3NoRopeInterval != 0 ? 1 : 0);
+    c["no_rope_layers"] = layers;
+  }
+  // Our own key for a Mistral window (llama.cpp's llama runtime has no sliding window).
+  if (arch == "llama")
+    if (auto w = f.int_or("llama.attention.sliding_window"); w && *w > 0) {
+      c["model_type"] = "mistral";
+      c["architectures"] = {hf_architecture_of("mistral")};
+      c["sliding_window"] = *w;
+    }
   if (auto bos = f.int_or("tokenizer.ggml.bos_token_id")) c["bos_token_id"] = *bos;
   if (auto eos = f.int_or("tokenizer.ggml.eos_token_id")) c["eos_token_id"] = *eos;
   c["torch_dtype"] = "float32";
@@ -147,7 +235,7 @@ ModelConfig gguf_model_config(const GgufFile& file) {
     for (const auto& [hf, key] : kKeys)
       if (what.find("\"" + std::string(hf) + "\"") != std::string::npos)
         throw std::runtime_error(what + " (from metadata '" +
-                                 j.at("model_type").get<std::string>() + "." + std::string(key) +
+                                 file.get_string("general.architecture") + "." + std::string(key) +
                                  "')");
     throw;
   }
@@ -169,20 +257,24 @@ Model load_gguf_model(const fs::path& path, const LoadOptions& options) {
   if (!c.tie_word_embeddings) m.lm_head = w.matrix("output.weight", c.vocab_size, hidden);
   m.final_norm = w.vector("output_norm.weight", hidden);
   const bool permuted = gguf_permutes_qk(c.model_type);
-  const std::array<std::array<int64_t, 3>, kSeparateProjs.size()> shapes{
+  // [rows, cols, heads whose rows llama.cpp permuted] per Proj.
+  const std::array<std::array<int64_t, 3>, kNumProj> shapes{
       {{q_out, hidden, permuted ? c.num_heads : 0},
        {kv_out, hidden, permuted ? c.num_kv_heads : 0},
        {kv_out, hidden, 0},
        {hidden, q_out, 0},
        {inter, hidden, 0},
        {inter, hidden, 0},
-       {hidden, inter, 0}}};
+       {hidden, inter, 0},
+       {q_out + 2 * kv_out, hidden, 0},
+       {2 * inter, hidden, 0}}};
   m.layers.resize(static_cast<std::size_t>(c.num_layers));
   for (int64_t i = 0; i < c.num_layers; ++i) {
     auto& layer = m.layers[static_cast<std::size_t>(i)];
-    for (std::size_t p = 0; p < kSeparateProjs.size(); ++p)
-      layer.proj[p] = w.matrix(gguf_proj_tensor(kSeparateProjs[p], i), shapes[p][0], shapes[p][1],
-                               shapes[p][2]);
+    for (const Proj p : block_projs(c)) {
+      const auto& [rows, cols, heads] = shapes[static_cast<std::size_t>(p)];
+      layer.at(p) = w.matrix(gguf_proj_tensor(p, i), rows, cols, heads);
+    }
     if (c.attention_bias) {
       layer.q_bias = w.vector(block_tensor(i, "attn_q.bias"), q_out);
       layer.k_bias = w.vector(block_tensor(i, "attn_k.bias"), kv_out);
@@ -192,8 +284,15 @@ Model load_gguf_model(const fs::path& path, const LoadOptions& options) {
       layer.q_norm = w.vector(block_tensor(i, "attn_q_norm.weight"), c.head_dim);
       layer.k_norm = w.vector(block_tensor(i, "attn_k_norm.weight"), c.head_dim);
     }
+    // Gemma's norms are stored as llama.cpp's converter writes them, 1 + weight already.
     layer.input_norm = w.vector(block_tensor(i, "attn_norm.weight"), hidden);
-    layer.post_attention_norm = w.vector(block_tensor(i, "ffn_norm.weight"), hidden);
+    if (c.sandwich_norms) {
+      layer.post_attention_norm = w.vector(block_tensor(i, "post_attention_norm.weight"), hidden);
+      layer.pre_ffn_norm = w.vector(block_tensor(i, "ffn_norm.weight"), hidden);
+      layer.post_ffn_norm = w.vector(block_tensor(i, "post_ffw_norm.weight"), hidden);
+    } else {
+      layer.post_attention_norm = w.vector(block_tensor(i, "ffn_norm.weight"), hidden);
+    }
   }
   m.rope_inv_freq = c.rope_inv_freq();
   // Llama 3 files carry their RoPE scaling as per-frequency divisors.
@@ -201,6 +300,7 @@ Model load_gguf_model(const fs::path& path, const LoadOptions& options) {
     const auto factors = w.vector("rope_freqs.weight", c.head_dim / 2);
     for (std::size_t i = 0; i < factors.size(); ++i) m.rope_inv_freq[i] /= factors[i];
   }
+  set_family_constants(m);
   return m;
 }
 

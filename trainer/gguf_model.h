@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "trainer/gguf_arch.h"
 #include "trainer/io/gguf_file.h"
 #include "trainer/model.h"
 
@@ -13,14 +14,13 @@ namespace lora {
 // Whether `path` names a GGUF file (a regular file starting with the "GGUF" magic).
 bool is_gguf_file(const std::filesystem::path& path);
 
-// The architectures read: llama (also Mistral, which llama.cpp writes as llama), qwen2, qwen3.
+// The architectures read: llama (also Mistral, which llama.cpp writes as llama), qwen2, qwen3,
+// gemma2, gemma3, phi3, smollm3 (trainer/gguf_arch.h), as llama.cpp's converter writes them.
 // The config.json a Hugging Face folder of the same model would hold, built from the metadata.
 nlohmann::json gguf_model_config_json(const GgufFile& file);
 // That config parsed and checked; an error about a setting names the metadata key it came from.
 ModelConfig gguf_model_config(const GgufFile& file);
 
-// Whether llama.cpp's converter permuted this architecture's q/k rows for its RoPE layout.
-bool gguf_permutes_qk(const std::string& architecture);
 // llama.cpp's permutation of a q or k weight's rows ([heads * head_dim, cols]): within each head
 // row 2i + j of the file is row j * head_dim / 2 + i of Hugging Face's layout. `rows` is the
 // GGUF row index; the result the Hugging Face row it holds.

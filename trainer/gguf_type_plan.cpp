@@ -77,7 +77,9 @@ GgmlType GgufTypePlan::type_of(const std::string& name, int64_t dims, int64_t co
   GgmlType t = base_;
   if (mix_ != Mix::none) {
     const int64_t layer = layer_of(name);
-    const bool v = name.ends_with(".attn_v.weight"), down = name.ends_with(".ffn_down.weight");
+    // llama-quantize treats a fused attn_qkv (Phi-3) as it treats attn_v.
+    const bool v = name.ends_with(".attn_v.weight") || name.ends_with(".attn_qkv.weight");
+    const bool down = name.ends_with(".ffn_down.weight");
     if (name == "output.weight" || (tied && name == "token_embd.weight")) {
       // llama-quantize gives the output Q8_0 when its rows are not whole 256-blocks.
       t = cols % 256 == 0 ? GgmlType::Q6_K : GgmlType::Q8_0;

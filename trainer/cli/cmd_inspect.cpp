@@ -91,8 +91,7 @@ ordered_json inspect_gguf(const fs::path& path) {
   const GgufFile f = GgufFile::open(path);
   ordered_json out = {{"path", path.string()}, {"gguf_version", f.version()}};
   const auto arch = f.string_or("general.architecture");
-  if (f.string_or("general.type").value_or("model") == "model" && arch &&
-      (*arch == "llama" || *arch == "qwen2" || *arch == "qwen3"))
+  if (f.string_or("general.type").value_or("model") == "model" && arch && model_type_of_gguf(*arch))
     out["config"] = config_summary(gguf_model_config(f));
   ordered_json meta = ordered_json::object();
   for (const auto& key : f.metadata_order()) meta[key] = gguf_value_text(*f.find(key));

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "trainer/gguf_arch.h"
 #include "trainer/gguf_model.h"
 #include "trainer/io/adapter_io.h"
 #include "trainer/io/gguf_file.h"
@@ -19,13 +20,6 @@ std::vector<std::byte> f32_bytes(const std::vector<float>& v) {
   return b;
 }
 
-// llama.cpp's name for the base architecture: it writes Mistral as llama.
-std::string gguf_architecture(const std::string& model_type) {
-  if (model_type == "llama" || model_type == "mistral") return "llama";
-  if (model_type == "qwen2" || model_type == "qwen3") return model_type;
-  throw std::invalid_argument("no GGUF architecture for model_type '" + model_type + "'");
-}
-
 }  // namespace
 
 ModelConfig adapter_base_config(const fs::path& model) {
@@ -35,7 +29,10 @@ ModelConfig adapter_base_config(const fs::path& model) {
 
 void write_gguf_adapter(const AdapterFile& adapter, const ModelConfig& base, const fs::path& out) {
   if (adapter.pairs.empty()) throw std::invalid_argument("the adapter holds no LoRA pair");
-  const std::string arch = gguf_architecture(base.model_type);
+  const auto arch_of = gguf_architecture_of(base.model_type);
+  if (!arch_of)
+    throw std::invalid_argument("no GGUF architecture for model_type '" + base.model_type + "'");
+  const std::string& arch = *arch_of;
   const bool permuted = gguf_permutes_qk(arch);
   const double alpha =
       adapter.pairs.front().scale * static_cast<double>(adapter.pairs.front().rank);

@@ -1,8 +1,9 @@
 // A LoRA adapter as llama.cpp's `--lora` loads it: a GGUF file with general.type "adapter",
 // adapter.type "lora", adapter.lora.alpha, and for each adapted weight W (GGUF name) the tensors
 // W.lora_a [rank, in] and W.lora_b [out, rank]. llama.cpp scales each pair by alpha / rank, and
-// for Llama bases its q/k rows are in its RoPE order, so lora_b of q and k is permuted the same
-// way its converter permutes the base.
+// for Llama-style bases (llama, mistral, smollm3) its q/k rows are in its RoPE order, so lora_b of
+// q and k is permuted the same way its converter permutes the base. Phi-3's fused qkv_proj and
+// gate_up_proj adapt attn_qkv and ffn_up, as llama.cpp's adapter converter names them.
 #pragma once
 #include <filesystem>
 #include <string>
