@@ -34,6 +34,7 @@ struct Scalar {
   static ireg shr4(ireg v) { return v >> 4; }
   static ireg ior(ireg a, ireg b) { return a | b; }
   static ireg bit_lanes16(uint32_t bits) { return static_cast<ireg>((bits & 1u) << 4); }
+  static ireg bit_to_16(ireg h, int s) { return ((h << 4) >> s) & 16; }
   template <int S>
   static ireg high_pair(ireg h) {
     if constexpr (S >= 0)
@@ -115,6 +116,8 @@ Plan plan_for(const FrozenWeight& w, const gemv::Kernels& k) {
           return {k.q8_0, data, rb, 0, false};
         case GgmlType::Q4_K:
           return {k.q4_k, data, rb, 32, false};
+        case GgmlType::Q5_K:
+          return {k.q5_k, data, rb, 32, false};
         case GgmlType::Q6_K:
           return {k.q6_k, data, rb, 16, false};
         case GgmlType::F32:

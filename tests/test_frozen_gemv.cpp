@@ -2,7 +2,7 @@
 // plain dot in double), on every instruction set this CPU runs: odd row counts (not a multiple
 // of the 4-row loop or the 16-row thread block), several vectors, beta, every MLX group size at
 // 4 and 8 bits, the ggml block types with kernels of their own (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-// Q4_K, Q6_K) and those widened 16 rows at a time.
+// Q4_K, Q5_K, Q6_K) and those widened 16 rows at a time (F16, BF16, Q2_K, Q3_K).
 #include <gtest/gtest.h>
 
 #include <cmath>

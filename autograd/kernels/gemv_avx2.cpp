@@ -42,6 +42,10 @@ struct Avx2 {
                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     return _mm256_and_si256(shifted, _mm256_set1_epi32(16));
   }
+  static ireg bit_to_16(ireg h, int s) {
+    const ireg moved = _mm256_srlv_epi32(_mm256_slli_epi32(h, 4), _mm256_set1_epi32(s));
+    return _mm256_and_si256(moved, _mm256_set1_epi32(16));
+  }
   template <int S>
   static ireg high_pair(ireg h) {
     ireg s;

@@ -36,6 +36,10 @@ struct Avx512 {
   static ireg bit_lanes16(uint32_t bits) {
     return _mm512_maskz_mov_epi32(static_cast<__mmask16>(bits), _mm512_set1_epi32(16));
   }
+  static ireg bit_to_16(ireg h, int s) {
+    const ireg moved = _mm512_srlv_epi32(_mm512_slli_epi32(h, 4), _mm512_set1_epi32(s));
+    return _mm512_and_si512(moved, _mm512_set1_epi32(16));
+  }
   template <int S>
   static ireg high_pair(ireg h) {
     ireg s;

@@ -25,7 +25,7 @@ using RowsKernel = void (*)(const RowsArgs&, int64_t r0, int64_t r1);
 
 struct Kernels {
   void (*permute_for_nibbles)(const float* x, int64_t cols, float* out);
-  RowsKernel mlx4, mlx8, q4_0, q8_0, f32, q4_1, q5_0, q5_1, q4_k, q6_k;
+  RowsKernel mlx4, mlx8, q4_0, q8_0, f32, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k;
 };
 
 }  // namespace lora::gemv

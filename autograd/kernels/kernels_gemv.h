@@ -7,7 +7,8 @@
 // hsum(reg); load_u8 / load_s8 (W bytes widened to W int32 lanes), low_nibble / high_nibble /
 // to_float (int lanes to float); and15 / shr4 / ior (int lanes: low nibble, high nibble, or);
 // bit_lanes16(bits) (lane l: 16 if bit l of bits is set, else 0); high_pair<S>(h) (lane: the two
-// bits that shifting h left by S (right by -S) puts at bits 4-5, as 0..48);
+// bits that shifting h left by S (right by -S) puts at bits 4-5, as 0..48); bit_to_16(h, s)
+// (lane: 16 if bit s of its byte h is set, else 0);
 // f16(const uint8_t*) (one IEEE half); kCodeTable, and where it
 // is true codes() (the floats 0..15) and lookup_low / lookup_high (a lane's low or high nibble
 // picks one of a register's 16 floats).
@@ -362,9 +363,12 @@ inline void k_scale_min(int j, const uint8_t* s, int* sc, int* mn) {
   }
 }
 
-template <class V, int R>
+// Q5_K is Q4_K with a fifth bit per element: 32 bytes after the scales (bit j of byte l is element
+// l of sub-block j) come before the 128 code bytes (176-byte blocks).
+template <class V, int R, bool kFifthBit = false>
 void q4_k_rows_at(const RowsArgs& a, int64_t r0) {
   constexpr int W = V::W;
+  constexpr int64_t kBlockBytes = kFifthBit ? 176 : 144, kCodesAt = kFifthBit ? 48 : 16;
   const int64_t blocks = a.cols / 256;
   typename V::reg acc[R];
   float offset_part[R];
@@ -376,7 +380,7 @@ void q4_k_rows_at(const RowsArgs& a, int64_t r0) {
     rows[r] = a.data + (r0 + r) * a.row_bytes;
   }
   for (int64_t b = 0; b < blocks; ++b) {
-    prefetch_next_rows<R>(a, r0, 144 * b, 144);
+    prefetch_next_rows<R>(a, r0, kBlockBytes * b, kBlockBytes);
     for (int p = 0; p < 4; ++p) {
       const float* x0 = a.x + 256 * b + 64 * p;
       typename V::reg lo[R], hi[R];
@@ -386,15 +390,22 @@ void q4_k_rows_at(const RowsArgs& a, int64_t r0) {
         const auto xl = V::load(x0 + k), xh = V::load(x0 + 32 + k);
         LORA_GEMV_UNROLL
         for (int r = 0; r < R; ++r) {
-          const auto codes = V::load_u8(rows[r] + 144 * b + 16 + 32 * p + k);
-          lo[r] = V::fmadd(V::to_float(V::and15(codes)), xl, lo[r]);
-          hi[r] = V::fmadd(V::to_float(V::shr4(codes)), xh, hi[r]);
+          const uint8_t* block = rows[r] + kBlockBytes * b;
+          const auto codes = V::load_u8(block + kCodesAt + 32 * p + k);
+          auto cl = V::and15(codes), ch = V::shr4(codes);
+          if constexpr (kFifthBit) {
+            const auto h = V::load_u8(block + 16 + k);
+            cl = V::ior(cl, V::bit_to_16(h, 2 * p));
+            ch = V::ior(ch, V::bit_to_16(h, 2 * p + 1));
+          }
+          lo[r] = V::fmadd(V::to_float(cl), xl, lo[r]);
+          hi[r] = V::fmadd(V::to_float(ch), xh, hi[r]);
         }
       }
       const float* sums = a.sums + 8 * b + 2 * p;
       LORA_GEMV_UNROLL
       for (int r = 0; r < R; ++r) {
-        const uint8_t* block = rows[r] + 144 * b;
+        const uint8_t* block = rows[r] + kBlockBytes * b;
         const float d = V::f16(block), dmin = V::f16(block + 2);
         int sc0, m0, sc1, m1;
         k_scale_min(2 * p, block + 4, &sc0, &m0);
@@ -525,6 +536,7 @@ constexpr lora::gemv::Kernels make_kernels() {
           &rows_in_fours<&q32_rows_at<V, Q5_0Layout, 4>, &q32_rows_at<V, Q5_0Layout, 1>>,
           &rows_in_fours<&q32_rows_at<V, Q5_1Layout, 4>, &q32_rows_at<V, Q5_1Layout, 1>>,
           &rows_in_fours<&q4_k_rows_at<V, 4>, &q4_k_rows_at<V, 1>>,
+          &rows_in_fours<&q4_k_rows_at<V, 4, true>, &q4_k_rows_at<V, 1, true>>,
           &rows_in_fours<&q6_k_rows_at<V, 4>, &q6_k_rows_at<V, 1>>};
 }
 
