@@ -345,8 +345,7 @@ void q32_rows_at(const RowsArgs& a, int64_t r0) {
     }
   }
   LORA_GEMV_UNROLL
-  for (int r = 0; r < R; ++r)
-    store_row(a.y, r0 + r, V::hsum(acc[r]) + offset_part[r], a.beta);
+  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]) + offset_part[r], a.beta);
 }
 
 // Q4_K: 256-element blocks of 144 bytes: d and dmin (f16), 12 bytes of 6-bit scales and mins
@@ -417,8 +416,7 @@ void q4_k_rows_at(const RowsArgs& a, int64_t r0) {
     }
   }
   LORA_GEMV_UNROLL
-  for (int r = 0; r < R; ++r)
-    store_row(a.y, r0 + r, V::hsum(acc[r]) - offset_part[r], a.beta);
+  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]) - offset_part[r], a.beta);
 }
 
 // Q6_K: 256-element blocks of 210 bytes: 128 bytes of low nibbles, 64 of high bit pairs, 16
@@ -455,14 +453,14 @@ void q6_k_rows_at(const RowsArgs& a, int64_t r0) {
             const auto la = V::load_u8(block + 64 * half + k);
             const auto lb = V::load_u8(block + 64 * half + 32 + k);
             const auto h = V::load_u8(block + 128 + 32 * half + k);
-            part[r][0] = V::fmadd(V::to_float(V::ior(V::and15(la), V::template high_pair<4>(h))), x1,
-                                  part[r][0]);
-            part[r][1] = V::fmadd(V::to_float(V::ior(V::and15(lb), V::template high_pair<2>(h))), x2,
-                                  part[r][1]);
+            part[r][0] = V::fmadd(V::to_float(V::ior(V::and15(la), V::template high_pair<4>(h))),
+                                  x1, part[r][0]);
+            part[r][1] = V::fmadd(V::to_float(V::ior(V::and15(lb), V::template high_pair<2>(h))),
+                                  x2, part[r][1]);
             part[r][2] = V::fmadd(V::to_float(V::ior(V::shr4(la), V::template high_pair<0>(h))), x3,
                                   part[r][2]);
-            part[r][3] = V::fmadd(V::to_float(V::ior(V::shr4(lb), V::template high_pair<-2>(h))), x4,
-                                  part[r][3]);
+            part[r][3] = V::fmadd(V::to_float(V::ior(V::shr4(lb), V::template high_pair<-2>(h))),
+                                  x4, part[r][3]);
           }
         }
         // Groups of 16: l0 / 16 + 2 q within this half's 8 scales.
