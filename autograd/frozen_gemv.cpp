@@ -30,6 +30,18 @@ struct Scalar {
   static reg to_float(ireg v) { return static_cast<float>(v); }
   static reg low_nibble(ireg v) { return static_cast<float>(v & 15); }
   static reg high_nibble(ireg v) { return static_cast<float>(v >> 4); }
+  static ireg and15(ireg v) { return v & 15; }
+  static ireg shr4(ireg v) { return v >> 4; }
+  static ireg ior(ireg a, ireg b) { return a | b; }
+  static ireg bit_lanes16(uint32_t bits) { return static_cast<ireg>((bits & 1u) << 4); }
+  static ireg bit_to_16(ireg h, int s) { return ((h << 4) >> s) & 16; }
+  template <int S>
+  static ireg high_pair(ireg h) {
+    if constexpr (S >= 0)
+      return (h << S) & 48;
+    else
+      return (h >> -S) & 48;
+  }
   static float f16(const uint8_t* p) {
     uint16_t h;
     std::memcpy(&h, p, 2);
@@ -91,10 +103,28 @@ Plan plan_for(const FrozenWeight& w, const gemv::Kernels& k) {
     case WeightFormat::Ggml: {
       const auto* data = reinterpret_cast<const uint8_t*>(w.ggml.data.get());
       const auto rb = static_cast<int64_t>(w.ggml.row_bytes());
-      if (w.ggml.type == GgmlType::Q4_0) return {k.q4_0, data, rb, 32, false};
-      if (w.ggml.type == GgmlType::Q8_0) return {k.q8_0, data, rb, 0, false};
-      if (w.ggml.type == GgmlType::F32) return {k.f32, data, rb, 0, false};
-      return p;
+      switch (w.ggml.type) {
+        case GgmlType::Q4_0:
+          return {k.q4_0, data, rb, 32, false};
+        case GgmlType::Q4_1:
+          return {k.q4_1, data, rb, 32, false};
+        case GgmlType::Q5_0:
+          return {k.q5_0, data, rb, 32, false};
+        case GgmlType::Q5_1:
+          return {k.q5_1, data, rb, 32, false};
+        case GgmlType::Q8_0:
+          return {k.q8_0, data, rb, 0, false};
+        case GgmlType::Q4_K:
+          return {k.q4_k, data, rb, 32, false};
+        case GgmlType::Q5_K:
+          return {k.q5_k, data, rb, 32, false};
+        case GgmlType::Q6_K:
+          return {k.q6_k, data, rb, 16, false};
+        case GgmlType::F32:
+          return {k.f32, data, rb, 0, false};
+        default:
+          return p;
+      }
     }
     case WeightFormat::BF16:
       break;

@@ -1,6 +1,7 @@
 // Where a decode step's time goes: one token through the KV-cached forward, against the
 // matrix-vector products alone (every projection of every layer and the head, as the step runs
-// them), with the bytes those read and the rate that makes.
+// them), with the bytes those read and the rate that makes; and the prompt's forward against its
+// products alone.
 //   build/bench/decode_profile MODEL [--threads N] [--prompt 32] [--tokens 32]
 #include <omp.h>
 #include <time.h>
@@ -34,6 +35,20 @@ double seconds_since(clock_type::time_point t0) {
 
 Model load_any(const std::string& path) {
   return is_gguf_file(path) ? load_gguf_model(path) : load_model(path);
+}
+
+// A prompt's products: each projection of each layer on n rows, then the head on one row (as
+// the prefill runs them); CPU seconds, which a loaded machine disturbs less than wall time.
+double prompt_products_seconds(const Model& m, int64_t n) {
+  const ModelConfig& c = m.config;
+  const int64_t widest =
+      std::max({c.hidden_size, c.intermediate_size, c.vocab_size, c.num_heads * c.head_dim});
+  std::vector<float> x(static_cast<std::size_t>(n * widest), 0.01f), y(x.size());
+  const double t0 = cpu_seconds();
+  for (const auto& layer : m.layers)
+    for (const auto& w : layer.proj) frozen_matmul(w, x.data(), n, y.data());
+  frozen_matmul(m.head(), x.data(), 1, y.data());
+  return cpu_seconds() - t0;
 }
 
 // One token's products: each projection of each layer, then the head, on a fixed input.
@@ -79,12 +94,17 @@ int main(int argc, char** argv) {
   KVCache cache = KVCache::create(m.config, prompt + tokens + 1);
   std::vector<int32_t> ids(static_cast<std::size_t>(prompt));
   for (int i = 0; i < prompt; ++i) ids[i] = 3 + i;
-  forward_cached(m, {}, cache, ids);
+  const auto p0 = clock_type::now();
+  forward_cached(m, {}, cache, ids, CachedLogits::Last);
+  const double prefill = seconds_since(p0);
+  double prefill_products = 1e30;  // best of three
+  for (int r = 0; r < 3; ++r)
+    prefill_products = std::min(prefill_products, prompt_products_seconds(m, prompt));
   std::vector<double> steps;
   for (int t = 0; t < tokens; ++t) {
     const int32_t id = 3 + t;
     const auto t0 = clock_type::now();
-    forward_cached(m, {}, cache, {&id, 1});
+    forward_cached(m, {}, cache, {&id, 1}, CachedLogits::Last);
     steps.push_back(seconds_since(t0));
   }
   std::sort(steps.begin(), steps.end());
@@ -95,9 +115,10 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"model\": \"%s\", \"threads\": %d, \"isa\": \"%.*s\", \"step_ms\": %.3f, "
       "\"products_ms\": %.3f, \"products_share\": %.3f, \"product_bytes\": %zu, "
-      "\"products_gbps\": %.3f, \"products_cpu_ms\": %.3f, \"bytes_per_cpu_ns\": %.3f}\n",
+      "\"products_gbps\": %.3f, \"products_cpu_ms\": %.3f, \"bytes_per_cpu_ns\": %.3f, "
+      "\"prefill_ms\": %.3f, \"prefill_products_cpu_ms\": %.3f}\n",
       argv[1], threads, int(gemv_isa_name(gemv_isa()).size()), gemv_isa_name(gemv_isa()).data(),
       step * 1e3, products * 1e3, products / step, bytes, double(bytes) / products / 1e9, cpu * 1e3,
-      double(bytes) / cpu / 1e9);
+      double(bytes) / cpu / 1e9, prefill * 1e3, prefill_products * 1e3);
   return 0;
 }

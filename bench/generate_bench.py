@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""Generation speed at batch 1: `lora generate` on an MLX 4-bit model and on a Q4_0 GGUF of the same
-float weights, llama.cpp (node-llama-cpp 3.21.1, scripts/llama_cpp) on that GGUF file, and the
+"""Generation speed at batch 1: `lora generate` on an MLX 4-bit model, on a Q4_0 GGUF and on a Q4_K_M GGUF
+of the same float weights, llama.cpp (node-llama-cpp 3.21.1, scripts/llama_cpp) on both GGUF files, and the
 machine's memory bandwidth (bench/stream_triad), all in one run with the same threads, the
 programs alternating run by run so that a change in the machine's load hits each of them.
 
@@ -11,8 +11,8 @@ The model is random (scripts/make_random_model.py, bf16, tied embeddings) with t
 dimensions and vocabulary, so decode reads as many bytes per token as the real model; its
 tokenizer is stories260K's (LORA_SHARED, default ../shared), whose ids the random vocabulary
 pads. MLX: `lora convert --quantize 4 --q-group-size 64` (bf16 scales and biases on disk: 4.5 bits
-a weight, as Q4_0). GGUF: bench/gguf_from_folder with Q4_0 (llama.cpp's rounding). Both runs start
-from the same prompt ids.
+a weight, as Q4_0). GGUF: bench/gguf_from_folder with Q4_0 (llama.cpp's rounding), and `lora convert
+--q-type q4_k_m` (llama-quantize's Q4_K_M mix). Every run starts from the same prompt ids.
 
 Reported per program and thread count: medians of prompt (prefill) tokens/s and decode tokens/s,
 the bytes one decode step reads (every matrix as held in memory, the head included, plus the KV
@@ -62,6 +62,7 @@ def make_models(shape, work):
     s = SHAPES[shape]
     base = os.path.join(work, shape)
     bf16, mlx, gguf = base + "-bf16", base + "-q4", base + "-q4_0.gguf"
+    q4_k_m = base + "-q4_k_m.gguf"
     stories = os.path.join(shared_dir(), "models", "stories260K")
     if not os.path.exists(os.path.join(bf16, "model.safetensors")):
         run(["/usr/bin/python3", "scripts/make_random_model.py", bf16, "--arch", "llama",
@@ -75,7 +76,9 @@ def make_models(shape, work):
     if not os.path.exists(gguf):
         run(["build/bench/gguf_from_folder", bf16, gguf, "q4_0",
              os.path.join(shared_dir(), "models", "stories260K-gguf", "stories260K-f32.gguf")])
-    return mlx, gguf
+    if not os.path.exists(q4_k_m):
+        run(["build/lora", "convert", "--model", bf16, "--out", q4_k_m, "--q-type", "q4_k_m"])
+    return mlx, gguf, q4_k_m
 
 
 def matrix_bytes(model):
@@ -153,13 +156,15 @@ def main():
     a = ap.parse_args()
     globals()["RUN_TIMEOUT_S"] = a.run_timeout
     os.makedirs(a.work, exist_ok=True)
-    mlx, gguf = make_models(a.shape, a.work)
+    mlx, gguf, q4_k_m = make_models(a.shape, a.work)
     tok = subprocess.run(["build/lora", "--json", "tokenize", "--model", mlx], input=json.dumps(
         {"text": PROMPT}) + "\n", capture_output=True, text=True, check=True, cwd=ROOT)
     ids = json.loads(tok.stdout.strip().splitlines()[-1])["ids_with_special"]
     programs = {"lora_mlx_q4": lambda t: ours(mlx, PROMPT, a.tokens, t),
                 "lora_gguf_q4_0": lambda t: ours(gguf, PROMPT, a.tokens, t),
-                "llama_cpp_gguf_q4_0": lambda t: llama_cpp(gguf, ids, a.tokens, t)}
+                "llama_cpp_gguf_q4_0": lambda t: llama_cpp(gguf, ids, a.tokens, t),
+                "lora_gguf_q4_k_m": lambda t: ours(q4_k_m, PROMPT, a.tokens, t),
+                "llama_cpp_gguf_q4_k_m": lambda t: llama_cpp(q4_k_m, ids, a.tokens, t)}
     load_before = os.getloadavg()
     results = {}
     for threads in [int(t) for t in a.threads.split(",")]:
@@ -179,19 +184,29 @@ def main():
                 print(f"threads {threads} run {i}: {name} decode "
                       f"{runs[name][-1]['tokens_per_s']:.2f} tokens/s", file=sys.stderr)
         results[threads] = runs
-        write_report(a, mlx, gguf, ids, programs, results, load_before)
+        write_report(a, (mlx, gguf, q4_k_m), ids, programs, results, load_before)
 
 
-def write_report(a, mlx, gguf, ids, programs, results, load_before):
+# Each of ours against llama.cpp on the same file (the MLX model against the Q4_0 file: the same
+# float weights at the same 4.5 bits a weight on disk).
+REFERENCE = {"lora_mlx_q4": "llama_cpp_gguf_q4_0", "lora_gguf_q4_0": "llama_cpp_gguf_q4_0",
+             "lora_gguf_q4_k_m": "llama_cpp_gguf_q4_k_m"}
+
+
+def write_report(a, models, ids, programs, results, load_before):
+    mlx, gguf, q4_k_m = models
     load_after = os.getloadavg()
 
     mlx_bytes, cfg = matrix_bytes(mlx)
     gguf_bytes, _ = matrix_bytes(gguf)
+    k_bytes, _ = matrix_bytes(q4_k_m)
     prompt_len = len(ids)
     context = prompt_len + (a.tokens + 1) / 2
     bytes_per_token = {"lora_mlx_q4": mlx_bytes + kv_bytes(cfg, context, 4),
                        "lora_gguf_q4_0": gguf_bytes + kv_bytes(cfg, context, 4),
-                       "llama_cpp_gguf_q4_0": gguf_bytes + kv_bytes(cfg, context, 2)}
+                       "llama_cpp_gguf_q4_0": gguf_bytes + kv_bytes(cfg, context, 2),
+                       "lora_gguf_q4_k_m": k_bytes + kv_bytes(cfg, context, 4),
+                       "llama_cpp_gguf_q4_k_m": k_bytes + kv_bytes(cfg, context, 2)}
     report = {"bench": "generate", "shape": a.shape, "config": cfg, "prompt_tokens": prompt_len,
               "generated_tokens": a.tokens, "runs": a.runs, "cpu": cpu_description(),
               "load_average_before": load_before, "load_average_after": load_after,
@@ -206,13 +221,16 @@ def write_report(a, mlx, gguf, ids, programs, results, load_before):
                            "prompt_tokens_per_s": summarize(runs[name], "prompt_tokens_per_s"),
                            "generated": [r["generated_tokens"] for r in runs[name]],
                            "bandwidth_share": decode["median"] * bytes_per_token[name] / 1e9 / bw}
-        ref = entry["llama_cpp_gguf_q4_0"]["decode_tokens_per_s"]["median"]
-        for name in ("lora_mlx_q4", "lora_gguf_q4_0"):
-            if ref > 0:
-                entry[name]["decode_vs_llama_cpp"] = (
-                    entry[name]["decode_tokens_per_s"]["median"] / ref)
+        for name, ref_name in REFERENCE.items():
+            for key, out in (("decode_tokens_per_s", "decode_vs_llama_cpp"),
+                             ("prompt_tokens_per_s", "prompt_vs_llama_cpp")):
+                ref = entry[ref_name][key]["median"]
+                if ref > 0:
+                    entry[name][out] = entry[name][key]["median"] / ref
         entry["same_greedy_tokens_gguf"] = (runs["lora_gguf_q4_0"][0]["tokens"] ==
                                             runs["llama_cpp_gguf_q4_0"][0]["tokens"])
+        entry["same_greedy_tokens_q4_k_m"] = (runs["lora_gguf_q4_k_m"][0]["tokens"] ==
+                                              runs["llama_cpp_gguf_q4_k_m"][0]["tokens"])
         report["threads"][str(threads)] = entry
     print_table(report)
     text = json.dumps(report, indent=1)
@@ -229,10 +247,10 @@ def print_table(report):
           file=sys.stderr)
     for threads, e in report["threads"].items():
         print(f"threads {threads}: triad {e['triad_gbps']['median']:.2f} GB/s", file=sys.stderr)
-        for name in ("lora_mlx_q4", "lora_gguf_q4_0", "llama_cpp_gguf_q4_0"):
+        for name in report["bytes_per_token"]:
             r = e[name]
             vs = r.get("decode_vs_llama_cpp")
-            print(f"  {name:22s} prompt {r['prompt_tokens_per_s']['median']:8.1f} tok/s  decode "
+            print(f"  {name:24s} prompt {r['prompt_tokens_per_s']['median']:8.1f} tok/s  decode "
                   f"{r['decode_tokens_per_s']['median']:7.2f} tok/s  "
                   f"{report['bytes_per_token'][name] / 1e6:7.1f} MB/token  "
                   f"{100 * r['bandwidth_share']:5.1f}% of triad"

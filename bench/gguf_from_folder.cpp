@@ -93,8 +93,7 @@ void write_gguf(const Model& m, GgmlType type, const GgufFile& tokenizer,
   add_vector(w, "output_norm.weight", m.final_norm);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& layer = m.layers[static_cast<std::size_t>(l)];
-    for (int p = 0; p < kNumProj; ++p) {
-      const auto proj = static_cast<Proj>(p);
+    for (const Proj proj : kSeparateProjs) {
       const FrozenWeight& f = layer.at(proj);
       const int64_t heads = proj == Proj::q ? c.num_heads : proj == Proj::k ? c.num_kv_heads : 0;
       w.add_tensor(gguf_proj_tensor(proj, l), type, {f.rows, f.cols}, ggml_bytes(f, type, heads));

@@ -1,5 +1,6 @@
 // Batched decode: sequences over one base with different prompts, lengths, adapters and strengths,
-// stepped together (one forward per step for all of them), give the ids each gives alone.
+// stepped together (one forward per step for all of them), give the ids each gives alone; a
+// prompt's last-token logits equal the last row of its full logits.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -149,6 +150,26 @@ TEST(BatchedDecodeForward, RowLogitsMatchTheOneSequencePass) {
   full.length = 1;
   const std::vector<DecodeRow> over{{&base, &full, 1}};
   EXPECT_THROW(forward_cached_batch(model, over), std::length_error);
+}
+
+// A prompt run for its last token's logits alone (what generation samples from) gives that row
+// of the full logits (within float rounding: one row's head is a matrix-vector product, eleven
+// rows' an sgemm), and leaves the same cache behind (the next step is bit for bit the same).
+TEST(CachedForward, LastLogitsAreTheLastRowOfAll) {
+  const Model model = make_random_model(small_config(), 11, /*quantize_bits=*/4);
+  const std::vector<int32_t> prompt = {3, 17, 42, 8, 61, 29, 5, 77, 12, 40, 33};
+  KVCache all = KVCache::create(model.config, 16), last = KVCache::create(model.config, 16);
+  const AdapterStack none;
+  const Tensor full = forward_cached(model, none, all, prompt);
+  const Tensor one = forward_cached(model, none, last, prompt, CachedLogits::Last);
+  const int64_t vocab = model.config.vocab_size, n = static_cast<int64_t>(prompt.size());
+  ASSERT_EQ(one.dim(0), 1);
+  for (int64_t v = 0; v < vocab; ++v)
+    EXPECT_NEAR(one.ptr()[v], full.ptr()[(n - 1) * vocab + v], 1e-5) << v;
+  const int32_t next = 9;
+  const Tensor after_all = forward_cached(model, none, all, {&next, 1});
+  const Tensor after_last = forward_cached(model, none, last, {&next, 1}, CachedLogits::Last);
+  for (int64_t v = 0; v < vocab; ++v) EXPECT_EQ(after_last.ptr()[v], after_all.ptr()[v]) << v;
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // The matrix-vector kernels of generation against the reference (the weight dequantized, then a
 // plain dot in double), on every instruction set this CPU runs: odd row counts (not a multiple
 // of the 4-row loop or the 16-row thread block), several vectors, beta, every MLX group size at
-// 4 and 8 bits, the ggml block types with kernels of their own and those widened a row at a time.
+// 4 and 8 bits, the ggml block types with kernels of their own (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+// Q4_K, Q5_K, Q6_K) and those widened 16 rows at a time (F16, BF16, Q2_K, Q3_K).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -92,6 +93,21 @@ TEST(FrozenGemv, GgmlBlocksEqualTheDequantizedProduct) {
     const auto bytes = test::random_ggml_bytes(t, kRows, cols, 3, 0.5f);
     const auto w = FrozenWeight::from_ggml(GgmlMatrix::owning(kRows, cols, t, bytes));
     expect_matches_reference(w, std::string(ggml_type_name(t)));
+  }
+}
+
+// The smallest rows each block type has (one 256-element super-block, three 32-element blocks:
+// the 16-lane loops' single pass and the 8-lane loops' two), with row counts that leave the
+// 4-row loop a tail of 1 and 3.
+TEST(FrozenGemv, GgmlBlocksOnShortRowsEqualTheDequantizedProduct) {
+  for (GgmlType t : test::kAllGgmlTypes) {
+    const int64_t cols = ggml_block_elems(t) == 256 ? 256 : 96;
+    for (int64_t rows : {int64_t(5), int64_t(7)}) {
+      const auto bytes = test::random_ggml_bytes(t, rows, cols, 13, 0.5f);
+      const auto w = FrozenWeight::from_ggml(GgmlMatrix::owning(rows, cols, t, bytes));
+      expect_matches_reference(w, std::string(ggml_type_name(t)) + ", " + std::to_string(rows) +
+                                      " x " + std::to_string(cols));
+    }
   }
 }
 

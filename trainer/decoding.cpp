@@ -49,8 +49,9 @@ std::optional<int32_t> Decoding::next() {
   if (!below_max_tokens()) return std::nullopt;
   const bool prefill = tokens().empty();
   const auto t0 = clock::now();
-  const Tensor logits = forward_cached(model_, adapters_, cache_,
-                                       prefill ? prompt() : std::span(&history_.back(), 1));
+  const Tensor logits =
+      forward_cached(model_, adapters_, cache_, prefill ? prompt() : std::span(&history_.back(), 1),
+                     CachedLogits::Last);
   const double seconds = std::chrono::duration<double>(clock::now() - t0).count();
   if (prefill) prompt_seconds_ = seconds;
   const int64_t vocab = model_.config.vocab_size;

@@ -399,7 +399,7 @@ ag::Var forward_hidden(ag::Tape& tape, const Model& model, const AdapterStack& a
 }
 
 Tensor forward_cached(const Model& model, const AdapterStack& adapters, KVCache& cache,
-                      std::span<const int32_t> ids) {
+                      std::span<const int32_t> ids, CachedLogits which) {
   const ModelConfig& c = model.config;
   const int64_t n = static_cast<int64_t>(ids.size());
   check_ids(model, ids, 1, n);
@@ -415,6 +415,12 @@ Tensor forward_cached(const Model& model, const AdapterStack& adapters, KVCache&
     x = block_output(tape, x, tape.constant(std::move(attn)), ctx, layer);
   }
   cache.length += n;
+  if (which == CachedLogits::Last && n > 1) {
+    Tensor last({1, c.hidden_size});
+    const float* row = x->value.ptr() + (n - 1) * c.hidden_size;
+    std::copy(row, row + c.hidden_size, last.ptr());
+    x = tape.constant(std::move(last));
+  }
   ag::Var h = ag::rmsnorm(tape, x, model.final_norm, c.hidden_size, c.rms_norm_eps);
   return cap_logits(c, ag::head_logits(model.head(), h->value));
 }

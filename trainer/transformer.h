@@ -41,9 +41,15 @@ ag::Var forward_hidden(ag::Tape& tape, const Model& model, const AdapterStack& a
                        std::span<const int32_t> ids, int64_t batch, int64_t seq,
                        std::span<const uint8_t> key_valid = {}, const ForwardOptions& opts = {});
 
-// Batch-1 incremental forward for generation: appends ids to the cache, returns logits [n, vocab].
+// Which rows of logits an incremental forward returns: every new token's, or the last one's
+// alone (generation samples from the last row only; the head is a large share of a prompt's work:
+// 27% of Qwen2.5-0.5B's weights).
+enum class CachedLogits { All, Last };
+
+// Batch-1 incremental forward for generation: appends ids to the cache, returns logits [n, vocab]
+// (All) or [1, vocab] for the last id (Last).
 Tensor forward_cached(const Model& model, const AdapterStack& adapters, KVCache& cache,
-                      std::span<const int32_t> ids);
+                      std::span<const int32_t> ids, CachedLogits which = CachedLogits::All);
 
 // One sequence's place in a batched decode step: its adapters (strengths included), its cache
 // (whose length is the new token's position) and the id to append.

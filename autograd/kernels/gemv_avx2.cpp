@@ -33,6 +33,28 @@ struct Avx2 {
   static ireg load_u8(const uint8_t* p) { return _mm256_cvtepu8_epi32(eight_bytes(p)); }
   static ireg load_s8(const uint8_t* p) { return _mm256_cvtepi8_epi32(eight_bytes(p)); }
   static reg to_float(ireg v) { return _mm256_cvtepi32_ps(v); }
+  static ireg and15(ireg v) { return _mm256_and_si256(v, _mm256_set1_epi32(15)); }
+  static ireg shr4(ireg v) { return _mm256_srli_epi32(v, 4); }
+  static ireg ior(ireg a, ireg b) { return _mm256_or_si256(a, b); }
+  // Lane l keeps bit l + 4 of bits << 4 (only the low 8 bits of `bits` matter here).
+  static ireg bit_lanes16(uint32_t bits) {
+    const ireg shifted = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>((bits & 255u) << 4)),
+                                           _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_and_si256(shifted, _mm256_set1_epi32(16));
+  }
+  static ireg bit_to_16(ireg h, int s) {
+    const ireg moved = _mm256_srlv_epi32(_mm256_slli_epi32(h, 4), _mm256_set1_epi32(s));
+    return _mm256_and_si256(moved, _mm256_set1_epi32(16));
+  }
+  template <int S>
+  static ireg high_pair(ireg h) {
+    ireg s;
+    if constexpr (S >= 0)
+      s = _mm256_slli_epi32(h, S);
+    else
+      s = _mm256_srli_epi32(h, -S);
+    return _mm256_and_si256(s, _mm256_set1_epi32(48));
+  }
   static reg low_nibble(ireg v) { return to_float(_mm256_and_si256(v, _mm256_set1_epi32(15))); }
   static reg high_nibble(ireg v) { return to_float(_mm256_srli_epi32(v, 4)); }
   static float f16(const uint8_t* p) {

@@ -30,6 +30,25 @@ struct Avx512 {
     return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   }
   static reg to_float(ireg v) { return _mm512_cvtepi32_ps(v); }
+  static ireg and15(ireg v) { return _mm512_and_si512(v, _mm512_set1_epi32(15)); }
+  static ireg shr4(ireg v) { return _mm512_srli_epi32(v, 4); }
+  static ireg ior(ireg a, ireg b) { return _mm512_or_si512(a, b); }
+  static ireg bit_lanes16(uint32_t bits) {
+    return _mm512_maskz_mov_epi32(static_cast<__mmask16>(bits), _mm512_set1_epi32(16));
+  }
+  static ireg bit_to_16(ireg h, int s) {
+    const ireg moved = _mm512_srlv_epi32(_mm512_slli_epi32(h, 4), _mm512_set1_epi32(s));
+    return _mm512_and_si512(moved, _mm512_set1_epi32(16));
+  }
+  template <int S>
+  static ireg high_pair(ireg h) {
+    ireg s;
+    if constexpr (S >= 0)
+      s = _mm512_slli_epi32(h, S);
+    else
+      s = _mm512_srli_epi32(h, -S);
+    return _mm512_and_si512(s, _mm512_set1_epi32(48));
+  }
   // A code is its own index into a register of 16 floats (vpermps reads the low 4 bits of each
   // lane): one shuffle instead of a mask and a conversion.
   static constexpr bool kCodeTable = true;

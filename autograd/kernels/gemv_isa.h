@@ -13,7 +13,7 @@ struct RowsArgs {
   int64_t rows = 0;  // rows at data (prefetching stops at the last)
   int64_t cols = 0;
   const float* x = nullptr;       // permuted by permute_for_nibbles for MLX 4-bit rows
-  const float* sums = nullptr;    // x summed per MLX group or per 32-element ggml block
+  const float* sums = nullptr;    // x summed per MLX group or per ggml block (16 or 32 elements)
   const float* scales = nullptr;  // MLX: [rows, groups]
   const float* biases = nullptr;
   int64_t group_size = 0;  // MLX
@@ -25,7 +25,7 @@ using RowsKernel = void (*)(const RowsArgs&, int64_t r0, int64_t r1);
 
 struct Kernels {
   void (*permute_for_nibbles)(const float* x, int64_t cols, float* out);
-  RowsKernel mlx4, mlx8, q4_0, q8_0, f32;
+  RowsKernel mlx4, mlx8, q4_0, q8_0, f32, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k;
 };
 
 }  // namespace lora::gemv

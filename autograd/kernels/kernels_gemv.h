@@ -5,7 +5,11 @@
 //
 // V provides: reg (W floats), ireg (W int32), zero(), load(const float*), set1, add, mul, fmadd,
 // hsum(reg); load_u8 / load_s8 (W bytes widened to W int32 lanes), low_nibble / high_nibble /
-// to_float (int lanes to float); f16(const uint8_t*) (one IEEE half); kCodeTable, and where it
+// to_float (int lanes to float); and15 / shr4 / ior (int lanes: low nibble, high nibble, or);
+// bit_lanes16(bits) (lane l: 16 if bit l of bits is set, else 0); high_pair<S>(h) (lane: the two
+// bits that shifting h left by S (right by -S) puts at bits 4-5, as 0..48); bit_to_16(h, s)
+// (lane: 16 if bit s of its byte h is set, else 0);
+// f16(const uint8_t*) (one IEEE half); kCodeTable, and where it
 // is true codes() (the floats 0..15) and lookup_low / lookup_high (a lane's low or high nibble
 // picks one of a register's 16 floats).
 //
@@ -13,6 +17,7 @@
 // hide the FMA latency, and each load of x serves R rows.
 #pragma once
 #include <cstdint>
+#include <cstring>
 
 #include "autograd/kernels/gemv_isa.h"
 
@@ -275,6 +280,211 @@ void q8_0_rows_at(const RowsArgs& a, int64_t r0) {
   for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]), a.beta);
 }
 
+// The 32-element ggml blocks with a fifth bit or a minimum: Q4_1 (d, m, 16 code bytes), Q5_0
+// (d, 32 high bits, 16 code bytes; w = d * (q - 16)) and Q5_1 (d, m, 32 high bits, 16 bytes).
+// Byte j holds elements j (low nibble) and j + 16 (high nibble), as in Q4_0; bit j of the high
+// word is element j's fifth bit. A block's dot is d * (q . x) + offset * sum(x), the offset being
+// m (Q4_1, Q5_1) or -16 d (Q5_0); the sums of x per block come precomputed.
+struct Q4_1Layout {
+  static constexpr int kBytes = 20, kCodes = 4;
+  static constexpr bool kMin = true, kHighBits = false;
+};
+struct Q5_0Layout {
+  static constexpr int kBytes = 22, kCodes = 6;
+  static constexpr bool kMin = false, kHighBits = true;
+};
+struct Q5_1Layout {
+  static constexpr int kBytes = 24, kCodes = 8;
+  static constexpr bool kMin = true, kHighBits = true;
+};
+
+template <class V, class L, int R>
+void q32_rows_at(const RowsArgs& a, int64_t r0) {
+  constexpr int W = V::W;
+  const int64_t blocks = a.cols / 32;
+  typename V::reg acc[R];
+  float offset_part[R];
+  const uint8_t* rows[R];
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    acc[r] = V::zero();
+    offset_part[r] = 0.0f;
+    rows[r] = a.data + (r0 + r) * a.row_bytes;
+  }
+  for (int64_t b = 0; b < blocks; ++b) {
+    typename V::reg lo[R], hi[R];
+    uint32_t qh[R] = {};
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) {
+      lo[r] = hi[r] = V::zero();
+      if constexpr (L::kHighBits) std::memcpy(&qh[r], rows[r] + L::kBytes * b + L::kCodes - 4, 4);
+    }
+    const float* xb = a.x + 32 * b;
+    prefetch_next_rows<R>(a, r0, L::kBytes * b, L::kBytes);
+    for (int k = 0; k < 16; k += W) {
+      const auto xl = V::load(xb + k), xh = V::load(xb + 16 + k);
+      LORA_GEMV_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const auto codes = V::load_u8(rows[r] + L::kBytes * b + L::kCodes + k);
+        auto cl = V::and15(codes), ch = V::shr4(codes);
+        if constexpr (L::kHighBits) {
+          cl = V::ior(cl, V::bit_lanes16(qh[r] >> k));
+          ch = V::ior(ch, V::bit_lanes16(qh[r] >> (16 + k)));
+        }
+        lo[r] = V::fmadd(V::to_float(cl), xl, lo[r]);
+        hi[r] = V::fmadd(V::to_float(ch), xh, hi[r]);
+      }
+    }
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* block = rows[r] + L::kBytes * b;
+      const float d = V::f16(block);
+      const float offset = L::kMin ? V::f16(block + 2) : -16.0f * d;
+      acc[r] = V::fmadd(V::add(lo[r], hi[r]), V::set1(d), acc[r]);
+      offset_part[r] += offset * a.sums[b];
+    }
+  }
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]) + offset_part[r], a.beta);
+}
+
+// Q4_K: 256-element blocks of 144 bytes: d and dmin (f16), 12 bytes of 6-bit scales and mins
+// for 8 sub-blocks of 32, then 128 code bytes. Each 32 bytes hold sub-block 2p in their low
+// nibbles and 2p + 1 in their high ones; w = d * sc * q - dmin * m, so a sub-block's dot is
+// d * sc * (q . x) - dmin * m * sum(x) (sums of x per 32 precomputed).
+inline void k_scale_min(int j, const uint8_t* s, int* sc, int* mn) {
+  if (j < 4) {
+    *sc = s[j] & 63;
+    *mn = s[j + 4] & 63;
+  } else {
+    *sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+    *mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
+// Q5_K is Q4_K with a fifth bit per element: 32 bytes after the scales (bit j of byte l is element
+// l of sub-block j) come before the 128 code bytes (176-byte blocks).
+template <class V, int R, bool kFifthBit = false>
+void q4_k_rows_at(const RowsArgs& a, int64_t r0) {
+  constexpr int W = V::W;
+  constexpr int64_t kBlockBytes = kFifthBit ? 176 : 144, kCodesAt = kFifthBit ? 48 : 16;
+  const int64_t blocks = a.cols / 256;
+  typename V::reg acc[R];
+  float offset_part[R];
+  const uint8_t* rows[R];
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    acc[r] = V::zero();
+    offset_part[r] = 0.0f;
+    rows[r] = a.data + (r0 + r) * a.row_bytes;
+  }
+  for (int64_t b = 0; b < blocks; ++b) {
+    prefetch_next_rows<R>(a, r0, kBlockBytes * b, kBlockBytes);
+    for (int p = 0; p < 4; ++p) {
+      const float* x0 = a.x + 256 * b + 64 * p;
+      typename V::reg lo[R], hi[R];
+      LORA_GEMV_UNROLL
+      for (int r = 0; r < R; ++r) lo[r] = hi[r] = V::zero();
+      for (int k = 0; k < 32; k += W) {
+        const auto xl = V::load(x0 + k), xh = V::load(x0 + 32 + k);
+        LORA_GEMV_UNROLL
+        for (int r = 0; r < R; ++r) {
+          const uint8_t* block = rows[r] + kBlockBytes * b;
+          const auto codes = V::load_u8(block + kCodesAt + 32 * p + k);
+          auto cl = V::and15(codes), ch = V::shr4(codes);
+          if constexpr (kFifthBit) {
+            const auto h = V::load_u8(block + 16 + k);
+            cl = V::ior(cl, V::bit_to_16(h, 2 * p));
+            ch = V::ior(ch, V::bit_to_16(h, 2 * p + 1));
+          }
+          lo[r] = V::fmadd(V::to_float(cl), xl, lo[r]);
+          hi[r] = V::fmadd(V::to_float(ch), xh, hi[r]);
+        }
+      }
+      const float* sums = a.sums + 8 * b + 2 * p;
+      LORA_GEMV_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* block = rows[r] + kBlockBytes * b;
+        const float d = V::f16(block), dmin = V::f16(block + 2);
+        int sc0, m0, sc1, m1;
+        k_scale_min(2 * p, block + 4, &sc0, &m0);
+        k_scale_min(2 * p + 1, block + 4, &sc1, &m1);
+        acc[r] = V::fmadd(lo[r], V::set1(d * float(sc0)), acc[r]);
+        acc[r] = V::fmadd(hi[r], V::set1(d * float(sc1)), acc[r]);
+        offset_part[r] += dmin * (float(m0) * sums[0] + float(m1) * sums[1]);
+      }
+    }
+  }
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]) - offset_part[r], a.beta);
+}
+
+// Q6_K: 256-element blocks of 210 bytes: 128 bytes of low nibbles, 64 of high bit pairs, 16
+// int8 scales (one per 16 elements), d (f16); w = d * sc * (q - 32). Each 128-element half reads
+// 64 low-nibble bytes and 32 high-bit bytes: byte l gives elements l, l + 32, l + 64, l + 96.
+// A 16-element group's dot is d * sc * (q . x - 32 * sum(x)) (sums of x per 16 precomputed).
+template <class V, int R>
+void q6_k_rows_at(const RowsArgs& a, int64_t r0) {
+  constexpr int W = V::W;
+  const int64_t blocks = a.cols / 256;
+  typename V::reg acc[R];
+  float offset_part[R];
+  const uint8_t* rows[R];
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    acc[r] = V::zero();
+    offset_part[r] = 0.0f;
+    rows[r] = a.data + (r0 + r) * a.row_bytes;
+  }
+  for (int64_t b = 0; b < blocks; ++b) {
+    prefetch_next_rows<R>(a, r0, 210 * b, 210);
+    for (int half = 0; half < 2; ++half) {
+      const float* xh = a.x + 256 * b + 128 * half;
+      for (int l0 = 0; l0 < 32; l0 += 16) {
+        typename V::reg part[R][4];
+        LORA_GEMV_UNROLL
+        for (int r = 0; r < R; ++r) part[r][0] = part[r][1] = part[r][2] = part[r][3] = V::zero();
+        for (int k = l0; k < l0 + 16; k += W) {
+          const auto x1 = V::load(xh + k), x2 = V::load(xh + 32 + k);
+          const auto x3 = V::load(xh + 64 + k), x4 = V::load(xh + 96 + k);
+          LORA_GEMV_UNROLL
+          for (int r = 0; r < R; ++r) {
+            const uint8_t* block = rows[r] + 210 * b;
+            const auto la = V::load_u8(block + 64 * half + k);
+            const auto lb = V::load_u8(block + 64 * half + 32 + k);
+            const auto h = V::load_u8(block + 128 + 32 * half + k);
+            part[r][0] = V::fmadd(V::to_float(V::ior(V::and15(la), V::template high_pair<4>(h))),
+                                  x1, part[r][0]);
+            part[r][1] = V::fmadd(V::to_float(V::ior(V::and15(lb), V::template high_pair<2>(h))),
+                                  x2, part[r][1]);
+            part[r][2] = V::fmadd(V::to_float(V::ior(V::shr4(la), V::template high_pair<0>(h))), x3,
+                                  part[r][2]);
+            part[r][3] = V::fmadd(V::to_float(V::ior(V::shr4(lb), V::template high_pair<-2>(h))),
+                                  x4, part[r][3]);
+          }
+        }
+        // Groups of 16: l0 / 16 + 2 q within this half's 8 scales.
+        const float* sums = a.sums + 16 * b + 8 * half + l0 / 16;
+        LORA_GEMV_UNROLL
+        for (int r = 0; r < R; ++r) {
+          const uint8_t* block = rows[r] + 210 * b;
+          const auto* sc = reinterpret_cast<const int8_t*>(block + 192 + 8 * half + l0 / 16);
+          const float d = V::f16(block + 208);
+          LORA_GEMV_UNROLL
+          for (int q = 0; q < 4; ++q) {
+            const float s = d * float(sc[2 * q]);
+            acc[r] = V::fmadd(part[r][q], V::set1(s), acc[r]);
+            offset_part[r] += s * sums[2 * q];
+          }
+        }
+      }
+    }
+  }
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r)
+    store_row(a.y, r0 + r, V::hsum(acc[r]) - 32.0f * offset_part[r], a.beta);
+}
+
 // f32 rows (also the rows other storages widen into a buffer first).
 template <class V, int R>
 void f32_rows_at(const RowsArgs& a, int64_t r0) {
@@ -319,7 +529,13 @@ constexpr lora::gemv::Kernels make_kernels() {
           &rows_in_fours<&mlx8_rows_at<V, 4>, &mlx8_rows_at<V, 1>>,
           &rows_in_fours<&q4_0_rows_at<V, 4>, &q4_0_rows_at<V, 1>>,
           &rows_in_fours<&q8_0_rows_at<V, 4>, &q8_0_rows_at<V, 1>>,
-          &rows_in_fours<&f32_rows_at<V, 4>, &f32_rows_at<V, 1>>};
+          &rows_in_fours<&f32_rows_at<V, 4>, &f32_rows_at<V, 1>>,
+          &rows_in_fours<&q32_rows_at<V, Q4_1Layout, 4>, &q32_rows_at<V, Q4_1Layout, 1>>,
+          &rows_in_fours<&q32_rows_at<V, Q5_0Layout, 4>, &q32_rows_at<V, Q5_0Layout, 1>>,
+          &rows_in_fours<&q32_rows_at<V, Q5_1Layout, 4>, &q32_rows_at<V, Q5_1Layout, 1>>,
+          &rows_in_fours<&q4_k_rows_at<V, 4>, &q4_k_rows_at<V, 1>>,
+          &rows_in_fours<&q4_k_rows_at<V, 4, true>, &q4_k_rows_at<V, 1, true>>,
+          &rows_in_fours<&q6_k_rows_at<V, 4>, &q6_k_rows_at<V, 1>>};
 }
 
 }  // namespace

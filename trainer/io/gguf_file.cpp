@@ -287,7 +287,9 @@ GgufFile GgufFile::open(const fs::path& path) {
   const auto size = static_cast<std::size_t>(st.st_size);
   void* addr = nullptr;
   if (size > 0) {
-    addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    // MAP_POPULATE faults every page in now (as llama.cpp's loader does), so the first forward
+    // pass does not take a page fault per 4 KiB of weights (a third of a 0.5B model's prompt).
+    addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
     if (addr == MAP_FAILED) {
       const int err = errno;
       ::close(fd);
