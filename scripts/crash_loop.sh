@@ -56,6 +56,7 @@ check_finished() {
     exit 1
   fi
   finished_runs=$((finished_runs + 1))
+  echo "run $finished_runs finished: its adapter is bit-identical"
   rm -rf "$out"
 }
 
@@ -88,10 +89,23 @@ multiple_after() {
 exec 2> >(grep -v --line-buffered ' Killed ' >&2)
 kills=0
 phases=(step checkpoint validation adapter outside)
+last_from=-1
+kills_from_here=0
 while ((kills < kills_wanted)); do
   # A run killed after its final checkpoint is complete: start another to kill.
   if (($(latest_step) >= iters)); then check_finished; fi
   from=$(latest_step)
+  # Near the end most phases aim at the last step: after two kills from the same checkpoint the
+  # run is let finish, so the kills spread over the steps (and over runs).
+  if ((from == last_from)); then kills_from_here=$((kills_from_here + 1)); else kills_from_here=0; fi
+  last_from=$from
+  if ((from > 0 && kills_from_here >= 2)); then
+    next_command
+    "${cmd[@]}" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+    check_finished
+    last_from=-1
+    continue
+  fi
   phase=${phases[$((RANDOM % ${#phases[@]}))]}
   case $phase in
     step) at=$((from + 1 + RANDOM % (iters - from))) ;;
