@@ -32,15 +32,14 @@ int send_requests(int port, int n, int first_seed) {
       httplib::Client client("127.0.0.1", port);
       for (int i = c; i < n; i += 4) {
         const bool chat = i % 3 == 0, stream = i % 2 == 0;
-        json body = {{"model", "base"},       {"max_tokens", 12},
-                     {"temperature", 0.9},    {"seed", first_seed + i},
-                     {"stream", stream},      {"stop", json::array({"zzz"})}};
+        json body = {{"model", "base"},        {"max_tokens", 12}, {"temperature", 0.9},
+                     {"seed", first_seed + i}, {"stream", stream}, {"stop", json::array({"zzz"})}};
         if (chat)
           body["messages"] = json::array({{{"role", "user"}, {"content", "Tell a story"}}});
         else
           body["prompt"] = "Once upon a time";
-        const auto res = client.Post(chat ? "/v1/chat/completions" : "/v1/completions",
-                                     body.dump(), "application/json");
+        const auto res = client.Post(chat ? "/v1/chat/completions" : "/v1/completions", body.dump(),
+                                     "application/json");
         const bool whole = res && res->status == 200 &&
                            (stream ? res->body.find("data: [DONE]") != std::string::npos
                                    : res->body.find("\"usage\"") != std::string::npos);

@@ -113,15 +113,20 @@ void expect_write_error(const CommandResult& r) {
   EXPECT_NE(r.err.find("File too large"), std::string::npos) << r.err;
 }
 
+// The earlier run whose files a failed write must keep: the data, then seed 1 trained into `out`.
+void train_earlier_run(const TempDir& tmp, const fs::path& out, const std::string& save_every) {
+  make_story_data(tmp / "data");
+  const CommandResult first = run_lora(train_args(tmp / "data", out, "1", save_every));
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+}
+
 // The adapter (about 40 KB here) does not fit a 20 KB file limit: the final write fails and the
 // adapter of the earlier run stays as it was.
 TEST(WriteFailures, FinalAdapterWriteKeepsThePreviousAdapter) {
   LORA_REQUIRE_SHARED(kStoriesModel);
   TempDir tmp("writefail");
-  make_story_data(tmp / "data");
   const fs::path out = tmp / "out";
-  auto first = run_lora(train_args(tmp / "data", out, "1", "0"));
-  ASSERT_EQ(first.exit_code, 0) << first.err;
+  ASSERT_NO_FATAL_FAILURE(train_earlier_run(tmp, out, "0"));
   const std::string adapter = read_file(out / "adapters.safetensors");
   const std::string config = read_file(out / "adapter_config.json");
   ASSERT_GT(adapter.size(), 20000u);
@@ -138,10 +143,8 @@ TEST(WriteFailures, FinalAdapterWriteKeepsThePreviousAdapter) {
 TEST(WriteFailures, CheckpointWriteKeepsThePreviousCheckpoints) {
   LORA_REQUIRE_SHARED(kStoriesModel);
   TempDir tmp("writefail");
-  make_story_data(tmp / "data");
   const fs::path out = tmp / "out";
-  auto first = run_lora(train_args(tmp / "data", out, "1", "1"));
-  ASSERT_EQ(first.exit_code, 0) << first.err;
+  ASSERT_NO_FATAL_FAILURE(train_earlier_run(tmp, out, "1"));
   ASSERT_TRUE(fs::exists(out / "checkpoints/step-00000001/state.safetensors"));
   const auto checkpoints = snapshot(out / "checkpoints");
   const std::string adapter = read_file(out / "adapters.safetensors");
@@ -183,21 +186,24 @@ OutputCommands merge_and_convert_commands(const fs::path& adapter, const fs::pat
   return c;
 }
 
+// The adapter, then every output of `c.first` from it.
+void write_earlier_outputs(const TempDir& tmp, const OutputCommands& c) {
+  ASSERT_NO_FATAL_FAILURE(train_earlier_run(tmp, tmp / "adapter", "0"));
+  for (const auto& args : c.first) {
+    const CommandResult ok = run_lora(args);
+    ASSERT_EQ(ok.exit_code, 0) << args[0] << " " << args.back() << ": " << ok.err;
+  }
+}
+
 // merge and convert write whole model folders (about 1 MB of weights) and GGUF files (about 1 MB
 // in f32): under a 100 KB limit every output from the earlier runs stays as it was.
 TEST(WriteFailures, MergeAndConvertKeepThePreviousOutputOnAFullDisk) {
   LORA_REQUIRE_SHARED(kStoriesModel);
   LORA_REQUIRE_SHARED(kStoriesGguf);
   TempDir tmp("writefail");
-  make_story_data(tmp / "data");
-  auto trained = run_lora(train_args(tmp / "data", tmp / "adapter", "1", "0"));
-  ASSERT_EQ(trained.exit_code, 0) << trained.err;
   const fs::path outs = tmp / "outs";
   const OutputCommands c = merge_and_convert_commands(tmp / "adapter", outs);
-  for (const auto& args : c.first) {
-    auto ok = run_lora(args);
-    ASSERT_EQ(ok.exit_code, 0) << args[0] << " " << args.back() << ": " << ok.err;
-  }
+  ASSERT_NO_FATAL_FAILURE(write_earlier_outputs(tmp, c));
   const auto before = snapshot(outs);
   for (const auto& args : c.again) {
     expect_write_error(run_lora_limited(100000, args));
@@ -212,12 +218,9 @@ TEST(WriteFailures, MergeAndConvertKeepThePreviousOutputInAReadOnlyFolder) {
   LORA_REQUIRE_SHARED(kStoriesModel);
   LORA_REQUIRE_SHARED(kStoriesGguf);
   TempDir tmp("writefail");
-  make_story_data(tmp / "data");
-  auto trained = run_lora(train_args(tmp / "data", tmp / "adapter", "1", "0"));
-  ASSERT_EQ(trained.exit_code, 0) << trained.err;
   const fs::path outs = tmp / "outs";
   const OutputCommands c = merge_and_convert_commands(tmp / "adapter", outs);
-  for (const auto& args : c.first) ASSERT_EQ(run_lora(args).exit_code, 0) << args.back();
+  ASSERT_NO_FATAL_FAILURE(write_earlier_outputs(tmp, c));
   const auto before = snapshot(outs);
   for (const auto& args : c.again) {
     const CommandResult r = run_lora_read_only(outs, args);
@@ -234,10 +237,8 @@ TEST(WriteFailures, MergeAndConvertKeepThePreviousOutputInAReadOnlyFolder) {
 TEST(WriteFailures, ReadOnlyAdapterFolderKeepsThePreviousAdapter) {
   LORA_REQUIRE_SHARED(kStoriesModel);
   TempDir tmp("writefail");
-  make_story_data(tmp / "data");
   const fs::path out = tmp / "out";
-  auto first = run_lora(train_args(tmp / "data", out, "1", "0"));
-  ASSERT_EQ(first.exit_code, 0) << first.err;
+  ASSERT_NO_FATAL_FAILURE(train_earlier_run(tmp, out, "0"));
   const auto before = snapshot(out);
   const CommandResult r = run_lora_read_only(out, train_args(tmp / "data", out, "2", "0"));
   EXPECT_NE(r.exit_code, 0);
@@ -253,10 +254,8 @@ TEST(WriteFailures, ReadOnlyAdapterFolderKeepsThePreviousAdapter) {
 TEST(WriteFailures, ReadOnlyCheckpointFolderKeepsThePreviousCheckpoints) {
   LORA_REQUIRE_SHARED(kStoriesModel);
   TempDir tmp("writefail");
-  make_story_data(tmp / "data");
   const fs::path out = tmp / "out";
-  auto first = run_lora(train_args(tmp / "data", out, "1", "1"));
-  ASSERT_EQ(first.exit_code, 0) << first.err;
+  ASSERT_NO_FATAL_FAILURE(train_earlier_run(tmp, out, "1"));
   open_to_all(out);
   const auto before = snapshot(out);
   const CommandResult r =

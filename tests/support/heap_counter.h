@@ -49,9 +49,7 @@ void* operator new(std::size_t n) { return lora::test::heap_counter::counted_new
 void* operator new[](std::size_t n) { return lora::test::heap_counter::counted_new(n); }
 void operator delete(void* p) noexcept { lora::test::heap_counter::counted_delete(p); }
 void operator delete[](void* p) noexcept { lora::test::heap_counter::counted_delete(p); }
-void operator delete(void* p, std::size_t) noexcept {
-  lora::test::heap_counter::counted_delete(p);
-}
+void operator delete(void* p, std::size_t) noexcept { lora::test::heap_counter::counted_delete(p); }
 void operator delete[](void* p, std::size_t) noexcept {
   lora::test::heap_counter::counted_delete(p);
 }
