@@ -3,7 +3,8 @@
 # in the middle of a checkpoint write, during validation, in the middle of the final adapter write
 # (the trainer's LORA_FAULT_SIGNAL_AT_STEP hook), and at random moments from outside. After every
 # kill no checkpoint folder is half-written (each one a reader would take is complete and parses);
-# at the end the adapter is bit-identical to the one an uninterrupted run writes.
+# every run that reaches its end (the kills are spread over as many runs as it takes: a run killed
+# after its last checkpoint is done) writes an adapter bit-identical to an uninterrupted run's.
 #   scripts/crash_loop.sh [N] [SEED]     (LORA_BIN: the CLI, default build/lora;
 #                                         LORA_SHARED: the shared folder, default ../shared)
 set -euo pipefail
@@ -45,6 +46,20 @@ check_folders() {
   fi
 }
 
+# A run that reached its end: its adapter is compared with the uninterrupted run's, then it goes
+# (the next kills go to a new run).
+finished_runs=0
+check_finished() {
+  check_folders
+  if ! cmp -s "$work/straight/adapters.safetensors" "$out/adapters.safetensors"; then
+    echo "crash_loop: the final adapter differs from the uninterrupted run's (run $((finished_runs + 1)))" >&2
+    exit 1
+  fi
+  finished_runs=$((finished_runs + 1))
+  echo "run $finished_runs finished: its adapter is bit-identical"
+  rm -rf "$out"
+}
+
 # The step of the newest checkpoint (0 when none).
 latest_step() {
   local last
@@ -74,10 +89,23 @@ multiple_after() {
 exec 2> >(grep -v --line-buffered ' Killed ' >&2)
 kills=0
 phases=(step checkpoint validation adapter outside)
+last_from=-1
+kills_from_here=0
 while ((kills < kills_wanted)); do
   # A run killed after its final checkpoint is complete: start another to kill.
-  if (($(latest_step) >= iters)); then rm -rf "$out"; fi
+  if (($(latest_step) >= iters)); then check_finished; fi
   from=$(latest_step)
+  # Near the end most phases aim at the last step: after two kills from the same checkpoint the
+  # run is let finish, so the kills spread over the steps (and over runs).
+  if ((from == last_from)); then kills_from_here=$((kills_from_here + 1)); else kills_from_here=0; fi
+  last_from=$from
+  if ((from > 0 && kills_from_here >= 2)); then
+    next_command
+    "${cmd[@]}" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+    check_finished
+    last_from=-1
+    continue
+  fi
   phase=${phases[$((RANDOM % ${#phases[@]}))]}
   case $phase in
     step) at=$((from + 1 + RANDOM % (iters - from))) ;;
@@ -104,7 +132,7 @@ while ((kills < kills_wanted)); do
     what="at step $at ($phase)"
   fi
   if ((rc == 0)); then
-    rm -rf "$out"  # it finished before the kill came: use the kill on another run
+    check_finished  # it finished before the kill came: use the kill on another run
     continue
   fi
   if ((rc != 137)); then
@@ -122,10 +150,5 @@ if (($(latest_step) < iters)); then
   next_command
   "${cmd[@]}" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
 fi
-check_folders
-if cmp -s "$work/straight/adapters.safetensors" "$out/adapters.safetensors"; then
-  echo "crash_loop: $kills kills, $kills resumes; the final adapter is bit-identical"
-else
-  echo "crash_loop: the final adapter differs from the uninterrupted run's" >&2
-  exit 1
-fi
+check_finished
+echo "crash_loop: $kills kills, $kills resumes over $finished_runs runs; every final adapter is bit-identical, no checkpoint folder was ever half-written"

@@ -10,55 +10,11 @@
 #include <new>
 
 #include "data/jsonl_stream.h"
+#include "support/heap_counter.h"
 #include "support/test_support.h"
 #include "train_fixtures.h"
 #include "trainer/evaluate.h"
 #include "trainer/gguf_tokenizer.h"
-
-namespace {
-// Live and peak bytes allocated through operator new, for the whole program.
-std::atomic<int64_t> g_live{0}, g_peak{0};
-constexpr std::size_t kHeader = 16;  // keeps new's 16-byte alignment
-
-void* counted_new(std::size_t n) {
-  void* p = std::malloc(n + kHeader);
-  if (p == nullptr) throw std::bad_alloc();
-  *static_cast<std::size_t*>(p) = n;
-  const int64_t live = g_live.fetch_add(int64_t(n)) + int64_t(n);
-  int64_t peak = g_peak.load();
-  while (live > peak && !g_peak.compare_exchange_weak(peak, live)) {
-  }
-  return static_cast<char*>(p) + kHeader;
-}
-
-void counted_delete(void* p) noexcept {
-  if (p == nullptr) return;
-  char* block = static_cast<char*>(p) - kHeader;
-  g_live.fetch_sub(int64_t(*reinterpret_cast<std::size_t*>(block)));
-  std::free(block);
-}
-}  // namespace
-
-void* operator new(std::size_t n) { return counted_new(n); }
-void* operator new[](std::size_t n) { return counted_new(n); }
-void operator delete(void* p) noexcept { counted_delete(p); }
-void operator delete[](void* p) noexcept { counted_delete(p); }
-void operator delete(void* p, std::size_t) noexcept { counted_delete(p); }
-void operator delete[](void* p, std::size_t) noexcept { counted_delete(p); }
-// The nothrow forms too: a sanitizer runtime serves them itself, and their blocks would then reach
-// counted_delete without its header.
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return counted_new(n);
-  } catch (const std::bad_alloc&) {
-    return nullptr;
-  }
-}
-void* operator new[](std::size_t n, const std::nothrow_t& tag) noexcept {
-  return ::operator new(n, tag);
-}
-void operator delete(void* p, const std::nothrow_t&) noexcept { counted_delete(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { counted_delete(p); }
 
 namespace lora::data {
 namespace {
@@ -197,10 +153,10 @@ TEST(JsonlStream, HeapDoesNotGrowWithTheRecords) {
   const auto file_bytes = int64_t(fs::file_size(file));
   const auto enc = stories_encoder(false, 256);
   auto peak_growth = [](const std::function<void()>& f) {
-    const int64_t before = g_live.load();
-    g_peak.store(before);
+    const int64_t before = test::heap_counter::live_bytes();
+    test::heap_counter::reset_peak();
     f();
-    return g_peak.load() - before;
+    return test::heap_counter::peak_bytes() - before;
   };
   const int64_t in_memory = peak_growth([&] { (void)read_jsonl(file); });
   std::size_t index_bytes = 0;

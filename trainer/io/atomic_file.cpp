@@ -72,10 +72,14 @@ void write_file_atomic(const fs::path& path, std::string_view text) {
 
 void write_dir_atomic(const fs::path& dir, const std::function<void(const fs::path& tmp)>& fill) {
   fs::path parent = dir.has_parent_path() ? dir.parent_path() : fs::path(".");
-  fs::create_directories(parent);
   std::string base = dir.filename().string();
   fs::path tmp = parent / ("." + base + ".tmp-" + unique_suffix());
-  fs::create_directory(tmp);
+  std::error_code made;
+  fs::create_directories(parent, made);
+  if (!made) fs::create_directory(tmp, made);
+  if (made)
+    throw std::runtime_error("cannot write " + dir.string() + ": creating " + tmp.string() +
+                             " fails (" + made.message() + ")");
   try {
     fill(tmp);
     for (const auto& e : fs::directory_iterator(tmp))

@@ -10,6 +10,7 @@
 #include "trainer/chat_prompt.h"
 #include "trainer/serve/adapter_registry.h"
 #include "trainer/serve/api_error.h"
+#include "trainer/serve/connection_watch.h"
 #include "trainer/serve/openai_response.h"
 #include "trainer/serve/web_page.h"
 
@@ -20,7 +21,7 @@ namespace {
 using nlohmann::json;
 using namespace std::chrono_literals;
 
-// Longest wait for an answer to begin before its headers (status 200) go out anyway.
+// Longest wait for a streamed answer to begin before its headers (status 200) go out anyway.
 constexpr auto kStatusWait = 20s;
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
@@ -52,6 +53,25 @@ class Probe {
   std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
 };
 
+// The error object and status of a job that ended in error: the server stopping (503) or a
+// failure of its own (500).
+ApiError job_error(const Job& job) {
+  return job.finish_reason == "cancelled" ? ApiError(503, job.error, "", "service_unavailable")
+                                          : ApiError(500, job.error, "", "internal_error");
+}
+
+// Counts an answer in progress for as long as it lives.
+class Counted {
+ public:
+  explicit Counted(std::atomic<int>& n) : n_(n) { ++n_; }
+  ~Counted() { --n_; }
+  Counted(const Counted&) = delete;
+  Counted& operator=(const Counted&) = delete;
+
+ private:
+  std::atomic<int>& n_;
+};
+
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -79,6 +99,10 @@ struct Server::Impl {
   void routes();
   std::shared_ptr<Job> make_job(const CompletionRequest& r);
   void complete(const httplib::Request& req, httplib::Response& res, bool chat);
+  void whole_answer(const httplib::Request& req, httplib::Response& res, Job& job,
+                    const ResponseHeader& header);
+  void stream_answer(httplib::Response& res, const std::shared_ptr<Job>& job,
+                     const ResponseHeader& header, bool include_usage);
   json models_json() const;
 
   // Every handler answers an ApiError with its status and error object.
@@ -176,16 +200,45 @@ void Server::Impl::complete(const httplib::Request& req, httplib::Response& res,
                    "rate_limit_exceeded");
   if (submitted == Submitted::stopping)
     throw ApiError(503, "the server is stopping", "", "service_unavailable");
+  const ResponseHeader header{chat, (chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id++),
+                              unix_now(), r.model};
+  if (r.stream)
+    stream_answer(res, job, header, r.include_usage);
+  else
+    whole_answer(req, res, *job, header);
+}
+
+void Server::Impl::whole_answer(const httplib::Request& req, httplib::Response& res, Job& job,
+                                const ResponseHeader& header) {
+  // Nothing is written before the answer is complete, so its status is the real one: a failure
+  // at any point (the server stopping, an internal error) is an error status the client sees as
+  // one. Meanwhile the connection is watched, so a client that leaves frees its slot.
+  const Counted counted(open_answers);
+  const ConnectionWatch connection(req);
+  std::string text;
+  for (bool finished = false; !finished;) {
+    text += job.take(250ms, finished);
+    if (!finished && !connection.client_connected()) {
+      job.cancelled = true;
+      // nginx's "client closed request": nobody is left to read it.
+      send_json(res, 499, ApiError::error_body(499, "the client closed the connection"));
+      return;
+    }
+  }
+  if (!job.error.empty()) throw job_error(job);
+  send_json(res, 200,
+            completion_json(header, text, job.finish_reason,
+                            {static_cast<int64_t>(job.prompt.size()), job.completion_tokens}));
+}
+
+void Server::Impl::stream_answer(httplib::Response& res, const std::shared_ptr<Job>& job,
+                                 const ResponseHeader& header, bool include_usage) {
   // The status goes out with the first byte, so it is settled first: the handler waits until the
   // answer has begun (a queued request waits for its slot here), for at most kStatusWait, so
   // that a long queue never holds a client without headers until its HTTP library gives up. A
   // failure up to then (admission, the prompt's pass, the server stopping) is answered with its
-  // own status; one after it ends the 200 answer with an error object.
-  if (job->wait_begun(kStatusWait) && !job->error.empty())
-    throw ApiError(job->finish_reason == "cancelled" ? 503 : 500, job->error, "",
-                   job->finish_reason == "cancelled" ? "service_unavailable" : "internal_error");
-  const ResponseHeader header{chat, (chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id++),
-                              unix_now(), r.model};
+  // own status; one after it ends the stream with an error event, as OpenAI's API does.
+  if (job->wait_begun(kStatusWait) && !job->error.empty()) throw job_error(*job);
   const Usage prompt_usage{static_cast<int64_t>(job->prompt.size()), 0};
   // The client leaving (a failed write) cancels the job: its slot is freed at the next step. The
   // release runs once the response is over, however it ended.
@@ -194,55 +247,34 @@ void Server::Impl::complete(const httplib::Request& req, httplib::Response& res,
     job->cancelled = true;
     --open_answers;
   };
-  if (r.stream) {
-    auto provider = [job, header, prompt_usage, include_usage = r.include_usage, sent_role = false,
-                     probe = Probe()](std::size_t, httplib::DataSink& sink) mutable {
-      bool finished = false;
-      const std::string text = job->take(250ms, finished);
-      std::string out;
-      if (header.chat && !sent_role) {
-        out += sse_event(chunk_json(header, "", "", /*with_role=*/true));
-        sent_role = true;
-      }
-      if (!text.empty()) out += sse_event(chunk_json(header, text));
-      if (finished) {
-        if (!job->error.empty()) {
-          out += sse_event(ApiError::error_body(500, job->error));
-        } else {
-          out += sse_event(chunk_json(header, "", job->finish_reason));
-          if (include_usage)
-            out += sse_event(
-                usage_chunk_json(header, {prompt_usage.prompt_tokens, job->completion_tokens}));
-        }
-        out += kSseDone;
-      } else if (out.empty() && probe.due()) {
-        out = ": waiting\n\n";  // an SSE comment: finds out whether the client is still there
-      }
-      if (!out.empty() && !sink.write(out.data(), out.size())) return false;
-      if (finished) sink.done();
-      return true;
-    };
-    res.set_chunked_content_provider("text/event-stream", provider, release);
-    return;
-  }
-  auto provider = [job, header, prompt_usage, probe = Probe(), text = std::string()](
+  auto provider = [job, header, prompt_usage, include_usage, sent_role = false, probe = Probe()](
                       std::size_t, httplib::DataSink& sink) mutable {
     bool finished = false;
-    text += job->take(250ms, finished);
-    if (!finished) {
-      // Leading whitespace is valid JSON: writing it finds out whether the client is still there.
-      return !probe.due() || sink.write(" ", 1);
+    const std::string text = job->take(250ms, finished);
+    std::string out;
+    if (header.chat && !sent_role) {
+      out += sse_event(chunk_json(header, "", "", /*with_role=*/true));
+      sent_role = true;
     }
-    const std::string body =
-        job->error.empty()
-            ? dump(completion_json(header, text, job->finish_reason,
-                                   {prompt_usage.prompt_tokens, job->completion_tokens}))
-            : dump(ApiError::error_body(500, job->error));
-    if (!sink.write(body.data(), body.size())) return false;
-    sink.done();
+    if (!text.empty()) out += sse_event(chunk_json(header, text));
+    if (finished) {
+      if (!job->error.empty()) {
+        out += sse_event(job_error(*job).body());
+      } else {
+        out += sse_event(chunk_json(header, "", job->finish_reason));
+        if (include_usage)
+          out += sse_event(
+              usage_chunk_json(header, {prompt_usage.prompt_tokens, job->completion_tokens}));
+      }
+      out += kSseDone;
+    } else if (out.empty() && probe.due()) {
+      out = ": waiting\n\n";  // an SSE comment: finds out whether the client is still there
+    }
+    if (!out.empty() && !sink.write(out.data(), out.size())) return false;
+    if (finished) sink.done();
     return true;
   };
-  res.set_chunked_content_provider("application/json", provider, release);
+  res.set_chunked_content_provider("text/event-stream", provider, release);
 }
 
 void Server::Impl::routes() {

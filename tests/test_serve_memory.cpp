@@ -1,0 +1,79 @@
+// The server's heap does not grow with the number of requests it has answered: after a warm-up
+// (thread pool, connections, caches at their working size), many more completions and chats,
+// streamed and not, sampled with new seeds, leave the bytes held through operator new where they
+// were (tests/support/heap_counter.h; the allocator's own caches do not count), in this process,
+// with the server and its clients on loopback.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <atomic>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "support/heap_counter.h"
+#include "support/test_support.h"
+#include "train_fixtures.h"
+#include "trainer/model.h"
+#include "trainer/serve/server.h"
+
+namespace lora::test {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+// `n` requests from four clients at once, of every kind in turn; returns how many were not
+// answered with 200 and a complete body.
+int send_requests(int port, int n, int first_seed) {
+  std::atomic<int> failed{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 4; ++c)
+    clients.emplace_back([&, c] {
+      httplib::Client client("127.0.0.1", port);
+      for (int i = c; i < n; i += 4) {
+        const bool chat = i % 3 == 0, stream = i % 2 == 0;
+        json body = {{"model", "base"},        {"max_tokens", 12}, {"temperature", 0.9},
+                     {"seed", first_seed + i}, {"stream", stream}, {"stop", json::array({"zzz"})}};
+        if (chat)
+          body["messages"] = json::array({{{"role", "user"}, {"content", "Tell a story"}}});
+        else
+          body["prompt"] = "Once upon a time";
+        const auto res = client.Post(chat ? "/v1/chat/completions" : "/v1/completions", body.dump(),
+                                     "application/json");
+        const bool whole = res && res->status == 200 &&
+                           (stream ? res->body.find("data: [DONE]") != std::string::npos
+                                   : res->body.find("\"usage\"") != std::string::npos);
+        if (!whole) ++failed;
+      }
+    });
+  for (auto& t : clients) t.join();
+  return failed;
+}
+
+TEST(ServeMemory, HeapIsFlatOverManyRequests) {
+  LORA_REQUIRE_SHARED(kStoriesModel);
+  const Model model = load_model(shared_dir() / kStoriesModel);
+  serve::ServeOptions options;
+  options.model_dir = shared_dir() / kStoriesModel;
+  options.model_name = "base";
+  options.scheduler = {.slots = 4, .queue_size = 8, .max_batch = 4};
+  serve::Server server(model, options);
+  const int port = server.bind("127.0.0.1", 0);
+  std::thread listener([&] { server.listen(); });
+
+  ASSERT_EQ(send_requests(port, 200, 0), 0);  // the warm-up
+  std::this_thread::sleep_for(200ms);         // the last answers' threads finish their writes
+  const int64_t before = heap_counter::live_bytes();
+  ASSERT_EQ(send_requests(port, 1000, 100000), 0);
+  std::this_thread::sleep_for(200ms);
+  const int64_t after = heap_counter::live_bytes();
+  server.stop();
+  listener.join();
+  // 1000 requests: a leak of 16 bytes each would show.
+  EXPECT_LT(after - before, 16 << 10) << "live heap " << before << " -> " << after << " bytes";
+  std::printf("live heap %lld -> %lld bytes over 1000 requests\n", static_cast<long long>(before),
+              static_cast<long long>(after));
+}
+
+}  // namespace
+}  // namespace lora::test
