@@ -1,16 +1,20 @@
 // ggml block types: hand-made blocks decoded by hand, the run-time-dispatched kernels against the
 // scalar reference, the 32-element quantizers' rounding, and the frozen products and gradients
-// through every type.
+// through every type (by finite differences, and by torch autograd on the dequantized matrix).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 
 #include "autograd/frozen_weight.h"
 #include "autograd/gguf_quant.h"
 #include "autograd/ops.h"
 #include "gguf_test_util.h"
 #include "gradcheck_util.h"
+#include "support/test_support.h"
+#include "trainer/io/safetensors.h"
 
 namespace lora {
 namespace {
@@ -321,6 +325,58 @@ TEST(GgmlTypes, LinearGradientsThroughEveryType) {
                                   test::numeric_grad([&](auto& v) { return loss(x, a, v); }, b, h)),
               kTol)
         << ggml_type_name(t);
+  }
+}
+
+// The same linear with a LoRA branch, every type: our products and gradients through the stored
+// blocks against torch autograd (scripts/torch_linear_grad.py, float64) on the matrix our
+// dequantization gives. Rows of two 256-element blocks, so the K-quants hold whole super-blocks.
+TEST(GgmlTypes, LinearGradientsMatchTorchOnTheDequantizedMatrix) {
+  LORA_REQUIRE_TORCH();
+  const int64_t n = 3, in = 512, out = 7, rank = 3;
+  const float s = 0.6f;
+  const auto x = test::to_float(test::random_values(n * in, 21)),
+             a = test::to_float(test::random_values(rank * in, 22)),
+             b = test::to_float(test::random_values(out * rank, 23)),
+             r = test::to_float(test::random_values(n * out, 24));
+  test::TempDir tmp("torch-linear");
+  std::vector<std::string> argv = {test::torch_python(),
+                                   std::string(LORA_SOURCE_DIR) + "/scripts/torch_linear_grad.py"};
+  std::map<GgmlType, std::map<std::string, std::vector<float>>> ours;
+  for (GgmlType t : kAllGgmlTypes) {
+    const FrozenWeight fw =
+        FrozenWeight::from_ggml(GgmlMatrix::owning(out, in, t, random_ggml_bytes(t, out, in, 19)));
+    ag::Parameter A{Tensor({rank, in}, a), {}}, B{Tensor({out, rank}, b), {}};
+    const std::vector<ag::LoraBranch> branches = {{&A, &B, s, 0.0f, 0, true}};
+    ag::Tape tape;
+    ag::Var xv = tape.make(Tensor({n, in}, x), true);
+    ag::Var y = ag::linear(tape, xv, fw, nullptr, branches);
+    tape.backward_from(y, Tensor(y->value.shape, r));
+    ours[t] = {{"y", y->value.data},
+               {"grad.x", xv->grad.data},
+               {"grad.A", A.grad.data},
+               {"grad.B", B.grad.data}};
+    const std::string name = ggml_type_name(t);
+    write_safetensors(
+        tmp / (name + ".in.safetensors"),
+        {TensorData::from_f32("W", {out, in}, fw.to_f32()), TensorData::from_f32("x", {n, in}, x),
+         TensorData::from_f32("A", {rank, in}, a), TensorData::from_f32("B", {out, rank}, b),
+         TensorData::from_f32("upstream", {n, out}, r)},
+        {{"scale", "0.6"}});
+    argv.push_back((tmp / (name + ".in.safetensors")).string());
+    argv.push_back((tmp / (name + ".out.safetensors")).string());
+  }
+  const auto res = test::run_program(argv);
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  for (const auto& [t, mine] : ours) {
+    const auto torch =
+        SafetensorsFile::open(tmp / (std::string(ggml_type_name(t)) + ".out.safetensors"));
+    for (const auto& [key, got] : mine) {
+      const std::vector<float> want = torch.read_f32(key);
+      ASSERT_EQ(want.size(), got.size()) << ggml_type_name(t) << " " << key;
+      EXPECT_GT(*std::max_element(want.begin(), want.end()), 0.0f) << ggml_type_name(t) << key;
+      EXPECT_LT(test::max_rel_error(got, want), 1e-5) << ggml_type_name(t) << " " << key;
+    }
   }
 }
 
