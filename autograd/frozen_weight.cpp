@@ -39,14 +39,40 @@ void scale_in_place(float* y, int64_t count, float beta) {
     std::for_each(y, y + count, [beta](float& v) { v *= beta; });
 }
 
-// Rows [r0, r1) of W + sum of deltas as f32 into buf ([r1 - r0, cols]).
+// buf (rows [r0, r1) of the widened weight) += scale * B[r0:r1] A for every delta, a row at a time
+// while the row is still in cache from its widening.
+void add_deltas(std::span<const LowRankDelta> deltas, int64_t r0, int64_t r1, int64_t cols,
+                float* buf) {
+  for (int64_t r = r0; r < r1; ++r) {
+    float* row = buf + (r - r0) * cols;
+    for (const LowRankDelta& d : deltas)
+      for (int64_t k = 0; k < d.rank; ++k) {
+        const float s = d.scale * d.B[r * d.rank + k];
+        const float* a = d.A + k * cols;
+#pragma omp simd
+        for (int64_t c = 0; c < cols; ++c) row[c] += s * a[c];
+      }
+  }
+}
+
+// Rows [r0, r1) of W + sum of deltas as f32 into buf ([r1 - r0, cols]). With deltas, widening
+// and folding go together in L1-sized chunks of rows, one parallel loop for both: a separate
+// rank-r sgemm over the whole tile would pass over it once more from memory (and BLAS threads a
+// product of inner size r poorly).
 void widen_rows(const FrozenWeight& w, int64_t r0, int64_t r1, std::span<const LowRankDelta> deltas,
                 float* buf) {
-  w.rows_f32(r0, r1, buf);
-  const auto R = static_cast<int>(r1 - r0), C = static_cast<int>(w.cols);
-  for (const LowRankDelta& d : deltas)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, C, static_cast<int>(d.rank), d.scale,
-                d.B + r0 * d.rank, static_cast<int>(d.rank), d.A, C, 1.0f, buf, C);
+  if (deltas.empty()) {
+    w.rows_f32(r0, r1, buf);
+    return;
+  }
+  const int64_t chunk = std::max<int64_t>(1, 8192 / std::max<int64_t>(w.cols, 1));
+#pragma omp parallel for schedule(static) if ((r1 - r0) * w.cols >= (int64_t(1) << 16))
+  for (int64_t c0 = r0; c0 < r1; c0 += chunk) {
+    const int64_t c1 = std::min(r1, c0 + chunk);
+    float* out = buf + (c0 - r0) * w.cols;
+    w.rows_f32(c0, c1, out);  // a nested region: runs on this thread
+    add_deltas(deltas, c0, c1, w.cols, out);
+  }
 }
 
 void check_deltas(std::span<const LowRankDelta> deltas, ComputeDType compute) {

@@ -79,14 +79,16 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
       for (int64_t o = 0; o < out; ++o) y.data[i * out + o] += (*bias)[o];
 
   // u = dropout(x) A^T [n, r] per branch, kept for dB in backward (small: rank columns). A folded
-  // branch already sits in y; it needs u only to train.
+  // branch already sits in y; backward forms its u from the x blocks it reads for dA anyway, so
+  // forward makes no pass over x for it.
   std::vector<Tensor> low_rank;
   std::vector<float> scratch;
   bool trains = false;
-  const OpTimer lora_timer(lora.empty() ? nullptr : tape.profile(), "lora", tape.forward_phase());
+  const OpTimer lora_timer(lora.empty() || fold ? nullptr : tape.profile(), "lora",
+                           tape.forward_phase());
   for (const LoraBranch& br : lora) {
     trains = trains || br.trainable;
-    if (fold && !br.trainable) {
+    if (fold) {
       low_rank.emplace_back();
       continue;
     }
@@ -129,7 +131,8 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
         if (br.trainable) {
           br.A->ensure_grad();
           br.B->ensure_grad();
-          kernels::lora_backward(g, branch_input(br, xv, scratch), low_rank[bi].ptr(),
+          kernels::lora_backward(g, branch_input(br, xv, scratch),
+                                 fold ? nullptr : low_rank[bi].ptr(), br.A->value.ptr(),
                                  br.B->value.ptr(), n, in, out, r, br.scale, gu.data(),
                                  br.A->grad.ptr(), br.B->grad.ptr());
         } else {
