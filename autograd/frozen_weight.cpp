@@ -22,8 +22,6 @@ constexpr int64_t kTileFloats = int64_t(1) << 23;
 int64_t tile_rows(const FrozenWeight& w) {
   return std::clamp<int64_t>(kTileFloats / std::max<int64_t>(w.cols, 1), 1, w.rows);
 }
-// Rounding to bf16 works on smaller f32 tiles: the bf16 output is the big buffer there.
-constexpr int64_t kTileRows = 256;
 
 void check_size(std::size_t have, int64_t rows, int64_t cols, const char* what) {
   if (rows < 0 || cols < 0 || have != static_cast<std::size_t>(rows * cols))
@@ -185,21 +183,26 @@ void FrozenWeight::rows_f32(int64_t begin, int64_t end, float* out) const {
 }
 
 void FrozenWeight::rows_bf16(int64_t begin, int64_t end, uint16_t* out) const {
+  if (begin < 0 || end > rows || begin > end)
+    throw std::out_of_range("FrozenWeight::rows_bf16: rows [" + std::to_string(begin) + ", " +
+                            std::to_string(end) + ") of " + std::to_string(rows));
   if (format == WeightFormat::BF16) {
-    if (begin < 0 || end > rows || begin > end)
-      throw std::out_of_range("FrozenWeight::rows_bf16: rows [" + std::to_string(begin) + ", " +
-                              std::to_string(end) + ") of " + std::to_string(rows));
     std::copy_n(bf16.data() + begin * cols, (end - begin) * cols, out);
     return;
   }
-  // Widen kTileRows rows at a time, then round: the f32 copy never exceeds one tile.
-  const int64_t tile = std::max<int64_t>(1, std::min(kTileRows, end - begin));
-  std::vector<float> buf(static_cast<std::size_t>(tile * cols));
-  for (int64_t r0 = begin; r0 < end; r0 += tile) {
-    const int64_t r1 = std::min(end, r0 + tile);
-    rows_f32(r0, r1, buf.data());
-    convert_from_f32(DType::BF16, buf.data(), static_cast<std::size_t>((r1 - r0) * cols),
-                     out + (r0 - begin) * cols);
+  // Each thread widens a chunk of rows into a buffer that stays in cache and rounds it from there:
+  // the f32 copy never exceeds a chunk per thread, and neither step waits on one thread.
+  const int64_t chunk = std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1));
+#pragma omp parallel if ((end - begin) * cols >= (int64_t(1) << 16))
+  {
+    std::vector<float> buf(static_cast<std::size_t>(chunk * cols));
+#pragma omp for schedule(static)
+    for (int64_t r0 = begin; r0 < end; r0 += chunk) {
+      const int64_t r1 = std::min(end, r0 + chunk);
+      rows_f32(r0, r1, buf.data());  // a nested region: runs on this thread
+      convert_from_f32(DType::BF16, buf.data(), static_cast<std::size_t>((r1 - r0) * cols),
+                       out + (r0 - begin) * cols);
+    }
   }
 }
 

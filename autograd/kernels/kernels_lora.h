@@ -129,7 +129,66 @@ inline void accumulate_outer(const float* coef, int64_t r, const float* X, int64
         acc[kk * cols + c] += coef[i * r + kk] * X[i * ldx + c];
 }
 
+// out[i * width + c] += scale * sum_k coef[i * r + k] * M[k * width + c] for i < rows: a column
+// chunk of M (r rows) stays in L1 while every row of the block runs over it.
+inline void rank_expand(const float* coef, int64_t rows, const float* M, int64_t width, int64_t r,
+                        float scale, float* out) {
+  constexpr int64_t kChunk = 256;
+  const int64_t vec_end = width / 8 * 8;
+  for (int64_t c0 = 0; c0 < vec_end; c0 += kChunk) {
+    const int64_t c1 = std::min(vec_end, c0 + kChunk);
+    for (int64_t i = 0; i < rows; ++i) {
+      float* o = out + i * width;
+      for (int64_t c = c0; c < c1; c += 8) {
+        vf8 acc = load8(o + c);
+        for (int64_t k = 0; k < r; ++k) {
+          const float s = scale * coef[i * r + k];
+          const vf8 sv = {s, s, s, s, s, s, s, s};
+          acc += sv * load8(M + k * width + c);
+        }
+        store8(o + c, acc);
+      }
+    }
+  }
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t c = vec_end; c < width; ++c) {
+      float acc = 0.0f;
+      for (int64_t k = 0; k < r; ++k) acc += scale * coef[i * r + k] * M[k * width + c];
+      out[i * width + c] += acc;
+    }
+}
+
 }  // namespace lora_detail
+
+// The rank-r products of a branch that is not folded into the frozen weight, split over the
+// threads by token blocks (a BLAS call with an inner or outer size of r threads poorly):
+//   rank_project: out[n, r] = scale * X[n, width] M^T, M [r, width] (u = x A^T, gu = g B)
+//   rank_expand:  out[n, width] += scale * coef[n, r] M, M [r, width] (y += s u B^T, dx += gu A)
+inline void rank_project(const float* X, int64_t n, const float* M, int64_t width, int64_t r,
+                         float scale, float* out) {
+  constexpr int64_t kBlock = 32;
+#pragma omp parallel for schedule(static) if (n * width * r >= (int64_t(1) << 18))
+  for (int64_t i0 = 0; i0 < n; i0 += kBlock)
+    lora_detail::rank_dots(X + i0 * width, width, std::min(kBlock, n - i0), M, width, r, scale,
+                           out + i0 * r);
+}
+
+inline void rank_expand(const float* coef, int64_t n, const float* M, int64_t width, int64_t r,
+                        float scale, float* out) {
+  constexpr int64_t kBlock = 32;
+#pragma omp parallel for schedule(static) if (n * width * r >= (int64_t(1) << 18))
+  for (int64_t i0 = 0; i0 < n; i0 += kBlock)
+    lora_detail::rank_expand(coef + i0 * r, std::min(kBlock, n - i0), M, width, r, scale,
+                             out + i0 * width);
+}
+
+// M^T of a row-major [rows, cols] matrix, as [cols, rows] (B [out, r] -> B^T [r, out]).
+inline std::vector<float> transposed(const float* m, int64_t rows, int64_t cols) {
+  std::vector<float> t(static_cast<std::size_t>(rows * cols));
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) t[j * rows + i] = m[i * cols + j];
+  return t;
+}
 
 // `u` may be null: then u = x A^T is formed a token block at a time from the x rows the block
 // reads anyway (a branch folded into the frozen product never forms u in forward).
@@ -137,10 +196,7 @@ inline void lora_backward(const float* g, const float* x, const float* u, const 
                           const float* B, int64_t n, int64_t in, int64_t out, int64_t r,
                           float scale, float* gu, float* dA, float* dB) {
   constexpr int64_t kBlock = 32;  // tokens per block: 32 rows of g and x stay in L2
-  // B^T [r, out]: gu's dot products run along contiguous rows.
-  std::vector<float> bt(static_cast<std::size_t>(r * out));
-  for (int64_t o = 0; o < out; ++o)
-    for (int64_t k = 0; k < r; ++k) bt[k * out + o] = B[o * r + k];
+  const std::vector<float> bt = transposed(B, out, r);  // gu's dots run along contiguous rows
   const int threads = n >= 4 * kBlock ? omp_get_max_threads() : 1;
   // Per thread: dB^T [r, out] then dA [r, in].
   const int64_t per_thread = r * (out + in);
