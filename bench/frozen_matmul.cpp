@@ -55,8 +55,8 @@ int main(int argc, char** argv) {
   std::string rows;
   for (const Shape& s : shapes) {
     const auto wf = uniform(std::size_t(s.n) * s.k, 1);
-    const lora::FrozenWeight q4 = lora::FrozenWeight::from_quantized(
-        lora::quantize(wf, s.n, s.k, 4, 64, lora::DType::BF16));
+    const lora::FrozenWeight q4 =
+        lora::FrozenWeight::from_quantized(lora::quantize(wf, s.n, s.k, 4, 64, lora::DType::BF16));
     const std::vector<float> w = q4.to_f32();
     const auto x = uniform(std::size_t(m) * s.k, 2), g = uniform(std::size_t(m) * s.n, 3);
     const auto a = uniform(std::size_t(rank) * s.k, 4), b = uniform(std::size_t(s.n) * rank, 5);
@@ -77,12 +77,12 @@ int main(int argc, char** argv) {
         flops, reps);
     const double q4_fwd =
         best_gflops([&] { lora::frozen_matmul(q4, x.data(), m, y.data()); }, flops, reps);
-    const double q4_bwd =
-        best_gflops([&] { lora::frozen_matmul_input_grad(q4, g.data(), m, dx.data()); }, flops,
-                    reps);
+    const double q4_bwd = best_gflops(
+        [&] { lora::frozen_matmul_input_grad(q4, g.data(), m, dx.data()); }, flops, reps);
     const double fold_fwd = best_gflops(
         [&] {
-          lora::frozen_matmul(q4, x.data(), m, y.data(), 0.0f, lora::ComputeDType::F32, {&delta, 1});
+          lora::frozen_matmul(q4, x.data(), m, y.data(), 0.0f, lora::ComputeDType::F32,
+                              {&delta, 1});
         },
         flops, reps);
     const double fold_bwd = best_gflops(
