@@ -22,8 +22,6 @@ constexpr int64_t kTileFloats = int64_t(1) << 23;
 int64_t tile_rows(const FrozenWeight& w) {
   return std::clamp<int64_t>(kTileFloats / std::max<int64_t>(w.cols, 1), 1, w.rows);
 }
-// Rounding to bf16 works on smaller f32 tiles: the bf16 output is the big buffer there.
-constexpr int64_t kTileRows = 256;
 
 void check_size(std::size_t have, int64_t rows, int64_t cols, const char* what) {
   if (rows < 0 || cols < 0 || have != static_cast<std::size_t>(rows * cols))
@@ -39,14 +37,40 @@ void scale_in_place(float* y, int64_t count, float beta) {
     std::for_each(y, y + count, [beta](float& v) { v *= beta; });
 }
 
-// Rows [r0, r1) of W + sum of deltas as f32 into buf ([r1 - r0, cols]).
+// buf (rows [r0, r1) of the widened weight) += scale * B[r0:r1] A for every delta, a row at a time
+// while the row is still in cache from its widening.
+void add_deltas(std::span<const LowRankDelta> deltas, int64_t r0, int64_t r1, int64_t cols,
+                float* buf) {
+  for (int64_t r = r0; r < r1; ++r) {
+    float* row = buf + (r - r0) * cols;
+    for (const LowRankDelta& d : deltas)
+      for (int64_t k = 0; k < d.rank; ++k) {
+        const float s = d.scale * d.B[r * d.rank + k];
+        const float* a = d.A + k * cols;
+#pragma omp simd
+        for (int64_t c = 0; c < cols; ++c) row[c] += s * a[c];
+      }
+  }
+}
+
+// Rows [r0, r1) of W + sum of deltas as f32 into buf ([r1 - r0, cols]). With deltas, widening
+// and folding go together in L1-sized chunks of rows, one parallel loop for both: a separate
+// rank-r sgemm over the whole tile would pass over it once more from memory (and BLAS threads a
+// product of inner size r poorly).
 void widen_rows(const FrozenWeight& w, int64_t r0, int64_t r1, std::span<const LowRankDelta> deltas,
                 float* buf) {
-  w.rows_f32(r0, r1, buf);
-  const auto R = static_cast<int>(r1 - r0), C = static_cast<int>(w.cols);
-  for (const LowRankDelta& d : deltas)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, C, static_cast<int>(d.rank), d.scale,
-                d.B + r0 * d.rank, static_cast<int>(d.rank), d.A, C, 1.0f, buf, C);
+  if (deltas.empty()) {
+    w.rows_f32(r0, r1, buf);
+    return;
+  }
+  const int64_t chunk = std::max<int64_t>(1, 8192 / std::max<int64_t>(w.cols, 1));
+#pragma omp parallel for schedule(static) if ((r1 - r0) * w.cols >= (int64_t(1) << 16))
+  for (int64_t c0 = r0; c0 < r1; c0 += chunk) {
+    const int64_t c1 = std::min(r1, c0 + chunk);
+    float* out = buf + (c0 - r0) * w.cols;
+    w.rows_f32(c0, c1, out);  // a nested region: runs on this thread
+    add_deltas(deltas, c0, c1, w.cols, out);
+  }
 }
 
 void check_deltas(std::span<const LowRankDelta> deltas, ComputeDType compute) {
@@ -159,21 +183,26 @@ void FrozenWeight::rows_f32(int64_t begin, int64_t end, float* out) const {
 }
 
 void FrozenWeight::rows_bf16(int64_t begin, int64_t end, uint16_t* out) const {
+  if (begin < 0 || end > rows || begin > end)
+    throw std::out_of_range("FrozenWeight::rows_bf16: rows [" + std::to_string(begin) + ", " +
+                            std::to_string(end) + ") of " + std::to_string(rows));
   if (format == WeightFormat::BF16) {
-    if (begin < 0 || end > rows || begin > end)
-      throw std::out_of_range("FrozenWeight::rows_bf16: rows [" + std::to_string(begin) + ", " +
-                              std::to_string(end) + ") of " + std::to_string(rows));
     std::copy_n(bf16.data() + begin * cols, (end - begin) * cols, out);
     return;
   }
-  // Widen kTileRows rows at a time, then round: the f32 copy never exceeds one tile.
-  const int64_t tile = std::max<int64_t>(1, std::min(kTileRows, end - begin));
-  std::vector<float> buf(static_cast<std::size_t>(tile * cols));
-  for (int64_t r0 = begin; r0 < end; r0 += tile) {
-    const int64_t r1 = std::min(end, r0 + tile);
-    rows_f32(r0, r1, buf.data());
-    convert_from_f32(DType::BF16, buf.data(), static_cast<std::size_t>((r1 - r0) * cols),
-                     out + (r0 - begin) * cols);
+  // Each thread widens a chunk of rows into a buffer that stays in cache and rounds it from there:
+  // the f32 copy never exceeds a chunk per thread, and neither step waits on one thread.
+  const int64_t chunk = std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1));
+#pragma omp parallel if ((end - begin) * cols >= (int64_t(1) << 16))
+  {
+    std::vector<float> buf(static_cast<std::size_t>(chunk * cols));
+#pragma omp for schedule(static)
+    for (int64_t r0 = begin; r0 < end; r0 += chunk) {
+      const int64_t r1 = std::min(end, r0 + chunk);
+      rows_f32(r0, r1, buf.data());  // a nested region: runs on this thread
+      convert_from_f32(DType::BF16, buf.data(), static_cast<std::size_t>((r1 - r0) * cols),
+                       out + (r0 - begin) * cols);
+    }
   }
 }
 

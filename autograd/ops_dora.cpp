@@ -210,8 +210,8 @@ Var dora_linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<floa
       }
       br.A->ensure_grad();
       br.B->ensure_grad();
-      kernels::lora_backward(gg.data(), xin, u.ptr(), br.B->value.ptr(), n, in, out, r, br.scale,
-                             gu.data(), br.A->grad.ptr(), br.B->grad.ptr());
+      kernels::lora_backward(gg.data(), xin, u.ptr(), br.A->value.ptr(), br.B->value.ptr(), n, in,
+                             out, r, br.scale, gu.data(), br.A->grad.ptr(), br.B->grad.ptr());
     } else if (x->requires_grad) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(r), int(out), br.scale,
                   gg.data(), int(out), br.B->value.ptr(), int(r), 0.0f, gu.data(), int(r));

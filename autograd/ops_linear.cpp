@@ -1,6 +1,4 @@
 // linear: x W^T (+ bias) through a frozen weight, plus LoRA branches computed rank first.
-#include <cblas.h>
-
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
@@ -79,25 +77,25 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
       for (int64_t o = 0; o < out; ++o) y.data[i * out + o] += (*bias)[o];
 
   // u = dropout(x) A^T [n, r] per branch, kept for dB in backward (small: rank columns). A folded
-  // branch already sits in y; it needs u only to train.
+  // branch already sits in y; backward forms its u from the x blocks it reads for dA anyway, so
+  // forward makes no pass over x for it.
   std::vector<Tensor> low_rank;
   std::vector<float> scratch;
   bool trains = false;
-  const OpTimer lora_timer(lora.empty() ? nullptr : tape.profile(), "lora", tape.forward_phase());
+  const OpTimer lora_timer(lora.empty() || fold ? nullptr : tape.profile(), "lora",
+                           tape.forward_phase());
   for (const LoraBranch& br : lora) {
     trains = trains || br.trainable;
-    if (fold && !br.trainable) {
+    if (fold) {
       low_rank.emplace_back();
       continue;
     }
     const int64_t r = br.A->value.dim(0);
     Tensor u({n, r});
-    const float* xin = branch_input(br, xv, scratch);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(r), int(in), 1.0f, xin,
-                int(in), br.A->value.ptr(), int(in), 0.0f, u.ptr(), int(r));
-    if (!fold)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(out), int(r), br.scale,
-                  u.ptr(), int(r), br.B->value.ptr(), int(r), 1.0f, y.ptr(), int(out));
+    kernels::rank_project(branch_input(br, xv, scratch), n, br.A->value.ptr(), in, r, 1.0f,
+                          u.ptr());
+    const std::vector<float> bt = kernels::transposed(br.B->value.ptr(), out, r);
+    kernels::rank_expand(u.ptr(), n, bt.data(), out, r, br.scale, y.ptr());
     low_rank.push_back(std::move(u));
   }
 
@@ -129,12 +127,13 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
         if (br.trainable) {
           br.A->ensure_grad();
           br.B->ensure_grad();
-          kernels::lora_backward(g, branch_input(br, xv, scratch), low_rank[bi].ptr(),
+          kernels::lora_backward(g, branch_input(br, xv, scratch),
+                                 fold ? nullptr : low_rank[bi].ptr(), br.A->value.ptr(),
                                  br.B->value.ptr(), n, in, out, r, br.scale, gu.data(),
                                  br.A->grad.ptr(), br.B->grad.ptr());
         } else {
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(r), int(out), br.scale,
-                      g, int(out), br.B->value.ptr(), int(r), 0.0f, gu.data(), int(r));
+          const std::vector<float> bt = kernels::transposed(br.B->value.ptr(), out, r);
+          kernels::rank_project(g, n, bt.data(), out, r, br.scale, gu.data());
         }
       }
     }
@@ -152,12 +151,10 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
       if (gus[bi].empty()) continue;
       const int64_t r = br.A->value.dim(0);
       if (br.dropout <= 0.0f) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(in), int(r), 1.0f,
-                    gus[bi].data(), int(r), br.A->value.ptr(), int(in), 1.0f, dx, int(in));
+        kernels::rank_expand(gus[bi].data(), n, br.A->value.ptr(), in, r, 1.0f, dx);
       } else {
         dxin.assign(static_cast<std::size_t>(n * in), 0.0f);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(in), int(r), 1.0f,
-                    gus[bi].data(), int(r), br.A->value.ptr(), int(in), 0.0f, dxin.data(), int(in));
+        kernels::rank_expand(gus[bi].data(), n, br.A->value.ptr(), in, r, 1.0f, dxin.data());
         dropped.resize(dxin.size());
         apply_dropout(dxin, br.dropout, br.dropout_seed, dropped);
         for (std::size_t i = 0; i < dropped.size(); ++i) dx[i] += dropped[i];

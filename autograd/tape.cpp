@@ -24,8 +24,17 @@ Tensor& Tape::grad(Var v) {
 }
 
 void Tape::accumulate_grad(Var v, const float* g) {
-  Tensor& dv = grad(v);
-  for (std::size_t i = 0; i < dv.data.size(); ++i) dv.data[i] += g[i];
+  // The first gradient is copied (zeroing a fresh tensor and adding would pass over it twice);
+  // an activation-sized sum is split over the threads.
+  if (v->grad.shape != v->value.shape) {
+    const int64_t count = shape_numel(v->value.shape);
+    v->grad = Tensor(v->value.shape, std::vector<float>(g, g + count));
+    return;
+  }
+  float* d = v->grad.ptr();
+  const auto count = static_cast<int64_t>(v->grad.data.size());
+#pragma omp parallel for simd schedule(static) if (count >= (int64_t(1) << 16))
+  for (int64_t i = 0; i < count; ++i) d[i] += g[i];
 }
 
 void Tape::accumulate_grad(Var v, Tensor&& g) {

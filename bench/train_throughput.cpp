@@ -11,7 +11,9 @@
 //   build/bench/train_throughput --shape smollm2-135m --base q4|q4_k_m --batch 4 --seq 512
 //       [--steps 2] [--warmup 1] [--grad-checkpoint] [--compute-dtype f32|bf16] [--rank 8]
 //       [--layers N] [--profile] [--default-heap] [--json out.json]
-// Prints a summary (and the per-op time split with --profile) and one JSON object on the last line.
+// Prints a summary (and the per-op time table with --profile) and one JSON object on the last
+// line. The JSON always holds the per-op split ("profile_per_step") and the step's time by class
+// of work with the GFLOP/s each class achieved ("op_classes").
 #include <malloc.h>
 #include <omp.h>
 #include <sys/resource.h>
@@ -242,20 +244,33 @@ lora::Model random_model(const lora::ModelConfig& c, const std::string& base) {
   return m;
 }
 
-// Useful model FLOPs per trained token: 2N forward + 2N input gradient over the frozen matmuls
-// (head included, LoRA's rank-r products too), plus causal attention (scores and weighted sum:
-// 4 * q_width per visible key forward, twice that backward).
-double flops_per_token(const lora::ModelConfig& c, int64_t seq, int rank) {
+// Useful model FLOPs per trained token, by where they are done: the frozen matmuls' forward
+// (2N, the head's logits included) and input gradient (2N), LoRA's rank-r products (forward
+// 2r(in+out), backward input and weight gradients 4r(in+out)), causal attention (scores and
+// weighted sum: 4 * q_width per visible key forward, twice that backward). The head's two
+// products (logits, then softmax times the head for the hidden gradient) run together in the
+// cross-entropy op, so they are a class of their own.
+struct FlopSplit {
+  double frozen_forward = 0, frozen_input_grad = 0, head = 0, lora = 0, attention = 0;
+  double total() const { return frozen_forward + frozen_input_grad + head + lora + attention; }
+};
+
+FlopSplit flop_split(const lora::ModelConfig& c, int64_t seq, int rank) {
   const double h = double(c.hidden_size), q = double(c.num_heads * c.head_dim),
                kv = double(c.num_kv_heads * c.head_dim), inter = double(c.intermediate_size);
   const double per_layer = h * q * 2 + h * kv * 2 + 3 * h * inter;
   const double lora_per_layer = rank * ((h + q) * 2 + (h + kv) * 2 + (h + inter) * 3);
-  const double n = c.num_layers * per_layer + double(c.vocab_size) * h;
-  // LoRA: forward 2r(in+out), backward input and weight gradients 4r(in+out).
-  const double lora = c.num_layers * lora_per_layer * 6;
   const double avg_keys = (double(seq) + 1) / 2;
-  const double attention = c.num_layers * 4 * q * avg_keys * 3;
-  return 4 * n + lora + attention;
+  FlopSplit f;
+  f.frozen_forward = f.frozen_input_grad = 2 * c.num_layers * per_layer;
+  f.head = 4 * double(c.vocab_size) * h;
+  f.lora = c.num_layers * lora_per_layer * 6;
+  f.attention = c.num_layers * 4 * q * avg_keys * 3;
+  return f;
+}
+
+double flops_per_token(const lora::ModelConfig& c, int64_t seq, int rank) {
+  return flop_split(c, seq, rank).total();
 }
 
 // Peak RSS of the process since the last reset_peak_rss() (VmHWM), in MiB.
@@ -285,10 +300,10 @@ std::vector<int32_t> random_ids(uint64_t seed, int64_t n, int64_t vocab) {
   return ids;
 }
 
-// --profile: seconds per timed step of each op (forward, recompute, backward), the optimizer and
-// what no op timed; the table goes to stderr as well.
+// Seconds per timed step of each op (forward, recompute, backward), the optimizer and what no
+// op timed; with `print`, the table goes to stderr as well.
 nlohmann::json profile_per_step(const lora::ag::OpProfile& profile, std::size_t timed_steps,
-                                double total_s, double total_opt) {
+                                double total_s, double total_opt, bool print) {
   nlohmann::json ops = nlohmann::json::array();
   const double steps = double(timed_steps);
   for (const auto& e : profile.entries())
@@ -303,10 +318,61 @@ nlohmann::json profile_per_step(const lora::ag::OpProfile& profile, std::size_t 
   const double other = (total_s - profile.total_seconds() - total_opt) / steps;
   ops.push_back(
       {{"op", "untimed"}, {"forward_s", other}, {"recompute_s", 0.0}, {"backward_s", 0.0}});
-  std::cerr << "per-op split, seconds summed over " << timed_steps << " timed step(s):\n"
-            << profile.table() << "optimizer " << total_opt << " s, untimed " << other * steps
-            << " s\n";
+  if (print)
+    std::cerr << "per-op split, seconds summed over " << timed_steps << " timed step(s):\n"
+              << profile.table() << "optimizer " << total_opt << " s, untimed " << other * steps
+              << " s\n";
   return ops;
+}
+
+// The step's time by class of work, each with its share of the step and, where it does model
+// FLOPs, the GFLOP/s it achieved (its FLOPs per step over its seconds per step). Recomputation
+// under checkpointing counts as time of the forward class and adds no FLOPs.
+nlohmann::json op_classes(const nlohmann::json& per_op, const FlopSplit& flops_per_token,
+                          double tokens_per_step) {
+  struct Class {
+    const char* name;
+    double flops_per_token;
+    double seconds = 0;
+  };
+  std::vector<Class> classes = {{"frozen_forward", flops_per_token.frozen_forward},
+                                {"frozen_input_grad", flops_per_token.frozen_input_grad},
+                                {"lora", flops_per_token.lora},
+                                {"head_cross_entropy", flops_per_token.head},
+                                {"attention", flops_per_token.attention},
+                                {"norms_rope_elementwise", 0},
+                                {"optimizer", 0},
+                                {"untimed", 0}};
+  auto at = [&](const std::string& name) -> double& {
+    for (Class& c : classes)
+      if (name == c.name) return c.seconds;
+    return classes[5].seconds;  // every other op is a norm, RoPE or elementwise op
+  };
+  double step_s = 0;
+  for (const auto& e : per_op) {
+    const std::string op = e["op"];
+    const double fwd = double(e["forward_s"]) + double(e["recompute_s"]), bwd = e["backward_s"];
+    step_s += fwd + bwd;
+    if (op == "linear") {
+      at("frozen_forward") += fwd;
+      at("frozen_input_grad") += bwd;
+    } else {
+      const std::string name = op == "cross_entropy" ? "head_cross_entropy" : op;
+      at(name) += fwd + bwd;
+    }
+  }
+  nlohmann::json out = nlohmann::json::array();
+  for (const Class& c : classes) {
+    nlohmann::json row = {{"class", c.name},
+                          {"seconds_per_step", c.seconds},
+                          {"share", step_s > 0 ? c.seconds / step_s : 0.0}};
+    if (c.flops_per_token > 0) {
+      row["gflop_per_step"] = c.flops_per_token * tokens_per_step / 1e9;
+      row["gflops"] = c.seconds > 0 ? c.flops_per_token * tokens_per_step / c.seconds / 1e9 : 0.0;
+    }
+    out.push_back(row);
+  }
+  return out;
 }
 
 // What scripts/bench_train.py compares with the PyTorch run's before it prints a ratio: the
@@ -397,8 +463,8 @@ int main(int argc, char** argv) try {
     float loss_value;
     {
       lora::ag::Tape tape;
-      tape.set_release_values(true);  // as the trainer does
-      if (timed && args.profile) tape.set_profile(&profile);
+      tape.set_release_values(true);          // as the trainer does
+      if (timed) tape.set_profile(&profile);  // two clock reads per op call
       lora::ag::Var h =
           lora::forward_hidden(tape, model, stack, ids, args.batch, args.seq, {}, fopts);
       lora::ag::Var loss = lora::ag::cross_entropy_head(tape, h, model.head(), targets, weights,
@@ -451,8 +517,15 @@ int main(int argc, char** argv) try {
   add_memory_floor(out, args, config, model.stored_bytes(), lora_params);
   out["trainable_params"] = lora_params;
   out["conditions"] = conditions(args, config, fopts);
+  out["profile_per_step"] =
+      profile_per_step(profile, step_s.size(), total_s, total_opt, args.profile);
+  out["op_classes"] =
+      op_classes(out["profile_per_step"], flop_split(config, args.seq, args.rank), double(n));
   if (args.profile)
-    out["profile_per_step"] = profile_per_step(profile, step_s.size(), total_s, total_opt);
+    for (const auto& c : out["op_classes"])
+      std::fprintf(stderr, "%-24s %8.3f s/step %6.1f%% %8.1f GFLOP/s\n",
+                   std::string(c["class"]).c_str(), double(c["seconds_per_step"]),
+                   100.0 * double(c["share"]), c.contains("gflops") ? double(c["gflops"]) : 0.0);
   std::fprintf(stderr,
                "%s %s base=%s ckpt=%d: %.1f tokens/s, %.1f GFLOP/s, peak RSS %.0f MiB (%.2fx the "
                "floor of %.0f MiB)\n",

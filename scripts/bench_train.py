@@ -13,7 +13,10 @@ with PyTorch's bf16 autocast, the latter only where the CPU has bf16 units (avx5
 in /proc/cpuinfo). Both sides report their conditions (threads, batch, seq, tokens per step,
 layers, LoRA targets and rank, dtype); where they differ no ratio is printed, and the difference
 is. The sgemm peak (build/bench/sgemm_peak) is measured before and after; MFU is against the
-higher of the two.
+higher of the two. Every run of ours also splits its step by class of work (frozen products
+forward and input gradient, LoRA products, the cross-entropy head, attention, norms/RoPE/
+elementwise, optimizer) with the GFLOP/s each class achieved: "op_classes" in the JSON, and under
+each row of the printed table.
 
 Memory (--memory): the whole-process peak RSS (wait4's ru_maxrss, model loading included) of
 `lora train` with a validation pass and of `lora eval`, on a random model folder of the shape with
@@ -139,6 +142,25 @@ def config_commands(args, shape, compute):
     return ours, torch
 
 
+def class_split(runs):
+    """Our step's time by class of work (train_throughput's "op_classes"), averaged over the runs:
+    seconds per step, share of the step and the GFLOP/s each class achieved."""
+    ok = [r["op_classes"] for r in runs if "op_classes" in r]
+    if not ok:
+        return None
+    out = []
+    for i, c in enumerate(ok[0]):
+        row = {"class": c["class"],
+               "seconds_per_step": statistics.mean(r[i]["seconds_per_step"] for r in ok),
+               "share": statistics.mean(r[i]["share"] for r in ok)}
+        if "gflop_per_step" in c:
+            row["gflop_per_step"] = c["gflop_per_step"]
+            row["gflops"] = (c["gflop_per_step"] / row["seconds_per_step"]
+                             if row["seconds_per_step"] > 0 else None)
+        out.append(row)
+    return out
+
+
 def side_summary(runs):
     """Median over every timed step of a side's runs, and its conditions (None if they differ)."""
     ok = [r for r in runs if "error" not in r]
@@ -151,7 +173,8 @@ def side_summary(runs):
             "timed_steps": len(steps), "median_step_s": median,
             "tokens_per_s": conds[0]["tokens_per_step"] / median,
             "peak_rss_mib": max(r["process_peak_rss_mib"] for r in ok),
-            "mapped_blas": sorted({b for r in ok for b in r["mapped_blas"]}), "runs": runs}
+            "mapped_blas": sorted({b for r in ok for b in r["mapped_blas"]}),
+            "op_classes": class_split(ok), "runs": runs}
 
 
 def why_no_ratio(ours, torch):
@@ -223,7 +246,13 @@ def table_row(c):
         fmt(c["mfu_vs_sgemm_peak"] and 100 * c["mfu_vs_sgemm_peak"], "%.0f%%"),
         "%d/%d" % (o.get("timed_steps", 0), t.get("timed_steps", 0)),
         fmt(o.get("peak_rss_mib"), "%.0f"))
-    return line + (f"\n      no ratio: {c['no_ratio_because']}" if c["no_ratio_because"] else "")
+    if c["no_ratio_because"]:
+        line += f"\n      no ratio: {c['no_ratio_because']}"
+    for k in o.get("op_classes") or []:
+        line += "\n      %-24s %7.3f s/step %5.1f%%%s" % (
+            k["class"], k["seconds_per_step"], 100 * k["share"],
+            " %7.1f GFLOP/s" % k["gflops"] if k.get("gflops") else "")
+    return line
 
 
 def make_memory_fixture(args, shape, folder):
@@ -311,7 +340,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--layers", type=int, default=0,
                     help="override the layer count of every shape, both sides (quick runs)")
-    ap.add_argument("--profile", action="store_true", help="per-op time split of our runs")
+    ap.add_argument("--profile", action="store_true",
+                    help="our runs print their per-op table too (the JSON always has the split)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="set for both sides; LORA_CPU=avx2 also caps OpenBLAS "

@@ -356,7 +356,7 @@ TEST(GgmlTypes, LinearGradientsMatchTorchOnTheDequantizedMatrix) {
                {"grad.x", xv->grad.data},
                {"grad.A", A.grad.data},
                {"grad.B", B.grad.data}};
-    const std::string name = ggml_type_name(t);
+    const std::string name(ggml_type_name(t));
     write_safetensors(
         tmp / (name + ".in.safetensors"),
         {TensorData::from_f32("W", {out, in}, fw.to_f32()), TensorData::from_f32("x", {n, in}, x),

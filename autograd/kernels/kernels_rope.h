@@ -21,6 +21,9 @@ struct RopeTable {
       : cos(static_cast<std::size_t>(seq) * inv_freq.size()),
         sin(static_cast<std::size_t>(seq) * inv_freq.size()),
         half(static_cast<int64_t>(inv_freq.size())) {
+    // A training sequence's table is thousands of cos/sin calls, made for q and k of every
+    // layer: split over the threads (the values do not depend on how).
+#pragma omp parallel for schedule(static) if (seq * half >= 4096)
     for (int64_t t = 0; t < seq; ++t)
       for (int64_t i = 0; i < half; ++i) {
         const float angle = float(pos_offset + t) * inv_freq[i];
