@@ -320,10 +320,12 @@ void ggml_quantize_row(GgmlType t, const float* src, int64_t cols, std::byte* ds
     case GgmlType::BF16:
       return convert_from_f32(DType::BF16, src, static_cast<std::size_t>(cols), out);
     case GgmlType::Q2_K:
+    case GgmlType::Q3_K:
     case GgmlType::Q4_K:
     case GgmlType::Q5_K:
     case GgmlType::Q6_K: {
       auto* encode = t == GgmlType::Q2_K   ? quantize_q2_k_block
+                     : t == GgmlType::Q3_K ? quantize_q3_k_block
                      : t == GgmlType::Q4_K ? quantize_q4_k_block
                      : t == GgmlType::Q5_K ? quantize_q5_k_block
                                            : quantize_q6_k_block;

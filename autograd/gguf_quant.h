@@ -52,7 +52,7 @@ std::string_view ggml_kernel_isa();
 
 // Quantizes a row of f32 (whole blocks) to `t`: llama.cpp's reference rounding for the 32-element
 // types (the extreme value on the end of the code range, codes to nearest), its reference search
-// for Q2_K, Q4_K, Q5_K and Q6_K (gguf_quantize_k.h); floats are converted. Q3_K throws.
+// for Q2_K, Q3_K, Q4_K, Q5_K and Q6_K (gguf_quantize_k.h); floats are converted.
 void ggml_quantize_row(GgmlType t, const float* src, int64_t cols, std::byte* dst);
 
 // A [rows, cols] matrix in one ggml type, its bytes owned elsewhere (a memory-mapped GGUF file)

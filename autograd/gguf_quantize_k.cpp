@@ -118,6 +118,53 @@ float fit_symmetric(const float* x) {
   return best_step;
 }
 
+// The step of one Q3_K sub-block of 16, x ~ step * q with q in [-4, 3], as llama.cpp's quantizer
+// finds it: the extreme value on code -4, then up to 5 passes that move single codes where the
+// least-squares step (weights x^2) then explains more of the weighted energy. Codes go to `q`
+// (shifted to [0, 7]).
+float fit_q3_step(const float* x, int8_t* q) {
+  float max = 0, amax = 0;
+  for (int i = 0; i < 16; ++i)
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      max = x[i];
+    }
+  if (amax < 1e-15f) {
+    std::memset(q, 0, 16);
+    return 0.0f;
+  }
+  const float inv = -4.0f / max;
+  float sxl = 0, sl2 = 0;
+  for (int i = 0; i < 16; ++i) {
+    q[i] = static_cast<int8_t>(nearest(inv * x[i], -4, 3));
+    const float w = x[i] * x[i];
+    sxl += w * x[i] * static_cast<float>(q[i]);
+    sl2 += w * static_cast<float>(q[i]) * static_cast<float>(q[i]);
+  }
+  for (int pass = 0; pass < 5; ++pass) {
+    int changed = 0;
+    for (int i = 0; i < 16; ++i) {
+      const float w = x[i] * x[i], l = static_cast<float>(q[i]);
+      float slx = sxl - w * x[i] * l;
+      if (slx <= 0) continue;
+      float sl2_i = sl2 - w * l * l;
+      const int moved = nearest(x[i] * sl2_i / slx, -4, 3);
+      if (moved == q[i]) continue;
+      slx += w * x[i] * static_cast<float>(moved);
+      sl2_i += w * static_cast<float>(moved) * static_cast<float>(moved);
+      if (sl2_i > 0 && slx * slx * sl2 > sxl * sxl * sl2_i) {
+        q[i] = static_cast<int8_t>(moved);
+        sxl = slx;
+        sl2 = sl2_i;
+        ++changed;
+      }
+    }
+    if (changed == 0) break;
+  }
+  for (int i = 0; i < 16; ++i) q[i] = static_cast<int8_t>(q[i] + 4);
+  return sl2 > 0 ? sxl / sl2 : 0.0f;
+}
+
 // Q4_K/Q5_K: x ~ d * sc_j * q - dmin * m_j on sub-block j of 32, q in [0, top].
 void quantize_affine_k(const float* x, int top, uint8_t* b, uint8_t* qh, uint8_t* qs) {
   float scale[8], minus[8];
@@ -200,6 +247,57 @@ void quantize_q2_k_block(const float* x, uint8_t* block) {
     const int half = i / 128, j = (i % 128) / 32, r = i % 32;
     qs[32 * half + r] = static_cast<uint8_t>(qs[32 * half + r] | (q << (2 * j)));
   }
+}
+
+// Q3_K: x ~ d * (sc_j - 32) * (q - 4) on sub-block j of 16, sc_j 6 bits, q in [0, 7]. The block
+// is hmask[32] (bit j / 32 of byte j % 32: the code's third bit), qs[64] (two bits each), the 16
+// scales packed in 12 bytes (low nibbles in 0-7, high bit pairs in 8-11) and d (f16).
+void quantize_q3_k_block(const float* x, uint8_t* block) {
+  int8_t q[256];
+  float scale[16], max_scale = 0, amax_scale = 0;
+  for (int j = 0; j < 16; ++j) {
+    scale[j] = fit_q3_step(x + 16 * j, q + 16 * j);
+    if (std::fabs(scale[j]) > amax_scale) {
+      amax_scale = std::fabs(scale[j]);
+      max_scale = scale[j];
+    }
+  }
+  uint8_t* packed = block + 96;
+  std::memset(packed, 0, 12);
+  int sc[16] = {};
+  if (max_scale != 0) {
+    const float inv = -32.0f / max_scale;
+    for (int j = 0; j < 16; ++j) {
+      const int l = nearest(inv * scale[j], -32, 31) + 32;
+      packed[j % 8] = static_cast<uint8_t>(packed[j % 8] | ((l & 15) << (j < 8 ? 0 : 4)));
+      packed[8 + j % 4] = static_cast<uint8_t>(packed[8 + j % 4] | ((l >> 4) << (2 * (j / 4))));
+      sc[j] = l - 32;
+    }
+    put_f16(block + 108, 1.0f / inv);
+  } else {
+    put_f16(block + 108, 0.0f);
+  }
+  const float d = get_f16(block + 108);
+  for (int j = 0; j < 16; ++j) {
+    const float step = d * static_cast<float>(sc[j]);
+    if (step == 0) continue;  // the sub-block keeps its searched codes
+    for (int i = 16 * j; i < 16 * j + 16; ++i)
+      q[i] = static_cast<int8_t>(nearest(x[i] / step, -4, 3) + 4);
+  }
+  uint8_t* hmask = block;
+  uint8_t* qs = block + 32;
+  std::memset(hmask, 0, 32);
+  for (int i = 0; i < 256; ++i)
+    if (q[i] > 3) {
+      hmask[i % 32] = static_cast<uint8_t>(hmask[i % 32] | (1 << (i / 32)));
+      q[i] = static_cast<int8_t>(q[i] - 4);
+    }
+  for (int h = 0; h < 2; ++h)
+    for (int l = 0; l < 32; ++l) {
+      const int8_t* p = q + 128 * h;
+      qs[32 * h + l] =
+          static_cast<uint8_t>(p[l] | (p[l + 32] << 2) | (p[l + 64] << 4) | (p[l + 96] << 6));
+    }
 }
 
 void quantize_q4_k_block(const float* x, uint8_t* block) {

@@ -1,16 +1,17 @@
 // Encoders for the K-quant super-blocks (256 values): Q2_K (16 sub-blocks of 16 with a 4-bit
-// scale and 4-bit minimum each), Q4_K and Q5_K (8 sub-blocks of 32 with a
-// 6-bit scale and 6-bit minimum each) and Q6_K (16 sub-blocks of 16 with an int8 scale). Each
-// sub-block's step (and offset) is searched as llama.cpp's reference quantizer (no importance
-// matrix) searches it: a few candidate steps around the range's, codes to nearest, a weighted
-// least-squares refit, the least error kept; the sub-block scales are then quantized against the
-// super-block's largest and the codes rounded again to the stored scales.
+// scale and 4-bit minimum each), Q3_K (16 sub-blocks of 16 with a 6-bit signed scale), Q4_K and
+// Q5_K (8 sub-blocks of 32 with a 6-bit scale and 6-bit minimum each) and Q6_K (16 sub-blocks of 16
+// with an int8 scale). Each sub-block's step (and offset) is searched as llama.cpp's reference
+// quantizer (no importance matrix) searches it: a few candidate steps around the range's, codes to
+// nearest, a weighted least-squares refit, the least error kept; the sub-block scales are then
+// quantized against the super-block's largest and the codes rounded again to the stored scales.
 #pragma once
 #include <cstdint>
 
 namespace lora {
 
 void quantize_q2_k_block(const float* x, uint8_t* block);
+void quantize_q3_k_block(const float* x, uint8_t* block);
 void quantize_q4_k_block(const float* x, uint8_t* block);
 void quantize_q5_k_block(const float* x, uint8_t* block);
 void quantize_q6_k_block(const float* x, uint8_t* block);

@@ -300,8 +300,6 @@ void add_tensor(GgufWriter& w, GgufConvertReport& report, const GgufTypePlan& pl
   const int64_t cols = t.shape.empty() ? 1 : t.shape.back();
   const GgmlType type =
       plan.type_of(t.name, static_cast<int64_t>(t.shape.size()), cols, layers, tied);
-  if (type == GgmlType::Q3_K)
-    throw std::invalid_argument("Q3_K cannot be written yet (" + t.name + ")");
   w.add_tensor(t.name, type, t.shape, encode(type, t.values, cols));
   ++report.tensors_by_type[std::string(ggml_type_name(type))];
 }
@@ -348,7 +346,6 @@ GgufConvertReport convert_gguf(const fs::path& in, const fs::path& out, const Gg
 GgufConvertReport convert_to_gguf(const fs::path& model, const fs::path& out,
                                   const GgufTypePlan& plan) {
   check_distinct_output(out, model);
-  if (plan.name() == "q3_k") throw std::invalid_argument("Q3_K cannot be written yet");
   return is_gguf_file(model) ? convert_gguf(model, out, plan) : convert_folder(model, out, plan);
 }
 

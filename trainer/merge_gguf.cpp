@@ -18,8 +18,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool writable(GgmlType t) { return t != GgmlType::Q3_K; }
-
 struct Delta {
   int64_t rows = 0, cols = 0;
   int64_t heads = 0;          // > 0: a Llama q/k weight, rows in llama.cpp's order in the file
@@ -84,11 +82,6 @@ nlohmann::json GgufMergeReport::to_json() const {
 
 GgufMergeReport merge_into_gguf(const fs::path& base, std::span<const MergeAdapter> adapters,
                                 const fs::path& out, std::optional<GgmlType> outtype) {
-  if (outtype && !writable(*outtype))
-    throw SettingError("outtype",
-                       std::string(ggml_type_name(*outtype)) +
-                           " cannot be written yet (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, "
-                           "q5_1, q2_k, q4_k, q5_k, q6_k can)");
   const GgufFile f = GgufFile::open(base);
   const ModelConfig c = gguf_model_config(f);
   const auto deltas = deltas_of(f, c, adapters);
@@ -107,10 +100,6 @@ GgufMergeReport merge_into_gguf(const fs::path& base, std::span<const MergeAdapt
       w.add_tensor(t.name, t.type, t.shape(), {b.begin(), b.end()});
       continue;
     }
-    if (d != deltas.end() && !writable(type))
-      throw SettingError("outtype", "needed: " + t.name + " is " +
-                                        std::string(ggml_type_name(type)) +
-                                        ", which cannot be requantized yet (q4_k, q8_0, f16, ...)");
     std::vector<float> weight = f.read_f32(t.name);
     if (d == deltas.end()) {
       w.add_tensor(t.name, type, t.shape(), quantized(type, weight, t.rows(), t.cols()));

@@ -37,7 +37,7 @@ void run_convert_gguf(const ConvertCliOptions& o, const GlobalOptions& global) {
   const auto plan = GgufTypePlan::parse(name);
   if (!plan)
     throw std::runtime_error("--q-type: unknown type '" + name +
-                             "' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q4_k, "
+                             "' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, "
                              "q5_k, q6_k, q4_k_m, q5_k_m, q4_k_s)");
   const GgufConvertReport r = convert_to_gguf(o.model, o.out, *plan);
   if (global.json) {
@@ -96,9 +96,10 @@ void add_convert(CLI::App& app, const GlobalOptions& global) {
                   "Model folder (config.json + safetensors), or a GGUF file with --out FILE.gguf")
       ->required();
   cmd->add_option("--out", opts->out, "Output model folder, or FILE.gguf")->required();
-  cmd->add_option("--q-type", opts->q_type,
-                  "GGUF output: f32, f16 (default), bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, "
-                  "q4_k, q5_k, q6_k, or the llama-quantize mixes q4_k_m, q5_k_m, q4_k_s");
+  cmd->add_option(
+      "--q-type", opts->q_type,
+      "GGUF output: f32, f16 (default), bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, "
+      "q4_k, q5_k, q6_k, or the llama-quantize mixes q4_k_m, q5_k_m, q4_k_s");
   add_quantize_flags(*cmd, opts->bits, opts->group_size,
                      "Quantize the linears to this many bits: 2, 3, 4, 5, 6 or 8");
   cmd->add_option("--dtype", opts->dtype,
