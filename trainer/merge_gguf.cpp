@@ -10,7 +10,6 @@
 #include "trainer/gguf_model.h"
 #include "trainer/io/adapter_io.h"
 #include "trainer/io/gguf_file.h"
-#include "trainer/setting_error.h"
 
 namespace lora {
 
