@@ -117,6 +117,27 @@ TEST(GenerateCli, QuantizedAndErrors) {
   EXPECT_NE(missing.err.find("config.json"), std::string::npos) << missing.err;
 }
 
+// An id past the tokenizer (a padded vocabulary row) writes no text and leaves the rest intact.
+TEST(StreamDecoder, PaddingIdsWriteNoText) {
+  LORA_REQUIRE_SHARED("models/stories260K/tokenizer.json");
+  const auto tok = data::Tokenizer::load(stories() / "tokenizer.json");
+  const std::vector<int32_t> ids = tok.encode("Once upon a time");
+  ASSERT_GT(ids.size(), 2u);
+  StreamDecoder plain(tok), padded(tok);
+  std::string a, b;
+  for (int32_t id : ids) a += plain.push(id);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    b += padded.push(ids[i]);
+    if (i == 1) {
+      EXPECT_EQ(padded.push(int32_t(tok.vocab_size()) + 7), "");
+    }
+  }
+  a += plain.finish();
+  b += padded.finish();
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(a, "Once upon a time");
+}
+
 TEST(InspectCli, FileAndModelFolder) {
   LORA_REQUIRE_SHARED("models/stories260K/model.safetensors");
   auto f = test::run_lora({"--json", "inspect", (stories() / "model.safetensors").string()});

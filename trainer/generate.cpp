@@ -23,6 +23,9 @@ StreamDecoder::StreamDecoder(const data::Tokenizer& tokenizer, std::span<const i
 }
 
 std::string StreamDecoder::push(int32_t id) {
+  // Models pad their vocabulary past the tokenizer (Qwen2.5: 151936 rows for 151665 tokens); a
+  // padding id has no text, so it writes none instead of failing the whole reply.
+  if (!tokenizer_.id_to_token(id)) return {};
   ids_.push_back(id);
   const std::string text = tokenizer_.decode(ids_, /*skip_special_tokens=*/true);
   // A character split across byte-fallback tokens decodes as U+FFFD until its last byte arrives.
