@@ -144,14 +144,6 @@ const CpuFeatures& active_cpu_features() {
   return active;
 }
 
-void reexec_with_blas_cap(char** argv) {
-  const auto cap = cpu_cap_from_environment();
-  if (!cap || *cap >= CpuLevel::Avx512 || std::getenv("OPENBLAS_CORETYPE")) return;
-  if (!detect_cpu_features().avx512) return;  // OpenBLAS picks AVX2 kernels by itself
-  setenv("OPENBLAS_CORETYPE", "Haswell", 1);
-  execv("/proc/self/exe", argv);
-}
-
 CpuReport cpu_report() {
   const CpuFeatures& active = active_cpu_features();
   const auto cap = cpu_cap_from_environment();

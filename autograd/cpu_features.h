@@ -1,6 +1,6 @@
 // What this CPU (and its OS) can run, and how much of it the process may use. Every kernel with
 // copies for several instruction sets picks its copy from active_cpu_features(), once; the same
-// cap reaches oneDNN (its max ISA) and OpenBLAS (OPENBLAS_CORETYPE, see reexec_with_blas_cap).
+// cap reaches oneDNN (its max ISA) and OpenBLAS (OPENBLAS_CORETYPE, see process_start.h).
 //
 // The cap comes from the environment variable LORA_CPU: avx2, avx512, avx512_bf16 or amx (each
 // allows itself and everything before it); unset or empty, everything detected is used.
@@ -45,13 +45,6 @@ std::optional<CpuLevel> cpu_cap_from_environment();
 // detect_cpu_features() capped by LORA_CPU, resolved once per process. The first call also caps
 // oneDNN's dispatch to the same level (before any oneDNN primitive exists).
 const CpuFeatures& active_cpu_features();
-
-// OpenBLAS picks its kernels when the library loads, from OPENBLAS_CORETYPE, before main runs:
-// when LORA_CPU caps below AVX-512 on a CPU that has it and OPENBLAS_CORETYPE is unset, this sets
-// OPENBLAS_CORETYPE=Haswell (its AVX2 kernels) and executes the program again with the same
-// arguments (/proc/self/exe), so the library loads under the cap. Returns when nothing is needed
-// or exec failed (the report then shows OpenBLAS's own choice). Call first thing in main.
-void reexec_with_blas_cap(char** argv);
 
 // What the process detected and uses, for --version and the benchmarks' reports: the feature
 // names (CpuFeatures::names), the cap ("none" when LORA_CPU is unset), OpenBLAS's kernel family

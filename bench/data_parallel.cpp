@@ -23,6 +23,7 @@
 
 #include "autograd/cpu_features.h"
 #include "autograd/heap.h"
+#include "autograd/process_start.h"
 #include "bench/bench_args.h"
 #include "trainer/distributed.h"
 #include "trainer/optimizer.h"
@@ -92,7 +93,7 @@ std::vector<lora::data::Example> random_examples(int64_t count, int64_t seq, int
 }  // namespace
 
 int main(int argc, char** argv) try {
-  lora::reexec_with_blas_cap(argv);  // LORA_CPU reaches OpenBLAS only through a fresh start
+  lora::restart_with_start_settings(argv);  // OpenBLAS's cap and glibc's huge pages: a fresh start
   const Args args = parse(argc, argv);
   lora::keep_freed_memory_for_reuse();
   omp_set_num_threads(args.threads);

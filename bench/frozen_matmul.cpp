@@ -16,6 +16,7 @@
 
 #include "autograd/cpu_features.h"
 #include "autograd/frozen_weight.h"
+#include "autograd/process_start.h"
 #include "autograd/quant.h"
 #include "bench/bench_args.h"
 
@@ -44,7 +45,7 @@ std::vector<float> uniform(std::size_t n, uint32_t seed) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  lora::reexec_with_blas_cap(argv);  // LORA_CPU reaches OpenBLAS only through a fresh start
+  lora::restart_with_start_settings(argv);  // OpenBLAS's cap and glibc's huge pages: a fresh start
   const lora::bench::MatmulArgs args = lora::bench::parse_matmul_args(argc, argv);
   const int m = args.tokens, reps = args.reps, rank = 8;
   struct Shape {

@@ -19,6 +19,7 @@
 
 #include "autograd/cpu_features.h"
 #include "autograd/dtype.h"
+#include "autograd/process_start.h"
 #include "bench/bench_args.h"
 
 namespace {
@@ -37,7 +38,7 @@ double best_seconds(int reps, const std::function<void()>& fn) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  lora::reexec_with_blas_cap(argv);  // LORA_CPU reaches OpenBLAS only through a fresh start
+  lora::restart_with_start_settings(argv);  // OpenBLAS's cap and glibc's huge pages: a fresh start
   using lora::Bf16Product;
   const lora::bench::MatmulArgs args = lora::bench::parse_matmul_args(argc, argv);
   const int tokens = args.tokens, reps = args.reps;

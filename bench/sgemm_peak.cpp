@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "autograd/cpu_features.h"
+#include "autograd/process_start.h"
 #include "bench/bench_args.h"
 
 namespace {
@@ -44,7 +45,7 @@ double sgemm_gflops(int m, Shape s, int reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  lora::reexec_with_blas_cap(argv);  // LORA_CPU reaches OpenBLAS only through a fresh start
+  lora::restart_with_start_settings(argv);  // OpenBLAS's cap and glibc's huge pages: a fresh start
   const lora::bench::MatmulArgs args = lora::bench::parse_matmul_args(argc, argv);
   const int tokens = args.tokens, reps = args.reps;
   // SmolLM2-135M and Qwen2.5-0.5B projection shapes (q, gate, down).

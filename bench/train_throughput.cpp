@@ -34,6 +34,7 @@
 #include "autograd/dtype.h"
 #include "autograd/heap.h"
 #include "autograd/kernels/matmul_bf16.h"
+#include "autograd/process_start.h"
 #include "autograd/profile.h"
 #include "autograd/quant.h"
 #include "bench/bench_args.h"
@@ -425,7 +426,7 @@ nlohmann::json compute_report(const std::string& asked, lora::ComputeDType compu
 }
 
 int main(int argc, char** argv) try {
-  lora::reexec_with_blas_cap(argv);  // LORA_CPU reaches OpenBLAS only through a fresh start
+  lora::restart_with_start_settings(argv);  // OpenBLAS's cap and glibc's huge pages: a fresh start
   const Args args = parse(argc, argv);
   if (!args.default_heap) lora::keep_freed_memory_for_reuse();
   lora::ModelConfig config = shape_config(args.shape);

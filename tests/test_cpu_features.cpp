@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <stdexcept>
 #include <vector>
 
 #include "autograd/cpu_features.h"
@@ -14,6 +15,7 @@
 #include "autograd/kernels/gguf_dequant_isa.h"
 #include "autograd/kernels/kernel_variants.h"
 #include "autograd/kernels/kernels_activation.h"
+#include "autograd/process_start.h"
 #include "support/test_support.h"
 #include "train_fixtures.h"
 
@@ -224,6 +226,37 @@ TEST(CpuCapCli, VersionReportsTheCapAndTheLibrariesFollowIt) {
   r = lora_under("avx1024", {"--version"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("LORA_CPU must be one of"), std::string::npos) << r.err;
+}
+
+// The settings a fresh start needs: OpenBLAS's AVX2 kernels under an AVX2 cap on an AVX-512 CPU
+// (not when OPENBLAS_CORETYPE is set or the CPU picks them anyway), and glibc's huge pages added
+// to whatever tunables are set, unless they name the huge-page tunable already.
+TEST(ProcessStart, MissingSettings) {
+  const EnvSetting huge{"GLIBC_TUNABLES", "glibc.malloc.hugetlb=1"};
+  const EnvSetting haswell{"OPENBLAS_CORETYPE", "Haswell"};
+  using V = std::vector<EnvSetting>;
+  EXPECT_EQ(missing_start_settings(nullptr, nullptr, nullptr, true), V{huge});
+  EXPECT_EQ(missing_start_settings("avx2", nullptr, nullptr, true), (V{haswell, huge}));
+  EXPECT_EQ(missing_start_settings("avx2", nullptr, nullptr, false), V{huge});
+  EXPECT_EQ(missing_start_settings("avx2", "SkylakeX", nullptr, true), V{huge});
+  EXPECT_EQ(missing_start_settings("avx512", nullptr, nullptr, true), V{huge});
+  EXPECT_EQ(missing_start_settings("", nullptr, "glibc.malloc.hugetlb=0", true), V{});
+  EXPECT_EQ(missing_start_settings(nullptr, nullptr, "glibc.malloc.tcache_count=0", true),
+            (V{{"GLIBC_TUNABLES", "glibc.malloc.tcache_count=0:glibc.malloc.hugetlb=1"}}));
+  EXPECT_THROW(missing_start_settings("avx1024", nullptr, nullptr, true), std::invalid_argument);
+}
+
+// The CLI starts again with the huge-page tunable set, and keeps a user's own choice.
+TEST(ProcessStart, CliRunsWithHugePagesUnlessTold) {
+  auto r = test::run_program({"env", "-u", "GLIBC_TUNABLES", test::lora_bin(), "--version"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("glibc tunables:        glibc.malloc.hugetlb=1"), std::string::npos)
+      << r.out;
+  r = test::run_program(
+      {"env", "GLIBC_TUNABLES=glibc.malloc.hugetlb=0", test::lora_bin(), "--version"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("glibc tunables:        glibc.malloc.hugetlb=0"), std::string::npos)
+      << r.out;
 }
 
 // The AVX2 path trains to the same losses as the full one (float noise apart), and bf16 asked

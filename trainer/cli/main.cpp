@@ -3,11 +3,13 @@
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 
 #include "autograd/cpu_features.h"
 #include "autograd/heap.h"
+#include "autograd/process_start.h"
 #include "trainer/cli/commands.h"
 #include "trainer/cli/flag_values.h"
 
@@ -17,6 +19,7 @@ namespace {
 
 std::string version_text() {
   const lora::CpuReport cpu = lora::cpu_report();
+  const char* tunables = std::getenv("GLIBC_TUNABLES");  // huge pages: process_start.h
   return "lora (loracpp)\n"
          "cpu features detected: " +
          cpu.detected +
@@ -28,16 +31,19 @@ std::string version_text() {
          cpu.blas_core +
          "\n"
          "onednn isa:            " +
-         cpu.onednn_isa;
+         cpu.onednn_isa +
+         "\n"
+         "glibc tunables:        " +
+         (tunables ? tunables : "(none)");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
-    // OpenBLAS reads its kernel choice when it loads: a LORA_CPU cap below AVX-512 runs the
-    // program again with OPENBLAS_CORETYPE set (cpu_features.h).
-    lora::reexec_with_blas_cap(argv);
+    // OpenBLAS's kernel choice and glibc's huge pages are read when the process starts: the
+    // program runs again with them set where they are missing (process_start.h).
+    lora::restart_with_start_settings(argv);
     (void)lora::active_cpu_features();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "lora: error: %s\n", e.what());
