@@ -3,11 +3,11 @@
 //  - OpenBLAS picks its kernels when it loads, from OPENBLAS_CORETYPE: a LORA_CPU cap below
 //    AVX-512 on a CPU that has it needs OPENBLAS_CORETYPE=Haswell (its AVX2 kernels).
 //  - glibc asks the kernel for transparent huge pages on the memory it gets for its heap only with
-//    GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (glibc 2.35+; the kernel's THP mode "madvise", the common
-//    default, gives none otherwise). A training step walks gigabytes of activations and widened
-//    weights, and decode every weight once per token: with 4 KiB pages the TLB misses cost more
-//    than the arithmetic on the virtual machines measured (bench/train_throughput: 1.3-2x).
-//    A GLIBC_TUNABLES that already names glibc.malloc.hugetlb (=0 to opt out) is left alone.
+//    GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (glibc 2.35+; the kernel's THP mode "madvise", the
+//    common default, gives none otherwise). A training step walks gigabytes of activations and
+//    widened weights, and decode every weight once per token: with 4 KiB pages the TLB misses cost
+//    more than the arithmetic on the virtual machines measured (bench/train_throughput: 1.3-2x). A
+//    GLIBC_TUNABLES that already names glibc.malloc.hugetlb (=0 to opt out) is left alone.
 #pragma once
 #include <string>
 #include <vector>
