@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "autograd/frozen_gemv.h"
+#include "autograd/process_start.h"
 #include "trainer/gguf_model.h"
 #include "trainer/transformer.h"
 
@@ -79,6 +80,7 @@ double products_seconds(const Model& m, int reps, std::size_t& bytes, double& cp
 }  // namespace
 
 int main(int argc, char** argv) {
+  lora::restart_with_start_settings(argv);  // the weights in huge pages, as lora generate has them
   if (argc < 2) {
     std::fprintf(stderr, "usage: %s MODEL [--threads N] [--prompt 32] [--tokens 32]\n", argv[0]);
     return 2;
