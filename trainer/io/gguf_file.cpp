@@ -298,7 +298,6 @@ void* read_into_huge_pages(int fd, std::size_t size, const fs::path& path) {
     if (n < 0 && errno == EINTR) continue;
     const int err = n < 0 ? errno : EIO;
     ::munmap(addr, size);
-    ::close(fd);
     bad(path, std::string("read failed: ") + std::strerror(err));
   }
   ::mprotect(addr, size, PROT_READ);
@@ -310,27 +309,19 @@ void* read_into_huge_pages(int fd, std::size_t size, const fs::path& path) {
 GgufFile GgufFile::open(const fs::path& path) {
   GgufFile f;
   f.path_ = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) bad(path, std::string("cannot open: ") + std::strerror(errno));
+  const OwnedFd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (file.fd < 0) bad(path, std::string("cannot open: ") + std::strerror(errno));
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    bad(path, "not a regular file");
-  }
+  if (::fstat(file.fd, &st) != 0 || !S_ISREG(st.st_mode)) bad(path, "not a regular file");
   const auto size = static_cast<std::size_t>(st.st_size);
   void* addr = nullptr;
-  if (size > 0) addr = read_into_huge_pages(fd, size, path);
+  if (size > 0) addr = read_into_huge_pages(file.fd, size, path);
   if (size > 0 && !addr) {
     // MAP_POPULATE faults every page in now (as llama.cpp's loader does), so the first forward
     // pass does not take a page fault per 4 KiB of weights (a third of a 0.5B model's prompt).
-    addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
-    if (addr == MAP_FAILED) {
-      const int err = errno;
-      ::close(fd);
-      bad(path, std::string("mmap failed: ") + std::strerror(err));
-    }
+    addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, file.fd, 0);
+    if (addr == MAP_FAILED) bad(path, std::string("mmap failed: ") + std::strerror(errno));
   }
-  ::close(fd);
   f.map_ = std::make_shared<const Mapping>(addr, size);
   f.parse();
   return f;

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -114,21 +113,16 @@ SafetensorsFile::~SafetensorsFile() = default;
 
 SafetensorsFile SafetensorsFile::open(const fs::path& path) {
   refuse_pickle(path);
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) bad_file(path, std::string("cannot open: ") + std::strerror(errno));
+  const OwnedFd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (file.fd < 0) bad_file(path, std::string("cannot open: ") + std::strerror(errno));
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    bad_file(path, "not a regular file");
-  }
+  if (::fstat(file.fd, &st) != 0 || !S_ISREG(st.st_mode)) bad_file(path, "not a regular file");
   const auto file_size = static_cast<uint64_t>(st.st_size);
-  if (file_size < 8) {
-    ::close(fd);
+  if (file_size < 8)
     bad_file(path, "file is " + std::to_string(file_size) +
                        " bytes, too short for the 8-byte header length (truncated?)");
-  }
-  void* addr = ::mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);  // the mapping keeps the file alive
+  // The mapping keeps the file alive once the descriptor closes.
+  void* addr = ::mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, file.fd, 0);
   if (addr == MAP_FAILED) bad_file(path, std::string("cannot mmap: ") + std::strerror(errno));
 
   SafetensorsFile f;
