@@ -6,11 +6,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 #include <random>
+#include <sstream>
 #include <string>
 
 #include "autograd/frozen_gemv.h"
+#include "autograd/kernels/gemv_isa.h"
 #include "gguf_test_util.h"
+#include "support/test_support.h"
 
 namespace lora {
 namespace {
@@ -146,6 +150,26 @@ TEST(FrozenGemv, NamesTheInstructionSetItRuns) {
   const std::string name(gemv_isa_name(gemv_isa()));
   EXPECT_TRUE(name == "avx512" || name == "avx2" || name == "scalar") << name;
   EXPECT_TRUE(gemv_isa_supported(GemvIsa::Scalar));
+}
+
+// Speed is the benchmarks' business, but a prefetch the compiler drops costs decode half its speed
+// without changing a single result, so nothing else would notice: every copy of the kernels (the
+// AVX-512 and AVX2 files and the portable one) must hold at least one prefetch per row kernel.
+TEST(FrozenGemv, CompiledKernelsKeepTheirPrefetches) {
+  const std::string archive = std::string(LORA_BINARY_DIR) + "/autograd/libloracpp_autograd.a";
+  const test::CommandResult dump =
+      test::run_program({"objdump", "-d", "--no-show-raw-insn", archive});
+  ASSERT_EQ(dump.exit_code, 0) << dump.err;
+  std::map<std::string, int> prefetches;  // per object file of the archive
+  std::istringstream lines(dump.out);
+  std::string line, object;
+  while (std::getline(lines, line)) {
+    if (line.find("file format") != std::string::npos) object = line.substr(0, line.find(':'));
+    if (line.find("prefetcht0") != std::string::npos) ++prefetches[object];
+  }
+  constexpr int kRowKernels = sizeof(gemv::Kernels) / sizeof(gemv::RowsKernel) - 1;
+  for (const char* copy : {"gemv_avx512.cpp.o", "gemv_avx2.cpp.o", "frozen_gemv.cpp.o"})
+    EXPECT_GE(prefetches[copy], kRowKernels) << copy;
 }
 
 }  // namespace

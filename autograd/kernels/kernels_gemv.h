@@ -35,11 +35,29 @@ using lora::gemv::RowsArgs;
 // prefetcher to find on its own, and one block ahead (about a kilobyte) is read sooner than
 // memory answers; 16 rows ahead is several kilobytes.
 inline constexpr int64_t kPrefetchRows = 16;
+// An asm statement, not __builtin_prefetch: GCC 12 deletes a builtin prefetch that sits behind a
+// branch or in a loop of its own (its dead-code pass finds no effect), and did so in every kernel
+// here; tests/test_frozen_gemv.cpp counts the prefetches in the compiled kernels.
+inline void prefetch_line(const void* p) {
+  asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
+}
 template <int R>
 inline void prefetch_next_rows(const RowsArgs& a, int64_t r0, int64_t offset, int64_t step) {
   if (r0 + kPrefetchRows + R > a.rows) return;
   const uint8_t* next = a.data + (r0 + kPrefetchRows) * a.row_bytes + R * offset;
-  for (int64_t b = 0; b < R * step; b += 64) __builtin_prefetch(next + b);
+  for (int64_t b = 0; b < R * step; b += 64) prefetch_line(next + b);
+}
+
+// The same for MLX rows' scales and biases, kept apart from the codes: a block of R rows reads
+// R * groups of each, once, at its start.
+template <int R>
+inline void prefetch_next_group_params(const RowsArgs& a, int64_t r0, int64_t groups) {
+  if (r0 + kPrefetchRows + R > a.rows) return;
+  const int64_t first = (r0 + kPrefetchRows) * groups;
+  for (int64_t i = 0; i < R * groups; i += 16) {
+    prefetch_line(a.scales + first + i);
+    prefetch_line(a.biases + first + i);
+  }
 }
 
 inline void store_row(float* y, int64_t r, float dot, float beta) {
@@ -75,6 +93,7 @@ void mlx4_rows_by_table(const RowsArgs& a, int64_t r0) {
     lo[r] = hi[r] = V::zero();
     rows[r] = a.data + (r0 + r) * a.row_bytes;
   }
+  prefetch_next_group_params<R>(a, r0, groups);
   for (int64_t g = 0; g < groups; ++g) {
     typename V::reg table[R];
     LORA_GEMV_UNROLL
@@ -111,6 +130,7 @@ void mlx4_rows_at(const RowsArgs& a, int64_t r0) {
     bias_part[r] = 0.0f;
     rows[r] = a.data + (r0 + r) * a.row_bytes;
   }
+  prefetch_next_group_params<R>(a, r0, groups);
   for (int64_t g = 0; g < groups; ++g) {
     typename V::reg lo[R], hi[R];
     LORA_GEMV_UNROLL
@@ -150,6 +170,7 @@ void mlx8_rows_at(const RowsArgs& a, int64_t r0) {
     bias_part[r] = 0.0f;
     rows[r] = a.data + (r0 + r) * a.row_bytes;
   }
+  prefetch_next_group_params<R>(a, r0, groups);
   for (int64_t g = 0; g < groups; ++g) {
     typename V::reg even[R], odd[R];
     LORA_GEMV_UNROLL
