@@ -150,7 +150,8 @@ PreparedX prepare(const Plan& plan, const gemv::Kernels& k, const float* x, int6
     for (int64_t v = 0; v < n; ++v)
       for (int64_t g = 0; g < per_row; ++g) {
         const float* xg = x + v * cols + g * plan.sum_width;
-        float s = 0.0f;
+        float s = 0.0f;  // reassociated: a chain of dependent adds cost 2-3% of a decode step
+#pragma omp simd reduction(+ : s)
         for (int64_t i = 0; i < plan.sum_width; ++i) s += xg[i];
         p.sums[v * per_row + g] = s;
       }
