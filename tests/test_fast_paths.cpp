@@ -24,6 +24,8 @@
 #include <cmath>
 #include <random>
 
+#include "autograd/cpu_features.h"
+#include "autograd/kernels/kernel_variants.h"
 #include "autograd/kernels/kernels_activation.h"
 #include "autograd/kernels/kernels_lora.h"
 #include "autograd/kernels/matmul_bf16.h"
@@ -324,15 +326,20 @@ TEST(FastPaths, LoraBackwardKernelCoversEveryTail) {
       for (int64_t o = 0; o < out; ++o) db[o * r + k] += scale * u[i * r + k] * g[i * out + o];
     }
   std::vector<float> uf(u.begin(), u.end());
-  for (bool given : {true, false}) {
-    SCOPED_TRACE(given ? "u given" : "u formed from x");
-    std::vector<float> guf(gu.size()), daf(da.size(), 0.0f), dbf(db.size(), 0.0f);
-    kernels::lora_backward(g.data(), x.data(), given ? uf.data() : nullptr, A.data(), B.data(), n,
-                           in, out, r, scale, guf.data(), daf.data(), dbf.data());
-    EXPECT_LT(rel_l2(guf, gu), 1e-5) << "gu";
-    EXPECT_LT(rel_l2(daf, da), 1e-5) << "dA";
-    EXPECT_LT(rel_l2(dbf, db), 1e-5) << "dB";
-  }
+  // The CPU's own copy (null), then each instruction set's copy this machine runs.
+  std::vector<const kernels::LoraLoops*> copies = {nullptr, &kernels::avx2::lora_loops()};
+  if (detect_cpu_features().avx512) copies.push_back(&kernels::avx512::lora_loops());
+  for (const kernels::LoraLoops* loops : copies)
+    for (bool given : {true, false}) {
+      SCOPED_TRACE(std::string(given ? "u given" : "u formed from x") + ", " +
+                   (loops ? std::to_string(loops->lanes) + " lanes" : "the CPU's copy"));
+      std::vector<float> guf(gu.size()), daf(da.size(), 0.0f), dbf(db.size(), 0.0f);
+      kernels::lora_backward(g.data(), x.data(), given ? uf.data() : nullptr, A.data(), B.data(), n,
+                             in, out, r, scale, guf.data(), daf.data(), dbf.data(), loops);
+      EXPECT_LT(rel_l2(guf, gu), 1e-5) << "gu";
+      EXPECT_LT(rel_l2(daf, da), 1e-5) << "dA";
+      EXPECT_LT(rel_l2(dbf, db), 1e-5) << "dB";
+    }
 }
 
 TEST(FastPaths, SwigluVectorPathMatchesTheDoubleFormula) {
