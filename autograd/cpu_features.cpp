@@ -148,9 +148,13 @@ CpuReport cpu_report() {
   const CpuFeatures& active = active_cpu_features();
   const auto cap = cpu_cap_from_environment();
   const char* blas = openblas_get_corename();
-  return {detect_cpu_features().names(), active.names(),
-          std::string(cap ? cpu_level_name(*cap) : "none"), blas ? blas : "unknown",
-          onednn_isa_name(dnnl_get_effective_cpu_isa())};
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  return {detect_cpu_features().names(),
+          active.names(),
+          std::string(cap ? cpu_level_name(*cap) : "none"),
+          blas ? blas : "unknown",
+          onednn_isa_name(dnnl_get_effective_cpu_isa()),
+          tunables ? tunables : "(none)"};
 }
 
 std::string CpuReport::json() const {
@@ -159,7 +163,7 @@ std::string CpuReport::json() const {
   };
   return "{" + field("detected", detected) + "," + field("in_use", in_use) + "," +
          field("cap", cap) + "," + field("blas_core", blas_core) + "," +
-         field("onednn_isa", onednn_isa) + "}";
+         field("onednn_isa", onednn_isa) + "," + field("glibc_tunables", glibc_tunables) + "}";
 }
 
 }  // namespace lora

@@ -48,10 +48,12 @@ const CpuFeatures& active_cpu_features();
 
 // What the process detected and uses, for --version and the benchmarks' reports: the feature
 // names (CpuFeatures::names), the cap ("none" when LORA_CPU is unset), OpenBLAS's kernel family
-// ("Haswell", "SkylakeX", ...) and oneDNN's effective ISA.
+// ("Haswell", "SkylakeX", ...), oneDNN's effective ISA, and the glibc tunables the process runs
+// under ("(none)" when GLIBC_TUNABLES is unset; huge pages, process_start.h).
 struct CpuReport {
-  std::string detected, in_use, cap, blas_core, onednn_isa;
-  // {"detected": ..., "in_use": ..., "cap": ..., "blas_core": ..., "onednn_isa": ...}
+  std::string detected, in_use, cap, blas_core, onednn_isa, glibc_tunables;
+  // {"detected": ..., "in_use": ..., "cap": ..., "blas_core": ..., "onednn_isa": ...,
+  //  "glibc_tunables": ...}
   std::string json() const;
 };
 CpuReport cpu_report();

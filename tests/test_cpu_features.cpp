@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "autograd/cpu_features.h"
@@ -257,6 +259,20 @@ TEST(ProcessStart, CliRunsWithHugePagesUnlessTold) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("glibc tunables:        glibc.malloc.hugetlb=0"), std::string::npos)
       << r.out;
+}
+
+// The report the benchmarks write into their JSON names the glibc tunables in force, so a figure
+// says whether it ran in huge pages.
+TEST(ProcessStart, ReportNamesTheTunablesInForce) {
+  const char* before = std::getenv("GLIBC_TUNABLES");
+  const std::string saved = before ? before : "";
+  ::setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1", 1);
+  EXPECT_NE(cpu_report().json().find(R"("glibc_tunables":"glibc.malloc.hugetlb=1")"),
+            std::string::npos)
+      << cpu_report().json();
+  ::unsetenv("GLIBC_TUNABLES");
+  EXPECT_EQ(cpu_report().glibc_tunables, "(none)");
+  if (before) ::setenv("GLIBC_TUNABLES", saved.c_str(), 1);
 }
 
 // The AVX2 path trains to the same losses as the full one (float noise apart), and bf16 asked

@@ -19,7 +19,6 @@ namespace {
 
 std::string version_text() {
   const lora::CpuReport cpu = lora::cpu_report();
-  const char* tunables = std::getenv("GLIBC_TUNABLES");  // huge pages: process_start.h
   return "lora (loracpp)\n"
          "cpu features detected: " +
          cpu.detected +
@@ -34,7 +33,7 @@ std::string version_text() {
          cpu.onednn_isa +
          "\n"
          "glibc tunables:        " +
-         (tunables ? tunables : "(none)");
+         cpu.glibc_tunables;
 }
 
 }  // namespace
