@@ -19,8 +19,14 @@ namespace {
 // supported shapes whole (4-bit dequantize + one sgemm costs 1.00-1.10x plain sgemm; 64-row
 // tiles cost 1.3-1.9x). Only vocabulary-sized matrices are tiled.
 constexpr int64_t kTileFloats = int64_t(1) << 23;
-int64_t tile_rows(const FrozenWeight& w) {
-  return std::clamp<int64_t>(kTileFloats / std::max<int64_t>(w.cols, 1), 1, w.rows);
+// A prompt of a few tokens instead widens 1 Mi floats (4 MiB) at a time: its sgemm is too short
+// for the repacking to matter, and a whole-matrix buffer is fresh memory on the first prompt,
+// whose page faults took about a third of a Qwen2.5-0.5B-shape 62-token prefill on one thread.
+constexpr int64_t kFewTokens = 256;
+constexpr int64_t kFewTokensTileFloats = int64_t(1) << 20;
+int64_t tile_rows(const FrozenWeight& w, int64_t n) {
+  const int64_t floats = n <= kFewTokens ? kFewTokensTileFloats : kTileFloats;
+  return std::clamp<int64_t>(floats / std::max<int64_t>(w.cols, 1), 1, w.rows);
 }
 
 void check_size(std::size_t have, int64_t rows, int64_t cols, const char* what) {
@@ -245,7 +251,7 @@ void frozen_product(Bf16Product kind, const FrozenWeight& w, const float* in, in
   }
   // Widen a tile of weight rows [r0, r1), multiply, move on. For y those rows give output columns
   // [r0, r1); for dx each tile adds g[:, r0:r1] W[r0:r1, :], the first one applying beta.
-  const int64_t tile = tile_rows(w);
+  const int64_t tile = tile_rows(w, n);
   std::vector<float> buf(static_cast<std::size_t>(tile * w.cols));
   for (int64_t r0 = 0; r0 < w.rows; r0 += tile) {
     const int64_t r1 = std::min(w.rows, r0 + tile);

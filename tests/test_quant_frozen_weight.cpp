@@ -17,7 +17,7 @@ std::vector<float> random_values(std::size_t n, unsigned seed, float sd = 0.1f) 
   return v;
 }
 
-// 300 rows: more than one 256-row tile, and a ragged last tile.
+// 300 rows, 5 vectors: a few tokens (the matrix-vector kernels, or one widened tile).
 constexpr int64_t kRows = 300, kCols = 128, kN = 5;
 
 std::vector<FrozenWeight> every_format(const std::vector<float>& w) {
@@ -99,6 +99,34 @@ TEST(FrozenWeight, InputGradEqualsNaiveLoopForEveryFormat) {
       }
     }
   }
+}
+
+// A prompt-sized product (more tokens than the matrix-vector kernels take, few enough for the
+// small tiles) over a matrix of 600 rows of 4096: three tiles, the last one ragged, in both
+// products, with beta applied once.
+TEST(FrozenWeight, FewTokenProductsAcrossSeveralTilesEqualNaiveLoops) {
+  constexpr int64_t rows = 600, cols = 4096, n = 12;
+  const auto w = random_values(rows * cols, 21);
+  const auto x = random_values(n * cols, 22, 1.0f), g = random_values(n * rows, 23, 1.0f);
+  const auto y0 = random_values(n * rows, 24, 1.0f), dx0 = random_values(n * cols, 25, 1.0f);
+  const float beta = 0.5f;
+  const auto f = FrozenWeight::from_quantized(quantize(w, rows, cols, 4, 64, DType::BF16));
+  const auto dense = f.to_f32();
+  auto y = y0, dx = dx0;
+  frozen_matmul(f, x.data(), n, y.data(), beta);
+  frozen_matmul_input_grad(f, g.data(), n, dx.data(), beta);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t r = 0; r < rows; ++r) {
+      double ref = beta * double(y0[i * rows + r]);
+      for (int64_t c = 0; c < cols; ++c) ref += double(x[i * cols + c]) * dense[r * cols + c];
+      ASSERT_NEAR(y[i * rows + r], ref, 1e-3) << "token " << i << " row " << r;
+    }
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < cols; ++c) {
+      double ref = beta * double(dx0[i * cols + c]);
+      for (int64_t r = 0; r < rows; ++r) ref += double(g[i * rows + r]) * dense[r * cols + c];
+      ASSERT_NEAR(dx[i * cols + c], ref, 1e-3) << "token " << i << " column " << c;
+    }
 }
 
 TEST(FrozenWeight, ConstructorsCheckSizes) {
