@@ -31,6 +31,9 @@ inline uint16_t f32_to_bf16(float f) {
   return uint16_t(bits >> 16);
 }
 float f16_to_f32(uint16_t h);
+// f16_to_f32 of every IEEE half, indexed by its bits: 256 KiB built on first use. The
+// matrix-vector kernels read ggml block scales from it, a load where converting costs vector uops.
+const float* f16_to_f32_table();
 uint16_t f32_to_f16(float f);  // round to nearest even, overflow to inf
 
 // Converts `n` elements of a float-like dtype (F32, F16, BF16, F64) to f32.

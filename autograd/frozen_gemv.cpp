@@ -42,11 +42,6 @@ struct Scalar {
     else
       return (h >> -S) & 48;
   }
-  static float f16(const uint8_t* p) {
-    uint16_t h;
-    std::memcpy(&h, p, 2);
-    return lora::f16_to_f32(h);
-  }
 };
 
 }  // namespace
@@ -203,6 +198,7 @@ void frozen_gemv(const FrozenWeight& w, const float* x, int64_t n, float* y, flo
   const PreparedX px = prepare(plan, k, x, n, cols);
   const int64_t groups = plan.sum_width > 0 ? cols / plan.sum_width : 0;
   const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
+  const float* halves = f16_to_f32_table();
 #pragma omp parallel if (n * rows * cols >= kParallelWork)
   {
     std::vector<float> widened;  // rows of a storage without its own kernel, a block at a time
@@ -216,6 +212,7 @@ void frozen_gemv(const FrozenWeight& w, const float* x, int64_t n, float* y, flo
       a.group_size = plan.sum_width;
       a.scales = w.quant.scales.data();
       a.biases = w.quant.biases.data();
+      a.halves = halves;
       int64_t first = r0, last = r1;
       if (plan.kernel) {
         a.data = plan.data;

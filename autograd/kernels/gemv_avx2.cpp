@@ -57,11 +57,6 @@ struct Avx2 {
   }
   static reg low_nibble(ireg v) { return to_float(_mm256_and_si256(v, _mm256_set1_epi32(15))); }
   static reg high_nibble(ireg v) { return to_float(_mm256_srli_epi32(v, 4)); }
-  static float f16(const uint8_t* p) {
-    uint16_t h;
-    std::memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-  }
 };
 
 }  // namespace

@@ -61,17 +61,6 @@ struct Avx512 {
   }
   static reg low_nibble(ireg v) { return lookup_low(v, codes()); }
   static reg high_nibble(ireg v) { return lookup_high(v, codes()); }
-  // One half broadcast to every lane and widened there (no trip through a scalar register).
-  static reg f16_splat(const uint8_t* p) {
-    int16_t h;
-    std::memcpy(&h, p, 2);
-    return _mm512_cvtph_ps(_mm256_set1_epi16(h));
-  }
-  static float f16(const uint8_t* p) {
-    uint16_t h;
-    std::memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-  }
 };
 
 }  // namespace

@@ -16,7 +16,8 @@ struct RowsArgs {
   const float* sums = nullptr;    // x summed per MLX group or per ggml block (16 or 32 elements)
   const float* scales = nullptr;  // MLX: [rows, groups]
   const float* biases = nullptr;
-  int64_t group_size = 0;  // MLX
+  const float* halves = nullptr;  // f16_to_f32_table(): ggml block scales looked up by their bits
+  int64_t group_size = 0;         // MLX
   float* y = nullptr;
   float beta = 0.0f;
 };
