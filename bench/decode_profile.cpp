@@ -15,9 +15,12 @@
 #include <vector>
 
 #include "autograd/frozen_gemv.h"
+#include "autograd/heap.h"
 #include "autograd/process_start.h"
 #include "trainer/gguf_model.h"
 #include "trainer/transformer.h"
+
+extern "C" void openblas_set_num_threads(int);
 
 namespace {
 
@@ -81,6 +84,7 @@ double products_seconds(const Model& m, int reps, std::size_t& bytes, double& cp
 
 int main(int argc, char** argv) {
   lora::restart_with_start_settings(argv);  // the weights in huge pages, as lora generate has them
+  lora::keep_freed_memory_for_reuse();      // and freed memory kept, as lora has it
   if (argc < 2) {
     std::fprintf(stderr, "usage: %s MODEL [--threads N] [--prompt 32] [--tokens 32]\n", argv[0]);
     return 2;
@@ -92,6 +96,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--tokens")) tokens = std::atoi(argv[i + 1]);
   }
   omp_set_num_threads(threads);
+  openblas_set_num_threads(threads);  // the prompt's sgemm on the same threads, as lora sets it
   const Model m = load_any(argv[1]);
   KVCache cache = KVCache::create(m.config, prompt + tokens + 1);
   std::vector<int32_t> ids(static_cast<std::size_t>(prompt));
