@@ -48,18 +48,6 @@ inline void prefetch_next_rows(const RowsArgs& a, int64_t r0, int64_t offset, in
   for (int64_t b = 0; b < R * step; b += 64) prefetch_line(next + b);
 }
 
-// The same for MLX rows' scales and biases, kept apart from the codes: a block of R rows reads
-// R * groups of each, once, at its start.
-template <int R>
-inline void prefetch_next_group_params(const RowsArgs& a, int64_t r0, int64_t groups) {
-  if (r0 + kPrefetchRows + R > a.rows) return;
-  const int64_t first = (r0 + kPrefetchRows) * groups;
-  for (int64_t i = 0; i < R * groups; i += 16) {
-    prefetch_line(a.scales + first + i);
-    prefetch_line(a.biases + first + i);
-  }
-}
-
 // A ggml block's f16 scale at p, by table.
 inline float half_at(const RowsArgs& a, const uint8_t* p) {
   uint16_t h;
@@ -100,7 +88,6 @@ void mlx4_rows_by_table(const RowsArgs& a, int64_t r0) {
     lo[r] = hi[r] = V::zero();
     rows[r] = a.data + (r0 + r) * a.row_bytes;
   }
-  prefetch_next_group_params<R>(a, r0, groups);
   for (int64_t g = 0; g < groups; ++g) {
     typename V::reg table[R];
     LORA_GEMV_UNROLL
@@ -137,7 +124,6 @@ void mlx4_rows_at(const RowsArgs& a, int64_t r0) {
     bias_part[r] = 0.0f;
     rows[r] = a.data + (r0 + r) * a.row_bytes;
   }
-  prefetch_next_group_params<R>(a, r0, groups);
   for (int64_t g = 0; g < groups; ++g) {
     typename V::reg lo[R], hi[R];
     LORA_GEMV_UNROLL
@@ -177,7 +163,6 @@ void mlx8_rows_at(const RowsArgs& a, int64_t r0) {
     bias_part[r] = 0.0f;
     rows[r] = a.data + (r0 + r) * a.row_bytes;
   }
-  prefetch_next_group_params<R>(a, r0, groups);
   for (int64_t g = 0; g < groups; ++g) {
     typename V::reg even[R], odd[R];
     LORA_GEMV_UNROLL
