@@ -625,10 +625,13 @@ TEST_P(FamilyChatTraining, MaskPromptLowersTheLoss) {
   std::printf("%s: train loss %.3f -> %.3f\n", c.arch.c_str(), losses.front(), losses.back());
 }
 
+// Learning rates at which a tiny model's run is not chaotic: at 3e-2 the SmolLM3 case's last
+// report moved by 0.46 when attention's sums changed order (outputs equal to 7e-7); at 1.5e-2
+// both orders give the same losses to four decimals.
 INSTANTIATE_TEST_SUITE_P(Families, FamilyChatTraining,
                          ::testing::Values(ChatCase{"gemma3_text", "gemma3", 262208, "5e-2"},
                                            ChatCase{"gemma2", "gemma3", 262208, "5e-2"},
-                                           ChatCase{"smollm3", "qwen3", 151669, "3e-2"},
+                                           ChatCase{"smollm3", "qwen3", 151669, "1.5e-2"},
                                            ChatCase{"phi3", "llama2-tinyllama", 32064, "3e-2"}),
                          [](const auto& info) { return info.param.arch; });
 

@@ -199,20 +199,35 @@ TEST(GradCheck, RopeOpWithOffset) {
 
 // ---------- attention ----------
 struct AttentionCase {
-  kernels::AttentionShape s{2, 3, 5, 4, 2, 4};  // batch 2, 3 queries over 5 keys, GQA 4:2
-  std::vector<uint8_t> valid = {1, 1, 0, 1, 1, /*b1*/ 1, 1, 1, 1, 0};
-  std::size_t nq = 2 * 3 * 4 * 4, nk = 2 * 5 * 2 * 4;
-  std::vector<double> q = random_values(nq, 6, -2, 2), k = random_values(nk, 7, -2, 2),
-                      v = random_values(nk, 8), r = random_values(nq, 9);
-  double loss(const std::vector<double>& qs, const std::vector<double>& ks,
-              const std::vector<double>& vs) const {
-    std::vector<double> out(nq), lse(2 * 4 * 3);
+  kernels::AttentionShape s;
+  std::vector<uint8_t> valid;
+  std::size_t nq, nk, nlse;
+  std::vector<double> q, k, v, r;
+  // Default: batch 2, 3 queries over 5 keys, GQA 4:2, head_dim 4, some keys padding.
+  explicit AttentionCase(kernels::AttentionShape shape = {2, 3, 5, 4, 2, 4},
+                         std::vector<uint8_t> key_valid = {1, 1, 0, 1, 1, /*b1*/ 1, 1, 1, 1, 0})
+      : s(shape),
+        valid(std::move(key_valid)),
+        nq(std::size_t(s.batch * s.seq_q * s.q_stride())),
+        nk(std::size_t(s.batch * s.seq_k * s.kv_stride())),
+        nlse(std::size_t(s.batch * s.heads * s.seq_q)),
+        q(random_values(nq, 6, -2, 2)),
+        k(random_values(nk, 7, -2, 2)),
+        v(random_values(nk, 8)),
+        r(random_values(nq, 9)) {}
+  std::vector<double> output(const std::vector<double>& qs, const std::vector<double>& ks,
+                             const std::vector<double>& vs) const {
+    std::vector<double> out(nq), lse(nlse);
     kernels::attention_forward(qs.data(), ks.data(), vs.data(), s, valid.data(), out.data(),
                                lse.data());
-    return dot(out, r);
+    return out;
+  }
+  double loss(const std::vector<double>& qs, const std::vector<double>& ks,
+              const std::vector<double>& vs) const {
+    return dot(output(qs, ks, vs), r);
   }
   std::array<std::vector<double>, 3> grads() const {
-    std::vector<double> out(nq), lse(2 * 4 * 3), dq(nq), dk(nk), dv(nk);
+    std::vector<double> out(nq), lse(nlse), dq(nq), dk(nk), dv(nk);
     kernels::attention_forward(q.data(), k.data(), v.data(), s, valid.data(), out.data(),
                                lse.data());
     kernels::attention_backward(q.data(), k.data(), v.data(), out.data(), lse.data(), r.data(), s,
@@ -230,16 +245,45 @@ struct AttentionCase {
   // The f32 op (with the case's scoring) against the double kernel's gradients.
   void check_op() const {
     ag::Tape tape;
-    ag::Var qv = tape.make(Tensor({6, 16}, to_float(q)), true);
-    ag::Var kv = tape.make(Tensor({10, 8}, to_float(k)), true);
-    ag::Var vv = tape.make(Tensor({10, 8}, to_float(v)), true);
+    ag::Var qv = tape.make(Tensor({s.batch * s.seq_q, s.q_stride()}, to_float(q)), true);
+    ag::Var kv = tape.make(Tensor({s.batch * s.seq_k, s.kv_stride()}, to_float(k)), true);
+    ag::Var vv = tape.make(Tensor({s.batch * s.seq_k, s.kv_stride()}, to_float(v)), true);
     const ag::AttentionScoring scoring{s.window, float(s.scale), float(s.softcap)};
-    ag::Var y = ag::attention(tape, qv, kv, vv, 2, 3, 5, 4, 2, 4, valid, scoring);
+    ag::Var y = ag::attention(tape, qv, kv, vv, s.batch, s.seq_q, s.seq_k, s.heads, s.kv_heads,
+                              s.head_dim, valid, scoring);
     backward_with(tape, y, r);
     const auto g = grads();
     EXPECT_LT(max_rel_error(qv->grad.data, g[0]), kOpTol);
     EXPECT_LT(max_rel_error(kv->grad.data, g[1]), kOpTol);
     EXPECT_LT(max_rel_error(vv->grad.data, g[2]), kOpTol);
+  }
+  // The output from a direct softmax per (sequence, head, query): every visible key's score,
+  // capped, exponentiated and normalized on its own.
+  std::vector<double> naive_output() const {
+    std::vector<double> out(nq, 0.0);
+    const int64_t hd = s.head_dim;
+    for (int64_t b = 0; b < s.batch; ++b)
+      for (int64_t h = 0; h < s.heads; ++h)
+        for (int64_t t = 0; t < s.seq_q; ++t) {
+          const int64_t pos = s.seq_k - s.seq_q + t;
+          const double* qr = q.data() + (b * s.seq_q + t) * s.q_stride() + h * hd;
+          const int64_t kv0 = b * s.seq_k * s.kv_stride() + (h / s.group()) * hd;
+          std::vector<double> weight(std::size_t(s.seq_k), 0.0);
+          double total = 0;
+          for (int64_t j = 0; j <= pos; ++j) {
+            if (!valid[b * s.seq_k + j] || (s.window > 0 && j <= pos - s.window)) continue;
+            double score = 0;
+            for (int64_t d = 0; d < hd; ++d) score += qr[d] * k[kv0 + j * s.kv_stride() + d];
+            score *= s.score_scale();
+            if (s.softcap > 0) score = s.softcap * std::tanh(score / s.softcap);
+            total += weight[j] = std::exp(score);
+          }
+          double* o = out.data() + (b * s.seq_q + t) * s.q_stride() + h * hd;
+          for (int64_t j = 0; j < s.seq_k && total > 0; ++j)
+            for (int64_t d = 0; d < hd; ++d)
+              o[d] += weight[j] / total * v[kv0 + j * s.kv_stride() + d];
+        }
+    return out;
   }
 };
 
@@ -256,9 +300,7 @@ TEST(GradCheck, AttentionMatchesNaiveSoftmax) {
   // Causal mask check against a direct softmax for the first sequence, query 0 (key position 2):
   // keys 0, 1 visible, key 2 hidden by the padding mask.
   AttentionCase c;
-  std::vector<double> out(c.nq), lse(24);
-  kernels::attention_forward(c.q.data(), c.k.data(), c.v.data(), c.s, c.valid.data(), out.data(),
-                             lse.data());
+  const std::vector<double> out = c.output(c.q, c.k, c.v);
   const int h = 3, kvh = 1;
   double s0 = 0, s1 = 0;
   for (int d = 0; d < 4; ++d) {
@@ -281,12 +323,28 @@ TEST(GradCheck, AttentionKernelWindowSoftcapScale) {
   for (int d = 0; d < 8; ++d) EXPECT_EQ(g[1][d], 0.0);  // key 0 of sequence 0: outside
   for (int d = 0; d < 8; ++d) EXPECT_EQ(g[2][d], 0.0);
   // Sequence 0, query 0 (position 2) sees keys 1 and 2; key 2 is padding: the output is v[1].
-  std::vector<double> out(c.nq), lse(24);
-  kernels::attention_forward(c.q.data(), c.k.data(), c.v.data(), c.s, c.valid.data(), out.data(),
-                             lse.data());
+  const std::vector<double> out = c.output(c.q, c.k, c.v);
   for (int h = 0; h < 4; ++h)
     for (int d = 0; d < 4; ++d) EXPECT_NEAR(out[h * 4 + d], c.v[8 + (h / 2) * 4 + d], 1e-12);
 
+  c.check_op();
+}
+
+// 16 query heads over 2 KV heads and 40 queries over 45 keys: the kernel stacks each KV group's 8
+// heads into one matrix per block of 32 query rows (a full block and a partial one). The output
+// matches a direct softmax per row, plain and with a sliding window and soft-capping; the
+// gradients of the latter match finite differences.
+TEST(GradCheck, AttentionStackedGroupHeadsInSeveralBlocks) {
+  std::vector<uint8_t> valid(2 * 45, 1);
+  valid[3] = valid[44] = valid[45 + 20] = 0;
+  AttentionCase c({2, 40, 45, 16, 2, 1}, valid);
+  ASSERT_EQ(kernels::attention_detail::heads_per_stack(c.s), 8);
+  ASSERT_EQ(kernels::attention_detail::query_block(c.s), 32);
+  EXPECT_LT(max_rel_error(c.output(c.q, c.k, c.v), c.naive_output()), 1e-12);
+  c.s.window = 7;
+  c.s.softcap = 0.9;
+  EXPECT_LT(max_rel_error(c.output(c.q, c.k, c.v), c.naive_output()), 1e-12);
+  c.checked_grads();
   c.check_op();
 }
 
