@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "autograd/dtype.h"
 #include "autograd/frozen_gemv.h"
 #include "autograd/kernels/matmul_bf16.h"
 
@@ -79,9 +80,12 @@ void widen_rows(const FrozenWeight& w, int64_t r0, int64_t r1, std::span<const L
   }
 }
 
-void check_deltas(std::span<const LowRankDelta> deltas, ComputeDType compute) {
+void check_low_rank(std::span<const LowRankDelta> deltas, std::span<const LowRankSide> sides,
+                    ComputeDType compute) {
   if (!deltas.empty() && uses_bf16(compute))
     throw std::invalid_argument("frozen matmul: low-rank deltas need f32 compute");
+  if (!sides.empty() && !uses_bf16(compute))
+    throw std::invalid_argument("frozen matmul: low-rank sides need bf16 compute");
 }
 
 // The whole weight as bf16 for a bf16 product: the stored values themselves for a bf16 weight,
@@ -91,6 +95,37 @@ const uint16_t* weight_bf16(const FrozenWeight& w, std::vector<uint16_t>& buf) {
   buf.resize(static_cast<std::size_t>(w.rows * w.cols));
   w.rows_bf16(0, w.rows, buf.data());
   return buf.data();
+}
+
+// y = [x | coefs] [W | scale * B...]^T (XWt) or dx = [g | coefs] [W ; scale * A...] (GW) in one
+// bf16 product: each side's rank-r product rides in the inner dimension, its columns after the
+// frozen ones in both operands.
+void bf16_product_with_sides(Bf16Product kind, const FrozenWeight& w, const float* in, int64_t n,
+                             float* out, float beta, std::span<const LowRankSide> sides) {
+  const bool xwt = kind == Bf16Product::XWt;
+  const int64_t width = xwt ? w.cols : w.rows;
+  int64_t inner = width;
+  for (const LowRankSide& side : sides) inner += side.rank;
+  inner = (inner + 31) / 32 * 32;  // zero columns up to whole AMX tile rows
+  std::vector<uint16_t> input(static_cast<std::size_t>(n * inner));
+  std::vector<uint16_t> weight(static_cast<std::size_t>(xwt ? w.rows * inner : inner * w.cols));
+  round_rows_to_bf16(in, n, width, width, input.data(), inner);
+  w.rows_bf16(0, w.rows, weight.data(), xwt ? inner : w.cols);
+  int64_t at = width;
+  for (const LowRankSide& side : sides) {
+    round_rows_to_bf16(side.coef, n, side.rank, side.rank, input.data() + at, inner);
+    if (xwt) {  // columns [at, at + rank) of every weight row: scale * B's row
+      for (int64_t r = 0; r < w.rows; ++r)
+        for (int64_t k = 0; k < side.rank; ++k)
+          weight[r * inner + at + k] = f32_to_bf16(side.scale * side.factor[r * side.rank + k]);
+    } else {  // rows [at, at + rank): scale * A
+      for (int64_t i = 0; i < side.rank * w.cols; ++i)
+        weight[at * w.cols + i] = f32_to_bf16(side.scale * side.factor[i]);
+    }
+    at += side.rank;
+  }
+  matmul_bf16_rounded(kind, weight.data(), xwt ? w.rows : inner, xwt ? inner : w.cols, input.data(),
+                      n, out, beta);
 }
 
 // The factories' common start; each then moves in the storage its format reads.
@@ -188,12 +223,16 @@ void FrozenWeight::rows_f32(int64_t begin, int64_t end, float* out) const {
   }
 }
 
-void FrozenWeight::rows_bf16(int64_t begin, int64_t end, uint16_t* out) const {
-  if (begin < 0 || end > rows || begin > end)
+void FrozenWeight::rows_bf16(int64_t begin, int64_t end, uint16_t* out, int64_t ld) const {
+  if (begin < 0 || end > rows || begin > end || (ld != 0 && ld < cols))
     throw std::out_of_range("FrozenWeight::rows_bf16: rows [" + std::to_string(begin) + ", " +
-                            std::to_string(end) + ") of " + std::to_string(rows));
+                            std::to_string(end) + ") of " + std::to_string(rows) + " with " +
+                            std::to_string(cols) + " values each, " + std::to_string(ld) +
+                            " apart");
+  if (ld == 0) ld = cols;
   if (format == WeightFormat::BF16) {
-    std::copy_n(bf16.data() + begin * cols, (end - begin) * cols, out);
+    for (int64_t r = begin; r < end; ++r)
+      std::copy_n(bf16.data() + r * cols, cols, out + (r - begin) * ld);
     return;
   }
   // Each thread widens a chunk of rows into a buffer that stays in cache and rounds it from there:
@@ -206,8 +245,9 @@ void FrozenWeight::rows_bf16(int64_t begin, int64_t end, uint16_t* out) const {
     for (int64_t r0 = begin; r0 < end; r0 += chunk) {
       const int64_t r1 = std::min(end, r0 + chunk);
       rows_f32(r0, r1, buf.data());  // a nested region: runs on this thread
-      convert_from_f32(DType::BF16, buf.data(), static_cast<std::size_t>((r1 - r0) * cols),
-                       out + (r0 - begin) * cols);
+      for (int64_t r = r0; r < r1; ++r)
+        convert_from_f32(DType::BF16, buf.data() + (r - r0) * cols, static_cast<std::size_t>(cols),
+                         out + (r - begin) * ld);
     }
   }
 }
@@ -223,8 +263,9 @@ namespace {
 // The two products of a frozen weight: y = x W^T (XWt: [n, cols] -> [n, rows]) and dx = g W (GW:
 // [n, rows] -> [n, cols]), each with beta on the output.
 void frozen_product(Bf16Product kind, const FrozenWeight& w, const float* in, int64_t n, float* out,
-                    float beta, ComputeDType compute, std::span<const LowRankDelta> deltas) {
-  check_deltas(deltas, compute);
+                    float beta, ComputeDType compute, std::span<const LowRankDelta> deltas,
+                    std::span<const LowRankSide> sides) {
+  check_low_rank(deltas, sides, compute);
   const bool xwt = kind == Bf16Product::XWt;
   const int64_t in_width = xwt ? w.cols : w.rows, out_width = xwt ? w.rows : w.cols;
   if (n <= 0 || out_width == 0) return;
@@ -235,6 +276,10 @@ void frozen_product(Bf16Product kind, const FrozenWeight& w, const float* in, in
   // A few tokens (generation's decode) read each weight once, from its own storage.
   if (xwt && n <= kGemvMaxTokens && deltas.empty() && !uses_bf16(compute)) {
     frozen_gemv(w, in, n, out, beta);
+    return;
+  }
+  if (!sides.empty()) {
+    bf16_product_with_sides(kind, w, in, n, out, beta, sides);
     return;
   }
   if (uses_bf16(compute)) {
@@ -269,14 +314,16 @@ void frozen_product(Bf16Product kind, const FrozenWeight& w, const float* in, in
 }  // namespace
 
 void frozen_matmul(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta,
-                   ComputeDType compute, std::span<const LowRankDelta> deltas) {
-  frozen_product(Bf16Product::XWt, w, x, n, y, beta, compute, deltas);
+                   ComputeDType compute, std::span<const LowRankDelta> deltas,
+                   std::span<const LowRankSide> sides) {
+  frozen_product(Bf16Product::XWt, w, x, n, y, beta, compute, deltas, sides);
 }
 
 void frozen_matmul_input_grad(const FrozenWeight& w, const float* g, int64_t n, float* dx,
                               float beta, ComputeDType compute,
-                              std::span<const LowRankDelta> deltas) {
-  frozen_product(Bf16Product::GW, w, g, n, dx, beta, compute, deltas);
+                              std::span<const LowRankDelta> deltas,
+                              std::span<const LowRankSide> sides) {
+  frozen_product(Bf16Product::GW, w, g, n, dx, beta, compute, deltas, sides);
 }
 
 }  // namespace lora

@@ -40,8 +40,9 @@ struct FrozenWeight {
   std::size_t stored_bytes() const;
   // Rows [begin, end) as f32, [end - begin, cols].
   void rows_f32(int64_t begin, int64_t end, float* out) const;
-  // Rows [begin, end) rounded to bf16 (bit patterns), [end - begin, cols].
-  void rows_bf16(int64_t begin, int64_t end, uint16_t* out) const;
+  // Rows [begin, end) rounded to bf16 (bit patterns), [end - begin, cols], each row `ld` values
+  // after the previous one in out (0: cols).
+  void rows_bf16(int64_t begin, int64_t end, uint16_t* out, int64_t ld = 0) const;
   std::vector<float> to_f32() const;
 };
 
@@ -55,15 +56,31 @@ struct LowRankDelta {
   float scale = 1.0f;
 };
 
-// y[n, rows] = x[n, cols] * (W + deltas)^T + beta * y. Quantized and bf16 weights are widened tile
-// by tile, never whole. Deltas need the f32 path: with bf16 compute they are rejected, since
-// rounding W + scale*BA to bf16 would bury the small adapter term under the weight's rounding.
+// A low-rank term that a bf16 product carries as extra inner columns, for bf16 compute where a
+// LowRankDelta cannot go: the rank-r product joins the frozen one in the same GEMM, so it never
+// reads and writes the output on its own. Both its operands are rounded to bf16, as the frozen
+// ones are. For y = x W^T it adds scale * coef B^T (coef [n, rank], e.g. x A^T; factor = B
+// [rows, rank]); for dx = g W it adds scale * coef A (coef [n, rank], e.g. g B; factor = A
+// [rank, cols]).
+struct LowRankSide {
+  const float* coef = nullptr;
+  const float* factor = nullptr;
+  int64_t rank = 0;
+  float scale = 1.0f;
+};
+
+// y[n, rows] = x[n, cols] * (W + deltas)^T + sides + beta * y. Quantized and bf16 weights are
+// widened tile by tile, never whole. Deltas need the f32 path: with bf16 compute they are rejected,
+// since rounding W + scale*BA to bf16 would bury the small adapter term under the weight's
+// rounding. Sides need bf16 compute.
 void frozen_matmul(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta = 0.0f,
                    ComputeDType compute = ComputeDType::F32,
-                   std::span<const LowRankDelta> deltas = {});
-// dx[n, cols] = g[n, rows] * (W + deltas) + beta * dx.
+                   std::span<const LowRankDelta> deltas = {},
+                   std::span<const LowRankSide> sides = {});
+// dx[n, cols] = g[n, rows] * (W + deltas) + sides + beta * dx.
 void frozen_matmul_input_grad(const FrozenWeight& w, const float* g, int64_t n, float* dx,
                               float beta = 0.0f, ComputeDType compute = ComputeDType::F32,
-                              std::span<const LowRankDelta> deltas = {});
+                              std::span<const LowRankDelta> deltas = {},
+                              std::span<const LowRankSide> sides = {});
 
 }  // namespace lora

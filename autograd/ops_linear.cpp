@@ -30,23 +30,51 @@ const float* branch_input(const LoraBranch& br, const Tensor& x, std::vector<flo
   return scratch.data();
 }
 
-// Folding the branches into the widened f32 weight (W + scale*BA: one sgemm each way) replaces the
-// rank-r products that read and write all of y in forward and all of dx in backward. Forming BA
-// costs rows * cols * rank per call, so it pays only over many tokens; it needs f32 compute (see
-// LowRankDelta) and no dropout (the branch must see x itself).
-constexpr int64_t kFoldMinTokens = 256;
+// How the branches join the frozen product. Folding them into the widened f32 weight (W +
+// scale*BA: one sgemm each way) replaces the rank-r products that read and write all of y in
+// forward and all of dx in backward; with bf16 compute, where W + scale*BA cannot be rounded
+// without burying the adapter term, each branch rides in the bf16 GEMM's inner dimension instead
+// (LowRankSide). Forming BA costs rows * cols * rank per call and a side copies the weight, so
+// both pay only over many tokens; and the branch must see x itself (no dropout).
+enum class Join { Separate, Fold, Side };
+constexpr int64_t kJoinMinTokens = 256;
 
-bool folds(std::span<const LoraBranch> lora, int64_t n, ComputeDType compute) {
-  if (lora.empty() || n < kFoldMinTokens || uses_bf16(compute)) return false;
-  return std::all_of(lora.begin(), lora.end(),
-                     [](const LoraBranch& br) { return br.dropout <= 0.0f; });
+Join join_of(std::span<const LoraBranch> lora, int64_t n, ComputeDType compute) {
+  if (lora.empty() || n < kJoinMinTokens) return Join::Separate;
+  if (!std::all_of(lora.begin(), lora.end(),
+                   [](const LoraBranch& br) { return br.dropout <= 0.0f; }))
+    return Join::Separate;
+  return uses_bf16(compute) ? Join::Side : Join::Fold;
 }
 
-std::vector<LowRankDelta> deltas_of(std::span<const LoraBranch> lora) {
+std::vector<LowRankDelta> deltas_of(std::span<const LoraBranch> lora, Join join) {
   std::vector<LowRankDelta> deltas;
+  if (join != Join::Fold) return deltas;
   for (const LoraBranch& br : lora)
     deltas.push_back({br.A->value.ptr(), br.B->value.ptr(), br.A->value.dim(0), br.scale});
   return deltas;
+}
+
+// The forward's sides: u = x A^T [n, r] per branch times scale * B.
+std::vector<LowRankSide> forward_sides(std::span<const LoraBranch> lora,
+                                       std::span<const Tensor> low_rank, Join join) {
+  std::vector<LowRankSide> sides;
+  if (join != Join::Side) return sides;
+  for (std::size_t i = 0; i < lora.size(); ++i)
+    sides.push_back(
+        {low_rank[i].ptr(), lora[i].B->value.ptr(), lora[i].A->value.dim(0), lora[i].scale});
+  return sides;
+}
+
+// The input gradient's sides: gu = scale * g B [n, r] per branch times A.
+std::vector<LowRankSide> input_grad_sides(std::span<const LoraBranch> lora,
+                                          const std::vector<std::vector<float>>& gus, Join join) {
+  std::vector<LowRankSide> sides;
+  if (join != Join::Side) return sides;
+  for (std::size_t i = 0; i < lora.size(); ++i)
+    if (!gus[i].empty())
+      sides.push_back({gus[i].data(), lora[i].A->value.ptr(), lora[i].A->value.dim(0), 1.0f});
+  return sides;
 }
 
 }  // namespace
@@ -69,41 +97,46 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
                                 std::to_string(out) + "]");
   Tensor y = residual ? residual->value : Tensor({n, out});
   const ComputeDType compute = tape.compute_dtype();
-  const bool fold = folds(lora, n, compute);
-  frozen_matmul(w, xv.ptr(), n, y.ptr(), residual ? 1.0f : 0.0f, compute,
-                fold ? deltas_of(lora) : std::vector<LowRankDelta>{});
+  const Join join = join_of(lora, n, compute);
+
+  // u = dropout(x) A^T [n, r] per branch, kept for dB in backward (small: rank columns). A folded
+  // branch joins y through W; backward forms its u from the x blocks it reads for dA anyway, so
+  // forward makes no pass over x for it.
+  std::vector<Tensor> low_rank;
+  bool trains = false;
+  {
+    std::vector<float> scratch;
+    const OpTimer lora_timer(join == Join::Fold ? nullptr : tape.profile(), "lora",
+                             tape.forward_phase());
+    for (const LoraBranch& br : lora) {
+      trains = trains || br.trainable;
+      low_rank.emplace_back();
+      if (join == Join::Fold) continue;
+      const int64_t r = br.A->value.dim(0);
+      low_rank.back() = Tensor({n, r});
+      kernels::rank_project(branch_input(br, xv, scratch), n, br.A->value.ptr(), in, r, 1.0f,
+                            low_rank.back().ptr());
+    }
+  }
+  frozen_matmul(w, xv.ptr(), n, y.ptr(), residual ? 1.0f : 0.0f, compute, deltas_of(lora, join),
+                forward_sides(lora, low_rank, join));
   if (bias)
     for (int64_t i = 0; i < n; ++i)
       for (int64_t o = 0; o < out; ++o) y.data[i * out + o] += (*bias)[o];
-
-  // u = dropout(x) A^T [n, r] per branch, kept for dB in backward (small: rank columns). A folded
-  // branch already sits in y; backward forms its u from the x blocks it reads for dA anyway, so
-  // forward makes no pass over x for it.
-  std::vector<Tensor> low_rank;
-  std::vector<float> scratch;
-  bool trains = false;
-  const OpTimer lora_timer(lora.empty() || fold ? nullptr : tape.profile(), "lora",
-                           tape.forward_phase());
-  for (const LoraBranch& br : lora) {
-    trains = trains || br.trainable;
-    if (fold) {
-      low_rank.emplace_back();
-      continue;
+  if (join == Join::Separate) {
+    const OpTimer lora_timer(lora.empty() ? nullptr : tape.profile(), "lora", tape.forward_phase());
+    for (std::size_t i = 0; i < lora.size(); ++i) {
+      const int64_t r = lora[i].A->value.dim(0);
+      const std::vector<float> bt = kernels::transposed(lora[i].B->value.ptr(), out, r);
+      kernels::rank_expand(low_rank[i].ptr(), n, bt.data(), out, r, lora[i].scale, y.ptr());
     }
-    const int64_t r = br.A->value.dim(0);
-    Tensor u({n, r});
-    kernels::rank_project(branch_input(br, xv, scratch), n, br.A->value.ptr(), in, r, 1.0f,
-                          u.ptr());
-    const std::vector<float> bt = kernels::transposed(br.B->value.ptr(), out, r);
-    kernels::rank_expand(u.ptr(), n, bt.data(), out, r, br.scale, y.ptr());
-    low_rank.push_back(std::move(u));
   }
 
   const bool residual_grad = residual && residual->requires_grad;
   Var result = tape.make(std::move(y), x->requires_grad || trains || residual_grad);
   if (!result->requires_grad) return result;
   std::vector<LoraBranch> branches(lora.begin(), lora.end());
-  auto backward = [&tape, x, &w, result, compute, fold,
+  auto backward = [&tape, x, &w, result, compute, join,
                    residual = residual_grad ? residual : nullptr, branches = std::move(branches),
                    low_rank = std::move(low_rank)] {
     if (result->grad.data.empty()) return;
@@ -120,7 +153,7 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
                                OpPhase::Backward);
       for (std::size_t bi = 0; bi < branches.size(); ++bi) {
         const LoraBranch& br = branches[bi];
-        if (!br.trainable && (!x->requires_grad || fold)) continue;
+        if (!br.trainable && (!x->requires_grad || join == Join::Fold)) continue;
         const int64_t r = br.A->value.dim(0);
         std::vector<float>& gu = gus[bi];
         gu.resize(static_cast<std::size_t>(n * r));
@@ -128,9 +161,9 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
           br.A->ensure_grad();
           br.B->ensure_grad();
           kernels::lora_backward(g, branch_input(br, xv, scratch),
-                                 fold ? nullptr : low_rank[bi].ptr(), br.A->value.ptr(),
-                                 br.B->value.ptr(), n, in, out, r, br.scale, gu.data(),
-                                 br.A->grad.ptr(), br.B->grad.ptr());
+                                 join == Join::Fold ? nullptr : low_rank[bi].ptr(),
+                                 br.A->value.ptr(), br.B->value.ptr(), n, in, out, r, br.scale,
+                                 gu.data(), br.A->grad.ptr(), br.B->grad.ptr());
         } else {
           const std::vector<float> bt = kernels::transposed(br.B->value.ptr(), out, r);
           kernels::rank_project(g, n, bt.data(), out, r, br.scale, gu.data());
@@ -141,8 +174,8 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
     const bool overwrite = tape.value_reusable_as_grad(x);
     float* dx = overwrite ? tape.reuse_value_as_grad(x) : tape.grad(x).ptr();
     frozen_matmul_input_grad(w, g, n, dx, overwrite ? 0.0f : 1.0f, compute,
-                             fold ? deltas_of(branches) : std::vector<LowRankDelta>{});
-    if (fold) return;
+                             deltas_of(branches, join), input_grad_sides(branches, gus, join));
+    if (join != Join::Separate) return;
     const OpTimer lora_timer(branches.empty() ? nullptr : tape.profile(), "lora",
                              OpPhase::Backward);
     std::vector<float> dxin, dropped;

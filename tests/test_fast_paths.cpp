@@ -6,10 +6,11 @@
 //   forward pass) against a plain double-precision softmax cross-entropy: loss and d(hidden)
 //   within 1e-4 relative, over several vocabulary tiles and row blocks, f32 and 4-bit heads.
 // - The LoRA linear's fast paths (the branches folded into the widened f32 weight for many tokens,
-//   and the one-pass backward kernel for gu, dA and dB) against a plain double-precision
-//   evaluation of x W^T + sum_b s_b x A_b^T B_b^T: output, dx, dA and dB within 1e-4 relative (L2),
-//   f32 and 4-bit weights, token counts on both sides of the folding threshold, two stacked
-//   branches of different ranks, with and without a fused residual.
+//   or carried in a bf16 product's inner dimension, and the one-pass backward kernel for gu, dA and
+//   dB) against a plain double-precision evaluation of x W^T + sum_b s_b x A_b^T B_b^T: output,
+//   dx, dA and dB within 1e-4 relative (L2; output and dx 1e-2 under bf16 compute), f32, 4-bit and
+//   bf16 weights, token counts on both sides of the folding threshold, two stacked branches of
+//   different ranks, with and without a fused residual.
 // - The register-blocked LoRA backward kernel on shapes that leave every tail (widths not a
 //   multiple of 8 or 24, odd rank, odd token count) against double sums, u given or formed from x.
 // - The vectorized f32 SwiGLU (forward and both input gradients) against the double formula, per
@@ -25,6 +26,7 @@
 #include <random>
 
 #include "autograd/cpu_features.h"
+#include "autograd/dtype.h"
 #include "autograd/kernels/kernel_variants.h"
 #include "autograd/kernels/kernels_activation.h"
 #include "autograd/kernels/kernels_lora.h"
@@ -206,100 +208,114 @@ double rel_l2(const std::vector<float>& got, const std::vector<double>& want) {
   return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
 }
 
+// With bf16 compute (where the CPU has it) the branches ride in the bf16 products' inner dimension
+// above the threshold: y and dx then carry bf16 rounding (2^-9 relative per operand; about 2e-3
+// over these sums), while dA and dB stay f32 sums of f32 operands.
 TEST(FastPaths, LoraLinearMatchesPlainDoubleReference) {
   const int64_t in = 96, out = 80;
   const int64_t ranks[2] = {8, 4};
   const float scales[2] = {2.0f, 0.5f};
-  for (bool quantized : {false, true}) {
-    for (int64_t n : {40, 300}) {  // below and above the folding threshold
-      SCOPED_TRACE(std::string(quantized ? "4-bit" : "f32") + " weight, n=" + std::to_string(n));
-      std::mt19937 rng(uint32_t(5 + n));
-      std::normal_distribution<float> nd(0.0f, 1.0f);
-      auto randv = [&](int64_t count, float sd) {
-        std::vector<float> v(static_cast<std::size_t>(count));
-        for (float& e : v) e = sd * nd(rng);
-        return v;
-      };
-      std::vector<float> wv = randv(out * in, 0.1f);
-      FrozenWeight w = FrozenWeight::from_f32(wv, out, in);
-      if (quantized) {
-        w = FrozenWeight::from_quantized(quantize(wv, out, in, 4, 32));
-        wv = w.to_f32();
-      }
-      const std::vector<float> xv = randv(n * in, 1.0f), rv = randv(n * out, 1.0f);
-      std::vector<ag::Parameter> A(2), B(2);
-      std::vector<ag::LoraBranch> branches;
-      for (int b = 0; b < 2; ++b) {
-        A[b].value = Tensor({ranks[b], in}, randv(ranks[b] * in, 0.2f));
-        B[b].value = Tensor({out, ranks[b]}, randv(out * ranks[b], 0.2f));
-        ag::LoraBranch br;
-        br.A = &A[b];
-        br.B = &B[b];
-        br.scale = scales[b];
-        branches.push_back(br);
-      }
-      ag::Tape tape;
-      ag::Var x = tape.make(Tensor({n, in}, xv), true);
-      // The larger case also carries a fused residual (y = res + ...).
-      const std::vector<float> resv = randv(n * out, 1.0f);
-      ag::Var res = n > 100 ? tape.make(Tensor({n, out}, resv), true) : nullptr;
-      ag::Var y = ag::linear(tape, x, w, nullptr, branches, res);
-      tape.backward_from(y, Tensor({n, out}, rv));
-      if (res) {
-        EXPECT_EQ(res->grad.data, rv) << "d residual = dy";
-      }
+  for (ComputeDType compute : {ComputeDType::F32, ComputeDType::BF16})
+    for (WeightFormat format : {WeightFormat::F32, WeightFormat::Quantized, WeightFormat::BF16}) {
+      for (int64_t n : {40, 300}) {  // below and above the folding threshold
+        const char* stored = format == WeightFormat::F32         ? "f32"
+                             : format == WeightFormat::Quantized ? "4-bit"
+                                                                 : "bf16";
+        SCOPED_TRACE(std::string(stored) + " weight, n=" + std::to_string(n) +
+                     (uses_bf16(compute) ? ", bf16 compute" : ", f32 compute"));
+        const double product_tol = uses_bf16(compute) ? 1e-2 : 1e-4;
+        std::mt19937 rng(uint32_t(5 + n));
+        std::normal_distribution<float> nd(0.0f, 1.0f);
+        auto randv = [&](int64_t count, float sd) {
+          std::vector<float> v(static_cast<std::size_t>(count));
+          for (float& e : v) e = sd * nd(rng);
+          return v;
+        };
+        std::vector<float> wv = randv(out * in, 0.1f);
+        FrozenWeight w = FrozenWeight::from_f32(wv, out, in);
+        if (format == WeightFormat::Quantized)
+          w = FrozenWeight::from_quantized(quantize(wv, out, in, 4, 32));
+        if (format == WeightFormat::BF16) {
+          std::vector<uint16_t> halves(wv.size());
+          convert_from_f32(DType::BF16, wv.data(), wv.size(), halves.data());
+          w = FrozenWeight::from_bf16(std::move(halves), out, in);
+        }
+        wv = w.to_f32();  // the reference uses the values the weight holds
+        const std::vector<float> xv = randv(n * in, 1.0f), rv = randv(n * out, 1.0f);
+        std::vector<ag::Parameter> A(2), B(2);
+        std::vector<ag::LoraBranch> branches;
+        for (int b = 0; b < 2; ++b) {
+          A[b].value = Tensor({ranks[b], in}, randv(ranks[b] * in, 0.2f));
+          B[b].value = Tensor({out, ranks[b]}, randv(out * ranks[b], 0.2f));
+          ag::LoraBranch br;
+          br.A = &A[b];
+          br.B = &B[b];
+          br.scale = scales[b];
+          branches.push_back(br);
+        }
+        ag::Tape tape;
+        tape.set_compute_dtype(compute);
+        ag::Var x = tape.make(Tensor({n, in}, xv), true);
+        // The larger case also carries a fused residual (y = res + ...).
+        const std::vector<float> resv = randv(n * out, 1.0f);
+        ag::Var res = n > 100 ? tape.make(Tensor({n, out}, resv), true) : nullptr;
+        ag::Var y = ag::linear(tape, x, w, nullptr, branches, res);
+        tape.backward_from(y, Tensor({n, out}, rv));
+        if (res) {
+          EXPECT_EQ(res->grad.data, rv) << "d residual = dy";
+        }
 
-      // Plain double evaluation; loss = sum(y * R), so dy = R.
-      std::vector<double> y_ref(static_cast<std::size_t>(n * out)), dx_ref(xv.size());
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t o = 0; o < out; ++o) {
-          double acc = 0;
-          for (int64_t c = 0; c < in; ++c) acc += double(xv[i * in + c]) * wv[o * in + c];
-          y_ref[i * out + o] = acc + (res ? resv[i * out + o] : 0.0f);
-        }
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t c = 0; c < in; ++c) {
-          double acc = 0;
-          for (int64_t o = 0; o < out; ++o) acc += double(rv[i * out + o]) * wv[o * in + c];
-          dx_ref[i * in + c] = acc;
-        }
-      for (int b = 0; b < 2; ++b) {
-        const int64_t r = ranks[b];
-        const float* a = A[b].value.ptr();
-        const float* bb = B[b].value.ptr();
-        std::vector<double> u(static_cast<std::size_t>(n * r)), gu(u.size());
+        // Plain double evaluation; loss = sum(y * R), so dy = R.
+        std::vector<double> y_ref(static_cast<std::size_t>(n * out)), dx_ref(xv.size());
         for (int64_t i = 0; i < n; ++i)
-          for (int64_t k = 0; k < r; ++k) {
-            double su = 0, sg = 0;
-            for (int64_t c = 0; c < in; ++c) su += double(xv[i * in + c]) * a[k * in + c];
-            for (int64_t o = 0; o < out; ++o) sg += double(rv[i * out + o]) * bb[o * r + k];
-            u[i * r + k] = su;
-            gu[i * r + k] = scales[b] * sg;
-          }
-        std::vector<double> da(static_cast<std::size_t>(r * in)),
-            db(static_cast<std::size_t>(out * r));
-        for (int64_t i = 0; i < n; ++i) {
           for (int64_t o = 0; o < out; ++o) {
             double acc = 0;
-            for (int64_t k = 0; k < r; ++k) {
-              acc += u[i * r + k] * bb[o * r + k];
-              db[o * r + k] += scales[b] * double(rv[i * out + o]) * u[i * r + k];
-            }
-            y_ref[i * out + o] += scales[b] * acc;
+            for (int64_t c = 0; c < in; ++c) acc += double(xv[i * in + c]) * wv[o * in + c];
+            y_ref[i * out + o] = acc + (res ? resv[i * out + o] : 0.0f);
           }
-          for (int64_t c = 0; c < in; ++c)
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t c = 0; c < in; ++c) {
+            double acc = 0;
+            for (int64_t o = 0; o < out; ++o) acc += double(rv[i * out + o]) * wv[o * in + c];
+            dx_ref[i * in + c] = acc;
+          }
+        for (int b = 0; b < 2; ++b) {
+          const int64_t r = ranks[b];
+          const float* a = A[b].value.ptr();
+          const float* bb = B[b].value.ptr();
+          std::vector<double> u(static_cast<std::size_t>(n * r)), gu(u.size());
+          for (int64_t i = 0; i < n; ++i)
             for (int64_t k = 0; k < r; ++k) {
-              da[k * in + c] += gu[i * r + k] * xv[i * in + c];
-              dx_ref[i * in + c] += gu[i * r + k] * a[k * in + c];
+              double su = 0, sg = 0;
+              for (int64_t c = 0; c < in; ++c) su += double(xv[i * in + c]) * a[k * in + c];
+              for (int64_t o = 0; o < out; ++o) sg += double(rv[i * out + o]) * bb[o * r + k];
+              u[i * r + k] = su;
+              gu[i * r + k] = scales[b] * sg;
             }
+          std::vector<double> da(static_cast<std::size_t>(r * in)),
+              db(static_cast<std::size_t>(out * r));
+          for (int64_t i = 0; i < n; ++i) {
+            for (int64_t o = 0; o < out; ++o) {
+              double acc = 0;
+              for (int64_t k = 0; k < r; ++k) {
+                acc += u[i * r + k] * bb[o * r + k];
+                db[o * r + k] += scales[b] * double(rv[i * out + o]) * u[i * r + k];
+              }
+              y_ref[i * out + o] += scales[b] * acc;
+            }
+            for (int64_t c = 0; c < in; ++c)
+              for (int64_t k = 0; k < r; ++k) {
+                da[k * in + c] += gu[i * r + k] * xv[i * in + c];
+                dx_ref[i * in + c] += gu[i * r + k] * a[k * in + c];
+              }
+          }
+          EXPECT_LT(rel_l2(A[b].grad.data, da), 1e-4) << "dA of branch " << b;
+          EXPECT_LT(rel_l2(B[b].grad.data, db), 1e-4) << "dB of branch " << b;
         }
-        EXPECT_LT(rel_l2(A[b].grad.data, da), 1e-4) << "dA of branch " << b;
-        EXPECT_LT(rel_l2(B[b].grad.data, db), 1e-4) << "dB of branch " << b;
+        EXPECT_LT(rel_l2(y->value.data, y_ref), product_tol) << "output";
+        EXPECT_LT(rel_l2(x->grad.data, dx_ref), product_tol) << "dx";
       }
-      EXPECT_LT(rel_l2(y->value.data, y_ref), 1e-4) << "output";
-      EXPECT_LT(rel_l2(x->grad.data, dx_ref), 1e-4) << "dx";
     }
-  }
 }
 
 TEST(FastPaths, LoraBackwardKernelCoversEveryTail) {

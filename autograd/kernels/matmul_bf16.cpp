@@ -23,23 +23,28 @@ const dnnl::engine& cpu_engine() {
   return engine;
 }
 
-// Rounds n f32 values to bf16 (nearest even), in parallel: this runs on every activation that
-// enters a bf16 product, so it must cost far less than the product itself. The AVX512-BF16
-// conversion where the CPU (and LORA_CPU) allows it, chosen once.
+// Rounds n f32 values to bf16 (nearest even) on the calling thread: the AVX512-BF16 conversion
+// where the CPU (and LORA_CPU) allows it, chosen once.
+using RoundBlock = void (*)(const float*, int64_t, uint16_t*);
+RoundBlock round_block() {
+  static const RoundBlock chosen = active_cpu_features().avx512_bf16
+                                       ? RoundBlock{kernels::avx512bf16::round_to_bf16}
+                                       : RoundBlock{[](const float* x, int64_t n, uint16_t* y) {
+                                           for (int64_t i = 0; i < n; ++i) y[i] = f32_to_bf16(x[i]);
+                                         }};
+  return chosen;
+}
+
+// The same in parallel: this runs on every activation that enters a bf16 product, so it must cost
+// far less than the product itself.
 void round_to_bf16(const float* in, int64_t count, uint16_t* out) {
-  using RoundBlock = void (*)(const float*, int64_t, uint16_t*);
-  static const RoundBlock round_block =
-      active_cpu_features().avx512_bf16 ? RoundBlock{kernels::avx512bf16::round_to_bf16}
-                                        : RoundBlock{[](const float* x, int64_t n, uint16_t* y) {
-                                            for (int64_t i = 0; i < n; ++i)
-                                              y[i] = f32_to_bf16(x[i]);
-                                          }};
+  const RoundBlock round = round_block();
   constexpr int64_t kBlock = 1 << 14;
   const int64_t blocks = (count + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (blocks > 1)
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t begin = b * kBlock;
-    round_block(in + begin, std::min(count, begin + kBlock) - begin, out + begin);
+    round(in + begin, std::min(count, begin + kBlock) - begin, out + begin);
   }
 }
 
@@ -184,14 +189,33 @@ void matmul_bf16(Bf16Product product, const uint16_t* w, int64_t rows, int64_t c
                  const float* in, int64_t n, float* out, float beta) {
   check_shape(rows, cols, "matmul_bf16");
   if (n <= 0) return;
+  const int64_t k = weight_dims(product, rows, cols)[0];
+  std::vector<uint16_t> input(static_cast<std::size_t>(n * k));
+  round_to_bf16(in, n * k, input.data());
+  matmul_bf16_rounded(product, w, rows, cols, input.data(), n, out, beta);
+}
+
+void matmul_bf16_rounded(Bf16Product product, const uint16_t* w, int64_t rows, int64_t cols,
+                         const uint16_t* in_bf16, int64_t n, float* out, float beta) {
+  check_shape(rows, cols, "matmul_bf16");
+  if (n <= 0) return;
   const auto dims = weight_dims(product, rows, cols);
   const dnnl::memory::desc plain_desc(dims, dt::bf16, plain_weight_tag(product));
   // oneDNN's primitive cache makes repeated shapes cheap to set up.
   const auto pd = product_desc(n, dims[0], dims[1], plain_desc, beta);
-  std::vector<uint16_t> input(static_cast<std::size_t>(n * dims[0]));
-  round_to_bf16(in, n * dims[0], input.data());
   dnnl::memory weights(plain_desc, cpu_engine(), const_cast<uint16_t*>(w));
-  run_product(dnnl::matmul(pd), pd, input.data(), weights, out);
+  run_product(dnnl::matmul(pd), pd, in_bf16, weights, out);
+}
+
+void round_rows_to_bf16(const float* in, int64_t rows, int64_t cols, int64_t ld_in, uint16_t* out,
+                        int64_t ld_out) {
+  if (ld_in == cols && ld_out == cols) {
+    round_to_bf16(in, rows * cols, out);
+    return;
+  }
+  const RoundBlock round = round_block();  // not round_to_bf16: no serial region per row
+#pragma omp parallel for schedule(static) if (rows * cols >= (int64_t(1) << 14))
+  for (int64_t r = 0; r < rows; ++r) round(in + r * ld_in, cols, out + r * ld_out);
 }
 
 }  // namespace lora

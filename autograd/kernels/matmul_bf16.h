@@ -47,5 +47,13 @@ class PackedBf16Weight {
 // it per call. For weights that are not kept in bf16 (a quantized base dequantized tile by tile).
 void matmul_bf16(Bf16Product product, const uint16_t* w, int64_t rows, int64_t cols,
                  const float* in, int64_t n, float* out, float beta = 0.0f);
+// matmul_bf16 with the input already rounded: in_bf16 [n, cols] (XWt) or [n, rows] (GW).
+void matmul_bf16_rounded(Bf16Product product, const uint16_t* w, int64_t rows, int64_t cols,
+                         const uint16_t* in_bf16, int64_t n, float* out, float beta = 0.0f);
+
+// in [rows, cols] (rows ld_in apart) rounded to bf16 (nearest even) into out (rows ld_out apart),
+// in parallel.
+void round_rows_to_bf16(const float* in, int64_t rows, int64_t cols, int64_t ld_in, uint16_t* out,
+                        int64_t ld_out);
 
 }  // namespace lora
