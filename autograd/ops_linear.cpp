@@ -106,7 +106,7 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
   bool trains = false;
   {
     std::vector<float> scratch;
-    const OpTimer lora_timer(join == Join::Fold ? nullptr : tape.profile(), "lora",
+    const OpTimer lora_timer(lora.empty() || join == Join::Fold ? nullptr : tape.profile(), "lora",
                              tape.forward_phase());
     for (const LoraBranch& br : lora) {
       trains = trains || br.trainable;
