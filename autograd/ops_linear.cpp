@@ -99,9 +99,8 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
   const ComputeDType compute = tape.compute_dtype();
   const Join join = join_of(lora, n, compute);
 
-  // u = dropout(x) A^T [n, r] per branch, kept for dB in backward (small: rank columns). A folded
-  // branch joins y through W; backward forms its u from the x blocks it reads for dA anyway, so
-  // forward makes no pass over x for it.
+  // u = dropout(x) A^T [n, r] per branch, kept for dB. A folded branch has none: backward forms it
+  // from the x blocks it reads for dA anyway, so forward makes no pass over x for it.
   std::vector<Tensor> low_rank;
   bool trains = false;
   {
