@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -90,11 +91,11 @@ void check_low_rank(std::span<const LowRankDelta> deltas, std::span<const LowRan
 
 // The whole weight as bf16 for a bf16 product: the stored values themselves for a bf16 weight,
 // else rounded (f32) or dequantized then rounded (quantized) into `buf`, a tile at a time.
-const uint16_t* weight_bf16(const FrozenWeight& w, std::vector<uint16_t>& buf) {
+const uint16_t* weight_bf16(const FrozenWeight& w, std::unique_ptr<uint16_t[]>& buf) {
   if (w.format == WeightFormat::BF16) return w.bf16.data();
-  buf.resize(static_cast<std::size_t>(w.rows * w.cols));
-  w.rows_bf16(0, w.rows, buf.data());
-  return buf.data();
+  buf = std::make_unique_for_overwrite<uint16_t[]>(static_cast<std::size_t>(w.rows * w.cols));
+  w.rows_bf16(0, w.rows, buf.get());
+  return buf.get();
 }
 
 // y = [x | coefs] [W | scale * B...]^T (XWt) or dx = [g | coefs] [W ; scale * A...] (GW) in one
@@ -104,16 +105,19 @@ void bf16_product_with_sides(Bf16Product kind, const FrozenWeight& w, const floa
                              float* out, float beta, std::span<const LowRankSide> sides) {
   const bool xwt = kind == Bf16Product::XWt;
   const int64_t width = xwt ? w.cols : w.rows;
-  int64_t inner = width;
-  for (const LowRankSide& side : sides) inner += side.rank;
-  inner = (inner + 31) / 32 * 32;  // zero columns up to whole AMX tile rows
-  std::vector<uint16_t> input(static_cast<std::size_t>(n * inner));
-  std::vector<uint16_t> weight(static_cast<std::size_t>(xwt ? w.rows * inner : inner * w.cols));
-  round_rows_to_bf16(in, n, width, width, input.data(), inner);
-  w.rows_bf16(0, w.rows, weight.data(), xwt ? inner : w.cols);
+  int64_t used = width;
+  for (const LowRankSide& side : sides) used += side.rank;
+  const int64_t inner = (used + 31) / 32 * 32;  // zero columns up to whole AMX tile rows
+  // Every value is written below, the padding explicitly: no zero-fill pass first.
+  const auto input =
+      std::make_unique_for_overwrite<uint16_t[]>(static_cast<std::size_t>(n * inner));
+  const auto weight = std::make_unique_for_overwrite<uint16_t[]>(
+      static_cast<std::size_t>(xwt ? w.rows * inner : inner * w.cols));
+  round_rows_to_bf16(in, n, width, width, input.get(), inner);
+  w.rows_bf16(0, w.rows, weight.get(), xwt ? inner : w.cols);
   int64_t at = width;
   for (const LowRankSide& side : sides) {
-    round_rows_to_bf16(side.coef, n, side.rank, side.rank, input.data() + at, inner);
+    round_rows_to_bf16(side.coef, n, side.rank, side.rank, input.get() + at, inner);
     if (xwt) {  // columns [at, at + rank) of every weight row: scale * B's row
       for (int64_t r = 0; r < w.rows; ++r)
         for (int64_t k = 0; k < side.rank; ++k)
@@ -124,7 +128,14 @@ void bf16_product_with_sides(Bf16Product kind, const FrozenWeight& w, const floa
     }
     at += side.rank;
   }
-  matmul_bf16_rounded(kind, weight.data(), xwt ? w.rows : inner, xwt ? inner : w.cols, input.data(),
+  for (int64_t i = 0; i < n; ++i)
+    std::fill(input.get() + i * inner + used, input.get() + (i + 1) * inner, uint16_t(0));
+  if (xwt)
+    for (int64_t r = 0; r < w.rows; ++r)
+      std::fill(weight.get() + r * inner + used, weight.get() + (r + 1) * inner, uint16_t(0));
+  else
+    std::fill(weight.get() + used * w.cols, weight.get() + inner * w.cols, uint16_t(0));
+  matmul_bf16_rounded(kind, weight.get(), xwt ? w.rows : inner, xwt ? inner : w.cols, input.get(),
                       n, out, beta);
 }
 
@@ -283,7 +294,7 @@ void frozen_product(Bf16Product kind, const FrozenWeight& w, const float* in, in
     return;
   }
   if (uses_bf16(compute)) {
-    std::vector<uint16_t> buf;
+    std::unique_ptr<uint16_t[]> buf;
     matmul_bf16(kind, weight_bf16(w, buf), w.rows, w.cols, in, n, out, beta);
     return;
   }

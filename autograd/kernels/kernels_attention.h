@@ -202,7 +202,9 @@ void attention_forward(const T* q, const T* k, const T* v, const AttentionShape&
               lse_at = mx;
               continue;
             }
-            const double sum = d::exp_shift(row, blk.count, mx);  // exp(-inf) = 0 when hidden
+            // Only the prefix: the causal tail is all hidden, and exp's underflow there is costly.
+            const double sum = d::exp_shift(row, limit, mx);  // exp(-inf) = 0 when hidden
+            std::fill(row + limit, row + blk.count, T(0));
             const T inv = T(1.0 / sum);
             for (int64_t j = 0; j < limit; ++j) row[j] *= inv;
             lse_at = mx + T(std::log(sum));
@@ -252,8 +254,9 @@ void attention_backward(const T* q, const T* k, const T* v, const T* out, const 
                 continue;
               }
               if (s.softcap > 0) d::soft_cap(row, count, s.softcap, slope.data() + i * count);
-              d::mask_row(row, s, b, blk.query(i), count, key_valid);
-              d::exp_shift(row, count, row_lse);
+              const int64_t limit = d::mask_row(row, s, b, blk.query(i), count, key_valid);
+              d::exp_shift(row, limit, row_lse);
+              std::fill(row + limit, row + count, T(0));
               // delta = rowsum(P * dP) = g . out (the softmax backward's shift)
               T acc = 0;
               const T* gr = gs.data() + i * hd;

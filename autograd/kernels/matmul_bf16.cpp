@@ -190,9 +190,10 @@ void matmul_bf16(Bf16Product product, const uint16_t* w, int64_t rows, int64_t c
   check_shape(rows, cols, "matmul_bf16");
   if (n <= 0) return;
   const int64_t k = weight_dims(product, rows, cols)[0];
-  std::vector<uint16_t> input(static_cast<std::size_t>(n * k));
-  round_to_bf16(in, n * k, input.data());
-  matmul_bf16_rounded(product, w, rows, cols, input.data(), n, out, beta);
+  // Every value is written: no zero-fill pass first.
+  const auto input = std::make_unique_for_overwrite<uint16_t[]>(static_cast<std::size_t>(n * k));
+  round_to_bf16(in, n * k, input.get());
+  matmul_bf16_rounded(product, w, rows, cols, input.get(), n, out, beta);
 }
 
 void matmul_bf16_rounded(Bf16Product product, const uint16_t* w, int64_t rows, int64_t cols,

@@ -13,10 +13,14 @@ namespace {
 constexpr int64_t kLanes = 16;
 
 // exp(x) = 2^k * e^r with k = round(x / ln 2) and |r| <= ln(2) / 2; e^r by its degree-6 Taylor
-// polynomial; scalef applies 2^k and saturates to 0 far below the f32 range (so -inf gives 0).
+// polynomial; scalef applies 2^k. Below -87.33, where e^x is no longer a normal float, the lane is
+// 0 by mask (so -inf gives 0) and never computed as an underflow: an underflowing scalef takes a
+// microcode assist, which made the masked keys of attention rows cost several normal exps each.
 // Relative error below 3e-7 on the range softmax uses (x <= 0).
 __m512 exp16(__m512 x) {
-  x = _mm512_maskz_max_ps(__mmask16(0xFFFF), x, _mm512_set1_ps(-110.0f));
+  const __m512 lowest = _mm512_set1_ps(-87.33f);
+  const __mmask16 normal = _mm512_cmp_ps_mask(x, lowest, _CMP_GE_OQ);
+  x = _mm512_maskz_max_ps(__mmask16(0xFFFF), x, lowest);
   x = _mm512_maskz_min_ps(__mmask16(0xFFFF), x, _mm512_set1_ps(88.7f));
   // The maskz forms: GCC 12 warns about the undefined pass-through of the unmasked ones.
   const __m512 k = _mm512_maskz_roundscale_ps(__mmask16(0xFFFF),
@@ -31,7 +35,7 @@ __m512 exp16(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_maskz_scalef_ps(__mmask16(0xFFFF), p, k);
+  return _mm512_maskz_scalef_ps(normal, p, k);
 }
 
 // Horizontal reductions through memory (the _mm512_reduce_* helpers trip GCC 12's
