@@ -200,8 +200,9 @@ TEST(GgufAdapter, TrainedOnAGgufBaseLlamaCppAgrees) {
   EXPECT_EQ(mine["text"], refs[0]["text"]);
   EXPECT_EQ(refs[1]["tokens"], mine["tokens"]);
   EXPECT_EQ(generate(merged, false)["tokens"], mine["tokens"]);
-  // On the Q8_0 file llama.cpp and we agree with each other.
-  EXPECT_EQ(generate(q8, false)["tokens"], refs[2]["tokens"]);
+  // On the Q8_0 file llama.cpp and we agree with each other, but for a near tie its 8-bit
+  // activations may flip.
+  test::expect_same_text_or_near_tie(q8, prompt, generate(q8, false)["tokens"], refs[2]["tokens"]);
   // The same adapter on the Hugging Face folder (q/k rows in their own order): the same text.
   const json hf = generate(test::shared_dir() / "models/stories260K", true);
   EXPECT_EQ(hf["tokens"], mine["tokens"]);
