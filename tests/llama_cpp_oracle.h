@@ -48,6 +48,14 @@ inline nlohmann::json llama_cpp_jobs(const nlohmann::json& jobs) {
   return answers;
 }
 
+// log(sum exp(row[v])) over a row of logits, in double.
+inline double log_sum_exp(const float* row, int64_t n) {
+  const double mx = *std::max_element(row, row + n);
+  double sum = 0;
+  for (int64_t v = 0; v < n; ++v) sum += std::exp(double(row[v]) - mx);
+  return mx + std::log(sum);
+}
+
 // Our logits [positions, vocab] against llama.cpp's log-probabilities of the same positions:
 // the largest and mean |difference| of log-softmax, and how far our log-probabilities spread.
 struct LogprobComparison {
@@ -63,10 +71,7 @@ inline LogprobComparison compare_logprobs(const std::vector<float>& logits, int6
   double total = 0;
   for (std::size_t t = 0; t < std::min(positions, ref_logprobs.size()); ++t) {
     const float* row = logits.data() + t * vocab;
-    const double mx = *std::max_element(row, row + vocab);
-    double sum = 0;
-    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(double(row[v]) - mx);
-    const double lse = mx + std::log(sum);
+    const double lse = log_sum_exp(row, vocab);
     EXPECT_EQ(int64_t(ref_logprobs[t].size()), vocab);
     for (int64_t v = 0; v < std::min<int64_t>(vocab, ref_logprobs[t].size()); ++v) {
       const double mine = double(row[v]) - lse;
@@ -112,14 +117,11 @@ inline void expect_same_text_or_near_tie(const std::filesystem::path& model,
   double our_gap = 0, their_gap = 0, top_disagreement = 0;
   for (int64_t t = 0; t < n; ++t) {
     const float* row = logits.data() + t * vocab;
-    const double mx = *std::max_element(row, row + vocab);
-    double sum = 0;
-    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(double(row[v]) - mx);
     const nlohmann::json& theirs_t = lp[0]["logprobs"][t];
     int64_t top = 0;
     for (int64_t v = 1; v < vocab; ++v)
       if (theirs_t[v].get<double>() > theirs_t[top].get<double>()) top = v;
-    const double our_top = double(row[top]) - mx - std::log(sum);
+    const double our_top = double(row[top]) - log_sum_exp(row, vocab);
     top_disagreement = std::max(top_disagreement, std::abs(our_top - theirs_t[top].get<double>()));
     if (t == n - 1) {
       const int64_t a = theirs[p].get<int64_t>(), b = mine[p].get<int64_t>();

@@ -74,10 +74,8 @@ std::vector<double> log_probs(const Tensor& logits, int64_t vocab) {
   std::vector<double> out(logits.data.size());
   for (std::size_t t = 0; t < logits.data.size() / std::size_t(vocab); ++t) {
     const float* row = logits.data.data() + t * vocab;
-    double mx = row[0], sum = 0;
-    for (int64_t v = 0; v < vocab; ++v) mx = std::max(mx, double(row[v]));
-    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(double(row[v]) - mx);
-    for (int64_t v = 0; v < vocab; ++v) out[t * vocab + v] = double(row[v]) - mx - std::log(sum);
+    const double lse = test::log_sum_exp(row, vocab);
+    for (int64_t v = 0; v < vocab; ++v) out[t * vocab + v] = double(row[v]) - lse;
   }
   return out;
 }

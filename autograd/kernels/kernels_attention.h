@@ -75,15 +75,15 @@ inline double exp_shift(double* x, int64_t n, double shift) {
   return sum;
 }
 
-// Hides what query row t (of sequence b) may not see in its score row: keys at or past `limit`
-// (the causal bound), keys that fell out of the sliding window, and padded keys. Returns the
-// length of the prefix that may hold visible keys.
+// Hides what query row t (of sequence b) may not see in its score row: keys that fell out of the
+// sliding window and padded keys become -inf, and keys at or past `limit` (the causal bound) get
+// their probability, 0, at once: the softmax passes run over the prefix only. Returns `limit`.
 template <typename T>
 int64_t mask_row(T* row, const AttentionShape& s, int64_t b, int64_t t, int64_t count,
                  const uint8_t* key_valid) {
   const int64_t limit = s.seq_k - s.seq_q + t + 1;
   constexpr T hidden = -std::numeric_limits<T>::infinity();
-  std::fill(row + limit, row + count, hidden);
+  std::fill(row + limit, row + count, T(0));
   if (s.window > 0) std::fill(row, row + std::max<int64_t>(0, limit - s.window), hidden);
   if (key_valid)
     for (int64_t j = 0; j < limit; ++j)
@@ -202,9 +202,7 @@ void attention_forward(const T* q, const T* k, const T* v, const AttentionShape&
               lse_at = mx;
               continue;
             }
-            // Only the prefix: the causal tail is all hidden, and exp's underflow there is costly.
             const double sum = d::exp_shift(row, limit, mx);  // exp(-inf) = 0 when hidden
-            std::fill(row + limit, row + blk.count, T(0));
             const T inv = T(1.0 / sum);
             for (int64_t j = 0; j < limit; ++j) row[j] *= inv;
             lse_at = mx + T(std::log(sum));
@@ -256,7 +254,6 @@ void attention_backward(const T* q, const T* k, const T* v, const T* out, const 
               if (s.softcap > 0) d::soft_cap(row, count, s.softcap, slope.data() + i * count);
               const int64_t limit = d::mask_row(row, s, b, blk.query(i), count, key_valid);
               d::exp_shift(row, limit, row_lse);
-              std::fill(row + limit, row + count, T(0));
               // delta = rowsum(P * dP) = g . out (the softmax backward's shift)
               T acc = 0;
               const T* gr = gs.data() + i * hd;
