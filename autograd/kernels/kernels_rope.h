@@ -45,6 +45,9 @@ void rope_rotate(T* x, int64_t batch, int64_t seq, int64_t heads, int64_t head_d
     const double* s = table.sin.data() + t * half;
     for (int64_t h = 0; h < heads; ++h) {
       T* v = x + row * heads * head_dim + h * head_dim;
+      // Each i touches only v[i] and v[i + half]: vector lanes are safe, and -O2 does not use them
+      // on its own.
+#pragma omp simd
       for (int64_t i = 0; i < half; ++i) {
         const T cs = T(c[i]);
         const T sn = direction > 0 ? T(s[i]) : T(-s[i]);
