@@ -53,6 +53,8 @@ int64_t smaller(int64_t a, int64_t b) { return a < b ? a : b; }
 // pair of the block runs over it; per-(token, rank) vector partial sums carry across chunks and
 // are reduced once at the end. Taking M whole per token pair would stream it from L2 each time.
 // `part` (rows * r * W floats) holds those partial sums.
+constexpr int64_t kLineFloats = 16;  // floats per 64-byte cache line
+
 template <int W>
 void rank_dots(const float* X, int64_t ldx, int64_t rows, const float* M, int64_t width, int64_t r,
                float scale, float* out, float* part_floats) {
@@ -72,6 +74,10 @@ void rank_dots(const float* X, int64_t ldx, int64_t rows, const float* M, int64_
     for (; i + 2 <= rows; i += 2) {
       const float* x0 = X + i * ldx;
       const float* x1 = x0 + ldx;
+      // The first rank group also asks for the next pair's chunk: X arrives from memory, a row at a
+      // time 1 KiB apart, and the hardware prefetcher alone left the loads waiting on it
+      // (prefetching made the whole LoRA backward 20-25% faster).
+      const bool next_pair = i + 3 < rows;
       int64_t k = 0;
       for (; k + 4 <= r; k += 4) {
         const float* m0 = M + k * width;
@@ -80,6 +86,10 @@ void rank_dots(const float* X, int64_t ldx, int64_t rows, const float* M, int64_
         for (int j = 0; j < 4; ++j)
           a[0][j] = part.get(i * r + k + j), a[1][j] = part.get((i + 1) * r + k + j);
         for (int64_t c = c0; c < c1; c += W) {
+          if (next_pair && k == 0 && c % kLineFloats == 0) {
+            __builtin_prefetch(x1 + ldx + c);
+            __builtin_prefetch(x1 + 2 * ldx + c);
+          }
           const vec<W> xa = load<W>(x0 + c), xb = load<W>(x1 + c);
 #pragma GCC unroll 4
           for (int j = 0; j < 4; ++j) {
