@@ -1,7 +1,8 @@
 // The frozen products of LoRA training against plain sgemm on the same shapes: y = x W^T and
 // dx = g W for a 4-bit (MLX affine, group 64) weight, alone and with a folded rank-8 LoRA delta,
 // next to cblas_sgemm on the already widened f32 weight. The gap between the two is what
-// widening (and folding) costs per product; sgemm_peak's figure is the ceiling of both.
+// widening (and folding) costs per product; sgemm_peak's figure is the ceiling of both. Last, the
+// LoRA weight-gradient pass of a folded rank-8 branch (GFLOP/s of its four rank-r products).
 //   build/bench/frozen_matmul [--tokens 2048] [--reps 5]     prints one JSON object
 #include <cblas.h>
 #include <omp.h>
@@ -16,6 +17,7 @@
 
 #include "autograd/cpu_features.h"
 #include "autograd/frozen_weight.h"
+#include "autograd/kernels/kernels_lora.h"
 #include "autograd/process_start.h"
 #include "autograd/quant.h"
 #include "bench/bench_args.h"
@@ -92,12 +94,21 @@ int main(int argc, char** argv) {
                                          {&delta, 1});
         },
         flops, reps);
+    // The folded branch's weight gradients (and x A^T), one pass over g and x: 4 rank-r products.
+    std::vector<float> gu(std::size_t(m) * rank), da(a.size()), db(b.size());
+    const double lora_bwd = best_gflops(
+        [&] {
+          lora::kernels::lora_backward(g.data(), x.data(), nullptr, a.data(), b.data(), m, s.k, s.n,
+                                       rank, 2.0f, gu.data(), da.data(), db.data());
+        },
+        8.0 * m * rank * double(s.k + s.n), reps);
     char buf[400];
     std::snprintf(buf, sizeof buf,
                   "%s{\"m\":%d,\"k\":%d,\"n\":%d,\"sgemm_fwd\":%.1f,\"sgemm_bwd\":%.1f,"
-                  "\"q4_fwd\":%.1f,\"q4_bwd\":%.1f,\"q4_fold_fwd\":%.1f,\"q4_fold_bwd\":%.1f}",
+                  "\"q4_fwd\":%.1f,\"q4_bwd\":%.1f,\"q4_fold_fwd\":%.1f,\"q4_fold_bwd\":%.1f,"
+                  "\"lora_bwd\":%.1f}",
                   rows.empty() ? "" : ",\n", m, s.k, s.n, sgemm_fwd, sgemm_bwd, q4_fwd, q4_bwd,
-                  fold_fwd, fold_bwd);
+                  fold_fwd, fold_bwd, lora_bwd);
     rows += buf;
     std::fprintf(stderr, "%s\n", buf + (rows.size() == std::string(buf).size() ? 0 : 2));
   }
