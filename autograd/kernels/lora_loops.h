@@ -74,9 +74,9 @@ void rank_dots(const float* X, int64_t ldx, int64_t rows, const float* M, int64_
     for (; i + 2 <= rows; i += 2) {
       const float* x0 = X + i * ldx;
       const float* x1 = x0 + ldx;
-      // The first rank group also asks for the next pair's chunk: X arrives from memory, a row at a
-      // time 1 KiB apart, and the hardware prefetcher alone left the loads waiting on it
-      // (prefetching made the whole LoRA backward 20-25% faster).
+      // The first rank group also asks for the next pair's chunk: each pass reads 1 KiB of a row
+      // from memory and then jumps a whole row, and the hardware prefetcher alone left the loads
+      // waiting (prefetching made the whole LoRA backward 20-25% faster).
       const bool next_pair = i + 3 < rows;
       int64_t k = 0;
       for (; k + 4 <= r; k += 4) {
