@@ -308,7 +308,7 @@ void frozen_product(Bf16Product kind, const FrozenWeight& w, const float* in, in
   // Widen a tile of weight rows [r0, r1), multiply, move on. For y those rows give output columns
   // [r0, r1); for dx each tile adds g[:, r0:r1] W[r0:r1, :], the first one applying beta.
   const int64_t tile = tile_rows(w, n);
-  // widen_rows writes every value: zero-filling up to 32 MiB per product first was ~1% of a step.
+  // widen_rows writes every value: no zero-filling of up to 32 MiB per product first.
   const auto buf = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(tile * w.cols));
   for (int64_t r0 = 0; r0 < w.rows; r0 += tile) {
     const int64_t r1 = std::min(w.rows, r0 + tile);

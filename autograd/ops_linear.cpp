@@ -123,8 +123,8 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
                             low_rank.back().ptr());
     }
   }
-  // A fresh y is zeros already: adding into it spares sgemm's own zeroing pass over y (about 1% of
-  // an f32 step). oneDNN's bf16 product instead pays for adding, with a read of y.
+  // A fresh y is zeros already: adding into it spares sgemm's own zeroing pass over y. oneDNN's
+  // bf16 product instead pays for adding, with a read of y.
   const bool add_into_y = residual || !uses_bf16(compute);
   frozen_matmul(w, xv.ptr(), n, y.ptr(), add_into_y ? 1.0f : 0.0f, compute, deltas_of(lora, join),
                 forward_sides(lora, low_rank, join));

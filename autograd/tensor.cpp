@@ -28,7 +28,8 @@ std::string shape_to_string(std::span<const int64_t> shape) {
 namespace {
 
 std::vector<float> filled(int64_t n, float fill) {
-  // Zeros (nearly every tensor) go through memset: the fill loop stored one float per cycle.
+  // Zeros (nearly every tensor) go through memset, whose wide stores beat the fill loop's one float
+  // per store where the tensor fits in cache (past the caches both wait on memory).
   if (std::bit_cast<uint32_t>(fill) == 0) return std::vector<float>(static_cast<std::size_t>(n));
   return std::vector<float>(static_cast<std::size_t>(n), fill);
 }
