@@ -4,6 +4,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "autograd/cpu_features.h"
@@ -184,54 +185,108 @@ void frozen_gemv(const FrozenWeight& w, const float* x, int64_t n, float* y, flo
 
 void frozen_gemv(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta,
                  GemvIsa isa) {
+  const GemvProduct product{&w, y, beta};
+  frozen_gemv({&product, 1}, x, n, isa);
+}
+
+void frozen_gemv(std::span<const GemvProduct> products, const float* x, int64_t n) {
+  frozen_gemv(products, x, n, gemv_isa());
+}
+
+namespace {
+
+// One product's share of a shared pass: its kernel plan, x as that plan reads it, and the first
+// of the pass's row blocks that is its own.
+struct PassPart {
+  const GemvProduct* product;
+  Plan plan;
+  std::size_t layout;  // index of x's layout for this plan
+  int64_t first_block;
+};
+
+// Multiplies rows [r0, r1) of one product's weight with every vector; `widened` holds kRowBlock
+// rows of a storage without its own kernel.
+void product_rows(const PassPart& part, const PreparedX& px, const gemv::Kernels& k, const float* x,
+                  int64_t n, int64_t r0, int64_t r1, std::vector<float>& widened) {
+  const FrozenWeight& w = *part.product->w;
+  const int64_t cols = w.cols, groups = part.plan.sum_width > 0 ? cols / part.plan.sum_width : 0;
+  gemv::RowsArgs a;
+  a.cols = cols;
+  a.beta = part.product->beta;
+  a.group_size = part.plan.sum_width;
+  a.scales = w.quant.scales.data();
+  a.biases = w.quant.biases.data();
+  a.halves = f16_to_f32_table();
+  int64_t first = r0, last = r1;
+  if (part.plan.kernel) {
+    a.data = part.plan.data;
+    a.row_bytes = part.plan.row_bytes;
+    a.rows = w.rows;
+  } else {
+    widened.resize(static_cast<std::size_t>(kRowBlock * cols));
+    w.rows_f32(r0, r1, widened.data());
+    a.data = reinterpret_cast<const uint8_t*>(widened.data());
+    a.row_bytes = cols * 4;
+    a.rows = r1 - r0;
+    first = 0;
+    last = r1 - r0;
+  }
+  for (int64_t v = 0; v < n; ++v) {
+    a.x = part.plan.nibble_order ? &px.values[v * cols] : x + v * cols;
+    a.sums = groups > 0 ? &px.sums[v * groups] : nullptr;
+    a.y = part.product->y + v * w.rows + (r0 - first);
+    (part.plan.kernel ? part.plan.kernel : k.f32)(a, first, last);
+  }
+}
+
+}  // namespace
+
+void frozen_gemv(std::span<const GemvProduct> products, const float* x, int64_t n, GemvIsa isa) {
   if (!gemv_isa_supported(isa))
     throw std::invalid_argument("frozen_gemv: this CPU cannot run the " +
                                 std::string(gemv_isa_name(isa)) + " kernels");
-  if (n <= 0 || w.rows == 0) return;
-  const int64_t rows = w.rows, cols = w.cols;
-  if (cols == 0) {
-    for (int64_t i = 0; i < n * rows; ++i) y[i] = beta == 0.0f ? 0.0f : beta * y[i];
-    return;
-  }
+  if (n <= 0 || products.empty()) return;
+  const int64_t cols = products[0].w->cols;
   const gemv::Kernels& k = kernels_of(isa);
-  const Plan plan = plan_for(w, k);
-  const PreparedX px = prepare(plan, k, x, n, cols);
-  const int64_t groups = plan.sum_width > 0 ? cols / plan.sum_width : 0;
-  const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
-  const float* halves = f16_to_f32_table();
-#pragma omp parallel if (n * rows * cols >= kParallelWork)
+  // x is prepared once per layout the products' kernels read it in (all of them, usually).
+  std::vector<PreparedX> layouts;
+  std::vector<std::pair<int64_t, bool>> layout_keys;  // (sum width, nibble order)
+  std::vector<PassPart> parts;
+  int64_t blocks = 0, work = 0;
+  for (const GemvProduct& p : products) {
+    if (p.w->cols != cols)
+      throw std::invalid_argument("frozen_gemv: products of one input with " +
+                                  std::to_string(cols) + " and " + std::to_string(p.w->cols) +
+                                  " columns");
+    if (p.w->rows == 0) continue;
+    if (cols == 0) {
+      for (int64_t i = 0; i < n * p.w->rows; ++i) p.y[i] = p.beta == 0.0f ? 0.0f : p.beta * p.y[i];
+      continue;
+    }
+    const Plan plan = plan_for(*p.w, k);
+    const std::pair<int64_t, bool> key{plan.sum_width, plan.nibble_order};
+    auto at = std::find(layout_keys.begin(), layout_keys.end(), key);
+    if (at == layout_keys.end()) {
+      layout_keys.push_back(key);
+      layouts.push_back(prepare(plan, k, x, n, cols));
+      at = layout_keys.end() - 1;
+    }
+    parts.push_back({&p, plan, static_cast<std::size_t>(at - layout_keys.begin()), blocks});
+    blocks += (p.w->rows + kRowBlock - 1) / kRowBlock;
+    work += n * p.w->rows * cols;
+  }
+  if (parts.empty()) return;
+#pragma omp parallel if (work >= kParallelWork)
   {
-    std::vector<float> widened;  // rows of a storage without its own kernel, a block at a time
-    if (!plan.kernel) widened.resize(static_cast<std::size_t>(kRowBlock * cols));
+    std::vector<float> widened;
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t r0 = b * kRowBlock, r1 = std::min(rows, r0 + kRowBlock);
-      gemv::RowsArgs a;
-      a.cols = cols;
-      a.beta = beta;
-      a.group_size = plan.sum_width;
-      a.scales = w.quant.scales.data();
-      a.biases = w.quant.biases.data();
-      a.halves = halves;
-      int64_t first = r0, last = r1;
-      if (plan.kernel) {
-        a.data = plan.data;
-        a.row_bytes = plan.row_bytes;
-        a.rows = rows;
-      } else {
-        w.rows_f32(r0, r1, widened.data());
-        a.data = reinterpret_cast<const uint8_t*>(widened.data());
-        a.row_bytes = cols * 4;
-        a.rows = r1 - r0;
-        first = 0;
-        last = r1 - r0;
-      }
-      for (int64_t v = 0; v < n; ++v) {
-        a.x = plan.nibble_order ? &px.values[v * cols] : x + v * cols;
-        a.sums = groups > 0 ? &px.sums[v * groups] : nullptr;
-        a.y = y + v * rows + (r0 - first);
-        (plan.kernel ? plan.kernel : k.f32)(a, first, last);
-      }
+      std::size_t i = parts.size() - 1;
+      while (parts[i].first_block > b) --i;
+      const PassPart& part = parts[i];
+      const int64_t r0 = (b - part.first_block) * kRowBlock;
+      product_rows(part, layouts[part.layout], k, x, n, r0,
+                   std::min(part.product->w->rows, r0 + kRowBlock), widened);
     }
   }
 }

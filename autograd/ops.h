@@ -30,6 +30,16 @@ struct LoraBranch {
 Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* bias,
            std::span<const LoraBranch> lora, Var residual = nullptr);
 
+// One of several linears of the same input (linears()).
+struct LinearOf {
+  const FrozenWeight* w = nullptr;
+  const std::vector<float>* bias = nullptr;
+  std::span<const LoraBranch> lora;
+};
+// linear() of each, on one x. A pass that keeps no gradient, over a few rows (a decode step's q,
+// k and v; gate and up), runs the frozen products in one pass of the thread team (frozen_gemv).
+std::vector<Var> linears(Tape& tape, Var x, std::span<const LinearOf> each);
+
 // Full fine-tuning's linear: x [n, in] -> x W^T (+ b) (+ residual) with W [out, in] and b [out]
 // trainable f32 values. With `trains` backward adds dW = g^T x and db = sum of g's rows into their
 // gradients; without it they act as frozen weights (inference, evaluation).

@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "autograd/dropout.h"
+#include "autograd/frozen_gemv.h"
 #include "autograd/kernels/kernels_lora.h"
 #include "autograd/ops.h"
 
@@ -93,6 +94,43 @@ void check_linear_inputs(const Tensor& xv, const FrozenWeight& w, const std::vec
                                 std::to_string(out) + "]");
 }
 
+// u = dropout(x) A^T [n, r] per branch, kept for dB. A folded branch has none: backward forms it
+// from the x blocks it reads for dA anyway, so forward makes no pass over x for it.
+std::vector<Tensor> branch_projections(Tape& tape, std::span<const LoraBranch> lora,
+                                       const Tensor& xv, Join join) {
+  std::vector<Tensor> low_rank;
+  std::vector<float> scratch;
+  const OpTimer lora_timer(lora.empty() || join == Join::Fold ? nullptr : tape.profile(), "lora",
+                           tape.forward_phase());
+  const int64_t n = xv.dim(0), in = xv.dim(1);
+  for (const LoraBranch& br : lora) {
+    low_rank.emplace_back();
+    if (join == Join::Fold) continue;
+    const int64_t r = br.A->value.dim(0);
+    low_rank.back() = Tensor({n, r});
+    kernels::rank_project(branch_input(br, xv, scratch), n, br.A->value.ptr(), in, r, 1.0f,
+                          low_rank.back().ptr());
+  }
+  return low_rank;
+}
+
+// y [n, out] += bias, then scale * u B^T for each branch that is not folded into the product.
+void add_bias_and_branches(Tape& tape, const std::vector<float>* bias,
+                           std::span<const LoraBranch> lora, std::span<const Tensor> low_rank,
+                           Join join, Tensor& y) {
+  const int64_t n = y.dim(0), out = y.dim(1);
+  if (bias)
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t o = 0; o < out; ++o) y.data[i * out + o] += (*bias)[o];
+  if (join != Join::Separate) return;
+  const OpTimer lora_timer(lora.empty() ? nullptr : tape.profile(), "lora", tape.forward_phase());
+  for (std::size_t i = 0; i < lora.size(); ++i) {
+    const int64_t r = lora[i].A->value.dim(0);
+    const std::vector<float> bt = kernels::transposed(lora[i].B->value.ptr(), out, r);
+    kernels::rank_expand(low_rank[i].ptr(), n, bt.data(), out, r, lora[i].scale, y.ptr());
+  }
+}
+
 }  // namespace
 
 Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* bias,
@@ -100,45 +138,20 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
   const OpTimer timer(tape.profile(), "linear", tape.forward_phase());
   const Tensor& xv = x->value;
   check_linear_inputs(xv, w, bias, lora, residual);
-  const int64_t n = xv.dim(0), in = w.cols, out = w.rows;
+  const int64_t n = xv.dim(0), out = w.rows;
   Tensor y = residual ? residual->value : Tensor({n, out});
   const ComputeDType compute = tape.compute_dtype();
   const Join join = join_of(lora, n, compute);
 
-  // u = dropout(x) A^T [n, r] per branch, kept for dB. A folded branch has none: backward forms it
-  // from the x blocks it reads for dA anyway, so forward makes no pass over x for it.
-  std::vector<Tensor> low_rank;
-  bool trains = false;
-  {
-    std::vector<float> scratch;
-    const OpTimer lora_timer(lora.empty() || join == Join::Fold ? nullptr : tape.profile(), "lora",
-                             tape.forward_phase());
-    for (const LoraBranch& br : lora) {
-      trains = trains || br.trainable;
-      low_rank.emplace_back();
-      if (join == Join::Fold) continue;
-      const int64_t r = br.A->value.dim(0);
-      low_rank.back() = Tensor({n, r});
-      kernels::rank_project(branch_input(br, xv, scratch), n, br.A->value.ptr(), in, r, 1.0f,
-                            low_rank.back().ptr());
-    }
-  }
+  const bool trains =
+      std::any_of(lora.begin(), lora.end(), [](const LoraBranch& br) { return br.trainable; });
+  std::vector<Tensor> low_rank = branch_projections(tape, lora, xv, join);
   // A fresh y is zeros already: adding into it spares sgemm's own zeroing pass over y. oneDNN's
   // bf16 product instead pays for adding, with a read of y.
   const bool add_into_y = residual || !uses_bf16(compute);
   frozen_matmul(w, xv.ptr(), n, y.ptr(), add_into_y ? 1.0f : 0.0f, compute, deltas_of(lora, join),
                 forward_sides(lora, low_rank, join));
-  if (bias)
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t o = 0; o < out; ++o) y.data[i * out + o] += (*bias)[o];
-  if (join == Join::Separate) {
-    const OpTimer lora_timer(lora.empty() ? nullptr : tape.profile(), "lora", tape.forward_phase());
-    for (std::size_t i = 0; i < lora.size(); ++i) {
-      const int64_t r = lora[i].A->value.dim(0);
-      const std::vector<float> bt = kernels::transposed(lora[i].B->value.ptr(), out, r);
-      kernels::rank_expand(low_rank[i].ptr(), n, bt.data(), out, r, lora[i].scale, y.ptr());
-    }
-  }
+  add_bias_and_branches(tape, bias, lora, low_rank, join, y);
 
   const bool residual_grad = residual && residual->requires_grad;
   Var result = tape.make(std::move(y), x->requires_grad || trains || residual_grad);
@@ -208,6 +221,37 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
   else
     tape.push_backward(std::move(backward), "linear", result);
   return result;
+}
+
+std::vector<Var> linears(Tape& tape, Var x, std::span<const LinearOf> each) {
+  const Tensor& xv = x->value;
+  const bool trains = std::any_of(each.begin(), each.end(), [](const LinearOf& l) {
+    return std::any_of(l.lora.begin(), l.lora.end(),
+                       [](const LoraBranch& br) { return br.trainable; });
+  });
+  const int64_t n = xv.rank() == 2 ? xv.dim(0) : 0;
+  std::vector<Var> outputs;
+  if (each.size() < 2 || x->requires_grad || trains || n > kGemvMaxTokens ||
+      uses_bf16(tape.compute_dtype())) {
+    for (const LinearOf& l : each) outputs.push_back(linear(tape, x, *l.w, l.bias, l.lora));
+    return outputs;
+  }
+  const OpTimer timer(tape.profile(), "linear", tape.forward_phase());
+  std::vector<Tensor> ys;
+  std::vector<GemvProduct> products;
+  for (const LinearOf& l : each) {
+    check_linear_inputs(xv, *l.w, l.bias, l.lora, nullptr);
+    ys.emplace_back(std::vector<int64_t>{n, l.w->rows});
+  }
+  for (std::size_t i = 0; i < each.size(); ++i) products.push_back({each[i].w, ys[i].ptr(), 0.0f});
+  frozen_gemv(products, xv.ptr(), n);
+  for (std::size_t i = 0; i < each.size(); ++i) {
+    const Join join = join_of(each[i].lora, n, tape.compute_dtype());
+    const std::vector<Tensor> low_rank = branch_projections(tape, each[i].lora, xv, join);
+    add_bias_and_branches(tape, each[i].bias, each[i].lora, low_rank, join, ys[i]);
+    outputs.push_back(tape.make(std::move(ys[i]), false));
+  }
+  return outputs;
 }
 
 }  // namespace lora::ag

@@ -348,6 +348,28 @@ TEST(GradCheck, AttentionStackedGroupHeadsInSeveralBlocks) {
   c.check_op();
 }
 
+// One query row per sequence (a decode step) takes the plain-loop path: its output matches a
+// direct softmax, plain and with a window, soft-capping and padding, and its log-sum-exp is what
+// the blocked backward needs (the gradients match finite differences). A sequence whose visible
+// keys are all padding gets a zero row.
+TEST(GradCheck, AttentionSingleQueryRow) {
+  std::vector<uint8_t> valid(3 * 9, 1);
+  valid[2] = valid[9 + 8] = 0;
+  std::fill(valid.begin() + 18 + 6, valid.end(), uint8_t{0});
+  AttentionCase c({3, 1, 9, 6, 2, 5}, valid);
+  EXPECT_LT(max_rel_error(c.output(c.q, c.k, c.v), c.naive_output()), 1e-12);
+  c.s.window = 4;  // sequence 2 sees keys 5..8, all padding but 5
+  c.s.softcap = 0.7;
+  EXPECT_LT(max_rel_error(c.output(c.q, c.k, c.v), c.naive_output()), 1e-12);
+  c.s.window = 3;  // now none of sequence 2's keys: its rows are zero
+  const std::vector<double> out = c.output(c.q, c.k, c.v);
+  for (std::size_t i = 2 * 6 * 5; i < out.size(); ++i) EXPECT_EQ(out[i], 0.0);
+  EXPECT_LT(max_rel_error(out, c.naive_output()), 1e-12);
+  c.s.window = 4;
+  c.checked_grads();
+  c.check_op();
+}
+
 // ---------- gated activations (geglu, swiglu) and add ----------
 // A gated activation kernel's gradients of dot(act(gate) * up, r), checked against finite
 // differences: returns {d gate, d up}.
@@ -507,6 +529,39 @@ TEST(GradCheck, LinearFrozenInputGetsNoGradButLoraDoes) {
   double norm = 0;
   for (float g : B.grad.data) norm += std::abs(g);
   EXPECT_GT(norm, 0.0);
+}
+
+// linears() of one input equal linear() of each, bit for bit: a decode step's (two rows, no
+// gradient: one shared pass of the products) and a training step's (trainable branches: each
+// linear on the tape, with gradients). Bases f32 and 4-bit, of 6, 37 and 6 rows; a bias on one,
+// a LoRA branch on two.
+TEST(GradCheck, LinearsOfOneInputEqualEachLinear) {
+  LinearCase c;
+  const FrozenWeight f32 = FrozenWeight::from_f32(c.w, c.out, c.in);
+  const FrozenWeight q4 =
+      FrozenWeight::from_quantized(quantize(to_float(random_values(37 * 64, 30)), 37, c.in, 4, 32));
+  const FrozenWeight q4b = FrozenWeight::from_quantized(quantize(c.w, c.out, c.in, 4, 64));
+  ag::Parameter A1{Tensor({c.r1, c.in}, to_float(c.a1)), {}},
+      B1{Tensor({c.out, c.r1}, to_float(c.b1)), {}};
+  ag::Parameter A2{Tensor({c.r2, c.in}, to_float(c.a2)), {}};
+  ag::Parameter B2{Tensor({37, c.r2}, to_float(random_values(37 * 2, 31))), {}};
+  for (const bool training : {false, true}) {
+    SCOPED_TRACE(training ? "training" : "decoding");
+    const std::vector<ag::LoraBranch> on_first = {{&A1, &B1, c.s1, 0.0f, 0, training}};
+    const std::vector<ag::LoraBranch> on_second = {{&A2, &B2, c.s2, 0.0f, 0, training}};
+    const ag::LinearOf each[3] = {
+        {&f32, &c.bias, on_first}, {&q4, nullptr, on_second}, {&q4b, nullptr, {}}};
+    ag::Tape tape(/*record=*/training);
+    ag::Var x = tape.constant(
+        Tensor({2, c.in}, to_float(std::vector<double>(c.x.begin(), c.x.begin() + 2 * c.in))));
+    const std::vector<ag::Var> together = ag::linears(tape, x, each);
+    ASSERT_EQ(together.size(), 3u);
+    for (std::size_t i = 0; i < 3; ++i) {
+      const ag::Var alone = ag::linear(tape, x, *each[i].w, each[i].bias, each[i].lora);
+      EXPECT_EQ(together[i]->value.data, alone->value.data) << "linear " << i;
+      EXPECT_EQ(together[i]->requires_grad, training && !each[i].lora.empty()) << "linear " << i;
+    }
+  }
 }
 
 // ---------- fused cross-entropy head ----------

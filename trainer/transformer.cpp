@@ -109,6 +109,30 @@ ag::Var project(ag::Tape& tape, ag::Var x, const PassContext& ctx, int64_t layer
   return ag::linear(tape, x, w, b, branches, residual);
 }
 
+// Projections of one input: project() each, or where they are plain linears (a single sequence,
+// the base's block, no DoRA) ag::linears, which runs a decode step's products together.
+std::vector<ag::Var> project_together(ag::Tape& tape, ag::Var x, const PassContext& ctx,
+                                      int64_t layer, std::span<const Proj> projs,
+                                      std::span<const std::vector<float>* const> biases) {
+  std::vector<std::vector<ag::LoraBranch>> branches;
+  for (const Proj proj : projs) branches.push_back(branches_for(ctx.adapters, layer, proj));
+  const bool dora = std::any_of(branches.begin(), branches.end(), [](const auto& brs) {
+    return std::any_of(brs.begin(), brs.end(),
+                       [](const ag::LoraBranch& br) { return br.magnitude != nullptr; });
+  });
+  std::vector<ag::Var> out;
+  if (!ctx.rows.empty() || dora || trained_block(ctx.adapters, layer)) {
+    for (std::size_t i = 0; i < projs.size(); ++i)
+      out.push_back(project(tape, x, ctx, layer, projs[i], *biases[i]));
+    return out;
+  }
+  std::vector<ag::LinearOf> each;
+  for (std::size_t i = 0; i < projs.size(); ++i)
+    each.push_back({&ctx.model.layers[layer].at(projs[i]), biases[i]->empty() ? nullptr : biases[i],
+                    branches[i]});
+  return ag::linears(tape, x, each);
+}
+
 // A batched decode step's projection: the base product once over every row, then each row's own
 // LoRA branches rank first, as ag::linear computes them for one row. A row with a DoRA adapter
 // (which rescales the whole adapted weight) runs its own product instead.
@@ -175,10 +199,12 @@ void rotate_rows(const AttentionInputs& in, const PassContext& ctx, int64_t laye
 AttentionInputs project_qkv(ag::Tape& tape, ag::Var h, const PassContext& ctx, int64_t layer) {
   const ModelConfig& c = ctx.model.config;
   const LayerWeights& w = ctx.model.layers[layer];
-  if (!c.fused_projections)  // braced: evaluated in order
-    return {project(tape, h, ctx, layer, Proj::q, w.q_bias),
-            project(tape, h, ctx, layer, Proj::k, w.k_bias),
-            project(tape, h, ctx, layer, Proj::v, w.v_bias)};
+  if (!c.fused_projections) {
+    const Proj projs[3] = {Proj::q, Proj::k, Proj::v};
+    const std::vector<float>* biases[3] = {&w.q_bias, &w.k_bias, &w.v_bias};
+    const auto qkv = project_together(tape, h, ctx, layer, projs, biases);
+    return {qkv[0], qkv[1], qkv[2]};
+  }
   const int64_t widths[3] = {c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim,
                              c.num_kv_heads * c.head_dim};
   const auto parts = ag::split_columns(tape, project(tape, h, ctx, layer, Proj::qkv, {}), widths);
@@ -231,9 +257,11 @@ ag::Var gated_activation(ag::Tape& tape, const ModelConfig& c, ag::Var gate, ag:
 ag::Var mlp_hidden(ag::Tape& tape, ag::Var h, const PassContext& ctx, int64_t layer) {
   const ModelConfig& c = ctx.model.config;
   if (!c.fused_projections) {
-    ag::Var gate = project(tape, h, ctx, layer, Proj::gate, {});
-    ag::Var up = project(tape, h, ctx, layer, Proj::up, {});
-    return gated_activation(tape, c, gate, up);
+    const Proj projs[2] = {Proj::gate, Proj::up};
+    const std::vector<float> no_bias;
+    const std::vector<float>* biases[2] = {&no_bias, &no_bias};
+    const auto gate_up = project_together(tape, h, ctx, layer, projs, biases);
+    return gated_activation(tape, c, gate_up[0], gate_up[1]);
   }
   const int64_t widths[2] = {c.intermediate_size, c.intermediate_size};
   const auto parts =

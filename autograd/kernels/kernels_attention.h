@@ -167,7 +167,93 @@ struct StackedBlock {
   }
 };
 
+// One query head of one query row (t of sequence b) as plain loops: scores, softmax, and the
+// probability-weighted sum of values into out. `scores` holds a row of seq_k.
+template <typename T>
+void attend_row(const T* q, const T* k, const T* v, const AttentionShape& s, int64_t b, int64_t t,
+                int64_t h, const uint8_t* key_valid, T* scores, T* out, T* lse) {
+  const int64_t hd = s.head_dim, kv_stride = s.kv_stride();
+  const int64_t row = (b * s.seq_q + t) * s.q_stride() + h * hd;
+  const T* qr = q + row;
+  const T* keys = k + b * s.seq_k * kv_stride + h / s.group() * hd;
+  const T* values = v + (keys - k);
+  const T scale = T(s.score_scale());
+  const int64_t count = block_keys(s, t, 1);
+  // Keys before the sliding window are hidden: no scores for them.
+  const int64_t first = s.window > 0 ? std::max<int64_t>(0, count - s.window) : 0;
+  // Four keys at a time: four independent sums instead of one chain of dependent adds.
+  int64_t j = first;
+  for (; j + 4 <= count; j += 4) {
+    const T *k0 = keys + j * kv_stride, *k1 = k0 + kv_stride, *k2 = k1 + kv_stride,
+            *k3 = k2 + kv_stride;
+    T a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+    for (int64_t c = 0; c < hd; ++c) {
+      a0 += qr[c] * k0[c];
+      a1 += qr[c] * k1[c];
+      a2 += qr[c] * k2[c];
+      a3 += qr[c] * k3[c];
+    }
+    scores[j] = scale * a0;
+    scores[j + 1] = scale * a1;
+    scores[j + 2] = scale * a2;
+    scores[j + 3] = scale * a3;
+  }
+  for (; j < count; ++j) {
+    const T* kr = keys + j * kv_stride;
+    T acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t c = 0; c < hd; ++c) acc += qr[c] * kr[c];
+    scores[j] = scale * acc;
+  }
+  if (s.softcap > 0) soft_cap(scores + first, count - first, s.softcap, static_cast<T*>(nullptr));
+  const int64_t limit = mask_row(scores, s, b, t, count, key_valid);
+  T* o = out + row;
+  std::fill(o, o + hd, T(0));
+  const T mx = row_max(scores + first, limit - first);
+  T& lse_at = lse[(b * s.heads + h) * s.seq_q + t];
+  if (mx == -std::numeric_limits<T>::infinity()) {  // no visible key: output row zero
+    lse_at = mx;
+    return;
+  }
+  const double sum = exp_shift(scores + first, limit - first, mx);
+  const T inv = T(1.0 / sum);
+  // Four values per pass over the output row: a quarter of its loads and stores.
+  for (j = first; j + 4 <= limit; j += 4) {
+    const T p0 = scores[j] * inv, p1 = scores[j + 1] * inv, p2 = scores[j + 2] * inv,
+            p3 = scores[j + 3] * inv;
+    const T *v0 = values + j * kv_stride, *v1 = v0 + kv_stride, *v2 = v1 + kv_stride,
+            *v3 = v2 + kv_stride;
+#pragma omp simd
+    for (int64_t c = 0; c < hd; ++c) o[c] += p0 * v0[c] + p1 * v1[c] + p2 * v2[c] + p3 * v3[c];
+  }
+  for (; j < limit; ++j) {
+    const T p = scores[j] * inv;
+    const T* vr = values + j * kv_stride;
+#pragma omp simd
+    for (int64_t c = 0; c < hd; ++c) o[c] += p * vr[c];
+  }
+  lse_at = mx + T(std::log(sum));
+}
+
 }  // namespace attention_detail
+
+// A decode step's attention: one query row per sequence. Each head's few thousand multiply-adds
+// cost less than the setup of the two sgemm calls the blocked path makes per head, so the rows
+// run as plain loops; threads share the heads only once the cache is long.
+template <typename T>
+void attention_forward_single_query(const T* q, const T* k, const T* v, const AttentionShape& s,
+                                    const uint8_t* key_valid, T* out, T* lse) {
+  const int64_t work = s.batch * s.heads * s.seq_k * s.head_dim;
+#pragma omp parallel if (work >= (int64_t(1) << 20))
+  {
+    std::vector<T> scores(static_cast<std::size_t>(s.seq_k));
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < s.batch; ++b)
+      for (int64_t h = 0; h < s.heads; ++h)
+        attention_detail::attend_row(q, k, v, s, b, 0, h, key_valid, scores.data(), out, lse);
+  }
+}
 
 // out [batch*seq_q, heads*head_dim]; lse [batch, heads, seq_q] (-inf for a row with no visible key,
 // whose output is zero).
@@ -175,6 +261,10 @@ template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, const AttentionShape& s,
                        const uint8_t* key_valid, T* out, T* lse) {
   namespace d = attention_detail;
+  if (s.seq_q == 1) {
+    attention_forward_single_query(q, k, v, s, key_valid, out, lse);
+    return;
+  }
   const T scale = T(s.score_scale());
   const int64_t hd = s.head_dim, stack = d::heads_per_stack(s);
   const int64_t block = d::query_block(s), blocks = (s.seq_q + block - 1) / block;
