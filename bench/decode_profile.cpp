@@ -55,12 +55,32 @@ double prompt_products_seconds(const Model& m, int64_t n) {
   return cpu_seconds() - t0;
 }
 
-// One token's products: each projection of each layer, then the head, on a fixed input.
+// One token's products on a fixed input, grouped as the decode step runs them: q, k and v in one
+// pass of the threads; o; gate and up in one pass; down (a fused checkpoint's qkv and gate_up
+// each alone); then the head.
+void step_products(const Model& m, const float* x, float* y) {
+  const std::vector<std::vector<Proj>> groups = {
+      {Proj::q, Proj::k, Proj::v}, {Proj::qkv},     {Proj::o},
+      {Proj::gate, Proj::up},      {Proj::gate_up}, {Proj::down}};
+  for (const auto& layer : m.layers)
+    for (const auto& group : groups) {
+      std::vector<GemvProduct> products;
+      int64_t offset = 0;  // disjoint outputs: the products run on different threads
+      for (const Proj p : group)
+        if (layer.at(p).rows > 0) {
+          products.push_back({&layer.at(p), y + offset});
+          offset += layer.at(p).rows;
+        }
+      if (!products.empty()) frozen_gemv(products, x, 1);
+    }
+  frozen_gemv(m.head(), x, 1, y);
+}
+
 double products_seconds(const Model& m, int reps, std::size_t& bytes, double& cpu) {
   const ModelConfig& c = m.config;
   const int64_t widest =
       std::max({c.hidden_size, c.intermediate_size, c.vocab_size, c.num_heads * c.head_dim});
-  std::vector<float> x(static_cast<std::size_t>(widest), 0.01f), y(x.size());
+  std::vector<float> x(static_cast<std::size_t>(widest), 0.01f), y(3 * x.size());
   bytes = m.head().stored_bytes();
   for (const auto& layer : m.layers)
     for (const auto& w : layer.proj) bytes += w.stored_bytes();
@@ -68,9 +88,7 @@ double products_seconds(const Model& m, int reps, std::size_t& bytes, double& cp
   for (int r = 0; r < reps + 1; ++r) {
     const auto t0 = clock_type::now();
     const double c0 = cpu_seconds();
-    for (const auto& layer : m.layers)
-      for (const auto& w : layer.proj) frozen_gemv(w, x.data(), 1, y.data());
-    frozen_gemv(m.head(), x.data(), 1, y.data());
+    step_products(m, x.data(), y.data());
     if (r > 0) times.push_back(seconds_since(t0));
     if (r > 0) cpus.push_back(cpu_seconds() - c0);
   }
