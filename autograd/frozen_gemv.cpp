@@ -20,6 +20,7 @@ struct Scalar {
   using ireg = int32_t;
   static reg zero() { return 0.0f; }
   static reg load(const float* p) { return *p; }
+  static void store(float* p, reg v) { *p = v; }
   static reg set1(float v) { return v; }
   static reg add(reg a, reg b) { return a + b; }
   static reg mul(reg a, reg b) { return a * b; }
@@ -287,6 +288,49 @@ void frozen_gemv(std::span<const GemvProduct> products, const float* x, int64_t 
       const int64_t r0 = (b - part.first_block) * kRowBlock;
       product_rows(part, layouts[part.layout], k, x, n, r0,
                    std::min(part.product->w->rows, r0 + kRowBlock), widened);
+    }
+  }
+}
+
+void frozen_short_gemm(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta) {
+  frozen_short_gemm(w, x, n, y, beta, gemv_isa());
+}
+
+void frozen_short_gemm(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta,
+                       GemvIsa isa) {
+  if (!gemv_isa_supported(isa))
+    throw std::invalid_argument("frozen_short_gemm: this CPU cannot run the " +
+                                std::string(gemv_isa_name(isa)) + " kernels");
+  const int64_t rows = w.rows, cols = w.cols;
+  if (n <= 0 || rows == 0) return;
+  const gemv::Kernels& k = kernels_of(isa);
+  // Tokens go two vectors at a time; the last few (one vector's or fewer) take the one-vector
+  // block.
+  const int64_t R = k.short_rows, T = 2 * k.lanes, padded = (n + T - 1) / T * T;
+  std::vector<float> xt(static_cast<std::size_t>(cols * padded), 0.0f);  // [cols, padded]
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t c = 0; c < cols; ++c) xt[c * padded + t] = x[t * cols + c];
+  const int64_t blocks = (rows + R - 1) / R;
+#pragma omp parallel if (n * rows * cols >= kParallelWork)
+  {
+    std::vector<float> widened(static_cast<std::size_t>(R * cols)),
+        out(static_cast<std::size_t>(R * T));
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t r0 = b * R, used = std::min(R, rows - r0);
+      w.rows_f32(r0, r0 + used, widened.data());
+      std::fill(widened.begin() + used * cols, widened.end(), 0.0f);  // a last, partial block
+      for (int64_t t0 = 0; t0 < n; t0 += T) {
+        const int vectors = n - t0 <= k.lanes ? 1 : 2;
+        const int64_t width = vectors * k.lanes;  // out is [R, width]
+        k.short_gemm[vectors - 1](widened.data(), cols, xt.data() + t0, padded, out.data());
+        for (int64_t t = t0; t < std::min(n, t0 + width); ++t)
+          for (int64_t r = 0; r < used; ++r) {
+            float& to = y[t * rows + r0 + r];
+            const float dot = out[r * width + (t - t0)];
+            to = beta == 0.0f ? dot : dot + beta * to;
+          }
+      }
     }
   }
 }

@@ -30,6 +30,18 @@ void frozen_gemv(const FrozenWeight& w, const float* x, int64_t n, float* y, flo
 void frozen_gemv(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta,
                  GemvIsa isa);
 
+// The most tokens for which frozen_short_gemm beats widening tiles for sgemm (a prompt's tokens).
+inline constexpr int64_t kShortGemmMaxTokens = 64;
+
+// y[n, rows] = x[n, cols] W^T + beta * y for a few dozen tokens (a prompt): each thread widens a
+// block of rows at a time into a buffer its cache holds and multiplies it with every token there,
+// x transposed once; sgemm would instead repack the whole widened weight, which is most of its
+// time at this size.
+void frozen_short_gemm(const FrozenWeight& w, const float* x, int64_t n, float* y,
+                       float beta = 0.0f);
+void frozen_short_gemm(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta,
+                       GemvIsa isa);
+
 // One of several products of the same x: y[n, w->rows] = x W^T + beta * y.
 struct GemvProduct {
   const FrozenWeight* w = nullptr;

@@ -289,6 +289,15 @@ void frozen_product(Bf16Product kind, const FrozenWeight& w, const float* in, in
     frozen_gemv(w, in, n, out, beta);
     return;
   }
+  // A prompt's few dozen: rows widened a cache-sized block at a time, and no repacking of the
+  // whole widened weight. f32 weights, stored as such or in a GGUF file, stay with sgemm, so that
+  // both storages of one model give the same numbers.
+  const bool f32_values = w.format == WeightFormat::F32 ||
+                          (w.format == WeightFormat::Ggml && w.ggml.type == GgmlType::F32);
+  if (xwt && n <= kShortGemmMaxTokens && deltas.empty() && !uses_bf16(compute) && !f32_values) {
+    frozen_short_gemm(w, in, n, out, beta);
+    return;
+  }
   if (!sides.empty()) {
     bf16_product_with_sides(kind, w, in, n, out, beta, sides);
     return;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstddef>
 #include <map>
 #include <random>
 #include <sstream>
@@ -134,16 +135,56 @@ TEST(FrozenGemv, ThreadedProductEqualsTheReference) {
                            "4-bit 1000 rows");
 }
 
-// frozen_matmul sends a few tokens to these kernels and more to the tiled sgemm: both agree.
-TEST(FrozenGemv, MatmulAgreesAcrossTheTokenThreshold) {
-  const int64_t cols = 256, n = kGemvMaxTokens + 1;
+// frozen_matmul sends up to kGemvMaxTokens tokens to these kernels, up to kShortGemmMaxTokens to
+// the short GEMM and more to the tiled sgemm: all three agree.
+TEST(FrozenGemv, MatmulAgreesAcrossTheTokenThresholds) {
+  const int64_t cols = 256;
   const auto w = FrozenWeight::from_quantized(
       quantize(random_values(kRows * cols, 4, 0.1f), kRows, cols, 4, 32, DType::F16));
-  const auto x = random_values(static_cast<std::size_t>(n * cols), 6);
-  std::vector<float> tiled(static_cast<std::size_t>(n * kRows)), gemv(tiled.size());
-  frozen_matmul(w, x.data(), n, tiled.data());
-  for (int64_t v = 0; v < n; ++v) frozen_matmul(w, x.data() + v * cols, 1, &gemv[v * kRows]);
-  for (std::size_t i = 0; i < tiled.size(); ++i) EXPECT_NEAR(gemv[i], tiled[i], 1e-4) << i;
+  for (int64_t n : {kGemvMaxTokens + 1, kShortGemmMaxTokens, kShortGemmMaxTokens + 1}) {
+    const auto x = random_values(static_cast<std::size_t>(n * cols), 6);
+    std::vector<float> batched(static_cast<std::size_t>(n * kRows)), gemv(batched.size());
+    frozen_matmul(w, x.data(), n, batched.data());
+    for (int64_t v = 0; v < n; ++v) frozen_matmul(w, x.data() + v * cols, 1, &gemv[v * kRows]);
+    for (std::size_t i = 0; i < batched.size(); ++i)
+      ASSERT_NEAR(gemv[i], batched[i], 1e-4) << n << " tokens, output " << i;
+  }
+}
+
+// The short GEMM against the reference on every instruction set: 37 rows (full blocks of rows and
+// a partial one), token counts that fill one vector of tokens or part of one (9, 16), two
+// vectors and a tail of part of one (40), and several pairs (64); beta 0 and 0.5; storages
+// widened by their own rows_f32 (4- and 8-bit MLX, Q4_0, Q4_K, bf16, f32).
+TEST(FrozenGemv, ShortGemmEqualsTheReference) {
+  const int64_t cols = 256;
+  const auto dense = random_values(kRows * cols, 26, 0.1f);
+  std::vector<uint16_t> b(dense.size());
+  for (std::size_t i = 0; i < dense.size(); ++i) b[i] = f32_to_bf16(dense[i]);
+  std::vector<std::pair<std::string, FrozenWeight>> weights;
+  weights.emplace_back("4-bit", FrozenWeight::from_quantized(quantize(dense, kRows, cols, 4, 64)));
+  weights.emplace_back("8-bit", FrozenWeight::from_quantized(quantize(dense, kRows, cols, 8, 32)));
+  for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q4_K})
+    weights.emplace_back(ggml_type_name(t),
+                         FrozenWeight::from_ggml(GgmlMatrix::owning(
+                             kRows, cols, t, test::random_ggml_bytes(t, kRows, cols, 27, 0.5f))));
+  weights.emplace_back("bf16", FrozenWeight::from_bf16(b, kRows, cols));
+  weights.emplace_back("f32", FrozenWeight::from_f32(dense, kRows, cols));
+  for (const auto& [what, w] : weights)
+    for (int64_t n : {9, 16, 40, 64}) {
+      const auto x = random_values(static_cast<std::size_t>(n * cols), 28 + unsigned(n));
+      const auto y0 = random_values(static_cast<std::size_t>(n * kRows), 29);
+      for (float beta : {0.0f, 0.5f}) {
+        const Reference ref = reference(w, x, n, y0, beta);
+        for (GemvIsa isa : every_isa()) {
+          std::vector<float> y = y0;
+          frozen_short_gemm(w, x.data(), n, y.data(), beta, isa);
+          for (std::size_t i = 0; i < y.size(); ++i)
+            ASSERT_NEAR(y[i], ref.y[i], 2e-6 * ref.magnitude[i] + 1e-6)
+                << what << ", " << gemv_isa_name(isa) << ", n " << n << ", beta " << beta
+                << ", output " << i;
+        }
+      }
+    }
 }
 
 // Products of one x in one pass: a 4-bit MLX, a Q4_0 and a bf16 weight (one read with x
@@ -205,7 +246,9 @@ TEST(FrozenGemv, CompiledKernelsKeepTheirPrefetches) {
     if (line.find("file format") != std::string::npos) object = line.substr(0, line.find(':'));
     if (line.find("prefetcht0") != std::string::npos) ++prefetches[object];
   }
-  constexpr int kRowKernels = sizeof(gemv::Kernels) / sizeof(gemv::RowsKernel) - 1;
+  constexpr int kRowKernels =
+      (offsetof(gemv::Kernels, short_gemm) - offsetof(gemv::Kernels, mlx4)) /
+      sizeof(gemv::RowsKernel);
   for (const char* copy : {"gemv_avx512.cpp.o", "gemv_avx2.cpp.o", "frozen_gemv.cpp.o"})
     EXPECT_GE(prefetches[copy], kRowKernels) << copy;
 }
