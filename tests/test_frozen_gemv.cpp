@@ -58,16 +58,26 @@ Reference reference(const FrozenWeight& w, const std::vector<float>& x, int64_t 
   return ref;
 }
 
-// Runs every instruction set on `w` with 1 and 3 vectors, beta 0 and 0.5, against the reference.
-void expect_matches_reference(const FrozenWeight& w, const std::string& what) {
-  for (int64_t n : {1, 3}) {
+// A product under test: frozen_gemv or frozen_short_gemm.
+using Product = void (*)(const FrozenWeight&, const float*, int64_t, float*, float, GemvIsa);
+void gemv_product(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta,
+                  GemvIsa isa) {
+  frozen_gemv(w, x, n, y, beta, isa);
+}
+
+// Runs `product` on `w` on every instruction set with each count of vectors (by default 1 and 3),
+// beta 0 and 0.5, against the reference.
+void expect_matches_reference(const FrozenWeight& w, const std::string& what,
+                              std::initializer_list<int64_t> counts = {1, 3},
+                              Product product = gemv_product) {
+  for (int64_t n : counts) {
     const auto x = random_values(static_cast<std::size_t>(n * w.cols), 7 + unsigned(n));
     const auto y0 = random_values(static_cast<std::size_t>(n * w.rows), 11);
     for (float beta : {0.0f, 0.5f}) {
       const Reference ref = reference(w, x, n, y0, beta);
       for (GemvIsa isa : every_isa()) {
         std::vector<float> y = y0;
-        frozen_gemv(w, x.data(), n, y.data(), beta, isa);
+        product(w, x.data(), n, y.data(), beta, isa);
         for (std::size_t i = 0; i < y.size(); ++i)
           ASSERT_NEAR(y[i], ref.y[i], 2e-6 * ref.magnitude[i] + 1e-6)
               << what << ", " << gemv_isa_name(isa) << ", n " << n << ", beta " << beta
@@ -169,22 +179,11 @@ TEST(FrozenGemv, ShortGemmEqualsTheReference) {
                              kRows, cols, t, test::random_ggml_bytes(t, kRows, cols, 27, 0.5f))));
   weights.emplace_back("bf16", FrozenWeight::from_bf16(b, kRows, cols));
   weights.emplace_back("f32", FrozenWeight::from_f32(dense, kRows, cols));
+  const Product short_gemm = [](const FrozenWeight& w, const float* x, int64_t n, float* y,
+                                float beta,
+                                GemvIsa isa) { frozen_short_gemm(w, x, n, y, beta, isa); };
   for (const auto& [what, w] : weights)
-    for (int64_t n : {9, 16, 40, 64}) {
-      const auto x = random_values(static_cast<std::size_t>(n * cols), 28 + unsigned(n));
-      const auto y0 = random_values(static_cast<std::size_t>(n * kRows), 29);
-      for (float beta : {0.0f, 0.5f}) {
-        const Reference ref = reference(w, x, n, y0, beta);
-        for (GemvIsa isa : every_isa()) {
-          std::vector<float> y = y0;
-          frozen_short_gemm(w, x.data(), n, y.data(), beta, isa);
-          for (std::size_t i = 0; i < y.size(); ++i)
-            ASSERT_NEAR(y[i], ref.y[i], 2e-6 * ref.magnitude[i] + 1e-6)
-                << what << ", " << gemv_isa_name(isa) << ", n " << n << ", beta " << beta
-                << ", output " << i;
-        }
-      }
-    }
+    expect_matches_reference(w, what, {9, 16, 40, 64}, short_gemm);
 }
 
 // Products of one x in one pass: a 4-bit MLX, a Q4_0 and a bf16 weight (one read with x
