@@ -5,6 +5,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "autograd/cpu_features.h"
+#include "autograd/kernels/mlx_dequant_isa.h"
+
 namespace lora {
 
 namespace {
@@ -143,6 +146,8 @@ void dequantize_rows(const QuantizedMatrix& q, int64_t row_begin, int64_t row_en
     throw std::out_of_range("dequantize_rows: rows out of range");
   const int64_t wpr = q.words_per_row();
   const int64_t groups = q.groups_per_row();
+  // AVX-512 widens 32 values per step where groups (and so rows) are whole steps.
+  const bool wide = active_cpu_features().avx512 && q.group_size % 32 == 0 && q.cols % 32 == 0;
   // Rows are independent: split them across threads when there is enough work (this runs on
   // every frozen product of a quantized base, between sgemm calls that use every core).
 #pragma omp parallel for schedule(static) if ((row_end - row_begin) * q.cols >= (int64_t(1) << 16))
@@ -151,7 +156,10 @@ void dequantize_rows(const QuantizedMatrix& q, int64_t row_begin, int64_t row_en
     const float* scales = q.scales.data() + r * groups;
     const float* biases = q.biases.data() + r * groups;
     float* dst = out + (r - row_begin) * q.cols;
-    if (q.bits == 4) {
+    if (q.bits == 4 && wide) {
+      mlx_avx512::dequantize_row4(reinterpret_cast<const uint8_t*>(words), scales, biases, q.cols,
+                                  q.group_size, dst);
+    } else if (q.bits == 4) {
       // The common case, one group at a time: its scale and bias hoisted, 8 values per word.
       const int64_t words_per_group = q.group_size / 8;
       for (int64_t g = 0; g < groups; ++g) {

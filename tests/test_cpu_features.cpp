@@ -17,7 +17,9 @@
 #include "autograd/kernels/gguf_dequant_isa.h"
 #include "autograd/kernels/kernel_variants.h"
 #include "autograd/kernels/kernels_activation.h"
+#include "autograd/kernels/mlx_dequant_isa.h"
 #include "autograd/process_start.h"
+#include "autograd/quant.h"
 #include "support/test_support.h"
 #include "train_fixtures.h"
 
@@ -207,6 +209,38 @@ TEST(KernelCopies, GgmlDequantizationCopiesAgree) {
     gguf_avx512::dequantize_row(t, row.data(), cols, avx512.data());
     for (int64_t i = 0; i < cols; ++i)
       EXPECT_NEAR(avx512[i], want[i], 2e-6f * (1 + std::abs(want[i])));
+  }
+}
+
+// MLX 4-bit rows widen to scale * q + bias, read from the codes here: through dequantize_rows
+// (the AVX-512 copy where this CPU has it) and through the AVX-512 copy itself, for every group
+// size.
+TEST(KernelCopies, MlxFourBitWideningMatchesItsCodes) {
+  const int64_t rows = 3, cols = 384;
+  const auto w = random_floats(rows * cols, -1.0f, 1.0f, 13);
+  for (int group : {32, 64, 128}) {
+    SCOPED_TRACE("group " + std::to_string(group));
+    const QuantizedMatrix q = quantize(w, rows, cols, 4, group);
+    std::vector<float> want(static_cast<std::size_t>(rows * cols));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        const uint32_t word = q.packed[(r * cols + c) / 8];
+        const float code = float((word >> (4 * (c % 8))) & 15u);
+        const int64_t g = r * (cols / group) + c / group;
+        want[r * cols + c] = float(double(q.scales[g]) * code + double(q.biases[g]));
+      }
+    std::vector<float> got(want.size());
+    dequantize_rows(q, 0, rows, got.data());
+    for (std::size_t i = 0; i < got.size(); ++i)
+      ASSERT_NEAR(got[i], want[i], 1e-6f * (1 + std::abs(want[i]))) << i;
+    if (!detect_cpu_features().avx512) continue;
+    std::vector<float> avx512(want.size());
+    for (int64_t r = 0; r < rows; ++r)
+      mlx_avx512::dequantize_row4(reinterpret_cast<const uint8_t*>(&q.packed[r * cols / 8]),
+                                  &q.scales[r * (cols / group)], &q.biases[r * (cols / group)],
+                                  cols, group, &avx512[r * cols]);
+    for (std::size_t i = 0; i < got.size(); ++i)
+      ASSERT_NEAR(avx512[i], want[i], 1e-6f * (1 + std::abs(want[i]))) << i;
   }
 }
 
