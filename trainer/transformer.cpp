@@ -374,6 +374,30 @@ void attend_cached(const ModelConfig& c, int64_t layer, KVCache& cache, const fl
                              lse.data());
 }
 
+// An incremental forward runs each layer on a tape of its own that records nothing: the layer's
+// activations are freed before the next layer's are made, so a prompt's pass holds one layer's
+// at a time (on one tape a long prompt held every layer's, and the first prompt of a process
+// page-faulted fresh memory for all of them). body(tape, x) returns the output; x is `in`.
+template <typename Body>
+Tensor on_own_tape(Tensor in, Body body) {
+  ag::Tape tape(/*record=*/false);
+  return std::move(body(tape, tape.constant(std::move(in)))->value);
+}
+
+Tensor embedded(const Model& model, std::span<const int32_t> ids) {
+  ag::Tape tape(/*record=*/false);
+  return std::move(embed_tokens(tape, model, ids)->value);
+}
+
+// The final norm and the head on the last hidden states.
+Tensor final_logits(const Model& model, Tensor hidden) {
+  const ModelConfig& c = model.config;
+  ag::Tape tape(/*record=*/false);
+  ag::Var h = ag::rmsnorm(tape, tape.constant(std::move(hidden)), model.final_norm, c.hidden_size,
+                          c.rms_norm_eps);
+  return cap_logits(c, ag::head_logits(model.head(), h->value));
+}
+
 }  // namespace
 
 KVCache KVCache::create(const ModelConfig& c, int64_t max_tokens) {
@@ -432,25 +456,24 @@ Tensor forward_cached(const Model& model, const AdapterStack& adapters, KVCache&
   const int64_t n = static_cast<int64_t>(ids.size());
   check_ids(model, ids, 1, n);
   check_cache(model, cache, n);
-  ag::Tape tape(/*record=*/false);
   const PassContext ctx{model, adapters, 1, n, cache.length};
-  ag::Var x = embed_tokens(tape, model, ids);
-  for (int64_t layer = 0; layer < c.num_layers; ++layer) {
-    const AttentionInputs qkv = attention_inputs(tape, x, ctx, layer);
-    Tensor attn({n, c.num_heads * c.head_dim});
-    attend_cached(c, layer, cache, qkv.q->value.ptr(), qkv.k->value.ptr(), qkv.v->value.ptr(), n,
-                  attn.ptr());
-    x = block_output(tape, x, tape.constant(std::move(attn)), ctx, layer);
-  }
+  Tensor hidden = embedded(model, ids);
+  for (int64_t layer = 0; layer < c.num_layers; ++layer)
+    hidden = on_own_tape(std::move(hidden), [&](ag::Tape& tape, ag::Var x) {
+      const AttentionInputs qkv = attention_inputs(tape, x, ctx, layer);
+      Tensor attn({n, c.num_heads * c.head_dim});
+      attend_cached(c, layer, cache, qkv.q->value.ptr(), qkv.k->value.ptr(), qkv.v->value.ptr(), n,
+                    attn.ptr());
+      return block_output(tape, x, tape.constant(std::move(attn)), ctx, layer);
+    });
   cache.length += n;
   if (which == CachedLogits::Last && n > 1) {
     Tensor last({1, c.hidden_size});
-    const float* row = x->value.ptr() + (n - 1) * c.hidden_size;
+    const float* row = hidden.ptr() + (n - 1) * c.hidden_size;
     std::copy(row, row + c.hidden_size, last.ptr());
-    x = tape.constant(std::move(last));
+    hidden = std::move(last);
   }
-  ag::Var h = ag::rmsnorm(tape, x, model.final_norm, c.hidden_size, c.rms_norm_eps);
-  return cap_logits(c, ag::head_logits(model.head(), h->value));
+  return final_logits(model, std::move(hidden));
 }
 
 Tensor forward_cached_batch(const Model& model, std::span<const DecodeRow> rows) {
@@ -464,25 +487,24 @@ Tensor forward_cached_batch(const Model& model, std::span<const DecodeRow> rows)
     ids.push_back(row.id);
   }
   check_ids(model, ids, n, 1);
-  ag::Tape tape(/*record=*/false);
   // The shared stack is unused: every projection takes its branches from the rows.
   const AdapterStack none;
   PassContext ctx{model, none, n, 1, 0};
   ctx.rows = rows;
   const int64_t q_width = c.num_heads * c.head_dim, kv_width = c.num_kv_heads * c.head_dim;
-  ag::Var x = embed_tokens(tape, model, ids);
-  for (int64_t layer = 0; layer < c.num_layers; ++layer) {
-    const AttentionInputs qkv = attention_inputs(tape, x, ctx, layer);
-    Tensor attn({n, q_width});
-    for (int64_t i = 0; i < n; ++i)
-      attend_cached(c, layer, *rows[i].cache, qkv.q->value.ptr() + i * q_width,
-                    qkv.k->value.ptr() + i * kv_width, qkv.v->value.ptr() + i * kv_width, 1,
-                    attn.ptr() + i * q_width);
-    x = block_output(tape, x, tape.constant(std::move(attn)), ctx, layer);
-  }
+  Tensor hidden = embedded(model, ids);
+  for (int64_t layer = 0; layer < c.num_layers; ++layer)
+    hidden = on_own_tape(std::move(hidden), [&](ag::Tape& tape, ag::Var x) {
+      const AttentionInputs qkv = attention_inputs(tape, x, ctx, layer);
+      Tensor attn({n, q_width});
+      for (int64_t i = 0; i < n; ++i)
+        attend_cached(c, layer, *rows[i].cache, qkv.q->value.ptr() + i * q_width,
+                      qkv.k->value.ptr() + i * kv_width, qkv.v->value.ptr() + i * kv_width, 1,
+                      attn.ptr() + i * q_width);
+      return block_output(tape, x, tape.constant(std::move(attn)), ctx, layer);
+    });
   for (const DecodeRow& row : rows) row.cache->length += 1;
-  ag::Var h = ag::rmsnorm(tape, x, model.final_norm, c.hidden_size, c.rms_norm_eps);
-  return cap_logits(c, ag::head_logits(model.head(), h->value));
+  return final_logits(model, std::move(hidden));
 }
 
 Tensor forward_logits(const Model& model, const AdapterStack& adapters,
