@@ -180,6 +180,18 @@ bool gemv_isa_supported(GemvIsa isa) {
   return isa == GemvIsa::Scalar || isa == have || (isa == GemvIsa::Avx2 && have == GemvIsa::Avx512);
 }
 
+namespace {
+
+// The kernels of `isa`, or a clear error naming `caller` where this CPU cannot run them.
+const gemv::Kernels& runnable_kernels(GemvIsa isa, const char* caller) {
+  if (!gemv_isa_supported(isa))
+    throw std::invalid_argument(std::string(caller) + ": this CPU cannot run the " +
+                                std::string(gemv_isa_name(isa)) + " kernels");
+  return kernels_of(isa);
+}
+
+}  // namespace
+
 void frozen_gemv(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta) {
   frozen_gemv(w, x, n, y, beta, gemv_isa());
 }
@@ -243,12 +255,9 @@ void product_rows(const PassPart& part, const PreparedX& px, const gemv::Kernels
 }  // namespace
 
 void frozen_gemv(std::span<const GemvProduct> products, const float* x, int64_t n, GemvIsa isa) {
-  if (!gemv_isa_supported(isa))
-    throw std::invalid_argument("frozen_gemv: this CPU cannot run the " +
-                                std::string(gemv_isa_name(isa)) + " kernels");
+  const gemv::Kernels& k = runnable_kernels(isa, "frozen_gemv");
   if (n <= 0 || products.empty()) return;
   const int64_t cols = products[0].w->cols;
-  const gemv::Kernels& k = kernels_of(isa);
   // x is prepared once per layout the products' kernels read it in (all of them, usually).
   std::vector<PreparedX> layouts;
   std::vector<std::pair<int64_t, bool>> layout_keys;  // (sum width, nibble order)
@@ -298,12 +307,9 @@ void frozen_short_gemm(const FrozenWeight& w, const float* x, int64_t n, float* 
 
 void frozen_short_gemm(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta,
                        GemvIsa isa) {
-  if (!gemv_isa_supported(isa))
-    throw std::invalid_argument("frozen_short_gemm: this CPU cannot run the " +
-                                std::string(gemv_isa_name(isa)) + " kernels");
+  const gemv::Kernels& k = runnable_kernels(isa, "frozen_short_gemm");
   const int64_t rows = w.rows, cols = w.cols;
   if (n <= 0 || rows == 0) return;
-  const gemv::Kernels& k = kernels_of(isa);
   // Tokens go two vectors at a time; the last few (one vector's or fewer) take the one-vector
   // block.
   const int64_t R = k.short_rows, T = 2 * k.lanes, padded = (n + T - 1) / T * T;

@@ -11,6 +11,10 @@
 namespace lora::ag {
 namespace {
 
+bool any_trainable(std::span<const LoraBranch> lora) {
+  return std::any_of(lora.begin(), lora.end(), [](const LoraBranch& br) { return br.trainable; });
+}
+
 void check_branch(const LoraBranch& br, const FrozenWeight& w) {
   if (!br.A || !br.B) throw std::invalid_argument("linear: LoRA branch without A or B");
   const auto& a = br.A->value;
@@ -143,8 +147,7 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
   const ComputeDType compute = tape.compute_dtype();
   const Join join = join_of(lora, n, compute);
 
-  const bool trains =
-      std::any_of(lora.begin(), lora.end(), [](const LoraBranch& br) { return br.trainable; });
+  const bool trains = any_trainable(lora);
   std::vector<Tensor> low_rank = branch_projections(tape, lora, xv, join);
   // A fresh y is zeros already: adding into it spares sgemm's own zeroing pass over y. oneDNN's
   // bf16 product instead pays for adding, with a read of y.
@@ -225,10 +228,8 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
 
 std::vector<Var> linears(Tape& tape, Var x, std::span<const LinearOf> each) {
   const Tensor& xv = x->value;
-  const bool trains = std::any_of(each.begin(), each.end(), [](const LinearOf& l) {
-    return std::any_of(l.lora.begin(), l.lora.end(),
-                       [](const LoraBranch& br) { return br.trainable; });
-  });
+  const bool trains = std::any_of(each.begin(), each.end(),
+                                  [](const LinearOf& l) { return any_trainable(l.lora); });
   const int64_t n = xv.rank() == 2 ? xv.dim(0) : 0;
   std::vector<Var> outputs;
   if (each.size() < 2 || x->requires_grad || trains || n > kGemvMaxTokens ||

@@ -114,18 +114,20 @@ ag::Var project(ag::Tape& tape, ag::Var x, const PassContext& ctx, int64_t layer
 std::vector<ag::Var> project_together(ag::Tape& tape, ag::Var x, const PassContext& ctx,
                                       int64_t layer, std::span<const Proj> projs,
                                       std::span<const std::vector<float>* const> biases) {
+  auto each_alone = [&] {
+    std::vector<ag::Var> out;
+    for (std::size_t i = 0; i < projs.size(); ++i)
+      out.push_back(project(tape, x, ctx, layer, projs[i], *biases[i]));
+    return out;
+  };
+  if (!ctx.rows.empty() || trained_block(ctx.adapters, layer)) return each_alone();
   std::vector<std::vector<ag::LoraBranch>> branches;
   for (const Proj proj : projs) branches.push_back(branches_for(ctx.adapters, layer, proj));
   const bool dora = std::any_of(branches.begin(), branches.end(), [](const auto& brs) {
     return std::any_of(brs.begin(), brs.end(),
                        [](const ag::LoraBranch& br) { return br.magnitude != nullptr; });
   });
-  std::vector<ag::Var> out;
-  if (!ctx.rows.empty() || dora || trained_block(ctx.adapters, layer)) {
-    for (std::size_t i = 0; i < projs.size(); ++i)
-      out.push_back(project(tape, x, ctx, layer, projs[i], *biases[i]));
-    return out;
-  }
+  if (dora) return each_alone();
   std::vector<ag::LinearOf> each;
   for (std::size_t i = 0; i < projs.size(); ++i)
     each.push_back({&ctx.model.layers[layer].at(projs[i]), biases[i]->empty() ? nullptr : biases[i],
