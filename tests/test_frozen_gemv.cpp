@@ -252,5 +252,58 @@ TEST(FrozenGemv, CompiledKernelsKeepTheirPrefetches) {
     EXPECT_GE(prefetches[copy], kRowKernels) << copy;
 }
 
+// The tile GEMM of every vector instruction set against the product in double: 29 rows of C (full
+// row blocks, a block of 4 and single rows), three vectors of columns (a two-vector panel and a
+// one-vector tail), A read by rows and by columns (a transposed operand) with padded strides,
+// alpha, and accumulation into C. Columns of C past n are never written.
+TEST(FrozenGemv, TileGemmEqualsTheReference) {
+  const std::vector<std::pair<GemvIsa, const gemv::Kernels*>> copies = {
+      {GemvIsa::Avx2, &gemv_avx2::kernels()}, {GemvIsa::Avx512, &gemv_avx512::kernels()}};
+  for (const auto& [isa, kernels] : copies) {
+    if (!gemv_isa_supported(isa)) continue;
+    const int64_t m = 29, n = 3 * kernels->lanes, k = 37, lda = 41, ldb = n + 5, ldc = n + 3;
+    const auto a = random_values(static_cast<std::size_t>(lda * lda), 31);
+    const auto b = random_values(static_cast<std::size_t>(k * ldb), 32);
+    const auto c0 = random_values(static_cast<std::size_t>(m * ldc), 33);
+    for (const bool by_columns : {false, true})
+      for (const bool accumulate : {false, true}) {
+        SCOPED_TRACE(std::string(gemv_isa_name(isa)) + (by_columns ? ", A^T" : ", A") +
+                     (accumulate ? ", accumulating" : ""));
+        gemv::TileArgs t;
+        t.m = m;
+        t.n = n;
+        t.k = k;
+        t.alpha = 0.7f;
+        t.a = a.data();
+        t.a_row = by_columns ? 1 : lda;
+        t.a_col = by_columns ? lda : 1;
+        t.b = b.data();
+        t.ldb = ldb;
+        std::vector<float> c = c0;
+        t.c = c.data();
+        t.ldc = ldc;
+        t.accumulate = accumulate;
+        kernels->tile_gemm(t);
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j < ldc; ++j) {
+            const auto at = static_cast<std::size_t>(i * ldc + j);
+            if (j >= n) {
+              ASSERT_EQ(c[at], c0[at]) << "row " << i << ", column " << j << " past n";
+              continue;
+            }
+            double want = 0, magnitude = 0;
+            for (int64_t p = 0; p < k; ++p) {
+              const double term = double(a[i * t.a_row + p * t.a_col]) * b[p * ldb + j];
+              want += term;
+              magnitude += std::fabs(term);
+            }
+            want = 0.7 * want + (accumulate ? double(c0[at]) : 0.0);
+            ASSERT_NEAR(c[at], want, 1e-6 * (magnitude + std::fabs(c0[at])))
+                << "row " << i << ", column " << j;
+          }
+      }
+  }
+}
+
 }  // namespace
 }  // namespace lora

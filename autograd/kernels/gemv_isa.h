@@ -31,11 +31,29 @@ using RowsKernel = void (*)(const RowsArgs&, int64_t r0, int64_t r1);
 using ShortGemmKernel = void (*)(const float* rows, int64_t cols, const float* xt, int64_t ldxt,
                                  float* out);
 
+// A small f32 GEMM on one thread, for operands that BLAS would first have to copy into place
+// (attention's per-head rows inside [tokens, heads * head_dim] tensors):
+// C = alpha * A B (+ C when accumulate), A(i, p) = a[i * a_row + p * a_col], B(p, j) =
+// b[p * ldb + j], C(i, j) = c[i * ldc + j]; n must be a multiple of lanes.
+struct TileArgs {
+  int64_t m = 0, n = 0, k = 0;
+  float alpha = 1.0f;
+  const float* a = nullptr;
+  int64_t a_row = 0, a_col = 0;
+  const float* b = nullptr;
+  int64_t ldb = 0;
+  float* c = nullptr;
+  int64_t ldc = 0;
+  bool accumulate = false;
+};
+using TileGemmKernel = void (*)(const TileArgs&);
+
 struct Kernels {
   void (*permute_for_nibbles)(const float* x, int64_t cols, float* out);
   RowsKernel mlx4, mlx8, q4_0, q8_0, f32, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k;
   ShortGemmKernel short_gemm[2];
   int short_rows, lanes;
+  TileGemmKernel tile_gemm;
 };
 
 }  // namespace lora::gemv

@@ -13,8 +13,10 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
+#include "autograd/kernels/gemv_isa.h"
 #include "autograd/kernels/kernels_exp.h"
 
 namespace lora::kernels {
@@ -238,6 +240,21 @@ void attend_row(const T* q, const T* k, const T* v, const AttentionShape& s, int
 
 }  // namespace attention_detail
 
+// f32 attention with its products on the tile GEMM (attention_tiled.cpp): one head's query rows
+// are read and written where they lie, with no stacked copies, and each (sequence, KV head)'s keys
+// and values are transposed once per call. It runs where the head dimension is a whole number of
+// the kernels' vectors; otherwise, and for doubles, the BLAS path below.
+bool tiled_attention_fits(const AttentionShape& s, const gemv::Kernels& kernels);
+void attention_forward_tiled(const float* q, const float* k, const float* v,
+                             const AttentionShape& s, const uint8_t* key_valid, float* out,
+                             float* lse, const gemv::Kernels& kernels);
+void attention_backward_tiled(const float* q, const float* k, const float* v, const float* out,
+                              const float* lse, const float* g, const AttentionShape& s,
+                              const uint8_t* key_valid, float* dq, float* dk, float* dv,
+                              const gemv::Kernels& kernels);
+// The tile GEMM's kernels for this process (AVX-512 or AVX2, from active_cpu_features()).
+const gemv::Kernels& tile_kernels();
+
 // A decode step's attention: one query row per sequence. Each head's few thousand multiply-adds
 // cost less than the setup of the two sgemm calls the blocked path makes per head, so the rows
 // run as plain loops; threads share the heads only once the cache is long.
@@ -264,6 +281,12 @@ void attention_forward(const T* q, const T* k, const T* v, const AttentionShape&
   if (s.seq_q == 1) {
     attention_forward_single_query(q, k, v, s, key_valid, out, lse);
     return;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (tiled_attention_fits(s, tile_kernels())) {
+      attention_forward_tiled(q, k, v, s, key_valid, out, lse, tile_kernels());
+      return;
+    }
   }
   const T scale = T(s.score_scale());
   const int64_t hd = s.head_dim, stack = d::heads_per_stack(s);
@@ -311,6 +334,12 @@ template <typename T>
 void attention_backward(const T* q, const T* k, const T* v, const T* out, const T* lse, const T* g,
                         const AttentionShape& s, const uint8_t* key_valid, T* dq, T* dk, T* dv) {
   namespace d = attention_detail;
+  if constexpr (std::is_same_v<T, float>) {
+    if (tiled_attention_fits(s, tile_kernels())) {
+      attention_backward_tiled(q, k, v, out, lse, g, s, key_valid, dq, dk, dv, tile_kernels());
+      return;
+    }
+  }
   const T scale = T(s.score_scale());
   const int64_t hd = s.head_dim, stack = d::heads_per_stack(s);
   const int64_t block = d::query_block(s);

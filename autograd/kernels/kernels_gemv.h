@@ -535,28 +535,51 @@ void rows_in_fours(const RowsArgs& a, int64_t r0, int64_t r1) {
   for (; r < r1; ++r) One(a, r);
 }
 
-// A short GEMM's block: R rows of widened weights against NV vectors of W tokens, x transposed so
-// that one row's weight, broadcast, meets W tokens per multiply-add. The R x NV accumulators stay
-// in registers over the whole inner dimension; each step loads NV vectors of x and R weights for
-// R * NV multiply-adds, so the loop is bound by the multiply-adds, not by loads.
+// tile_gemm's block: R rows of C by NV vectors of its columns. The R x NV accumulators stay in
+// registers over the whole inner dimension; each step loads NV vectors of B and broadcasts R
+// elements of A for R * NV multiply-adds, so the loop is bound by the multiply-adds, not by loads.
+// A is read where it lies, with any row and column strides.
 template <class V, int R, int NV>
-void short_gemm_block(const float* rows, int64_t cols, const float* xt, int64_t ldxt, float* out) {
+void tile_block(const lora::gemv::TileArgs& t, int64_t i0, int64_t j0) {
   using reg = typename V::reg;
   reg acc[R][NV];
   _Pragma("GCC unroll 32") for (int r = 0; r < R; ++r)
       _Pragma("GCC unroll 4") for (int j = 0; j < NV; ++j) acc[r][j] = V::zero();
-  for (int64_t k = 0; k < cols; ++k) {
+  const float* a = t.a + i0 * t.a_row;
+  const float* b = t.b + j0;
+  for (int64_t p = 0; p < t.k; ++p) {
     reg xv[NV];
-    _Pragma("GCC unroll 4") for (int j = 0; j < NV; ++j) xv[j] = V::load(xt + k * ldxt + j * V::W);
+    _Pragma("GCC unroll 4") for (int j = 0; j < NV; ++j) xv[j] = V::load(b + p * t.ldb + j * V::W);
     _Pragma("GCC unroll 32") for (int r = 0; r < R; ++r) {
-      const reg w = V::set1(rows[r * cols + k]);
+      const reg w = V::set1(a[r * t.a_row + p * t.a_col]);
       _Pragma("GCC unroll 4") for (int j = 0; j < NV; ++j) acc[r][j] =
           V::fmadd(w, xv[j], acc[r][j]);
     }
   }
+  const reg alpha = V::set1(t.alpha);
   _Pragma("GCC unroll 32") for (int r = 0; r < R; ++r)
-      _Pragma("GCC unroll 4") for (int j = 0; j < NV; ++j)
-          V::store(out + (r * NV + j) * V::W, acc[r][j]);
+      _Pragma("GCC unroll 4") for (int j = 0; j < NV; ++j) {
+    float* to = t.c + (i0 + r) * t.ldc + j0 + j * V::W;
+    const reg v = V::mul(alpha, acc[r][j]);
+    V::store(to, t.accumulate ? V::add(v, V::load(to)) : v);
+  }
+}
+
+// A short GEMM's block: R rows of widened weights against NV vectors of W tokens, x transposed so
+// that one row's weight, broadcast, meets W tokens per multiply-add.
+template <class V, int R, int NV>
+void short_gemm_block(const float* rows, int64_t cols, const float* xt, int64_t ldxt, float* out) {
+  const lora::gemv::TileArgs t{.m = R,
+                               .n = NV * V::W,
+                               .k = cols,
+                               .a = rows,
+                               .a_row = cols,
+                               .a_col = 1,
+                               .b = xt,
+                               .ldb = ldxt,
+                               .c = out,
+                               .ldc = NV * V::W};
+  tile_block<V, R, NV>(t, 0, 0);
 }
 
 // Rows per block: with two vectors of tokens, as many accumulators as the registers hold next to
@@ -566,6 +589,24 @@ template <class V>
 inline constexpr int kShortGemmRows = V::W >= 16  ? 12
                                       : V::W >= 8 ? 6
                                                   : 4;
+
+// One panel of NV vectors of C's columns down all its rows: in blocks of kShortGemmRows rows,
+// then of 4, then one at a time. The panel of B stays in L1 while A's rows stream past.
+template <class V, int NV>
+void tile_panel(const lora::gemv::TileArgs& t, int64_t j0) {
+  constexpr int R = kShortGemmRows<V>;
+  int64_t i = 0;
+  for (; i + R <= t.m; i += R) tile_block<V, R, NV>(t, i, j0);
+  for (; i + 4 <= t.m; i += 4) tile_block<V, 4, NV>(t, i, j0);
+  for (; i < t.m; ++i) tile_block<V, 1, NV>(t, i, j0);
+}
+
+template <class V>
+void tile_gemm(const lora::gemv::TileArgs& t) {
+  int64_t j = 0;
+  for (; j + 2 * V::W <= t.n; j += 2 * V::W) tile_panel<V, 2>(t, j);
+  if (j < t.n) tile_panel<V, 1>(t, j);
+}
 
 template <class V>
 constexpr lora::gemv::Kernels make_kernels() {
@@ -583,7 +624,8 @@ constexpr lora::gemv::Kernels make_kernels() {
           &rows_in_fours<&q6_k_rows_at<V, 4>, &q6_k_rows_at<V, 1>>,
           {&short_gemm_block<V, kShortGemmRows<V>, 1>, &short_gemm_block<V, kShortGemmRows<V>, 2>},
           kShortGemmRows<V>,
-          V::W};
+          V::W,
+          &tile_gemm<V>};
 }
 
 }  // namespace
