@@ -79,7 +79,7 @@ TEST(Train, ComputeDtypeBf16FollowsTheF32LossCurve) {
                                             "--steps-per-report", "5", "--compute-dtype", dtype}));
     ASSERT_EQ(r.exit_code, 0) << r.err;
     if (std::string(dtype) == "bf16" && !bf16_matmul_available()) {
-      EXPECT_NE(r.err.find("no bf16 matmul units"), std::string::npos) << r.err;
+      EXPECT_NE((r.out + r.err).find("no bf16 matmul units"), std::string::npos) << r.out << r.err;
     }
     EXPECT_EQ(nlohmann::json::parse(read_file(out / "adapter_config.json"))["compute_dtype"],
               dtype);
