@@ -310,9 +310,8 @@ void frozen_short_gemm(const FrozenWeight& w, const float* x, int64_t n, float* 
   const gemv::Kernels& k = runnable_kernels(isa, "frozen_short_gemm");
   const int64_t rows = w.rows, cols = w.cols;
   if (n <= 0 || rows == 0) return;
-  // Tokens go two vectors at a time; the last few (one vector's or fewer) take the one-vector
-  // block.
-  const int64_t R = k.short_rows, T = 2 * k.lanes, padded = (n + T - 1) / T * T;
+  // Tokens padded to whole vectors: tile_gemm takes them two vectors at a time and a last one.
+  const int64_t R = k.tile_rows, padded = (n + k.lanes - 1) / k.lanes * k.lanes;
   std::vector<float> xt(static_cast<std::size_t>(cols * padded), 0.0f);  // [cols, padded]
   for (int64_t t = 0; t < n; ++t)
     for (int64_t c = 0; c < cols; ++c) xt[c * padded + t] = x[t * cols + c];
@@ -320,23 +319,28 @@ void frozen_short_gemm(const FrozenWeight& w, const float* x, int64_t n, float* 
 #pragma omp parallel if (n * rows * cols >= kParallelWork)
   {
     std::vector<float> widened(static_cast<std::size_t>(R * cols)),
-        out(static_cast<std::size_t>(R * T));
+        out(static_cast<std::size_t>(R * padded));
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t r0 = b * R, used = std::min(R, rows - r0);
       w.rows_f32(r0, r0 + used, widened.data());
       std::fill(widened.begin() + used * cols, widened.end(), 0.0f);  // a last, partial block
-      for (int64_t t0 = 0; t0 < n; t0 += T) {
-        const int vectors = n - t0 <= k.lanes ? 1 : 2;
-        const int64_t width = vectors * k.lanes;  // out is [R, width]
-        k.short_gemm[vectors - 1](widened.data(), cols, xt.data() + t0, padded, out.data());
-        for (int64_t t = t0; t < std::min(n, t0 + width); ++t)
-          for (int64_t r = 0; r < used; ++r) {
-            float& to = y[t * rows + r0 + r];
-            const float dot = out[r * width + (t - t0)];
-            to = beta == 0.0f ? dot : dot + beta * to;
-          }
-      }
+      k.tile_gemm({.m = R,
+                   .n = padded,
+                   .k = cols,
+                   .a = widened.data(),
+                   .a_row = cols,
+                   .a_col = 1,
+                   .b = xt.data(),
+                   .ldb = padded,
+                   .c = out.data(),
+                   .ldc = padded});
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t r = 0; r < used; ++r) {
+          float& to = y[t * rows + r0 + r];
+          const float dot = out[r * padded + t];
+          to = beta == 0.0f ? dot : dot + beta * to;
+        }
     }
   }
 }

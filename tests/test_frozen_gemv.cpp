@@ -245,9 +245,8 @@ TEST(FrozenGemv, CompiledKernelsKeepTheirPrefetches) {
     if (line.find("file format") != std::string::npos) object = line.substr(0, line.find(':'));
     if (line.find("prefetcht0") != std::string::npos) ++prefetches[object];
   }
-  constexpr int kRowKernels =
-      (offsetof(gemv::Kernels, short_gemm) - offsetof(gemv::Kernels, mlx4)) /
-      sizeof(gemv::RowsKernel);
+  constexpr int kRowKernels = (offsetof(gemv::Kernels, tile_gemm) - offsetof(gemv::Kernels, mlx4)) /
+                              sizeof(gemv::RowsKernel);
   for (const char* copy : {"gemv_avx512.cpp.o", "gemv_avx2.cpp.o", "frozen_gemv.cpp.o"})
     EXPECT_GE(prefetches[copy], kRowKernels) << copy;
 }

@@ -376,21 +376,6 @@ void attend_cached(const ModelConfig& c, int64_t layer, KVCache& cache, const fl
                              lse.data());
 }
 
-// An incremental forward runs each layer on a tape of its own that records nothing: the layer's
-// activations are freed before the next layer's are made, so a prompt's pass holds one layer's
-// at a time (on one tape a long prompt held every layer's, and the first prompt of a process
-// page-faulted fresh memory for all of them). body(tape, x) returns the output; x is `in`.
-template <typename Body>
-Tensor on_own_tape(Tensor in, Body body) {
-  ag::Tape tape(/*record=*/false);
-  return std::move(body(tape, tape.constant(std::move(in)))->value);
-}
-
-Tensor embedded(const Model& model, std::span<const int32_t> ids) {
-  ag::Tape tape(/*record=*/false);
-  return std::move(embed_tokens(tape, model, ids)->value);
-}
-
 // The final norm and the head on the last hidden states.
 Tensor final_logits(const Model& model, Tensor hidden) {
   const ModelConfig& c = model.config;
@@ -459,9 +444,15 @@ Tensor forward_cached(const Model& model, const AdapterStack& adapters, KVCache&
   check_ids(model, ids, 1, n);
   check_cache(model, cache, n);
   const PassContext ctx{model, adapters, 1, n, cache.length};
-  Tensor hidden = embedded(model, ids);
+  // Each layer runs on a tape of its own (released_forward): its activations are freed before
+  // the next layer's are made, so a prompt holds one layer's at a time (on one tape a long prompt
+  // held every layer's, and the first prompt of a process page-faulted fresh memory for all).
+  const ag::Tape outer(/*record=*/false);
+  Tensor hidden =
+      released_forward(outer, [&](ag::Tape& tape) { return embed_tokens(tape, model, ids); });
   for (int64_t layer = 0; layer < c.num_layers; ++layer)
-    hidden = on_own_tape(std::move(hidden), [&](ag::Tape& tape, ag::Var x) {
+    hidden = released_forward(outer, [&](ag::Tape& tape) {
+      ag::Var x = tape.constant(std::move(hidden));
       const AttentionInputs qkv = attention_inputs(tape, x, ctx, layer);
       Tensor attn({n, c.num_heads * c.head_dim});
       attend_cached(c, layer, cache, qkv.q->value.ptr(), qkv.k->value.ptr(), qkv.v->value.ptr(), n,
@@ -494,9 +485,12 @@ Tensor forward_cached_batch(const Model& model, std::span<const DecodeRow> rows)
   PassContext ctx{model, none, n, 1, 0};
   ctx.rows = rows;
   const int64_t q_width = c.num_heads * c.head_dim, kv_width = c.num_kv_heads * c.head_dim;
-  Tensor hidden = embedded(model, ids);
+  const ag::Tape outer(/*record=*/false);  // a tape per layer, as in forward_cached
+  Tensor hidden =
+      released_forward(outer, [&](ag::Tape& tape) { return embed_tokens(tape, model, ids); });
   for (int64_t layer = 0; layer < c.num_layers; ++layer)
-    hidden = on_own_tape(std::move(hidden), [&](ag::Tape& tape, ag::Var x) {
+    hidden = released_forward(outer, [&](ag::Tape& tape) {
+      ag::Var x = tape.constant(std::move(hidden));
       const AttentionInputs qkv = attention_inputs(tape, x, ctx, layer);
       Tensor attn({n, q_width});
       for (int64_t i = 0; i < n; ++i)

@@ -5,8 +5,6 @@
 // keys and values are transposed once for every query block and head that reads them. The row
 // softmax and its masks are attention_detail's, shared with the BLAS path.
 #include <algorithm>
-#include <cmath>
-#include <limits>
 #include <vector>
 
 #include "autograd/kernels/kernels_attention.h"
@@ -85,19 +83,9 @@ void forward_block(const gemv::Kernels& kn, const HeadBlock& blk, const float* q
   const AttentionShape& s = blk.s;
   block_scores(kn, blk, q, kt, ld, p);
   for (int64_t i = 0; i < blk.rows; ++i) {
-    float* row = p + i * ld;
-    if (s.softcap > 0) d::soft_cap(row, blk.count, s.softcap, static_cast<float*>(nullptr));
-    const int64_t limit = d::mask_row(row, s, blk.b, blk.t0 + i, blk.count, key_valid);
-    const float mx = d::row_max(row, limit);
-    if (mx == -std::numeric_limits<float>::infinity()) {  // no visible key: output row zero
-      std::fill(row, row + blk.count, 0.0f);
-      lse[blk.lse_index(i)] = mx;
-      inv[i] = 0.0f;
-      continue;
-    }
-    const double sum = d::exp_shift(row, limit, mx);
-    inv[i] = float(1.0 / sum);
-    lse[blk.lse_index(i)] = mx + float(std::log(sum));
+    const auto sm = d::exp_row(p + i * ld, s, blk.b, blk.t0 + i, blk.count, key_valid);
+    lse[blk.lse_index(i)] = sm.lse;
+    inv[i] = sm.inv;  // 0 where no key is visible: the output row is zero
   }
   // The unnormalized probabilities times V, then each output row scaled: head_dim
   // multiplications per row instead of one per visible key.
@@ -132,22 +120,12 @@ void recompute_probabilities(const gemv::Kernels& kn, const HeadBlock& blk, cons
   block_scores(kn, blk, q, w.kt.data(), ld, w.p.data());
   const int64_t first = blk.row_offset();
   for (int64_t i = 0; i < blk.rows; ++i) {
-    float* row = w.p.data() + i * ld;
-    const float row_lse = lse[blk.lse_index(i)];
-    if (row_lse == -std::numeric_limits<float>::infinity()) {
-      std::fill(row, row + blk.count, 0.0f);
-      w.delta[i] = 0.0f;
-      continue;
-    }
-    if (s.softcap > 0) d::soft_cap(row, blk.count, s.softcap, w.slope.data() + i * ld);
-    const int64_t limit = d::mask_row(row, s, blk.b, blk.t0 + i, blk.count, key_valid);
-    d::exp_shift(row, limit, row_lse);
-    const float* gr = g + first + i * s.q_stride();
-    const float* orow = out + first + i * s.q_stride();
-    float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t c = 0; c < s.head_dim; ++c) acc += gr[c] * orow[c];
-    w.delta[i] = acc;
+    float* slope = w.slope.empty() ? nullptr : w.slope.data() + i * ld;
+    const int64_t at = first + i * s.q_stride();
+    w.delta[i] = d::probability_row(w.p.data() + i * ld, s, blk.b, blk.t0 + i, blk.count, key_valid,
+                                    lse[blk.lse_index(i)], slope)
+                     ? d::row_dot(g + at, out + at, s.head_dim)
+                     : 0.0f;
   }
 }
 

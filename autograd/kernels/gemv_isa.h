@@ -24,15 +24,9 @@ struct RowsArgs {
 
 using RowsKernel = void (*)(const RowsArgs&, int64_t r0, int64_t r1);
 
-// A short GEMM's block (a prompt's few dozen tokens): out[r][t] = rows[r] . xt[:, t] for
-// short_rows rows of widened weights ([short_rows, cols]) and v * lanes tokens of x given
-// transposed (xt [cols, ldxt], tokens contiguous), with short_gemm[v - 1] for v = 1, 2 vectors of
-// tokens; out is [short_rows, v * lanes].
-using ShortGemmKernel = void (*)(const float* rows, int64_t cols, const float* xt, int64_t ldxt,
-                                 float* out);
-
-// A small f32 GEMM on one thread, for operands that BLAS would first have to copy into place
-// (attention's per-head rows inside [tokens, heads * head_dim] tensors):
+// A small f32 GEMM on one thread, for operands that BLAS would first have to copy or pack (a
+// prompt's few dozen tokens against a block of widened rows; attention's per-head rows inside
+// [tokens, heads * head_dim] tensors):
 // C = alpha * A B (+ C when accumulate), A(i, p) = a[i * a_row + p * a_col], B(p, j) =
 // b[p * ldb + j], C(i, j) = c[i * ldc + j]; n must be a multiple of lanes.
 struct TileArgs {
@@ -51,9 +45,9 @@ using TileGemmKernel = void (*)(const TileArgs&);
 struct Kernels {
   void (*permute_for_nibbles)(const float* x, int64_t cols, float* out);
   RowsKernel mlx4, mlx8, q4_0, q8_0, f32, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k;
-  ShortGemmKernel short_gemm[2];
-  int short_rows, lanes;
   TileGemmKernel tile_gemm;
+  int tile_rows;  // rows of C per register block of tile_gemm
+  int lanes;      // floats per vector
 };
 
 }  // namespace lora::gemv

@@ -104,6 +104,52 @@ void soft_cap(T* row, int64_t n, double cap, T* slope) {
   }
 }
 
+// A score row's softmax over the keys query t (of sequence b) may see: capped, masked and
+// exponentiated from its maximum in place, not yet divided by the sum. Returns the log-sum-exp
+// and 1 / sum; a row with no visible key comes back zero, with -inf and 0.
+template <typename T>
+struct RowSoftmax {
+  T lse, inv;
+  int64_t limit;  // past the causal bound, the row is zero
+};
+template <typename T>
+RowSoftmax<T> exp_row(T* row, const AttentionShape& s, int64_t b, int64_t t, int64_t count,
+                      const uint8_t* key_valid) {
+  if (s.softcap > 0) soft_cap(row, count, s.softcap, static_cast<T*>(nullptr));
+  const int64_t limit = mask_row(row, s, b, t, count, key_valid);
+  const T mx = row_max(row, limit);
+  if (mx == -std::numeric_limits<T>::infinity()) {
+    std::fill(row, row + count, T(0));
+    return {mx, T(0), limit};
+  }
+  const double sum = exp_shift(row, limit, mx);  // exp(-inf) = 0 where hidden
+  return {mx + T(std::log(sum)), T(1.0 / sum), limit};
+}
+
+// A backward's probabilities from a score row and its forward log-sum-exp: capped (the cap's
+// slope into `slope`, given where the scores are capped), masked, exp(score - lse). A row that saw
+// no key is zeroed, and false returned.
+template <typename T>
+bool probability_row(T* row, const AttentionShape& s, int64_t b, int64_t t, int64_t count,
+                     const uint8_t* key_valid, T row_lse, T* slope) {
+  if (row_lse == -std::numeric_limits<T>::infinity()) {
+    std::fill(row, row + count, T(0));
+    return false;
+  }
+  if (s.softcap > 0) soft_cap(row, count, s.softcap, slope);
+  exp_shift(row, mask_row(row, s, b, t, count, key_valid), row_lse);
+  return true;
+}
+
+// g . out over one head's row: the softmax backward's shift, delta = rowsum(P * dP).
+template <typename T>
+T row_dot(const T* g, const T* out, int64_t n) {
+  T acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t c = 0; c < n; ++c) acc += g[c] * out[c];
+  return acc;
+}
+
 // Keys visible to some row of the query block starting at t0 with `rows` rows.
 inline int64_t block_keys(const AttentionShape& s, int64_t t0, int64_t rows) {
   return s.seq_k - s.seq_q + t0 + rows;
@@ -312,19 +358,9 @@ void attention_forward(const T* q, const T* k, const T* v, const AttentionShape&
                   s.kv_stride(), T(0), p.data(), blk.count);
           for (int64_t i = 0; i < blk.stacked; ++i) {
             T* row = p.data() + i * blk.count;
-            if (s.softcap > 0) d::soft_cap(row, blk.count, s.softcap, static_cast<T*>(nullptr));
-            const int64_t limit = d::mask_row(row, s, b, blk.query(i), blk.count, key_valid);
-            const T mx = d::row_max(row, limit);
-            T& lse_at = lse[blk.lse_index(i)];
-            if (mx == -std::numeric_limits<T>::infinity()) {
-              std::fill(row, row + blk.count, T(0));  // no visible key: output row zero
-              lse_at = mx;
-              continue;
-            }
-            const double sum = d::exp_shift(row, limit, mx);  // exp(-inf) = 0 when hidden
-            const T inv = T(1.0 / sum);
-            for (int64_t j = 0; j < limit; ++j) row[j] *= inv;
-            lse_at = mx + T(std::log(sum));
+            const auto sm = d::exp_row(row, s, b, blk.query(i), blk.count, key_valid);
+            for (int64_t j = 0; j < sm.limit; ++j) row[j] *= sm.inv;
+            lse[blk.lse_index(i)] = sm.lse;
           }
           d::gemm(false, false, blk.stacked, hd, blk.count, T(1), p.data(), blk.count,
                   v + blk.kv_off, s.kv_stride(), T(0), os.data(), hd);
@@ -370,22 +406,11 @@ void attention_backward(const T* q, const T* k, const T* v, const T* out, const 
                     s.kv_stride(), T(0), p.data(), count);
             for (int64_t i = 0; i < rows; ++i) {
               T* row = p.data() + i * count;
-              const T row_lse = lse[blk.lse_index(i)];
-              if (row_lse == -std::numeric_limits<T>::infinity()) {
-                std::fill(row, row + count, T(0));
-                delta[i] = 0;
-                continue;
-              }
-              if (s.softcap > 0) d::soft_cap(row, count, s.softcap, slope.data() + i * count);
-              const int64_t limit = d::mask_row(row, s, b, blk.query(i), count, key_valid);
-              d::exp_shift(row, limit, row_lse);
-              // delta = rowsum(P * dP) = g . out (the softmax backward's shift)
-              T acc = 0;
-              const T* gr = gs.data() + i * hd;
-              const T* orow = out + blk.row_offset(i);
-#pragma omp simd reduction(+ : acc)
-              for (int64_t c = 0; c < hd; ++c) acc += gr[c] * orow[c];
-              delta[i] = acc;
+              T* row_slope = slope.empty() ? nullptr : slope.data() + i * count;
+              delta[i] = d::probability_row(row, s, b, blk.query(i), count, key_valid,
+                                            lse[blk.lse_index(i)], row_slope)
+                             ? d::row_dot(gs.data() + i * hd, out + blk.row_offset(i), hd)
+                             : T(0);
             }
             if (dv)  // dV += P^T G
               d::gemm(true, false, count, hd, rows, T(1), p.data(), count, gs.data(), hd, T(1),

@@ -565,36 +565,19 @@ void tile_block(const lora::gemv::TileArgs& t, int64_t i0, int64_t j0) {
   }
 }
 
-// A short GEMM's block: R rows of widened weights against NV vectors of W tokens, x transposed so
-// that one row's weight, broadcast, meets W tokens per multiply-add.
-template <class V, int R, int NV>
-void short_gemm_block(const float* rows, int64_t cols, const float* xt, int64_t ldxt, float* out) {
-  const lora::gemv::TileArgs t{.m = R,
-                               .n = NV * V::W,
-                               .k = cols,
-                               .a = rows,
-                               .a_row = cols,
-                               .a_col = 1,
-                               .b = xt,
-                               .ldb = ldxt,
-                               .c = out,
-                               .ldc = NV * V::W};
-  tile_block<V, R, NV>(t, 0, 0);
-}
-
-// Rows per block: with two vectors of tokens, as many accumulators as the registers hold next to
-// the x vectors and the broadcast weight (AVX-512: 24 of 32 registers; AVX2: 12 of 16). A prompt
-// of one vector's tokens or fewer takes the one-vector block, half the multiply-adds.
+// Rows of C per tile_gemm block: with two vectors of columns, as many accumulators as the
+// registers hold next to the B vectors and the broadcast A element (AVX-512: 24 of 32 registers;
+// AVX2: 12 of 16).
 template <class V>
-inline constexpr int kShortGemmRows = V::W >= 16  ? 12
-                                      : V::W >= 8 ? 6
-                                                  : 4;
+inline constexpr int kTileRows = V::W >= 16  ? 12
+                                 : V::W >= 8 ? 6
+                                             : 4;
 
-// One panel of NV vectors of C's columns down all its rows: in blocks of kShortGemmRows rows,
+// One panel of NV vectors of C's columns down all its rows: in blocks of kTileRows rows,
 // then of 4, then one at a time. The panel of B stays in L1 while A's rows stream past.
 template <class V, int NV>
 void tile_panel(const lora::gemv::TileArgs& t, int64_t j0) {
-  constexpr int R = kShortGemmRows<V>;
+  constexpr int R = kTileRows<V>;
   int64_t i = 0;
   for (; i + R <= t.m; i += R) tile_block<V, R, NV>(t, i, j0);
   for (; i + 4 <= t.m; i += 4) tile_block<V, 4, NV>(t, i, j0);
@@ -622,10 +605,9 @@ constexpr lora::gemv::Kernels make_kernels() {
           &rows_in_fours<&q4_k_rows_at<V, 4>, &q4_k_rows_at<V, 1>>,
           &rows_in_fours<&q4_k_rows_at<V, 4, true>, &q4_k_rows_at<V, 1, true>>,
           &rows_in_fours<&q6_k_rows_at<V, 4>, &q6_k_rows_at<V, 1>>,
-          {&short_gemm_block<V, kShortGemmRows<V>, 1>, &short_gemm_block<V, kShortGemmRows<V>, 2>},
-          kShortGemmRows<V>,
-          V::W,
-          &tile_gemm<V>};
+          &tile_gemm<V>,
+          kTileRows<V>,
+          V::W};
 }
 
 }  // namespace
