@@ -9,6 +9,7 @@
 
 #include "autograd/cpu_features.h"
 #include "autograd/dtype.h"
+#include "autograd/kernels/kernels_attention.h"
 #include "autograd/kernels/kernels_gemv.h"
 
 namespace {
@@ -174,6 +175,10 @@ std::string_view gemv_isa_name(GemvIsa isa) {
   }
   return "scalar";
 }
+
+namespace kernels {
+const gemv::Kernels& tile_kernels() { return kernels_of(gemv_isa()); }
+}  // namespace kernels
 
 bool gemv_isa_supported(GemvIsa isa) {
   const GemvIsa have = gemv_isa();

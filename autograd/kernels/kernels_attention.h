@@ -298,7 +298,7 @@ void attention_backward_tiled(const float* q, const float* k, const float* v, co
                               const float* lse, const float* g, const AttentionShape& s,
                               const uint8_t* key_valid, float* dq, float* dk, float* dv,
                               const gemv::Kernels& kernels);
-// The tile GEMM's kernels for this process (AVX-512 or AVX2, from active_cpu_features()).
+// The tile GEMM's kernels for this process: those of gemv_isa() (autograd/frozen_gemv.h).
 const gemv::Kernels& tile_kernels();
 
 // A decode step's multiply-adds over the cache from which the threads share its heads: the

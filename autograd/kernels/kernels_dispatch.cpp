@@ -1,10 +1,8 @@
 // The run-time choice between the per-instruction-set copies of the vector kernels: one table per
 // kernel family, resolved on first use from active_cpu_features() (LORA_CPU included).
 #include "autograd/cpu_features.h"
-#include "autograd/kernels/gemv_isa.h"
 #include "autograd/kernels/kernel_variants.h"
 #include "autograd/kernels/kernels_activation.h"
-#include "autograd/kernels/kernels_attention.h"
 #include "autograd/kernels/kernels_exp.h"
 
 namespace lora::kernels {
@@ -35,10 +33,6 @@ const SwigluKernels& swiglu_kernels() {
 }  // namespace
 
 float max_of(const float* x, int64_t n) { return softmax_kernels().max_of(x, n); }
-
-const gemv::Kernels& tile_kernels() {
-  return active_cpu_features().avx512 ? gemv_avx512::kernels() : gemv_avx2::kernels();
-}
 
 double exp_shift_sum(float* x, int64_t n, float shift) {
   return softmax_kernels().exp_shift_sum(x, n, shift);
