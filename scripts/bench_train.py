@@ -7,8 +7,10 @@ Debian's python3 with torch) run in turns, ours, torch, ours, torch ... (--round
 drift on a shared machine hits both. Each process does --warmup steps and then --steps timed
 steps; a side's figure is the median of all its timed steps. PyTorch runs with Debian's OpenMP
 OpenBLAS (LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp; the pthread build fights
-torch's own OpenMP threads) and the same threads; the libraries each process mapped are read from
-/proc/PID/maps and kept in the JSON. f32 compute is compared with PyTorch f32 eager, bf16 compute
+torch's own OpenMP threads), on TCMalloc (--torch-malloc glibc for plain malloc) and the same
+threads; the libraries each process mapped are read from /proc/PID/maps and kept in the JSON, and
+a ratio needs both sides on the same OpenBLAS kernels. Neither side inherits OPENBLAS_CORETYPE,
+ATEN_CPU_CAPABILITY or ONEDNN_MAX_CPU_ISA from the environment (--env sets them). f32 compute is compared with PyTorch f32 eager, bf16 compute
 with PyTorch's bf16 autocast, the latter only where the CPU has bf16 units (avx512_bf16 or amx_bf16
 in /proc/cpuinfo). Both sides report their conditions (threads, batch, seq, tokens per step,
 layers, LoRA targets and rank, dtype); where they differ no ratio is printed, and the difference
@@ -29,7 +31,8 @@ a pre-quantized 4-bit base, --grad-checkpoint, 4 x 512, next to the floor `lora 
   scripts/bench_train.py --memory [--quick]         peak RSS of lora train / lora eval vs the floor
 Options: --build DIR, --out FILE (default out/bench/train_throughput.json or train_memory.json),
 --shapes, --compute f32,bf16, --base q4, --ckpt, --batch, --seq, --steps, --warmup, --rounds,
---threads, --layers, --profile, --no-torch, --env KEY=VALUE (repeatable).
+--threads, --layers, --profile, --no-torch, --torch-malloc tcmalloc|glibc, --env KEY=VALUE
+(repeatable).
 """
 import argparse
 import json
@@ -51,6 +54,14 @@ SHARED = os.environ.get("LORA_SHARED", os.path.join(os.path.dirname(ROOT), "shar
 # torch's), torch's own ATen kernels and oneDNN, so both sides run as on an AVX2-only machine.
 AVX2_CAPS = {"OPENBLAS_CORETYPE": "Haswell", "ATEN_CPU_CAPABILITY": "avx2",
              "ONEDNN_MAX_CPU_ISA": "AVX2"}
+# Kernel caps a machine's environment may carry (a login default of OPENBLAS_CORETYPE=Haswell
+# halves sgemm on an AVX-512 CPU): neither side inherits them, so both run the kernels the CPU
+# has; --env sets them on purpose.
+INHERITED_CAPS = ("OPENBLAS_CORETYPE", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+# PyTorch's CPU tuning advice is to run on TCMalloc (or jemalloc) rather than glibc's malloc, which
+# gives the activations' big blocks back to the kernel and faults them in again every step (on the
+# VMs measured, over half of a glibc torch step was system time). Debian: libgoogle-perftools4.
+TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4"
 
 
 def cpu_info():
@@ -114,12 +125,17 @@ def run_json(cmd, env):
 
 
 def environments(args):
-    """(our env, torch's env): the --env pairs on both, their AVX2 caps, the thread count."""
+    """(our env, torch's env, the --env pairs): the --env pairs on both, their AVX2 caps, the thread
+    count, none of INHERITED_CAPS but those --env sets; torch's also the OpenMP OpenBLAS and
+    TCMalloc (when installed)."""
     extra = dict(kv.split("=", 1) for kv in args.env)
     if extra.get("LORA_CPU", "").lower() == "avx2":
         extra = {**AVX2_CAPS, **extra}
-    ours = dict(os.environ, OMP_NUM_THREADS=str(args.threads), **extra)
+    inherited = {k: v for k, v in os.environ.items() if k not in INHERITED_CAPS}
+    ours = dict(inherited, OMP_NUM_THREADS=str(args.threads), **extra)
     torch = dict(ours, LD_LIBRARY_PATH=OPENMP_BLAS + ":" + os.environ.get("LD_LIBRARY_PATH", ""))
+    if os.path.exists(TCMALLOC) and args.torch_malloc == "tcmalloc":
+        torch["LD_PRELOAD"] = " ".join(filter(None, [TCMALLOC, os.environ.get("LD_PRELOAD")]))
     return ours, torch, extra
 
 
@@ -190,6 +206,11 @@ def why_no_ratio(ours, torch):
         return "conditions differ (ours vs torch): " + ", ".join(diff)
     if not any("openblas-openmp" in b for b in torch["mapped_blas"]):
         return "torch did not map the OpenMP OpenBLAS: " + ", ".join(torch["mapped_blas"])
+    cores = {side: {r.get("blas_core") or r.get("cpu", {}).get("blas_core")
+                    for r in runs["runs"] if "error" not in r}
+             for side, runs in (("ours", ours), ("torch", torch))}
+    if len(cores["ours"] | cores["torch"]) != 1:
+        return f"OpenBLAS kernels differ (ours {sorted(cores['ours'])} vs torch {sorted(cores['torch'])})"
     return None
 
 
@@ -346,6 +367,9 @@ def main():
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="set for both sides; LORA_CPU=avx2 also caps OpenBLAS "
                          "(OPENBLAS_CORETYPE=Haswell), ATen and oneDNN at AVX2")
+    ap.add_argument("--torch-malloc", choices=("tcmalloc", "glibc"), default="tcmalloc",
+                    help="PyTorch's allocator (default TCMalloc, as PyTorch's CPU tuning advice "
+                         "has it; glibc: Debian's plain malloc)")
     ap.add_argument("--memory", action="store_true",
                     help="peak RSS of lora train (with validation) and lora eval vs the floor")
     ap.add_argument("--quick", action="store_true")
@@ -359,7 +383,12 @@ def main():
     started = time.time()
     results = {"machine": {"cpu": cpu_info(), "threads": args.threads,
                            "load_average_at_start": os.getloadavg()},
-               "env": environments(args)[2], "batch": args.batch, "seq": args.seq,
+               "env": environments(args)[2],
+               "inherited_caps_dropped": {k: os.environ[k] for k in INHERITED_CAPS
+                                          if k in os.environ and k not in environments(args)[2]},
+               "torch_allocator": ("tcmalloc" if os.path.exists(TCMALLOC) and
+                                   args.torch_malloc == "tcmalloc" else "glibc malloc"),
+               "batch": args.batch, "seq": args.seq,
                "configs": [], "memory": []}
     rows = memory(args, results) if args.memory else speed(args, results)
     results["machine"]["load_average_at_end"] = os.getloadavg()
@@ -377,7 +406,11 @@ def main():
         print(f"sgemm peak {fmt(results['sgemm_peak_gflops'], '%.1f')} GFLOP/s (before "
               f"{fmt(results['sgemm_peak'][0].get('peak_gflops'), '%.1f')}, after "
               f"{fmt(results['sgemm_peak'][1].get('peak_gflops'), '%.1f')}); medians of timed "
-              f"steps, torch is eager f32 or bf16 autocast with the OpenMP OpenBLAS")
+              f"steps, torch is eager f32 or bf16 autocast with the OpenMP OpenBLAS on "
+              f"{results['torch_allocator']}; OpenBLAS kernels "
+              f"{results['sgemm_peak'][0].get('cpu', {}).get('blas_core', '-')}"
+              + "".join(f"; {k}={v} from the environment not passed on"
+                        for k, v in results["inherited_caps_dropped"].items()))
         print("  %-13s %-5s %9s %9s %7s %6s %6s %8s" % (
             "shape", "comp", "tokens/s", "torch", "ratio", "MFU", "steps", "RSS MiB"))
     print("\n".join(rows))

@@ -16,11 +16,11 @@ packages=(build-essential cmake pkg-config
 packages+=(openmpi-bin libopenmpi-dev)
 packages+=(libcpp-httplib-dev) # `lora serve`'s HTTP server
 # Only the tests, benchmarks and reference scripts need these: GoogleTest, Google Benchmark, torch
-# and numpy for the references, and the real clients `lora serve` is tested with (the openai npm
-# package, headless Chromium). A node that already brings its own npm (NodeSource's) is kept:
-# Debian's npm conflicts with it.
+# and numpy for the references, TCMalloc for the PyTorch baseline (scripts/bench_train.py), and
+# the real clients `lora serve` is tested with (the openai npm package, headless Chromium). A node
+# that already brings its own npm (NodeSource's) is kept: Debian's npm conflicts with it.
 test_packages=(libgtest-dev libgmock-dev libbenchmark-dev clang-format python3 python3-torch python3-numpy
-  chromium)
+  libgoogle-perftools4 chromium)
 command -v node >/dev/null || test_packages+=(nodejs)
 command -v npm >/dev/null || test_packages+=(npm)
 

@@ -175,6 +175,29 @@ def blas_libs():
     return sorted(libs)
 
 
+def blas_core():
+    """The kernel family the mapped OpenBLAS chose (openblas_get_corename), or None."""
+    import ctypes
+    for path in blas_libs():
+        try:
+            fn = ctypes.CDLL(path).openblas_get_corename
+        except (OSError, AttributeError):
+            continue
+        fn.restype = ctypes.c_char_p
+        return fn().decode()
+    return None
+
+
+def allocator():
+    """Which malloc serves this process: TCMalloc or jemalloc when preloaded, else glibc's."""
+    with open("/proc/self/maps") as f:
+        maps = f.read()
+    for name in ("tcmalloc", "jemalloc"):
+        if "lib" + name in maps:
+            return name
+    return "glibc malloc"
+
+
 def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
@@ -227,6 +250,8 @@ def main():
                        "tokens_per_step": tokens, "layers": shape["layers"],
                        "lora_targets": LORA_TARGETS, "rank": args.rank, "dtype": args.dtype},
         "blas_libs": blas_libs(),
+        "blas_core": blas_core(),
+        "allocator": allocator(),
         "torch_version": torch.__version__,
         "shape": args.shape,
         "layers": shape["layers"],
