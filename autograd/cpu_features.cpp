@@ -144,15 +144,32 @@ const CpuFeatures& active_cpu_features() {
   return active;
 }
 
+std::string blas_core_name() {
+  const char* core = openblas_get_corename();
+  return core ? core : "unknown";
+}
+
+std::string blas_kernels_below_cpu() {
+  if (!active_cpu_features().avx512) return "";
+  const std::string core = blas_core_name();
+  for (std::string_view avx512_core : {"SkylakeX", "Cooperlake", "SapphireRapids"})
+    if (core == avx512_core) return "";
+  const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+  return "OpenBLAS runs its " + core + " kernels on a CPU whose AVX-512 is in use" +
+         (coretype ? " (OPENBLAS_CORETYPE=" + std::string(coretype) +
+                         " in the environment; unset it to let OpenBLAS choose)"
+                   : " (OPENBLAS_CORETYPE=SkylakeX selects its AVX-512 kernels)") +
+         ": f32 products run at about half speed";
+}
+
 CpuReport cpu_report() {
   const CpuFeatures& active = active_cpu_features();
   const auto cap = cpu_cap_from_environment();
-  const char* blas = openblas_get_corename();
   const char* tunables = std::getenv("GLIBC_TUNABLES");
   return {detect_cpu_features().names(),
           active.names(),
           std::string(cap ? cpu_level_name(*cap) : "none"),
-          blas ? blas : "unknown",
+          blas_core_name(),
           onednn_isa_name(dnnl_get_effective_cpu_isa()),
           tunables ? tunables : "(none)"};
 }

@@ -46,6 +46,13 @@ std::optional<CpuLevel> cpu_cap_from_environment();
 // oneDNN's dispatch to the same level (before any oneDNN primitive exists).
 const CpuFeatures& active_cpu_features();
 
+// The kernel family OpenBLAS loaded with ("Haswell", "SkylakeX", ...; "unknown" when it says none).
+std::string blas_core_name();
+// Why OpenBLAS runs below the instruction set this process uses, or "" when it does not: its AVX2
+// kernels where AVX-512 is in use (an OPENBLAS_CORETYPE from the environment, or an OpenBLAS that
+// does not know the CPU), which halves the f32 products.
+std::string blas_kernels_below_cpu();
+
 // What the process detected and uses, for --version and the benchmarks' reports: the feature
 // names (CpuFeatures::names), the cap ("none" when LORA_CPU is unset), OpenBLAS's kernel family
 // ("Haswell", "SkylakeX", ...), oneDNN's effective ISA, and the glibc tunables the process runs

@@ -345,5 +345,36 @@ TEST(CpuCapCli, Avx2PathTrainsLikeTheFullPath) {
     EXPECT_NEAR(bf16_capped[i], full[i], 1e-4 * full[i]);
 }
 
+// Where OpenBLAS runs its AVX2 kernels while AVX-512 is in use (here from an OPENBLAS_CORETYPE in
+// the environment), lora train says so; with its AVX-512 kernels, or under an AVX2 cap, it does
+// not.
+TEST(CpuCapCli, TrainNotesOpenBlasKernelsBelowTheCpu) {
+  LORA_REQUIRE_SHARED(test::kStoriesModel);
+  test::TempDir tmp("blas-note");
+  test::make_story_data(tmp / "data", 16, 4);
+  auto train_output = [&](std::vector<std::string> env, const std::string& name) {
+    std::vector<std::string> argv = {"env"};
+    argv.insert(argv.end(), env.begin(), env.end());
+    argv.push_back(test::lora_bin());
+    for (auto& a : test::stories_train_args(tmp / "data", tmp / name, {"--iters", "2"}))
+      argv.push_back(a);
+    auto r = test::run_program(argv);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out + r.err;
+  };
+  const std::string note = "kernels on a CPU whose AVX-512 is in use";
+  const std::string haswell = train_output({"-u", "LORA_CPU", "OPENBLAS_CORETYPE=Haswell"}, "h");
+  EXPECT_EQ(haswell.find(note) != std::string::npos, detect_cpu_features().avx512) << haswell;
+  if (detect_cpu_features().avx512) {
+    EXPECT_NE(haswell.find("OPENBLAS_CORETYPE=Haswell in the environment"), std::string::npos)
+        << haswell;
+  }
+  const std::string capped = train_output({"LORA_CPU=avx2", "OPENBLAS_CORETYPE=Haswell"}, "c");
+  EXPECT_EQ(capped.find(note), std::string::npos) << capped;
+  if (!detect_cpu_features().avx512) return;
+  const std::string own = train_output({"-u", "LORA_CPU", "OPENBLAS_CORETYPE=SkylakeX"}, "s");
+  EXPECT_EQ(own.find(note), std::string::npos) << own;
+}
+
 }  // namespace
 }  // namespace lora

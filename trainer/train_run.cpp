@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "autograd/cpu_features.h"
 #include "trainer/evaluate.h"
 #include "trainer/gguf_tokenizer.h"
 #include "trainer/setting_error.h"
@@ -237,6 +238,8 @@ RunInputs load_run_inputs(const TrainOptions& o, Progress& progress) {
   in.compute = compute_dtype_named(o.compute_dtype);
   if (in.compute == ComputeDType::BF16 && !uses_bf16(in.compute))
     progress.note("compute_dtype bf16: this CPU has no bf16 matmul units; running in f32");
+  if (const std::string slow_blas = blas_kernels_below_cpu(); !slow_blas.empty())
+    progress.note(slow_blas);
   in.model_fingerprint = model_fingerprint(in.model);
   in.data_fingerprint = in.data.train->summary().fingerprint;
   if (in.resumed) check_resumable(*in.resumed, o, in);
