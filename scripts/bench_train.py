@@ -10,11 +10,11 @@ OpenBLAS (LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp; the pthread
 torch's own OpenMP threads), on TCMalloc (--torch-malloc glibc for plain malloc) and the same
 threads; the libraries each process mapped are read from /proc/PID/maps and kept in the JSON, and
 a ratio needs both sides on the same OpenBLAS kernels. Neither side inherits OPENBLAS_CORETYPE,
-ATEN_CPU_CAPABILITY or ONEDNN_MAX_CPU_ISA from the environment (--env sets them). f32 compute is compared with PyTorch f32 eager, bf16 compute
-with PyTorch's bf16 autocast, the latter only where the CPU has bf16 units (avx512_bf16 or amx_bf16
-in /proc/cpuinfo). Both sides report their conditions (threads, batch, seq, tokens per step,
-layers, LoRA targets and rank, dtype); where they differ no ratio is printed, and the difference
-is. The sgemm peak (build/bench/sgemm_peak) is measured before and after; MFU is against the
+ATEN_CPU_CAPABILITY or ONEDNN_MAX_CPU_ISA from the environment (--env sets them). f32 compute is
+compared with PyTorch f32 eager, bf16 compute with PyTorch's bf16 autocast, the latter only where
+the CPU has bf16 units (avx512_bf16 or amx_bf16 in /proc/cpuinfo). Both sides report their
+conditions (threads, batch, seq, tokens per step, layers, LoRA targets and rank, dtype); where they
+differ no ratio is printed, and the difference is. The sgemm peak (build/bench/sgemm_peak) is measured before and after; MFU is against the
 higher of the two. Every run of ours also splits its step by class of work (frozen products
 forward and input gradient, LoRA products, the cross-entropy head, attention, norms/RoPE/
 elementwise, optimizer) with the GFLOP/s each class achieved: "op_classes" in the JSON, and under
@@ -124,6 +124,10 @@ def run_json(cmd, env):
     return r
 
 
+def torch_on_tcmalloc(args):
+    return args.torch_malloc == "tcmalloc" and os.path.exists(TCMALLOC)
+
+
 def environments(args):
     """(our env, torch's env, the --env pairs): the --env pairs on both, their AVX2 caps, the thread
     count, none of INHERITED_CAPS but those --env sets; torch's also the OpenMP OpenBLAS and
@@ -134,7 +138,7 @@ def environments(args):
     inherited = {k: v for k, v in os.environ.items() if k not in INHERITED_CAPS}
     ours = dict(inherited, OMP_NUM_THREADS=str(args.threads), **extra)
     torch = dict(ours, LD_LIBRARY_PATH=OPENMP_BLAS + ":" + os.environ.get("LD_LIBRARY_PATH", ""))
-    if os.path.exists(TCMALLOC) and args.torch_malloc == "tcmalloc":
+    if torch_on_tcmalloc(args):
         torch["LD_PRELOAD"] = " ".join(filter(None, [TCMALLOC, os.environ.get("LD_PRELOAD")]))
     return ours, torch, extra
 
@@ -210,7 +214,8 @@ def why_no_ratio(ours, torch):
                     for r in runs["runs"] if "error" not in r}
              for side, runs in (("ours", ours), ("torch", torch))}
     if len(cores["ours"] | cores["torch"]) != 1:
-        return f"OpenBLAS kernels differ (ours {sorted(cores['ours'])} vs torch {sorted(cores['torch'])})"
+        return (f"OpenBLAS kernels differ (ours {sorted(cores['ours'])} vs torch "
+                f"{sorted(cores['torch'])})")
     return None
 
 
@@ -381,13 +386,13 @@ def main():
     mode = "memory" if args.memory else "throughput"
     out = args.out or os.path.join(ROOT, "out", "bench", f"train_{mode}.json")
     started = time.time()
+    extra = environments(args)[2]
     results = {"machine": {"cpu": cpu_info(), "threads": args.threads,
                            "load_average_at_start": os.getloadavg()},
-               "env": environments(args)[2],
+               "env": extra,
                "inherited_caps_dropped": {k: os.environ[k] for k in INHERITED_CAPS
-                                          if k in os.environ and k not in environments(args)[2]},
-               "torch_allocator": ("tcmalloc" if os.path.exists(TCMALLOC) and
-                                   args.torch_malloc == "tcmalloc" else "glibc malloc"),
+                                          if k in os.environ and k not in extra},
+               "torch_allocator": "tcmalloc" if torch_on_tcmalloc(args) else "glibc malloc",
                "batch": args.batch, "seq": args.seq,
                "configs": [], "memory": []}
     rows = memory(args, results) if args.memory else speed(args, results)
