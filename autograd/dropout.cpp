@@ -2,6 +2,8 @@
 
 #include <stdexcept>
 
+#include "autograd/parallel.h"
+
 namespace lora::ag {
 namespace {
 
@@ -26,9 +28,10 @@ void apply_dropout(std::span<const float> in, float p, uint64_t seed, std::span<
     throw std::invalid_argument("dropout probability must be in [0, 1), got " + std::to_string(p));
   if (out.size() != in.size()) throw std::invalid_argument("apply_dropout: size mismatch");
   const float keep_scale = 1.0f / (1.0f - p);
-#pragma omp parallel for schedule(static) if (in.size() > (1u << 16))
-  for (std::size_t i = 0; i < in.size(); ++i)
-    out[i] = dropout_keeps(seed, i, p) ? in[i] * keep_scale : 0.0f;
+  parallel_for(static_cast<int64_t>(in.size()), in.size() > (1u << 16), [&](int64_t i) {
+    const auto at = static_cast<std::size_t>(i);
+    out[at] = dropout_keeps(seed, at, p) ? in[at] * keep_scale : 0.0f;
+  });
 }
 
 }  // namespace lora::ag

@@ -11,6 +11,7 @@
 #include "autograd/dtype.h"
 #include "autograd/kernels/kernels_attention.h"
 #include "autograd/kernels/kernels_gemv.h"
+#include "autograd/parallel.h"
 
 namespace {
 
@@ -291,19 +292,16 @@ void frozen_gemv(std::span<const GemvProduct> products, const float* x, int64_t 
     work += n * p.w->rows * cols;
   }
   if (parts.empty()) return;
-#pragma omp parallel if (work >= kParallelWork)
-  {
-    std::vector<float> widened;
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
-      std::size_t i = parts.size() - 1;
-      while (parts[i].first_block > b) --i;
-      const PassPart& part = parts[i];
-      const int64_t r0 = (b - part.first_block) * kRowBlock;
-      product_rows(part, layouts[part.layout], k, x, n, r0,
-                   std::min(part.product->w->rows, r0 + kRowBlock), widened);
-    }
-  }
+  parallel_for_with_scratch(
+      blocks, work >= kParallelWork, [] { return std::vector<float>(); },
+      [&](std::vector<float>& widened, int64_t b) {
+        std::size_t i = parts.size() - 1;
+        while (parts[i].first_block > b) --i;
+        const PassPart& part = parts[i];
+        const int64_t r0 = (b - part.first_block) * kRowBlock;
+        product_rows(part, layouts[part.layout], k, x, n, r0,
+                     std::min(part.product->w->rows, r0 + kRowBlock), widened);
+      });
 }
 
 void frozen_short_gemm(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta) {
@@ -321,33 +319,38 @@ void frozen_short_gemm(const FrozenWeight& w, const float* x, int64_t n, float* 
   for (int64_t t = 0; t < n; ++t)
     for (int64_t c = 0; c < cols; ++c) xt[c * padded + t] = x[t * cols + c];
   const int64_t blocks = (rows + R - 1) / R;
-#pragma omp parallel if (n * rows * cols >= kParallelWork)
-  {
-    std::vector<float> widened(static_cast<std::size_t>(R * cols)),
-        out(static_cast<std::size_t>(R * padded));
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t r0 = b * R, used = std::min(R, rows - r0);
-      w.rows_f32(r0, r0 + used, widened.data());
-      std::fill(widened.begin() + used * cols, widened.end(), 0.0f);  // a last, partial block
-      k.tile_gemm({.m = R,
-                   .n = padded,
-                   .k = cols,
-                   .a = widened.data(),
-                   .a_row = cols,
-                   .a_col = 1,
-                   .b = xt.data(),
-                   .ldb = padded,
-                   .c = out.data(),
-                   .ldc = padded});
-      for (int64_t t = 0; t < n; ++t)
-        for (int64_t r = 0; r < used; ++r) {
-          float& to = y[t * rows + r0 + r];
-          const float dot = out[r * padded + t];
-          to = beta == 0.0f ? dot : dot + beta * to;
-        }
-    }
-  }
+  struct Scratch {
+    std::vector<float> widened, out;
+  };
+  parallel_for_with_scratch(
+      blocks, n * rows * cols >= kParallelWork,
+      [&] {
+        return Scratch{std::vector<float>(static_cast<std::size_t>(R * cols)),
+                       std::vector<float>(static_cast<std::size_t>(R * padded))};
+      },
+      [&](Scratch& s, int64_t b) {
+        std::vector<float>& widened = s.widened;
+        std::vector<float>& out = s.out;
+        const int64_t r0 = b * R, used = std::min(R, rows - r0);
+        w.rows_f32(r0, r0 + used, widened.data());
+        std::fill(widened.begin() + used * cols, widened.end(), 0.0f);  // a last, partial block
+        k.tile_gemm({.m = R,
+                     .n = padded,
+                     .k = cols,
+                     .a = widened.data(),
+                     .a_row = cols,
+                     .a_col = 1,
+                     .b = xt.data(),
+                     .ldb = padded,
+                     .c = out.data(),
+                     .ldc = padded});
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t r = 0; r < used; ++r) {
+            float& to = y[t * rows + r0 + r];
+            const float dot = out[r * padded + t];
+            to = beta == 0.0f ? dot : dot + beta * to;
+          }
+      });
 }
 
 }  // namespace lora

@@ -10,6 +10,7 @@
 #include "autograd/dtype.h"
 #include "autograd/frozen_gemv.h"
 #include "autograd/kernels/matmul_bf16.h"
+#include "autograd/parallel.h"
 
 namespace lora {
 
@@ -72,13 +73,13 @@ void widen_rows(const FrozenWeight& w, int64_t r0, int64_t r1, std::span<const L
     return;
   }
   const int64_t chunk = std::max<int64_t>(1, 8192 / std::max<int64_t>(w.cols, 1));
-#pragma omp parallel for schedule(static) if ((r1 - r0) * w.cols >= (int64_t(1) << 16))
-  for (int64_t c0 = r0; c0 < r1; c0 += chunk) {
-    const int64_t c1 = std::min(r1, c0 + chunk);
-    float* out = buf + (c0 - r0) * w.cols;
-    w.rows_f32(c0, c1, out);  // a nested region: runs on this thread
-    add_deltas(deltas, c0, c1, w.cols, out);
-  }
+  parallel_for((r1 - r0 + chunk - 1) / chunk, (r1 - r0) * w.cols >= (int64_t(1) << 16),
+               [&](int64_t i) {
+                 const int64_t c0 = r0 + i * chunk, c1 = std::min(r1, c0 + chunk);
+                 float* out = buf + (c0 - r0) * w.cols;
+                 w.rows_f32(c0, c1, out);  // nested: runs on this thread
+                 add_deltas(deltas, c0, c1, w.cols, out);
+               });
 }
 
 void check_low_rank(std::span<const LowRankDelta> deltas, std::span<const LowRankSide> sides,
@@ -204,8 +205,9 @@ std::size_t FrozenWeight::stored_bytes() const {
     case WeightFormat::BF16:
       return bf16.size() * sizeof(uint16_t);
     case WeightFormat::Quantized:
+      // Scales and biases are held as f32 whatever type the file stores them in.
       return quant.packed.size() * sizeof(uint32_t) +
-             (quant.scales.size() + quant.biases.size()) * dtype_size(quant.scale_dtype);
+             (quant.scales.size() + quant.biases.size()) * sizeof(float);
     case WeightFormat::Ggml:
       return static_cast<std::size_t>(ggml.total_bytes());
   }
@@ -249,18 +251,16 @@ void FrozenWeight::rows_bf16(int64_t begin, int64_t end, uint16_t* out, int64_t 
   // Each thread widens a chunk of rows into a buffer that stays in cache and rounds it from there:
   // the f32 copy never exceeds a chunk per thread, and neither step waits on one thread.
   const int64_t chunk = std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1));
-#pragma omp parallel if ((end - begin) * cols >= (int64_t(1) << 16))
-  {
-    std::vector<float> buf(static_cast<std::size_t>(chunk * cols));
-#pragma omp for schedule(static)
-    for (int64_t r0 = begin; r0 < end; r0 += chunk) {
-      const int64_t r1 = std::min(end, r0 + chunk);
-      rows_f32(r0, r1, buf.data());  // a nested region: runs on this thread
-      for (int64_t r = r0; r < r1; ++r)
-        convert_from_f32(DType::BF16, buf.data() + (r - r0) * cols, static_cast<std::size_t>(cols),
-                         out + (r - begin) * ld);
-    }
-  }
+  parallel_for_with_scratch(
+      (end - begin + chunk - 1) / chunk, (end - begin) * cols >= (int64_t(1) << 16),
+      [&] { return std::vector<float>(static_cast<std::size_t>(chunk * cols)); },
+      [&](std::vector<float>& buf, int64_t i) {
+        const int64_t r0 = begin + i * chunk, r1 = std::min(end, r0 + chunk);
+        rows_f32(r0, r1, buf.data());  // nested: runs on this thread
+        for (int64_t r = r0; r < r1; ++r)
+          convert_from_f32(DType::BF16, buf.data() + (r - r0) * cols,
+                           static_cast<std::size_t>(cols), out + (r - begin) * ld);
+      });
 }
 
 std::vector<float> FrozenWeight::to_f32() const {

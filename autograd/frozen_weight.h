@@ -37,6 +37,7 @@ struct FrozenWeight {
   static FrozenWeight from_quantized(QuantizedMatrix q);
   static FrozenWeight from_ggml(GgmlMatrix m);
 
+  // The bytes the weight takes in memory (what a product reads).
   std::size_t stored_bytes() const;
   // Rows [begin, end) as f32, [end - begin, cols].
   void rows_f32(int64_t begin, int64_t end, float* out) const;

@@ -14,6 +14,7 @@
 #include "autograd/gguf_quantize_k.h"
 #include "autograd/kernels/gguf_dequant_isa.h"
 #include "autograd/kernels/kernels_gguf_dequant.h"
+#include "autograd/parallel.h"
 
 namespace lora {
 
@@ -344,9 +345,9 @@ void GgmlMatrix::rows_f32(int64_t begin, int64_t end, float* out) const {
                             std::to_string(end) + ") of " + std::to_string(rows));
   const uint64_t rb = row_bytes();
   const std::byte* base = data.get();
-#pragma omp parallel for schedule(static) if ((end - begin) * cols >= (int64_t(1) << 16))
-  for (int64_t r = begin; r < end; ++r)
-    ggml_dequantize_row(type, base + static_cast<uint64_t>(r) * rb, cols, out + (r - begin) * cols);
+  parallel_for(end - begin, (end - begin) * cols >= (int64_t(1) << 16), [&](int64_t i) {
+    ggml_dequantize_row(type, base + static_cast<uint64_t>(begin + i) * rb, cols, out + i * cols);
+  });
 }
 
 GgmlMatrix GgmlMatrix::owning(int64_t rows, int64_t cols, GgmlType type,

@@ -17,6 +17,7 @@
 #include "autograd/kernels/kernels_exp.h"
 #include "autograd/kernels/matmul_bf16.h"
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 
 namespace lora::ag {
 namespace {
@@ -38,9 +39,9 @@ int64_t vocab_tile(int64_t block_rows, int64_t vocab, int64_t dim) {
 void gather_rows(const Tensor& hidden, std::span<const int64_t> rows, std::vector<float>& out) {
   const int64_t dim = hidden.dim(1);
   out.resize(rows.size() * static_cast<std::size_t>(dim));
-#pragma omp parallel for schedule(static) if (rows.size() > 256)
-  for (std::size_t i = 0; i < rows.size(); ++i)
+  parallel_for(static_cast<int64_t>(rows.size()), rows.size() > 256, [&](int64_t i) {
     std::copy_n(hidden.ptr() + rows[i] * dim, dim, out.data() + i * dim);
+  });
 }
 
 // Head rows [v0, v1) as f32: a pointer into an f32 head, else widened into `buf`.

@@ -1,6 +1,9 @@
 #include "autograd/tape.h"
 
+#include <algorithm>
 #include <stdexcept>
+
+#include "autograd/parallel.h"
 
 namespace lora::ag {
 
@@ -33,8 +36,12 @@ void Tape::accumulate_grad(Var v, const float* g) {
   }
   float* d = v->grad.ptr();
   const auto count = static_cast<int64_t>(v->grad.data.size());
-#pragma omp parallel for simd schedule(static) if (count >= (int64_t(1) << 16))
-  for (int64_t i = 0; i < count; ++i) d[i] += g[i];
+  constexpr int64_t kBlock = int64_t(1) << 14;
+  parallel_for((count + kBlock - 1) / kBlock, count >= (int64_t(1) << 16), [&](int64_t b) {
+    const int64_t end = std::min(count, (b + 1) * kBlock);
+#pragma omp simd
+    for (int64_t i = b * kBlock; i < end; ++i) d[i] += g[i];
+  });
 }
 
 void Tape::accumulate_grad(Var v, Tensor&& g) {

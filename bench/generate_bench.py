@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """Generation speed at batch 1: `lora generate` on an MLX 4-bit model, on a Q4_0 GGUF and on a Q4_K_M GGUF
 of the same float weights, llama.cpp (node-llama-cpp 3.21.1, scripts/llama_cpp) on both GGUF files, and the
-machine's memory bandwidth (bench/stream_triad), all in one run with the same threads, the
-programs alternating run by run so that a change in the machine's load hits each of them.
+machine's memory bandwidth (bench/stream_triad: its triad, and a pass that only reads), all in one
+run with the same threads, the programs alternating run by run so that a change in the machine's
+load hits each of them.
 
     bench/generate_bench.py [--shape qwen2.5-0.5b|smollm2-135m] [--threads 1,2] [--runs 3]
         [--tokens 64] [--work out/bench/generate] [--json FILE]
@@ -16,7 +17,8 @@ a weight, as Q4_0). GGUF: bench/gguf_from_folder with Q4_0 (llama.cpp's rounding
 
 Reported per program and thread count: medians of prompt (prefill) tokens/s and decode tokens/s,
 the bytes one decode step reads (every matrix as held in memory, the head included, plus the KV
-cache at the run's mean context), and decode tokens/s x bytes/token over the triad's GB/s.
+cache at the run's mean context), and decode tokens/s x bytes/token over the triad's GB/s and over
+the read-only pass's (a decode step reads its weights and writes next to nothing: its ceiling).
 Needs build/lora, build/bench/gguf_from_folder and build/bench/stream_triad (Release), node.
 """
 import argparse
@@ -214,13 +216,17 @@ def write_report(a, models, ids, programs, results, load_before):
               "bytes_per_token": bytes_per_token, "threads": {}}
     for threads, runs in results.items():
         bw = statistics.median(r["median_gbps"] for r in runs["triad"])
-        entry = {"triad_gbps": summarize(runs["triad"], "median_gbps")}
+        read_bw = statistics.median(r["read_median_gbps"] for r in runs["triad"])
+        entry = {"triad_gbps": summarize(runs["triad"], "median_gbps"),
+                 "read_gbps": summarize(runs["triad"], "read_median_gbps")}
         for name in programs:
             decode = summarize(runs[name], "tokens_per_s")
             entry[name] = {"decode_tokens_per_s": decode,
                            "prompt_tokens_per_s": summarize(runs[name], "prompt_tokens_per_s"),
                            "generated": [r["generated_tokens"] for r in runs[name]],
-                           "bandwidth_share": decode["median"] * bytes_per_token[name] / 1e9 / bw}
+                           "bandwidth_share": decode["median"] * bytes_per_token[name] / 1e9 / bw,
+                           "read_bandwidth_share":
+                               decode["median"] * bytes_per_token[name] / 1e9 / read_bw}
         for name, ref_name in REFERENCE.items():
             for key, out in (("decode_tokens_per_s", "decode_vs_llama_cpp"),
                              ("prompt_tokens_per_s", "prompt_vs_llama_cpp")):
@@ -246,14 +252,16 @@ def print_table(report):
           f"{report['load_average_before'][0]:.1f} -> {report['load_average_after'][0]:.1f}",
           file=sys.stderr)
     for threads, e in report["threads"].items():
-        print(f"threads {threads}: triad {e['triad_gbps']['median']:.2f} GB/s", file=sys.stderr)
+        print(f"threads {threads}: triad {e['triad_gbps']['median']:.2f} GB/s, read only "
+              f"{e['read_gbps']['median']:.2f} GB/s", file=sys.stderr)
         for name in report["bytes_per_token"]:
             r = e[name]
             vs = r.get("decode_vs_llama_cpp")
             print(f"  {name:24s} prompt {r['prompt_tokens_per_s']['median']:8.1f} tok/s  decode "
                   f"{r['decode_tokens_per_s']['median']:7.2f} tok/s  "
                   f"{report['bytes_per_token'][name] / 1e6:7.1f} MB/token  "
-                  f"{100 * r['bandwidth_share']:5.1f}% of triad"
+                  f"{100 * r['bandwidth_share']:5.1f}% of triad "
+                  f"{100 * r['read_bandwidth_share']:5.1f}% of read"
                   + (f"  {vs:.2f}x llama.cpp" if vs else ""), file=sys.stderr)
 
 

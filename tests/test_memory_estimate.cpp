@@ -7,6 +7,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "support/test_support.h"
 #include "train_fixtures.h"
 #include "trainer/lora.h"
@@ -63,6 +67,37 @@ TEST(MemoryEstimate, LoraCountAndBaseBytesMatchTheLoadedObjects) {
   q4.quantize_bits = 4;
   q4.quantize_group_size = 32;
   EXPECT_EQ(base_bytes_of(stories, 4, 32), load_model(stories, q4).stored_bytes());
+}
+
+// A bf16 base quantized at load, and one quantized on disk with bf16 scales: the scales and biases
+// are held as f32 either way, and both counts say so.
+TEST(MemoryEstimate, BaseBytesCountScalesAsHeldFromABf16Base) {
+  LORA_REQUIRE_SHARED(kStoriesModel);
+  TempDir tmp("memory-bf16");
+  const fs::path stories = shared_dir() / kStoriesModel;
+  for (const auto& [out, flags] : std::vector<std::pair<fs::path, std::vector<std::string>>>{
+           {tmp / "bf16", {"--dtype", "bf16"}},
+           {tmp / "q4", {"--dtype", "bf16", "--quantize", "4", "--q-group-size", "32"}}}) {
+    std::vector<std::string> args = {"convert", "--model", stories.string(), "--out", out.string()};
+    args.insert(args.end(), flags.begin(), flags.end());
+    const auto r = run_lora(args);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  LoadOptions q4;
+  q4.quantize_bits = 4;
+  q4.quantize_group_size = 32;
+  const Model at_load = load_model(tmp / "bf16", q4);
+  const Model on_disk = load_model(tmp / "q4");
+  EXPECT_EQ(base_bytes_of(tmp / "bf16", 4, 32), at_load.stored_bytes());
+  EXPECT_EQ(base_bytes_of(tmp / "q4"), on_disk.stored_bytes());
+  // The same weights held the same way, whichever way they were quantized.
+  EXPECT_EQ(at_load.stored_bytes(), on_disk.stored_bytes());
+  // A bf16-scaled projection counts its scales and biases at the f32 width they are held in.
+  const FrozenWeight& q = on_disk.layers[0].at(Proj::q);
+  ASSERT_EQ(q.format, WeightFormat::Quantized);
+  EXPECT_EQ(q.quant.scale_dtype, DType::BF16);
+  EXPECT_EQ(q.stored_bytes(), q.quant.packed.size() * sizeof(uint32_t) +
+                                  (q.quant.scales.size() + q.quant.biases.size()) * sizeof(float));
 }
 
 std::vector<std::string> train_args(const fs::path& data, const fs::path& out) {

@@ -37,8 +37,9 @@ TEST(FrozenWeight, StoredBytesFollowTheFormat) {
   auto formats = every_format(w);
   EXPECT_EQ(formats[0].stored_bytes(), std::size_t(kRows * kCols * 4));
   EXPECT_EQ(formats[1].stored_bytes(), std::size_t(kRows * kCols * 2));
-  // 4-bit: half a byte per weight + bf16 scale and bias per 64 weights.
-  EXPECT_EQ(formats[2].stored_bytes(), std::size_t(kRows * kCols / 2 + kRows * 2 * 2 * 2));
+  // 4-bit: half a byte per weight + a scale and a bias per 64 weights, stored as bf16 but held
+  // (and read by every product) as f32.
+  EXPECT_EQ(formats[2].stored_bytes(), std::size_t(kRows * kCols / 2 + kRows * 2 * 2 * 4));
   EXPECT_EQ(formats[4].stored_bytes(), std::size_t(kRows * kCols + kRows * 1 * 2 * 4));
 }
 

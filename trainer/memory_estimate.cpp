@@ -103,9 +103,9 @@ uint64_t base_bytes_of(const fs::path& model_dir, int quantize_bits, int group_s
                           t.dtype == DType::BF16 || t.dtype == DType::F64;
     const bool matrix = is_float && is_frozen_matrix(name) && t.shape.size() == 2;
     if (matrix && quantize_bits > 0 && quantizable(t.shape[1], quantize_bits, group_size)) {
-      // Packed values, and a scale and a bias per group in the weight's own 16- or 32-bit type.
-      const uint64_t scale_bytes = t.dtype == DType::BF16 || t.dtype == DType::F16 ? 2 : 4;
-      total += n * uint64_t(quantize_bits) / 8 + 2 * (n / uint64_t(group_size)) * scale_bytes;
+      // Packed values, and a scale and a bias per group, held as f32 (rounded to the weight's own
+      // type, but not stored in it).
+      total += n * uint64_t(quantize_bits) / 8 + 2 * (n / uint64_t(group_size)) * sizeof(float);
     } else if (matrix && t.dtype == DType::BF16) {
       total += 2 * n;
     } else if (is_float) {

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "autograd/parallel.h"
+
 namespace lora::kernels {
 
 template <typename T>
@@ -12,8 +14,7 @@ inline T sigmoid(T x) {
 
 template <typename T>
 void swiglu_forward(const T* gate, const T* up, int64_t n, T* y) {
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-  for (int64_t i = 0; i < n; ++i) y[i] = gate[i] * sigmoid(gate[i]) * up[i];
+  parallel_for(n, n > (1 << 16), [&](int64_t i) { y[i] = gate[i] * sigmoid(gate[i]) * up[i]; });
 }
 
 // d gate += g * up * silu'(gate), silu'(x) = s * (1 + x * (1 - s)); d up += g * silu(gate).
@@ -30,10 +31,10 @@ inline void swiglu_backward_element(T x, T u, T gi, T* dgate, T* dup, bool accum
 template <typename T>
 void swiglu_backward(const T* gate, const T* up, const T* g, int64_t n, T* dgate, T* dup,
                      bool accumulate = true) {
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-  for (int64_t i = 0; i < n; ++i)
+  parallel_for(n, n > (1 << 16), [&](int64_t i) {
     swiglu_backward_element(gate[i], up[i], g[i], dgate ? dgate + i : nullptr,
                             dup ? dup + i : nullptr, accumulate);
+  });
 }
 
 // GELU with the tanh approximation (PyTorch's approximate="tanh", Gemma's gelu_pytorch_tanh):
@@ -49,8 +50,7 @@ inline T gelu_tanh(T x) {
 
 template <typename T>
 void geglu_forward(const T* gate, const T* up, int64_t n, T* y) {
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-  for (int64_t i = 0; i < n; ++i) y[i] = gelu_tanh(gate[i]) * up[i];
+  parallel_for(n, n > (1 << 16), [&](int64_t i) { y[i] = gelu_tanh(gate[i]) * up[i]; });
 }
 
 // gelu'(x) = (1 + t)/2 + x/2 (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2), t = tanh(u). Same
@@ -58,8 +58,7 @@ void geglu_forward(const T* gate, const T* up, int64_t n, T* y) {
 template <typename T>
 void geglu_backward(const T* gate, const T* up, const T* g, int64_t n, T* dgate, T* dup,
                     bool accumulate = true) {
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-  for (int64_t i = 0; i < n; ++i) {
+  parallel_for(n, n > (1 << 16), [&](int64_t i) {
     const T x = gate[i], u = up[i], gi = g[i];
     const T t = std::tanh(T(kGeluC) * (x + T(kGeluA) * x * x * x));
     const T gelu = T(0.5) * x * (T(1) + t);
@@ -67,7 +66,7 @@ void geglu_backward(const T* gate, const T* up, const T* g, int64_t n, T* dgate,
                     T(0.5) * x * (T(1) - t * t) * T(kGeluC) * (T(1) + T(3 * kGeluA) * x * x);
     if (dgate) dgate[i] = (accumulate ? dgate[i] : T(0)) + gi * u * slope;
     if (dup) dup[i] = (accumulate ? dup[i] : T(0)) + gi * gelu;
-  }
+  });
 }
 
 // f32 SwiGLU runs the vectorized copy for the CPU (kernel_variants.h, picked once per process in

@@ -18,6 +18,7 @@
 
 #include "autograd/kernels/gemv_isa.h"
 #include "autograd/kernels/kernels_exp.h"
+#include "autograd/parallel.h"
 
 namespace lora::kernels {
 
@@ -314,14 +315,13 @@ template <typename T>
 void attention_forward_single_query(const T* q, const T* k, const T* v, const AttentionShape& s,
                                     const uint8_t* key_valid, T* out, T* lse) {
   const int64_t work = s.batch * s.heads * s.seq_k * s.head_dim;
-#pragma omp parallel if (work >= kSingleQueryParallelWork)
-  {
-    std::vector<T> scores(static_cast<std::size_t>(s.seq_k));
-#pragma omp for collapse(2) schedule(static)
-    for (int64_t b = 0; b < s.batch; ++b)
-      for (int64_t h = 0; h < s.heads; ++h)
-        attention_detail::attend_row(q, k, v, s, b, 0, h, key_valid, scores.data(), out, lse);
-  }
+  parallel_for_with_scratch(
+      s.batch * s.heads, work >= kSingleQueryParallelWork,
+      [&] { return std::vector<T>(static_cast<std::size_t>(s.seq_k)); },
+      [&](std::vector<T>& scores, int64_t i) {
+        attention_detail::attend_row(q, k, v, s, i / s.heads, 0, i % s.heads, key_valid,
+                                     scores.data(), out, lse);
+      });
 }
 
 // out [batch*seq_q, heads*head_dim]; lse [batch, heads, seq_q] (-inf for a row with no visible key,

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "autograd/parallel.h"
+
 namespace lora::kernels {
 
 // y = x * inv_rms * w per row of `dim` elements; inv_rms[row] = 1 / sqrt(mean(x^2) + eps) is kept
@@ -12,8 +14,7 @@ namespace lora::kernels {
 template <typename T>
 void rmsnorm_forward(const T* x, const float* w, int64_t rows, int64_t dim, float eps, T* y,
                      T* inv_rms) {
-#pragma omp parallel for schedule(static) if (rows * dim > (1 << 16))
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, rows * dim > (1 << 16), [&](int64_t r) {
     const T* xr = x + r * dim;
     double ss = 0.0;
 #pragma omp simd reduction(+ : ss)
@@ -24,15 +25,14 @@ void rmsnorm_forward(const T* x, const float* w, int64_t rows, int64_t dim, floa
     // Element-wise, so vector lanes are safe; without the pragma -O2 left this loop scalar.
 #pragma omp simd
     for (int64_t i = 0; i < dim; ++i) yr[i] = T(xr[i] * inv) * T(w[i]);
-  }
+  });
 }
 
 // dx += inv * (w*g) - x * inv^3 / dim * sum(w*g*x), the derivative of the forward above.
 template <typename T>
 void rmsnorm_backward(const T* x, const float* w, const T* inv_rms, const T* g, int64_t rows,
                       int64_t dim, T* dx) {
-#pragma omp parallel for schedule(static) if (rows * dim > (1 << 16))
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, rows * dim > (1 << 16), [&](int64_t r) {
     const T* xr = x + r * dim;
     const T* gr = g + r * dim;
     double dot = 0.0;
@@ -43,7 +43,7 @@ void rmsnorm_backward(const T* x, const float* w, const T* inv_rms, const T* g, 
     T* dxr = dx + r * dim;
 #pragma omp simd
     for (int64_t i = 0; i < dim; ++i) dxr[i] += inv * gr[i] * T(w[i]) - xr[i] * coef;
-  }
+  });
 }
 
 }  // namespace lora::kernels

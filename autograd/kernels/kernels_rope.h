@@ -10,6 +10,8 @@
 #include <span>
 #include <vector>
 
+#include "autograd/parallel.h"
+
 namespace lora::kernels {
 
 // cos/sin tables [seq, half] for positions pos_offset .. pos_offset + seq - 1. The angle is formed
@@ -23,13 +25,13 @@ struct RopeTable {
         half(static_cast<int64_t>(inv_freq.size())) {
     // A training sequence's table is thousands of cos/sin calls, made for q and k of every
     // layer: split over the threads (the values do not depend on how).
-#pragma omp parallel for schedule(static) if (seq * half >= 4096)
-    for (int64_t t = 0; t < seq; ++t)
+    parallel_for(seq, seq * half >= 4096, [&](int64_t t) {
       for (int64_t i = 0; i < half; ++i) {
         const float angle = float(pos_offset + t) * inv_freq[i];
         cos[t * half + i] = double(scale) * std::cos(angle);
         sin[t * half + i] = double(scale) * std::sin(angle);
       }
+    });
   }
 };
 
@@ -38,8 +40,7 @@ template <typename T>
 void rope_rotate(T* x, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
                  const RopeTable& table, int direction = 1) {
   const int64_t half = table.half;
-#pragma omp parallel for schedule(static) if (batch * seq * heads * head_dim > (1 << 16))
-  for (int64_t row = 0; row < batch * seq; ++row) {
+  parallel_for(batch * seq, batch * seq * heads * head_dim > (1 << 16), [&](int64_t row) {
     const int64_t t = row % seq;
     const double* c = table.cos.data() + t * half;
     const double* s = table.sin.data() + t * half;
@@ -56,7 +57,7 @@ void rope_rotate(T* x, int64_t batch, int64_t seq, int64_t heads, int64_t head_d
         v[i + half] = b * cs + a * sn;
       }
     }
-  }
+  });
 }
 
 }  // namespace lora::kernels

@@ -8,6 +8,7 @@
 #include "autograd/cpu_features.h"
 #include "autograd/kernels/kernel_variants.h"
 #include "autograd/kernels/kernels_lora.h"
+#include "autograd/parallel.h"
 
 namespace lora::kernels {
 namespace {
@@ -33,23 +34,23 @@ std::vector<float> part_scratch(const LoraLoops& k, int64_t r) {
 void rank_project(const float* X, int64_t n, const float* M, int64_t width, int64_t r, float scale,
                   float* out) {
   const LoraLoops& k = chosen(nullptr);
-#pragma omp parallel if (n * width * r >= kParallelWork)
-  {
-    std::vector<float> part = part_scratch(k, r);
-#pragma omp for schedule(static)
-    for (int64_t i0 = 0; i0 < n; i0 += kTokenBlock)
-      k.rank_dots(X + i0 * width, width, std::min(kTokenBlock, n - i0), M, width, r, scale,
-                  out + i0 * r, part.data());
-  }
+  parallel_for_with_scratch((n + kTokenBlock - 1) / kTokenBlock, n * width * r >= kParallelWork,
+                            [&] { return part_scratch(k, r); },
+                            [&](std::vector<float>& part, int64_t b) {
+                              const int64_t i0 = b * kTokenBlock;
+                              k.rank_dots(X + i0 * width, width, std::min(kTokenBlock, n - i0), M,
+                                          width, r, scale, out + i0 * r, part.data());
+                            });
 }
 
 void rank_expand(const float* coef, int64_t n, const float* M, int64_t width, int64_t r,
                  float scale, float* out) {
   const LoraLoops& k = chosen(nullptr);
-#pragma omp parallel for schedule(static) if (n * width * r >= kParallelWork)
-  for (int64_t i0 = 0; i0 < n; i0 += kTokenBlock)
+  parallel_for((n + kTokenBlock - 1) / kTokenBlock, n * width * r >= kParallelWork, [&](int64_t b) {
+    const int64_t i0 = b * kTokenBlock;
     k.rank_expand_rows(coef + i0 * r, std::min(kTokenBlock, n - i0), M, width, r, scale,
                        out + i0 * width);
+  });
 }
 
 // Each thread takes a contiguous run of tokens, reuses every block of g and x from cache for all
@@ -60,13 +61,11 @@ void lora_backward(const float* g, const float* x, const float* u, const float* 
                    float* dB, const LoraLoops* loops) {
   const LoraLoops& k = chosen(loops);
   const std::vector<float> bt = transposed(B, out, r);  // gu's dots run along contiguous rows
-  const int threads = n >= 4 * kTokenBlock ? omp_get_max_threads() : 1;
+  const int threads = team_splits(n >= 4 * kTokenBlock) ? omp_get_max_threads() : 1;
   // Per thread: dB^T [r, out] then dA [r, in].
   const int64_t per_thread = r * (out + in);
   std::vector<float> acc(static_cast<std::size_t>(threads * per_thread), 0.0f);
-#pragma omp parallel num_threads(threads)
-  {
-    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+  const auto run = [&](int t, int nt) {
     const int64_t begin = n * t / nt, end = n * (t + 1) / nt;
     float* dbt = acc.data() + t * per_thread;
     float* da = dbt + r * out;
@@ -85,6 +84,12 @@ void lora_backward(const float* g, const float* x, const float* u, const float* 
       k.accumulate_outer(su.data(), r, gb, out, rows, out, dbt);
       k.accumulate_outer(gu + i0 * r, r, xb, in, rows, in, da);
     }
+  };
+  if (threads == 1) {
+    run(0, 1);  // no OpenMP region at all (parallel.h)
+  } else {
+#pragma omp parallel num_threads(threads)
+    run(omp_get_thread_num(), omp_get_num_threads());
   }
   for (int t = 0; t < threads; ++t) {
     const float* dbt = acc.data() + t * per_thread;

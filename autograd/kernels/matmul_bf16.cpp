@@ -10,6 +10,7 @@
 #include "autograd/cpu_features.h"
 #include "autograd/dtype.h"
 #include "autograd/kernels/kernel_variants.h"
+#include "autograd/parallel.h"
 
 namespace lora {
 namespace {
@@ -41,11 +42,10 @@ void round_to_bf16(const float* in, int64_t count, uint16_t* out) {
   const RoundBlock round = round_block();
   constexpr int64_t kBlock = 1 << 14;
   const int64_t blocks = (count + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) if (blocks > 1)
-  for (int64_t b = 0; b < blocks; ++b) {
+  parallel_for(blocks, blocks > 1, [&](int64_t b) {
     const int64_t begin = b * kBlock;
     round(in + begin, std::min(count, begin + kBlock) - begin, out + begin);
-  }
+  });
 }
 
 // The logical [K, N] weight operand of out[M, N] = in[M, K] * B for each product, over a
@@ -215,8 +215,8 @@ void round_rows_to_bf16(const float* in, int64_t rows, int64_t cols, int64_t ld_
     return;
   }
   const RoundBlock round = round_block();  // not round_to_bf16: no serial region per row
-#pragma omp parallel for schedule(static) if (rows * cols >= (int64_t(1) << 14))
-  for (int64_t r = 0; r < rows; ++r) round(in + r * ld_in, cols, out + r * ld_out);
+  parallel_for(rows, rows * cols >= (int64_t(1) << 14),
+               [&](int64_t r) { round(in + r * ld_in, cols, out + r * ld_out); });
 }
 
 }  // namespace lora

@@ -1,11 +1,13 @@
 // The softmax and SwiGLU loops in AVX2+FMA, compiled with exactly those flags
 // (autograd/CMakeLists.txt): the copy every x86-64-v3 CPU runs, and the one LORA_CPU=avx2 picks.
-// Nothing here is inline or a template from another header (see vector_avx512.cpp).
+// Nothing here is inline from another header, and its one template from another (parallel_for)
+// takes only this file's own lambdas (see vector_avx512.cpp).
 #include <immintrin.h>
 
 #include <cmath>
 
 #include "autograd/kernels/kernel_variants.h"
+#include "autograd/parallel.h"
 
 namespace lora::kernels::avx2 {
 namespace {
@@ -93,14 +95,13 @@ double exp_shift_sum(float* x, int64_t n, float shift) {
 
 void swiglu_forward(const float* gate, const float* up, int64_t n, float* y) {
   const int64_t blocks = (n + kLanes - 1) / kLanes;
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-  for (int64_t b = 0; b < blocks; ++b) {
+  parallel_for(blocks, n > (1 << 16), [&](int64_t b) {
     const int64_t i = b * kLanes;
     const __m256i m = tail_mask(n - i);
     const __m256 g = _mm256_maskload_ps(gate + i, m);
     const __m256 u = _mm256_maskload_ps(up + i, m);
     _mm256_maskstore_ps(y + i, m, _mm256_mul_ps(_mm256_mul_ps(g, sigmoid8(g)), u));
-  }
+  });
 }
 
 // d gate (+)= g * up * s * (1 + x * (1 - s)), d up (+)= g * x * s, s = sigmoid(gate).
@@ -108,8 +109,7 @@ void swiglu_backward(const float* gate, const float* up, const float* g, int64_t
                      float* dup, bool accumulate) {
   const int64_t blocks = (n + kLanes - 1) / kLanes;
   const __m256 one = _mm256_set1_ps(1.0f);
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-  for (int64_t b = 0; b < blocks; ++b) {
+  parallel_for(blocks, n > (1 << 16), [&](int64_t b) {
     const int64_t i = b * kLanes;
     const __m256i m = tail_mask(n - i);
     const __m256 x = _mm256_maskload_ps(gate + i, m);
@@ -126,7 +126,7 @@ void swiglu_backward(const float* gate, const float* up, const float* g, int64_t
       const __m256 base = accumulate ? _mm256_maskload_ps(dup + i, m) : _mm256_setzero_ps();
       _mm256_maskstore_ps(dup + i, m, _mm256_fmadd_ps(_mm256_mul_ps(gv, x), s, base));
     }
-  }
+  });
 }
 
 }  // namespace lora::kernels::avx2

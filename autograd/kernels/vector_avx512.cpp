@@ -1,11 +1,13 @@
 // The softmax and SwiGLU loops in AVX-512, compiled with its flags (autograd/CMakeLists.txt) and
-// called only when active_cpu_features() has it. Nothing here is inline or a template from
-// another header, so no AVX-512 copy of shared code can replace the baseline one at link time.
+// called only when active_cpu_features() has it. Nothing here is inline from another header, and
+// the one template from another (parallel_for) is instantiated only with this file's own lambdas,
+// so no AVX-512 copy of shared code can replace the baseline one at link time.
 #include <immintrin.h>
 
 #include <cmath>
 
 #include "autograd/kernels/kernel_variants.h"
+#include "autograd/parallel.h"
 
 namespace lora::kernels::avx512 {
 namespace {
@@ -95,14 +97,13 @@ double exp_shift_sum(float* x, int64_t n, float shift) {
 
 void swiglu_forward(const float* gate, const float* up, int64_t n, float* y) {
   const int64_t blocks = (n + kLanes - 1) / kLanes;
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-  for (int64_t b = 0; b < blocks; ++b) {
+  parallel_for(blocks, n > (1 << 16), [&](int64_t b) {
     const int64_t i = b * kLanes;
     const __mmask16 m = n - i >= kLanes ? __mmask16(0xFFFF) : tail_mask(n - i);
     const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
     const __m512 u = _mm512_maskz_loadu_ps(m, up + i);
     _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(_mm512_mul_ps(g, sigmoid16(g)), u));
-  }
+  });
 }
 
 // d gate (+)= g * up * s * (1 + x * (1 - s)), d up (+)= g * x * s, s = sigmoid(gate).
@@ -110,8 +111,7 @@ void swiglu_backward(const float* gate, const float* up, const float* g, int64_t
                      float* dup, bool accumulate) {
   const int64_t blocks = (n + kLanes - 1) / kLanes;
   const __m512 one = _mm512_set1_ps(1.0f);
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-  for (int64_t b = 0; b < blocks; ++b) {
+  parallel_for(blocks, n > (1 << 16), [&](int64_t b) {
     const int64_t i = b * kLanes;
     const __mmask16 m = n - i >= kLanes ? __mmask16(0xFFFF) : tail_mask(n - i);
     const __m512 x = _mm512_maskz_loadu_ps(m, gate + i);
@@ -128,7 +128,7 @@ void swiglu_backward(const float* gate, const float* up, const float* g, int64_t
       const __m512 base = accumulate ? _mm512_maskz_loadu_ps(m, dup + i) : _mm512_setzero_ps();
       _mm512_mask_storeu_ps(dup + i, m, _mm512_fmadd_ps(_mm512_mul_ps(gv, x), s, base));
     }
-  }
+  });
 }
 
 }  // namespace lora::kernels::avx512
