@@ -35,9 +35,13 @@ void rmsnorm_backward(const T* x, const float* w, const T* inv_rms, const T* g, 
   parallel_for(rows, rows * dim > (1 << 16), [&](int64_t r) {
     const T* xr = x + r * dim;
     const T* gr = g + r * dim;
+    // A local copy: the simd reduction's scratch clobbers memory, so a pointer read through the
+    // capture in the loop is reloaded every iteration and the loop is left scalar.
+    const float* wr = w;
+    const int64_t width = dim;
     double dot = 0.0;
 #pragma omp simd reduction(+ : dot)
-    for (int64_t i = 0; i < dim; ++i) dot += double(gr[i]) * double(w[i]) * double(xr[i]);
+    for (int64_t i = 0; i < width; ++i) dot += double(gr[i]) * double(wr[i]) * double(xr[i]);
     const T inv = inv_rms[r];
     const T coef = T(dot / double(dim)) * inv * inv * inv;
     T* dxr = dx + r * dim;

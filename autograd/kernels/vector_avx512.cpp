@@ -4,6 +4,7 @@
 // so no AVX-512 copy of shared code can replace the baseline one at link time.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "autograd/kernels/kernel_variants.h"
@@ -13,6 +14,10 @@ namespace lora::kernels::avx512 {
 namespace {
 
 constexpr int64_t kLanes = 16;
+// Elements per split of the SwiGLU loops: one lane block per iteration made the call into each
+// iteration a quarter of their time.
+constexpr int64_t kChunk = 4096;
+int64_t chunks_of(int64_t n) { return (n + kChunk - 1) / kChunk; }
 
 // exp(x) = 2^k * e^r with k = round(x / ln 2) and |r| <= ln(2) / 2; e^r by its degree-6 Taylor
 // polynomial; scalef applies 2^k. Below -87.33, where e^x is no longer a normal float, the lane is
@@ -95,38 +100,46 @@ double exp_shift_sum(float* x, int64_t n, float shift) {
   return hsum16(acc);
 }
 
-void swiglu_forward(const float* gate, const float* up, int64_t n, float* y) {
-  const int64_t blocks = (n + kLanes - 1) / kLanes;
-  parallel_for(blocks, n > (1 << 16), [&](int64_t b) {
-    const int64_t i = b * kLanes;
-    const __mmask16 m = n - i >= kLanes ? __mmask16(0xFFFF) : tail_mask(n - i);
-    const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
-    const __m512 u = _mm512_maskz_loadu_ps(m, up + i);
-    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(_mm512_mul_ps(g, sigmoid16(g)), u));
+void swiglu_forward(const float* gate_in, const float* up_in, int64_t n, float* y_out) {
+  parallel_for(chunks_of(n), n > (1 << 16), [=](int64_t c) {
+    // Locals, not the captures: a masked store clobbers memory for GCC, which then reloads every
+    // capture in every iteration (15-20% of these loops).
+    const float *gate = gate_in, *up = up_in;
+    float* y = y_out;
+    const int64_t end = std::min(n, (c + 1) * kChunk);
+    for (int64_t i = c * kChunk; i < end; i += kLanes) {
+      const __mmask16 m = n - i >= kLanes ? __mmask16(0xFFFF) : tail_mask(n - i);
+      const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
+      const __m512 u = _mm512_maskz_loadu_ps(m, up + i);
+      _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(_mm512_mul_ps(g, sigmoid16(g)), u));
+    }
   });
 }
 
 // d gate (+)= g * up * s * (1 + x * (1 - s)), d up (+)= g * x * s, s = sigmoid(gate).
-void swiglu_backward(const float* gate, const float* up, const float* g, int64_t n, float* dgate,
-                     float* dup, bool accumulate) {
-  const int64_t blocks = (n + kLanes - 1) / kLanes;
+void swiglu_backward(const float* gate_in, const float* up_in, const float* g_in, int64_t n,
+                     float* dgate_out, float* dup_out, bool accumulate) {
   const __m512 one = _mm512_set1_ps(1.0f);
-  parallel_for(blocks, n > (1 << 16), [&](int64_t b) {
-    const int64_t i = b * kLanes;
-    const __mmask16 m = n - i >= kLanes ? __mmask16(0xFFFF) : tail_mask(n - i);
-    const __m512 x = _mm512_maskz_loadu_ps(m, gate + i);
-    const __m512 u = _mm512_maskz_loadu_ps(m, up + i);
-    const __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
-    const __m512 s = sigmoid16(x);
-    if (dgate) {
-      const __m512 d = _mm512_mul_ps(
-          _mm512_mul_ps(gv, u), _mm512_mul_ps(s, _mm512_fmadd_ps(x, _mm512_sub_ps(one, s), one)));
-      const __m512 base = accumulate ? _mm512_maskz_loadu_ps(m, dgate + i) : _mm512_setzero_ps();
-      _mm512_mask_storeu_ps(dgate + i, m, _mm512_add_ps(base, d));
-    }
-    if (dup) {
-      const __m512 base = accumulate ? _mm512_maskz_loadu_ps(m, dup + i) : _mm512_setzero_ps();
-      _mm512_mask_storeu_ps(dup + i, m, _mm512_fmadd_ps(_mm512_mul_ps(gv, x), s, base));
+  parallel_for(chunks_of(n), n > (1 << 16), [=](int64_t c) {
+    const float *gate = gate_in, *up = up_in, *g = g_in;  // locals: see swiglu_forward
+    float *dgate = dgate_out, *dup = dup_out;
+    const int64_t end = std::min(n, (c + 1) * kChunk);
+    for (int64_t i = c * kChunk; i < end; i += kLanes) {
+      const __mmask16 m = n - i >= kLanes ? __mmask16(0xFFFF) : tail_mask(n - i);
+      const __m512 x = _mm512_maskz_loadu_ps(m, gate + i);
+      const __m512 u = _mm512_maskz_loadu_ps(m, up + i);
+      const __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
+      const __m512 s = sigmoid16(x);
+      if (dgate) {
+        const __m512 d = _mm512_mul_ps(
+            _mm512_mul_ps(gv, u), _mm512_mul_ps(s, _mm512_fmadd_ps(x, _mm512_sub_ps(one, s), one)));
+        const __m512 base = accumulate ? _mm512_maskz_loadu_ps(m, dgate + i) : _mm512_setzero_ps();
+        _mm512_mask_storeu_ps(dgate + i, m, _mm512_add_ps(base, d));
+      }
+      if (dup) {
+        const __m512 base = accumulate ? _mm512_maskz_loadu_ps(m, dup + i) : _mm512_setzero_ps();
+        _mm512_mask_storeu_ps(dup + i, m, _mm512_fmadd_ps(_mm512_mul_ps(gv, x), s, base));
+      }
     }
   });
 }
