@@ -329,8 +329,7 @@ void frozen_short_gemm(const FrozenWeight& w, const float* x, int64_t n, float* 
                        std::vector<float>(static_cast<std::size_t>(R * padded))};
       },
       [&](Scratch& s, int64_t b) {
-        std::vector<float>& widened = s.widened;
-        std::vector<float>& out = s.out;
+        auto& [widened, out] = s;
         const int64_t r0 = b * R, used = std::min(R, rows - r0);
         w.rows_f32(r0, r0 + used, widened.data());
         std::fill(widened.begin() + used * cols, widened.end(), 0.0f);  // a last, partial block

@@ -142,60 +142,64 @@ QuantizedMatrix quantize(std::span<const float> w, int64_t rows, int64_t cols, i
   return q;
 }
 
+namespace {
+
+// Row r of q into dst (q.cols values); `wide`: the AVX-512 widening applies to this matrix.
+void dequantize_row(const QuantizedMatrix& q, int64_t r, bool wide, float* dst) {
+  const int64_t wpr = q.words_per_row();
+  const int64_t groups = q.groups_per_row();
+  const uint32_t* words = q.packed.data() + r * wpr;
+  const float* scales = q.scales.data() + r * groups;
+  const float* biases = q.biases.data() + r * groups;
+  if (q.bits == 4 && wide) {
+    mlx_avx512::dequantize_row4(reinterpret_cast<const uint8_t*>(words), scales, biases, q.cols,
+                                q.group_size, dst);
+  } else if (q.bits == 4) {
+    // The common case, one group at a time: its scale and bias hoisted, 8 values per word.
+    const int64_t words_per_group = q.group_size / 8;
+    for (int64_t g = 0; g < groups; ++g) {
+      const float s = scales[g], b = biases[g];
+      const uint32_t* gw = words + g * words_per_group;
+      float* d = dst + g * q.group_size;
+      for (int64_t wi = 0; wi < words_per_group; ++wi) {
+        const uint32_t word = gw[wi];
+        for (int k = 0; k < 8; ++k)
+          d[wi * 8 + k] = s * static_cast<float>((word >> (4 * k)) & 15u) + b;
+      }
+    }
+  } else if (q.bits == 8 || q.bits == 2) {
+    // Values never straddle words: a simple shift loop per word.
+    const int per_word = 32 / q.bits;
+    const uint32_t mask = (1u << q.bits) - 1;
+    for (int64_t wi = 0; wi < wpr; ++wi) {
+      uint32_t word = words[wi];
+      const int64_t base = wi * per_word;
+      for (int k = 0; k < per_word; ++k, word >>= q.bits) {
+        const int64_t c = base + k;
+        const int64_t g = c / q.group_size;
+        dst[c] = scales[g] * static_cast<float>(word & mask) + biases[g];
+      }
+    }
+  } else {
+    for (int64_t c = 0; c < q.cols; ++c) {
+      const int64_t g = c / q.group_size;
+      const uint32_t v = extract_bits(words, wpr, c * q.bits, q.bits);
+      dst[c] = scales[g] * static_cast<float>(v) + biases[g];
+    }
+  }
+}
+
+}  // namespace
+
 void dequantize_rows(const QuantizedMatrix& q, int64_t row_begin, int64_t row_end, float* out) {
   if (row_begin < 0 || row_end > q.rows || row_begin > row_end)
     throw std::out_of_range("dequantize_rows: rows out of range");
-  const int64_t wpr = q.words_per_row();
-  const int64_t groups = q.groups_per_row();
   // AVX-512 widens 32 values per step where groups (and so rows) are whole steps.
   const bool wide = active_cpu_features().avx512 && q.group_size % 32 == 0 && q.cols % 32 == 0;
   // Rows are independent: split them across threads when there is enough work (this runs on
   // every frozen product of a quantized base, between sgemm calls that use every core).
   parallel_for(row_end - row_begin, (row_end - row_begin) * q.cols >= (int64_t(1) << 16),
-               [&](int64_t i) {
-                 const int64_t r = row_begin + i;
-                 const uint32_t* words = q.packed.data() + r * wpr;
-                 const float* scales = q.scales.data() + r * groups;
-                 const float* biases = q.biases.data() + r * groups;
-                 float* dst = out + (r - row_begin) * q.cols;
-                 if (q.bits == 4 && wide) {
-                   mlx_avx512::dequantize_row4(reinterpret_cast<const uint8_t*>(words), scales,
-                                               biases, q.cols, q.group_size, dst);
-                 } else if (q.bits == 4) {
-                   // The common case, one group at a time: its scale and bias hoisted, 8 values per
-                   // word.
-                   const int64_t words_per_group = q.group_size / 8;
-                   for (int64_t g = 0; g < groups; ++g) {
-                     const float s = scales[g], b = biases[g];
-                     const uint32_t* gw = words + g * words_per_group;
-                     float* d = dst + g * q.group_size;
-                     for (int64_t wi = 0; wi < words_per_group; ++wi) {
-                       const uint32_t word = gw[wi];
-                       for (int k = 0; k < 8; ++k)
-                         d[wi * 8 + k] = s * static_cast<float>((word >> (4 * k)) & 15u) + b;
-                     }
-                   }
-                 } else if (q.bits == 8 || q.bits == 2) {
-                   // Values never straddle words: a simple shift loop per word.
-                   const int per_word = 32 / q.bits;
-                   const uint32_t mask = (1u << q.bits) - 1;
-                   for (int64_t wi = 0; wi < wpr; ++wi) {
-                     uint32_t word = words[wi];
-                     const int64_t base = wi * per_word;
-                     for (int k = 0; k < per_word; ++k, word >>= q.bits) {
-                       const int64_t c = base + k;
-                       const int64_t g = c / q.group_size;
-                       dst[c] = scales[g] * static_cast<float>(word & mask) + biases[g];
-                     }
-                   }
-                 } else {
-                   for (int64_t c = 0; c < q.cols; ++c) {
-                     const int64_t g = c / q.group_size;
-                     const uint32_t v = extract_bits(words, wpr, c * q.bits, q.bits);
-                     dst[c] = scales[g] * static_cast<float>(v) + biases[g];
-                   }
-                 }
-               });
+               [&](int64_t i) { dequantize_row(q, row_begin + i, wide, out + i * q.cols); });
 }
 
 std::vector<float> dequantize(const QuantizedMatrix& q) {

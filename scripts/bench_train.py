@@ -14,8 +14,8 @@ ATEN_CPU_CAPABILITY or ONEDNN_MAX_CPU_ISA from the environment (--env sets them)
 compared with PyTorch f32 eager, bf16 compute with PyTorch's bf16 autocast, the latter only where
 the CPU has bf16 units (avx512_bf16 or amx_bf16 in /proc/cpuinfo). Both sides report their
 conditions (threads, batch, seq, tokens per step, layers, LoRA targets and rank, dtype); where they
-differ no ratio is printed, and the difference is. The sgemm peak (build/bench/sgemm_peak) is measured before and after; MFU is against the
-higher of the two. Every run of ours also splits its step by class of work (frozen products
+differ no ratio is printed, and the difference is. The sgemm peak (build/bench/sgemm_peak) is
+measured before and after; MFU is against the higher of the two. Every run of ours also splits its step by class of work (frozen products
 forward and input gradient, LoRA products, the cross-entropy head, attention, norms/RoPE/
 elementwise, optimizer) with the GFLOP/s each class achieved: "op_classes" in the JSON, and under
 each row of the printed table.
