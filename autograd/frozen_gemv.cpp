@@ -29,6 +29,7 @@ struct Scalar {
   static constexpr bool kCodeTable = false;
   static reg fmadd(reg a, reg b, reg c) { return a * b + c; }
   static float hsum(reg a) { return a; }
+  static reg sum_each(const reg (&v)[1]) { return v[0]; }
   static ireg load_u8(const uint8_t* p) { return p[0]; }
   static ireg load_s8(const uint8_t* p) { return static_cast<int8_t>(p[0]); }
   static reg to_float(ireg v) { return static_cast<float>(v); }

@@ -372,6 +372,17 @@ TEST(GradCheck, AttentionSingleQueryRow) {
   c.check_op();
 }
 
+// An f32 path's log-sum-exp per row against the double kernel's: -inf where no key was visible.
+void expect_lse_near(const std::vector<float>& lse, const std::vector<double>& want) {
+  for (std::size_t i = 0; i < lse.size(); ++i) {
+    if (std::isinf(want[i])) {
+      EXPECT_EQ(lse[i], -std::numeric_limits<float>::infinity()) << "row " << i;
+    } else {
+      EXPECT_NEAR(lse[i], want[i], 1e-5 * (1 + std::fabs(want[i]))) << "row " << i;
+    }
+  }
+}
+
 // The tiled f32 path (a head dimension of whole vectors) on every vector instruction set against
 // the double kernel: 70 queries over 75 keys (two query blocks, a cache offset of 5), 6 heads over
 // 2 KV heads, padding; plain causal, then with a sliding window of 8 and soft-capping, where rows
@@ -402,13 +413,7 @@ TEST(GradCheck, AttentionTiledMatchesTheDoubleKernelOnEveryCopy) {
       kernels::attention_forward_tiled(q.data(), k.data(), v.data(), c.s, c.valid.data(),
                                        out.data(), lse.data(), *kernels);
       EXPECT_LT(max_rel_error(out, want), 1e-5);
-      for (std::size_t i = 0; i < lse.size(); ++i) {
-        if (std::isinf(want_lse[i])) {
-          EXPECT_EQ(lse[i], -std::numeric_limits<float>::infinity()) << "row " << i;
-        } else {
-          EXPECT_NEAR(lse[i], want_lse[i], 1e-5 * (1 + std::fabs(want_lse[i]))) << "row " << i;
-        }
-      }
+      expect_lse_near(lse, want_lse);
       if (windowed) {  // sequence 1, queries 0-4 (key positions 5-9): only padding in the window
         for (std::size_t i = 70 * 96; i < 75 * 96; ++i) EXPECT_EQ(out[i], 0.0f) << i;
       }
@@ -420,6 +425,54 @@ TEST(GradCheck, AttentionTiledMatchesTheDoubleKernelOnEveryCopy) {
       EXPECT_LT(max_rel_error(dv, want_grads[2]), kOpTol);
     }
     c.check_op();
+  }
+}
+
+// A decode step's f32 attention over the cache (one query row per sequence, a head of whole
+// vectors) on every vector instruction set against the double kernel: 3 sequences over 150 keys
+// (several blocks of keys and a partial vector of them), 6 heads over 2 KV heads, head dimensions
+// held in registers (16, 64, 80 on AVX-512) and not (80 on AVX2, 256), padding; plain, then with a
+// sliding window of 7 and soft-capping, where sequence 2 sees only padding and gets zero rows with
+// a log-sum-exp of -inf. attention_forward takes this path for f32.
+TEST(GradCheck, AttentionCachedHeadsMatchTheDoubleKernelOnEveryCopy) {
+  std::vector<uint8_t> valid(3 * 150, 1);
+  valid[3] = valid[149] = valid[150 + 70] = 0;
+  std::fill(valid.begin() + 2 * 150 + 140, valid.end(), uint8_t{0});
+  std::vector<std::pair<GemvIsa, const gemv::Kernels*>> copies;
+  if (gemv_isa_supported(GemvIsa::Avx2)) copies.emplace_back(GemvIsa::Avx2, &gemv_avx2::kernels());
+  if (gemv_isa_supported(GemvIsa::Avx512))
+    copies.emplace_back(GemvIsa::Avx512, &gemv_avx512::kernels());
+  ASSERT_FALSE(copies.empty()) << "no vector instruction set to run the cached path";
+  for (const int64_t head_dim : {16, 64, 80, 256}) {
+    AttentionCase c({3, 1, 150, 6, 2, head_dim}, valid);
+    for (const bool windowed : {false, true}) {
+      c.s.window = windowed ? 7 : 0;
+      c.s.softcap = windowed ? 0.9 : 0.0;
+      std::vector<double> want(c.nq), want_lse(c.nlse);
+      kernels::attention_forward(c.q.data(), c.k.data(), c.v.data(), c.s, c.valid.data(),
+                                 want.data(), want_lse.data());
+      EXPECT_LT(max_rel_error(want, c.naive_output()), 1e-12);
+      const auto q = to_float(c.q), k = to_float(c.k), v = to_float(c.v);
+      for (const auto& [isa, kernels] : copies) {
+        SCOPED_TRACE(std::string(gemv_isa_name(isa)) + ", head_dim " + std::to_string(head_dim) +
+                     (windowed ? ", window and soft-cap" : ""));
+        std::vector<float> out(c.nq, 1.0f), lse(c.nlse), scores(std::size_t(3 * 150));
+        for (int64_t b = 0; b < 3; ++b)
+          for (int64_t kvh = 0; kvh < 2; ++kvh)
+            kernels::attend_cached_heads(q.data(), k.data(), v.data(), c.s, b, kvh, c.valid.data(),
+                                         scores.data(), out.data(), lse.data(), *kernels);
+        EXPECT_LT(max_rel_error(out, want), 1e-5);
+        expect_lse_near(lse, want_lse);
+        if (windowed) {  // sequence 2 sees keys 143..149 of the window: all padding
+          for (std::size_t i = std::size_t(2 * 6 * head_dim); i < out.size(); ++i)
+            EXPECT_EQ(out[i], 0.0f) << i;
+        }
+      }
+      std::vector<float> out(c.nq), lse(c.nlse);
+      kernels::attention_forward(to_float(c.q).data(), to_float(c.k).data(), to_float(c.v).data(),
+                                 c.s, c.valid.data(), out.data(), lse.data());
+      EXPECT_LT(max_rel_error(out, want), 1e-5);
+    }
   }
 }
 

@@ -26,6 +26,21 @@ struct Avx2 {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
   }
+  // Three levels, each adding two halves of every pair of vectors: 21 operations for 8 sums.
+  static reg sum_each(const reg (&v)[8]) {
+    reg quads[2];
+    for (int g = 0; g < 2; ++g) {
+      reg pairs[2];
+      for (int p = 0; p < 2; ++p) {
+        const reg a = v[4 * g + 2 * p], b = v[4 * g + 2 * p + 1];
+        pairs[p] = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+      }
+      quads[g] = _mm256_add_ps(_mm256_shuffle_ps(pairs[0], pairs[1], 0x44),
+                               _mm256_shuffle_ps(pairs[0], pairs[1], 0xEE));
+    }
+    return _mm256_add_ps(_mm256_permute2f128_ps(quads[0], quads[1], 0x20),
+                         _mm256_permute2f128_ps(quads[0], quads[1], 0x31));
+  }
   static __m128i eight_bytes(const uint8_t* p) {
     int64_t v;
     std::memcpy(&v, p, 8);

@@ -42,10 +42,30 @@ struct TileArgs {
 };
 using TileGemmKernel = void (*)(const TileArgs&);
 
+// The query heads that share one KV head, in one decode step, against one sequence's cache.
+struct CachedHeadsArgs {
+  const float* q = nullptr;     // `heads` rows of head_dim, adjacent
+  const float* keys = nullptr;  // key j at keys + j * kv_stride
+  const float* values = nullptr;
+  int64_t kv_stride = 0;
+  int64_t head_dim = 0;  // a multiple of Kernels::lanes
+  int64_t heads = 0;
+  float* scores = nullptr;  // `heads` rows of ld
+  int64_t ld = 0;
+};
+// scores[h * ld + j] = scale * q_h . key_j for j in [first, count).
+using CachedScoresKernel = void (*)(const CachedHeadsArgs&, int64_t first, int64_t count,
+                                    float scale);
+// out[h * head_dim + c] = sum over j in [first, count) of scores[h * ld + j] * value_j[c].
+using CachedValuesKernel = void (*)(const CachedHeadsArgs&, int64_t first, int64_t count,
+                                    float* out);
+
 struct Kernels {
   void (*permute_for_nibbles)(const float* x, int64_t cols, float* out);
   RowsKernel mlx4, mlx8, q4_0, q8_0, f32, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k;
   TileGemmKernel tile_gemm;
+  CachedScoresKernel cached_scores;
+  CachedValuesKernel cached_values;
   int tile_rows;  // rows of C per register block of tile_gemm
   int lanes;      // floats per vector
 };

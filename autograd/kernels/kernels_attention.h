@@ -308,13 +308,34 @@ const gemv::Kernels& tile_kernels();
 // (SmolLM2-135M, 62-token prompt, two threads: 4.1-4.4 -> 3.8-4.0 ms a step).
 inline constexpr int64_t kSingleQueryParallelWork = int64_t(1) << 14;
 
+// A decode step's query heads of one KV head (kvh) of sequence b, on the vector kernels of
+// kernels_cached_attention.h: their scores, each head's softmax (capped, masked), then the
+// probability-weighted values. `scores` holds group() rows of seq_k.
+void attend_cached_heads(const float* q, const float* k, const float* v, const AttentionShape& s,
+                         int64_t b, int64_t kvh, const uint8_t* key_valid, float* scores,
+                         float* out, float* lse, const gemv::Kernels& kernels);
+
 // A decode step's attention: one query row per sequence. Each head's few thousand multiply-adds
 // cost less than the setup of the two sgemm calls the blocked path makes per head, so the rows
-// run as plain loops.
+// run as plain loops; in f32, with a head a whole number of vectors, as vector kernels that read
+// each cached key and value once for all the heads that share it.
 template <typename T>
 void attention_forward_single_query(const T* q, const T* k, const T* v, const AttentionShape& s,
                                     const uint8_t* key_valid, T* out, T* lse) {
   const int64_t work = s.batch * s.heads * s.seq_k * s.head_dim;
+  if constexpr (std::is_same_v<T, float>) {
+    const gemv::Kernels& kernels = tile_kernels();
+    if (kernels.cached_scores && s.head_dim % kernels.lanes == 0) {
+      parallel_for_with_scratch(
+          s.batch * s.kv_heads, work >= kSingleQueryParallelWork,
+          [&] { return std::vector<float>(static_cast<std::size_t>(s.group() * s.seq_k)); },
+          [&](std::vector<float>& scores, int64_t i) {
+            attend_cached_heads(q, k, v, s, i / s.kv_heads, i % s.kv_heads, key_valid,
+                                scores.data(), out, lse, kernels);
+          });
+      return;
+    }
+  }
   parallel_for_with_scratch(
       s.batch * s.heads, work >= kSingleQueryParallelWork,
       [&] { return std::vector<T>(static_cast<std::size_t>(s.seq_k)); },

@@ -10,8 +10,9 @@
 // bits that shifting h left by S (right by -S) puts at bits 4-5, as 0..48); bit_to_16(h, s)
 // (lane: 16 if bit s of its byte h is set, else 0); kCodeTable, and where it is true codes() (the
 // floats 0..15) and lookup_low / lookup_high (a lane's low or high nibble picks one of a
-// register's 16 floats). Block scales (IEEE halves) come from RowsArgs::halves, a table: a load
-// where a conversion took three vector uops, 8% of a Qwen2.5-0.5B-shape Q4_0 decode step.
+// register's 16 floats); sum_each, for kernels_cached_attention.h. Block scales (IEEE halves) come
+// from RowsArgs::halves, a table: a load where a conversion took three vector uops, 8% of a
+// Qwen2.5-0.5B-shape Q4_0 decode step.
 //
 // Each loop works on R rows at once (4, then 1 for the tail): R independent accumulator chains
 // hide the FMA latency, and each load of x serves R rows.
@@ -20,6 +21,8 @@
 #include <cstring>
 
 #include "autograd/kernels/gemv_isa.h"
+#include "autograd/kernels/kernels_cached_attention.h"
+#include "autograd/kernels/kernels_prefetch.h"
 
 namespace {
 
@@ -35,12 +38,6 @@ using lora::gemv::RowsArgs;
 // prefetcher to find on its own, and one block ahead (about a kilobyte) is read sooner than
 // memory answers; 16 rows ahead is several kilobytes.
 inline constexpr int64_t kPrefetchRows = 16;
-// An asm statement, not __builtin_prefetch: GCC 12 deletes a builtin prefetch that sits behind a
-// branch or in a loop of its own (its dead-code pass finds no effect), and did so in every kernel
-// here; tests/test_frozen_gemv.cpp counts the prefetches in the compiled kernels.
-inline void prefetch_line(const void* p) {
-  asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
-}
 template <int R>
 inline void prefetch_next_rows(const RowsArgs& a, int64_t r0, int64_t offset, int64_t step) {
   if (r0 + kPrefetchRows + R > a.rows) return;
@@ -606,6 +603,8 @@ constexpr lora::gemv::Kernels make_kernels() {
           &rows_in_fours<&q4_k_rows_at<V, 4, true>, &q4_k_rows_at<V, 1, true>>,
           &rows_in_fours<&q6_k_rows_at<V, 4>, &q6_k_rows_at<V, 1>>,
           &tile_gemm<V>,
+          &cached_scores<V>,
+          &cached_values<V>,
           kTileRows<V>,
           V::W};
 }

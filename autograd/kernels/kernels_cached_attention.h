@@ -1,0 +1,147 @@
+// A decode step's attention loops over the KV cache (gemv::CachedHeadsArgs), written once over the
+// vector type V of kernels_gemv.h and compiled per instruction set with it. The query heads that
+// share one KV head go together, so each cached key and value is read from memory once per step
+// for all of them, not once per head.
+//
+// Scores: a block of W keys against one head at a time, one accumulator per key, the head's query
+// held in registers; V::sum_each then turns the W accumulators into the W scores in one
+// transposing reduction instead of W horizontal sums. Values: one head's output row held in
+// registers while the block's probability-weighted values are added into it. Blocks are short
+// enough (kCachedBlock keys) for their keys or values to stay in L1 while every head reads them.
+//
+// V provides, beyond kernels_gemv.h's list: sum_each(const reg (&v)[W]) (lane i: the sum of v[i]'s
+// lanes).
+#pragma once
+#include <algorithm>
+#include <cstdint>
+
+#include "autograd/kernels/gemv_isa.h"
+#include "autograd/kernels/kernels_prefetch.h"
+
+namespace {
+
+using lora::gemv::CachedHeadsArgs;
+
+inline constexpr int64_t kCachedBlock = 64;
+// The register arrays' loops unrolled whole: GCC at -O2 keeps an array indexed in a loop on the
+// stack, a store and a reload per multiply-add.
+#define LORA_GEMV_UNROLL_ALL _Pragma("GCC unroll 16")
+
+// Scores of one head against keys j0 .. j0 + n - 1 (n <= W). C: the head's vectors, or 0 for a
+// count known only at run time.
+template <class V, int C>
+void score_keys(const CachedHeadsArgs& a, const float* qh, int64_t j0, int n, float scale,
+                float* to) {
+  constexpr int W = V::W;
+  const int64_t chunks = C > 0 ? C : a.head_dim / W;
+  typename V::reg q[C > 0 ? C : 1], acc[W];
+  if constexpr (C > 0) {
+    LORA_GEMV_UNROLL_ALL for (int c = 0; c < C; ++c) q[c] = V::load(qh + c * W);
+  }
+  LORA_GEMV_UNROLL_ALL for (int i = 0; i < W; ++i) {
+    acc[i] = V::zero();
+    if (i >= n) continue;
+    const float* key = a.keys + (j0 + i) * a.kv_stride;
+    LORA_GEMV_UNROLL_ALL for (int64_t c = 0; c < chunks; ++c) acc[i] =
+        V::fmadd(C > 0 ? q[c] : V::load(qh + c * W), V::load(key + c * W), acc[i]);
+  }
+  const auto scores = V::mul(V::sum_each(acc), V::set1(scale));
+  if (n == W) return V::store(to, scores);
+  float lanes[W];
+  V::store(lanes, scores);
+  std::copy_n(lanes, n, to);
+}
+
+// Pulls the rows of the keys or values in [j0, j1) toward the cache: a head's part of a cached row
+// is a few lines out of every row of all heads, a stride the hardware prefetcher follows poorly.
+inline void prefetch_rows(const float* rows, int64_t stride, int64_t head_dim, int64_t j0,
+                          int64_t j1) {
+  for (int64_t j = j0; j < j1; ++j)
+    for (int64_t c = 0; c < head_dim; c += 16) prefetch_line(rows + j * stride + c);
+}
+
+template <class V, int C>
+void cached_scores_with(const CachedHeadsArgs& a, int64_t first, int64_t count, float scale) {
+  constexpr int W = V::W;
+  for (int64_t b0 = first; b0 < count; b0 += kCachedBlock) {
+    const int64_t b1 = std::min(count, b0 + kCachedBlock);
+    prefetch_rows(a.keys, a.kv_stride, a.head_dim, b1, std::min(count, b1 + kCachedBlock));
+    for (int64_t h = 0; h < a.heads; ++h)
+      for (int64_t j = b0; j < b1; j += W)
+        score_keys<V, C>(a, a.q + h * a.head_dim, j, static_cast<int>(std::min<int64_t>(W, b1 - j)),
+                         scale, a.scores + h * a.ld + j);
+  }
+}
+
+// out[h * head_dim + c] += sum_j scores[h * ld + j] * values[j * kv_stride + c], j in [j0, j1).
+template <class V, int C>
+void add_weighted_values(const CachedHeadsArgs& a, int64_t h, int64_t j0, int64_t j1, float* out) {
+  constexpr int W = V::W;
+  float* o = out + h * a.head_dim;
+  const float* p = a.scores + h * a.ld;
+  if constexpr (C == 0) {
+    for (int64_t j = j0; j < j1; ++j) {
+      const auto pj = V::set1(p[j]);
+      const float* value = a.values + j * a.kv_stride;
+      for (int64_t c = 0; c < a.head_dim; c += W)
+        V::store(o + c, V::fmadd(pj, V::load(value + c), V::load(o + c)));
+    }
+  } else {
+    typename V::reg acc[C];
+    LORA_GEMV_UNROLL_ALL for (int c = 0; c < C; ++c) acc[c] = V::load(o + c * W);
+    for (int64_t j = j0; j < j1; ++j) {
+      const auto pj = V::set1(p[j]);
+      const float* value = a.values + j * a.kv_stride;
+      LORA_GEMV_UNROLL_ALL for (int c = 0; c < C; ++c) acc[c] =
+          V::fmadd(pj, V::load(value + c * W), acc[c]);
+    }
+    LORA_GEMV_UNROLL_ALL for (int c = 0; c < C; ++c) V::store(o + c * W, acc[c]);
+  }
+}
+
+template <class V, int C>
+void cached_values_with(const CachedHeadsArgs& a, int64_t first, int64_t count, float* out) {
+  std::fill(out, out + a.heads * a.head_dim, 0.0f);
+  for (int64_t b0 = first; b0 < count; b0 += kCachedBlock) {
+    const int64_t b1 = std::min(count, b0 + kCachedBlock);
+    prefetch_rows(a.values, a.kv_stride, a.head_dim, b1, std::min(count, b1 + kCachedBlock));
+    for (int64_t h = 0; h < a.heads; ++h) add_weighted_values<V, C>(a, h, b0, b1, out);
+  }
+}
+
+// Calls F<C> with C the head's vector count where that is small enough to hold, else F<0>.
+template <class V, template <class, int> class F, class... Args>
+void with_held_chunks(const CachedHeadsArgs& a, Args... args) {
+  switch (a.head_dim / V::W) {
+    case 1: return F<V, 1>::run(a, args...);
+    case 2: return F<V, 2>::run(a, args...);
+    case 4: return F<V, 4>::run(a, args...);
+    case 5: return F<V, 5>::run(a, args...);
+    case 6: return F<V, 6>::run(a, args...);
+    case 8: return F<V, 8>::run(a, args...);
+    default: return F<V, 0>::run(a, args...);
+  }
+}
+template <class V, int C>
+struct ScoresWith {
+  static void run(const CachedHeadsArgs& a, int64_t first, int64_t count, float scale) {
+    cached_scores_with<V, C>(a, first, count, scale);
+  }
+};
+template <class V, int C>
+struct ValuesWith {
+  static void run(const CachedHeadsArgs& a, int64_t first, int64_t count, float* out) {
+    cached_values_with<V, C>(a, first, count, out);
+  }
+};
+
+template <class V>
+void cached_scores(const CachedHeadsArgs& a, int64_t first, int64_t count, float scale) {
+  with_held_chunks<V, ScoresWith>(a, first, count, scale);
+}
+template <class V>
+void cached_values(const CachedHeadsArgs& a, int64_t first, int64_t count, float* out) {
+  with_held_chunks<V, ValuesWith>(a, first, count, out);
+}
+
+}  // namespace
