@@ -32,7 +32,8 @@ void attend_cached_heads(const float* q, const float* k, const float* v, const A
   std::vector<float> inv(static_cast<std::size_t>(group));
   for (int64_t h = 0; h < group; ++h) {
     float* p = scores + h * s.seq_k;
-    if (s.softcap > 0) d::soft_cap(p + first, count - first, s.softcap, static_cast<float*>(nullptr));
+    if (s.softcap > 0)
+      d::soft_cap(p + first, count - first, s.softcap, static_cast<float*>(nullptr));
     const int64_t limit = d::mask_row(p, s, b, 0, count, key_valid);
     const float mx = d::row_max(p + first, limit - first);
     float& lse_at = lse[(b * s.heads + h0 + h) * s.seq_q];

@@ -46,10 +46,15 @@ void score_keys(const CachedHeadsArgs& a, const float* qh, int64_t j0, int n, fl
         V::fmadd(C > 0 ? q[c] : V::load(qh + c * W), V::load(key + c * W), acc[i]);
   }
   const auto scores = V::mul(V::sum_each(acc), V::set1(scale));
-  if (n == W) return V::store(to, scores);
-  float lanes[W];
-  V::store(lanes, scores);
-  std::copy_n(lanes, n, to);
+  if constexpr (W > 1) {
+    if (n < W) {
+      float lanes[W];
+      V::store(lanes, scores);
+      std::copy_n(lanes, n, to);
+      return;
+    }
+  }
+  V::store(to, scores);
 }
 
 // Pulls the rows of the keys or values in [j0, j1) toward the cache: a head's part of a cached row
@@ -113,13 +118,20 @@ void cached_values_with(const CachedHeadsArgs& a, int64_t first, int64_t count, 
 template <class V, template <class, int> class F, class... Args>
 void with_held_chunks(const CachedHeadsArgs& a, Args... args) {
   switch (a.head_dim / V::W) {
-    case 1: return F<V, 1>::run(a, args...);
-    case 2: return F<V, 2>::run(a, args...);
-    case 4: return F<V, 4>::run(a, args...);
-    case 5: return F<V, 5>::run(a, args...);
-    case 6: return F<V, 6>::run(a, args...);
-    case 8: return F<V, 8>::run(a, args...);
-    default: return F<V, 0>::run(a, args...);
+    case 1:
+      return F<V, 1>::run(a, args...);
+    case 2:
+      return F<V, 2>::run(a, args...);
+    case 4:
+      return F<V, 4>::run(a, args...);
+    case 5:
+      return F<V, 5>::run(a, args...);
+    case 6:
+      return F<V, 6>::run(a, args...);
+    case 8:
+      return F<V, 8>::run(a, args...);
+    default:
+      return F<V, 0>::run(a, args...);
   }
 }
 template <class V, int C>
