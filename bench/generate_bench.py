@@ -6,12 +6,13 @@ run with the same threads, the programs alternating run by run so that a change 
 load hits each of them.
 
     bench/generate_bench.py [--shape qwen2.5-0.5b|smollm2-135m] [--threads 1,2] [--runs 3]
-        [--tokens 64] [--work out/bench/generate] [--json FILE]
+        [--tokens 64] [--prompt-tokens N] [--work out/bench/generate] [--json FILE]
 
 The model is random (scripts/make_random_model.py, bf16, tied embeddings) with the shape's
 dimensions and vocabulary, so decode reads as many bytes per token as the real model; its
 tokenizer is stories260K's (LORA_SHARED, default ../shared), whose ids the random vocabulary
-pads. MLX: `lora convert --quantize 4 --q-group-size 64` (bf16 scales and biases on disk: 4.5 bits
+pads. The prompt is a short story's opening (about 50 tokens), or with --prompt-tokens that text
+repeated to about N tokens: decode then reads a long KV cache at every step. MLX: `lora convert --quantize 4 --q-group-size 64` (bf16 scales and biases on disk: 4.5 bits
 a weight, as Q4_0). GGUF: bench/gguf_from_folder with Q4_0 (llama.cpp's rounding), and `lora convert
 --q-type q4_k_m` (llama-quantize's Q4_K_M mix). Every run starts from the same prompt ids.
 
@@ -83,6 +84,13 @@ def make_models(shape, work):
     return mlx, gguf, q4_k_m
 
 
+def prompt_ids(model, text):
+    """The ids `lora generate` feeds for `text` (special tokens included), for llama.cpp."""
+    tok = subprocess.run(["build/lora", "--json", "tokenize", "--model", model], input=json.dumps(
+        {"text": text}) + "\n", capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(tok.stdout.strip().splitlines()[-1])["ids_with_special"]
+
+
 def matrix_bytes(model):
     """Bytes of every matrix one decode step reads: all projections and the head (the embedding
     table when tied: the head reads it whole, the lookup one row)."""
@@ -151,6 +159,8 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--prompt-tokens", type=int, default=0,
+                    help="repeat the prompt text to about this many tokens (default: once)")
     ap.add_argument("--work", default=os.path.join(ROOT, "out", "bench", "generate"))
     ap.add_argument("--json", help="also write the result here (after each thread count)")
     ap.add_argument("--run-timeout", type=int, default=RUN_TIMEOUT_S,
@@ -159,13 +169,15 @@ def main():
     globals()["RUN_TIMEOUT_S"] = a.run_timeout
     os.makedirs(a.work, exist_ok=True)
     mlx, gguf, q4_k_m = make_models(a.shape, a.work)
-    tok = subprocess.run(["build/lora", "--json", "tokenize", "--model", mlx], input=json.dumps(
-        {"text": PROMPT}) + "\n", capture_output=True, text=True, check=True, cwd=ROOT)
-    ids = json.loads(tok.stdout.strip().splitlines()[-1])["ids_with_special"]
-    programs = {"lora_mlx_q4": lambda t: ours(mlx, PROMPT, a.tokens, t),
-                "lora_gguf_q4_0": lambda t: ours(gguf, PROMPT, a.tokens, t),
+    prompt = PROMPT
+    ids = prompt_ids(mlx, prompt)
+    if a.prompt_tokens > len(ids):
+        prompt = " ".join([PROMPT] * round(a.prompt_tokens / len(ids)))
+        ids = prompt_ids(mlx, prompt)
+    programs = {"lora_mlx_q4": lambda t: ours(mlx, prompt, a.tokens, t),
+                "lora_gguf_q4_0": lambda t: ours(gguf, prompt, a.tokens, t),
                 "llama_cpp_gguf_q4_0": lambda t: llama_cpp(gguf, ids, a.tokens, t),
-                "lora_gguf_q4_k_m": lambda t: ours(q4_k_m, PROMPT, a.tokens, t),
+                "lora_gguf_q4_k_m": lambda t: ours(q4_k_m, prompt, a.tokens, t),
                 "llama_cpp_gguf_q4_k_m": lambda t: llama_cpp(q4_k_m, ids, a.tokens, t)}
     load_before = os.getloadavg()
     results = {}
