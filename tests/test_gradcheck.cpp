@@ -431,13 +431,15 @@ TEST(GradCheck, AttentionTiledMatchesTheDoubleKernelOnEveryCopy) {
 // A decode step's f32 attention over the cache (one query row per sequence, a head of whole
 // vectors) on every vector instruction set against the double kernel: 3 sequences over 150 keys
 // (several blocks of keys and a partial vector of them), 6 heads over 2 KV heads, head dimensions
-// held in registers (16, 64, 80 on AVX-512) and not (80 on AVX2, 256), padding; plain, then with a
-// sliding window of 7 and soft-capping, where sequence 2 sees only padding and gets zero rows with
-// a log-sum-exp of -inf. attention_forward takes this path for f32.
-TEST(GradCheck, AttentionCachedHeadsMatchTheDoubleKernelOnEveryCopy) {
+// held in registers (16, 64, 80 on AVX-512) and not (80 on AVX2, 256), padding (sequence 2's last
+// 50 keys: with the keys in 3 parts, one part sees nothing while the others do); the keys whole
+// and in 3 parts; plain, then with a sliding window of 7 and soft-capping, where sequence 2 sees
+// only padding and gets zero rows with a log-sum-exp of -inf. attention_forward takes this path
+// for f32.
+TEST(GradCheck, AttentionCachedMatchesTheDoubleKernelOnEveryCopy) {
   std::vector<uint8_t> valid(3 * 150, 1);
   valid[3] = valid[149] = valid[150 + 70] = 0;
-  std::fill(valid.begin() + 2 * 150 + 140, valid.end(), uint8_t{0});
+  std::fill(valid.begin() + 2 * 150 + 100, valid.end(), uint8_t{0});
   std::vector<std::pair<GemvIsa, const gemv::Kernels*>> copies;
   if (gemv_isa_supported(GemvIsa::Avx2)) copies.emplace_back(GemvIsa::Avx2, &gemv_avx2::kernels());
   if (gemv_isa_supported(GemvIsa::Avx512))
@@ -456,16 +458,17 @@ TEST(GradCheck, AttentionCachedHeadsMatchTheDoubleKernelOnEveryCopy) {
       for (const auto& [isa, kernels] : copies) {
         SCOPED_TRACE(std::string(gemv_isa_name(isa)) + ", head_dim " + std::to_string(head_dim) +
                      (windowed ? ", window and soft-cap" : ""));
-        std::vector<float> out(c.nq, 1.0f), lse(c.nlse), scores(std::size_t(3 * 150));
-        for (int64_t b = 0; b < 3; ++b)
-          for (int64_t kvh = 0; kvh < 2; ++kvh)
-            kernels::attend_cached_heads(q.data(), k.data(), v.data(), c.s, b, kvh, c.valid.data(),
-                                         scores.data(), out.data(), lse.data(), *kernels);
-        EXPECT_LT(max_rel_error(out, want), 1e-5);
-        expect_lse_near(lse, want_lse);
-        if (windowed) {  // sequence 2 sees keys 143..149 of the window: all padding
-          for (std::size_t i = std::size_t(2 * 6 * head_dim); i < out.size(); ++i)
-            EXPECT_EQ(out[i], 0.0f) << i;
+        for (const int64_t parts : {1, 3}) {
+          SCOPED_TRACE(std::to_string(parts) + " parts of the keys");
+          std::vector<float> out(c.nq, 1.0f), lse(c.nlse);
+          kernels::attention_forward_cached(q.data(), k.data(), v.data(), c.s, c.valid.data(),
+                                            out.data(), lse.data(), *kernels, parts);
+          EXPECT_LT(max_rel_error(out, want), 1e-5);
+          expect_lse_near(lse, want_lse);
+          if (windowed) {  // sequence 2 sees keys 143..149 of the window: all padding
+            for (std::size_t i = std::size_t(2 * 6 * head_dim); i < out.size(); ++i)
+              EXPECT_EQ(out[i], 0.0f) << i;
+          }
         }
       }
       std::vector<float> out(c.nq), lse(c.nlse);

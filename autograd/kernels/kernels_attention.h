@@ -308,12 +308,13 @@ const gemv::Kernels& tile_kernels();
 // (SmolLM2-135M, 62-token prompt, two threads: 4.1-4.4 -> 3.8-4.0 ms a step).
 inline constexpr int64_t kSingleQueryParallelWork = int64_t(1) << 14;
 
-// A decode step's query heads of one KV head (kvh) of sequence b, on the vector kernels of
-// kernels_cached_attention.h: their scores, each head's softmax (capped, masked), then the
-// probability-weighted values. `scores` holds group() rows of seq_k.
-void attend_cached_heads(const float* q, const float* k, const float* v, const AttentionShape& s,
-                         int64_t b, int64_t kvh, const uint8_t* key_valid, float* scores,
-                         float* out, float* lse, const gemv::Kernels& kernels);
+// A decode step's f32 attention (one query row per sequence, a head of whole vectors) on the
+// vector kernels of kernels_cached_attention.h: each KV head's query heads together, their keys in
+// `parts` ranges that threads take apart and whose softmaxes are then combined (0: as many as keep
+// every thread busy where the KV heads alone are too few).
+void attention_forward_cached(const float* q, const float* k, const float* v,
+                              const AttentionShape& s, const uint8_t* key_valid, float* out,
+                              float* lse, const gemv::Kernels& kernels, int64_t parts = 0);
 
 // A decode step's attention: one query row per sequence. Each head's few thousand multiply-adds
 // cost less than the setup of the two sgemm calls the blocked path makes per head, so the rows
@@ -325,16 +326,8 @@ void attention_forward_single_query(const T* q, const T* k, const T* v, const At
   const int64_t work = s.batch * s.heads * s.seq_k * s.head_dim;
   if constexpr (std::is_same_v<T, float>) {
     const gemv::Kernels& kernels = tile_kernels();
-    if (kernels.cached_scores && s.head_dim % kernels.lanes == 0) {
-      parallel_for_with_scratch(
-          s.batch * s.kv_heads, work >= kSingleQueryParallelWork,
-          [&] { return std::vector<float>(static_cast<std::size_t>(s.group() * s.seq_k)); },
-          [&](std::vector<float>& scores, int64_t i) {
-            attend_cached_heads(q, k, v, s, i / s.kv_heads, i % s.kv_heads, key_valid,
-                                scores.data(), out, lse, kernels);
-          });
-      return;
-    }
+    if (kernels.cached_scores && s.head_dim % kernels.lanes == 0)
+      return attention_forward_cached(q, k, v, s, key_valid, out, lse, kernels);
   }
   parallel_for_with_scratch(
       s.batch * s.heads, work >= kSingleQueryParallelWork,
