@@ -22,6 +22,7 @@ struct Scalar {
   using ireg = int32_t;
   static reg zero() { return 0.0f; }
   static reg load(const float* p) { return *p; }
+  static reg load_half(const uint16_t* p) { return lora::f16_to_f32(*p); }
   static void store(float* p, reg v) { *p = v; }
   static reg set1(float v) { return v; }
   static reg add(reg a, reg b) { return a + b; }

@@ -2,7 +2,7 @@
 // matrix-vector products alone (every projection of every layer and the head, as the step runs
 // them), with the bytes those read and the rate that makes; and the prompt's forward against its
 // products alone.
-//   build/bench/decode_profile MODEL [--threads N] [--prompt 32] [--tokens 32]
+//   build/bench/decode_profile MODEL [--threads N] [--prompt 32] [--tokens 32] [--kv-cache f16]
 #include <omp.h>
 #include <time.h>
 
@@ -104,11 +104,16 @@ int main(int argc, char** argv) {
   lora::restart_with_start_settings(argv);  // the weights in huge pages, as lora generate has them
   lora::keep_freed_memory_for_reuse();      // and freed memory kept, as lora has it
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s MODEL [--threads N] [--prompt 32] [--tokens 32]\n", argv[0]);
+    std::fprintf(stderr,
+                 "usage: %s MODEL [--threads N] [--prompt 32] [--tokens 32] [--kv-cache f16]\n",
+                 argv[0]);
     return 2;
   }
   int threads = 1, prompt = 32, tokens = 32;
+  KVCacheType kv_cache = KVCacheType::F32;
   for (int i = 2; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--kv-cache") && !std::strcmp(argv[i + 1], "f16"))
+      kv_cache = KVCacheType::F16;
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--prompt")) prompt = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--tokens")) tokens = std::atoi(argv[i + 1]);
@@ -116,7 +121,7 @@ int main(int argc, char** argv) {
   omp_set_num_threads(threads);
   openblas_set_num_threads(threads);  // the prompt's sgemm on the same threads, as lora sets it
   const Model m = load_any(argv[1]);
-  KVCache cache = KVCache::create(m.config, prompt + tokens + 1);
+  KVCache cache = KVCache::create(m.config, prompt + tokens + 1, kv_cache);
   std::vector<int32_t> ids(static_cast<std::size_t>(prompt));
   for (int i = 0; i < prompt; ++i) ids[i] = 3 + i;
   const auto p0 = clock_type::now();
@@ -141,9 +146,10 @@ int main(int argc, char** argv) {
       "{\"model\": \"%s\", \"threads\": %d, \"isa\": \"%.*s\", \"step_ms\": %.3f, "
       "\"products_ms\": %.3f, \"products_share\": %.3f, \"product_bytes\": %zu, "
       "\"products_gbps\": %.3f, \"products_cpu_ms\": %.3f, \"bytes_per_cpu_ns\": %.3f, "
-      "\"prefill_ms\": %.3f, \"prefill_products_cpu_ms\": %.3f}\n",
+      "\"prefill_ms\": %.3f, \"prefill_products_cpu_ms\": %.3f, \"kv_cache\": \"%s\"}\n",
       argv[1], threads, int(gemv_isa_name(gemv_isa()).size()), gemv_isa_name(gemv_isa()).data(),
       step * 1e3, products * 1e3, products / step, bytes, double(bytes) / products / 1e9, cpu * 1e3,
-      double(bytes) / cpu / 1e9, prefill * 1e3, prefill_products * 1e3);
+      double(bytes) / cpu / 1e9, prefill * 1e3, prefill_products * 1e3,
+      kv_cache == KVCacheType::F16 ? "f16" : "f32");
   return 0;
 }

@@ -75,43 +75,48 @@ TEST_P(BatchedDecode, GreedyIdsEqualEachSequenceAlone) {
   };
   // Full fine-tuning replaces the blocks (a float base only): such a sequence steps alone.
   if (GetParam() == 0) requests.push_back({{33, 34, 35}, {{&full}, false, 0, {1.0f}}, 22, 6});
-  GenerateOptions options;
-  options.stop_ids = {0};                      // random logits: ends some sequences early
-  options.sampling.repetition_penalty = 1.3f;  // each sequence's own history steers it
-  std::vector<std::vector<int32_t>> alone;
-  for (const Request& r : requests) {
-    options.max_tokens = r.max_tokens;
-    alone.push_back(generate(model, r.stack, r.prompt, options).tokens);
-  }
-  // The adapters change the ids, so equality below is about each row keeping its own.
-  ASSERT_NE(alone[1], alone[2]);
-  ASSERT_NE(alone[0], std::vector<int32_t>(alone[1].begin(), alone[1].begin() + alone[0].size()));
-
-  for (const int64_t max_batch : {5, 2}) {
-    std::vector<std::unique_ptr<Decoding>> sequences;
-    std::vector<std::vector<int32_t>> together(requests.size());
-    for (int64_t step = 0; step < 64; ++step) {
-      for (const Request& r : requests)
-        if (r.joins_at_step == step) {
-          options.max_tokens = r.max_tokens;
-          sequences.push_back(std::make_unique<Decoding>(model, r.stack, r.prompt, options));
-        }
-      std::vector<Decoding*> running;
-      std::vector<std::size_t> which;
-      for (std::size_t i = 0; i < sequences.size(); ++i)
-        if (!sequences[i]->finished()) {
-          running.push_back(sequences[i].get());
-          which.push_back(i);
-        }
-      if (running.empty() && sequences.size() == requests.size()) break;
-      const std::vector<StepOutcome> outcomes = step_together(running, max_batch);
-      for (std::size_t k = 0; k < outcomes.size(); ++k) {
-        ASSERT_EQ(outcomes[k].error, "");
-        if (outcomes[k].id) together[which[k]].push_back(*outcomes[k].id);
-      }
+  // The caches in f32, then in halves: batched steps read either kind.
+  for (const KVCacheType kv : {KVCacheType::F32, KVCacheType::F16}) {
+    SCOPED_TRACE(kv == KVCacheType::F16 ? "f16 cache" : "f32 cache");
+    GenerateOptions options;
+    options.kv_cache = kv;
+    options.stop_ids = {0};                      // random logits: ends some sequences early
+    options.sampling.repetition_penalty = 1.3f;  // each sequence's own history steers it
+    std::vector<std::vector<int32_t>> alone;
+    for (const Request& r : requests) {
+      options.max_tokens = r.max_tokens;
+      alone.push_back(generate(model, r.stack, r.prompt, options).tokens);
     }
-    for (std::size_t i = 0; i < requests.size(); ++i)
-      EXPECT_EQ(together[i], alone[i]) << "sequence " << i << ", batches of " << max_batch;
+    // The adapters change the ids, so equality below is about each row keeping its own.
+    ASSERT_NE(alone[1], alone[2]);
+    ASSERT_NE(alone[0], std::vector<int32_t>(alone[1].begin(), alone[1].begin() + alone[0].size()));
+
+    for (const int64_t max_batch : {5, 2}) {
+      std::vector<std::unique_ptr<Decoding>> sequences;
+      std::vector<std::vector<int32_t>> together(requests.size());
+      for (int64_t step = 0; step < 64; ++step) {
+        for (const Request& r : requests)
+          if (r.joins_at_step == step) {
+            options.max_tokens = r.max_tokens;
+            sequences.push_back(std::make_unique<Decoding>(model, r.stack, r.prompt, options));
+          }
+        std::vector<Decoding*> running;
+        std::vector<std::size_t> which;
+        for (std::size_t i = 0; i < sequences.size(); ++i)
+          if (!sequences[i]->finished()) {
+            running.push_back(sequences[i].get());
+            which.push_back(i);
+          }
+        if (running.empty() && sequences.size() == requests.size()) break;
+        const std::vector<StepOutcome> outcomes = step_together(running, max_batch);
+        for (std::size_t k = 0; k < outcomes.size(); ++k) {
+          ASSERT_EQ(outcomes[k].error, "");
+          if (outcomes[k].id) together[which[k]].push_back(*outcomes[k].id);
+        }
+      }
+      for (std::size_t i = 0; i < requests.size(); ++i)
+        EXPECT_EQ(together[i], alone[i]) << "sequence " << i << ", batches of " << max_batch;
+    }
   }
 }
 

@@ -86,6 +86,21 @@ TEST(GenerateCli, GreedyStoryFromBosEqualsTheReference) {
   EXPECT_EQ(out["stop_reason"], "max_tokens");
 }
 
+// With the KV cache in halves the greedy story is still the reference's (stories260K); a type
+// that is not f32 or f16 is refused by name.
+TEST(GenerateCli, HalfKvCacheKeepsTheReferenceStory) {
+  LORA_REQUIRE_SHARED("models/stories260K/VERIFY.txt");
+  const std::string want = reference_story();
+  ASSERT_GT(want.size(), 100u);
+  auto r = test::run_lora({"--json", "generate", "--model", stories().string(), "--max-tokens",
+                           "200", "--kv-cache-type", "f16"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["text"], want);
+  auto bad = test::run_lora({"generate", "--model", stories().string(), "--kv-cache-type", "q8"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("--kv-cache-type"), std::string::npos) << bad.err;
+}
+
 TEST(GenerateCli, SamplingIsSeededAndStopsOnBos) {
   LORA_REQUIRE_SHARED("models/stories260K/model.safetensors");
   auto run = [](const std::string& seed) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "autograd/dropout.h"
+#include "autograd/dtype.h"
 #include "autograd/frozen_gemv.h"
 #include "autograd/kernels/gemv_isa.h"
 #include "autograd/kernels/kernels_activation.h"
@@ -372,6 +373,15 @@ TEST(GradCheck, AttentionSingleQueryRow) {
   c.check_op();
 }
 
+// The vector instruction sets' kernel copies this machine runs, named.
+std::vector<std::pair<GemvIsa, const gemv::Kernels*>> vector_kernel_copies() {
+  std::vector<std::pair<GemvIsa, const gemv::Kernels*>> copies;
+  if (gemv_isa_supported(GemvIsa::Avx2)) copies.emplace_back(GemvIsa::Avx2, &gemv_avx2::kernels());
+  if (gemv_isa_supported(GemvIsa::Avx512))
+    copies.emplace_back(GemvIsa::Avx512, &gemv_avx512::kernels());
+  return copies;
+}
+
 // An f32 path's log-sum-exp per row against the double kernel's: -inf where no key was visible.
 void expect_lse_near(const std::vector<float>& lse, const std::vector<double>& want) {
   for (std::size_t i = 0; i < lse.size(); ++i) {
@@ -393,10 +403,7 @@ TEST(GradCheck, AttentionTiledMatchesTheDoubleKernelOnEveryCopy) {
   valid[7] = valid[40] = 0;
   std::fill(valid.begin() + 75, valid.begin() + 85, uint8_t{0});
   AttentionCase c({2, 70, 75, 6, 2, 16}, valid);
-  std::vector<std::pair<GemvIsa, const gemv::Kernels*>> copies;
-  if (gemv_isa_supported(GemvIsa::Avx2)) copies.emplace_back(GemvIsa::Avx2, &gemv_avx2::kernels());
-  if (gemv_isa_supported(GemvIsa::Avx512))
-    copies.emplace_back(GemvIsa::Avx512, &gemv_avx512::kernels());
+  const auto copies = vector_kernel_copies();
   ASSERT_FALSE(copies.empty()) << "no vector instruction set to run the tiled path";
   for (const bool windowed : {false, true}) {
     c.s.window = windowed ? 8 : 0;
@@ -440,10 +447,7 @@ TEST(GradCheck, AttentionCachedMatchesTheDoubleKernelOnEveryCopy) {
   std::vector<uint8_t> valid(3 * 150, 1);
   valid[3] = valid[149] = valid[150 + 70] = 0;
   std::fill(valid.begin() + 2 * 150 + 100, valid.end(), uint8_t{0});
-  std::vector<std::pair<GemvIsa, const gemv::Kernels*>> copies;
-  if (gemv_isa_supported(GemvIsa::Avx2)) copies.emplace_back(GemvIsa::Avx2, &gemv_avx2::kernels());
-  if (gemv_isa_supported(GemvIsa::Avx512))
-    copies.emplace_back(GemvIsa::Avx512, &gemv_avx512::kernels());
+  const auto copies = vector_kernel_copies();
   ASSERT_FALSE(copies.empty()) << "no vector instruction set to run the cached path";
   for (const int64_t head_dim : {16, 64, 80, 256}) {
     AttentionCase c({3, 1, 150, 6, 2, head_dim}, valid);
@@ -461,8 +465,9 @@ TEST(GradCheck, AttentionCachedMatchesTheDoubleKernelOnEveryCopy) {
         for (const int64_t parts : {1, 3}) {
           SCOPED_TRACE(std::to_string(parts) + " parts of the keys");
           std::vector<float> out(c.nq, 1.0f), lse(c.nlse);
-          kernels::attention_forward_cached(q.data(), k.data(), v.data(), c.s, c.valid.data(),
-                                            out.data(), lse.data(), *kernels, parts);
+          kernels::attention_forward_cached(q.data(), {.k = k.data(), .v = v.data()}, c.s,
+                                            c.valid.data(), out.data(), lse.data(), *kernels,
+                                            parts);
           EXPECT_LT(max_rel_error(out, want), 1e-5);
           expect_lse_near(lse, want_lse);
           if (windowed) {  // sequence 2 sees keys 143..149 of the window: all padding
@@ -476,6 +481,41 @@ TEST(GradCheck, AttentionCachedMatchesTheDoubleKernelOnEveryCopy) {
                                  c.s, c.valid.data(), out.data(), lse.data());
       EXPECT_LT(max_rel_error(out, want), 1e-5);
     }
+  }
+}
+
+// The decode attention over a cache of IEEE halves against the double kernel on the same keys
+// and values rounded to halves, on every vector instruction set, the keys whole and in two parts:
+// the kernels widen what they read and nothing else changes.
+TEST(GradCheck, AttentionCachedReadsAHalfCache) {
+  std::vector<uint8_t> valid(2 * 300, 1);
+  valid[5] = valid[300 + 299] = 0;
+  const auto copies = vector_kernel_copies();
+  ASSERT_FALSE(copies.empty()) << "no vector instruction set to run the cached path";
+  for (const int64_t head_dim : {64, 80}) {
+    AttentionCase c({2, 1, 300, 6, 2, head_dim}, valid);
+    std::vector<uint16_t> half_k(c.nk), half_v(c.nk);
+    for (std::size_t i = 0; i < c.nk; ++i) {
+      half_k[i] = f32_to_f16(float(c.k[i]));
+      half_v[i] = f32_to_f16(float(c.v[i]));
+      c.k[i] = f16_to_f32(half_k[i]);
+      c.v[i] = f16_to_f32(half_v[i]);
+    }
+    std::vector<double> want(c.nq), want_lse(c.nlse);
+    kernels::attention_forward(c.q.data(), c.k.data(), c.v.data(), c.s, c.valid.data(), want.data(),
+                               want_lse.data());
+    const auto q = to_float(c.q);
+    for (const auto& [isa, kernels] : copies)
+      for (const int64_t parts : {1, 2}) {
+        SCOPED_TRACE(std::string(gemv_isa_name(isa)) + ", head_dim " + std::to_string(head_dim) +
+                     ", " + std::to_string(parts) + " parts");
+        std::vector<float> out(c.nq), lse(c.nlse);
+        kernels::attention_forward_cached(q.data(),
+                                          {.half_k = half_k.data(), .half_v = half_v.data()}, c.s,
+                                          c.valid.data(), out.data(), lse.data(), *kernels, parts);
+        EXPECT_LT(max_rel_error(out, want), 1e-5);
+        expect_lse_near(lse, want_lse);
+      }
   }
 }
 

@@ -3,8 +3,10 @@
 // be switched off, and LoRA gradients through the whole model agree with finite differences.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
+#include "autograd/dtype.h"
 #include "support/heap_counter.h"
 #include "trainer/random_model.h"
 #include "trainer/transformer.h"
@@ -214,6 +216,46 @@ TEST_P(TransformerArch, CachedForwardMatchesFullForward) {
   // The cache refuses to overflow.
   const std::vector<int32_t> more(9, 1);
   EXPECT_THROW(forward_cached(model, stack, cache, more), std::length_error);
+}
+
+// A cache of IEEE halves: every step's logits within half precision of the full forward's, the
+// first layer's cached keys exactly the f32 cache's rounded to halves (its inputs do not depend on
+// the cache), with heads of 8 (widened for the f32 kernels where the vectors are longer) and of 16
+// (read by the decode kernels as halves on every vector instruction set).
+TEST_P(TransformerArch, HalfCacheIsTheF32CacheRounded) {
+  for (const int64_t head_dim : {8, 16}) {
+    SCOPED_TRACE("head_dim " + std::to_string(head_dim));
+    ModelConfig c = tiny_config(GetParam());
+    c.head_dim = head_dim;
+    const Model model = make_random_model(c, 4);
+    LoraAdapter adapter = full_adapter(model);
+    const AdapterStack stack{{&adapter}, false, 0};
+    const std::vector<int32_t> ids = {1, 5, 9, 3, 7, 2, 8, 6};
+    const Tensor full = forward_logits(model, stack, ids, 1, int64_t(ids.size()));
+    KVCache exact = KVCache::create(model.config, 16);
+    KVCache half = KVCache::create(model.config, 16, KVCacheType::F16);
+    std::vector<float> cached = forward_cached(model, stack, half, std::span(ids).first(5)).data;
+    forward_cached(model, stack, exact, std::span(ids).first(5));
+    for (std::size_t t = 5; t < ids.size(); ++t) {
+      const Tensor step = forward_cached(model, stack, half, std::span(ids).subspan(t, 1));
+      forward_cached(model, stack, exact, std::span(ids).subspan(t, 1));
+      cached.insert(cached.end(), step.data.begin(), step.data.end());
+    }
+    ASSERT_TRUE(half.k.empty());
+    ASSERT_EQ(half.layers(), c.num_layers);
+    const int64_t width = c.num_kv_heads * head_dim;
+    for (int64_t i = 0; i < int64_t(ids.size()) * width; ++i) {
+      EXPECT_EQ(half.half_k[0][i], f32_to_f16(exact.k[0].data[i])) << i;
+      EXPECT_EQ(half.half_v[0][i], f32_to_f16(exact.v[0].data[i])) << i;
+    }
+    ASSERT_EQ(cached.size(), full.data.size());
+    float range = 0;
+    for (float x : full.data) range = std::max(range, std::abs(x));
+    double worst = 0;
+    for (std::size_t i = 0; i < cached.size(); ++i)
+      worst = std::max(worst, double(std::abs(cached[i] - full.data[i])));
+    EXPECT_LT(worst, 1e-3 * range);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Archs, TransformerArch,

@@ -30,8 +30,8 @@ Decoding::Decoding(const Model& model, AdapterStack adapters, std::vector<int32_
       sampler_(options.sampling),
       history_(checked_prompt(model, std::move(prompt), options)),
       prompt_size_(history_.size()) {
-  cache_ =
-      KVCache::create(model.config, static_cast<int64_t>(prompt_size_) + options.max_tokens + 1);
+  cache_ = KVCache::create(
+      model.config, static_cast<int64_t>(prompt_size_) + options.max_tokens + 1, options.kv_cache);
   history_.reserve(prompt_size_ + static_cast<std::size_t>(options.max_tokens));
 }
 

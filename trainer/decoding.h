@@ -13,6 +13,7 @@ namespace lora {
 
 struct GenerateOptions {
   int64_t max_tokens = 100;
+  KVCacheType kv_cache = KVCacheType::F32;
   SamplingOptions sampling;
   std::vector<int32_t> stop_ids;  // generation ends after one of these (it is not emitted)
 };

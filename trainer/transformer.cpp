@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "autograd/dora.h"
+#include "autograd/dtype.h"
 #include "autograd/kernels/kernels_attention.h"
 #include "autograd/kernels/kernels_rope.h"
 
@@ -343,9 +344,9 @@ Tensor released_forward(const ag::Tape& outer, Part&& part) {
 }
 
 void check_cache(const Model& model, const KVCache& cache, int64_t n) {
-  if (cache.k.size() != model.layers.size())
+  if (cache.layers() != static_cast<int64_t>(model.layers.size()))
     throw std::invalid_argument("forward_cached: KV cache made for " +
-                                std::to_string(cache.k.size()) + " layers, model has " +
+                                std::to_string(cache.layers()) + " layers, model has " +
                                 std::to_string(model.layers.size()));
   if (cache.length + n > cache.capacity)
     throw std::length_error("forward_cached: " + std::to_string(cache.length) + " cached + " +
@@ -359,8 +360,6 @@ void check_cache(const Model& model, const KVCache& cache, int64_t n) {
 void attend_cached(const ModelConfig& c, int64_t layer, KVCache& cache, const float* q,
                    const float* k, const float* v, int64_t n, float* out) {
   const int64_t kv_width = c.num_kv_heads * c.head_dim;
-  std::copy(k, k + n * kv_width, cache.k[layer].ptr() + cache.length * kv_width);
-  std::copy(v, v + n * kv_width, cache.v[layer].ptr() + cache.length * kv_width);
   const ag::AttentionScoring scoring = scoring_of(c, layer);
   const kernels::AttentionShape shape{1,
                                       n,
@@ -372,8 +371,34 @@ void attend_cached(const ModelConfig& c, int64_t layer, KVCache& cache, const fl
                                       scoring.scale,
                                       scoring.softcap};
   std::vector<float> lse(static_cast<std::size_t>(c.num_heads * n));
-  kernels::attention_forward(q, cache.k[layer].ptr(), cache.v[layer].ptr(), shape, nullptr, out,
-                             lse.data());
+  if (cache.type == KVCacheType::F32) {
+    std::copy(k, k + n * kv_width, cache.k[layer].ptr() + cache.length * kv_width);
+    std::copy(v, v + n * kv_width, cache.v[layer].ptr() + cache.length * kv_width);
+    kernels::attention_forward(q, cache.k[layer].ptr(), cache.v[layer].ptr(), shape, nullptr, out,
+                               lse.data());
+    return;
+  }
+  uint16_t* half_k = cache.half_k[layer].data();
+  uint16_t* half_v = cache.half_v[layer].data();
+  for (int64_t i = 0; i < n * kv_width; ++i) {
+    half_k[cache.length * kv_width + i] = f32_to_f16(k[i]);
+    half_v[cache.length * kv_width + i] = f32_to_f16(v[i]);
+  }
+  const gemv::Kernels& vector_kernels = kernels::tile_kernels();
+  if (n == 1 && kernels::cached_attention_fits(shape, vector_kernels)) {
+    kernels::attention_forward_cached(q, {.half_k = half_k, .half_v = half_v}, shape, nullptr, out,
+                                      lse.data(), vector_kernels);
+    return;
+  }
+  // A prompt's rows (or a head the vector kernels do not take) attend over the cache widened.
+  const std::size_t cached = static_cast<std::size_t>(shape.seq_k * kv_width);
+  std::vector<float> wide_k(cached), wide_v(cached);
+  const float* from_half = f16_to_f32_table();
+  for (std::size_t i = 0; i < cached; ++i) {
+    wide_k[i] = from_half[half_k[i]];
+    wide_v[i] = from_half[half_v[i]];
+  }
+  kernels::attention_forward(q, wide_k.data(), wide_v.data(), shape, nullptr, out, lse.data());
 }
 
 // The final norm and the head on the last hidden states.
@@ -387,17 +412,28 @@ Tensor final_logits(const Model& model, Tensor hidden) {
 
 }  // namespace
 
-KVCache KVCache::create(const ModelConfig& c, int64_t max_tokens) {
+KVCache KVCache::create(const ModelConfig& c, int64_t max_tokens, KVCacheType type) {
   if (max_tokens <= 0)
     throw std::invalid_argument("KV cache needs a positive capacity, got " +
                                 std::to_string(max_tokens));
   KVCache cache;
   cache.capacity = max_tokens;
+  cache.type = type;
+  const int64_t width = c.num_kv_heads * c.head_dim;
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    cache.k.emplace_back(std::vector<int64_t>{max_tokens, c.num_kv_heads * c.head_dim});
-    cache.v.emplace_back(std::vector<int64_t>{max_tokens, c.num_kv_heads * c.head_dim});
+    if (type == KVCacheType::F16) {
+      cache.half_k.emplace_back(static_cast<std::size_t>(max_tokens * width));
+      cache.half_v.emplace_back(static_cast<std::size_t>(max_tokens * width));
+    } else {
+      cache.k.emplace_back(std::vector<int64_t>{max_tokens, width});
+      cache.v.emplace_back(std::vector<int64_t>{max_tokens, width});
+    }
   }
   return cache;
+}
+
+int64_t KVCache::layers() const {
+  return static_cast<int64_t>(type == KVCacheType::F16 ? half_k.size() : k.size());
 }
 
 ag::Var forward_hidden(ag::Tape& tape, const Model& model, const AdapterStack& adapters,

@@ -21,11 +21,22 @@ struct AdapterStack {
   std::vector<float> strengths = {};
 };
 
+// What a KV cache holds: the f32 keys and values the forward computes, or IEEE halves (half the
+// memory, and half the bytes a decode step reads over a long context, for keys and values rounded
+// to 11 significant bits; llama.cpp's default).
+enum class KVCacheType { F32, F16 };
+
 struct KVCache {
-  std::vector<Tensor> k, v;  // per layer, [max_tokens, kv_heads * head_dim] (batch 1)
-  int64_t length = 0;        // tokens cached
+  KVCacheType type = KVCacheType::F32;
+  // Per layer, [max_tokens, kv_heads * head_dim] (batch 1): in k and v for F32, in half_k and
+  // half_v for F16.
+  std::vector<Tensor> k, v;
+  std::vector<std::vector<uint16_t>> half_k, half_v;
+  int64_t length = 0;  // tokens cached
   int64_t capacity = 0;
-  static KVCache create(const ModelConfig& c, int64_t max_tokens);
+  int64_t layers() const;
+  static KVCache create(const ModelConfig& c, int64_t max_tokens,
+                        KVCacheType type = KVCacheType::F32);
 };
 
 struct ForwardOptions {

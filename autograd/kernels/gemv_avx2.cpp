@@ -14,6 +14,9 @@ struct Avx2 {
   using ireg = __m256i;
   static reg zero() { return _mm256_setzero_ps(); }
   static reg load(const float* p) { return _mm256_loadu_ps(p); }
+  static reg load_half(const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
   static void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
   static reg set1(float v) { return _mm256_set1_ps(v); }
   static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }

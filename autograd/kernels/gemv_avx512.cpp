@@ -18,6 +18,9 @@ struct Avx512 {
   using ireg = __m512i;
   static reg zero() { return _mm512_setzero_ps(); }
   static reg load(const float* p) { return _mm512_loadu_ps(p); }
+  static reg load_half(const uint16_t* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
   static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
   static reg set1(float v) { return _mm512_set1_ps(v); }
   static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }

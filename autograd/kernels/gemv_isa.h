@@ -47,6 +47,9 @@ struct CachedHeadsArgs {
   const float* q = nullptr;     // `heads` rows of head_dim, adjacent
   const float* keys = nullptr;  // key j at keys + j * kv_stride
   const float* values = nullptr;
+  // A cache of IEEE halves instead, where these are set (keys and values then unused).
+  const uint16_t* half_keys = nullptr;
+  const uint16_t* half_values = nullptr;
   int64_t kv_stride = 0;
   int64_t head_dim = 0;  // a multiple of Kernels::lanes
   int64_t heads = 0;
@@ -56,7 +59,7 @@ struct CachedHeadsArgs {
 // scores[h * ld + j] = scale * q_h . key_j for j in [first, count).
 using CachedScoresKernel = void (*)(const CachedHeadsArgs&, int64_t first, int64_t count,
                                     float scale);
-// out[h * head_dim + c] = sum over j in [first, count) of scores[h * ld + j] * value_j[c].
+// out[h * head_dim + c] += sum over j in [first, count) of scores[h * ld + j] * value_j[c].
 using CachedValuesKernel = void (*)(const CachedHeadsArgs&, int64_t first, int64_t count,
                                     float* out);
 

@@ -308,13 +308,25 @@ const gemv::Kernels& tile_kernels();
 // (SmolLM2-135M, 62-token prompt, two threads: 4.1-4.4 -> 3.8-4.0 ms a step).
 inline constexpr int64_t kSingleQueryParallelWork = int64_t(1) << 14;
 
+// A KV cache as the decode kernels read it: keys and values in f32, or as IEEE halves (half_k and
+// half_v set, k and v unused); either way [batch * seq_k, kv_heads * head_dim].
+struct CachedKV {
+  const float* k = nullptr;
+  const float* v = nullptr;
+  const uint16_t* half_k = nullptr;
+  const uint16_t* half_v = nullptr;
+};
+
 // A decode step's f32 attention (one query row per sequence, a head of whole vectors) on the
 // vector kernels of kernels_cached_attention.h: each KV head's query heads together, their keys in
 // `parts` ranges that threads take apart and whose softmaxes are then combined (0: as many as keep
 // every thread busy where the KV heads alone are too few).
-void attention_forward_cached(const float* q, const float* k, const float* v,
-                              const AttentionShape& s, const uint8_t* key_valid, float* out,
-                              float* lse, const gemv::Kernels& kernels, int64_t parts = 0);
+void attention_forward_cached(const float* q, const CachedKV& kv, const AttentionShape& s,
+                              const uint8_t* key_valid, float* out, float* lse,
+                              const gemv::Kernels& kernels, int64_t parts = 0);
+// Whether attention_forward_cached runs this shape on `kernels` (the head a whole number of
+// vectors).
+bool cached_attention_fits(const AttentionShape& s, const gemv::Kernels& kernels);
 
 // A decode step's attention: one query row per sequence. Each head's few thousand multiply-adds
 // cost less than the setup of the two sgemm calls the blocked path makes per head, so the rows
@@ -326,8 +338,8 @@ void attention_forward_single_query(const T* q, const T* k, const T* v, const At
   const int64_t work = s.batch * s.heads * s.seq_k * s.head_dim;
   if constexpr (std::is_same_v<T, float>) {
     const gemv::Kernels& kernels = tile_kernels();
-    if (kernels.cached_scores && s.head_dim % kernels.lanes == 0)
-      return attention_forward_cached(q, k, v, s, key_valid, out, lse, kernels);
+    if (cached_attention_fits(s, kernels))
+      return attention_forward_cached(q, {.k = k, .v = v}, s, key_valid, out, lse, kernels);
   }
   parallel_for_with_scratch(
       s.batch * s.heads, work >= kSingleQueryParallelWork,

@@ -9,8 +9,11 @@
 // registers while the block's probability-weighted values are added into it. Blocks are short
 // enough (kCachedBlock keys) for their keys or values to stay in L1 while every head reads them.
 //
+// The cache may hold IEEE halves (CachedHeadsArgs::half_keys): each key and value is then widened
+// as it is loaded, and the step reads half the bytes.
+//
 // V provides, beyond kernels_gemv.h's list: sum_each(const reg (&v)[W]) (lane i: the sum of v[i]'s
-// lanes).
+// lanes) and load_half(const uint16_t*) (W halves widened).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -27,11 +30,20 @@ inline constexpr int64_t kCachedBlock = 64;
 // stack, a store and a reload per multiply-add.
 #define LORA_GEMV_UNROLL_ALL _Pragma("GCC unroll 16")
 
-// Scores of one head against keys j0 .. j0 + n - 1 (n <= W). C: the head's vectors, or 0 for a
-// count known only at run time.
-template <class V, int C>
-void score_keys(const CachedHeadsArgs& a, const float* qh, int64_t j0, int n, float scale,
-                float* to) {
+template <class V>
+typename V::reg load_cached(const float* p) {
+  return V::load(p);
+}
+template <class V>
+typename V::reg load_cached(const uint16_t* p) {
+  return V::load_half(p);
+}
+
+// Scores of one head against keys j0 .. j0 + n - 1 (n <= W) of `keys` (float or half). C: the
+// head's vectors, or 0 for a count known only at run time.
+template <class V, int C, class E>
+void score_keys(const CachedHeadsArgs& a, const E* keys, const float* qh, int64_t j0, int n,
+                float scale, float* to) {
   constexpr int W = V::W;
   const int64_t chunks = C > 0 ? C : a.head_dim / W;
   typename V::reg q[C > 0 ? C : 1], acc[W];
@@ -41,9 +53,9 @@ void score_keys(const CachedHeadsArgs& a, const float* qh, int64_t j0, int n, fl
   LORA_GEMV_UNROLL_ALL for (int i = 0; i < W; ++i) {
     acc[i] = V::zero();
     if (i >= n) continue;
-    const float* key = a.keys + (j0 + i) * a.kv_stride;
+    const E* key = keys + (j0 + i) * a.kv_stride;
     LORA_GEMV_UNROLL_ALL for (int64_t c = 0; c < chunks; ++c) acc[i] =
-        V::fmadd(C > 0 ? q[c] : V::load(qh + c * W), V::load(key + c * W), acc[i]);
+        V::fmadd(C > 0 ? q[c] : V::load(qh + c * W), load_cached<V>(key + c * W), acc[i]);
   }
   const auto scores = V::mul(V::sum_each(acc), V::set1(scale));
   if constexpr (W > 1) {
@@ -59,58 +71,62 @@ void score_keys(const CachedHeadsArgs& a, const float* qh, int64_t j0, int n, fl
 
 // Pulls the rows of the keys or values in [j0, j1) toward the cache: a head's part of a cached row
 // is a few lines out of every row of all heads, a stride the hardware prefetcher follows poorly.
-inline void prefetch_rows(const float* rows, int64_t stride, int64_t head_dim, int64_t j0,
-                          int64_t j1) {
+template <class E>
+void prefetch_rows(const E* rows, int64_t stride, int64_t head_dim, int64_t j0, int64_t j1) {
+  constexpr int64_t kPerLine = 64 / sizeof(E);
   for (int64_t j = j0; j < j1; ++j)
-    for (int64_t c = 0; c < head_dim; c += 16) prefetch_line(rows + j * stride + c);
+    for (int64_t c = 0; c < head_dim; c += kPerLine) prefetch_line(rows + j * stride + c);
 }
 
-template <class V, int C>
-void cached_scores_with(const CachedHeadsArgs& a, int64_t first, int64_t count, float scale) {
+template <class V, int C, class E>
+void cached_scores_with(const CachedHeadsArgs& a, const E* keys, int64_t first, int64_t count,
+                        float scale) {
   constexpr int W = V::W;
   for (int64_t b0 = first; b0 < count; b0 += kCachedBlock) {
     const int64_t b1 = std::min(count, b0 + kCachedBlock);
-    prefetch_rows(a.keys, a.kv_stride, a.head_dim, b1, std::min(count, b1 + kCachedBlock));
+    prefetch_rows(keys, a.kv_stride, a.head_dim, b1, std::min(count, b1 + kCachedBlock));
     for (int64_t h = 0; h < a.heads; ++h)
       for (int64_t j = b0; j < b1; j += W)
-        score_keys<V, C>(a, a.q + h * a.head_dim, j, static_cast<int>(std::min<int64_t>(W, b1 - j)),
-                         scale, a.scores + h * a.ld + j);
+        score_keys<V, C>(a, keys, a.q + h * a.head_dim, j,
+                         static_cast<int>(std::min<int64_t>(W, b1 - j)), scale,
+                         a.scores + h * a.ld + j);
   }
 }
 
 // out[h * head_dim + c] += sum_j scores[h * ld + j] * values[j * kv_stride + c], j in [j0, j1).
-template <class V, int C>
-void add_weighted_values(const CachedHeadsArgs& a, int64_t h, int64_t j0, int64_t j1, float* out) {
+template <class V, int C, class E>
+void add_weighted_values(const CachedHeadsArgs& a, const E* values, int64_t h, int64_t j0,
+                         int64_t j1, float* out) {
   constexpr int W = V::W;
   float* o = out + h * a.head_dim;
   const float* p = a.scores + h * a.ld;
   if constexpr (C == 0) {
     for (int64_t j = j0; j < j1; ++j) {
       const auto pj = V::set1(p[j]);
-      const float* value = a.values + j * a.kv_stride;
+      const E* value = values + j * a.kv_stride;
       for (int64_t c = 0; c < a.head_dim; c += W)
-        V::store(o + c, V::fmadd(pj, V::load(value + c), V::load(o + c)));
+        V::store(o + c, V::fmadd(pj, load_cached<V>(value + c), V::load(o + c)));
     }
   } else {
     typename V::reg acc[C];
     LORA_GEMV_UNROLL_ALL for (int c = 0; c < C; ++c) acc[c] = V::load(o + c * W);
     for (int64_t j = j0; j < j1; ++j) {
       const auto pj = V::set1(p[j]);
-      const float* value = a.values + j * a.kv_stride;
+      const E* value = values + j * a.kv_stride;
       LORA_GEMV_UNROLL_ALL for (int c = 0; c < C; ++c) acc[c] =
-          V::fmadd(pj, V::load(value + c * W), acc[c]);
+          V::fmadd(pj, load_cached<V>(value + c * W), acc[c]);
     }
     LORA_GEMV_UNROLL_ALL for (int c = 0; c < C; ++c) V::store(o + c * W, acc[c]);
   }
 }
 
-template <class V, int C>
-void cached_values_with(const CachedHeadsArgs& a, int64_t first, int64_t count, float* out) {
-  std::fill(out, out + a.heads * a.head_dim, 0.0f);
+template <class V, int C, class E>
+void cached_values_with(const CachedHeadsArgs& a, const E* values, int64_t first, int64_t count,
+                        float* out) {
   for (int64_t b0 = first; b0 < count; b0 += kCachedBlock) {
     const int64_t b1 = std::min(count, b0 + kCachedBlock);
-    prefetch_rows(a.values, a.kv_stride, a.head_dim, b1, std::min(count, b1 + kCachedBlock));
-    for (int64_t h = 0; h < a.heads; ++h) add_weighted_values<V, C>(a, h, b0, b1, out);
+    prefetch_rows(values, a.kv_stride, a.head_dim, b1, std::min(count, b1 + kCachedBlock));
+    for (int64_t h = 0; h < a.heads; ++h) add_weighted_values<V, C>(a, values, h, b0, b1, out);
   }
 }
 
@@ -137,13 +153,15 @@ void with_held_chunks(const CachedHeadsArgs& a, Args... args) {
 template <class V, int C>
 struct ScoresWith {
   static void run(const CachedHeadsArgs& a, int64_t first, int64_t count, float scale) {
-    cached_scores_with<V, C>(a, first, count, scale);
+    if (a.half_keys) return cached_scores_with<V, C>(a, a.half_keys, first, count, scale);
+    cached_scores_with<V, C>(a, a.keys, first, count, scale);
   }
 };
 template <class V, int C>
 struct ValuesWith {
   static void run(const CachedHeadsArgs& a, int64_t first, int64_t count, float* out) {
-    cached_values_with<V, C>(a, first, count, out);
+    if (a.half_values) return cached_values_with<V, C>(a, a.half_values, first, count, out);
+    cached_values_with<V, C>(a, a.values, first, count, out);
   }
 };
 

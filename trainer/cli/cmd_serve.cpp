@@ -27,6 +27,7 @@ struct ServeFlags {
   int q_group_size = 64;
   serve::ServeLimits limits;
   serve::SchedulerOptions scheduler;
+  KVCacheType kv_cache = KVCacheType::F32;
 };
 
 // NAME=DIR, or DIR alone (named after its folder).
@@ -98,6 +99,7 @@ void run_serve(const ServeFlags& f, const GlobalOptions& global) {
   options.api_key = f.api_key;
   options.limits = f.limits;
   options.scheduler = f.scheduler;
+  options.kv_cache = f.kv_cache;
   const BlockedStopSignals blocked;
   serve::Server server(model, options);
   const int port = server.bind(f.host, f.port);
@@ -132,6 +134,7 @@ void add_serve(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--api-key", f->api_key, "Require 'Authorization: Bearer KEY' on /v1/");
   add_quantize_flags(*cmd, f->quantize, f->q_group_size,
                      "Quantize float linears at load to this many bits (MLX affine; 0: as stored)");
+  add_kv_cache_flag(*cmd, f->kv_cache);
   cmd->add_option("--parallel", f->scheduler.slots, "Requests generated at once")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <map>
 #include <stdexcept>
 
 #include "trainer/cli/flag_alias.h"
@@ -102,6 +101,17 @@ void add_quantize_flags(CLI::App& cmd, int& bits, int& group_size, const std::st
   cmd.add_option("--q-group-size", group_size, "Quantization group size: 32, 64 or 128")
       ->check(quantization_check(false))
       ->capture_default_str();
+}
+
+void add_kv_cache_flag(CLI::App& cmd, KVCacheType& type) {
+  cmd.add_option_function<std::string>(
+         "--kv-cache-type",
+         [&type](const std::string& name) {
+           type = CLI::detail::to_lower(name) == "f16" ? KVCacheType::F16 : KVCacheType::F32;
+         },
+         "What the KV cache holds: f32 (the keys and values as computed; default) or f16 "
+         "(rounded to halves: half the memory, and half of what a long context's steps read)")
+      ->check(CLI::IsMember({"f32", "f16"}, CLI::ignore_case));
 }
 
 void add_max_shard_size_flag(CLI::App& cmd, std::string& size) {

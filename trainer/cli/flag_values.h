@@ -1,5 +1,5 @@
 // Values the commands' flags share: float dtypes, byte sizes, output folders, the quantization
-// flags and the adapter multiplier.
+// flags, the KV cache's type and the adapter multiplier.
 #pragma once
 #include <CLI/CLI.hpp>
 #include <cstdint>
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "autograd/dtype.h"
+#include "trainer/transformer.h"
 
 namespace lora::cli {
 
@@ -30,6 +31,9 @@ std::string error_text(const std::exception& e);
 // --quantize BITS and --q-group-size N, checked by the library's one check of a quantization
 // (check_quantization) so that every command accepts and refuses the same values.
 void add_quantize_flags(CLI::App& cmd, int& bits, int& group_size, const std::string& help);
+
+// --kv-cache-type f32|f16: what generation's KV cache holds (KVCacheType; default f32).
+void add_kv_cache_flag(CLI::App& cmd, KVCacheType& type);
 
 // --max-shard-size SIZE: split written weights into shards above this size (parse_byte_size).
 void add_max_shard_size_flag(CLI::App& cmd, std::string& size);

@@ -177,6 +177,7 @@ std::shared_ptr<Job> Server::Impl::make_job(const CompletionRequest& r) {
                        std::to_string(options.limits.max_prompt_tokens),
                    r.chat ? "messages" : "prompt", "context_length_exceeded");
   job->options.max_tokens = r.max_tokens;
+  job->options.kv_cache = options.kv_cache;
   job->options.sampling = r.sampling;
   try {
     validate(r.sampling);

@@ -22,6 +22,7 @@ struct ServeOptions {
   std::string api_key;                // empty: no key needed
   ServeLimits limits;
   SchedulerOptions scheduler;
+  KVCacheType kv_cache = KVCacheType::F32;  // every request's
 };
 
 class Server {
