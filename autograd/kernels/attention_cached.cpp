@@ -49,6 +49,7 @@ gemv::CachedHeadsArgs group_args(const float* q, const CachedKV& kv, const Atten
           .half_keys = half ? kv.half_k + kv_off : nullptr,
           .half_values = half ? kv.half_v + kv_off : nullptr,
           .kv_stride = s.kv_stride(),
+          .cached = d::block_keys(s, 0, 1),
           .head_dim = hd,
           .heads = group,
           .scores = scores + kvh * group * s.seq_k,

@@ -51,6 +51,7 @@ struct CachedHeadsArgs {
   const uint16_t* half_keys = nullptr;
   const uint16_t* half_values = nullptr;
   int64_t kv_stride = 0;
+  int64_t cached = 0;    // keys in the cache: prefetching ahead of a call stops there
   int64_t head_dim = 0;  // a multiple of Kernels::lanes
   int64_t heads = 0;
   float* scores = nullptr;  // `heads` rows of ld

@@ -84,7 +84,7 @@ void cached_scores_with(const CachedHeadsArgs& a, const E* keys, int64_t first, 
   constexpr int W = V::W;
   for (int64_t b0 = first; b0 < count; b0 += kCachedBlock) {
     const int64_t b1 = std::min(count, b0 + kCachedBlock);
-    prefetch_rows(keys, a.kv_stride, a.head_dim, b1, std::min(count, b1 + kCachedBlock));
+    prefetch_rows(keys, a.kv_stride, a.head_dim, b1, std::min(a.cached, b1 + kCachedBlock));
     for (int64_t h = 0; h < a.heads; ++h)
       for (int64_t j = b0; j < b1; j += W)
         score_keys<V, C>(a, keys, a.q + h * a.head_dim, j,
@@ -125,7 +125,7 @@ void cached_values_with(const CachedHeadsArgs& a, const E* values, int64_t first
                         float* out) {
   for (int64_t b0 = first; b0 < count; b0 += kCachedBlock) {
     const int64_t b1 = std::min(count, b0 + kCachedBlock);
-    prefetch_rows(values, a.kv_stride, a.head_dim, b1, std::min(count, b1 + kCachedBlock));
+    prefetch_rows(values, a.kv_stride, a.head_dim, b1, std::min(a.cached, b1 + kCachedBlock));
     for (int64_t h = 0; h < a.heads; ++h) add_weighted_values<V, C>(a, values, h, b0, b1, out);
   }
 }
