@@ -6,13 +6,15 @@ run with the same threads, the programs alternating run by run so that a change 
 load hits each of them.
 
     bench/generate_bench.py [--shape qwen2.5-0.5b|smollm2-135m] [--threads 1,2] [--runs 3]
-        [--tokens 64] [--prompt-tokens N] [--work out/bench/generate] [--json FILE]
+        [--tokens 64] [--prompt-tokens N] [--kv-cache-type f32|f16] [--work out/bench/generate]
+        [--json FILE]
 
 The model is random (scripts/make_random_model.py, bf16, tied embeddings) with the shape's
 dimensions and vocabulary, so decode reads as many bytes per token as the real model; its
 tokenizer is stories260K's (LORA_SHARED, default ../shared), whose ids the random vocabulary
 pads. The prompt is a short story's opening (about 50 tokens), or with --prompt-tokens that text
-repeated to about N tokens: decode then reads a long KV cache at every step. MLX: `lora convert --quantize 4 --q-group-size 64` (bf16 scales and biases on disk: 4.5 bits
+repeated to about N tokens: decode then reads a long KV cache at every step. lora's KV cache is
+f32 unless --kv-cache-type f16 (llama.cpp's is F16, its default, either way). MLX: `lora convert --quantize 4 --q-group-size 64` (bf16 scales and biases on disk: 4.5 bits
 a weight, as Q4_0). GGUF: bench/gguf_from_folder with Q4_0 (llama.cpp's rounding), and `lora convert
 --q-type q4_k_m` (llama-quantize's Q4_K_M mix). Every run starts from the same prompt ids.
 
@@ -116,10 +118,11 @@ def kv_bytes(cfg, context, element_bytes):
     return 2 * cfg["num_layers"] * cfg["num_kv_heads"] * cfg["head_dim"] * element_bytes * context
 
 
-def ours(model, ids_text, tokens, threads):
+def ours(model, ids_text, tokens, threads, kv_cache="f32"):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     r = run_json(["build/lora", "--threads", str(threads), "--json", "generate", "--model", model,
-                  "--prompt", ids_text, "--max-tokens", str(tokens), "--temp", "0"], env)
+                  "--prompt", ids_text, "--max-tokens", str(tokens), "--temp", "0",
+                  "--kv-cache-type", kv_cache], env)
     return {"prompt_tokens": r["prompt_tokens"], "generated_tokens": r["generated_tokens"],
             "prompt_tokens_per_s": r["prompt_tokens_per_s"], "tokens_per_s": r["tokens_per_s"],
             "tokens": r["tokens"]}
@@ -161,6 +164,8 @@ def main():
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--prompt-tokens", type=int, default=0,
                     help="repeat the prompt text to about this many tokens (default: once)")
+    ap.add_argument("--kv-cache-type", choices=["f32", "f16"], default="f32",
+                    help="lora's KV cache (llama.cpp keeps its default F16)")
     ap.add_argument("--work", default=os.path.join(ROOT, "out", "bench", "generate"))
     ap.add_argument("--json", help="also write the result here (after each thread count)")
     ap.add_argument("--run-timeout", type=int, default=RUN_TIMEOUT_S,
@@ -174,10 +179,11 @@ def main():
     if a.prompt_tokens > len(ids):
         prompt = " ".join([PROMPT] * round(a.prompt_tokens / len(ids)))
         ids = prompt_ids(mlx, prompt)
-    programs = {"lora_mlx_q4": lambda t: ours(mlx, prompt, a.tokens, t),
-                "lora_gguf_q4_0": lambda t: ours(gguf, prompt, a.tokens, t),
+    kv = a.kv_cache_type
+    programs = {"lora_mlx_q4": lambda t: ours(mlx, prompt, a.tokens, t, kv),
+                "lora_gguf_q4_0": lambda t: ours(gguf, prompt, a.tokens, t, kv),
                 "llama_cpp_gguf_q4_0": lambda t: llama_cpp(gguf, ids, a.tokens, t),
-                "lora_gguf_q4_k_m": lambda t: ours(q4_k_m, prompt, a.tokens, t),
+                "lora_gguf_q4_k_m": lambda t: ours(q4_k_m, prompt, a.tokens, t, kv),
                 "llama_cpp_gguf_q4_k_m": lambda t: llama_cpp(q4_k_m, ids, a.tokens, t)}
     load_before = os.getloadavg()
     results = {}
@@ -216,12 +222,14 @@ def write_report(a, models, ids, programs, results, load_before):
     k_bytes, _ = matrix_bytes(q4_k_m)
     prompt_len = len(ids)
     context = prompt_len + (a.tokens + 1) / 2
-    bytes_per_token = {"lora_mlx_q4": mlx_bytes + kv_bytes(cfg, context, 4),
-                       "lora_gguf_q4_0": gguf_bytes + kv_bytes(cfg, context, 4),
+    ours_kv = 2 if a.kv_cache_type == "f16" else 4
+    bytes_per_token = {"lora_mlx_q4": mlx_bytes + kv_bytes(cfg, context, ours_kv),
+                       "lora_gguf_q4_0": gguf_bytes + kv_bytes(cfg, context, ours_kv),
                        "llama_cpp_gguf_q4_0": gguf_bytes + kv_bytes(cfg, context, 2),
-                       "lora_gguf_q4_k_m": k_bytes + kv_bytes(cfg, context, 4),
+                       "lora_gguf_q4_k_m": k_bytes + kv_bytes(cfg, context, ours_kv),
                        "llama_cpp_gguf_q4_k_m": k_bytes + kv_bytes(cfg, context, 2)}
     report = {"bench": "generate", "shape": a.shape, "config": cfg, "prompt_tokens": prompt_len,
+              "lora_kv_cache_type": a.kv_cache_type,
               "generated_tokens": a.tokens, "runs": a.runs, "cpu": cpu_description(),
               "load_average_before": load_before, "load_average_after": load_after,
               "host": platform.node(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
