@@ -171,6 +171,9 @@ void cached_scores(const CachedHeadsArgs& a, int64_t first, int64_t count, float
 }
 template <class V>
 void cached_values(const CachedHeadsArgs& a, int64_t first, int64_t count, float* out) {
+  // A head of 16 vectors (256 floats on AVX-512) still fits the registers as an output row alone
+  // (the scores' query and accumulators together would not).
+  if (V::W >= 16 && a.head_dim == 16 * V::W) return ValuesWith<V, 16>::run(a, first, count, out);
   with_held_chunks<V, ValuesWith>(a, first, count, out);
 }
 
