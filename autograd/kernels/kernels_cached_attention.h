@@ -93,31 +93,37 @@ void cached_scores_with(const CachedHeadsArgs& a, const E* keys, int64_t first, 
   }
 }
 
-// out[h * head_dim + c] += sum_j scores[h * ld + j] * values[j * kv_stride + c], j in [j0, j1).
+// o[c] += sum_j p[j] * values[j * stride + c] for c < C vectors, j in [j0, j1): the C output
+// vectors held in registers over the keys.
+template <class V, int C, class E>
+void weighted_slab(const E* values, int64_t stride, const float* p, int64_t j0, int64_t j1,
+                   float* o) {
+  constexpr int W = V::W;
+  typename V::reg acc[C];
+  LORA_GEMV_UNROLL_ALL for (int c = 0; c < C; ++c) acc[c] = V::load(o + c * W);
+  for (int64_t j = j0; j < j1; ++j) {
+    const auto pj = V::set1(p[j]);
+    const E* value = values + j * stride;
+    LORA_GEMV_UNROLL_ALL for (int c = 0; c < C; ++c) acc[c] =
+        V::fmadd(pj, load_cached<V>(value + c * W), acc[c]);
+  }
+  LORA_GEMV_UNROLL_ALL for (int c = 0; c < C; ++c) V::store(o + c * W, acc[c]);
+}
+
+// out[h * head_dim + c] += sum_j scores[h * ld + j] * values[j * kv_stride + c], j in [j0, j1). A
+// head longer than the registers hold (C = 0) goes in slabs of 8 vectors, the block's values read
+// again from L1 for each.
 template <class V, int C, class E>
 void add_weighted_values(const CachedHeadsArgs& a, const E* values, int64_t h, int64_t j0,
                          int64_t j1, float* out) {
   constexpr int W = V::W;
   float* o = out + h * a.head_dim;
   const float* p = a.scores + h * a.ld;
-  if constexpr (C == 0) {
-    for (int64_t j = j0; j < j1; ++j) {
-      const auto pj = V::set1(p[j]);
-      const E* value = values + j * a.kv_stride;
-      for (int64_t c = 0; c < a.head_dim; c += W)
-        V::store(o + c, V::fmadd(pj, load_cached<V>(value + c), V::load(o + c)));
-    }
-  } else {
-    typename V::reg acc[C];
-    LORA_GEMV_UNROLL_ALL for (int c = 0; c < C; ++c) acc[c] = V::load(o + c * W);
-    for (int64_t j = j0; j < j1; ++j) {
-      const auto pj = V::set1(p[j]);
-      const E* value = values + j * a.kv_stride;
-      LORA_GEMV_UNROLL_ALL for (int c = 0; c < C; ++c) acc[c] =
-          V::fmadd(pj, load_cached<V>(value + c * W), acc[c]);
-    }
-    LORA_GEMV_UNROLL_ALL for (int c = 0; c < C; ++c) V::store(o + c * W, acc[c]);
-  }
+  if constexpr (C > 0) return weighted_slab<V, C>(values, a.kv_stride, p, j0, j1, o);
+  int64_t c = 0;
+  for (; c + 8 * W <= a.head_dim; c += 8 * W)
+    weighted_slab<V, 8>(values + c, a.kv_stride, p, j0, j1, o + c);
+  for (; c < a.head_dim; c += W) weighted_slab<V, 1>(values + c, a.kv_stride, p, j0, j1, o + c);
 }
 
 template <class V, int C, class E>
