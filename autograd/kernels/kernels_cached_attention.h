@@ -6,8 +6,9 @@
 // Scores: a block of W keys against one head at a time, one accumulator per key, the head's query
 // held in registers; V::sum_each then turns the W accumulators into the W scores in one
 // transposing reduction instead of W horizontal sums. Values: one head's output row held in
-// registers while the block's probability-weighted values are added into it. Blocks are short
-// enough (kCachedBlock keys) for their keys or values to stay in L1 while every head reads them.
+// registers (a long head in slabs of 8 vectors) while the block's probability-weighted values are
+// added into it. Blocks are short enough (kCachedBlock keys) for their keys or values to stay in
+// L1 while every head reads them.
 //
 // The cache may hold IEEE halves (CachedHeadsArgs::half_keys): each key and value is then widened
 // as it is loaded, and the step reads half the bytes.
