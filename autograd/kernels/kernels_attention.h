@@ -318,9 +318,10 @@ struct CachedKV {
 };
 
 // A decode step's f32 attention (one query row per sequence, a head of whole vectors) on the
-// vector kernels of kernels_cached_attention.h: each KV head's query heads together, their keys in
-// `parts` ranges that threads take apart and whose softmaxes are then combined (0: as many as keep
-// every thread busy where the KV heads alone are too few).
+// vector kernels of kernels_cached_attention.h: each KV head's query heads together, a block of
+// keys through every KV head at a time, each sequence's keys in `parts` ranges that threads take
+// apart and whose softmaxes are then combined (0: as many as keep every thread busy where the
+// sequences alone are too few).
 void attention_forward_cached(const float* q, const CachedKV& kv, const AttentionShape& s,
                               const uint8_t* key_valid, float* out, float* lse,
                               const gemv::Kernels& kernels, int64_t parts = 0);
