@@ -380,10 +380,9 @@ void attend_cached(const ModelConfig& c, int64_t layer, KVCache& cache, const fl
   }
   uint16_t* half_k = cache.half_k[layer].data();
   uint16_t* half_v = cache.half_v[layer].data();
-  for (int64_t i = 0; i < n * kv_width; ++i) {
-    half_k[cache.length * kv_width + i] = f32_to_f16(k[i]);
-    half_v[cache.length * kv_width + i] = f32_to_f16(v[i]);
-  }
+  const auto added = static_cast<std::size_t>(n * kv_width);
+  convert_from_f32(DType::F16, k, added, half_k + cache.length * kv_width);
+  convert_from_f32(DType::F16, v, added, half_v + cache.length * kv_width);
   const gemv::Kernels& vector_kernels = kernels::tile_kernels();
   if (n == 1 && kernels::cached_attention_fits(shape, vector_kernels)) {
     kernels::attention_forward_cached(q, {.half_k = half_k, .half_v = half_v}, shape, nullptr, out,
@@ -393,11 +392,8 @@ void attend_cached(const ModelConfig& c, int64_t layer, KVCache& cache, const fl
   // A prompt's rows (or a head the vector kernels do not take) attend over the cache widened.
   const std::size_t cached = static_cast<std::size_t>(shape.seq_k * kv_width);
   std::vector<float> wide_k(cached), wide_v(cached);
-  const float* from_half = f16_to_f32_table();
-  for (std::size_t i = 0; i < cached; ++i) {
-    wide_k[i] = from_half[half_k[i]];
-    wide_v[i] = from_half[half_v[i]];
-  }
+  convert_to_f32(DType::F16, half_k, cached, wide_k.data());
+  convert_to_f32(DType::F16, half_v, cached, wide_v.data());
   kernels::attention_forward(q, wide_k.data(), wide_v.data(), shape, nullptr, out, lse.data());
 }
 

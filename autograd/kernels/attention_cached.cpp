@@ -143,7 +143,7 @@ void attention_forward_cached(const float* q, const CachedKV& kv, const Attentio
   const int64_t hd = s.head_dim, count = d::block_keys(s, 0, 1);
   // Keys before the sliding window are hidden: no scores for them.
   const int64_t first = s.window > 0 ? std::max<int64_t>(0, count - s.window) : 0;
-  const bool split = s.batch * s.heads * s.seq_k * hd >= kSingleQueryParallelWork;
+  const bool split = single_query_splits(s);
   if (parts <= 0) parts = parts_per_sequence(s, count - first, split);
   const int64_t items = s.batch * parts, stride = s.heads * (hd + 2);
   std::vector<float> results(static_cast<std::size_t>(items * stride));

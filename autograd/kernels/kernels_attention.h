@@ -307,6 +307,9 @@ const gemv::Kernels& tile_kernels();
 // few dozen cached tokens two threads take half the time of one for the ~2 us a fork costs
 // (SmolLM2-135M, 62-token prompt, two threads: 4.1-4.4 -> 3.8-4.0 ms a step).
 inline constexpr int64_t kSingleQueryParallelWork = int64_t(1) << 14;
+inline bool single_query_splits(const AttentionShape& s) {
+  return s.batch * s.heads * s.seq_k * s.head_dim >= kSingleQueryParallelWork;
+}
 
 // A KV cache as the decode kernels read it: keys and values in f32, or as IEEE halves (half_k and
 // half_v set, k and v unused); either way [batch * seq_k, kv_heads * head_dim].
@@ -336,14 +339,13 @@ bool cached_attention_fits(const AttentionShape& s, const gemv::Kernels& kernels
 template <typename T>
 void attention_forward_single_query(const T* q, const T* k, const T* v, const AttentionShape& s,
                                     const uint8_t* key_valid, T* out, T* lse) {
-  const int64_t work = s.batch * s.heads * s.seq_k * s.head_dim;
   if constexpr (std::is_same_v<T, float>) {
     const gemv::Kernels& kernels = tile_kernels();
     if (cached_attention_fits(s, kernels))
       return attention_forward_cached(q, {.k = k, .v = v}, s, key_valid, out, lse, kernels);
   }
   parallel_for_with_scratch(
-      s.batch * s.heads, work >= kSingleQueryParallelWork,
+      s.batch * s.heads, single_query_splits(s),
       [&] { return std::vector<T>(static_cast<std::size_t>(s.seq_k)); },
       [&](std::vector<T>& scores, int64_t i) {
         attention_detail::attend_row(q, k, v, s, i / s.heads, 0, i % s.heads, key_valid,

@@ -107,7 +107,7 @@ void add_kv_cache_flag(CLI::App& cmd, KVCacheType& type) {
   cmd.add_option_function<std::string>(
          "--kv-cache-type",
          [&type](const std::string& name) {
-           type = CLI::detail::to_lower(name) == "f16" ? KVCacheType::F16 : KVCacheType::F32;
+           type = name == "f16" ? KVCacheType::F16 : KVCacheType::F32;
          },
          "What the KV cache holds: f32 (the keys and values as computed; default) or f16 "
          "(rounded to halves: half the memory, and half of what a long context's steps read)")
