@@ -1,9 +1,11 @@
 #include "autograd/frozen_gemv.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -34,6 +36,29 @@ struct Scalar {
   static ireg load_u8(const uint8_t* p) { return p[0]; }
   static ireg load_s8(const uint8_t* p) { return static_cast<int8_t>(p[0]); }
   static reg to_float(ireg v) { return static_cast<float>(v); }
+  // Four bytes to a lane, in memory order.
+  static ireg load_bytes(const void* p) {
+    ireg v;
+    std::memcpy(&v, p, 4);
+    return v;
+  }
+  static ireg load_bytes_partial(const void* p, int64_t n) {
+    ireg v = 0;
+    std::memcpy(&v, p, static_cast<std::size_t>(std::min<int64_t>(n, 4)));
+    return v;
+  }
+  static ireg dot_nibbles(ireg codes, ireg x_low, ireg x_high) {
+    uint8_t c[4];
+    int8_t lo[4], hi[4];
+    std::memcpy(c, &codes, 4);
+    std::memcpy(lo, &x_low, 4);
+    std::memcpy(hi, &x_high, 4);
+    ireg sum = 0;
+    for (int i = 0; i < 4; ++i) sum += (c[i] & 15) * lo[i] + (c[i] >> 4) * hi[i];
+    return sum;
+  }
+  static ireg group_index(int64_t) { return 0; }
+  static reg spread_groups(const float* scales, int64_t, ireg) { return *scales; }
   static reg low_nibble(ireg v) { return static_cast<float>(v & 15); }
   static reg high_nibble(ireg v) { return static_cast<float>(v >> 4); }
   static ireg and15(ireg v) { return v & 15; }
@@ -89,18 +114,27 @@ struct Plan {
   int64_t row_bytes = 0;
   int64_t sum_width = 0;  // elements per entry of RowsArgs::sums (0: none)
   bool nibble_order = false;
+  bool int8 = false;  // x rounded to int8 per sum_width elements
 };
 
-Plan plan_for(const FrozenWeight& w, const gemv::Kernels& k) {
+bool takes_int8(const QuantizedMatrix& q) {
+  return q.bits == 4 && (q.group_size == 32 || q.group_size == 64 || q.group_size == 128);
+}
+
+Plan plan_for(const FrozenWeight& w, const gemv::Kernels& k, GemvActivations activations) {
   Plan p;
   switch (w.format) {
     case WeightFormat::F32:
       return {k.f32, reinterpret_cast<const uint8_t*>(w.f32.data()), w.cols * 4, 0, false};
-    case WeightFormat::Quantized:
+    case WeightFormat::Quantized: {
       if (w.quant.bits != 4 && w.quant.bits != 8) return p;
-      return {w.quant.bits == 4 ? k.mlx4 : k.mlx8,
-              reinterpret_cast<const uint8_t*>(w.quant.packed.data()), w.quant.words_per_row() * 4,
-              w.quant.group_size, w.quant.bits == 4};
+      const auto* data = reinterpret_cast<const uint8_t*>(w.quant.packed.data());
+      const int64_t row_bytes = w.quant.words_per_row() * 4;
+      if (activations == GemvActivations::Int8 && takes_int8(w.quant))
+        return {k.mlx4_int8, data, row_bytes, w.quant.group_size, false, true};
+      return {w.quant.bits == 4 ? k.mlx4 : k.mlx8, data, row_bytes, w.quant.group_size,
+              w.quant.bits == 4};
+    }
     case WeightFormat::Ggml: {
       const auto* data = reinterpret_cast<const uint8_t*>(w.ggml.data.get());
       const auto rb = static_cast<int64_t>(w.ggml.row_bytes());
@@ -133,14 +167,50 @@ Plan plan_for(const FrozenWeight& w, const gemv::Kernels& k) {
   return p;
 }
 
-// x as the kernels read it, per vector: [n, cols] (permuted for nibble rows) then the sums.
+// x as the kernels read it, per vector: [n, cols] (permuted for nibble rows) then the sums; for
+// the int8 kernels [n, int8_width] even and odd elements and [n, int8_width / 4] scales.
 struct PreparedX {
   std::vector<float> values, sums;
+  std::vector<int8_t> low, high;
+  std::vector<float> scales;
+  int64_t int8_width = 0;
 };
+
+// The int8 kernels read whole vectors of code bytes: the widest (AVX-512) is 64.
+constexpr int64_t kInt8Padding = 64;
+
+// x rounded per group to dx * q, dx = max |x| / 127, q = round(x / dx) in [-127, 127]: the even
+// elements' q in `low`, the odd ones' in `high`, each 8 elements' dx in `scales`.
+void round_to_int8(const float* x, int64_t cols, int64_t group, int64_t width, int8_t* low,
+                   int8_t* high, float* scales) {
+  for (int64_t g0 = 0; g0 < cols; g0 += group) {
+    float amax = 0.0f;
+    for (int64_t i = g0; i < g0 + group; ++i) amax = std::max(amax, std::abs(x[i]));
+    const float dx = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int64_t i = g0; i < g0 + group; i += 2) {
+      low[i / 2] = static_cast<int8_t>(std::nearbyint(x[i] * inv));
+      high[i / 2] = static_cast<int8_t>(std::nearbyint(x[i + 1] * inv));
+    }
+    std::fill(scales + g0 / 8, scales + (g0 + group) / 8, dx);
+  }
+  std::fill(low + cols / 2, low + width, int8_t{0});
+  std::fill(high + cols / 2, high + width, int8_t{0});
+  std::fill(scales + cols / 8, scales + width / 4, 0.0f);
+}
 
 PreparedX prepare(const Plan& plan, const gemv::Kernels& k, const float* x, int64_t n,
                   int64_t cols) {
   PreparedX p;
+  if (plan.int8) {
+    const int64_t width = (cols / 2 + kInt8Padding - 1) / kInt8Padding * kInt8Padding;
+    p.int8_width = width;
+    p.low.resize(static_cast<std::size_t>(n * width));
+    p.high.resize(p.low.size());
+    p.scales.resize(static_cast<std::size_t>(n * width / 4));
+    for (int64_t v = 0; v < n; ++v)
+      round_to_int8(x + v * cols, cols, plan.sum_width, width, &p.low[v * width],
+                    &p.high[v * width], &p.scales[v * width / 4]);
+  }
   if (plan.nibble_order) {
     p.values.resize(static_cast<std::size_t>(n * cols));
     for (int64_t v = 0; v < n; ++v) k.permute_for_nibbles(x + v * cols, cols, &p.values[v * cols]);
@@ -210,8 +280,9 @@ void frozen_gemv(const FrozenWeight& w, const float* x, int64_t n, float* y, flo
   frozen_gemv({&product, 1}, x, n, isa);
 }
 
-void frozen_gemv(std::span<const GemvProduct> products, const float* x, int64_t n) {
-  frozen_gemv(products, x, n, gemv_isa());
+void frozen_gemv(std::span<const GemvProduct> products, const float* x, int64_t n,
+                 GemvActivations activations) {
+  frozen_gemv(products, x, n, gemv_isa(), activations);
 }
 
 namespace {
@@ -255,6 +326,11 @@ void product_rows(const PassPart& part, const PreparedX& px, const gemv::Kernels
   for (int64_t v = 0; v < n; ++v) {
     a.x = part.plan.nibble_order ? &px.values[v * cols] : x + v * cols;
     a.sums = groups > 0 ? &px.sums[v * groups] : nullptr;
+    if (part.plan.int8) {
+      a.x_low = &px.low[v * px.int8_width];
+      a.x_high = &px.high[v * px.int8_width];
+      a.x_scales = &px.scales[v * px.int8_width / 4];
+    }
     a.y = part.product->y + v * w.rows + (r0 - first);
     (part.plan.kernel ? part.plan.kernel : k.f32)(a, first, last);
   }
@@ -262,13 +338,14 @@ void product_rows(const PassPart& part, const PreparedX& px, const gemv::Kernels
 
 }  // namespace
 
-void frozen_gemv(std::span<const GemvProduct> products, const float* x, int64_t n, GemvIsa isa) {
+void frozen_gemv(std::span<const GemvProduct> products, const float* x, int64_t n, GemvIsa isa,
+                 GemvActivations activations) {
   const gemv::Kernels& k = runnable_kernels(isa, "frozen_gemv");
   if (n <= 0 || products.empty()) return;
   const int64_t cols = products[0].w->cols;
   // x is prepared once per layout the products' kernels read it in (all of them, usually).
   std::vector<PreparedX> layouts;
-  std::vector<std::pair<int64_t, bool>> layout_keys;  // (sum width, nibble order)
+  std::vector<std::tuple<int64_t, bool, bool>> layout_keys;  // (sum width, nibble order, int8)
   std::vector<PassPart> parts;
   int64_t blocks = 0, work = 0;
   for (const GemvProduct& p : products) {
@@ -281,8 +358,8 @@ void frozen_gemv(std::span<const GemvProduct> products, const float* x, int64_t 
       for (int64_t i = 0; i < n * p.w->rows; ++i) p.y[i] = p.beta == 0.0f ? 0.0f : p.beta * p.y[i];
       continue;
     }
-    const Plan plan = plan_for(*p.w, k);
-    const std::pair<int64_t, bool> key{plan.sum_width, plan.nibble_order};
+    const Plan plan = plan_for(*p.w, k, activations);
+    const std::tuple<int64_t, bool, bool> key{plan.sum_width, plan.nibble_order, plan.int8};
     auto at = std::find(layout_keys.begin(), layout_keys.end(), key);
     if (at == layout_keys.end()) {
       layout_keys.push_back(key);

@@ -51,7 +51,10 @@ struct GemvProduct {
 // Several products of one x (a decode step's q, k and v; gate and up) in one pass of the thread
 // team: one fork and join instead of one each (on two threads, about 2 us: as long as a
 // SmolLM2-135M k projection's own reading), and x prepared once. Every weight must have x's width.
-void frozen_gemv(std::span<const GemvProduct> products, const float* x, int64_t n);
-void frozen_gemv(std::span<const GemvProduct> products, const float* x, int64_t n, GemvIsa isa);
+// `activations` Int8 rounds x to int8 for the products that take it (GemvActivations).
+void frozen_gemv(std::span<const GemvProduct> products, const float* x, int64_t n,
+                 GemvActivations activations = GemvActivations::F32);
+void frozen_gemv(std::span<const GemvProduct> products, const float* x, int64_t n, GemvIsa isa,
+                 GemvActivations activations = GemvActivations::F32);
 
 }  // namespace lora

@@ -161,6 +161,12 @@ ComputeDType compute_dtype_named(const std::string& name) {
   throw std::invalid_argument("compute dtype must be f32 or bf16, got \"" + name + "\"");
 }
 
+GemvActivations gemv_activations_named(const std::string& name) {
+  if (name == "f32") return GemvActivations::F32;
+  if (name == "int8") return GemvActivations::Int8;
+  throw std::invalid_argument("decode activations must be f32 or int8, got \"" + name + "\"");
+}
+
 FrozenWeight FrozenWeight::from_f32(std::vector<float> w, int64_t rows, int64_t cols) {
   check_size(w.size(), rows, cols, "FrozenWeight::from_f32");
   FrozenWeight f = empty_weight(rows, cols, WeightFormat::F32);
@@ -275,7 +281,8 @@ namespace {
 // [n, rows] -> [n, cols]), each with beta on the output.
 void frozen_product(Bf16Product kind, const FrozenWeight& w, const float* in, int64_t n, float* out,
                     float beta, ComputeDType compute, std::span<const LowRankDelta> deltas,
-                    std::span<const LowRankSide> sides) {
+                    std::span<const LowRankSide> sides,
+                    GemvActivations activations = GemvActivations::F32) {
   check_low_rank(deltas, sides, compute);
   const bool xwt = kind == Bf16Product::XWt;
   const int64_t in_width = xwt ? w.cols : w.rows, out_width = xwt ? w.rows : w.cols;
@@ -286,7 +293,8 @@ void frozen_product(Bf16Product kind, const FrozenWeight& w, const float* in, in
   }
   // A few tokens (generation's decode) read each weight once, from its own storage.
   if (xwt && n <= kGemvMaxTokens && deltas.empty() && !uses_bf16(compute)) {
-    frozen_gemv(w, in, n, out, beta);
+    const GemvProduct product{&w, out, beta};
+    frozen_gemv({&product, 1}, in, n, gemv_isa(), activations);
     return;
   }
   // A prompt's few dozen: rows widened a cache-sized block at a time, and no repacking of the
@@ -336,8 +344,8 @@ void frozen_product(Bf16Product kind, const FrozenWeight& w, const float* in, in
 
 void frozen_matmul(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta,
                    ComputeDType compute, std::span<const LowRankDelta> deltas,
-                   std::span<const LowRankSide> sides) {
-  frozen_product(Bf16Product::XWt, w, x, n, y, beta, compute, deltas, sides);
+                   std::span<const LowRankSide> sides, GemvActivations activations) {
+  frozen_product(Bf16Product::XWt, w, x, n, y, beta, compute, deltas, sides, activations);
 }
 
 void frozen_matmul_input_grad(const FrozenWeight& w, const float* g, int64_t n, float* dx,

@@ -23,6 +23,14 @@ bool uses_bf16(ComputeDType requested);
 // "f32" or "bf16" (the --compute-dtype values); anything else throws std::invalid_argument.
 ComputeDType compute_dtype_named(const std::string& name);
 
+// The activations a decode step's 4-bit products read (a few tokens, frozen_gemv): f32, or rounded
+// to int8 per group of the weight's (a scale per group, as llama.cpp rounds them for its quantized
+// types) so that the products run on integer multiply-adds. Int8 applies to MLX 4-bit weights with
+// groups of 32, 64 or 128; every other product stays f32.
+enum class GemvActivations { F32, Int8 };
+// "f32" or "int8" (the --decode-activations values); anything else throws std::invalid_argument.
+GemvActivations gemv_activations_named(const std::string& name);
+
 struct FrozenWeight {
   int64_t rows = 0;
   int64_t cols = 0;
@@ -74,10 +82,12 @@ struct LowRankSide {
 // widened tile by tile, never whole. Deltas need the f32 path: with bf16 compute they are rejected,
 // since rounding W + scale*BA to bf16 would bury the small adapter term under the weight's
 // rounding. Sides need bf16 compute.
+// `activations` applies where the product runs as a decode step's (a few tokens, no deltas, f32).
 void frozen_matmul(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta = 0.0f,
                    ComputeDType compute = ComputeDType::F32,
                    std::span<const LowRankDelta> deltas = {},
-                   std::span<const LowRankSide> sides = {});
+                   std::span<const LowRankSide> sides = {},
+                   GemvActivations activations = GemvActivations::F32);
 // dx[n, cols] = g[n, rows] * (W + deltas) + sides + beta * dx.
 void frozen_matmul_input_grad(const FrozenWeight& w, const float* g, int64_t n, float* dx,
                               float beta = 0.0f, ComputeDType compute = ComputeDType::F32,

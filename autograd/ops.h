@@ -106,7 +106,8 @@ Var cross_entropy_head(Tape& tape, Var hidden, const FrozenWeight& head,
                        float normalizer, float logit_softcap = 0);
 
 // Per-row logits of the head (no grad): [n, vocab]. For generation and evaluation.
-Tensor head_logits(const FrozenWeight& head, const Tensor& hidden);
+Tensor head_logits(const FrozenWeight& head, const Tensor& hidden,
+                   GemvActivations activations = GemvActivations::F32);
 
 // Gradient checkpointing: runs `block` on x without keeping its intermediates; backward runs it
 // again on a recording tape of its own and backpropagates through that.

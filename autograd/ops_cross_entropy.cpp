@@ -217,13 +217,14 @@ Var cross_entropy_head(Tape& tape, Var hidden, const FrozenWeight& head,
   return loss;
 }
 
-Tensor head_logits(const FrozenWeight& head, const Tensor& hidden) {
+Tensor head_logits(const FrozenWeight& head, const Tensor& hidden, GemvActivations activations) {
   if (hidden.rank() != 2 || hidden.dim(1) != head.cols)
     throw std::invalid_argument("head_logits: hidden " + hidden.shape_str() +
                                 " does not fit a head with " + std::to_string(head.cols) +
                                 " input features");
   Tensor logits({hidden.dim(0), head.rows});
-  frozen_matmul(head, hidden.ptr(), hidden.dim(0), logits.ptr());
+  frozen_matmul(head, hidden.ptr(), hidden.dim(0), logits.ptr(), 0.0f, ComputeDType::F32, {}, {},
+                activations);
   return logits;
 }
 

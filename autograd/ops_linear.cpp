@@ -153,7 +153,7 @@ Var linear(Tape& tape, Var x, const FrozenWeight& w, const std::vector<float>* b
   // bf16 product instead pays for adding, with a read of y.
   const bool add_into_y = residual || !uses_bf16(compute);
   frozen_matmul(w, xv.ptr(), n, y.ptr(), add_into_y ? 1.0f : 0.0f, compute, deltas_of(lora, join),
-                forward_sides(lora, low_rank, join));
+                forward_sides(lora, low_rank, join), tape.gemv_activations());
   add_bias_and_branches(tape, bias, lora, low_rank, join, y);
 
   const bool residual_grad = residual && residual->requires_grad;
@@ -245,7 +245,7 @@ std::vector<Var> linears(Tape& tape, Var x, std::span<const LinearOf> each) {
     ys.emplace_back(std::vector<int64_t>{n, l.w->rows});
   }
   for (std::size_t i = 0; i < each.size(); ++i) products.push_back({each[i].w, ys[i].ptr(), 0.0f});
-  frozen_gemv(products, xv.ptr(), n);
+  frozen_gemv(products, xv.ptr(), n, tape.gemv_activations());
   for (std::size_t i = 0; i < each.size(); ++i) {
     const Join join = join_of(each[i].lora, n, tape.compute_dtype());
     const std::vector<Tensor> low_rank = branch_projections(tape, each[i].lora, xv, join);

@@ -98,6 +98,9 @@ class Tape {
   // The precision of the frozen base's products recorded on this tape (forward and backward).
   void set_compute_dtype(ComputeDType c) { compute_ = c; }
   ComputeDType compute_dtype() const { return compute_; }
+  // The activations of its decode products (a few tokens through frozen_gemv).
+  void set_gemv_activations(GemvActivations a) { gemv_activations_ = a; }
+  GemvActivations gemv_activations() const { return gemv_activations_; }
 
  private:
   struct Step {
@@ -122,6 +125,7 @@ class Tape {
   OpProfile* profile_ = nullptr;
   OpPhase forward_phase_ = OpPhase::Forward;
   ComputeDType compute_ = ComputeDType::F32;
+  GemvActivations gemv_activations_ = GemvActivations::F32;
 };
 
 }  // namespace lora::ag

@@ -3,6 +3,7 @@
 // them), with the bytes those read and the rate that makes; and the prompt's forward against its
 // products alone.
 //   build/bench/decode_profile MODEL [--threads N] [--prompt 32] [--tokens 32] [--kv-cache f16]
+//                              [--decode-activations int8]
 #include <omp.h>
 #include <time.h>
 
@@ -58,7 +59,7 @@ double prompt_products_seconds(const Model& m, int64_t n) {
 // One token's products on a fixed input, grouped as the decode step runs them: q, k and v in one
 // pass of the threads; o; gate and up in one pass; down (a fused checkpoint's qkv and gate_up
 // each alone); then the head.
-void step_products(const Model& m, const float* x, float* y) {
+void step_products(const Model& m, const float* x, float* y, GemvActivations activations) {
   const std::vector<std::vector<Proj>> groups = {
       {Proj::q, Proj::k, Proj::v}, {Proj::qkv},     {Proj::o},
       {Proj::gate, Proj::up},      {Proj::gate_up}, {Proj::down}};
@@ -71,12 +72,14 @@ void step_products(const Model& m, const float* x, float* y) {
           products.push_back({&layer.at(p), y + offset});
           offset += layer.at(p).rows;
         }
-      if (!products.empty()) frozen_gemv(products, x, 1);
+      if (!products.empty()) frozen_gemv(products, x, 1, activations);
     }
-  frozen_gemv(m.head(), x, 1, y);
+  const GemvProduct head{&m.head(), y};
+  frozen_gemv({&head, 1}, x, 1, activations);
 }
 
-double products_seconds(const Model& m, int reps, std::size_t& bytes, double& cpu) {
+double products_seconds(const Model& m, int reps, GemvActivations activations, std::size_t& bytes,
+                        double& cpu) {
   const ModelConfig& c = m.config;
   const int64_t widest =
       std::max({c.hidden_size, c.intermediate_size, c.vocab_size, c.num_heads * c.head_dim});
@@ -88,7 +91,7 @@ double products_seconds(const Model& m, int reps, std::size_t& bytes, double& cp
   for (int r = 0; r < reps + 1; ++r) {
     const auto t0 = clock_type::now();
     const double c0 = cpu_seconds();
-    step_products(m, x.data(), y.data());
+    step_products(m, x.data(), y.data(), activations);
     if (r > 0) times.push_back(seconds_since(t0));
     if (r > 0) cpus.push_back(cpu_seconds() - c0);
   }
@@ -105,15 +108,19 @@ int main(int argc, char** argv) {
   lora::keep_freed_memory_for_reuse();      // and freed memory kept, as lora has it
   if (argc < 2) {
     std::fprintf(stderr,
-                 "usage: %s MODEL [--threads N] [--prompt 32] [--tokens 32] [--kv-cache f16]\n",
+                 "usage: %s MODEL [--threads N] [--prompt 32] [--tokens 32] [--kv-cache f16] "
+                 "[--decode-activations int8]\n",
                  argv[0]);
     return 2;
   }
   int threads = 1, prompt = 32, tokens = 32;
   KVCacheType kv_cache = KVCacheType::F32;
+  GemvActivations activations = GemvActivations::F32;
   for (int i = 2; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--kv-cache") && !std::strcmp(argv[i + 1], "f16"))
       kv_cache = KVCacheType::F16;
+    if (!std::strcmp(argv[i], "--decode-activations"))
+      activations = gemv_activations_named(argv[i + 1]);
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--prompt")) prompt = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--tokens")) tokens = std::atoi(argv[i + 1]);
@@ -134,22 +141,24 @@ int main(int argc, char** argv) {
   for (int t = 0; t < tokens; ++t) {
     const int32_t id = 3 + t;
     const auto t0 = clock_type::now();
-    forward_cached(m, {}, cache, {&id, 1}, CachedLogits::Last);
+    forward_cached(m, {}, cache, {&id, 1}, CachedLogits::Last, activations);
     steps.push_back(seconds_since(t0));
   }
   std::sort(steps.begin(), steps.end());
   std::size_t bytes = 0;
   double cpu = 0;
-  const double products = products_seconds(m, tokens, bytes, cpu);
+  const double products = products_seconds(m, tokens, activations, bytes, cpu);
   const double step = steps[steps.size() / 2];
   std::printf(
       "{\"model\": \"%s\", \"threads\": %d, \"isa\": \"%.*s\", \"step_ms\": %.3f, "
       "\"products_ms\": %.3f, \"products_share\": %.3f, \"product_bytes\": %zu, "
       "\"products_gbps\": %.3f, \"products_cpu_ms\": %.3f, \"bytes_per_cpu_ns\": %.3f, "
-      "\"prefill_ms\": %.3f, \"prefill_products_cpu_ms\": %.3f, \"kv_cache\": \"%s\"}\n",
+      "\"prefill_ms\": %.3f, \"prefill_products_cpu_ms\": %.3f, \"kv_cache\": \"%s\", "
+      "\"decode_activations\": \"%s\"}\n",
       argv[1], threads, int(gemv_isa_name(gemv_isa()).size()), gemv_isa_name(gemv_isa()).data(),
       step * 1e3, products * 1e3, products / step, bytes, double(bytes) / products / 1e9, cpu * 1e3,
       double(bytes) / cpu / 1e9, prefill * 1e3, prefill_products * 1e3,
-      kv_cache == KVCacheType::F16 ? "f16" : "f32");
+      kv_cache == KVCacheType::F16 ? "f16" : "f32",
+      activations == GemvActivations::Int8 ? "int8" : "f32");
   return 0;
 }

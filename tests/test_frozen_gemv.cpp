@@ -5,6 +5,7 @@
 // Q4_K, Q5_K, Q6_K) and those widened 16 rows at a time (F16, BF16, Q2_K, Q3_K).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <map>
@@ -100,6 +101,90 @@ TEST(FrozenGemv, MlxQuantizedRowsEqualTheDequantizedProduct) {
         expect_matches_reference(q, std::to_string(bits) + "-bit, group " + std::to_string(group) +
                                         ", " + std::string(dtype_name(scales)) + " scales");
       }
+}
+
+// x as GemvActivations::Int8 rounds it: per group, dx = max |x| / 127 and q = round(x * 127 /
+// max |x|); the rounded values dx * q, and each element's dx.
+struct RoundedX {
+  std::vector<float> values, steps;
+};
+RoundedX rounded_to_int8(const std::vector<float>& x, int64_t group) {
+  RoundedX r{std::vector<float>(x.size()), std::vector<float>(x.size())};
+  for (std::size_t g0 = 0; g0 < x.size(); g0 += static_cast<std::size_t>(group)) {
+    float amax = 0.0f;
+    for (std::size_t i = g0; i < g0 + group; ++i) amax = std::max(amax, std::fabs(x[i]));
+    const float dx = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (std::size_t i = g0; i < g0 + group; ++i) {
+      r.values[i] = dx * std::nearbyint(x[i] * inv);
+      r.steps[i] = dx;
+    }
+  }
+  return r;
+}
+
+// With int8 activations an MLX 4-bit row's dot is sum_g scale_g * (q_g . x_rounded_g) + bias_g *
+// sum(x_g): against that (in double) to float rounding, and against the exact product to within
+// the rounding of x (half a step per element, times |scale * q|). Rows of 9 groups leave every
+// vector width a partial last step; 37 rows leave the 4-row loop a tail.
+TEST(FrozenGemv, Int8ActivationsEqualTheProductOfTheRoundedInput) {
+  for (int64_t group : {32, 64, 128})
+    for (int64_t cols : {9 * group, int64_t(1024)}) {
+      const auto q = quantize(random_values(kRows * cols, 31, 0.1f), kRows, cols, 4, int(group));
+      const auto w = FrozenWeight::from_quantized(q);
+      const std::vector<float> dense = w.to_f32();
+      for (int64_t n : {1, 3}) {
+        const auto x = random_values(static_cast<std::size_t>(n * cols), 32 + unsigned(n));
+        const RoundedX xr = rounded_to_int8(x, group);
+        const auto y0 = random_values(static_cast<std::size_t>(n * kRows), 33);
+        for (float beta : {0.0f, 0.5f})
+          for (GemvIsa isa : every_isa()) {
+            std::vector<float> y = y0;
+            const GemvProduct product{&w, y.data(), beta};
+            frozen_gemv({&product, 1}, x.data(), n, isa, GemvActivations::Int8);
+            for (int64_t v = 0; v < n; ++v)
+              for (int64_t r = 0; r < kRows; ++r) {
+                double rounded = 0, exact = 0, magnitude = 0, bound = 0;
+                for (int64_t c = 0; c < cols; ++c) {
+                  const auto i = static_cast<std::size_t>(v * cols + c);
+                  const double bias = q.biases[static_cast<std::size_t>((r * cols + c) / group)];
+                  const double coded = dense[static_cast<std::size_t>(r * cols + c)] - bias;
+                  rounded += coded * xr.values[i] + bias * x[i];
+                  exact += (coded + bias) * x[i];
+                  magnitude += std::fabs(coded * xr.values[i]) + std::fabs(bias * x[i]);
+                  bound += std::fabs(coded) * xr.steps[i] / 2;
+                }
+                const auto at = static_cast<std::size_t>(v * kRows + r);
+                const double base = double(beta) * y0[at];
+                const std::string what = "group " + std::to_string(group) + ", cols " +
+                                         std::to_string(cols) + ", " +
+                                         std::string(gemv_isa_name(isa)) + ", n " +
+                                         std::to_string(n) + ", row " + std::to_string(r);
+                ASSERT_NEAR(y[at], rounded + base, 2e-6 * (magnitude + std::fabs(base)) + 1e-6)
+                    << what;
+                ASSERT_NEAR(y[at], exact + base, bound + 2e-6 * magnitude + 1e-6) << what;
+              }
+          }
+      }
+    }
+}
+
+// Int8 applies to MLX 4-bit weights alone: the other storages give their f32 results unchanged.
+TEST(FrozenGemv, Int8ActivationsLeaveOtherStoragesAsTheyAre) {
+  const int64_t cols = 256, n = 2;
+  const auto mlx8 = FrozenWeight::from_quantized(
+      quantize(random_values(kRows * cols, 41, 0.1f), kRows, cols, 8, 64));
+  const auto q4_0 = FrozenWeight::from_ggml(GgmlMatrix::owning(
+      kRows, cols, GgmlType::Q4_0, test::random_ggml_bytes(GgmlType::Q4_0, kRows, cols, 42, 0.5f)));
+  const auto f32 = FrozenWeight::from_f32(random_values(kRows * cols, 43), kRows, cols);
+  const auto x = random_values(static_cast<std::size_t>(n * cols), 44);
+  for (const FrozenWeight* w : {&mlx8, &q4_0, &f32})
+    for (GemvIsa isa : every_isa()) {
+      std::vector<float> plain(static_cast<std::size_t>(n * kRows)), int8(plain.size());
+      const GemvProduct a{w, plain.data()}, b{w, int8.data()};
+      frozen_gemv({&a, 1}, x.data(), n, isa, GemvActivations::F32);
+      frozen_gemv({&b, 1}, x.data(), n, isa, GemvActivations::Int8);
+      EXPECT_EQ(plain, int8) << gemv_isa_name(isa);
+    }
 }
 
 TEST(FrozenGemv, GgmlBlocksEqualTheDequantizedProduct) {

@@ -101,6 +101,29 @@ TEST(GenerateCli, HalfKvCacheKeepsTheReferenceStory) {
   EXPECT_NE(bad.err.find("--kv-cache-type"), std::string::npos) << bad.err;
 }
 
+// Int8 decode activations on a 4-bit stories260K (groups of 32: every projection but the
+// 172-wide down): the greedy story keeps the f32 activations' first 50 tokens (165 of 200 on the
+// machine this was written on); a value that is not f32 or int8 is refused by name.
+TEST(GenerateCli, Int8DecodeActivationsKeepTheStoryStart) {
+  LORA_REQUIRE_SHARED("models/stories260K/model.safetensors");
+  auto run = [](const std::string& activations) {
+    auto r = test::run_lora({"--json", "generate", "--model", stories().string(), "--max-tokens",
+                             "100", "--quantize", "4", "--q-group-size", "32",
+                             "--decode-activations", activations});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return json::parse(r.out)["tokens"].get<std::vector<int>>();
+  };
+  const std::vector<int> f32 = run("f32"), int8 = run("int8");
+  ASSERT_EQ(f32.size(), 100u);
+  ASSERT_EQ(int8.size(), 100u);
+  EXPECT_EQ(std::vector<int>(int8.begin(), int8.begin() + 50),
+            std::vector<int>(f32.begin(), f32.begin() + 50));
+  auto bad =
+      test::run_lora({"generate", "--model", stories().string(), "--decode-activations", "int4"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("--decode-activations"), std::string::npos) << bad.err;
+}
+
 TEST(GenerateCli, SamplingIsSeededAndStopsOnBos) {
   LORA_REQUIRE_SHARED("models/stories260K/model.safetensors");
   auto run = [](const std::string& seed) {

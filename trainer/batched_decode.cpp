@@ -17,7 +17,8 @@ void step_batch(std::span<Decoding* const> sequences, std::span<const std::size_
   for (std::size_t i : batch) rows.push_back(sequences[i]->decode_row());
   const Model& model = sequences[batch.front()]->model();
   const auto t0 = clock::now();
-  const Tensor logits = forward_cached_batch(model, rows);
+  const Tensor logits =
+      forward_cached_batch(model, rows, sequences[batch.front()]->options().decode_activations);
   const double seconds = std::chrono::duration<double>(clock::now() - t0).count();
   const auto vocab = static_cast<std::size_t>(model.config.vocab_size);
   for (std::size_t r = 0; r < batch.size(); ++r)

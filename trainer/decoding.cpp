@@ -51,7 +51,7 @@ std::optional<int32_t> Decoding::next() {
   const auto t0 = clock::now();
   const Tensor logits =
       forward_cached(model_, adapters_, cache_, prefill ? prompt() : std::span(&history_.back(), 1),
-                     CachedLogits::Last);
+                     CachedLogits::Last, options_.decode_activations);
   const double seconds = std::chrono::duration<double>(clock::now() - t0).count();
   if (prefill) prompt_seconds_ = seconds;
   const int64_t vocab = model_.config.vocab_size;

@@ -14,6 +14,7 @@ namespace lora {
 struct GenerateOptions {
   int64_t max_tokens = 100;
   KVCacheType kv_cache = KVCacheType::F32;
+  GemvActivations decode_activations = GemvActivations::F32;
   SamplingOptions sampling;
   std::vector<int32_t> stop_ids;  // generation ends after one of these (it is not emitted)
 };
@@ -36,6 +37,7 @@ class Decoding {
   double prompt_seconds() const { return prompt_seconds_; }
   double generate_seconds() const { return generate_seconds_; }
   const Model& model() const { return model_; }
+  const GenerateOptions& options() const { return options_; }
 
   // Stepping several sequences in one batched pass (trainer/batched_decode.h) splits next() in
   // two: the one-token forward, batched, then each sequence's sampling.

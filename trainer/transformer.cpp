@@ -340,6 +340,7 @@ Tensor released_forward(const ag::Tape& outer, Part&& part) {
   ag::Tape scratch(/*record=*/false);
   scratch.set_profile(outer.profile(), outer.forward_phase());
   scratch.set_compute_dtype(outer.compute_dtype());
+  scratch.set_gemv_activations(outer.gemv_activations());
   return std::move(part(scratch)->value);
 }
 
@@ -398,12 +399,12 @@ void attend_cached(const ModelConfig& c, int64_t layer, KVCache& cache, const fl
 }
 
 // The final norm and the head on the last hidden states.
-Tensor final_logits(const Model& model, Tensor hidden) {
+Tensor final_logits(const Model& model, Tensor hidden, GemvActivations activations) {
   const ModelConfig& c = model.config;
   ag::Tape tape(/*record=*/false);
   ag::Var h = ag::rmsnorm(tape, tape.constant(std::move(hidden)), model.final_norm, c.hidden_size,
                           c.rms_norm_eps);
-  return cap_logits(c, ag::head_logits(model.head(), h->value));
+  return cap_logits(c, ag::head_logits(model.head(), h->value, activations));
 }
 
 }  // namespace
@@ -470,7 +471,8 @@ ag::Var forward_hidden(ag::Tape& tape, const Model& model, const AdapterStack& a
 }
 
 Tensor forward_cached(const Model& model, const AdapterStack& adapters, KVCache& cache,
-                      std::span<const int32_t> ids, CachedLogits which) {
+                      std::span<const int32_t> ids, CachedLogits which,
+                      GemvActivations activations) {
   const ModelConfig& c = model.config;
   const int64_t n = static_cast<int64_t>(ids.size());
   check_ids(model, ids, 1, n);
@@ -479,7 +481,8 @@ Tensor forward_cached(const Model& model, const AdapterStack& adapters, KVCache&
   // Each layer runs on a tape of its own (released_forward): its activations are freed before
   // the next layer's are made, so a prompt holds one layer's at a time (on one tape a long prompt
   // held every layer's, and the first prompt of a process page-faulted fresh memory for all).
-  const ag::Tape outer(/*record=*/false);
+  ag::Tape outer(/*record=*/false);
+  outer.set_gemv_activations(activations);
   Tensor hidden =
       released_forward(outer, [&](ag::Tape& tape) { return embed_tokens(tape, model, ids); });
   for (int64_t layer = 0; layer < c.num_layers; ++layer)
@@ -498,10 +501,11 @@ Tensor forward_cached(const Model& model, const AdapterStack& adapters, KVCache&
     std::copy(row, row + c.hidden_size, last.ptr());
     hidden = std::move(last);
   }
-  return final_logits(model, std::move(hidden));
+  return final_logits(model, std::move(hidden), activations);
 }
 
-Tensor forward_cached_batch(const Model& model, std::span<const DecodeRow> rows) {
+Tensor forward_cached_batch(const Model& model, std::span<const DecodeRow> rows,
+                            GemvActivations activations) {
   const ModelConfig& c = model.config;
   const int64_t n = static_cast<int64_t>(rows.size());
   std::vector<int32_t> ids;
@@ -517,7 +521,8 @@ Tensor forward_cached_batch(const Model& model, std::span<const DecodeRow> rows)
   PassContext ctx{model, none, n, 1, 0};
   ctx.rows = rows;
   const int64_t q_width = c.num_heads * c.head_dim, kv_width = c.num_kv_heads * c.head_dim;
-  const ag::Tape outer(/*record=*/false);  // a tape per layer, as in forward_cached
+  ag::Tape outer(/*record=*/false);  // a tape per layer, as in forward_cached
+  outer.set_gemv_activations(activations);
   Tensor hidden =
       released_forward(outer, [&](ag::Tape& tape) { return embed_tokens(tape, model, ids); });
   for (int64_t layer = 0; layer < c.num_layers; ++layer)
@@ -532,7 +537,7 @@ Tensor forward_cached_batch(const Model& model, std::span<const DecodeRow> rows)
       return block_output(tape, x, tape.constant(std::move(attn)), ctx, layer);
     });
   for (const DecodeRow& row : rows) row.cache->length += 1;
-  return final_logits(model, std::move(hidden));
+  return final_logits(model, std::move(hidden), activations);
 }
 
 Tensor forward_logits(const Model& model, const AdapterStack& adapters,

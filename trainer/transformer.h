@@ -58,9 +58,11 @@ ag::Var forward_hidden(ag::Tape& tape, const Model& model, const AdapterStack& a
 enum class CachedLogits { All, Last };
 
 // Batch-1 incremental forward for generation: appends ids to the cache, returns logits [n, vocab]
-// (All) or [1, vocab] for the last id (Last).
+// (All) or [1, vocab] for the last id (Last). `activations` applies to the products of steps of a
+// few tokens (GemvActivations).
 Tensor forward_cached(const Model& model, const AdapterStack& adapters, KVCache& cache,
-                      std::span<const int32_t> ids, CachedLogits which = CachedLogits::All);
+                      std::span<const int32_t> ids, CachedLogits which = CachedLogits::All,
+                      GemvActivations activations = GemvActivations::F32);
 
 // One sequence's place in a batched decode step: its adapters (strengths included), its cache
 // (whose length is the new token's position) and the id to append.
@@ -74,7 +76,8 @@ struct DecodeRow {
 // over all rows (the weights are read once per step, not once per sequence); each row adds its own
 // LoRA branches, rotates at its own position and attends over its own cache. Returns logits
 // [rows, vocab], row i the same as forward_cached(rows[i]) would give.
-Tensor forward_cached_batch(const Model& model, std::span<const DecodeRow> rows);
+Tensor forward_cached_batch(const Model& model, std::span<const DecodeRow> rows,
+                            GemvActivations activations = GemvActivations::F32);
 
 // Full-sequence logits [batch * seq, vocab], no grad.
 Tensor forward_logits(const Model& model, const AdapterStack& adapters,

@@ -2,6 +2,7 @@
 // when the CPU reports AVX2, FMA and F16C (frozen_gemv.cpp).
 #include <immintrin.h>
 
+#include <bit>
 #include <cstring>
 
 #include "autograd/kernels/kernels_gemv.h"
@@ -73,6 +74,37 @@ struct Avx2 {
     else
       s = _mm256_srli_epi32(h, -S);
     return _mm256_and_si256(s, _mm256_set1_epi32(48));
+  }
+  static ireg load_bytes(const void* p) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  }
+  static ireg lanes_below(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),
+                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  // n is a multiple of 4 (MLX rows are whole 32-bit words).
+  static ireg load_bytes_partial(const void* p, int64_t n) {
+    return _mm256_maskload_epi32(static_cast<const int*>(p), lanes_below(n / 4));
+  }
+  // Codes are unsigned and at most 15, x signed: a pair's products sum to at most 2 * 15 * 128,
+  // so the low and high pairs add in 16 bits before widening.
+  static ireg dot_nibbles(ireg codes, ireg x_low, ireg x_high) {
+    const ireg mask = _mm256_set1_epi8(15);
+    const ireg low = _mm256_and_si256(codes, mask);
+    const ireg high = _mm256_and_si256(_mm256_srli_epi16(codes, 4), mask);
+    const ireg pairs =
+        _mm256_add_epi16(_mm256_maddubs_epi16(low, x_low), _mm256_maddubs_epi16(high, x_high));
+    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+  }
+  static ireg group_index(int64_t lanes_per_group) {
+    const ireg lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_srlv_epi32(lane, _mm256_set1_epi32(std::countr_zero(uint64_t(lanes_per_group))));
+  }
+  // count is 1 or 2 (groups of 64 or more, or 32).
+  static reg spread_groups(const float* scales, int64_t count, ireg index) {
+    if (count == 1) return _mm256_broadcast_ss(scales);
+    const __m128 two = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(scales)));
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two), index);
   }
   static reg low_nibble(ireg v) { return to_float(_mm256_and_si256(v, _mm256_set1_epi32(15))); }
   static reg high_nibble(ireg v) { return to_float(_mm256_srli_epi32(v, 4)); }

@@ -6,6 +6,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <bit>
 #include <cstring>
 
 #include "autograd/kernels/kernels_gemv.h"
@@ -82,6 +83,32 @@ struct Avx512 {
   static reg lookup_low(ireg v, reg table) { return _mm512_permutexvar_ps(v, table); }
   static reg lookup_high(ireg v, reg table) {
     return _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), table);
+  }
+  static ireg load_bytes(const void* p) { return _mm512_loadu_si512(p); }
+  static ireg load_bytes_partial(const void* p, int64_t n) {
+    return _mm512_maskz_loadu_epi8(n >= 64 ? ~__mmask64(0) : (__mmask64(1) << n) - 1, p);
+  }
+  // Codes are unsigned and at most 15, x signed: a pair's products sum to at most 2 * 15 * 128,
+  // so the low and high pairs add in 16 bits before widening.
+  static ireg dot_nibbles(ireg codes, ireg x_low, ireg x_high) {
+    const ireg mask = _mm512_set1_epi8(15);
+    const ireg low = _mm512_and_si512(codes, mask);
+    const ireg high = _mm512_and_si512(_mm512_srli_epi16(codes, 4), mask);
+    const ireg pairs =
+        _mm512_add_epi16(_mm512_maddubs_epi16(low, x_low), _mm512_maddubs_epi16(high, x_high));
+    return _mm512_madd_epi16(pairs, _mm512_set1_epi16(1));
+  }
+  static ireg group_index(int64_t lanes_per_group) {
+    const ireg lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    return _mm512_srli_epi32(lane, std::countr_zero(uint64_t(lanes_per_group)));
+  }
+  // count is 1, 2 or 4 (groups of 128, 64 or 32), each read with a load of its own size.
+  static reg spread_groups(const float* scales, int64_t count, ireg index) {
+    if (count == 1) return _mm512_set1_ps(*scales);
+    const __m128 few = count == 2
+                           ? _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(scales)))
+                           : _mm_loadu_ps(scales);
+    return _mm512_permutexvar_ps(index, _mm512_castps128_ps512(few));
   }
   static reg low_nibble(ireg v) { return lookup_low(v, codes()); }
   static reg high_nibble(ireg v) { return lookup_high(v, codes()); }

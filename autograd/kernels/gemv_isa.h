@@ -18,6 +18,11 @@ struct RowsArgs {
   const float* biases = nullptr;
   const float* halves = nullptr;  // f16_to_f32_table(): ggml block scales looked up by their bits
   int64_t group_size = 0;         // MLX
+  // x rounded to int8 per MLX group, for the int8 kernels: its even and odd elements, and each
+  // 8 elements' scale; zero past cols up to whole vectors.
+  const int8_t* x_low = nullptr;
+  const int8_t* x_high = nullptr;
+  const float* x_scales = nullptr;
   float* y = nullptr;
   float beta = 0.0f;
 };
@@ -66,7 +71,7 @@ using CachedValuesKernel = void (*)(const CachedHeadsArgs&, int64_t first, int64
 
 struct Kernels {
   void (*permute_for_nibbles)(const float* x, int64_t cols, float* out);
-  RowsKernel mlx4, mlx8, q4_0, q8_0, f32, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k;
+  RowsKernel mlx4, mlx8, mlx4_int8, q4_0, q8_0, f32, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k;
   TileGemmKernel tile_gemm;
   CachedScoresKernel cached_scores;
   CachedValuesKernel cached_values;

@@ -10,13 +10,18 @@
 // bits that shifting h left by S (right by -S) puts at bits 4-5, as 0..48); bit_to_16(h, s)
 // (lane: 16 if bit s of its byte h is set, else 0); kCodeTable, and where it is true codes() (the
 // floats 0..15) and lookup_low / lookup_high (a lane's low or high nibble picks one of a
-// register's 16 floats); sum_each, for kernels_cached_attention.h. Block scales (IEEE halves) come
-// from RowsArgs::halves, a table: a load where a conversion took three vector uops, 8% of a
-// Qwen2.5-0.5B-shape Q4_0 decode step.
+// register's 16 floats); sum_each, for kernels_cached_attention.h; for the int8 kernels
+// load_bytes / load_bytes_partial (4W bytes, or the first n), dot_nibbles(codes, x_low, x_high)
+// (lane l: the 4 low nibbles of its bytes times x_low's 4 bytes plus the 4 high nibbles times
+// x_high's), group_index(lanes per group) and spread_groups(scales, count, index) (lane l: the
+// scale of the group it falls in). Block scales (IEEE halves) come from RowsArgs::halves, a table:
+// a load where a conversion took three vector uops, 8% of a Qwen2.5-0.5B-shape Q4_0 decode step.
 //
 // Each loop works on R rows at once (4, then 1 for the tail): R independent accumulator chains
 // hide the FMA latency, and each load of x serves R rows.
 #pragma once
+#include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 
@@ -182,6 +187,76 @@ void mlx8_rows_at(const RowsArgs& a, int64_t r0) {
   }
   LORA_GEMV_UNROLL
   for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]) + bias_part[r], a.beta);
+}
+
+// MLX 4-bit rows against x rounded to int8 (GemvActivations::Int8): x_g ~ dx_g * xq_g per group,
+// so a group's dot is scale_g * dx_g * (q_g . xq_g) + bias_g * sum(x_g), the first term in integer
+// multiply-adds of 4W code bytes (8W weights) a step: two byte products per element pair and one
+// widening add for four, against a lookup or conversion and an FMA per 16 weights in f32. The
+// codes' low nibbles meet x's even elements (x_low) and the high nibbles its odd ones (x_high);
+// lane l of a step covers 8 elements, whose dx is x_scales[that element / 8]. The prepared x is
+// zero past the row's end, so a last partial step reads only the bytes that are there.
+// One step's inputs that do not change from row to row: where it is, the group its first lane
+// falls in, and how many groups' scales its lanes take.
+struct Int8Step {
+  int64_t offset, group, scales;
+};
+
+template <class V, int R, bool Partial>
+inline void mlx4_int8_step(const RowsArgs& a, int64_t r0, const Int8Step& st,
+                           const uint8_t* const (&rows)[R], const float* const (&scales)[R],
+                           typename V::reg (&acc)[R], typename V::ireg scale_index) {
+  const int64_t o = st.offset;
+  const auto xl = V::load_bytes(a.x_low + o), xh = V::load_bytes(a.x_high + o);
+  const auto dx = V::load(a.x_scales + o / 4);
+  prefetch_next_rows<R>(a, r0, o, 4 * V::W);
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    const auto codes =
+        Partial ? V::load_bytes_partial(rows[r] + o, a.cols / 2 - o) : V::load_bytes(rows[r] + o);
+    const auto ws = V::spread_groups(scales[r] + st.group, st.scales, scale_index);
+    acc[r] = V::fmadd(V::to_float(V::dot_nibbles(codes, xl, xh)), V::mul(ws, dx), acc[r]);
+  }
+}
+
+template <class V, int R>
+void mlx4_int8_rows_at(const RowsArgs& a, int64_t r0) {
+  constexpr int64_t kStep = 4 * V::W;
+  const int64_t bytes = a.cols / 2, groups = a.cols / a.group_size;
+  // Groups are powers of two: shifts, not divisions, in the loop.
+  const int group_shift = std::countr_zero(static_cast<uint64_t>(a.group_size));
+  const int64_t per_step = std::max<int64_t>(1, 8 * V::W >> group_shift);
+  const auto scale_index = V::group_index(a.group_size / 8);
+  typename V::reg acc[R];
+  const uint8_t* rows[R];
+  const float* scales[R];
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    acc[r] = V::zero();
+    rows[r] = a.data + (r0 + r) * a.row_bytes;
+    scales[r] = a.scales + (r0 + r) * groups;
+    // The scales and biases of the rows read next, which the code prefetching does not reach.
+    if (r0 + kPrefetchRows + r < a.rows) {
+      prefetch_line(a.scales + (r0 + kPrefetchRows + r) * groups);
+      prefetch_line(a.biases + (r0 + kPrefetchRows + r) * groups);
+    }
+  }
+  int64_t o = 0;
+  for (; o + kStep <= bytes; o += kStep)
+    mlx4_int8_step<V, R, false>(a, r0, {o, 2 * o >> group_shift, per_step}, rows, scales, acc,
+                                scale_index);
+  if (o < bytes) {
+    const int64_t g = 2 * o >> group_shift;
+    mlx4_int8_step<V, R, true>(a, r0, {o, g, std::min(per_step, groups - g)}, rows, scales, acc,
+                               scale_index);
+  }
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    float bias_part = 0.0f;
+    const float* biases = a.biases + (r0 + r) * groups;
+    for (int64_t g = 0; g < groups; ++g) bias_part += biases[g] * a.sums[g];
+    store_row(a.y, r0 + r, V::hsum(acc[r]) + bias_part, a.beta);
+  }
 }
 
 // Q4_0 blocks: an f16 scale d, then 16 bytes whose low nibbles are elements 0-15 and high
@@ -593,6 +668,7 @@ constexpr lora::gemv::Kernels make_kernels() {
   return {&permute_for_nibbles<V>,
           &rows_in_fours<&mlx4_rows_at<V, 4>, &mlx4_rows_at<V, 1>>,
           &rows_in_fours<&mlx8_rows_at<V, 4>, &mlx8_rows_at<V, 1>>,
+          &rows_in_fours<&mlx4_int8_rows_at<V, 4>, &mlx4_int8_rows_at<V, 1>>,
           &rows_in_fours<&q4_0_rows_at<V, 4>, &q4_0_rows_at<V, 1>>,
           &rows_in_fours<&q8_0_rows_at<V, 4>, &q8_0_rows_at<V, 1>>,
           &rows_in_fours<&f32_rows_at<V, 4>, &f32_rows_at<V, 1>>,

@@ -24,6 +24,7 @@ struct GenerateFlags {
   std::string prompt;
   int64_t max_tokens = 100;
   KVCacheType kv_cache = KVCacheType::F32;
+  GemvActivations decode_activations = GemvActivations::F32;
   SamplingOptions sampling;
   std::vector<std::string> stop;
   int quantize = 0;
@@ -164,6 +165,7 @@ void run_generate(const GenerateFlags& f, const GlobalOptions& global) {
   GenerateOptions options;
   options.max_tokens = f.max_tokens;
   options.kv_cache = f.kv_cache;
+  options.decode_activations = f.decode_activations;
   options.sampling = f.sampling;
   for (int64_t id : model.config.eos_token_ids)
     options.stop_ids.push_back(static_cast<int32_t>(id));
@@ -197,6 +199,7 @@ void add_generate(CLI::App& app, const GlobalOptions& global) {
       ->capture_default_str();
   add_sampling_options(*cmd, f->sampling);
   add_kv_cache_flag(*cmd, f->kv_cache);
+  add_decode_activations_flag(*cmd, f->decode_activations);
   cmd->add_option("--stop", f->stop, "Stop when the text contains this string (repeatable)");
   add_quantize_flags(*cmd, f->quantize, f->q_group_size,
                      "Quantize float linears at load to this many bits (MLX affine; 0: as stored)");

@@ -28,6 +28,7 @@ struct ServeFlags {
   serve::ServeLimits limits;
   serve::SchedulerOptions scheduler;
   KVCacheType kv_cache = KVCacheType::F32;
+  GemvActivations decode_activations = GemvActivations::F32;
 };
 
 // NAME=DIR, or DIR alone (named after its folder).
@@ -100,6 +101,7 @@ void run_serve(const ServeFlags& f, const GlobalOptions& global) {
   options.limits = f.limits;
   options.scheduler = f.scheduler;
   options.kv_cache = f.kv_cache;
+  options.decode_activations = f.decode_activations;
   const BlockedStopSignals blocked;
   serve::Server server(model, options);
   const int port = server.bind(f.host, f.port);
@@ -135,6 +137,7 @@ void add_serve(CLI::App& app, const GlobalOptions& global) {
   add_quantize_flags(*cmd, f->quantize, f->q_group_size,
                      "Quantize float linears at load to this many bits (MLX affine; 0: as stored)");
   add_kv_cache_flag(*cmd, f->kv_cache);
+  add_decode_activations_flag(*cmd, f->decode_activations);
   cmd->add_option("--parallel", f->scheduler.slots, "Requests generated at once")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();

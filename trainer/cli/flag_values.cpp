@@ -114,6 +114,16 @@ void add_kv_cache_flag(CLI::App& cmd, KVCacheType& type) {
       ->check(CLI::IsMember({"f32", "f16"}, CLI::ignore_case));
 }
 
+void add_decode_activations_flag(CLI::App& cmd, GemvActivations& activations) {
+  cmd.add_option_function<std::string>(
+         "--decode-activations",
+         [&activations](const std::string& name) { activations = gemv_activations_named(name); },
+         "What a decode step's 4-bit products read: f32 (the activations as computed; default) or "
+         "int8 (rounded to 8 bits per group, as llama.cpp does: integer multiply-adds, a faster "
+         "step, logits off by about 1e-2; MLX 4-bit weights only)")
+      ->check(CLI::IsMember({"f32", "int8"}, CLI::ignore_case));
+}
+
 void add_max_shard_size_flag(CLI::App& cmd, std::string& size) {
   cmd.add_option("--max-shard-size", size,
                  "Split the weights into shards above this size (default 5GB)");

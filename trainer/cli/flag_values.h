@@ -35,6 +35,9 @@ void add_quantize_flags(CLI::App& cmd, int& bits, int& group_size, const std::st
 // --kv-cache-type f32|f16: what generation's KV cache holds (KVCacheType; default f32).
 void add_kv_cache_flag(CLI::App& cmd, KVCacheType& type);
 
+// --decode-activations f32|int8: what decode steps' 4-bit products read (GemvActivations).
+void add_decode_activations_flag(CLI::App& cmd, GemvActivations& activations);
+
 // --max-shard-size SIZE: split written weights into shards above this size (parse_byte_size).
 void add_max_shard_size_flag(CLI::App& cmd, std::string& size);
 

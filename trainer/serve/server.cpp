@@ -178,6 +178,7 @@ std::shared_ptr<Job> Server::Impl::make_job(const CompletionRequest& r) {
                    r.chat ? "messages" : "prompt", "context_length_exceeded");
   job->options.max_tokens = r.max_tokens;
   job->options.kv_cache = options.kv_cache;
+  job->options.decode_activations = options.decode_activations;
   job->options.sampling = r.sampling;
   try {
     validate(r.sampling);

@@ -23,6 +23,7 @@ struct ServeOptions {
   ServeLimits limits;
   SchedulerOptions scheduler;
   KVCacheType kv_cache = KVCacheType::F32;  // every request's
+  GemvActivations decode_activations = GemvActivations::F32;
 };
 
 class Server {
