@@ -6,8 +6,8 @@ run with the same threads, the programs alternating run by run so that a change 
 load hits each of them.
 
     bench/generate_bench.py [--shape qwen2.5-0.5b|smollm2-135m] [--threads 1,2] [--runs 3]
-        [--tokens 64] [--prompt-tokens N] [--kv-cache-type f32|f16] [--work out/bench/generate]
-        [--json FILE]
+        [--tokens 64] [--prompt-tokens N] [--kv-cache-type f32|f16] [--int8-activations]
+        [--work out/bench/generate] [--json FILE]
 
 The model is random (scripts/make_random_model.py, bf16, tied embeddings) with the shape's
 dimensions and vocabulary, so decode reads as many bytes per token as the real model; its
@@ -16,7 +16,8 @@ pads. The prompt is a short story's opening (about 50 tokens), or with --prompt-
 repeated to about N tokens: decode then reads a long KV cache at every step. lora's KV cache is
 f32 unless --kv-cache-type f16 (llama.cpp's is F16, its default, either way). MLX: `lora convert --quantize 4 --q-group-size 64` (bf16 scales and biases on disk: 4.5 bits
 a weight, as Q4_0). GGUF: bench/gguf_from_folder with Q4_0 (llama.cpp's rounding), and `lora convert
---q-type q4_k_m` (llama-quantize's Q4_K_M mix). Every run starts from the same prompt ids.
+--q-type q4_k_m` (llama-quantize's Q4_K_M mix). Every run starts from the same prompt ids. With
+--int8-activations the MLX model also runs with `--decode-activations int8` (lora_mlx_q4_int8).
 
 Reported per program and thread count: medians of prompt (prefill) tokens/s and decode tokens/s,
 the bytes one decode step reads (every matrix as held in memory, the head included, plus the KV
@@ -118,11 +119,11 @@ def kv_bytes(cfg, context, element_bytes):
     return 2 * cfg["num_layers"] * cfg["num_kv_heads"] * cfg["head_dim"] * element_bytes * context
 
 
-def ours(model, ids_text, tokens, threads, kv_cache="f32"):
+def ours(model, ids_text, tokens, threads, kv_cache="f32", activations="f32"):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     r = run_json(["build/lora", "--threads", str(threads), "--json", "generate", "--model", model,
                   "--prompt", ids_text, "--max-tokens", str(tokens), "--temp", "0",
-                  "--kv-cache-type", kv_cache], env)
+                  "--kv-cache-type", kv_cache, "--decode-activations", activations], env)
     return {"prompt_tokens": r["prompt_tokens"], "generated_tokens": r["generated_tokens"],
             "prompt_tokens_per_s": r["prompt_tokens_per_s"], "tokens_per_s": r["tokens_per_s"],
             "tokens": r["tokens"]}
@@ -166,6 +167,8 @@ def main():
                     help="repeat the prompt text to about this many tokens (default: once)")
     ap.add_argument("--kv-cache-type", choices=["f32", "f16"], default="f32",
                     help="lora's KV cache (llama.cpp keeps its default F16)")
+    ap.add_argument("--int8-activations", action="store_true",
+                    help="also run the MLX model with --decode-activations int8")
     ap.add_argument("--work", default=os.path.join(ROOT, "out", "bench", "generate"))
     ap.add_argument("--json", help="also write the result here (after each thread count)")
     ap.add_argument("--run-timeout", type=int, default=RUN_TIMEOUT_S,
@@ -185,6 +188,8 @@ def main():
                 "llama_cpp_gguf_q4_0": lambda t: llama_cpp(gguf, ids, a.tokens, t),
                 "lora_gguf_q4_k_m": lambda t: ours(q4_k_m, prompt, a.tokens, t, kv),
                 "llama_cpp_gguf_q4_k_m": lambda t: llama_cpp(q4_k_m, ids, a.tokens, t)}
+    if a.int8_activations:
+        programs["lora_mlx_q4_int8"] = lambda t: ours(mlx, prompt, a.tokens, t, kv, "int8")
     load_before = os.getloadavg()
     results = {}
     for threads in [int(t) for t in a.threads.split(",")]:
@@ -209,8 +214,8 @@ def main():
 
 # Each of ours against llama.cpp on the same file (the MLX model against the Q4_0 file: the same
 # float weights at the same 4.5 bits a weight on disk).
-REFERENCE = {"lora_mlx_q4": "llama_cpp_gguf_q4_0", "lora_gguf_q4_0": "llama_cpp_gguf_q4_0",
-             "lora_gguf_q4_k_m": "llama_cpp_gguf_q4_k_m"}
+REFERENCE = {"lora_mlx_q4": "llama_cpp_gguf_q4_0", "lora_mlx_q4_int8": "llama_cpp_gguf_q4_0",
+             "lora_gguf_q4_0": "llama_cpp_gguf_q4_0", "lora_gguf_q4_k_m": "llama_cpp_gguf_q4_k_m"}
 
 
 def write_report(a, models, ids, programs, results, load_before):
@@ -224,10 +229,12 @@ def write_report(a, models, ids, programs, results, load_before):
     context = prompt_len + (a.tokens + 1) / 2
     ours_kv = 2 if a.kv_cache_type == "f16" else 4
     bytes_per_token = {"lora_mlx_q4": mlx_bytes + kv_bytes(cfg, context, ours_kv),
+                       "lora_mlx_q4_int8": mlx_bytes + kv_bytes(cfg, context, ours_kv),
                        "lora_gguf_q4_0": gguf_bytes + kv_bytes(cfg, context, ours_kv),
                        "llama_cpp_gguf_q4_0": gguf_bytes + kv_bytes(cfg, context, 2),
                        "lora_gguf_q4_k_m": k_bytes + kv_bytes(cfg, context, ours_kv),
                        "llama_cpp_gguf_q4_k_m": k_bytes + kv_bytes(cfg, context, 2)}
+    bytes_per_token = {k: v for k, v in bytes_per_token.items() if k in programs}
     report = {"bench": "generate", "shape": a.shape, "config": cfg, "prompt_tokens": prompt_len,
               "lora_kv_cache_type": a.kv_cache_type,
               "generated_tokens": a.tokens, "runs": a.runs, "cpu": cpu_description(),
@@ -248,6 +255,8 @@ def write_report(a, models, ids, programs, results, load_before):
                            "read_bandwidth_share":
                                decode["median"] * bytes_per_token[name] / 1e9 / read_bw}
         for name, ref_name in REFERENCE.items():
+            if name not in entry:
+                continue
             for key, out in (("decode_tokens_per_s", "decode_vs_llama_cpp"),
                              ("prompt_tokens_per_s", "prompt_vs_llama_cpp")):
                 ref = entry[ref_name][key]["median"]
