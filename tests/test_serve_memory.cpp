@@ -130,8 +130,8 @@ TEST(ServeMemory, HalfKvCacheHalvesTheCache) {
 }
 
 // ServeOptions::decode_activations reaches every request: on a 4-bit stories260K the 400-token
-// greedy completions with int8 and f32 decode activations part (they share the first 165 of 200
-// tokens in `lora generate` on the machine this was written on).
+// greedy completions with int8 and f32 decode activations part (after 165 tokens in `lora
+// generate`'s Release build on the machine this was written on, earlier under the sanitizers).
 TEST(ServeMemory, Int8DecodeActivationsReachTheRequests) {
   LORA_REQUIRE_SHARED(kStoriesModel);
   const Model model =
@@ -143,7 +143,6 @@ TEST(ServeMemory, Int8DecodeActivationsReachTheRequests) {
   ASSERT_GT(a.size(), 400u);
   ASSERT_GT(b.size(), 400u);
   EXPECT_NE(a, b);
-  EXPECT_EQ(a.substr(0, 100), b.substr(0, 100));
 }
 
 }  // namespace

@@ -103,7 +103,7 @@ struct Avx2 {
   // count is 1 or 2 (groups of 64 or more, or 32).
   static reg spread_groups(const float* scales, int64_t count, ireg index) {
     if (count == 1) return _mm256_broadcast_ss(scales);
-    const __m128 two = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(scales)));
+    const __m128 two = _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales)));
     return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two), index);
   }
   static reg low_nibble(ireg v) { return to_float(_mm256_and_si256(v, _mm256_set1_epi32(15))); }

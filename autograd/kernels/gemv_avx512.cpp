@@ -105,9 +105,9 @@ struct Avx512 {
   // count is 1, 2 or 4 (groups of 128, 64 or 32), each read with a load of its own size.
   static reg spread_groups(const float* scales, int64_t count, ireg index) {
     if (count == 1) return _mm512_set1_ps(*scales);
-    const __m128 few = count == 2
-                           ? _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(scales)))
-                           : _mm_loadu_ps(scales);
+    const __m128 few =
+        count == 2 ? _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales)))
+                   : _mm_loadu_ps(scales);
     return _mm512_permutexvar_ps(index, _mm512_castps128_ps512(few));
   }
   static reg low_nibble(ireg v) { return lookup_low(v, codes()); }

@@ -236,10 +236,11 @@ void mlx4_int8_rows_at(const RowsArgs& a, int64_t r0) {
     rows[r] = a.data + (r0 + r) * a.row_bytes;
     scales[r] = a.scales + (r0 + r) * groups;
     // The scales and biases of the rows read next, which the code prefetching does not reach.
-    if (r0 + kPrefetchRows + r < a.rows) {
-      prefetch_line(a.scales + (r0 + kPrefetchRows + r) * groups);
-      prefetch_line(a.biases + (r0 + kPrefetchRows + r) * groups);
-    }
+    if (r0 + kPrefetchRows + r < a.rows)
+      for (int64_t g = 0; g < groups; g += 16) {
+        prefetch_line(a.scales + (r0 + kPrefetchRows + r) * groups + g);
+        prefetch_line(a.biases + (r0 + kPrefetchRows + r) * groups + g);
+      }
   }
   int64_t o = 0;
   for (; o + kStep <= bytes; o += kStep)
@@ -252,8 +253,9 @@ void mlx4_int8_rows_at(const RowsArgs& a, int64_t r0) {
   }
   LORA_GEMV_UNROLL
   for (int r = 0; r < R; ++r) {
-    float bias_part = 0.0f;
+    float bias_part = 0.0f;  // reassociated: one chain of dependent adds per row was a wait
     const float* biases = a.biases + (r0 + r) * groups;
+#pragma omp simd reduction(+ : bias_part)
     for (int64_t g = 0; g < groups; ++g) bias_part += biases[g] * a.sums[g];
     store_row(a.y, r0 + r, V::hsum(acc[r]) + bias_part, a.beta);
   }
