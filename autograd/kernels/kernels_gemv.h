@@ -189,13 +189,6 @@ void mlx8_rows_at(const RowsArgs& a, int64_t r0) {
   for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]) + bias_part[r], a.beta);
 }
 
-// MLX 4-bit rows against x rounded to int8 (GemvActivations::Int8): x_g ~ dx_g * xq_g per group,
-// so a group's dot is scale_g * dx_g * (q_g . xq_g) + bias_g * sum(x_g), the first term in integer
-// multiply-adds of 4W code bytes (8W weights) a step: two byte products per element pair and one
-// widening add for four, against a lookup or conversion and an FMA per 16 weights in f32. The
-// codes' low nibbles meet x's even elements (x_low) and the high nibbles its odd ones (x_high);
-// lane l of a step covers 8 elements, whose dx is x_scales[that element / 8]. The prepared x is
-// zero past the row's end, so a last partial step reads only the bytes that are there.
 // One step's inputs that do not change from row to row: where it is, the group its first lane
 // falls in, and how many groups' scales its lanes take.
 struct Int8Step {
@@ -219,6 +212,13 @@ inline void mlx4_int8_step(const RowsArgs& a, int64_t r0, const Int8Step& st,
   }
 }
 
+// MLX 4-bit rows against x rounded to int8 (GemvActivations::Int8): x_g ~ dx_g * xq_g per group,
+// so a group's dot is scale_g * dx_g * (q_g . xq_g) + bias_g * sum(x_g), the first term in integer
+// multiply-adds of 4W code bytes (8W weights) a step: two byte products per element pair and one
+// widening add for four, against a lookup or conversion and an FMA per 16 weights in f32. The
+// codes' low nibbles meet x's even elements (x_low) and the high nibbles its odd ones (x_high);
+// lane l of a step covers 8 elements, whose dx is x_scales[that element / 8]. The prepared x is
+// zero past the row's end, so a last partial step reads only the bytes that are there.
 template <class V, int R>
 void mlx4_int8_rows_at(const RowsArgs& a, int64_t r0) {
   constexpr int64_t kStep = 4 * V::W;
@@ -253,7 +253,7 @@ void mlx4_int8_rows_at(const RowsArgs& a, int64_t r0) {
   }
   LORA_GEMV_UNROLL
   for (int r = 0; r < R; ++r) {
-    float bias_part = 0.0f;  // reassociated: one chain of dependent adds per row was a wait
+    float bias_part = 0.0f;  // reassociated, so that the adds do not wait on each other
     const float* biases = a.biases + (r0 + r) * groups;
 #pragma omp simd reduction(+ : bias_part)
     for (int64_t g = 0; g < groups; ++g) bias_part += biases[g] * a.sums[g];
