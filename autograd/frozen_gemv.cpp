@@ -14,6 +14,7 @@
 #include "autograd/kernels/kernels_attention.h"
 #include "autograd/kernels/kernels_gemv.h"
 #include "autograd/parallel.h"
+#include "autograd/quant.h"
 
 namespace {
 
@@ -117,9 +118,8 @@ struct Plan {
   bool int8 = false;  // x rounded to int8 per sum_width elements
 };
 
-bool takes_int8(const QuantizedMatrix& q) {
-  return q.bits == 4 && (q.group_size == 32 || q.group_size == 64 || q.group_size == 128);
-}
+// The int8 kernel's shifts need a power-of-two group: MLX's sizes (32, 64, 128) all are.
+bool takes_int8(const QuantizedMatrix& q) { return q.bits == 4 && valid_group_size(q.group_size); }
 
 Plan plan_for(const FrozenWeight& w, const gemv::Kernels& k, GemvActivations activations) {
   Plan p;
