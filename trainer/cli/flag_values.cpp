@@ -120,7 +120,8 @@ void add_decode_activations_flag(CLI::App& cmd, GemvActivations& activations) {
          [&activations](const std::string& name) { activations = gemv_activations_named(name); },
          "What a decode step's 4-bit products read: f32 (the activations as computed; default) or "
          "int8 (rounded to 8 bits per group, as llama.cpp does: integer multiply-adds, a faster "
-         "step, logits off by about 1e-2; MLX 4-bit weights only)")
+         "step, slightly different logits, so greedy text may part after a while; MLX 4-bit "
+         "weights only)")
       ->check(CLI::IsMember({"f32", "int8"}, CLI::ignore_case));
 }
 
