@@ -146,6 +146,29 @@ TEST(Sampler, RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogits) {
   EXPECT_EQ(Sampler(greedy).sample(close), 0);
 }
 
+// Greedy over a vocabulary-sized row: the first of the largest logits, wherever it falls in the
+// vector lanes and the row's tail, tied or not, with or without NaNs.
+TEST(Sampler, GreedyPicksTheFirstLargestLogit) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  std::vector<float> logits(151936 + 7);
+  for (auto& l : logits) l = nd(rng);
+  Sampler greedy{SamplingOptions{}};
+  for (std::size_t at : {std::size_t(0), std::size_t(17), std::size_t(151936 + 6)}) {
+    for (std::size_t tie : {at + 1, std::size_t(100000)}) {
+      std::vector<float> row = logits;
+      if (tie < row.size()) row[tie] = 100.0f;
+      row[at] = 100.0f;
+      EXPECT_EQ(greedy.sample(row), static_cast<int32_t>(std::min(at, tie))) << at << " " << tie;
+    }
+  }
+  const auto first_max = std::max_element(logits.begin(), logits.end()) - logits.begin();
+  EXPECT_EQ(greedy.sample(logits), first_max);
+  std::vector<float> with_nan = logits;
+  with_nan[3] = std::nanf("");
+  EXPECT_EQ(greedy.sample(with_nan), first_max);
+}
+
 TEST(Sampler, DrawsFollowTheFilteredDistribution) {
   SamplingOptions o = at_t1();
   o.top_k = 2;

@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "autograd/kernels/kernels_exp.h"
+
 namespace lora {
 
 void validate(const SamplingOptions& o) {
@@ -24,8 +26,15 @@ Sampler::Sampler(const SamplingOptions& options) : options_(options), rng_(optio
   validate(options);
 }
 
+// The largest value comes from the vector max and then its first index from a search: a
+// max_element's compare-and-select chain runs through a load per element, about 0.5 ms over
+// Qwen2.5's 151936 logits, a twentieth of a two-thread decode step. A row with NaNs, where the
+// search may miss, keeps max_element's answer.
 int32_t Sampler::argmax() const {
-  return static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
+  const float top = kernels::max_of(work_.data(), static_cast<int64_t>(work_.size()));
+  auto at = std::find(work_.begin(), work_.end(), top);
+  if (at == work_.end()) at = std::max_element(work_.begin(), work_.end());
+  return static_cast<int32_t>(at - work_.begin());
 }
 
 namespace {
@@ -78,7 +87,7 @@ void Sampler::filter(std::span<const float> logits, std::span<const int32_t> see
   }
   // Softmax of logits / T, in a stable form.
   const double inv_t = 1.0 / options_.temperature;
-  const float max_logit = *std::max_element(work_.begin(), work_.end());
+  const float max_logit = kernels::max_of(work_.data(), static_cast<int64_t>(work_.size()));
   double total = 0;
   kept_.resize(work_.size());
   for (std::size_t i = 0; i < work_.size(); ++i) {
