@@ -1,0 +1,84 @@
+// The decode products' kernels alone, on one MLX 4-bit matrix small enough to stay in cache: what
+// the instructions cost, apart from what the memory gives (decode_profile measures the products of
+// a whole model from memory, where this VM's bandwidth moves by half between processes). Each
+// vector instruction-set copy this CPU runs, with f32 and with int8 activations, one vector at a
+// time on one thread, the median over --reps products; bytes count the codes, scales and biases.
+//   build/bench/gemv_kernels [--rows 1536] [--cols 576] [--group 64] [--reps 3000]
+// Defaults are a SmolLM2-135M MLP projection (432 KiB of codes: in L2 on the CPUs measured);
+// --rows 4096 --cols 1024 is 2 MiB (L3). Prints one JSON object per copy.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "autograd/cpu_features.h"
+#include "autograd/frozen_gemv.h"
+#include "autograd/quant.h"
+
+namespace {
+
+using namespace lora;
+
+struct Copy {
+  GemvIsa isa;
+  GemvActivations activations;
+  std::vector<double> seconds;
+};
+
+// Every vector copy this CPU runs.
+std::vector<Copy> copies() {
+  std::vector<Copy> out;
+  for (GemvIsa isa : {GemvIsa::Avx2, GemvIsa::Avx512})
+    for (GemvActivations a : {GemvActivations::F32, GemvActivations::Int8})
+      if (gemv_isa_supported(isa)) out.push_back({isa, a, {}});
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t rows = 1536, cols = 576;
+  int group = 64, reps = 3000;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--rows")) rows = std::atoll(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--cols")) cols = std::atoll(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--group")) group = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--reps")) reps = std::max(1, std::atoi(argv[i + 1]));
+  }
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 0.1f);
+  std::vector<float> dense(static_cast<std::size_t>(rows * cols)),
+      x(static_cast<std::size_t>(cols));
+  for (float& v : dense) v = normal(rng);
+  for (float& v : x) v = 10.0f * normal(rng);
+  const FrozenWeight w = FrozenWeight::from_quantized(quantize(dense, rows, cols, 4, group));
+  std::vector<float> y(static_cast<std::size_t>(rows));
+  const GemvProduct product{&w, y.data()};
+  const double bytes = double(rows) * (double(cols) / 2 + 8.0 * double(cols) / group);
+  const std::string cpu = active_cpu_features().names();
+  // The copies take turns product by product, so that the VM's swings in speed (by half between
+  // one second and the next) fall on all of them alike.
+  std::vector<Copy> all = copies();
+  for (int r = 0; r < reps; ++r)
+    for (Copy& c : all) {
+      const auto t0 = std::chrono::steady_clock::now();
+      frozen_gemv({&product, 1}, x.data(), 1, c.isa, c.activations);
+      c.seconds.push_back(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+  for (Copy& c : all) {
+    std::nth_element(c.seconds.begin(), c.seconds.begin() + reps / 2, c.seconds.end());
+    const double s = c.seconds[static_cast<std::size_t>(reps / 2)];
+    std::printf(
+        "{\"bench\": \"gemv_kernels\", \"isa\": \"%s\", \"activations\": \"%s\", \"rows\": "
+        "%lld, \"cols\": %lld, \"group\": %d, \"reps\": %d, \"median_us\": %.2f, \"gbps\": "
+        "%.2f, \"cpu\": \"%s\"}\n",
+        std::string(gemv_isa_name(c.isa)).c_str(),
+        c.activations == GemvActivations::Int8 ? "int8" : "f32", static_cast<long long>(rows),
+        static_cast<long long>(cols), group, reps, s * 1e6, bytes / s / 1e9, cpu.c_str());
+  }
+}
