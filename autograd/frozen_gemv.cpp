@@ -183,8 +183,8 @@ constexpr int64_t kInt8Padding = 64;
 
 // x rounded per group to dx * q, dx = max |x| / 127, q = round(x / dx) in [-127, 127]: the even
 // elements' q in `low`, the odd ones' in `high`, each 8 elements' dx in `scales`. Both loops are
-// written so that GCC vectorizes them (a scalar max chain and rounding took about 6% as long as
-// the products of a SmolLM2-135M decode step).
+// written so that GCC vectorizes them: as a scalar max chain and a rounding per element they were
+// most of frozen_gemv's own time, 6% of the kernels' in a SmolLM2-135M int8 decode step.
 void round_to_int8(const float* x, int64_t cols, int64_t group, int64_t width, int8_t* low,
                    int8_t* high, float* scales) {
   for (int64_t g0 = 0; g0 < cols; g0 += group) {
