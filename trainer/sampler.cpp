@@ -122,12 +122,12 @@ void Sampler::filter(std::span<const float> logits, std::span<const int32_t> see
   // precision; std::exp in double took 0.7 ms a token at Qwen2.5's vocabulary) and summed in
   // double. The scale is capped so that a tiny temperature turns the gap to the top into -inf,
   // not 0 * inf.
-  const auto n = static_cast<int64_t>(work_.size());
-  const float max_logit = kernels::max_of(work_.data(), n);
+  const auto size = static_cast<int64_t>(work_.size());
+  const float max_logit = kernels::max_of(work_.data(), size);
   const auto inv_t = static_cast<float>(
       std::min<double>(1.0 / options_.temperature, std::numeric_limits<float>::max()));
   for (float& w : work_) w = (w - max_logit) * inv_t;
-  kernels::exp_shift_sum(work_.data(), n, 0.0f);
+  kernels::exp_shift_sum(work_.data(), size, 0.0f);  // its f32-lane sum is not the total
   double total = 0;
   kept_.reserve(work_.size());
   for (std::size_t i = 0; i < work_.size(); ++i) {
