@@ -35,6 +35,8 @@ struct Scalar {
   static constexpr bool kCodeTable = false;
   static reg fmadd(reg a, reg b, reg c) { return a * b + c; }
   static float hsum(reg a) { return a; }
+  static void hsum4(const reg (&v)[4], float* out) { std::copy(v, v + 4, out); }
+  static reg load_partial(const float* p, int64_t n) { return n > 0 ? *p : 0.0f; }
   static reg sum_each(const reg (&v)[1]) { return v[0]; }
   static ireg load_u8(const uint8_t* p) { return p[0]; }
   static ireg load_s8(const uint8_t* p) { return static_cast<int8_t>(p[0]); }

@@ -28,6 +28,19 @@ struct Avx512 {
   static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
   static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   static float hsum(reg a) { return _mm512_reduce_add_ps(a); }
+  // Each 128-bit part ends with the four registers' sums over its lanes, then the parts add up.
+  static void hsum4(const reg (&v)[4], float* out) {
+    const reg p0 = _mm512_add_ps(_mm512_unpacklo_ps(v[0], v[1]), _mm512_unpackhi_ps(v[0], v[1]));
+    const reg p1 = _mm512_add_ps(_mm512_unpacklo_ps(v[2], v[3]), _mm512_unpackhi_ps(v[2], v[3]));
+    const reg q = _mm512_add_ps(_mm512_shuffle_ps(p0, p1, 0x44), _mm512_shuffle_ps(p0, p1, 0xEE));
+    const __m256 h =
+        _mm256_add_ps(_mm512_castps512_ps256(q),
+                      _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(q), 1)));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+  }
+  static reg load_partial(const float* p, int64_t n) {
+    return _mm512_maskz_loadu_ps(n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1), p);
+  }
   // Four levels, each adding two halves of every pair of vectors so that a vector holds half as
   // many partial sums for twice as many inputs: 45 operations for 16 sums.
   static reg sum_each(const reg (&v)[16]) {

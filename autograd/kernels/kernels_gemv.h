@@ -61,6 +61,37 @@ inline void store_row(float* y, int64_t r, float dot, float beta) {
   y[r] = beta == 0.0f ? dot : dot + beta * y[r];
 }
 
+// The rows' bias terms bias_g * sum(x_g), W groups a vector, added to their accumulators before the
+// horizontal sums: a masked load and a multiply-add per row and W groups. Scalar multiply-adds, one
+// per group and row, cost as much as the codes' own steps on rows of a few hundred elements.
+// Both helpers below are forced inline: as calls, the accumulators they take would leave the
+// registers for memory (a quarter of the int8 kernel's speed lost on a 576-column matrix).
+template <class V, int R>
+[[gnu::always_inline]] inline void add_bias_terms(const RowsArgs& a, int64_t r0, int64_t groups,
+                                                  typename V::reg (&acc)[R]) {
+  for (int64_t g = 0; g < groups; g += V::W) {
+    const auto sums = V::load_partial(a.sums + g, groups - g);
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r)
+      acc[r] =
+          V::fmadd(V::load_partial(a.biases + (r0 + r) * groups + g, groups - g), sums, acc[r]);
+  }
+}
+
+// Each row's accumulator summed across its lanes and stored; four rows in one reduction.
+template <class V, int R>
+[[gnu::always_inline]] inline void store_rows(const RowsArgs& a, int64_t r0,
+                                              const typename V::reg (&acc)[R]) {
+  if constexpr (R == 4) {
+    float sums[4];
+    V::hsum4(acc, sums);
+    for (int r = 0; r < 4; ++r) store_row(a.y, r0 + r, sums[r], a.beta);
+  } else {
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]), a.beta);
+  }
+}
+
 // MLX 4-bit codes sit two per byte, the even element in the low nibble: W bytes widened to W
 // lanes give W even elements (low nibbles) and the W odd ones after them (high nibbles). x is
 // permuted once per product, in chunks of 2W, so that both halves meet their x as plain loads.
@@ -109,7 +140,8 @@ void mlx4_rows_by_table(const RowsArgs& a, int64_t r0) {
     }
   }
   LORA_GEMV_UNROLL
-  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(V::add(lo[r], hi[r])), a.beta);
+  for (int r = 0; r < R; ++r) lo[r] = V::add(lo[r], hi[r]);
+  store_rows<V, R>(a, r0, lo);
 }
 
 template <class V, int R>
@@ -118,12 +150,10 @@ void mlx4_rows_at(const RowsArgs& a, int64_t r0) {
   constexpr int W = V::W;
   const int64_t group = a.group_size, groups = a.cols / group;
   typename V::reg acc[R];
-  float bias_part[R];
   const uint8_t* rows[R];
   LORA_GEMV_UNROLL
   for (int r = 0; r < R; ++r) {
     acc[r] = V::zero();
-    bias_part[r] = 0.0f;
     rows[r] = a.data + (r0 + r) * a.row_bytes;
   }
   for (int64_t g = 0; g < groups; ++g) {
@@ -144,11 +174,10 @@ void mlx4_rows_at(const RowsArgs& a, int64_t r0) {
     for (int r = 0; r < R; ++r) {
       const int64_t at = (r0 + r) * groups + g;
       acc[r] = V::fmadd(V::add(lo[r], hi[r]), V::set1(a.scales[at]), acc[r]);
-      bias_part[r] += a.biases[at] * a.sums[g];
     }
   }
-  LORA_GEMV_UNROLL
-  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]) + bias_part[r], a.beta);
+  add_bias_terms<V, R>(a, r0, groups, acc);
+  store_rows<V, R>(a, r0, acc);
 }
 
 // MLX 8-bit: one code per byte, in element order.
@@ -157,12 +186,10 @@ void mlx8_rows_at(const RowsArgs& a, int64_t r0) {
   constexpr int W = V::W;
   const int64_t group = a.group_size, groups = a.cols / group;
   typename V::reg acc[R];
-  float bias_part[R];
   const uint8_t* rows[R];
   LORA_GEMV_UNROLL
   for (int r = 0; r < R; ++r) {
     acc[r] = V::zero();
-    bias_part[r] = 0.0f;
     rows[r] = a.data + (r0 + r) * a.row_bytes;
   }
   for (int64_t g = 0; g < groups; ++g) {
@@ -182,11 +209,10 @@ void mlx8_rows_at(const RowsArgs& a, int64_t r0) {
     for (int r = 0; r < R; ++r) {
       const int64_t at = (r0 + r) * groups + g;
       acc[r] = V::fmadd(V::add(even[r], odd[r]), V::set1(a.scales[at]), acc[r]);
-      bias_part[r] += a.biases[at] * a.sums[g];
     }
   }
-  LORA_GEMV_UNROLL
-  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]) + bias_part[r], a.beta);
+  add_bias_terms<V, R>(a, r0, groups, acc);
+  store_rows<V, R>(a, r0, acc);
 }
 
 // One step's inputs that do not change from row to row: where it is, the group its first lane
@@ -251,24 +277,8 @@ void mlx4_int8_rows_at(const RowsArgs& a, int64_t r0) {
     mlx4_int8_step<V, R, true>(a, r0, {o, g, std::min(per_step, groups - g)}, rows, scales, acc,
                                scale_index);
   }
-  // The bias terms of the R rows together, two partial sums each: 2R chains of multiply-adds
-  // that do not wait on each other. (A reduction loop per row, one row after the other, stayed a
-  // single chain of dependent scalar adds: a fifth of the kernel's time at 16 groups a row.)
-  float bias_part[R][2] = {};
-  int64_t g = 0;
-  for (; g + 2 <= groups; g += 2) {
-    LORA_GEMV_UNROLL
-    for (int r = 0; r < R; ++r) {
-      const float* biases = a.biases + (r0 + r) * groups + g;
-      bias_part[r][0] += biases[0] * a.sums[g];
-      bias_part[r][1] += biases[1] * a.sums[g + 1];
-    }
-  }
-  LORA_GEMV_UNROLL
-  for (int r = 0; r < R; ++r) {
-    if (g < groups) bias_part[r][0] += a.biases[(r0 + r) * groups + g] * a.sums[g];
-    store_row(a.y, r0 + r, V::hsum(acc[r]) + bias_part[r][0] + bias_part[r][1], a.beta);
-  }
+  add_bias_terms<V, R>(a, r0, groups, acc);
+  store_rows<V, R>(a, r0, acc);
 }
 
 // Q4_0 blocks: an f16 scale d, then 16 bytes whose low nibbles are elements 0-15 and high
@@ -301,7 +311,8 @@ void q4_0_rows_by_table(const RowsArgs& a, int64_t r0) {
     }
   }
   LORA_GEMV_UNROLL
-  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(V::add(lo[r], hi[r])), a.beta);
+  for (int r = 0; r < R; ++r) lo[r] = V::add(lo[r], hi[r]);
+  store_rows<V, R>(a, r0, lo);
 }
 
 template <class V, int R>
@@ -373,8 +384,7 @@ void q8_0_rows_at(const RowsArgs& a, int64_t r0) {
     for (int r = 0; r < R; ++r)
       acc[r] = V::fmadd(part[r], V::set1(half_at(a, rows[r] + 34 * b)), acc[r]);
   }
-  LORA_GEMV_UNROLL
-  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]), a.beta);
+  store_rows<V, R>(a, r0, acc);
 }
 
 // The 32-element ggml blocks with a fifth bit or a minimum: Q4_1 (d, m, 16 code bytes), Q5_0
