@@ -1,7 +1,5 @@
 #include "autograd/frozen_gemv.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -406,7 +404,7 @@ void frozen_gemv(std::span<const GemvProduct> products, const float* x, int64_t 
   if (parts.empty()) return;
   // One contiguous share of the blocks per thread, as a static split of the blocks would give.
   const bool split = team_splits(work >= kParallelWork);
-  const int64_t shares = split ? std::min<int64_t>(omp_get_max_threads(), blocks) : 1;
+  const int64_t shares = split ? std::min<int64_t>(team_size(), blocks) : 1;
   parallel_for_with_scratch(
       shares, split, [] { return std::vector<float>(); },
       [&](std::vector<float>& widened, int64_t s) {

@@ -1,7 +1,8 @@
 // Where a decode step's time goes: one token through the KV-cached forward, against the
 // matrix-vector products alone (every projection of every layer and the head, as the step runs
 // them), with the bytes those read and the rate that makes; and the prompt's forward against its
-// products alone.
+// products alone. Steps run on a SpinTeam, as lora generate runs them, alternating with steps
+// whose loops open OpenMP regions (openmp_step_ms), so the two are compared in one run.
 //   build/bench/decode_profile MODEL [--threads N] [--prompt 32] [--tokens 32] [--kv-cache f16]
 //                              [--decode-activations int8]
 #include <omp.h>
@@ -12,11 +13,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "autograd/frozen_gemv.h"
 #include "autograd/heap.h"
+#include "autograd/parallel.h"
 #include "autograd/process_start.h"
 #include "trainer/gguf_model.h"
 #include "trainer/transformer.h"
@@ -128,7 +131,7 @@ int main(int argc, char** argv) {
   omp_set_num_threads(threads);
   openblas_set_num_threads(threads);  // the prompt's sgemm on the same threads, as lora sets it
   const Model m = load_any(argv[1]);
-  KVCache cache = KVCache::create(m.config, prompt + tokens + 1, kv_cache);
+  KVCache cache = KVCache::create(m.config, prompt + 2 * tokens + 2, kv_cache);
   std::vector<int32_t> ids(static_cast<std::size_t>(prompt));
   for (int i = 0; i < prompt; ++i) ids[i] = 3 + i;
   const auto p0 = clock_type::now();
@@ -137,28 +140,42 @@ int main(int argc, char** argv) {
   double prefill_products = 1e30;  // best of three
   for (int r = 0; r < 3; ++r)
     prefill_products = std::min(prefill_products, prompt_products_seconds(m, prompt));
-  std::vector<double> steps;
-  for (int t = 0; t < tokens; ++t) {
+  // In blocks, not step by step: OpenMP's idle workers spin for a few milliseconds after a
+  // region, taking the core a team's worker needs (a median over a block leaves that out). The
+  // blocks go OpenMP, team, team, OpenMP, so both see the cache grow alike (the keys and values
+  // read at a step grow with it: at 300 positions a sixth of SmolLM2-135M's 4-bit weights).
+  SpinTeam team(threads);
+  std::vector<double> steps, openmp_steps;
+  const int block = std::max(1, tokens / 2);
+  for (int t = 0; t < 4 * block; ++t) {
     const int32_t id = 3 + t;
+    const bool on_openmp = t / block == 0 || t / block == 3;
     const auto t0 = clock_type::now();
-    forward_cached(m, {}, cache, {&id, 1}, CachedLogits::Last, activations);
-    steps.push_back(seconds_since(t0));
+    {
+      std::optional<SpinTeamScope> on_team;
+      if (!on_openmp) on_team.emplace(&team);
+      forward_cached(m, {}, cache, {&id, 1}, CachedLogits::Last, activations);
+    }
+    (on_openmp ? openmp_steps : steps).push_back(seconds_since(t0));
   }
   std::sort(steps.begin(), steps.end());
+  std::sort(openmp_steps.begin(), openmp_steps.end());
   std::size_t bytes = 0;
   double cpu = 0;
+  const SpinTeamScope on_team(&team);
   const double products = products_seconds(m, tokens, activations, bytes, cpu);
   const double step = steps[steps.size() / 2];
   std::printf(
       "{\"model\": \"%s\", \"threads\": %d, \"isa\": \"%.*s\", \"step_ms\": %.3f, "
+      "\"openmp_step_ms\": %.3f, "
       "\"products_ms\": %.3f, \"products_share\": %.3f, \"product_bytes\": %zu, "
       "\"products_gbps\": %.3f, \"products_cpu_ms\": %.3f, \"bytes_per_cpu_ns\": %.3f, "
       "\"prefill_ms\": %.3f, \"prefill_products_cpu_ms\": %.3f, \"kv_cache\": \"%s\", "
       "\"decode_activations\": \"%s\"}\n",
       argv[1], threads, int(gemv_isa_name(gemv_isa()).size()), gemv_isa_name(gemv_isa()).data(),
-      step * 1e3, products * 1e3, products / step, bytes, double(bytes) / products / 1e9, cpu * 1e3,
-      double(bytes) / cpu / 1e9, prefill * 1e3, prefill_products * 1e3,
-      kv_cache == KVCacheType::F16 ? "f16" : "f32",
+      step * 1e3, openmp_steps[openmp_steps.size() / 2] * 1e3, products * 1e3, products / step,
+      bytes, double(bytes) / products / 1e9, cpu * 1e3, double(bytes) / cpu / 1e9, prefill * 1e3,
+      prefill_products * 1e3, kv_cache == KVCacheType::F16 ? "f16" : "f32",
       activations == GemvActivations::Int8 ? "int8" : "f32");
   return 0;
 }

@@ -1,11 +1,18 @@
 // autograd/parallel.h: loops not worth splitting, or on a one-thread team, run on the calling
 // thread without entering an OpenMP region at all (omp_get_level() counts inactive regions too,
-// so it tells); loops worth splitting run every index once on the whole team.
+// so it tells); loops worth splitting run every index once on the whole team, OpenMP's or a
+// SpinTeam put in scope.
 #include <gtest/gtest.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "autograd/parallel.h"
@@ -89,6 +96,104 @@ TEST(Parallel, LoopsWorthSplittingRunOnTheTeamWithOneScratchPerThread) {
   EXPECT_EQ(s.max_level(), 1);
   EXPECT_EQ(s.max_team(), 2);
   EXPECT_EQ(scratches, 2);
+}
+
+// The threads that ran a loop's indices.
+struct Runners {
+  std::mutex mutex;
+  std::set<std::thread::id> ids;
+  void record() {
+    const std::lock_guard lock(mutex);
+    ids.insert(std::this_thread::get_id());
+  }
+};
+
+TEST(SpinTeam, ScopedLoopsRunOnTheTeamWithoutAnOpenMPRegion) {
+  const TeamSize one(1);  // the team, not OpenMP's settings, decides the split
+  SpinTeam team(3);
+  const SpinTeamScope scope(&team);
+  EXPECT_EQ(team_size(), 3);
+  Seen s(10000);
+  Runners runners;
+  std::atomic<int> scratches{0};
+  parallel_for_with_scratch(
+      10000, true,
+      [&] {
+        ++scratches;
+        return 0;
+      },
+      [&](int&, int64_t i) {
+        s.record(i);
+        runners.record();
+      });
+  EXPECT_TRUE(s.each_once());
+  EXPECT_EQ(s.max_level(), 0);
+  EXPECT_EQ(runners.ids.size(), 3u);
+  EXPECT_EQ(scratches, 3);
+}
+
+TEST(SpinTeam, LoopsInsideAJobRunOnTheirOneThread) {
+  SpinTeam team(2);
+  const SpinTeamScope scope(&team);
+  std::vector<Runners> inner(4);
+  Seen s(4 * 100);
+  parallel_for(4, true, [&](int64_t outer) {
+    EXPECT_FALSE(team_splits(true));
+    parallel_for(100, true, [&](int64_t i) {
+      s.record(outer * 100 + i);
+      inner[outer].record();
+    });
+  });
+  EXPECT_TRUE(s.each_once());
+  EXPECT_EQ(s.max_level(), 0);
+  for (const Runners& r : inner) EXPECT_EQ(r.ids.size(), 1u);
+}
+
+TEST(SpinTeam, WakesMembersThatSleptAndOutlivesItsScope) {
+  SpinTeam team(2);
+  for (int round = 0; round < 3; ++round) {
+    // Idle far past the spinning time: the worker sleeps, and the next loop must wake it.
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    const SpinTeamScope scope(&team);
+    Seen s(1000);
+    Runners runners;
+    parallel_for(1000, true, [&](int64_t i) {
+      s.record(i);
+      runners.record();
+    });
+    EXPECT_TRUE(s.each_once());
+    EXPECT_EQ(runners.ids.size(), 2u);
+  }
+  EXPECT_EQ(current_spin_team(), nullptr);  // scopes end with their block
+}
+
+TEST(SpinTeam, MadeOnlyForTeamsThatFitTheCores) {
+  {
+    const TeamSize one(1);
+    EXPECT_EQ(make_spin_team(), nullptr);
+  }
+  {
+    const TeamSize more(omp_get_num_procs() + 1);
+    EXPECT_EQ(make_spin_team(), nullptr);
+  }
+  if (omp_get_num_procs() < 2) GTEST_SKIP() << "one core: no team of two fits";
+  const TeamSize two(2);
+  const std::unique_ptr<SpinTeam> team = make_spin_team();
+  ASSERT_NE(team, nullptr);
+  EXPECT_EQ(team->size(), 2);
+}
+
+TEST(SpinTeam, AMembersExceptionReachesTheCaller) {
+  SpinTeam team(2);
+  const SpinTeamScope scope(&team);
+  EXPECT_THROW(parallel_for(100, true,
+                            [](int64_t i) {
+                              if (i == 99) throw std::runtime_error("last index");
+                            }),
+               std::runtime_error);
+  Seen s(100);  // and the team goes on working
+  parallel_for(100, true, [&](int64_t i) { s.record(i); });
+  EXPECT_TRUE(s.each_once());
 }
 
 }  // namespace

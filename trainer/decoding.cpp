@@ -4,6 +4,8 @@
 #include <chrono>
 #include <stdexcept>
 
+#include "autograd/parallel.h"
+
 namespace lora {
 
 namespace {
@@ -29,7 +31,8 @@ Decoding::Decoding(const Model& model, AdapterStack adapters, std::vector<int32_
       options_(options),
       sampler_(options.sampling),
       history_(checked_prompt(model, std::move(prompt), options)),
-      prompt_size_(history_.size()) {
+      prompt_size_(history_.size()),
+      step_team_(make_spin_team()) {
   cache_ = KVCache::create(
       model.config, static_cast<int64_t>(prompt_size_) + options.max_tokens + 1, options.kv_cache);
   history_.reserve(prompt_size_ + static_cast<std::size_t>(options.max_tokens));
@@ -49,15 +52,22 @@ std::optional<int32_t> Decoding::next() {
   if (!below_max_tokens()) return std::nullopt;
   const bool prefill = tokens().empty();
   const auto t0 = clock::now();
-  const Tensor logits =
-      forward_cached(model_, adapters_, cache_, prefill ? prompt() : std::span(&history_.back(), 1),
-                     CachedLogits::Last, options_.decode_activations);
+  const Tensor logits = forward(prefill);
   const double seconds = std::chrono::duration<double>(clock::now() - t0).count();
   if (prefill) prompt_seconds_ = seconds;
   const int64_t vocab = model_.config.vocab_size;
   const int64_t last = logits.dim(0) - 1;
   return accept({logits.ptr() + last * vocab, static_cast<std::size_t>(vocab)},
                 prefill ? 0.0 : seconds);
+}
+
+Tensor Decoding::forward(bool prefill) {
+  if (prefill)
+    return forward_cached(model_, adapters_, cache_, prompt(), CachedLogits::Last,
+                          options_.decode_activations);
+  const SpinTeamScope on_team(step_team_.get());
+  return forward_cached(model_, adapters_, cache_, {&history_.back(), 1}, CachedLogits::Last,
+                        options_.decode_activations);
 }
 
 std::optional<int32_t> Decoding::accept(std::span<const float> logits, double forward_seconds) {

@@ -2,10 +2,12 @@
 // sampler, so several can run side by side over one model (the server interleaves them).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "autograd/spin_team.h"
 #include "trainer/sampler.h"
 #include "trainer/transformer.h"
 
@@ -50,6 +52,7 @@ class Decoding {
 
  private:
   bool below_max_tokens();  // false (and finished) once max_tokens are generated
+  Tensor forward(bool prefill);
 
   const Model& model_;
   AdapterStack adapters_;
@@ -58,6 +61,9 @@ class Decoding {
   KVCache cache_;
   std::vector<int32_t> history_;  // prompt, then the generated ids
   std::size_t prompt_size_ = 0;
+  // One-token steps open a few hundred loops too short for OpenMP's regions: this team hands them
+  // out instead (none where it would not fit the cores). The prompt stays on OpenMP's team.
+  std::unique_ptr<SpinTeam> step_team_;
   std::string stop_reason_;
   double prompt_seconds_ = 0, generate_seconds_ = 0;
 };

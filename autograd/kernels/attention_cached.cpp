@@ -6,7 +6,6 @@
 // cache) leaves the rest of each line it fetches to be fetched again once the cache outgrows L2.
 // The keys may also be split into parts that threads take apart (each part's softmax over its own
 // keys, then combined), so that one sequence still splits.
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -122,7 +121,7 @@ void combine_parts(const AttentionShape& s, int64_t b, std::span<const PartResul
 // and where it can be, a count that gives every thread as many parts (an even split of a step's
 // parts is the thread team's static split).
 int64_t parts_per_sequence(const AttentionShape& s, int64_t keys, bool split) {
-  const int64_t threads = omp_get_max_threads();
+  const int64_t threads = team_size();
   if (!team_splits(split) || s.batch >= 2 * threads) return 1;
   const int64_t most =
       std::clamp<int64_t>(keys / kMinPartKeys, 1, (2 * threads + s.batch - 1) / s.batch);
