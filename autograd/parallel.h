@@ -32,27 +32,9 @@ inline Share share_of(int64_t n, int member, int members) {
   return {n * member / members, n * (member + 1) / members};
 }
 
-// body(i) for i in [0, n), split statically over the team where team_splits(worth_it), else a
-// plain loop on the calling thread.
-template <class Body>
-void parallel_for(int64_t n, bool worth_it, Body&& body) {
-  if (!team_splits(worth_it && n > 1)) {
-    for (int64_t i = 0; i < n; ++i) body(i);
-    return;
-  }
-  if (SpinTeam* team = current_spin_team()) {
-    team->run([&](int member) {
-      const Share mine = share_of(n, member, team->size());
-      for (int64_t i = mine.begin; i < mine.end; ++i) body(i);
-    });
-    return;
-  }
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) body(i);
-}
-
-// As parallel_for, with per-thread working memory: body(scratch, i), where each thread's
-// `scratch` is one make_scratch() made before its first iteration.
+// body(scratch, i) for i in [0, n), split statically over the team where team_splits(worth_it),
+// else a plain loop on the calling thread; each thread's `scratch` is one make_scratch() made
+// before its first iteration.
 template <class MakeScratch, class Body>
 void parallel_for_with_scratch(int64_t n, bool worth_it, MakeScratch&& make_scratch, Body&& body) {
   if (!team_splits(worth_it && n > 1)) {
@@ -75,6 +57,15 @@ void parallel_for_with_scratch(int64_t n, bool worth_it, MakeScratch&& make_scra
 #pragma omp for schedule(static) nowait
     for (int64_t i = 0; i < n; ++i) body(scratch, i);
   }
+}
+
+// body(i) for i in [0, n), split statically over the team where team_splits(worth_it), else a
+// plain loop on the calling thread.
+template <class Body>
+void parallel_for(int64_t n, bool worth_it, Body&& body) {
+  struct NoScratch {};
+  parallel_for_with_scratch(
+      n, worth_it, [] { return NoScratch{}; }, [&](NoScratch&, int64_t i) { body(i); });
 }
 
 }  // namespace lora
