@@ -110,6 +110,10 @@ constexpr int64_t kRowBlock = 16;
 // Below this many multiply-adds a product runs on one thread (a fork costs microseconds).
 constexpr int64_t kParallelWork = int64_t(1) << 16;
 
+// x rounded to int8 for a product's kernel: not at all; per MLX group with even and odd elements
+// apart; per 32 elements in element order (ggml blocks).
+enum class Int8X { None, EvenOdd, Blocks };
+
 // How one product reads its weight: which kernel, and what x looks like to it.
 struct Plan {
   gemv::RowsKernel kernel = nullptr;  // null: widen rows into a buffer, then the f32 kernel
@@ -117,11 +121,41 @@ struct Plan {
   int64_t row_bytes = 0;
   int64_t sum_width = 0;  // elements per entry of RowsArgs::sums (0: none)
   bool nibble_order = false;
-  bool int8 = false;  // x rounded to int8 per sum_width elements
+  Int8X int8 = Int8X::None;
 };
 
 // The int8 kernel's shifts need a power-of-two group: MLX's sizes (32, 64, 128) all are.
 bool takes_int8(const QuantizedMatrix& q) { return q.bits == 4 && valid_group_size(q.group_size); }
+
+// The int8 kernel of a ggml block type, where this instruction set has one.
+gemv::RowsKernel int8_block_kernel(GgmlType type, const gemv::Kernels& k) {
+  switch (type) {
+    case GgmlType::Q4_0:
+      return k.q4_0_int8;
+    case GgmlType::Q4_1:
+      return k.q4_1_int8;
+    case GgmlType::Q5_0:
+      return k.q5_0_int8;
+    case GgmlType::Q5_1:
+      return k.q5_1_int8;
+    case GgmlType::Q8_0:
+      return k.q8_0_int8;
+    case GgmlType::Q4_K:
+      return k.q4_k_int8;
+    case GgmlType::Q5_K:
+      return k.q5_k_int8;
+    case GgmlType::Q6_K:
+      return k.q6_k_int8;
+    default:
+      return nullptr;
+  }
+}
+
+// The elements per sum of x the int8 kernel of a block type reads (Q8_0's codes have no offset).
+int64_t int8_block_sum_width(GgmlType type) {
+  if (type == GgmlType::Q8_0) return 0;
+  return type == GgmlType::Q6_K ? 16 : 32;
+}
 
 Plan plan_for(const FrozenWeight& w, const gemv::Kernels& k, GemvActivations activations) {
   Plan p;
@@ -133,13 +167,16 @@ Plan plan_for(const FrozenWeight& w, const gemv::Kernels& k, GemvActivations act
       const auto* data = reinterpret_cast<const uint8_t*>(w.quant.packed.data());
       const int64_t row_bytes = w.quant.words_per_row() * 4;
       if (activations == GemvActivations::Int8 && takes_int8(w.quant))
-        return {k.mlx4_int8, data, row_bytes, w.quant.group_size, false, true};
+        return {k.mlx4_int8, data, row_bytes, w.quant.group_size, false, Int8X::EvenOdd};
       return {w.quant.bits == 4 ? k.mlx4 : k.mlx8, data, row_bytes, w.quant.group_size,
               w.quant.bits == 4};
     }
     case WeightFormat::Ggml: {
       const auto* data = reinterpret_cast<const uint8_t*>(w.ggml.data.get());
       const auto rb = static_cast<int64_t>(w.ggml.row_bytes());
+      if (const gemv::RowsKernel int8 = int8_block_kernel(w.ggml.type, k);
+          int8 && activations == GemvActivations::Int8)
+        return {int8, data, rb, int8_block_sum_width(w.ggml.type), false, Int8X::Blocks};
       switch (w.ggml.type) {
         case GgmlType::Q4_0:
           return {k.q4_0, data, rb, 32, false};
@@ -170,7 +207,8 @@ Plan plan_for(const FrozenWeight& w, const gemv::Kernels& k, GemvActivations act
 }
 
 // x as the kernels read it, per vector: [n, cols] (permuted for nibble rows) then the sums; for
-// the int8 kernels [n, int8_width] even and odd elements and [n, int8_width / 4] scales.
+// the MLX int8 kernel [n, int8_width] even and odd elements and [n, int8_width / 4] scales; for
+// the ggml int8 kernels [n, int8_width = cols] elements in `low` and [n, cols / 32] scales.
 struct PreparedX {
   std::vector<float> values, sums;
   std::vector<int8_t> low, high;
@@ -185,13 +223,18 @@ constexpr int64_t kInt8Padding = 64;
 // elements' q in `low`, the odd ones' in `high`, each 8 elements' dx in `scales`. Both loops are
 // written so that GCC vectorizes them: as a scalar max chain and a rounding per element they were
 // most of frozen_gemv's own time, 6% of the kernels' in a SmolLM2-135M int8 decode step.
+// The step dx of n elements, and the factor 127 / max |x| that rounds them (0 where all are 0).
+std::pair<float, float> int8_step(const float* x, int64_t n) {
+  float amax = 0.0f;
+#pragma omp simd reduction(max : amax)
+  for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::abs(x[i]));
+  return {amax / 127.0f, amax > 0.0f ? 127.0f / amax : 0.0f};
+}
+
 void round_to_int8(const float* x, int64_t cols, int64_t group, int64_t width, int8_t* low,
                    int8_t* high, float* scales) {
   for (int64_t g0 = 0; g0 < cols; g0 += group) {
-    float amax = 0.0f;
-#pragma omp simd reduction(max : amax)
-    for (int64_t i = g0; i < g0 + group; ++i) amax = std::max(amax, std::abs(x[i]));
-    const float dx = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const auto [dx, inv] = int8_step(x + g0, group);
 #pragma omp simd
     for (int64_t j = g0 / 2; j < (g0 + group) / 2; ++j) {
       low[j] = static_cast<int8_t>(std::nearbyint(x[2 * j] * inv));
@@ -204,10 +247,27 @@ void round_to_int8(const float* x, int64_t cols, int64_t group, int64_t width, i
   std::fill(scales + cols / 8, scales + width / 4, 0.0f);
 }
 
+// x rounded per 32 elements as round_to_int8 rounds a group, kept in element order.
+void round_blocks_to_int8(const float* x, int64_t cols, int8_t* q, float* scales) {
+  for (int64_t g0 = 0; g0 < cols; g0 += 32) {
+    const auto [dx, inv] = int8_step(x + g0, 32);
+#pragma omp simd
+    for (int64_t i = g0; i < g0 + 32; ++i) q[i] = static_cast<int8_t>(std::nearbyint(x[i] * inv));
+    scales[g0 / 32] = dx;
+  }
+}
+
 PreparedX prepare(const Plan& plan, const gemv::Kernels& k, const float* x, int64_t n,
                   int64_t cols) {
   PreparedX p;
-  if (plan.int8) {
+  if (plan.int8 == Int8X::Blocks) {
+    p.int8_width = cols;
+    p.low.resize(static_cast<std::size_t>(n * cols));
+    p.scales.resize(static_cast<std::size_t>(n * cols / 32));
+    for (int64_t v = 0; v < n; ++v)
+      round_blocks_to_int8(x + v * cols, cols, &p.low[v * cols], &p.scales[v * cols / 32]);
+  }
+  if (plan.int8 == Int8X::EvenOdd) {
     const int64_t width = (cols / 2 + kInt8Padding - 1) / kInt8Padding * kInt8Padding;
     p.int8_width = width;
     p.low.resize(static_cast<std::size_t>(n * width));
@@ -332,10 +392,13 @@ void product_rows(const PassPart& part, const PreparedX& px, const gemv::Kernels
   for (int64_t v = 0; v < n; ++v) {
     a.x = part.plan.nibble_order ? &px.values[v * cols] : x + v * cols;
     a.sums = groups > 0 ? &px.sums[v * groups] : nullptr;
-    if (part.plan.int8) {
+    if (part.plan.int8 == Int8X::EvenOdd) {
       a.x_low = &px.low[v * px.int8_width];
       a.x_high = &px.high[v * px.int8_width];
       a.x_scales = &px.scales[v * px.int8_width / 4];
+    } else if (part.plan.int8 == Int8X::Blocks) {
+      a.x_low = &px.low[v * cols];
+      a.x_scales = &px.scales[v * cols / 32];
     }
     a.y = part.product->y + v * w.rows + (r0 - first);
     (part.plan.kernel ? part.plan.kernel : k.f32)(a, first, last);
@@ -376,7 +439,7 @@ void frozen_gemv(std::span<const GemvProduct> products, const float* x, int64_t 
   const int64_t cols = products[0].w->cols;
   // x is prepared once per layout the products' kernels read it in (all of them, usually).
   std::vector<PreparedX> layouts;
-  std::vector<std::tuple<int64_t, bool, bool>> layout_keys;  // (sum width, nibble order, int8)
+  std::vector<std::tuple<int64_t, bool, Int8X>> layout_keys;  // (sum width, nibble order, int8)
   std::vector<PassPart> parts;
   int64_t blocks = 0, work = 0;
   for (const GemvProduct& p : products) {
@@ -390,7 +453,7 @@ void frozen_gemv(std::span<const GemvProduct> products, const float* x, int64_t 
       continue;
     }
     const Plan plan = plan_for(*p.w, k, activations);
-    const std::tuple<int64_t, bool, bool> key{plan.sum_width, plan.nibble_order, plan.int8};
+    const std::tuple<int64_t, bool, Int8X> key{plan.sum_width, plan.nibble_order, plan.int8};
     auto at = std::find(layout_keys.begin(), layout_keys.end(), key);
     if (at == layout_keys.end()) {
       layout_keys.push_back(key);

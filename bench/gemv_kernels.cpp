@@ -4,6 +4,9 @@
 // vector instruction-set copy this CPU runs, with f32 and with int8 activations, one vector at a
 // time on one thread, the median over --reps products; bytes count the codes, scales and biases.
 //   build/bench/gemv_kernels [--rows 1536] [--cols 576] [--group 64] [--reps 3000]
+//                            [--type mlx4|q4_0|q4_k|q6_k]
+// --type picks a ggml block type instead of MLX 4-bit (bytes then count the whole blocks; cols a
+// multiple of 256 for the K types: --cols 1536 --rows 576 is a SmolLM2-135M down projection).
 // Defaults are a SmolLM2-135M MLP projection (432 KiB of codes: in L2 on the CPUs measured);
 // --rows 4096 --cols 1024 is 2 MiB (L3). Prints one JSON object per copy.
 #include <algorithm>
@@ -17,6 +20,7 @@
 
 #include "autograd/cpu_features.h"
 #include "autograd/frozen_gemv.h"
+#include "autograd/gguf_quant.h"
 #include "autograd/quant.h"
 
 namespace {
@@ -43,11 +47,13 @@ std::vector<Copy> copies() {
 int main(int argc, char** argv) {
   int64_t rows = 1536, cols = 576;
   int group = 64, reps = 3000;
+  std::string type = "mlx4";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--rows")) rows = std::atoll(argv[i + 1]);
     if (!std::strcmp(argv[i], "--cols")) cols = std::atoll(argv[i + 1]);
     if (!std::strcmp(argv[i], "--group")) group = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--reps")) reps = std::max(1, std::atoi(argv[i + 1]));
+    if (!std::strcmp(argv[i], "--type")) type = argv[i + 1];
   }
   std::mt19937 rng(3);
   std::normal_distribution<float> normal(0.0f, 0.1f);
@@ -55,10 +61,26 @@ int main(int argc, char** argv) {
       x(static_cast<std::size_t>(cols));
   for (float& v : dense) v = normal(rng);
   for (float& v : x) v = 10.0f * normal(rng);
-  const FrozenWeight w = FrozenWeight::from_quantized(quantize(dense, rows, cols, 4, group));
+  FrozenWeight w;
+  double bytes = double(rows) * (double(cols) / 2 + 8.0 * double(cols) / group);
+  if (type == "mlx4") {
+    w = FrozenWeight::from_quantized(quantize(dense, rows, cols, 4, group));
+  } else {
+    const auto t = ggml_type_named(type);
+    if (!t || ggml_block_elems(*t) == 1 || cols % ggml_block_elems(*t) != 0) {
+      std::fprintf(stderr, "gemv_kernels: --type %s: not a block type dividing %lld columns\n",
+                   type.c_str(), static_cast<long long>(cols));
+      return 2;
+    }
+    std::vector<std::byte> blocks(ggml_row_bytes(*t, cols) * static_cast<uint64_t>(rows));
+    for (int64_t r = 0; r < rows; ++r)
+      ggml_quantize_row(*t, &dense[static_cast<std::size_t>(r * cols)], cols,
+                        &blocks[ggml_row_bytes(*t, cols) * static_cast<uint64_t>(r)]);
+    w = FrozenWeight::from_ggml(GgmlMatrix::owning(rows, cols, *t, blocks));
+    bytes = double(blocks.size());
+  }
   std::vector<float> y(static_cast<std::size_t>(rows));
   const GemvProduct product{&w, y.data()};
-  const double bytes = double(rows) * (double(cols) / 2 + 8.0 * double(cols) / group);
   const std::string cpu = active_cpu_features().names();
   // The copies take turns product by product, so that the VM's swings in speed (by half between
   // one second and the next) fall on all of them alike.
@@ -74,10 +96,10 @@ int main(int argc, char** argv) {
     std::nth_element(c.seconds.begin(), c.seconds.begin() + reps / 2, c.seconds.end());
     const double s = c.seconds[static_cast<std::size_t>(reps / 2)];
     std::printf(
-        "{\"bench\": \"gemv_kernels\", \"isa\": \"%s\", \"activations\": \"%s\", \"rows\": "
-        "%lld, \"cols\": %lld, \"group\": %d, \"reps\": %d, \"median_us\": %.2f, \"gbps\": "
-        "%.2f, \"cpu\": \"%s\"}\n",
-        std::string(gemv_isa_name(c.isa)).c_str(),
+        "{\"bench\": \"gemv_kernels\", \"type\": \"%s\", \"isa\": \"%s\", \"activations\": "
+        "\"%s\", \"rows\": %lld, \"cols\": %lld, \"group\": %d, \"reps\": %d, \"median_us\": "
+        "%.2f, \"gbps\": %.2f, \"cpu\": \"%s\"}\n",
+        type.c_str(), std::string(gemv_isa_name(c.isa)).c_str(),
         c.activations == GemvActivations::Int8 ? "int8" : "f32", static_cast<long long>(rows),
         static_cast<long long>(cols), group, reps, s * 1e6, bytes / s / 1e9, cpu.c_str());
   }

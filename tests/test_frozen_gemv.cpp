@@ -122,68 +122,115 @@ RoundedX rounded_to_int8(const std::vector<float>& x, int64_t group) {
   return r;
 }
 
-// With int8 activations an MLX 4-bit row's dot is sum_g scale_g * (q_g . x_rounded_g) + bias_g *
-// sum(x_g): against that (in double) to float rounding, and against the exact product to within
-// the rounding of x (half a step per element, times |scale * q|). Rows of 9 groups leave every
-// vector width a partial last step; 37 rows leave the 4-row loop a tail.
+// frozen_gemv with int8 activations on `w`, whose weights are (coded part) + `offset` (MLX: the
+// group's bias; ggml blocks: what the codes' zero dequantizes to): each output against
+// (coded part) . (x rounded per `group` elements) + offset . x in double, to float rounding, and
+// against the exact product within the rounding of x (half a step per element, times |coded|).
+// One and three vectors, beta 0 and 0.5, every instruction set with int8 kernels for `w`.
+void expect_int8_product(const FrozenWeight& w, const std::vector<float>& offset, int64_t group,
+                         const std::string& what, bool scalar_has_kernel) {
+  const int64_t rows = w.rows, cols = w.cols;
+  const std::vector<float> dense = w.to_f32();
+  for (int64_t n : {1, 3}) {
+    const auto x = random_values(static_cast<std::size_t>(n * cols), 32 + unsigned(n));
+    const RoundedX xr = rounded_to_int8(x, group);
+    const auto y0 = random_values(static_cast<std::size_t>(n * rows), 33);
+    for (float beta : {0.0f, 0.5f})
+      for (GemvIsa isa : every_isa()) {
+        if (isa == GemvIsa::Scalar && !scalar_has_kernel) continue;
+        std::vector<float> y = y0;
+        const GemvProduct product{&w, y.data(), beta};
+        frozen_gemv({&product, 1}, x.data(), n, isa, GemvActivations::Int8);
+        for (int64_t v = 0; v < n; ++v)
+          for (int64_t r = 0; r < rows; ++r) {
+            double rounded = 0, exact = 0, magnitude = 0, bound = 0;
+            for (int64_t c = 0; c < cols; ++c) {
+              const auto i = static_cast<std::size_t>(v * cols + c);
+              const auto at = static_cast<std::size_t>(r * cols + c);
+              const double coded = double(dense[at]) - offset[at];
+              rounded += coded * xr.values[i] + double(offset[at]) * x[i];
+              exact += double(dense[at]) * x[i];
+              magnitude += std::fabs(coded * xr.values[i]) + std::fabs(offset[at] * x[i]);
+              bound += std::fabs(coded) * xr.steps[i] / 2;
+            }
+            const auto at = static_cast<std::size_t>(v * rows + r);
+            const double base = double(beta) * y0[at];
+            const std::string where = what + ", " + std::string(gemv_isa_name(isa)) + ", n " +
+                                      std::to_string(n) + ", row " + std::to_string(r);
+            ASSERT_NEAR(y[at], rounded + base, 2e-6 * (magnitude + std::fabs(base)) + 1e-6)
+                << where;
+            ASSERT_NEAR(y[at], exact + base, bound + 2e-6 * magnitude + 1e-6) << where;
+          }
+      }
+  }
+}
+
+// MLX 4-bit rows with int8 activations: x rounded per the weight's group. Rows of 9 groups leave
+// every vector width a partial last step; 37 rows leave the 4-row loop a tail.
 TEST(FrozenGemv, Int8ActivationsEqualTheProductOfTheRoundedInput) {
   for (int64_t group : {32, 64, 128})
     for (int64_t cols : {9 * group, int64_t(1024)}) {
       const auto q = quantize(random_values(kRows * cols, 31, 0.1f), kRows, cols, 4, int(group));
-      const auto w = FrozenWeight::from_quantized(q);
-      const std::vector<float> dense = w.to_f32();
-      for (int64_t n : {1, 3}) {
-        const auto x = random_values(static_cast<std::size_t>(n * cols), 32 + unsigned(n));
-        const RoundedX xr = rounded_to_int8(x, group);
-        const auto y0 = random_values(static_cast<std::size_t>(n * kRows), 33);
-        for (float beta : {0.0f, 0.5f})
-          for (GemvIsa isa : every_isa()) {
-            std::vector<float> y = y0;
-            const GemvProduct product{&w, y.data(), beta};
-            frozen_gemv({&product, 1}, x.data(), n, isa, GemvActivations::Int8);
-            for (int64_t v = 0; v < n; ++v)
-              for (int64_t r = 0; r < kRows; ++r) {
-                double rounded = 0, exact = 0, magnitude = 0, bound = 0;
-                for (int64_t c = 0; c < cols; ++c) {
-                  const auto i = static_cast<std::size_t>(v * cols + c);
-                  const double bias = q.biases[static_cast<std::size_t>((r * cols + c) / group)];
-                  const double coded = dense[static_cast<std::size_t>(r * cols + c)] - bias;
-                  rounded += coded * xr.values[i] + bias * x[i];
-                  exact += (coded + bias) * x[i];
-                  magnitude += std::fabs(coded * xr.values[i]) + std::fabs(bias * x[i]);
-                  bound += std::fabs(coded) * xr.steps[i] / 2;
-                }
-                const auto at = static_cast<std::size_t>(v * kRows + r);
-                const double base = double(beta) * y0[at];
-                const std::string what = "group " + std::to_string(group) + ", cols " +
-                                         std::to_string(cols) + ", " +
-                                         std::string(gemv_isa_name(isa)) + ", n " +
-                                         std::to_string(n) + ", row " + std::to_string(r);
-                ASSERT_NEAR(y[at], rounded + base, 2e-6 * (magnitude + std::fabs(base)) + 1e-6)
-                    << what;
-                ASSERT_NEAR(y[at], exact + base, bound + 2e-6 * magnitude + 1e-6) << what;
-              }
-          }
-      }
+      std::vector<float> bias(static_cast<std::size_t>(kRows * cols));
+      for (std::size_t i = 0; i < bias.size(); ++i)
+        bias[i] = q.biases[i / static_cast<std::size_t>(group)];
+      expect_int8_product(FrozenWeight::from_quantized(q), bias, group,
+                          "group " + std::to_string(group) + ", cols " + std::to_string(cols),
+                          /*scalar_has_kernel=*/true);
     }
 }
 
-// Int8 applies to MLX 4-bit weights alone: the other storages give their f32 results unchanged.
+// Int8 applies to MLX 4-bit weights and to the ggml blocks with int8 kernels (on AVX2 and
+// AVX-512: every block type but Q2_K and Q3_K): the other storages, and the blocks on the
+// portable baseline, give their f32 results unchanged.
 TEST(FrozenGemv, Int8ActivationsLeaveOtherStoragesAsTheyAre) {
   const int64_t cols = 256, n = 2;
-  const auto mlx8 = FrozenWeight::from_quantized(
-      quantize(random_values(kRows * cols, 41, 0.1f), kRows, cols, 8, 64));
-  const auto q4_0 = FrozenWeight::from_ggml(GgmlMatrix::owning(
-      kRows, cols, GgmlType::Q4_0, test::random_ggml_bytes(GgmlType::Q4_0, kRows, cols, 42, 0.5f)));
-  const auto f32 = FrozenWeight::from_f32(random_values(kRows * cols, 43), kRows, cols);
+  std::vector<std::pair<std::string, FrozenWeight>> weights;
+  weights.emplace_back("8-bit", FrozenWeight::from_quantized(quantize(
+                                    random_values(kRows * cols, 41, 0.1f), kRows, cols, 8, 64)));
+  weights.emplace_back("f32", FrozenWeight::from_f32(random_values(kRows * cols, 43), kRows, cols));
+  for (GgmlType t : test::kAllGgmlTypes)
+    weights.emplace_back(ggml_type_name(t),
+                         FrozenWeight::from_ggml(GgmlMatrix::owning(
+                             kRows, cols, t, test::random_ggml_bytes(t, kRows, cols, 42, 0.5f))));
   const auto x = random_values(static_cast<std::size_t>(n * cols), 44);
-  for (const FrozenWeight* w : {&mlx8, &q4_0, &f32})
+  for (const auto& [what, w] : weights)
     for (GemvIsa isa : every_isa()) {
+      const bool int8_kernel =
+          isa != GemvIsa::Scalar && what.front() == 'Q' && what != "Q2_K" && what != "Q3_K";
       std::vector<float> plain(static_cast<std::size_t>(n * kRows)), int8(plain.size());
-      const GemvProduct a{w, plain.data()}, b{w, int8.data()};
+      const GemvProduct a{&w, plain.data()}, b{&w, int8.data()};
       frozen_gemv({&a, 1}, x.data(), n, isa, GemvActivations::F32);
       frozen_gemv({&b, 1}, x.data(), n, isa, GemvActivations::Int8);
-      EXPECT_EQ(plain, int8) << gemv_isa_name(isa);
+      EXPECT_EQ(plain == int8, !int8_kernel) << what << ", " << gemv_isa_name(isa);
+    }
+}
+
+// A ggml block row's weights as (coded part) + (offset): the offset is what the row dequantizes
+// to with every code zero (Q4_0's -8 d, Q4_1's m, Q8_0's 0, Q4_K's -dmin m, Q6_K's -32 d sc), the
+// coded part the rest. `codes` is each block's code bytes [first, end), high bits included.
+std::vector<float> offsets_of(GgmlType t, std::vector<std::byte> bytes, int64_t rows, int64_t cols,
+                              std::pair<int, int> codes) {
+  const auto block = static_cast<std::size_t>(ggml_block_bytes(t));
+  for (std::size_t b = 0; b < bytes.size(); b += block)
+    std::fill(bytes.begin() + b + codes.first, bytes.begin() + b + codes.second, std::byte{0});
+  return FrozenWeight::from_ggml(GgmlMatrix::owning(rows, cols, t, bytes)).to_f32();
+}
+
+// The ggml blocks with int8 kernels (Q4_0 to Q8_0, Q4_K to Q6_K): x rounded per 32 elements.
+// Rows of one and three super-blocks.
+TEST(FrozenGemv, Int8ActivationsOnGgmlBlocksEqualTheProductOfTheRoundedInput) {
+  const std::pair<GgmlType, std::pair<int, int>> types[] = {
+      {GgmlType::Q4_0, {2, 18}},   {GgmlType::Q4_1, {4, 20}}, {GgmlType::Q5_0, {2, 22}},
+      {GgmlType::Q5_1, {4, 24}},   {GgmlType::Q8_0, {2, 34}}, {GgmlType::Q4_K, {16, 144}},
+      {GgmlType::Q5_K, {16, 176}}, {GgmlType::Q6_K, {0, 192}}};
+  for (const auto& [t, codes] : types)
+    for (int64_t cols : {int64_t(256), int64_t(768)}) {
+      const auto bytes = test::random_ggml_bytes(t, kRows, cols, 51, 0.5f);
+      const auto w = FrozenWeight::from_ggml(GgmlMatrix::owning(kRows, cols, t, bytes));
+      expect_int8_product(w, offsets_of(t, bytes, kRows, cols, codes), 32,
+                          std::string(ggml_type_name(t)) + ", cols " + std::to_string(cols),
+                          /*scalar_has_kernel=*/false);
     }
 }
 

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "autograd/frozen_gemv.h"
 #include "support/test_support.h"
 #include "train_fixtures.h"
 #include "trainer/gguf_model.h"
@@ -65,6 +66,35 @@ TEST(GgufModel, QuantizedFilesKeepTheirTypes) {
   LoadOptions q;
   q.quantize_bits = 4;
   EXPECT_THROW(load_model(gguf("q8_0"), q), SettingError);
+}
+
+// Decode steps with int8 activations on the Q8_0 file: the logits move where the CPU has the
+// int8 block kernels (AVX2 and up; the portable build keeps f32 products), by less than 5% of their
+// range, and the greedy token of each step stays the f32 one or a near tie of it.
+TEST(GgufModel, Int8DecodeActivationsOnTheQ8_0FileStayNearF32) {
+  LORA_REQUIRE_SHARED("models/stories260K-gguf/stories260K-q8_0.gguf");
+  const Model model = load_model(gguf("q8_0"));
+  const std::vector<int32_t> ids = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376};
+  KVCache exact = KVCache::create(model.config, 16), rounded = exact;
+  float range = 0;
+  double worst = 0;
+  for (std::size_t t = 0; t < ids.size(); ++t) {
+    const auto step = std::span(ids).subspan(t, 1);
+    const Tensor a = forward_cached(model, {}, exact, step);
+    const Tensor b =
+        forward_cached(model, {}, rounded, step, CachedLogits::Last, GemvActivations::Int8);
+    for (std::size_t i = 0; i < a.data.size(); ++i) {
+      range = std::max(range, std::abs(a.data[i]));
+      worst = std::max(worst, double(std::abs(a.data[i] - b.data[i])));
+    }
+    const auto best = std::max_element(b.data.begin(), b.data.end()) - b.data.begin();
+    EXPECT_GT(a.data[best], *std::max_element(a.data.begin(), a.data.end()) - 0.1f) << "step " << t;
+  }
+  if (gemv_isa() == GemvIsa::Scalar)
+    EXPECT_EQ(worst, 0.0);
+  else
+    EXPECT_GT(worst, 0.0);
+  EXPECT_LT(worst, 5e-2 * range);
 }
 
 TEST(GgufModel, TokenizerMetadataGivesTokenizerJsonsMergesAndIds) {

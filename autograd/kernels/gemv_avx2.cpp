@@ -1,133 +1,13 @@
 // The matrix-vector kernels on 8 float lanes (flags set in autograd/CMakeLists.txt); called only
 // when the CPU reports AVX2, FMA and F16C (frozen_gemv.cpp).
-#include <immintrin.h>
-
-#include <bit>
-#include <cstring>
-
+#include "autograd/kernels/gemv_avx2_ops.h"
 #include "autograd/kernels/kernels_gemv.h"
-
-namespace {
-
-struct Avx2 {
-  static constexpr int W = 8;
-  using reg = __m256;
-  using ireg = __m256i;
-  static reg zero() { return _mm256_setzero_ps(); }
-  static reg load(const float* p) { return _mm256_loadu_ps(p); }
-  static reg load_half(const uint16_t* p) {
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  }
-  static void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
-  static reg set1(float v) { return _mm256_set1_ps(v); }
-  static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
-  static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
-  static constexpr bool kCodeTable = false;
-  static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
-  static float hsum(reg a) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-  }
-  // Each 128-bit half ends with the four registers' sums over its lanes, then the halves add up.
-  static void hsum4(const reg (&v)[4], float* out) {
-    const reg p0 = _mm256_add_ps(_mm256_unpacklo_ps(v[0], v[1]), _mm256_unpackhi_ps(v[0], v[1]));
-    const reg p1 = _mm256_add_ps(_mm256_unpacklo_ps(v[2], v[3]), _mm256_unpackhi_ps(v[2], v[3]));
-    const reg q = _mm256_add_ps(_mm256_shuffle_ps(p0, p1, 0x44), _mm256_shuffle_ps(p0, p1, 0xEE));
-    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(q), _mm256_extractf128_ps(q, 1)));
-  }
-  static reg load_partial(const float* p, int64_t n) {
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const int count = n >= 8 ? 8 : static_cast<int>(n);
-    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lanes));
-  }
-  // Three levels, each adding two halves of every pair of vectors: 21 operations for 8 sums.
-  static reg sum_each(const reg (&v)[8]) {
-    reg quads[2];
-    for (int g = 0; g < 2; ++g) {
-      reg pairs[2];
-      for (int p = 0; p < 2; ++p) {
-        const reg a = v[4 * g + 2 * p], b = v[4 * g + 2 * p + 1];
-        pairs[p] = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
-      }
-      quads[g] = _mm256_add_ps(_mm256_shuffle_ps(pairs[0], pairs[1], 0x44),
-                               _mm256_shuffle_ps(pairs[0], pairs[1], 0xEE));
-    }
-    return _mm256_add_ps(_mm256_permute2f128_ps(quads[0], quads[1], 0x20),
-                         _mm256_permute2f128_ps(quads[0], quads[1], 0x31));
-  }
-  static __m128i eight_bytes(const uint8_t* p) {
-    int64_t v;
-    std::memcpy(&v, p, 8);
-    return _mm_cvtsi64_si128(v);
-  }
-  static ireg load_u8(const uint8_t* p) { return _mm256_cvtepu8_epi32(eight_bytes(p)); }
-  static ireg load_s8(const uint8_t* p) { return _mm256_cvtepi8_epi32(eight_bytes(p)); }
-  static reg to_float(ireg v) { return _mm256_cvtepi32_ps(v); }
-  static ireg and15(ireg v) { return _mm256_and_si256(v, _mm256_set1_epi32(15)); }
-  static ireg shr4(ireg v) { return _mm256_srli_epi32(v, 4); }
-  static ireg ior(ireg a, ireg b) { return _mm256_or_si256(a, b); }
-  // Lane l keeps bit l + 4 of bits << 4 (only the low 8 bits of `bits` matter here).
-  static ireg bit_lanes16(uint32_t bits) {
-    const ireg shifted = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>((bits & 255u) << 4)),
-                                           _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    return _mm256_and_si256(shifted, _mm256_set1_epi32(16));
-  }
-  static ireg bit_to_16(ireg h, int s) {
-    const ireg moved = _mm256_srlv_epi32(_mm256_slli_epi32(h, 4), _mm256_set1_epi32(s));
-    return _mm256_and_si256(moved, _mm256_set1_epi32(16));
-  }
-  template <int S>
-  static ireg high_pair(ireg h) {
-    ireg s;
-    if constexpr (S >= 0)
-      s = _mm256_slli_epi32(h, S);
-    else
-      s = _mm256_srli_epi32(h, -S);
-    return _mm256_and_si256(s, _mm256_set1_epi32(48));
-  }
-  static ireg load_bytes(const void* p) {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  }
-  static ireg lanes_below(int64_t n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),
-                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  }
-  // n is a multiple of 4 (MLX rows are whole 32-bit words).
-  static ireg load_bytes_partial(const void* p, int64_t n) {
-    return _mm256_maskload_epi32(static_cast<const int*>(p), lanes_below(n / 4));
-  }
-  // Codes are unsigned and at most 15, x signed: a pair's products sum to at most 2 * 15 * 128,
-  // so the low and high pairs add in 16 bits before widening.
-  static ireg dot_nibbles(ireg codes, ireg x_low, ireg x_high) {
-    const ireg mask = _mm256_set1_epi8(15);
-    const ireg low = _mm256_and_si256(codes, mask);
-    const ireg high = _mm256_and_si256(_mm256_srli_epi16(codes, 4), mask);
-    const ireg pairs =
-        _mm256_add_epi16(_mm256_maddubs_epi16(low, x_low), _mm256_maddubs_epi16(high, x_high));
-    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
-  }
-  static ireg group_index(int64_t lanes_per_group) {
-    const ireg lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_srlv_epi32(lane, _mm256_set1_epi32(std::countr_zero(uint64_t(lanes_per_group))));
-  }
-  // count is 1 or 2 (groups of 64 or more, or 32).
-  static reg spread_groups(const float* scales, int64_t count, ireg index) {
-    if (count == 1) return _mm256_broadcast_ss(scales);
-    const __m128 two = _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales)));
-    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two), index);
-  }
-  static reg low_nibble(ireg v) { return to_float(_mm256_and_si256(v, _mm256_set1_epi32(15))); }
-  static reg high_nibble(ireg v) { return to_float(_mm256_srli_epi32(v, 4)); }
-};
-
-}  // namespace
+#include "autograd/kernels/kernels_gemv_int8_blocks.h"
 
 namespace lora::gemv_avx2 {
 
 const gemv::Kernels& kernels() {
-  static constexpr gemv::Kernels k = make_kernels<Avx2>();
+  static constexpr gemv::Kernels k = with_int8_blocks<Avx2>(make_kernels<Avx2>());
   return k;
 }
 

@@ -9,7 +9,9 @@
 #include <bit>
 #include <cstring>
 
+#include "autograd/kernels/gemv_avx2_ops.h"
 #include "autograd/kernels/kernels_gemv.h"
+#include "autograd/kernels/kernels_gemv_int8_blocks.h"
 
 namespace {
 
@@ -132,7 +134,8 @@ struct Avx512 {
 namespace lora::gemv_avx512 {
 
 const gemv::Kernels& kernels() {
-  static constexpr gemv::Kernels k = make_kernels<Avx512>();
+  // The int8 block kernels work on 32-byte vectors: the AVX2 operations, compiled here.
+  static constexpr gemv::Kernels k = with_int8_blocks<Avx2>(make_kernels<Avx512>());
   return k;
 }
 

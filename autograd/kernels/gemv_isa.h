@@ -18,8 +18,9 @@ struct RowsArgs {
   const float* biases = nullptr;
   const float* halves = nullptr;  // f16_to_f32_table(): ggml block scales looked up by their bits
   int64_t group_size = 0;         // MLX
-  // x rounded to int8 per MLX group, for the int8 kernels: its even and odd elements, and each
-  // 8 elements' scale; zero past cols up to whole vectors.
+  // x rounded to int8, for the int8 kernels. MLX 4-bit: per group, its even elements in x_low
+  // and odd ones in x_high, each 8 elements' scale in x_scales, zero past cols up to whole
+  // vectors. ggml blocks: per 32 elements, in element order in x_low, each 32's scale in x_scales.
   const int8_t* x_low = nullptr;
   const int8_t* x_high = nullptr;
   const float* x_scales = nullptr;
@@ -77,6 +78,9 @@ struct Kernels {
   CachedValuesKernel cached_values;
   int tile_rows;  // rows of C per register block of tile_gemm
   int lanes;      // floats per vector
+  // ggml blocks against int8 x (kernels_gemv_int8_blocks.h): none in the portable baseline.
+  RowsKernel q4_0_int8 = nullptr, q4_1_int8 = nullptr, q5_0_int8 = nullptr, q5_1_int8 = nullptr,
+             q8_0_int8 = nullptr, q4_k_int8 = nullptr, q5_k_int8 = nullptr, q6_k_int8 = nullptr;
 };
 
 }  // namespace lora::gemv

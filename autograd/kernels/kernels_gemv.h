@@ -57,6 +57,18 @@ inline float half_at(const RowsArgs& a, const uint8_t* p) {
   return a.halves[h];
 }
 
+// Points rows at the R rows from r0 and zeroes their accumulators.
+template <class V, int R>
+[[gnu::always_inline]] inline void start_rows(const RowsArgs& a, int64_t r0,
+                                              typename V::reg (&acc)[R],
+                                              const uint8_t* (&rows)[R]) {
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    acc[r] = V::zero();
+    rows[r] = a.data + (r0 + r) * a.row_bytes;
+  }
+}
+
 inline void store_row(float* y, int64_t r, float dot, float beta) {
   y[r] = beta == 0.0f ? dot : dot + beta * y[r];
 }
@@ -151,11 +163,7 @@ void mlx4_rows_at(const RowsArgs& a, int64_t r0) {
   const int64_t group = a.group_size, groups = a.cols / group;
   typename V::reg acc[R];
   const uint8_t* rows[R];
-  LORA_GEMV_UNROLL
-  for (int r = 0; r < R; ++r) {
-    acc[r] = V::zero();
-    rows[r] = a.data + (r0 + r) * a.row_bytes;
-  }
+  start_rows<V, R>(a, r0, acc, rows);
   for (int64_t g = 0; g < groups; ++g) {
     typename V::reg lo[R], hi[R];
     LORA_GEMV_UNROLL
@@ -187,11 +195,7 @@ void mlx8_rows_at(const RowsArgs& a, int64_t r0) {
   const int64_t group = a.group_size, groups = a.cols / group;
   typename V::reg acc[R];
   const uint8_t* rows[R];
-  LORA_GEMV_UNROLL
-  for (int r = 0; r < R; ++r) {
-    acc[r] = V::zero();
-    rows[r] = a.data + (r0 + r) * a.row_bytes;
-  }
+  start_rows<V, R>(a, r0, acc, rows);
   for (int64_t g = 0; g < groups; ++g) {
     typename V::reg even[R], odd[R];
     LORA_GEMV_UNROLL
@@ -321,14 +325,9 @@ void q4_0_rows_at(const RowsArgs& a, int64_t r0) {
   constexpr int W = V::W;
   const int64_t blocks = a.cols / 32;
   typename V::reg acc[R];
-  float offset_part[R];
+  float offset_part[R] = {};
   const uint8_t* rows[R];
-  LORA_GEMV_UNROLL
-  for (int r = 0; r < R; ++r) {
-    acc[r] = V::zero();
-    offset_part[r] = 0.0f;
-    rows[r] = a.data + (r0 + r) * a.row_bytes;
-  }
+  start_rows<V, R>(a, r0, acc, rows);
   for (int64_t b = 0; b < blocks; ++b) {
     typename V::reg lo[R], hi[R];
     LORA_GEMV_UNROLL
@@ -363,11 +362,7 @@ void q8_0_rows_at(const RowsArgs& a, int64_t r0) {
   const int64_t blocks = a.cols / 32;
   typename V::reg acc[R];
   const uint8_t* rows[R];
-  LORA_GEMV_UNROLL
-  for (int r = 0; r < R; ++r) {
-    acc[r] = V::zero();
-    rows[r] = a.data + (r0 + r) * a.row_bytes;
-  }
+  start_rows<V, R>(a, r0, acc, rows);
   for (int64_t b = 0; b < blocks; ++b) {
     typename V::reg part[R];
     LORA_GEMV_UNROLL
@@ -410,14 +405,9 @@ void q32_rows_at(const RowsArgs& a, int64_t r0) {
   constexpr int W = V::W;
   const int64_t blocks = a.cols / 32;
   typename V::reg acc[R];
-  float offset_part[R];
+  float offset_part[R] = {};
   const uint8_t* rows[R];
-  LORA_GEMV_UNROLL
-  for (int r = 0; r < R; ++r) {
-    acc[r] = V::zero();
-    offset_part[r] = 0.0f;
-    rows[r] = a.data + (r0 + r) * a.row_bytes;
-  }
+  start_rows<V, R>(a, r0, acc, rows);
   for (int64_t b = 0; b < blocks; ++b) {
     typename V::reg lo[R], hi[R];
     uint32_t qh[R] = {};
@@ -477,14 +467,9 @@ void q4_k_rows_at(const RowsArgs& a, int64_t r0) {
   constexpr int64_t kBlockBytes = kFifthBit ? 176 : 144, kCodesAt = kFifthBit ? 48 : 16;
   const int64_t blocks = a.cols / 256;
   typename V::reg acc[R];
-  float offset_part[R];
+  float offset_part[R] = {};
   const uint8_t* rows[R];
-  LORA_GEMV_UNROLL
-  for (int r = 0; r < R; ++r) {
-    acc[r] = V::zero();
-    offset_part[r] = 0.0f;
-    rows[r] = a.data + (r0 + r) * a.row_bytes;
-  }
+  start_rows<V, R>(a, r0, acc, rows);
   for (int64_t b = 0; b < blocks; ++b) {
     prefetch_next_rows<R>(a, r0, kBlockBytes * b, kBlockBytes);
     for (int p = 0; p < 4; ++p) {
@@ -535,14 +520,9 @@ void q6_k_rows_at(const RowsArgs& a, int64_t r0) {
   constexpr int W = V::W;
   const int64_t blocks = a.cols / 256;
   typename V::reg acc[R];
-  float offset_part[R];
+  float offset_part[R] = {};
   const uint8_t* rows[R];
-  LORA_GEMV_UNROLL
-  for (int r = 0; r < R; ++r) {
-    acc[r] = V::zero();
-    offset_part[r] = 0.0f;
-    rows[r] = a.data + (r0 + r) * a.row_bytes;
-  }
+  start_rows<V, R>(a, r0, acc, rows);
   for (int64_t b = 0; b < blocks; ++b) {
     prefetch_next_rows<R>(a, r0, 210 * b, 210);
     for (int half = 0; half < 2; ++half) {

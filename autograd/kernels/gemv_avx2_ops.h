@@ -1,0 +1,184 @@
+// The 8-lane vector type of the matrix-vector kernels (V in kernels_gemv.h) on AVX2, FMA and F16C
+// intrinsics: gemv_avx2.cpp builds every kernel on it, and gemv_avx512.cpp its int8 block
+// kernels (kernels_gemv_int8_blocks.h), which work on 32-byte vectors. Each including file is
+// compiled with flags that cover these instructions (autograd/CMakeLists.txt).
+#pragma once
+#include <immintrin.h>
+
+#include <bit>
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+struct Avx2 {
+  static constexpr int W = 8;
+  using reg = __m256;
+  using ireg = __m256i;
+  static reg zero() { return _mm256_setzero_ps(); }
+  static reg load(const float* p) { return _mm256_loadu_ps(p); }
+  static reg load_half(const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
+  static reg set1(float v) { return _mm256_set1_ps(v); }
+  static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+  static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
+  static constexpr bool kCodeTable = false;
+  static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static float hsum(reg a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  // Each 128-bit half ends with the four registers' sums over its lanes, then the halves add up.
+  static void hsum4(const reg (&v)[4], float* out) {
+    const reg p0 = _mm256_add_ps(_mm256_unpacklo_ps(v[0], v[1]), _mm256_unpackhi_ps(v[0], v[1]));
+    const reg p1 = _mm256_add_ps(_mm256_unpacklo_ps(v[2], v[3]), _mm256_unpackhi_ps(v[2], v[3]));
+    const reg q = _mm256_add_ps(_mm256_shuffle_ps(p0, p1, 0x44), _mm256_shuffle_ps(p0, p1, 0xEE));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(q), _mm256_extractf128_ps(q, 1)));
+  }
+  static reg load_partial(const float* p, int64_t n) {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const int count = n >= 8 ? 8 : static_cast<int>(n);
+    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lanes));
+  }
+  // Three levels, each adding two halves of every pair of vectors: 21 operations for 8 sums.
+  static reg sum_each(const reg (&v)[8]) {
+    reg quads[2];
+    for (int g = 0; g < 2; ++g) {
+      reg pairs[2];
+      for (int p = 0; p < 2; ++p) {
+        const reg a = v[4 * g + 2 * p], b = v[4 * g + 2 * p + 1];
+        pairs[p] = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+      }
+      quads[g] = _mm256_add_ps(_mm256_shuffle_ps(pairs[0], pairs[1], 0x44),
+                               _mm256_shuffle_ps(pairs[0], pairs[1], 0xEE));
+    }
+    return _mm256_add_ps(_mm256_permute2f128_ps(quads[0], quads[1], 0x20),
+                         _mm256_permute2f128_ps(quads[0], quads[1], 0x31));
+  }
+  static __m128i eight_bytes(const uint8_t* p) {
+    int64_t v;
+    std::memcpy(&v, p, 8);
+    return _mm_cvtsi64_si128(v);
+  }
+  static ireg load_u8(const uint8_t* p) { return _mm256_cvtepu8_epi32(eight_bytes(p)); }
+  static ireg load_s8(const uint8_t* p) { return _mm256_cvtepi8_epi32(eight_bytes(p)); }
+  static reg to_float(ireg v) { return _mm256_cvtepi32_ps(v); }
+  static ireg and15(ireg v) { return _mm256_and_si256(v, _mm256_set1_epi32(15)); }
+  static ireg shr4(ireg v) { return _mm256_srli_epi32(v, 4); }
+  static ireg ior(ireg a, ireg b) { return _mm256_or_si256(a, b); }
+  // Lane l keeps bit l + 4 of bits << 4 (only the low 8 bits of `bits` matter here).
+  static ireg bit_lanes16(uint32_t bits) {
+    const ireg shifted = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>((bits & 255u) << 4)),
+                                           _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_and_si256(shifted, _mm256_set1_epi32(16));
+  }
+  static ireg bit_to_16(ireg h, int s) {
+    const ireg moved = _mm256_srlv_epi32(_mm256_slli_epi32(h, 4), _mm256_set1_epi32(s));
+    return _mm256_and_si256(moved, _mm256_set1_epi32(16));
+  }
+  template <int S>
+  static ireg high_pair(ireg h) {
+    ireg s;
+    if constexpr (S >= 0)
+      s = _mm256_slli_epi32(h, S);
+    else
+      s = _mm256_srli_epi32(h, -S);
+    return _mm256_and_si256(s, _mm256_set1_epi32(48));
+  }
+  static ireg load_bytes(const void* p) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  }
+  static ireg lanes_below(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),
+                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  // n is a multiple of 4 (MLX rows are whole 32-bit words).
+  static ireg load_bytes_partial(const void* p, int64_t n) {
+    return _mm256_maskload_epi32(static_cast<const int*>(p), lanes_below(n / 4));
+  }
+  // Codes are unsigned and at most 15, x signed: a pair's products sum to at most 2 * 15 * 128,
+  // so the low and high pairs add in 16 bits before widening.
+  static ireg dot_nibbles(ireg codes, ireg x_low, ireg x_high) {
+    const ireg mask = _mm256_set1_epi8(15);
+    const ireg low = _mm256_and_si256(codes, mask);
+    const ireg high = _mm256_and_si256(_mm256_srli_epi16(codes, 4), mask);
+    const ireg pairs =
+        _mm256_add_epi16(_mm256_maddubs_epi16(low, x_low), _mm256_maddubs_epi16(high, x_high));
+    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+  }
+  static ireg group_index(int64_t lanes_per_group) {
+    const ireg lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_srlv_epi32(lane, _mm256_set1_epi32(std::countr_zero(uint64_t(lanes_per_group))));
+  }
+  // count is 1 or 2 (groups of 64 or more, or 32).
+  static reg spread_groups(const float* scales, int64_t count, ireg index) {
+    if (count == 1) return _mm256_broadcast_ss(scales);
+    const __m128 two = _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales)));
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two), index);
+  }
+  static reg low_nibble(ireg v) { return to_float(_mm256_and_si256(v, _mm256_set1_epi32(15))); }
+  static reg high_nibble(ireg v) { return to_float(_mm256_srli_epi32(v, 4)); }
+  // Bytes: their low and high nibbles; a Q4_0 block's 16 code bytes as its 32 codes in element
+  // order (the low nibbles are elements 0-15, the high ones 16-31).
+  static ireg low4(ireg v) { return _mm256_and_si256(v, _mm256_set1_epi8(15)); }
+  static ireg high4(ireg v) { return low4(_mm256_srli_epi16(v, 4)); }
+  static ireg nibbles16(const uint8_t* p) {
+    const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return low4(_mm256_set_m128i(_mm_srli_epi16(c, 4), c));
+  }
+  // Each byte's two bits that shifting it left by S (right by -S) puts at bits 4-5, as 0..48:
+  // Q6_K's high bits. Bits a 16-bit shift carries in from the neighbouring byte are masked off.
+  template <int S>
+  static ireg top_pair(ireg h) {
+    ireg s;
+    if constexpr (S > 0)
+      s = _mm256_slli_epi16(h, S);
+    else if constexpr (S < 0)
+      s = _mm256_srli_epi16(h, -S);
+    else
+      s = h;
+    return _mm256_and_si256(s, _mm256_set1_epi8(48));
+  }
+  // Lane l: codes (unsigned, at most 63) times x (signed, never -128) over bytes 4l..4l+3; a
+  // byte pair's sum, at most 2 * 63 * 127, fits the 16 bits maddubs adds it in.
+  static ireg dot_bytes(ireg codes, ireg x) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(codes, x), _mm256_set1_epi16(1));
+  }
+  // Byte j: 16 where bit j of bits is set, else 0 (the fifth bits of a Q5_0 or Q5_1 block).
+  static ireg bit_bytes16(uint32_t bits) {
+    // Byte j first holds byte j / 8 of bits, then keeps bit j % 8 of it.
+    const ireg spread =
+        _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)),
+                            _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
+                                             2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const ireg bit = _mm256_set1_epi64x(0x8040201008040201);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit),
+                            _mm256_set1_epi8(16));
+  }
+  // Byte j: bit s (below 8) of byte j of h moved to bit 4, as 0 or 16 (Q5_K's fifth bits).
+  static ireg bit_to_bit4(ireg h, int s) {
+    const ireg down = _mm256_srl_epi16(h, _mm_cvtsi32_si128(s));
+    return _mm256_and_si256(_mm256_slli_epi16(down, 4), _mm256_set1_epi8(16));
+  }
+  // As dot_bytes for signed codes (Q8_0): |codes| times x with the codes' signs, so that the
+  // first operand is unsigned; a pair's sum is at most 2 * 128 * 127.
+  static ireg dot_signed_bytes(ireg codes, ireg x) {
+    return dot_bytes(_mm256_abs_epi8(codes), _mm256_sign_epi8(x, codes));
+  }
+  // The 8 bytes of v (byte l in lane l), unsigned.
+  static ireg byte_lanes(uint64_t v) {
+    return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(v)));
+  }
+  // Lane l of v (the same in every lane), and the pair lanes 2k (in lanes 0-3) and 2k + 1 (4-7).
+  static reg lane(reg v, int l) { return _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(l)); }
+  static reg lane_pair(reg v, int k) {
+    return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(2 * k, 2 * k, 2 * k, 2 * k, 2 * k + 1,
+                                                         2 * k + 1, 2 * k + 1, 2 * k + 1));
+  }
+};
+
+}  // namespace

@@ -1,0 +1,200 @@
+// The ggml block types with 4 to 8-bit codes against x rounded to int8 (GemvActivations::Int8),
+// written over an 8-lane V whose integer vectors are 32 bytes (gemv_avx2_ops.h; the AVX-512 copy
+// uses the same operations). x comes in element order as int8, each 32 elements with their own
+// step dx (RowsArgs::x_low, x_scales): a 32-element piece's dot is then dx * (codes . xq) in
+// integer multiply-adds, 32 products in four vector operations, where the f32 kernels convert
+// every code to a float and spend a multiply-add on each 8 (on AVX2 those conversions, not
+// memory, set the pace of one thread). The offsets of the codes (Q4_0's 8, Q4_K's mins, Q6_K's
+// 32, ...) meet the exact sums of x, as in the f32 kernels. Internal linkage, as kernels_gemv.h.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#include "autograd/kernels/kernels_gemv.h"
+
+namespace {
+
+// The 32-element blocks with 4-bit codes (Q4_0, Q4_1) or 5 (Q5_0, Q5_1; layouts above
+// q32_rows_at): a block's 16 code bytes become its 32 codes in element order (the fifth bits
+// added from the high word), against 32 bytes of x. The offset (Q4_0's -8 d, Q5_0's -16 d, the
+// others' m) meets the sum of x.
+struct Q4_0Layout {
+  static constexpr int kBytes = 18, kCodes = 2;
+  static constexpr bool kMin = false, kHighBits = false;
+};
+
+template <class V, class L, int R>
+void q32_int8_rows_at(const RowsArgs& a, int64_t r0) {
+  static_assert(V::W == 8, "a 32-element block is one vector of bytes");
+  const int64_t blocks = a.cols / 32;
+  typename V::reg acc[R];
+  float offset_part[R] = {};
+  const uint8_t* rows[R];
+  start_rows<V, R>(a, r0, acc, rows);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const auto xq = V::load_bytes(a.x_low + 32 * b);
+    const float dx = a.x_scales[b], sum = a.sums[b];
+    prefetch_next_rows<R>(a, r0, L::kBytes * b, L::kBytes);
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* block = rows[r] + L::kBytes * b;
+      const float d = half_at(a, block);
+      auto codes = V::nibbles16(block + L::kCodes);
+      if constexpr (L::kHighBits) {
+        uint32_t qh;
+        std::memcpy(&qh, block + L::kCodes - 4, 4);
+        codes = V::ior(codes, V::bit_bytes16(qh));
+      }
+      acc[r] = V::fmadd(V::to_float(V::dot_bytes(codes, xq)), V::set1(d * dx), acc[r]);
+      offset_part[r] += (L::kMin ? half_at(a, block + 2) : d) * sum;
+    }
+  }
+  constexpr float kOffset = L::kMin ? 1.0f : L::kHighBits ? -16.0f : -8.0f;
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r)
+    store_row(a.y, r0 + r, V::hsum(acc[r]) + kOffset * offset_part[r], a.beta);
+}
+
+// Q8_0: d and 32 signed codes, against 32 bytes of x.
+template <class V, int R>
+void q8_0_int8_rows_at(const RowsArgs& a, int64_t r0) {
+  static_assert(V::W == 8, "a 32-element block is one vector of bytes");
+  const int64_t blocks = a.cols / 32;
+  typename V::reg acc[R];
+  const uint8_t* rows[R];
+  start_rows<V, R>(a, r0, acc, rows);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const auto xq = V::load_bytes(a.x_low + 32 * b);
+    const float dx = a.x_scales[b];
+    prefetch_next_rows<R>(a, r0, 34 * b, 34);
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* block = rows[r] + 34 * b;
+      const auto dot = V::to_float(V::dot_signed_bytes(V::load_bytes(block + 2), xq));
+      acc[r] = V::fmadd(dot, V::set1(half_at(a, block) * dx), acc[r]);
+    }
+  }
+  store_rows<V, R>(a, r0, acc);
+}
+
+// A Q4_K block's 8 six-bit scales and 8 mins (k_scale_min's unpacking, 4 sub-blocks per 32-bit
+// word at once), one byte each, sub-block j in byte j: two words' bit operations instead of 16
+// calls, whose stores a vector load then read back only after a store-forwarding stall.
+inline void k_scales_mins(const uint8_t* s, uint64_t* scales, uint64_t* mins) {
+  uint32_t u[3];
+  std::memcpy(u, s, 12);
+  constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
+  const uint32_t sc_high = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);
+  const uint32_t mn_high = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);
+  *scales = (u[0] & kLow6) | (uint64_t(sc_high) << 32);
+  *mins = (u[1] & kLow6) | (uint64_t(mn_high) << 32);
+}
+
+// Q4_K and Q5_K (layouts above q4_k_rows_at): each 32 code bytes hold sub-blocks 2p (low
+// nibbles) and 2p + 1 (high), 64 elements of x in order; Q5_K's fifth bits are bits 2p and
+// 2p + 1 of its 32 high bytes. A row's block first gets its 8 factors d * sc_j * dx_j in one
+// vector and its mins' term -dmin * m_j * sum(x_j) added in one multiply-add.
+template <class V, int R, bool kFifthBit = false>
+void q4_k_int8_rows_at(const RowsArgs& a, int64_t r0) {
+  static_assert(V::W == 8, "a block's 8 sub-blocks are one vector of factors");
+  constexpr int64_t kBlockBytes = kFifthBit ? 176 : 144, kCodesAt = kFifthBit ? 48 : 16;
+  const int64_t blocks = a.cols / 256;
+  typename V::reg acc[R];
+  const uint8_t* rows[R];
+  start_rows<V, R>(a, r0, acc, rows);
+  for (int64_t b = 0; b < blocks; ++b) {
+    prefetch_next_rows<R>(a, r0, kBlockBytes * b, kBlockBytes);
+    const auto dx = V::load(a.x_scales + 8 * b), sums = V::load(a.sums + 8 * b);
+    typename V::reg factors[R];
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* block = rows[r] + kBlockBytes * b;
+      uint64_t sc, mn;
+      k_scales_mins(block + 4, &sc, &mn);
+      const auto mins = V::mul(V::to_float(V::byte_lanes(mn)), V::set1(-half_at(a, block + 2)));
+      acc[r] = V::fmadd(mins, sums, acc[r]);
+      factors[r] = V::mul(V::mul(V::to_float(V::byte_lanes(sc)), V::set1(half_at(a, block))), dx);
+    }
+    for (int p = 0; p < 4; ++p) {
+      const int8_t* x = a.x_low + 256 * b + 64 * p;
+      const auto xl = V::load_bytes(x), xh = V::load_bytes(x + 32);
+      LORA_GEMV_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* block = rows[r] + kBlockBytes * b;
+        const auto codes = V::load_bytes(block + kCodesAt + 32 * p);
+        auto low = V::low4(codes), high = V::high4(codes);
+        if constexpr (kFifthBit) {
+          const auto h = V::load_bytes(block + 16);
+          low = V::ior(low, V::bit_to_bit4(h, 2 * p));
+          high = V::ior(high, V::bit_to_bit4(h, 2 * p + 1));
+        }
+        const auto lo = V::to_float(V::dot_bytes(low, xl));
+        const auto hi = V::to_float(V::dot_bytes(high, xh));
+        acc[r] = V::fmadd(lo, V::lane(factors[r], 2 * p), acc[r]);
+        acc[r] = V::fmadd(hi, V::lane(factors[r], 2 * p + 1), acc[r]);
+      }
+    }
+  }
+  store_rows<V, R>(a, r0, acc);
+}
+
+// Q6_K (layout above q6_k_rows_at): per 128-element half, codes k = 0..3 are elements 32k..32k+31
+// of the half, each 32 bytes built from a nibble of the low bytes and a bit pair of the high ones;
+// a code vector's lanes 0-3 (its first 16 elements) take scale 2k of the half, lanes 4-7 scale
+// 2k + 1. The half's 8 scales times d make one vector, which also carries -32 * d * sc * sum(x).
+template <class V, int R>
+void q6_k_int8_rows_at(const RowsArgs& a, int64_t r0) {
+  static_assert(V::W == 8, "a half-block's 8 scales are one vector");
+  const int64_t blocks = a.cols / 256;
+  typename V::reg acc[R];
+  const uint8_t* rows[R];
+  start_rows<V, R>(a, r0, acc, rows);
+  for (int64_t b = 0; b < blocks; ++b) {
+    prefetch_next_rows<R>(a, r0, 210 * b, 210);
+    for (int half = 0; half < 2; ++half) {
+      const int8_t* x = a.x_low + 256 * b + 128 * half;
+      const float* dx = a.x_scales + 8 * b + 4 * half;
+      const auto offsets = V::mul(V::load(a.sums + 16 * b + 8 * half), V::set1(-32.0f));
+      LORA_GEMV_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* block = rows[r] + 210 * b;
+        const auto scales = V::mul(V::to_float(V::load_s8(block + 192 + 8 * half)),
+                                   V::set1(half_at(a, block + 208)));
+        acc[r] = V::fmadd(scales, offsets, acc[r]);
+        const auto la = V::load_bytes(block + 64 * half),
+                   lb = V::load_bytes(block + 64 * half + 32);
+        const auto h = V::load_bytes(block + 128 + 32 * half);
+        const typename V::ireg codes[4] = {V::ior(V::low4(la), V::template top_pair<4>(h)),
+                                           V::ior(V::low4(lb), V::template top_pair<2>(h)),
+                                           V::ior(V::high4(la), V::template top_pair<0>(h)),
+                                           V::ior(V::high4(lb), V::template top_pair<-2>(h))};
+        LORA_GEMV_UNROLL
+        for (int k = 0; k < 4; ++k) {
+          const auto dot = V::to_float(V::dot_bytes(codes[k], V::load_bytes(x + 32 * k)));
+          acc[r] = V::fmadd(dot, V::mul(V::lane_pair(scales, k), V::set1(dx[k])), acc[r]);
+        }
+      }
+    }
+  }
+  store_rows<V, R>(a, r0, acc);
+}
+
+// `k` with the int8 block kernels of V added.
+template <class V>
+constexpr lora::gemv::Kernels with_int8_blocks(lora::gemv::Kernels k) {
+  k.q4_0_int8 =
+      &rows_in_fours<&q32_int8_rows_at<V, Q4_0Layout, 4>, &q32_int8_rows_at<V, Q4_0Layout, 1>>;
+  k.q4_1_int8 =
+      &rows_in_fours<&q32_int8_rows_at<V, Q4_1Layout, 4>, &q32_int8_rows_at<V, Q4_1Layout, 1>>;
+  k.q5_0_int8 =
+      &rows_in_fours<&q32_int8_rows_at<V, Q5_0Layout, 4>, &q32_int8_rows_at<V, Q5_0Layout, 1>>;
+  k.q5_1_int8 =
+      &rows_in_fours<&q32_int8_rows_at<V, Q5_1Layout, 4>, &q32_int8_rows_at<V, Q5_1Layout, 1>>;
+  k.q8_0_int8 = &rows_in_fours<&q8_0_int8_rows_at<V, 4>, &q8_0_int8_rows_at<V, 1>>;
+  k.q4_k_int8 = &rows_in_fours<&q4_k_int8_rows_at<V, 4>, &q4_k_int8_rows_at<V, 1>>;
+  k.q5_k_int8 = &rows_in_fours<&q4_k_int8_rows_at<V, 4, true>, &q4_k_int8_rows_at<V, 1, true>>;
+  k.q6_k_int8 = &rows_in_fours<&q6_k_int8_rows_at<V, 4>, &q6_k_int8_rows_at<V, 1>>;
+  return k;
+}
+
+}  // namespace
