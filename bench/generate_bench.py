@@ -17,7 +17,8 @@ repeated to about N tokens: decode then reads a long KV cache at every step. lor
 f32 unless --kv-cache-type f16 (llama.cpp's is F16, its default, either way). MLX: `lora convert --quantize 4 --q-group-size 64` (bf16 scales and biases on disk: 4.5 bits
 a weight, as Q4_0). GGUF: bench/gguf_from_folder with Q4_0 (llama.cpp's rounding), and `lora convert
 --q-type q4_k_m` (llama-quantize's Q4_K_M mix). Every run starts from the same prompt ids. With
---int8-activations the MLX model also runs with `--decode-activations int8` (lora_mlx_q4_int8).
+--int8-activations the MLX model and both GGUF files also run with `--decode-activations int8`
+(lora_mlx_q4_int8, lora_gguf_q4_0_int8, lora_gguf_q4_k_m_int8).
 
 Reported per program and thread count: medians of prompt (prefill) tokens/s and decode tokens/s,
 the bytes one decode step reads (every matrix as held in memory, the head included, plus the KV
@@ -168,7 +169,7 @@ def main():
     ap.add_argument("--kv-cache-type", choices=["f32", "f16"], default="f32",
                     help="lora's KV cache (llama.cpp keeps its default F16)")
     ap.add_argument("--int8-activations", action="store_true",
-                    help="also run the MLX model with --decode-activations int8")
+                    help="also run the MLX model and the GGUF files with --decode-activations int8")
     ap.add_argument("--work", default=os.path.join(ROOT, "out", "bench", "generate"))
     ap.add_argument("--json", help="also write the result here (after each thread count)")
     ap.add_argument("--run-timeout", type=int, default=RUN_TIMEOUT_S,
@@ -190,6 +191,8 @@ def main():
                 "llama_cpp_gguf_q4_k_m": lambda t: llama_cpp(q4_k_m, ids, a.tokens, t)}
     if a.int8_activations:
         programs["lora_mlx_q4_int8"] = lambda t: ours(mlx, prompt, a.tokens, t, kv, "int8")
+        programs["lora_gguf_q4_0_int8"] = lambda t: ours(gguf, prompt, a.tokens, t, kv, "int8")
+        programs["lora_gguf_q4_k_m_int8"] = lambda t: ours(q4_k_m, prompt, a.tokens, t, kv, "int8")
     load_before = os.getloadavg()
     results = {}
     for threads in [int(t) for t in a.threads.split(",")]:
@@ -215,7 +218,9 @@ def main():
 # Each of ours against llama.cpp on the same file (the MLX model against the Q4_0 file: the same
 # float weights at the same 4.5 bits a weight on disk).
 REFERENCE = {"lora_mlx_q4": "llama_cpp_gguf_q4_0", "lora_mlx_q4_int8": "llama_cpp_gguf_q4_0",
-             "lora_gguf_q4_0": "llama_cpp_gguf_q4_0", "lora_gguf_q4_k_m": "llama_cpp_gguf_q4_k_m"}
+             "lora_gguf_q4_0": "llama_cpp_gguf_q4_0", "lora_gguf_q4_k_m": "llama_cpp_gguf_q4_k_m",
+             "lora_gguf_q4_0_int8": "llama_cpp_gguf_q4_0",
+             "lora_gguf_q4_k_m_int8": "llama_cpp_gguf_q4_k_m"}
 
 
 def write_report(a, models, ids, programs, results, load_before):
@@ -231,6 +236,8 @@ def write_report(a, models, ids, programs, results, load_before):
     bytes_per_token = {"lora_mlx_q4": mlx_bytes + kv_bytes(cfg, context, ours_kv),
                        "lora_mlx_q4_int8": mlx_bytes + kv_bytes(cfg, context, ours_kv),
                        "lora_gguf_q4_0": gguf_bytes + kv_bytes(cfg, context, ours_kv),
+                       "lora_gguf_q4_0_int8": gguf_bytes + kv_bytes(cfg, context, ours_kv),
+                       "lora_gguf_q4_k_m_int8": k_bytes + kv_bytes(cfg, context, ours_kv),
                        "llama_cpp_gguf_q4_0": gguf_bytes + kv_bytes(cfg, context, 2),
                        "lora_gguf_q4_k_m": k_bytes + kv_bytes(cfg, context, ours_kv),
                        "llama_cpp_gguf_q4_k_m": k_bytes + kv_bytes(cfg, context, 2)}
@@ -266,6 +273,10 @@ def write_report(a, models, ids, programs, results, load_before):
                                             runs["llama_cpp_gguf_q4_0"][0]["tokens"])
         entry["same_greedy_tokens_q4_k_m"] = (runs["lora_gguf_q4_k_m"][0]["tokens"] ==
                                               runs["llama_cpp_gguf_q4_k_m"][0]["tokens"])
+        for name in ("lora_gguf_q4_0_int8", "lora_gguf_q4_k_m_int8"):
+            if name in runs:
+                entry[f"same_greedy_tokens_{name}"] = (
+                    runs[name][0]["tokens"] == runs[REFERENCE[name]][0]["tokens"])
         report["threads"][str(threads)] = entry
     print_table(report)
     text = json.dumps(report, indent=1)
