@@ -169,6 +169,12 @@ struct Avx2 {
   static ireg dot_signed_bytes(ireg codes, ireg x) {
     return dot_bytes(_mm256_abs_epi8(codes), _mm256_sign_epi8(x, codes));
   }
+  // Bytes 8Q to 8Q + 7 of v, widened to 8 lanes (unsigned).
+  template <int Q>
+  static ireg byte_quarter(ireg v) {
+    const __m128i half = Q < 2 ? _mm256_castsi256_si128(v) : _mm256_extracti128_si256(v, 1);
+    return _mm256_cvtepu8_epi32(Q % 2 == 0 ? half : _mm_srli_si128(half, 8));
+  }
   // The 8 bytes of v (byte l in lane l), unsigned.
   static ireg byte_lanes(uint64_t v) {
     return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(v)));

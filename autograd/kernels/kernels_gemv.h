@@ -400,6 +400,44 @@ struct Q5_1Layout {
   static constexpr bool kMin = true, kHighBits = true;
 };
 
+// Where V has 32-byte operations (AVX2: gemv_avx2_ops.h), a block with fifth bits becomes its 32
+// codes as bytes in element order at once (the nibbles, and the high word spread over the bytes),
+// widened a quarter at a time: 26 vector operations a block and row against 40 with the bits
+// spread lane by lane (a broadcast, a variable shift, a mask and an or for each 8 codes).
+template <class V>
+concept HasByteBlocks = requires(typename V::ireg v) {
+  V::bit_bytes16(0u);
+  V::template byte_quarter<0>(v);
+};
+
+// A 32-element block's codes as bytes in element order, fifth bits included (HasByteBlocks V).
+template <class V, class L>
+[[gnu::always_inline]] inline typename V::ireg block_code_bytes(const uint8_t* block) {
+  auto codes = V::nibbles16(block + L::kCodes);
+  if constexpr (L::kHighBits) {
+    uint32_t qh;
+    std::memcpy(&qh, block + L::kCodes - 4, 4);
+    codes = V::ior(codes, V::bit_bytes16(qh));
+  }
+  return codes;
+}
+
+template <class V, class L, int R>
+[[gnu::always_inline]] inline void q32_block_by_bytes(const float* xb,
+                                                      const uint8_t* const (&block)[R],
+                                                      typename V::reg (&lo)[R],
+                                                      typename V::reg (&hi)[R]) {
+  const auto x0 = V::load(xb), x1 = V::load(xb + 8), x2 = V::load(xb + 16), x3 = V::load(xb + 24);
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    const auto codes = block_code_bytes<V, L>(block[r]);
+    lo[r] = V::fmadd(V::to_float(V::template byte_quarter<0>(codes)), x0, lo[r]);
+    hi[r] = V::fmadd(V::to_float(V::template byte_quarter<1>(codes)), x1, hi[r]);
+    lo[r] = V::fmadd(V::to_float(V::template byte_quarter<2>(codes)), x2, lo[r]);
+    hi[r] = V::fmadd(V::to_float(V::template byte_quarter<3>(codes)), x3, hi[r]);
+  }
+}
+
 template <class V, class L, int R>
 void q32_rows_at(const RowsArgs& a, int64_t r0) {
   constexpr int W = V::W;
@@ -414,22 +452,30 @@ void q32_rows_at(const RowsArgs& a, int64_t r0) {
     LORA_GEMV_UNROLL
     for (int r = 0; r < R; ++r) {
       lo[r] = hi[r] = V::zero();
-      if constexpr (L::kHighBits) std::memcpy(&qh[r], rows[r] + L::kBytes * b + L::kCodes - 4, 4);
+      if constexpr (L::kHighBits && !HasByteBlocks<V>)
+        std::memcpy(&qh[r], rows[r] + L::kBytes * b + L::kCodes - 4, 4);
     }
     const float* xb = a.x + 32 * b;
     prefetch_next_rows<R>(a, r0, L::kBytes * b, L::kBytes);
-    for (int k = 0; k < 16; k += W) {
-      const auto xl = V::load(xb + k), xh = V::load(xb + 16 + k);
+    if constexpr (L::kHighBits && HasByteBlocks<V>) {
+      const uint8_t* block[R];
       LORA_GEMV_UNROLL
-      for (int r = 0; r < R; ++r) {
-        const auto codes = V::load_u8(rows[r] + L::kBytes * b + L::kCodes + k);
-        auto cl = V::and15(codes), ch = V::shr4(codes);
-        if constexpr (L::kHighBits) {
-          cl = V::ior(cl, V::bit_lanes16(qh[r] >> k));
-          ch = V::ior(ch, V::bit_lanes16(qh[r] >> (16 + k)));
+      for (int r = 0; r < R; ++r) block[r] = rows[r] + L::kBytes * b;
+      q32_block_by_bytes<V, L, R>(xb, block, lo, hi);
+    } else {
+      for (int k = 0; k < 16; k += W) {
+        const auto xl = V::load(xb + k), xh = V::load(xb + 16 + k);
+        LORA_GEMV_UNROLL
+        for (int r = 0; r < R; ++r) {
+          const auto codes = V::load_u8(rows[r] + L::kBytes * b + L::kCodes + k);
+          auto cl = V::and15(codes), ch = V::shr4(codes);
+          if constexpr (L::kHighBits) {
+            cl = V::ior(cl, V::bit_lanes16(qh[r] >> k));
+            ch = V::ior(ch, V::bit_lanes16(qh[r] >> (16 + k)));
+          }
+          lo[r] = V::fmadd(V::to_float(cl), xl, lo[r]);
+          hi[r] = V::fmadd(V::to_float(ch), xh, hi[r]);
         }
-        lo[r] = V::fmadd(V::to_float(cl), xl, lo[r]);
-        hi[r] = V::fmadd(V::to_float(ch), xh, hi[r]);
       }
     }
     LORA_GEMV_UNROLL

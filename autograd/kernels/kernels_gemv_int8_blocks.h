@@ -39,12 +39,7 @@ void q32_int8_rows_at(const RowsArgs& a, int64_t r0) {
     for (int r = 0; r < R; ++r) {
       const uint8_t* block = rows[r] + L::kBytes * b;
       const float d = half_at(a, block);
-      auto codes = V::nibbles16(block + L::kCodes);
-      if constexpr (L::kHighBits) {
-        uint32_t qh;
-        std::memcpy(&qh, block + L::kCodes - 4, 4);
-        codes = V::ior(codes, V::bit_bytes16(qh));
-      }
+      const auto codes = block_code_bytes<V, L>(block);
       acc[r] = V::fmadd(V::to_float(V::dot_bytes(codes, xq)), V::set1(d * dx), acc[r]);
       offset_part[r] += (L::kMin ? half_at(a, block + 2) : d) * sum;
     }
