@@ -4,6 +4,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include "support/test_support.h"
 #include "trainer/io/checkpoint.h"
 #include "trainer/random_model.h"
@@ -129,11 +133,20 @@ TEST(Checkpoint, PruneKeepsTheNewest) {
   for (int64_t s : {5, 10, 15, 20})
     save_checkpoint(checkpoint_dir(tmp.path(), s), run.adapter, run.optimizer, run.model,
                     AdapterFormat::mlx, run.content(s));
+  // What a run killed while pruning leaves: the checkpoint it was deleting, set aside.
+  std::filesystem::create_directories(tmp / "checkpoints/.step-00000001.old-1-2");
+  test::write_file(tmp / "checkpoints/.step-00000001.old-1-2/state.json", "{}");
   prune_checkpoints(tmp.path(), 2);
   auto all = list_checkpoints(tmp.path());
   ASSERT_EQ(all.size(), 2u);
   EXPECT_EQ(all[0].filename(), "step-00000015");
   EXPECT_EQ(all[1].filename(), "step-00000020");
+  // Nothing else is left in the folder: neither the old leftover nor the pruned ones set aside.
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(tmp / "checkpoints"))
+    names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"step-00000015", "step-00000020"}));
 }
 
 TEST(Checkpoint, BrokenCheckpointsGiveClearErrors) {

@@ -70,6 +70,14 @@ void write_file_atomic(const fs::path& path, std::string_view text) {
   write_file_atomic(path, std::as_bytes(std::span(text.data(), text.size())));
 }
 
+void remove_dir_atomic(const fs::path& dir) {
+  const fs::path parent = dir.has_parent_path() ? dir.parent_path() : fs::path(".");
+  const fs::path aside = parent / ("." + dir.filename().string() + ".old-" + unique_suffix());
+  std::error_code ec;
+  fs::rename(dir, aside, ec);
+  if (!ec) fs::remove_all(aside, ec);
+}
+
 void write_dir_atomic(const fs::path& dir, const std::function<void(const fs::path& tmp)>& fill) {
   fs::path parent = dir.has_parent_path() ? dir.parent_path() : fs::path(".");
   std::string base = dir.filename().string();

@@ -18,6 +18,11 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view text)
 void write_dir_atomic(const std::filesystem::path& dir,
                       const std::function<void(const std::filesystem::path& tmp)>& fill);
 
+// Removes a folder so that no reader ever sees part of it: it is first renamed aside to a hidden
+// ".<name>.old-*" beside it (what a run killed meanwhile leaves there is hidden and swept by the
+// next one), then deleted. Errors are ignored, as for a folder already gone.
+void remove_dir_atomic(const std::filesystem::path& dir);
+
 // fsync a file or folder by path.
 void fsync_path(const std::filesystem::path& path);
 

@@ -230,11 +230,11 @@ void prune_checkpoints(const fs::path& adapter_dir, int64_t keep) {
         (name.find(".tmp-") != std::string::npos || name.find(".old-") != std::string::npos))
       fs::remove_all(e.path(), ec);
   }
+  // An old checkpoint goes aside before it is deleted: a run killed while deleting it left a
+  // checkpoint folder without some of its files, where the crash loop's readers look.
   auto all = list_checkpoints(adapter_dir);
-  for (std::size_t i = 0; i + std::size_t(std::max<int64_t>(keep, 1)) < all.size(); ++i) {
-    std::error_code ec;
-    fs::remove_all(all[i], ec);
-  }
+  for (std::size_t i = 0; i + std::size_t(std::max<int64_t>(keep, 1)) < all.size(); ++i)
+    remove_dir_atomic(all[i]);
 }
 
 }  // namespace lora
