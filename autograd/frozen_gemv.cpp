@@ -219,10 +219,6 @@ struct PreparedX {
 // The int8 kernels read whole vectors of code bytes: the widest (AVX-512) is 64.
 constexpr int64_t kInt8Padding = 64;
 
-// x rounded per group to dx * q, dx = max |x| / 127, q = round(x / dx) in [-127, 127]: the even
-// elements' q in `low`, the odd ones' in `high`, each 8 elements' dx in `scales`. Both loops are
-// written so that GCC vectorizes them: as a scalar max chain and a rounding per element they were
-// most of frozen_gemv's own time, 6% of the kernels' in a SmolLM2-135M int8 decode step.
 // The step dx of n elements, and the factor 127 / max |x| that rounds them (0 where all are 0).
 std::pair<float, float> int8_step(const float* x, int64_t n) {
   float amax = 0.0f;
@@ -231,6 +227,10 @@ std::pair<float, float> int8_step(const float* x, int64_t n) {
   return {amax / 127.0f, amax > 0.0f ? 127.0f / amax : 0.0f};
 }
 
+// x rounded per group to dx * q, dx = max |x| / 127, q = round(x / dx) in [-127, 127]: the even
+// elements' q in `low`, the odd ones' in `high`, each 8 elements' dx in `scales`. Both loops are
+// written so that GCC vectorizes them: as a scalar max chain and a rounding per element they were
+// most of frozen_gemv's own time, 6% of the kernels' in a SmolLM2-135M int8 decode step.
 void round_to_int8(const float* x, int64_t cols, int64_t group, int64_t width, int8_t* low,
                    int8_t* high, float* scales) {
   for (int64_t g0 = 0; g0 < cols; g0 += group) {
