@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "autograd/kernels/gemv_avx2_ops.h"
+#include "autograd/kernels/gemv_avx512_int8_blocks.h"
 #include "autograd/kernels/kernels_gemv.h"
 #include "autograd/kernels/kernels_gemv_int8_blocks.h"
 
@@ -134,8 +135,10 @@ struct Avx512 {
 namespace lora::gemv_avx512 {
 
 const gemv::Kernels& kernels() {
-  // The int8 block kernels work on 32-byte vectors: the AVX2 operations, compiled here.
-  static constexpr gemv::Kernels k = with_int8_blocks<Avx2>(make_kernels<Avx512>());
+  // The int8 block kernels work on 32-byte vectors (the AVX2 operations, compiled here), but
+  // for the types with 64-byte forms.
+  static constexpr gemv::Kernels k =
+      with_wide_int8_blocks<Avx512>(with_int8_blocks<Avx2>(make_kernels<Avx512>()));
   return k;
 }
 
