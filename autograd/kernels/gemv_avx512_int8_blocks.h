@@ -3,9 +3,9 @@
 // vector operation per 8 products on the dot's widening, conversion, scale and multiply-add, these
 // put two 32-element pieces in one vector, so each of those steps serves 16 lanes: Q4_K and Q5_K
 // take four sub-blocks' codes in one 64-byte load, Q6_K a half-block's low bytes in one load
-// against its high bits broadcast to both halves, and Q4_0 puts one block of four rows in one
-// vector, the four rows' scales side by side. The x layout is kernels_gemv_int8_blocks.h's.
-// Internal linkage.
+// against its high bits broadcast to both halves, Q8_0 two blocks a load, and Q4_0 and Q4_1 put
+// one block of four rows in one vector, the four rows' scales side by side. The x layout is
+// kernels_gemv_int8_blocks.h's. Internal linkage.
 #pragma once
 #include <immintrin.h>
 
@@ -30,7 +30,7 @@ inline __m512i low4_512(__m512i v) { return _mm512_and_si512(v, _mm512_set1_epi8
 inline __m512i high4_512(__m512i v) { return low4_512(_mm512_srli_epi16(v, 4)); }
 
 // Bytes at p and p + 32, as one vector's lower and upper halves.
-inline __m512i two_32_bytes(const int8_t* p, const int8_t* q) {
+inline __m512i two_32_bytes(const void* p, const void* q) {
   const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_inserti64x4(_mm512_castsi256_si512(lo),
                             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)), 1);
@@ -46,21 +46,37 @@ inline __m512i fours(int a, int b, int c, int d) {
   return _mm512_setr_epi32(a, a, a, a, b, b, b, b, c, c, c, c, d, d, d, d);
 }
 
-// Q4_0, four rows at once: block b of the four rows fills one vector (row r in lanes 4r..4r+3),
-// the low nibbles against the block's first 16 elements of x in every 128-bit part, the high
-// ones against its last 16. Each lane's partial dot becomes dx * dot - 2 * sum(x) (4 lanes a
-// row: -8 * sum(x) in all), then times its row's d, so the offsets cost no scalar work. This adds
-// block b of the four rows from `row` to acc.
-[[gnu::always_inline]] inline void q4_0_four_rows_block(const RowsArgs& a, const uint8_t* row,
-                                                        int64_t b, __m512& acc) {
+// As dot_bytes512 for signed codes (Q8_0): |codes| against x negated where a code is negative.
+inline __m512i dot_signed_bytes512(__m512i codes, __m512i x) {
+  const __m512i signed_x =
+      _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(codes), _mm512_setzero_si512(), x);
+  return dot_bytes512(_mm512_abs_epi8(codes), signed_x);
+}
+
+// Four rows' f16 values at block + r * stride (r = 0..3), row r's in lanes 4r..4r+3: broadcasts
+// from the table into masked lanes, loads rather than shuffles.
+[[gnu::always_inline]] inline __m512 four_rows_halves(const RowsArgs& a, const uint8_t* block) {
   const int64_t stride = a.row_bytes;
+  __m512 v = _mm512_set1_ps(half_at(a, block));
+  v = _mm512_mask_broadcastss_ps(v, 0x00F0, _mm_set_ss(half_at(a, block + stride)));
+  v = _mm512_mask_broadcastss_ps(v, 0x0F00, _mm_set_ss(half_at(a, block + 2 * stride)));
+  return _mm512_mask_broadcastss_ps(v, 0xF000, _mm_set_ss(half_at(a, block + 3 * stride)));
+}
+
+// Q4_0 and Q4_1, four rows at once: block b of the four rows fills one vector (row r in lanes
+// 4r..4r+3), the low nibbles against the block's first 16 elements of x in every 128-bit part,
+// the high ones against its last 16. The offsets ride along in the same lanes: Q4_0's lane
+// becomes d * (dx * dot - 2 * sum(x)) (four lanes a row: -8 d sum(x)), Q4_1's adds m * sum(x) / 4.
+template <class L>
+[[gnu::always_inline]] inline void q4_four_rows_block(const RowsArgs& a, const uint8_t* row,
+                                                      int64_t b, __m512& acc) {
   const int8_t* xb = a.x_low + 32 * b;
   const __m512i xl = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xb)));
   const __m512i xh =
       _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xb + 16)));
-  const uint8_t* block = row + 18 * b;
+  const uint8_t* block = row + L::kBytes * b;
   const auto codes_of = [&](int r) {
-    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + r * stride + 2));
+    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + r * a.row_bytes + L::kCodes));
   };
   __m512i codes = _mm512_castsi128_si512(codes_of(0));
   codes = _mm512_inserti32x4(codes, codes_of(1), 1);
@@ -68,24 +84,24 @@ inline __m512i fours(int a, int b, int c, int d) {
   codes = _mm512_inserti32x4(codes, codes_of(3), 3);
   const __m512i pairs = _mm512_add_epi16(_mm512_maddubs_epi16(low4_512(codes), xl),
                                          _mm512_maddubs_epi16(high4_512(codes), xh));
-  const __m512i dot = _mm512_madd_epi16(pairs, _mm512_set1_epi16(1));
-  // Each row's d broadcast to its four lanes straight from the table: loads, no shuffles.
-  __m512 d = _mm512_set1_ps(half_at(a, block));
-  d = _mm512_mask_broadcastss_ps(d, 0x00F0, _mm_set_ss(half_at(a, block + stride)));
-  d = _mm512_mask_broadcastss_ps(d, 0x0F00, _mm_set_ss(half_at(a, block + 2 * stride)));
-  d = _mm512_mask_broadcastss_ps(d, 0xF000, _mm_set_ss(half_at(a, block + 3 * stride)));
-  const __m512 scaled = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(a.x_scales[b]),
-                                        _mm512_set1_ps(-2.0f * a.sums[b]));
-  acc = _mm512_fmadd_ps(scaled, d, acc);
+  const __m512 dot = _mm512_cvtepi32_ps(_mm512_madd_epi16(pairs, _mm512_set1_epi16(1)));
+  const __m512 dx = _mm512_set1_ps(a.x_scales[b]), d = four_rows_halves(a, block);
+  if constexpr (L::kMin) {
+    acc = _mm512_fmadd_ps(_mm512_mul_ps(dot, dx), d, acc);
+    acc = _mm512_fmadd_ps(four_rows_halves(a, block + 2), _mm512_set1_ps(0.25f * a.sums[b]), acc);
+  } else {
+    acc = _mm512_fmadd_ps(_mm512_fmadd_ps(dot, dx, _mm512_set1_ps(-2.0f * a.sums[b])), d, acc);
+  }
 }
 
-inline void q4_0_int8_four_rows_at(const RowsArgs& a, int64_t r0) {
+template <class L>
+void q4_int8_four_rows_at(const RowsArgs& a, int64_t r0) {
   const int64_t blocks = a.cols / 32;
   const uint8_t* row = a.data + r0 * a.row_bytes;
   __m512 acc = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
-    prefetch_next_rows<4>(a, r0, 18 * b, 18);
-    q4_0_four_rows_block(a, row, b, acc);
+    prefetch_next_rows<4>(a, r0, L::kBytes * b, L::kBytes);
+    q4_four_rows_block<L>(a, row, b, acc);
   }
   // Each 128-bit part's four lanes summed: row r's dot in every lane of part r.
   const __m512 pair_sums = _mm512_add_ps(acc, _mm512_permute_ps(acc, 0xB1));
@@ -93,6 +109,42 @@ inline void q4_0_int8_four_rows_at(const RowsArgs& a, int64_t r0) {
   alignas(64) float lanes[16];
   _mm512_store_ps(lanes, sums);
   for (int r = 0; r < 4; ++r) store_row(a.y, r0 + r, lanes[4 * r], a.beta);
+}
+
+// Q8_0, two blocks a step: each row's two blocks' codes in one vector against 64 bytes of x, the
+// lanes of each block scaled by its d * dx (an odd last block: the upper half zero).
+template <int R, bool kPair>
+[[gnu::always_inline]] inline void q8_0_two_blocks(const RowsArgs& a, const uint8_t* const* rows,
+                                                   int64_t b, __m512 (&acc)[R]) {
+  const int8_t* x = a.x_low + 32 * b;
+  const __m512i xq = kPair ? _mm512_loadu_si512(x) : _mm512_maskz_loadu_epi8(0xFFFFFFFF, x);
+  const float dx0 = a.x_scales[b], dx1 = kPair ? a.x_scales[b + 1] : 0.0f;
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    const uint8_t* block = rows[r] + 34 * b;
+    const __m512i codes = kPair ? two_32_bytes(block + 2, block + 36)
+                                : _mm512_zextsi256_si512(_mm256_loadu_si256(
+                                      reinterpret_cast<const __m256i*>(block + 2)));
+    __m512 scale = _mm512_set1_ps(half_at(a, block) * dx0);
+    if constexpr (kPair)
+      scale = _mm512_mask_broadcastss_ps(scale, 0xFF00, _mm_set_ss(half_at(a, block + 34) * dx1));
+    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_signed_bytes512(codes, xq)), scale, acc[r]);
+  }
+}
+
+template <class V, int R>
+void q8_0_int8_wide_rows_at(const RowsArgs& a, int64_t r0) {
+  const int64_t blocks = a.cols / 32;
+  __m512 acc[R];
+  const uint8_t* rows[R];
+  start_rows<V, R>(a, r0, acc, rows);
+  int64_t b = 0;
+  for (; b + 2 <= blocks; b += 2) {
+    prefetch_next_rows<R>(a, r0, 34 * b, 68);
+    q8_0_two_blocks<R, true>(a, rows, b, acc);
+  }
+  if (b < blocks) q8_0_two_blocks<R, false>(a, rows, b, acc);
+  store_rows<V, R>(a, r0, acc);
 }
 
 // Q4_K and Q5_K (layouts above q4_k_rows_at): a 64-byte load of codes holds sub-blocks 4q and
@@ -216,7 +268,11 @@ void q6_k_int8_wide_rows_at(const RowsArgs& a, int64_t r0) {
 template <class V>
 constexpr lora::gemv::Kernels with_wide_int8_blocks(lora::gemv::Kernels k) {
   // Rows past a multiple of four: the 32-byte kernel, one row at a time.
-  k.q4_0_int8 = &rows_in_fours<&q4_0_int8_four_rows_at, &q32_int8_rows_at<Avx2, Q4_0Layout, 1>>;
+  k.q4_0_int8 =
+      &rows_in_fours<&q4_int8_four_rows_at<Q4_0Layout>, &q32_int8_rows_at<Avx2, Q4_0Layout, 1>>;
+  k.q4_1_int8 =
+      &rows_in_fours<&q4_int8_four_rows_at<Q4_1Layout>, &q32_int8_rows_at<Avx2, Q4_1Layout, 1>>;
+  k.q8_0_int8 = &rows_in_fours<&q8_0_int8_wide_rows_at<V, 4>, &q8_0_int8_wide_rows_at<V, 1>>;
   k.q4_k_int8 = &rows_in_fours<&q4_k_int8_wide_rows_at<V, 4>, &q4_k_int8_wide_rows_at<V, 1>>;
   k.q5_k_int8 =
       &rows_in_fours<&q4_k_int8_wide_rows_at<V, 4, true>, &q4_k_int8_wide_rows_at<V, 1, true>>;
