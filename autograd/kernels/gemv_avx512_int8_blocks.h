@@ -3,13 +3,14 @@
 // vector operation per 8 products on the dot's widening, conversion, scale and multiply-add, these
 // put two 32-element pieces in one vector, so each of those steps serves 16 lanes: Q4_K and Q5_K
 // take four sub-blocks' codes in one 64-byte load, Q6_K a half-block's low bytes in one load
-// against its high bits broadcast to both halves, Q8_0 two blocks a load, and Q4_0 and Q4_1 put
-// one block of four rows in one vector, the four rows' scales side by side. The x layout is
-// kernels_gemv_int8_blocks.h's. Internal linkage.
+// against its high bits broadcast to both halves, Q8_0 two blocks a load, and the other 32-element
+// blocks (Q4_0, Q4_1, Q5_0, Q5_1) one block of four rows in one vector, the rows' scales side by
+// side. The x layout is kernels_gemv_int8_blocks.h's. Internal linkage.
 #pragma once
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "autograd/kernels/gemv_avx2_ops.h"
 #include "autograd/kernels/kernels_gemv.h"
@@ -63,13 +64,31 @@ inline __m512i dot_signed_bytes512(__m512i codes, __m512i x) {
   return _mm512_mask_broadcastss_ps(v, 0xF000, _mm_set_ss(half_at(a, block + 3 * stride)));
 }
 
-// Q4_0 and Q4_1, four rows at once: block b of the four rows fills one vector (row r in lanes
-// 4r..4r+3), the low nibbles against the block's first 16 elements of x in every 128-bit part,
-// the high ones against its last 16. The offsets ride along in the same lanes: Q4_0's lane
-// becomes d * (dx * dot - 2 * sum(x)) (four lanes a row: -8 d sum(x)), Q4_1's adds m * sum(x) / 4.
+// The fifth bits of four Q5_0 or Q5_1 rows' blocks as masks over a vector of their codes (row r's
+// 16 bytes in bits 16r..16r+15): element j's bit for the low nibbles, element 16 + j's for the
+// high.
 template <class L>
-[[gnu::always_inline]] inline void q4_four_rows_block(const RowsArgs& a, const uint8_t* row,
-                                                      int64_t b, __m512& acc) {
+[[gnu::always_inline]] inline void fifth_bit_masks(const uint8_t* block, int64_t stride,
+                                                   __mmask64* low, __mmask64* high) {
+  uint64_t lo = 0, hi = 0;
+  for (int r = 0; r < 4; ++r) {
+    uint32_t qh;
+    std::memcpy(&qh, block + r * stride + L::kCodes - 4, 4);
+    lo |= uint64_t(qh & 0xFFFF) << (16 * r);
+    hi |= uint64_t(qh >> 16) << (16 * r);
+  }
+  *low = lo;
+  *high = hi;
+}
+
+// The 32-element blocks (Q4_0, Q4_1, Q5_0, Q5_1), four rows at once: block b of the four rows
+// fills one vector (row r in lanes 4r..4r+3), the low nibbles (with their fifth bits) against the
+// block's first 16 elements of x in every 128-bit part, the high ones against its last 16. The
+// offsets ride along in the same lanes: Q4_0's lane becomes d * (dx * dot - 2 * sum(x)) (four
+// lanes a row: -8 d sum(x)), Q5_0's -4 * sum(x), and Q4_1's and Q5_1's add m * sum(x) / 4.
+template <class L>
+[[gnu::always_inline]] inline void q32_four_rows_block(const RowsArgs& a, const uint8_t* row,
+                                                       int64_t b, __m512& acc) {
   const int8_t* xb = a.x_low + 32 * b;
   const __m512i xl = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xb)));
   const __m512i xh =
@@ -82,26 +101,37 @@ template <class L>
   codes = _mm512_inserti32x4(codes, codes_of(1), 1);
   codes = _mm512_inserti32x4(codes, codes_of(2), 2);
   codes = _mm512_inserti32x4(codes, codes_of(3), 3);
-  const __m512i pairs = _mm512_add_epi16(_mm512_maddubs_epi16(low4_512(codes), xl),
-                                         _mm512_maddubs_epi16(high4_512(codes), xh));
+  __m512i low = low4_512(codes), high = high4_512(codes);
+  if constexpr (L::kHighBits) {
+    __mmask64 low_bits, high_bits;
+    fifth_bit_masks<L>(block, a.row_bytes, &low_bits, &high_bits);
+    const __m512i sixteen = _mm512_set1_epi8(16);
+    low = _mm512_mask_add_epi8(low, low_bits, low, sixteen);
+    high = _mm512_mask_add_epi8(high, high_bits, high, sixteen);
+  }
+  // At most 31 * 127 * 4 summed in 16 bits.
+  const __m512i pairs =
+      _mm512_add_epi16(_mm512_maddubs_epi16(low, xl), _mm512_maddubs_epi16(high, xh));
   const __m512 dot = _mm512_cvtepi32_ps(_mm512_madd_epi16(pairs, _mm512_set1_epi16(1)));
   const __m512 dx = _mm512_set1_ps(a.x_scales[b]), d = four_rows_halves(a, block);
   if constexpr (L::kMin) {
     acc = _mm512_fmadd_ps(_mm512_mul_ps(dot, dx), d, acc);
     acc = _mm512_fmadd_ps(four_rows_halves(a, block + 2), _mm512_set1_ps(0.25f * a.sums[b]), acc);
   } else {
-    acc = _mm512_fmadd_ps(_mm512_fmadd_ps(dot, dx, _mm512_set1_ps(-2.0f * a.sums[b])), d, acc);
+    constexpr float kOffsetPerLane = L::kHighBits ? -4.0f : -2.0f;
+    acc = _mm512_fmadd_ps(_mm512_fmadd_ps(dot, dx, _mm512_set1_ps(kOffsetPerLane * a.sums[b])), d,
+                          acc);
   }
 }
 
 template <class L>
-void q4_int8_four_rows_at(const RowsArgs& a, int64_t r0) {
+void q32_int8_four_rows_at(const RowsArgs& a, int64_t r0) {
   const int64_t blocks = a.cols / 32;
   const uint8_t* row = a.data + r0 * a.row_bytes;
   __m512 acc = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     prefetch_next_rows<4>(a, r0, L::kBytes * b, L::kBytes);
-    q4_four_rows_block<L>(a, row, b, acc);
+    q32_four_rows_block<L>(a, row, b, acc);
   }
   // Each 128-bit part's four lanes summed: row r's dot in every lane of part r.
   const __m512 pair_sums = _mm512_add_ps(acc, _mm512_permute_ps(acc, 0xB1));
@@ -269,9 +299,13 @@ template <class V>
 constexpr lora::gemv::Kernels with_wide_int8_blocks(lora::gemv::Kernels k) {
   // Rows past a multiple of four: the 32-byte kernel, one row at a time.
   k.q4_0_int8 =
-      &rows_in_fours<&q4_int8_four_rows_at<Q4_0Layout>, &q32_int8_rows_at<Avx2, Q4_0Layout, 1>>;
+      &rows_in_fours<&q32_int8_four_rows_at<Q4_0Layout>, &q32_int8_rows_at<Avx2, Q4_0Layout, 1>>;
   k.q4_1_int8 =
-      &rows_in_fours<&q4_int8_four_rows_at<Q4_1Layout>, &q32_int8_rows_at<Avx2, Q4_1Layout, 1>>;
+      &rows_in_fours<&q32_int8_four_rows_at<Q4_1Layout>, &q32_int8_rows_at<Avx2, Q4_1Layout, 1>>;
+  k.q5_0_int8 =
+      &rows_in_fours<&q32_int8_four_rows_at<Q5_0Layout>, &q32_int8_rows_at<Avx2, Q5_0Layout, 1>>;
+  k.q5_1_int8 =
+      &rows_in_fours<&q32_int8_four_rows_at<Q5_1Layout>, &q32_int8_rows_at<Avx2, Q5_1Layout, 1>>;
   k.q8_0_int8 = &rows_in_fours<&q8_0_int8_wide_rows_at<V, 4>, &q8_0_int8_wide_rows_at<V, 1>>;
   k.q4_k_int8 = &rows_in_fours<&q4_k_int8_wide_rows_at<V, 4>, &q4_k_int8_wide_rows_at<V, 1>>;
   k.q5_k_int8 =
