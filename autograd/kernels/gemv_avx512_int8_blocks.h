@@ -70,15 +70,20 @@ inline __m512i dot_signed_bytes512(__m512i codes, __m512i x) {
 template <class L>
 [[gnu::always_inline]] inline void fifth_bit_masks(const uint8_t* block, int64_t stride,
                                                    __mmask64* low, __mmask64* high) {
-  uint64_t lo = 0, hi = 0;
-  for (int r = 0; r < 4; ++r) {
-    uint32_t qh;
+  const auto qh_of = [&](int r) {
+    int32_t qh;
     std::memcpy(&qh, block + r * stride + L::kCodes - 4, 4);
-    lo |= uint64_t(qh & 0xFFFF) << (16 * r);
-    hi |= uint64_t(qh >> 16) << (16 * r);
-  }
-  *low = lo;
-  *high = hi;
+    return qh;
+  };
+  __m128i words = _mm_cvtsi32_si128(qh_of(0));
+  words = _mm_insert_epi32(words, qh_of(1), 1);
+  words = _mm_insert_epi32(words, qh_of(2), 2);
+  words = _mm_insert_epi32(words, qh_of(3), 3);
+  // The four rows' low 16-bit halves, then their high ones.
+  const __m128i split =
+      _mm_shuffle_epi8(words, _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15));
+  *low = static_cast<__mmask64>(_mm_cvtsi128_si64(split));
+  *high = static_cast<__mmask64>(_mm_extract_epi64(split, 1));
 }
 
 // The 32-element blocks (Q4_0, Q4_1, Q5_0, Q5_1), four rows at once: block b of the four rows
