@@ -135,10 +135,8 @@ struct Avx512 {
 namespace lora::gemv_avx512 {
 
 const gemv::Kernels& kernels() {
-  // The int8 block kernels work on 32-byte vectors (the AVX2 operations, compiled here), but
-  // for the types with 64-byte forms.
-  static constexpr gemv::Kernels k =
-      with_wide_int8_blocks<Avx512>(with_int8_blocks<Avx2>(make_kernels<Avx512>()));
+  // Every int8 block type has a 64-byte form here (its one-row tails use the AVX2 operations).
+  static constexpr gemv::Kernels k = with_wide_int8_blocks<Avx512>(make_kernels<Avx512>());
   return k;
 }
 

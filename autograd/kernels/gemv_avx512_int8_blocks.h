@@ -299,7 +299,7 @@ void q6_k_int8_wide_rows_at(const RowsArgs& a, int64_t r0) {
   store_rows<V, R>(a, r0, acc);
 }
 
-// `k` with V's wide int8 block kernels in place of the 32-byte ones.
+// `k` with V's int8 block kernels.
 template <class V>
 constexpr lora::gemv::Kernels with_wide_int8_blocks(lora::gemv::Kernels k) {
   // Rows past a multiple of four: the 32-byte kernel, one row at a time.

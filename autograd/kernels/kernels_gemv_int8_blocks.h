@@ -1,12 +1,12 @@
 // The ggml block types with 4 to 8-bit codes against x rounded to int8 (GemvActivations::Int8),
 // written over an 8-lane V whose integer vectors are 32 bytes (gemv_avx2_ops.h; the AVX-512 copy
-// uses them where gemv_avx512_int8_blocks.h has no 64-byte form). x comes in element order as int8,
-// each 32 elements with their own step dx (RowsArgs::x_low, x_scales): a 32-element piece's dot is
-// then dx * (codes . xq) in integer multiply-adds, 32 products in four vector operations, where the
-// f32 kernels convert every code to a float and spend a multiply-add on each 8 (on AVX2 those
-// conversions, not memory, set the pace of one thread). The offsets of the codes (Q4_0's 8, Q4_K's
-// mins, Q6_K's 32, ...) meet the exact sums of x, as in the f32 kernels. Internal linkage, as
-// kernels_gemv.h.
+// has 64-byte forms, gemv_avx512_int8_blocks.h, and uses these for their one-row tails). x comes in
+// element order as int8, each 32 elements with their own step dx (RowsArgs::x_low, x_scales): a
+// 32-element piece's dot is then dx * (codes . xq) in integer multiply-adds, 32 products in four
+// vector operations, where the f32 kernels convert every code to a float and spend a multiply-add
+// on each 8 (on AVX2 those conversions, not memory, set the pace of one thread). The offsets of the
+// codes (Q4_0's 8, Q4_K's mins, Q6_K's 32, ...) meet the exact sums of x, as in the f32 kernels.
+// Internal linkage, as kernels_gemv.h.
 #pragma once
 #include <cstdint>
 #include <cstring>
