@@ -11,16 +11,16 @@ namespace {
 
 TEST(CrashLoop, ThreeKillsThreeResumesSameAdapter) {
   LORA_REQUIRE_SHARED(kStoriesModel);
-  for (const char* seed : {"1", "2"}) {
-    auto r = run_program({"env", "LORA_BIN=" + lora_bin(), "LORA_SHARED=" + shared_dir().string(),
-                          std::string(LORA_SOURCE_DIR) + "/scripts/crash_loop.sh", "3", seed});
-    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-    EXPECT_NE(r.out.find("3 kills, 3 resumes over "), std::string::npos) << r.out << r.err;
-    EXPECT_NE(r.out.find("every final adapter is bit-identical, no checkpoint folder was ever "
-                         "half-written"),
-              std::string::npos)
-        << r.out << r.err;
-  }
+  // One seed: the script's long form (20 kills) is the thorough one; under the sanitizers each
+  // seed costs about 55 s of the suite's time.
+  auto r = run_program({"env", "LORA_BIN=" + lora_bin(), "LORA_SHARED=" + shared_dir().string(),
+                        std::string(LORA_SOURCE_DIR) + "/scripts/crash_loop.sh", "3", "1"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("3 kills, 3 resumes over "), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.out.find("every final adapter is bit-identical, no checkpoint folder was ever "
+                       "half-written"),
+            std::string::npos)
+      << r.out << r.err;
 }
 
 }  // namespace
