@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <stdexcept>
+#include <utility>
 
 extern "C" char* openblas_get_corename(void);
 
@@ -94,10 +95,14 @@ CpuLevel CpuFeatures::level() const {
 }
 
 std::string CpuFeatures::names() const {
+  const std::pair<bool, std::string_view> flags[] = {{avx2, kLevelNames[0]},
+                                                     {avx512, kLevelNames[1]},
+                                                     {avx512_vnni, "avx512_vnni"},
+                                                     {avx512_bf16, kLevelNames[2]},
+                                                     {amx, kLevelNames[3]}};
   std::string out;
-  const bool flags[] = {avx2, avx512, avx512_bf16, amx};
-  for (std::size_t i = 0; i < kLevelNames.size(); ++i)
-    if (flags[i]) out += (out.empty() ? "" : " ") + std::string(kLevelNames[i]);
+  for (const auto& [set, name] : flags)
+    if (set) out += (out.empty() ? "" : " ") + std::string(name);
   return out;
 }
 
@@ -110,6 +115,7 @@ CpuFeatures detect_cpu_features() {
   f.avx2 = ymm && bit(l7.ebx, 5) && bit(l1.ecx, 12) && bit(l1.ecx, 29);
   f.avx512 =
       f.avx2 && zmm && bit(l7.ebx, 16) && bit(l7.ebx, 17) && bit(l7.ebx, 30) && bit(l7.ebx, 31);
+  f.avx512_vnni = f.avx512 && bit(l7.ecx, 11);
   f.avx512_bf16 = f.avx512 && bit(l7s1.eax, 5);
   f.amx = f.avx512_bf16 && tiles && bit(l7.edx, 24) && bit(l7.edx, 22) && os_permits_amx_tiles();
   return f;
@@ -130,7 +136,7 @@ CpuFeatures capped(CpuFeatures f, std::optional<CpuLevel> cap) {
   if (!cap) return f;
   if (*cap < CpuLevel::Amx) f.amx = false;
   if (*cap < CpuLevel::Avx512Bf16) f.avx512_bf16 = false;
-  if (*cap < CpuLevel::Avx512) f.avx512 = false;
+  if (*cap < CpuLevel::Avx512) f.avx512 = f.avx512_vnni = false;
   return f;
 }
 

@@ -15,8 +15,11 @@ namespace lora {
 enum class CpuLevel { Avx2, Avx512, Avx512Bf16, Amx };
 
 struct CpuFeatures {
-  bool avx2 = false;         // AVX2 with FMA and F16C: the baseline the whole build assumes
-  bool avx512 = false;       // AVX-512 F, BW, VL and DQ with the OS saving the zmm state
+  bool avx2 = false;    // AVX2 with FMA and F16C: the baseline the whole build assumes
+  bool avx512 = false;  // AVX-512 F, BW, VL and DQ with the OS saving the zmm state
+  // AVX512-VNNI (int8 dot products), with avx512. Not a level of its own: it changes no result,
+  // only how the int8 matrix-vector kernels add their products, so LORA_CPU=avx512 keeps it.
+  bool avx512_vnni = false;
   bool avx512_bf16 = false;  // AVX512-BF16 (bf16 dot products)
   bool amx = false;          // AMX tiles with bf16, the OS saving and permitting tile data
 
@@ -24,7 +27,7 @@ struct CpuFeatures {
   CpuLevel level() const;
   // Whether bf16 products run on bf16 units (AVX512-BF16 or AMX) rather than emulated.
   bool bf16_units() const { return avx512_bf16 || amx; }
-  // "avx2 avx512 avx512_bf16 amx", the set flags by their LORA_CPU names.
+  // "avx2 avx512 avx512_vnni avx512_bf16 amx": the set flags, the levels by their LORA_CPU names.
   std::string names() const;
   bool operator==(const CpuFeatures&) const = default;
 };

@@ -87,13 +87,15 @@ namespace {
 // The cap of LORA_CPU applies here as to every kernel family (autograd/cpu_features.h).
 GemvIsa detect_isa() {
   const CpuFeatures& f = active_cpu_features();
-  if (f.avx512) return GemvIsa::Avx512;
+  if (f.avx512) return f.avx512_vnni ? GemvIsa::Avx512Vnni : GemvIsa::Avx512;
   return f.avx2 ? GemvIsa::Avx2 : GemvIsa::Scalar;
 }
 
 const gemv::Kernels& kernels_of(GemvIsa isa) {
   static constexpr gemv::Kernels scalar = make_kernels<Scalar>();
   switch (isa) {
+    case GemvIsa::Avx512Vnni:
+      return gemv_avx512_vnni::kernels();
     case GemvIsa::Avx512:
       return gemv_avx512::kernels();
     case GemvIsa::Avx2:
@@ -305,6 +307,8 @@ GemvIsa gemv_isa() {
 
 std::string_view gemv_isa_name(GemvIsa isa) {
   switch (isa) {
+    case GemvIsa::Avx512Vnni:
+      return "avx512_vnni";
     case GemvIsa::Avx512:
       return "avx512";
     case GemvIsa::Avx2:
@@ -320,8 +324,7 @@ const gemv::Kernels& tile_kernels() { return kernels_of(gemv_isa()); }
 }  // namespace kernels
 
 bool gemv_isa_supported(GemvIsa isa) {
-  const GemvIsa have = gemv_isa();
-  return isa == GemvIsa::Scalar || isa == have || (isa == GemvIsa::Avx2 && have == GemvIsa::Avx512);
+  return isa <= gemv_isa();  // each set holds those before it
 }
 
 namespace {

@@ -36,7 +36,7 @@ struct Copy {
 // Every vector copy this CPU runs.
 std::vector<Copy> copies() {
   std::vector<Copy> out;
-  for (GemvIsa isa : {GemvIsa::Avx2, GemvIsa::Avx512})
+  for (GemvIsa isa : {GemvIsa::Avx2, GemvIsa::Avx512, GemvIsa::Avx512Vnni})
     for (GemvActivations a : {GemvActivations::F32, GemvActivations::Int8})
       if (gemv_isa_supported(isa)) out.push_back({isa, a, {}});
   return out;

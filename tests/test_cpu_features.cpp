@@ -26,7 +26,9 @@
 namespace lora {
 namespace {
 
-CpuFeatures all_features() { return {true, true, true, true}; }
+CpuFeatures all_features() {
+  return {.avx2 = true, .avx512 = true, .avx512_vnni = true, .avx512_bf16 = true, .amx = true};
+}
 
 TEST(CpuFeatures, CapNamesParse) {
   EXPECT_EQ(parse_cpu_cap(""), std::nullopt);
@@ -52,16 +54,19 @@ TEST(CpuFeatures, CapRemovesEverythingAboveIt) {
   const CpuFeatures all = all_features();
   EXPECT_EQ(capped(all, std::nullopt), all);
   EXPECT_EQ(capped(all, CpuLevel::Amx), all);
-  EXPECT_EQ(capped(all, CpuLevel::Avx512Bf16), (CpuFeatures{true, true, true, false}));
-  EXPECT_EQ(capped(all, CpuLevel::Avx512), (CpuFeatures{true, true, false, false}));
-  EXPECT_EQ(capped(all, CpuLevel::Avx2), (CpuFeatures{true, false, false, false}));
+  EXPECT_EQ(capped(all, CpuLevel::Avx512Bf16),
+            (CpuFeatures{.avx2 = true, .avx512 = true, .avx512_vnni = true, .avx512_bf16 = true}));
+  // VNNI changes no result, so the AVX-512 cap keeps it; the AVX2 cap drops it with AVX-512.
+  EXPECT_EQ(capped(all, CpuLevel::Avx512),
+            (CpuFeatures{.avx2 = true, .avx512 = true, .avx512_vnni = true}));
+  EXPECT_EQ(capped(all, CpuLevel::Avx2), (CpuFeatures{.avx2 = true}));
   EXPECT_EQ(capped(all, CpuLevel::Avx2).names(), "avx2");
   EXPECT_EQ(capped(all, CpuLevel::Avx2).level(), CpuLevel::Avx2);
-  EXPECT_EQ(all.names(), "avx2 avx512 avx512_bf16 amx");
+  EXPECT_EQ(all.names(), "avx2 avx512 avx512_vnni avx512_bf16 amx");
   EXPECT_EQ(all.level(), CpuLevel::Amx);
   EXPECT_FALSE(capped(all, CpuLevel::Avx512).bf16_units());
   // A cap never adds what the CPU lacks.
-  const CpuFeatures avx2_only{true, false, false, false};
+  const CpuFeatures avx2_only{.avx2 = true};
   EXPECT_EQ(capped(avx2_only, CpuLevel::Amx), avx2_only);
 }
 

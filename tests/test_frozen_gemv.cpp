@@ -31,7 +31,7 @@ std::vector<float> random_values(std::size_t n, unsigned seed, float sd = 0.5f) 
 
 std::vector<GemvIsa> every_isa() {
   std::vector<GemvIsa> out;
-  for (GemvIsa isa : {GemvIsa::Scalar, GemvIsa::Avx2, GemvIsa::Avx512})
+  for (GemvIsa isa : {GemvIsa::Scalar, GemvIsa::Avx2, GemvIsa::Avx512, GemvIsa::Avx512Vnni})
     if (gemv_isa_supported(isa)) out.push_back(isa);
   return out;
 }
@@ -234,6 +234,46 @@ TEST(FrozenGemv, Int8ActivationsOnGgmlBlocksEqualTheProductOfTheRoundedInput) {
     }
 }
 
+// The VNNI copy adds the same integer products with fewer instructions, so its int8 products equal
+// the plain AVX-512 copy's bit for bit: MLX 4-bit rows, every ggml block type with an int8 kernel
+// (rows of 37 and 5 leave the 4-row loops their tails), and Q8_0 at the largest byte sums (codes
+// of -128 against x that rounds to +-127 everywhere: 2 * 128 * 127 per byte pair in 16 bits).
+TEST(FrozenGemv, VnniInt8ProductsEqualThePlainAvx512Ones) {
+  if (!gemv_isa_supported(GemvIsa::Avx512Vnni)) GTEST_SKIP() << "no AVX512-VNNI on this CPU";
+  std::vector<std::pair<std::string, FrozenWeight>> weights;
+  for (int group : {32, 64, 128})
+    weights.emplace_back(
+        "MLX 4-bit, group " + std::to_string(group),
+        FrozenWeight::from_quantized(
+            quantize(random_values(kRows * 9 * group, 61, 0.1f), kRows, 9 * group, 4, group)));
+  for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
+                     GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K})
+    for (int64_t rows : {kRows, int64_t(5)})
+      weights.emplace_back(std::string(ggml_type_name(t)) + ", " + std::to_string(rows) + " rows",
+                           FrozenWeight::from_ggml(GgmlMatrix::owning(
+                               rows, 768, t, test::random_ggml_bytes(t, rows, 768, 62, 0.5f))));
+  std::vector<std::byte> extreme(ggml_row_bytes(GgmlType::Q8_0, 768) * 6, std::byte{0x80});
+  for (std::size_t b = 0; b < extreme.size(); b += 34) {  // d = 1 (f16 0x3C00)
+    extreme[b] = std::byte{0x00};
+    extreme[b + 1] = std::byte{0x3C};
+  }
+  weights.emplace_back("Q8_0, codes -128", FrozenWeight::from_ggml(GgmlMatrix::owning(
+                                               6, 768, GgmlType::Q8_0, extreme)));
+  std::vector<float> x(2 * 9 * 128);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = i % 3 ? 1.0f : -1.0f;
+  std::vector<float> random_x = random_values(x.size(), 63);
+  for (const auto& [what, w] : weights)
+    for (const auto* input : {&x, &random_x}) {
+      const int64_t n = 2;
+      std::vector<float> plain(static_cast<std::size_t>(n * w.rows), 0.5f), vnni = plain;
+      const GemvProduct a{&w, plain.data(), 0.5f}, b{&w, vnni.data(), 0.5f};
+      frozen_gemv({&a, 1}, input->data(), n, GemvIsa::Avx512, GemvActivations::Int8);
+      frozen_gemv({&b, 1}, input->data(), n, GemvIsa::Avx512Vnni, GemvActivations::Int8);
+      EXPECT_EQ(plain, vnni) << what << (input == &x ? ", x of +-1" : ", random x");
+      EXPECT_TRUE(std::isfinite(plain[0]) && plain[0] != 0.5f) << what;
+    }
+}
+
 TEST(FrozenGemv, GgmlBlocksEqualTheDequantizedProduct) {
   const int64_t cols = 512;  // two K-quant super-blocks, sixteen 32-element blocks
   for (GgmlType t : test::kAllGgmlTypes) {
@@ -358,7 +398,8 @@ TEST(FrozenGemv, ProductsOfOneInputInOnePassEqualEachAlone) {
 
 TEST(FrozenGemv, NamesTheInstructionSetItRuns) {
   const std::string name(gemv_isa_name(gemv_isa()));
-  EXPECT_TRUE(name == "avx512" || name == "avx2" || name == "scalar") << name;
+  EXPECT_TRUE(name == "avx512_vnni" || name == "avx512" || name == "avx2" || name == "scalar")
+      << name;
   EXPECT_TRUE(gemv_isa_supported(GemvIsa::Scalar));
 }
 

@@ -9,6 +9,12 @@
 #include <cstdint>
 #include <cstring>
 
+// With AVX512-VNNI (gemv_avx512vnni.cpp's flags, VL included) a byte dot is one vpdpbusd on
+// 32-byte vectors too; the integers are the same, as no 16-bit sum of the plain form saturates.
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define LORA_GEMV_VNNI256 1
+#endif
+
 namespace {
 
 struct Avx2 {
@@ -106,9 +112,14 @@ struct Avx2 {
     const ireg mask = _mm256_set1_epi8(15);
     const ireg low = _mm256_and_si256(codes, mask);
     const ireg high = _mm256_and_si256(_mm256_srli_epi16(codes, 4), mask);
+#ifdef LORA_GEMV_VNNI256
+    return _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), low, x_low), high,
+                               x_high);
+#else
     const ireg pairs =
         _mm256_add_epi16(_mm256_maddubs_epi16(low, x_low), _mm256_maddubs_epi16(high, x_high));
     return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+#endif
   }
   static ireg group_index(int64_t lanes_per_group) {
     const ireg lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -146,7 +157,11 @@ struct Avx2 {
   // Lane l: codes (unsigned, at most 63) times x (signed, never -128) over bytes 4l..4l+3; a
   // byte pair's sum, at most 2 * 63 * 127, fits the 16 bits maddubs adds it in.
   static ireg dot_bytes(ireg codes, ireg x) {
+#ifdef LORA_GEMV_VNNI256
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), codes, x);
+#else
     return _mm256_madd_epi16(_mm256_maddubs_epi16(codes, x), _mm256_set1_epi16(1));
+#endif
   }
   // Byte j: 16 where bit j of bits is set, else 0 (the fifth bits of a Q5_0 or Q5_1 block).
   static ireg bit_bytes16(uint32_t bits) {

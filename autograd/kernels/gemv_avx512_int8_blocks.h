@@ -1,5 +1,6 @@
 // The int8 block kernels of kernels_gemv_int8_blocks.h that gain from 64-byte vectors, for
-// gemv_avx512.cpp alone (its flags: AVX-512 F/BW/VL/DQ). Where the 32-byte kernels spend a
+// gemv_avx512.cpp and gemv_avx512vnni.cpp alone (their flags: AVX-512 F/BW/VL/DQ, the second with
+// VNNI for the byte dots of gemv_avx512_ops.h). Where the 32-byte kernels spend a
 // vector operation per 8 products on the dot's widening, conversion, scale and multiply-add, these
 // put two 32-element pieces in one vector, so each of those steps serves 16 lanes: Q4_K and Q5_K
 // take four sub-blocks' codes in one 64-byte load, Q6_K a half-block's low bytes in one load
@@ -13,6 +14,7 @@
 #include <cstring>
 
 #include "autograd/kernels/gemv_avx2_ops.h"
+#include "autograd/kernels/gemv_avx512_ops.h"
 #include "autograd/kernels/kernels_gemv.h"
 #include "autograd/kernels/kernels_gemv_int8_blocks.h"
 
@@ -20,12 +22,6 @@ namespace {
 
 // Lane l of the result: lane index[l] of v.
 inline __m512 lanes_of(__m512 v, __m512i index) { return _mm512_permutexvar_ps(index, v); }
-
-// Lane l (4 bytes of codes and of x): the sum of their 4 products; codes unsigned (at most 63),
-// x signed, so a byte pair's sum fits 16 bits.
-inline __m512i dot_bytes512(__m512i codes, __m512i x) {
-  return _mm512_madd_epi16(_mm512_maddubs_epi16(codes, x), _mm512_set1_epi16(1));
-}
 
 inline __m512i low4_512(__m512i v) { return _mm512_and_si512(v, _mm512_set1_epi8(15)); }
 inline __m512i high4_512(__m512i v) { return low4_512(_mm512_srli_epi16(v, 4)); }
@@ -45,13 +41,6 @@ inline __m512i broadcast_32_bytes(const uint8_t* p) {
 // The lane pattern (a, a, a, a, b, b, b, b, c, ..., d): four lanes each of the four values.
 inline __m512i fours(int a, int b, int c, int d) {
   return _mm512_setr_epi32(a, a, a, a, b, b, b, b, c, c, c, c, d, d, d, d);
-}
-
-// As dot_bytes512 for signed codes (Q8_0): |codes| against x negated where a code is negative.
-inline __m512i dot_signed_bytes512(__m512i codes, __m512i x) {
-  const __m512i signed_x =
-      _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(codes), _mm512_setzero_si512(), x);
-  return dot_bytes512(_mm512_abs_epi8(codes), signed_x);
 }
 
 // Four rows' f16 values at block + r * stride (r = 0..3), row r's in lanes 4r..4r+3: broadcasts
@@ -114,10 +103,8 @@ template <class L>
     low = _mm512_mask_add_epi8(low, low_bits, low, sixteen);
     high = _mm512_mask_add_epi8(high, high_bits, high, sixteen);
   }
-  // At most 31 * 127 * 4 summed in 16 bits.
-  const __m512i pairs =
-      _mm512_add_epi16(_mm512_maddubs_epi16(low, xl), _mm512_maddubs_epi16(high, xh));
-  const __m512 dot = _mm512_cvtepi32_ps(_mm512_madd_epi16(pairs, _mm512_set1_epi16(1)));
+  // A lane's eight products: at most 8 * 31 * 127, within 16 bits.
+  const __m512 dot = _mm512_cvtepi32_ps(dot_two_bytes512(low, xl, high, xh));
   const __m512 dx = _mm512_set1_ps(a.x_scales[b]), d = four_rows_halves(a, block);
   if constexpr (L::kMin) {
     acc = _mm512_fmadd_ps(_mm512_mul_ps(dot, dx), d, acc);
@@ -154,6 +141,7 @@ template <int R, bool kPair>
   const int8_t* x = a.x_low + 32 * b;
   const __m512i xq = kPair ? _mm512_loadu_si512(x) : _mm512_maskz_loadu_epi8(0xFFFFFFFF, x);
   const float dx0 = a.x_scales[b], dx1 = kPair ? a.x_scales[b + 1] : 0.0f;
+  const SignedByteDots dots(xq);
   LORA_GEMV_UNROLL
   for (int r = 0; r < R; ++r) {
     const uint8_t* block = rows[r] + 34 * b;
@@ -163,7 +151,7 @@ template <int R, bool kPair>
     __m512 scale = _mm512_set1_ps(half_at(a, block) * dx0);
     if constexpr (kPair)
       scale = _mm512_mask_broadcastss_ps(scale, 0xFF00, _mm_set_ss(half_at(a, block + 34) * dx1));
-    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_signed_bytes512(codes, xq)), scale, acc[r]);
+    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots(codes)), scale, acc[r]);
   }
 }
 

@@ -1,6 +1,6 @@
-// The matrix-vector kernels' interface (kernels_gemv.h), one set per instruction set: the AVX2 and
-// AVX-512 copies are compiled with their own flags (autograd/CMakeLists.txt) and must be called
-// only where the CPU has them (frozen_gemv.cpp decides).
+// The matrix-vector kernels' interface (kernels_gemv.h), one set per instruction set: the AVX2,
+// AVX-512 and AVX-512 with VNNI copies are compiled with their own flags (autograd/CMakeLists.txt)
+// and must be called only where the CPU has them (frozen_gemv.cpp decides).
 #pragma once
 #include <cstdint>
 
@@ -89,5 +89,8 @@ namespace lora::gemv_avx2 {
 const gemv::Kernels& kernels();
 }
 namespace lora::gemv_avx512 {
+const gemv::Kernels& kernels();
+}
+namespace lora::gemv_avx512_vnni {
 const gemv::Kernels& kernels();
 }

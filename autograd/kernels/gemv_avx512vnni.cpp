@@ -1,0 +1,15 @@
+// gemv_avx512.cpp's kernels compiled with AVX512-VNNI as well (autograd/CMakeLists.txt), for CPUs
+// that have it (frozen_gemv.cpp): the int8 kernels' byte dots become one instruction each
+// (gemv_avx512_ops.h, gemv_avx2_ops.h); every other kernel is the same code.
+#pragma GCC diagnostic ignored "-Wuninitialized"  // as in gemv_avx512.cpp: GCC bug 105593
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include "autograd/kernels/gemv_avx512_int8_blocks.h"
+
+namespace lora::gemv_avx512_vnni {
+
+const gemv::Kernels& kernels() {
+  static constexpr gemv::Kernels k = with_wide_int8_blocks<Avx512>(make_kernels<Avx512>());
+  return k;
+}
+
+}  // namespace lora::gemv_avx512_vnni
