@@ -68,7 +68,10 @@ struct Scalar {
   static ireg shr4(ireg v) { return v >> 4; }
   static ireg ior(ireg a, ireg b) { return a | b; }
   static ireg bit_lanes16(uint32_t bits) { return static_cast<ireg>((bits & 1u) << 4); }
-  static ireg bit_to_16(ireg h, int s) { return ((h << 4) >> s) & 16; }
+  template <int To>
+  static ireg lane_bit_to(ireg h, int s) {
+    return ((h << To) >> s) & (1 << To);
+  }
   template <int S>
   static ireg high_pair(ireg h) {
     if constexpr (S >= 0)
@@ -148,6 +151,10 @@ gemv::RowsKernel int8_block_kernel(GgmlType type, const gemv::Kernels& k) {
       return k.q5_k_int8;
     case GgmlType::Q6_K:
       return k.q6_k_int8;
+    case GgmlType::Q2_K:
+      return k.q2_k_int8;
+    case GgmlType::Q3_K:
+      return k.q3_k_int8;
     default:
       return nullptr;
   }
@@ -156,7 +163,8 @@ gemv::RowsKernel int8_block_kernel(GgmlType type, const gemv::Kernels& k) {
 // The elements per sum of x the int8 kernel of a block type reads (Q8_0's codes have no offset).
 int64_t int8_block_sum_width(GgmlType type) {
   if (type == GgmlType::Q8_0) return 0;
-  return type == GgmlType::Q6_K ? 16 : 32;
+  const bool sixteens = type == GgmlType::Q2_K || type == GgmlType::Q3_K || type == GgmlType::Q6_K;
+  return sixteens ? 16 : 32;
 }
 
 Plan plan_for(const FrozenWeight& w, const gemv::Kernels& k, GemvActivations activations) {
@@ -196,6 +204,10 @@ Plan plan_for(const FrozenWeight& w, const gemv::Kernels& k, GemvActivations act
           return {k.q5_k, data, rb, 32, false};
         case GgmlType::Q6_K:
           return {k.q6_k, data, rb, 16, false};
+        case GgmlType::Q2_K:
+          return {k.q2_k, data, rb, 16, false};
+        case GgmlType::Q3_K:
+          return {k.q3_k, data, rb, 16, false};
         case GgmlType::F32:
           return {k.f32, data, rb, 0, false};
         default:

@@ -1,12 +1,13 @@
 #!/usr/bin/python3
-"""Generation speed at batch 1: `lora generate` on an MLX 4-bit model, on a Q4_0 GGUF and on a Q4_K_M GGUF
-of the same float weights, llama.cpp (node-llama-cpp 3.21.1, scripts/llama_cpp) on both GGUF files, and the
-machine's memory bandwidth (bench/stream_triad: its triad, and a pass that only reads), all in one
-run with the same threads, the programs alternating run by run so that a change in the machine's
-load hits each of them.
+"""Generation speed at batch 1: `lora generate` on an MLX 4-bit model and on GGUF files of the same
+float weights (by default a Q4_0 and a Q4_K_M one), llama.cpp (node-llama-cpp 3.21.1,
+scripts/llama_cpp) on each GGUF file, and the machine's memory bandwidth (bench/stream_triad: its
+triad, and a pass that only reads), all in one run with the same threads, the programs alternating
+run by run so that a change in the machine's load hits each of them.
 
-    bench/generate_bench.py [--shape qwen2.5-0.5b|smollm2-135m] [--threads 1,2] [--runs 3]
-        [--tokens 64] [--prompt-tokens N] [--kv-cache-type f32|f16] [--int8-activations]
+    bench/generate_bench.py [--shape qwen2.5-0.5b|smollm2-135m|tinyllama-1.1b] [--threads 1,2]
+        [--runs 3] [--tokens 64] [--prompt-tokens N] [--kv-cache-type f32|f16]
+        [--int8-activations] [--gguf-types q4_0,q4_k_m] [--no-mlx]
         [--work out/bench/generate] [--json FILE]
 
 The model is random (scripts/make_random_model.py, bf16, tied embeddings) with the shape's
@@ -16,9 +17,12 @@ pads. The prompt is a short story's opening (about 50 tokens), or with --prompt-
 repeated to about N tokens: decode then reads a long KV cache at every step. lora's KV cache is
 f32 unless --kv-cache-type f16 (llama.cpp's is F16, its default, either way). MLX: `lora convert --quantize 4 --q-group-size 64` (bf16 scales and biases on disk: 4.5 bits
 a weight, as Q4_0). GGUF: bench/gguf_from_folder with Q4_0 (llama.cpp's rounding), and `lora convert
---q-type q4_k_m` (llama-quantize's Q4_K_M mix). Every run starts from the same prompt ids. With
---int8-activations the MLX model and both GGUF files also run with `--decode-activations int8`
-(lora_mlx_q4_int8, lora_gguf_q4_0_int8, lora_gguf_q4_k_m_int8).
+--q-type q4_k_m` (llama-quantize's Q4_K_M mix); any other --gguf-types entry T by `lora convert
+--q-type T` (q3_k, q2_k, ...: the K types need rows that are whole 256-element blocks, which
+tinyllama-1.1b's 2048 and 5632 are and the other shapes' 896 and 576 are not; their other
+matrices fall back as `lora convert` says). Every run starts from the same prompt ids. With
+--int8-activations the MLX model and every GGUF file also run with `--decode-activations int8`
+(lora_mlx_q4_int8, lora_gguf_T_int8).
 
 Reported per program and thread count: medians of prompt (prefill) tokens/s and decode tokens/s,
 the bytes one decode step reads (every matrix as held in memory, the head included, plus the KV
@@ -41,6 +45,8 @@ SHAPES = {
                          intermediate=4864, vocab=151936),
     "smollm2-135m": dict(hidden=576, layers=30, heads=9, kv_heads=3, head_dim=64,
                          intermediate=1536, vocab=49152),
+    "tinyllama-1.1b": dict(hidden=2048, layers=22, heads=32, kv_heads=4, head_dim=64,
+                           intermediate=5632, vocab=32000),
 }
 PROMPT = ("Once upon a time, there was a little girl named Lily. She loved to play outside in the "
           "park with her friends. One day, she saw a big red ball under a tree and ran to get it.")
@@ -65,11 +71,11 @@ def shared_dir():
     return os.environ.get("LORA_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
 
 
-def make_models(shape, work):
+def make_models(shape, work, gguf_types):
+    """The MLX 4-bit folder and one GGUF file per type, of the same random bf16 weights."""
     s = SHAPES[shape]
     base = os.path.join(work, shape)
-    bf16, mlx, gguf = base + "-bf16", base + "-q4", base + "-q4_0.gguf"
-    q4_k_m = base + "-q4_k_m.gguf"
+    bf16, mlx = base + "-bf16", base + "-q4"
     stories = os.path.join(shared_dir(), "models", "stories260K")
     if not os.path.exists(os.path.join(bf16, "model.safetensors")):
         run(["/usr/bin/python3", "scripts/make_random_model.py", bf16, "--arch", "llama",
@@ -80,12 +86,17 @@ def make_models(shape, work):
     if not os.path.exists(os.path.join(mlx, "model.safetensors")):
         run(["build/lora", "convert", "--model", bf16, "--quantize", "4", "--q-group-size", "64",
              "--out", mlx])
-    if not os.path.exists(gguf):
-        run(["build/bench/gguf_from_folder", bf16, gguf, "q4_0",
-             os.path.join(shared_dir(), "models", "stories260K-gguf", "stories260K-f32.gguf")])
-    if not os.path.exists(q4_k_m):
-        run(["build/lora", "convert", "--model", bf16, "--out", q4_k_m, "--q-type", "q4_k_m"])
-    return mlx, gguf, q4_k_m
+    ggufs = {}
+    for t in gguf_types:
+        ggufs[t] = f"{base}-{t}.gguf"
+        if os.path.exists(ggufs[t]):
+            continue
+        if t == "q4_0":  # llama.cpp's own rounding
+            run(["build/bench/gguf_from_folder", bf16, ggufs[t], "q4_0",
+                 os.path.join(shared_dir(), "models", "stories260K-gguf", "stories260K-f32.gguf")])
+        else:
+            run(["build/lora", "convert", "--model", bf16, "--out", ggufs[t], "--q-type", t])
+    return mlx, ggufs
 
 
 def prompt_ids(model, text):
@@ -170,6 +181,9 @@ def main():
                     help="lora's KV cache (llama.cpp keeps its default F16)")
     ap.add_argument("--int8-activations", action="store_true",
                     help="also run the MLX model and the GGUF files with --decode-activations int8")
+    ap.add_argument("--gguf-types", default="q4_0,q4_k_m",
+                    help="the GGUF files to make and run, by `lora convert --q-type` name")
+    ap.add_argument("--no-mlx", action="store_true", help="leave out the MLX 4-bit model")
     ap.add_argument("--work", default=os.path.join(ROOT, "out", "bench", "generate"))
     ap.add_argument("--json", help="also write the result here (after each thread count)")
     ap.add_argument("--run-timeout", type=int, default=RUN_TIMEOUT_S,
@@ -177,22 +191,30 @@ def main():
     a = ap.parse_args()
     globals()["RUN_TIMEOUT_S"] = a.run_timeout
     os.makedirs(a.work, exist_ok=True)
-    mlx, gguf, q4_k_m = make_models(a.shape, a.work)
+    mlx, ggufs = make_models(a.shape, a.work, [t for t in a.gguf_types.split(",") if t])
     prompt = PROMPT
     ids = prompt_ids(mlx, prompt)
     if a.prompt_tokens > len(ids):
         prompt = " ".join([PROMPT] * round(a.prompt_tokens / len(ids)))
         ids = prompt_ids(mlx, prompt)
     kv = a.kv_cache_type
-    programs = {"lora_mlx_q4": lambda t: ours(mlx, prompt, a.tokens, t, kv),
-                "lora_gguf_q4_0": lambda t: ours(gguf, prompt, a.tokens, t, kv),
-                "llama_cpp_gguf_q4_0": lambda t: llama_cpp(gguf, ids, a.tokens, t),
-                "lora_gguf_q4_k_m": lambda t: ours(q4_k_m, prompt, a.tokens, t, kv),
-                "llama_cpp_gguf_q4_k_m": lambda t: llama_cpp(q4_k_m, ids, a.tokens, t)}
-    if a.int8_activations:
-        programs["lora_mlx_q4_int8"] = lambda t: ours(mlx, prompt, a.tokens, t, kv, "int8")
-        programs["lora_gguf_q4_0_int8"] = lambda t: ours(gguf, prompt, a.tokens, t, kv, "int8")
-        programs["lora_gguf_q4_k_m_int8"] = lambda t: ours(q4_k_m, prompt, a.tokens, t, kv, "int8")
+    # Each program: (what it runs, the file it reads, the llama.cpp program it is compared with).
+    programs, files, reference = {}, {}, {}
+    activations = ["f32", "int8"] if a.int8_activations else ["f32"]
+    for act in activations if not a.no_mlx else []:
+        name = "lora_mlx_q4" + ("_int8" if act == "int8" else "")
+        programs[name] = lambda t, act=act: ours(mlx, prompt, a.tokens, t, kv, act)
+        files[name] = mlx
+        if "q4_0" in ggufs:  # the same float weights at the same 4.5 bits a weight on disk
+            reference[name] = "llama_cpp_gguf_q4_0"
+    for typ, path in ggufs.items():
+        programs[f"llama_cpp_gguf_{typ}"] = lambda t, path=path: llama_cpp(path, ids, a.tokens, t)
+        files[f"llama_cpp_gguf_{typ}"] = path
+        for act in activations:
+            name = f"lora_gguf_{typ}" + ("_int8" if act == "int8" else "")
+            programs[name] = lambda t, path=path, act=act: ours(path, prompt, a.tokens, t, kv, act)
+            files[name] = path
+            reference[name] = f"llama_cpp_gguf_{typ}"
     load_before = os.getloadavg()
     results = {}
     for threads in [int(t) for t in a.threads.split(",")]:
@@ -212,36 +234,22 @@ def main():
                 print(f"threads {threads} run {i}: {name} decode "
                       f"{runs[name][-1]['tokens_per_s']:.2f} tokens/s", file=sys.stderr)
         results[threads] = runs
-        write_report(a, (mlx, gguf, q4_k_m), ids, programs, results, load_before)
+        write_report(a, files, reference, ids, programs, results, load_before)
 
 
-# Each of ours against llama.cpp on the same file (the MLX model against the Q4_0 file: the same
-# float weights at the same 4.5 bits a weight on disk).
-REFERENCE = {"lora_mlx_q4": "llama_cpp_gguf_q4_0", "lora_mlx_q4_int8": "llama_cpp_gguf_q4_0",
-             "lora_gguf_q4_0": "llama_cpp_gguf_q4_0", "lora_gguf_q4_k_m": "llama_cpp_gguf_q4_k_m",
-             "lora_gguf_q4_0_int8": "llama_cpp_gguf_q4_0",
-             "lora_gguf_q4_k_m_int8": "llama_cpp_gguf_q4_k_m"}
-
-
-def write_report(a, models, ids, programs, results, load_before):
-    mlx, gguf, q4_k_m = models
+def write_report(a, files, reference, ids, programs, results, load_before):
+    """files: each program's model; reference: each of ours against llama.cpp on the same file
+    (the MLX model against the Q4_0 file)."""
     load_after = os.getloadavg()
-
-    mlx_bytes, cfg = matrix_bytes(mlx)
-    gguf_bytes, _ = matrix_bytes(gguf)
-    k_bytes, _ = matrix_bytes(q4_k_m)
+    matrices = {path: matrix_bytes(path) for path in set(files.values())}
+    cfg = next(iter(matrices.values()))[1]
     prompt_len = len(ids)
     context = prompt_len + (a.tokens + 1) / 2
     ours_kv = 2 if a.kv_cache_type == "f16" else 4
-    bytes_per_token = {"lora_mlx_q4": mlx_bytes + kv_bytes(cfg, context, ours_kv),
-                       "lora_mlx_q4_int8": mlx_bytes + kv_bytes(cfg, context, ours_kv),
-                       "lora_gguf_q4_0": gguf_bytes + kv_bytes(cfg, context, ours_kv),
-                       "lora_gguf_q4_0_int8": gguf_bytes + kv_bytes(cfg, context, ours_kv),
-                       "lora_gguf_q4_k_m_int8": k_bytes + kv_bytes(cfg, context, ours_kv),
-                       "llama_cpp_gguf_q4_0": gguf_bytes + kv_bytes(cfg, context, 2),
-                       "lora_gguf_q4_k_m": k_bytes + kv_bytes(cfg, context, ours_kv),
-                       "llama_cpp_gguf_q4_k_m": k_bytes + kv_bytes(cfg, context, 2)}
-    bytes_per_token = {k: v for k, v in bytes_per_token.items() if k in programs}
+    # llama.cpp's KV cache is F16 (2 bytes an element).
+    bytes_per_token = {name: matrices[path][0] + kv_bytes(
+        cfg, context, 2 if name.startswith("llama_cpp") else ours_kv)
+        for name, path in files.items()}
     report = {"bench": "generate", "shape": a.shape, "config": cfg, "prompt_tokens": prompt_len,
               "lora_kv_cache_type": a.kv_cache_type,
               "generated_tokens": a.tokens, "runs": a.runs, "cpu": cpu_description(),
@@ -261,22 +269,19 @@ def write_report(a, models, ids, programs, results, load_before):
                            "bandwidth_share": decode["median"] * bytes_per_token[name] / 1e9 / bw,
                            "read_bandwidth_share":
                                decode["median"] * bytes_per_token[name] / 1e9 / read_bw}
-        for name, ref_name in REFERENCE.items():
-            if name not in entry:
-                continue
+        for name, ref_name in reference.items():
             for key, out in (("decode_tokens_per_s", "decode_vs_llama_cpp"),
                              ("prompt_tokens_per_s", "prompt_vs_llama_cpp")):
                 ref = entry[ref_name][key]["median"]
                 if ref > 0:
                     entry[name][out] = entry[name][key]["median"] / ref
-        entry["same_greedy_tokens_gguf"] = (runs["lora_gguf_q4_0"][0]["tokens"] ==
-                                            runs["llama_cpp_gguf_q4_0"][0]["tokens"])
-        entry["same_greedy_tokens_q4_k_m"] = (runs["lora_gguf_q4_k_m"][0]["tokens"] ==
-                                              runs["llama_cpp_gguf_q4_k_m"][0]["tokens"])
-        for name in ("lora_gguf_q4_0_int8", "lora_gguf_q4_k_m_int8"):
-            if name in runs:
-                entry[f"same_greedy_tokens_{name}"] = (
-                    runs[name][0]["tokens"] == runs[REFERENCE[name]][0]["tokens"])
+        # Earlier reports named the f32 comparisons of the two default files this way.
+        legacy = {"lora_gguf_q4_0": "same_greedy_tokens_gguf",
+                  "lora_gguf_q4_k_m": "same_greedy_tokens_q4_k_m"}
+        for name, ref_name in reference.items():
+            if name.startswith("lora_gguf"):
+                entry[legacy.get(name, f"same_greedy_tokens_{name}")] = (
+                    runs[name][0]["tokens"] == runs[ref_name][0]["tokens"])
         report["threads"][str(threads)] = entry
     print_table(report)
     text = json.dumps(report, indent=1)

@@ -9,11 +9,9 @@
 #include <cstdint>
 #include <cstring>
 
-// With AVX512-VNNI (gemv_avx512vnni.cpp's flags, VL included) a byte dot is one vpdpbusd on
-// 32-byte vectors too; the integers are the same, as no 16-bit sum of the plain form saturates.
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-#define LORA_GEMV_VNNI256 1
-#endif
+// With LORA_GEMV_VNNI (defined by gemv_avx512vnni.cpp, whose flags add AVX512-VNNI and VL) a byte
+// dot is one vpdpbusd on 32-byte vectors too; the integers are the same, as no 16-bit sum of the
+// plain form saturates.
 
 namespace {
 
@@ -82,9 +80,10 @@ struct Avx2 {
                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     return _mm256_and_si256(shifted, _mm256_set1_epi32(16));
   }
-  static ireg bit_to_16(ireg h, int s) {
-    const ireg moved = _mm256_srlv_epi32(_mm256_slli_epi32(h, 4), _mm256_set1_epi32(s));
-    return _mm256_and_si256(moved, _mm256_set1_epi32(16));
+  template <int To>
+  static ireg lane_bit_to(ireg h, int s) {
+    const ireg moved = _mm256_srlv_epi32(_mm256_slli_epi32(h, To), _mm256_set1_epi32(s));
+    return _mm256_and_si256(moved, _mm256_set1_epi32(1 << To));
   }
   template <int S>
   static ireg high_pair(ireg h) {
@@ -112,7 +111,7 @@ struct Avx2 {
     const ireg mask = _mm256_set1_epi8(15);
     const ireg low = _mm256_and_si256(codes, mask);
     const ireg high = _mm256_and_si256(_mm256_srli_epi16(codes, 4), mask);
-#ifdef LORA_GEMV_VNNI256
+#ifdef LORA_GEMV_VNNI
     return _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), low, x_low), high,
                                x_high);
 #else
@@ -157,7 +156,7 @@ struct Avx2 {
   // Lane l: codes (unsigned, at most 63) times x (signed, never -128) over bytes 4l..4l+3; a
   // byte pair's sum, at most 2 * 63 * 127, fits the 16 bits maddubs adds it in.
   static ireg dot_bytes(ireg codes, ireg x) {
-#ifdef LORA_GEMV_VNNI256
+#ifdef LORA_GEMV_VNNI
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), codes, x);
 #else
     return _mm256_madd_epi16(_mm256_maddubs_epi16(codes, x), _mm256_set1_epi16(1));
@@ -174,10 +173,16 @@ struct Avx2 {
     return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit),
                             _mm256_set1_epi8(16));
   }
-  // Byte j: bit s (below 8) of byte j of h moved to bit 4, as 0 or 16 (Q5_K's fifth bits).
-  static ireg bit_to_bit4(ireg h, int s) {
+  // Byte j: bit s (below 8) of byte j of h moved to bit To, as 0 or 2^To (Q5_K's fifth bits at
+  // bit 4, Q3_K's third bits at bit 2).
+  template <int To>
+  static ireg byte_bit_to(ireg h, int s) {
     const ireg down = _mm256_srl_epi16(h, _mm_cvtsi32_si128(s));
-    return _mm256_and_si256(_mm256_slli_epi16(down, 4), _mm256_set1_epi8(16));
+    return _mm256_and_si256(_mm256_slli_epi16(down, To), _mm256_set1_epi8(1 << To));
+  }
+  // Byte j: bits s and s + 1 of byte j of v, as 0..3 (Q2_K's and Q3_K's low code bits).
+  static ireg byte_bit_pair(ireg v, int s) {
+    return _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(s)), _mm256_set1_epi8(3));
   }
   // As dot_bytes for signed codes (Q8_0): |codes| times x with the codes' signs, so that the
   // first operand is unsigned; a pair's sum is at most 2 * 128 * 127.
@@ -196,6 +201,11 @@ struct Avx2 {
   }
   // Lane l of v (the same in every lane), and the pair lanes 2k (in lanes 0-3) and 2k + 1 (4-7).
   static reg lane(reg v, int l) { return _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(l)); }
+  // Lanes 2i and 2i + 1: p[i], i = 0..3.
+  static reg pairs_of_four(const float* p) {
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(p)),
+                                    _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+  }
   static reg lane_pair(reg v, int k) {
     return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(2 * k, 2 * k, 2 * k, 2 * k, 2 * k + 1,
                                                          2 * k + 1, 2 * k + 1, 2 * k + 1));

@@ -1,7 +1,8 @@
 // The 16-lane vector type of the matrix-vector kernels (V in kernels_gemv.h) on AVX-512 F/BW/VL/DQ
 // intrinsics, and the int8 byte dots every AVX-512 kernel shares. Two files build on it
 // (autograd/CMakeLists.txt): gemv_avx512.cpp, and gemv_avx512vnni.cpp, whose flags add
-// AVX512-VNNI, so that each byte dot is one vpdpbusd instead of vpmaddubsw and vpmaddwd. Both
+// AVX512-VNNI and which defines LORA_GEMV_VNNI, so that each byte dot is one vpdpbusd instead of
+// vpmaddubsw and vpmaddwd. Both
 // give the same integers, and so the same floats: no 16-bit sum of the plain form saturates on
 // the codes and x the kernels pass. Internal linkage.
 #pragma once
@@ -15,7 +16,7 @@ namespace {
 // Lane l: the sum of the four products of bytes 4l..4l+3 of u (unsigned) and s (signed), for
 // bytes whose pairs of products sum within 16 bits (codes up to 128 against x in [-127, 127]).
 inline __m512i dot_bytes512(__m512i u, __m512i s) {
-#ifdef __AVX512VNNI__
+#ifdef LORA_GEMV_VNNI
   return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s);
 #else
   return _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
@@ -25,7 +26,7 @@ inline __m512i dot_bytes512(__m512i u, __m512i s) {
 // dot_bytes512(u1, s1) + dot_bytes512(u2, s2), where each lane's eight products also sum within
 // 16 bits: the plain form adds the two halves' pairs before widening them once.
 inline __m512i dot_two_bytes512(__m512i u1, __m512i s1, __m512i u2, __m512i s2) {
-#ifdef __AVX512VNNI__
+#ifdef LORA_GEMV_VNNI
   return _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u1, s1), u2, s2);
 #else
   const __m512i pairs =
@@ -40,14 +41,14 @@ inline __m512i dot_two_bytes512(__m512i u1, __m512i s1, __m512i u2, __m512i s2) 
 class SignedByteDots {
  public:
   explicit SignedByteDots(__m512i x) : x_(x) {
-#ifdef __AVX512VNNI__
+#ifdef LORA_GEMV_VNNI
     const __m512i x_sums_128 =
         _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(char(0x80)), x);
     start_ = _mm512_sub_epi32(_mm512_setzero_si512(), x_sums_128);
 #endif
   }
   __m512i operator()(__m512i codes) const {
-#ifdef __AVX512VNNI__
+#ifdef LORA_GEMV_VNNI
     return _mm512_dpbusd_epi32(start_, _mm512_xor_si512(codes, _mm512_set1_epi8(char(0x80))), x_);
 #else
     const __m512i signed_x =
@@ -121,9 +122,10 @@ struct Avx512 {
   static ireg bit_lanes16(uint32_t bits) {
     return _mm512_maskz_mov_epi32(static_cast<__mmask16>(bits), _mm512_set1_epi32(16));
   }
-  static ireg bit_to_16(ireg h, int s) {
-    const ireg moved = _mm512_srlv_epi32(_mm512_slli_epi32(h, 4), _mm512_set1_epi32(s));
-    return _mm512_and_si512(moved, _mm512_set1_epi32(16));
+  template <int To>
+  static ireg lane_bit_to(ireg h, int s) {
+    const ireg moved = _mm512_srlv_epi32(_mm512_slli_epi32(h, To), _mm512_set1_epi32(s));
+    return _mm512_and_si512(moved, _mm512_set1_epi32(1 << To));
   }
   template <int S>
   static ireg high_pair(ireg h) {

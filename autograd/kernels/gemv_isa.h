@@ -72,7 +72,7 @@ using CachedValuesKernel = void (*)(const CachedHeadsArgs&, int64_t first, int64
 
 struct Kernels {
   void (*permute_for_nibbles)(const float* x, int64_t cols, float* out);
-  RowsKernel mlx4, mlx8, mlx4_int8, q4_0, q8_0, f32, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k;
+  RowsKernel mlx4, mlx8, mlx4_int8, q4_0, q8_0, f32, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, q2_k, q3_k;
   TileGemmKernel tile_gemm;
   CachedScoresKernel cached_scores;
   CachedValuesKernel cached_values;
@@ -80,7 +80,8 @@ struct Kernels {
   int lanes;      // floats per vector
   // ggml blocks against int8 x (kernels_gemv_int8_blocks.h): none in the portable baseline.
   RowsKernel q4_0_int8 = nullptr, q4_1_int8 = nullptr, q5_0_int8 = nullptr, q5_1_int8 = nullptr,
-             q8_0_int8 = nullptr, q4_k_int8 = nullptr, q5_k_int8 = nullptr, q6_k_int8 = nullptr;
+             q8_0_int8 = nullptr, q4_k_int8 = nullptr, q5_k_int8 = nullptr, q6_k_int8 = nullptr,
+             q2_k_int8 = nullptr, q3_k_int8 = nullptr;
 };
 
 }  // namespace lora::gemv

@@ -7,8 +7,8 @@
 // hsum(reg); load_u8 / load_s8 (W bytes widened to W int32 lanes), low_nibble / high_nibble /
 // to_float (int lanes to float); and15 / shr4 / ior (int lanes: low nibble, high nibble, or);
 // bit_lanes16(bits) (lane l: 16 if bit l of bits is set, else 0); high_pair<S>(h) (lane: the two
-// bits that shifting h left by S (right by -S) puts at bits 4-5, as 0..48); bit_to_16(h, s)
-// (lane: 16 if bit s of its byte h is set, else 0); kCodeTable, and where it is true codes() (the
+// bits that shifting h left by S (right by -S) puts at bits 4-5, as 0..48); lane_bit_to<To>(h, s)
+// (lane: 2^To if bit s of its byte h is set, else 0); kCodeTable, and where it is true codes() (the
 // floats 0..15) and lookup_low / lookup_high (a lane's low or high nibble picks one of a
 // register's 16 floats); sum_each, for kernels_cached_attention.h; for the int8 kernels
 // load_bytes / load_bytes_partial (4W bytes, or the first n), dot_nibbles(codes, x_low, x_high)
@@ -532,8 +532,8 @@ void q4_k_rows_at(const RowsArgs& a, int64_t r0) {
           auto cl = V::and15(codes), ch = V::shr4(codes);
           if constexpr (kFifthBit) {
             const auto h = V::load_u8(block + 16 + k);
-            cl = V::ior(cl, V::bit_to_16(h, 2 * p));
-            ch = V::ior(ch, V::bit_to_16(h, 2 * p + 1));
+            cl = V::ior(cl, V::template lane_bit_to<4>(h, 2 * p));
+            ch = V::ior(ch, V::template lane_bit_to<4>(h, 2 * p + 1));
           }
           lo[r] = V::fmadd(V::to_float(cl), xl, lo[r]);
           hi[r] = V::fmadd(V::to_float(ch), xh, hi[r]);
@@ -616,6 +616,190 @@ void q6_k_rows_at(const RowsArgs& a, int64_t r0) {
   LORA_GEMV_UNROLL
   for (int r = 0; r < R; ++r)
     store_row(a.y, r0 + r, V::hsum(acc[r]) - 32.0f * offset_part[r], a.beta);
+}
+
+// A Q3_K block's 16 six-bit scales (before their -32), one byte each, sub-block j of a half in
+// byte j of that half's word: the low nibbles of bytes 0-7 (sub-blocks 0-7) and their high nibbles
+// (8-15), and a bit pair of bytes 8-11 each, sub-block k's at bits 2 (k / 4) of byte 8 + k % 4.
+inline void q3_k_scale_bytes(const uint8_t* s, uint64_t* first_half, uint64_t* second_half) {
+  uint64_t low;
+  uint32_t high;
+  std::memcpy(&low, s, 8);
+  std::memcpy(&high, s + 8, 4);
+  constexpr uint64_t kLow4 = 0x0f0f0f0f0f0f0f0f;
+  constexpr uint32_t kLow2 = 0x03030303;
+  const auto pairs = [high](int shift) {
+    return uint64_t((high >> shift) & kLow2) | uint64_t((high >> (shift + 2)) & kLow2) << 32;
+  };
+  *first_half = (low & kLow4) | pairs(0) << 4;
+  *second_half = ((low >> 4) & kLow4) | pairs(4) << 4;
+}
+
+// Q2_K: 256-element blocks of 84 bytes: 16 scale bytes (sub-block j of 16: a 4-bit scale in the
+// low nibble, a 4-bit min in the high one), 64 code bytes, d and dmin (f16); w = d * sc * q -
+// dmin * m, q in 0..3. Q3_K: 110 bytes: 32 bytes of third bits, 64 code bytes, 12 bytes of 6-bit
+// scales (q3_k_scale_bytes), d; w = d * (sc - 32) * (q - 4), q in 0..7. Each 128-element half reads
+// its 32 code bytes four times: byte l gives elements l, l + 32, l + 64, l + 96 in its bit pairs
+// 0, 2, 4, 6 (and Q3_K's third bits of those are bits 4 * half + 0..3 of third-bit byte l). The
+// codes are widened times 16 (a bit pair lands at bits 4-5, as high_pair moves Q6_K's), which the
+// scales divide out; a 16-element group's offset (-dmin * m or -4 d sc) meets x's sum.
+template <class V, int R, bool kThirdBit>
+void q2_q3_k_rows_at(const RowsArgs& a, int64_t r0) {
+  constexpr int W = V::W;
+  constexpr int64_t kBlockBytes = kThirdBit ? 110 : 84, kCodesAt = kThirdBit ? 32 : 16;
+  const int64_t blocks = a.cols / 256;
+  typename V::reg acc[R];
+  float offset_part[R] = {};
+  const uint8_t* rows[R];
+  start_rows<V, R>(a, r0, acc, rows);
+  for (int64_t b = 0; b < blocks; ++b) {
+    prefetch_next_rows<R>(a, r0, kBlockBytes * b, kBlockBytes);
+    for (int half = 0; half < 2; ++half) {
+      const float* xh = a.x + 256 * b + 128 * half;
+      for (int l0 = 0; l0 < 32; l0 += 16) {
+        typename V::reg part[R][4];
+        LORA_GEMV_UNROLL
+        for (int r = 0; r < R; ++r) part[r][0] = part[r][1] = part[r][2] = part[r][3] = V::zero();
+        for (int k = l0; k < l0 + 16; k += W) {
+          const auto x1 = V::load(xh + k), x2 = V::load(xh + 32 + k);
+          const auto x3 = V::load(xh + 64 + k), x4 = V::load(xh + 96 + k);
+          LORA_GEMV_UNROLL
+          for (int r = 0; r < R; ++r) {
+            const uint8_t* block = rows[r] + kBlockBytes * b;
+            const auto q = V::load_u8(block + kCodesAt + 32 * half + k);
+            typename V::ireg codes[4] = {V::template high_pair<4>(q), V::template high_pair<2>(q),
+                                         V::template high_pair<0>(q), V::template high_pair<-2>(q)};
+            if constexpr (kThirdBit) {
+              const auto h = V::load_u8(block + k);
+              LORA_GEMV_UNROLL
+              for (int j = 0; j < 4; ++j)
+                codes[j] = V::ior(codes[j], V::template lane_bit_to<6>(h, 4 * half + j));
+            }
+            part[r][0] = V::fmadd(V::to_float(codes[0]), x1, part[r][0]);
+            part[r][1] = V::fmadd(V::to_float(codes[1]), x2, part[r][1]);
+            part[r][2] = V::fmadd(V::to_float(codes[2]), x3, part[r][2]);
+            part[r][3] = V::fmadd(V::to_float(codes[3]), x4, part[r][3]);
+          }
+        }
+        // Groups of 16: l0 / 16 + 2 j within this half's 8.
+        const int first = 8 * half + l0 / 16;
+        const float* sums = a.sums + 16 * b + first;
+        LORA_GEMV_UNROLL
+        for (int r = 0; r < R; ++r) {
+          const uint8_t* block = rows[r] + kBlockBytes * b;
+          float scale[4], offset[4];
+          if constexpr (kThirdBit) {
+            uint64_t sc[2];
+            q3_k_scale_bytes(block + 96, &sc[0], &sc[1]);
+            const float d = half_at(a, block + 108);
+            for (int j = 0; j < 4; ++j) {
+              scale[j] = d * float(int((sc[half] >> (8 * (2 * j + l0 / 16))) & 63) - 32);
+              offset[j] = -4.0f * scale[j];
+            }
+          } else {
+            const float d = half_at(a, block + 80), dmin = half_at(a, block + 82);
+            for (int j = 0; j < 4; ++j) {
+              const uint8_t sm = block[first + 2 * j];
+              scale[j] = d * float(sm & 15);
+              offset[j] = -dmin * float(sm >> 4);
+            }
+          }
+          LORA_GEMV_UNROLL
+          for (int j = 0; j < 4; ++j) {
+            acc[r] = V::fmadd(part[r][j], V::set1(scale[j] * (1.0f / 16)), acc[r]);
+            offset_part[r] += offset[j] * sums[2 * j];
+          }
+        }
+      }
+    }
+  }
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]) + offset_part[r], a.beta);
+}
+
+// The 8 scales of a Q2_K or Q3_K block's half (one per 16 elements, on 8 lanes) times d, with the
+// half's offsets (-dmin * m, or -4 times the scale) times x's 8 sums per 16 added to acc.
+template <class V, bool kThirdBit>
+[[gnu::always_inline]] inline typename V::reg low_k_half_scales(const RowsArgs& a,
+                                                                const uint8_t* block, int half,
+                                                                typename V::reg sums,
+                                                                typename V::reg& acc) {
+  static_assert(V::W == 8, "a half-block's 8 scales are one vector");
+  if constexpr (kThirdBit) {
+    uint64_t sc[2];
+    q3_k_scale_bytes(block + 96, &sc[0], &sc[1]);
+    const auto scales = V::mul(V::add(V::to_float(V::byte_lanes(sc[half])), V::set1(-32.0f)),
+                               V::set1(half_at(a, block + 108)));
+    acc = V::fmadd(scales, V::mul(sums, V::set1(-4.0f)), acc);
+    return scales;
+  } else {
+    const auto scale_min = V::load_u8(block + 8 * half);
+    const auto mins = V::mul(V::to_float(V::shr4(scale_min)), V::set1(-half_at(a, block + 82)));
+    acc = V::fmadd(mins, sums, acc);
+    return V::mul(V::to_float(V::and15(scale_min)), V::set1(half_at(a, block + 80)));
+  }
+}
+
+// Piece k of a Q2_K or Q3_K half as 32 code bytes: bit pair 2k of its code bytes q, and Q3_K's
+// third bits (bit 4 * half + k of the block's first 32 bytes) as 4.
+template <class V, bool kThirdBit>
+[[gnu::always_inline]] inline typename V::ireg low_k_piece_codes(typename V::ireg q,
+                                                                 const uint8_t* block, int half,
+                                                                 int k) {
+  const auto codes = V::byte_bit_pair(q, 2 * k);
+  if constexpr (kThirdBit)
+    return V::ior(codes, V::template byte_bit_to<2>(V::load_bytes(block), 4 * half + k));
+  else
+    return codes;
+}
+
+// Q2_K and Q3_K where V has 32-byte operations: a half's 32 code bytes become piece k's 32 codes
+// (elements 32k .. 32k + 31 of the half) as bytes at once, a bit pair and a third bit for all 32,
+// then widened a quarter at a time; on 8-lane values this took 36 vector operations per 32
+// elements of Q3_K (shift, mask and or of each lane's bits), here about 20.
+template <class V, int R, bool kThirdBit>
+void q2_q3_k_rows_by_bytes(const RowsArgs& a, int64_t r0) {
+  constexpr int64_t kBlockBytes = kThirdBit ? 110 : 84, kCodesAt = kThirdBit ? 32 : 16;
+  const int64_t blocks = a.cols / 256;
+  typename V::reg acc[R];
+  const uint8_t* rows[R];
+  start_rows<V, R>(a, r0, acc, rows);
+  for (int64_t b = 0; b < blocks; ++b) {
+    prefetch_next_rows<R>(a, r0, kBlockBytes * b, kBlockBytes);
+    for (int half = 0; half < 2; ++half) {
+      const float* x = a.x + 256 * b + 128 * half;
+      const auto sums = V::load(a.sums + 16 * b + 8 * half);
+      LORA_GEMV_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* block = rows[r] + kBlockBytes * b;
+        float scale[8];
+        V::store(scale, low_k_half_scales<V, kThirdBit>(a, block, half, sums, acc[r]));
+        const auto q = V::load_bytes(block + kCodesAt + 32 * half);
+        LORA_GEMV_UNROLL
+        for (int k = 0; k < 4; ++k) {
+          const auto codes = low_k_piece_codes<V, kThirdBit>(q, block, half, k);
+          const float* xk = x + 32 * k;
+          auto first = V::mul(V::to_float(V::template byte_quarter<0>(codes)), V::load(xk));
+          first = V::fmadd(V::to_float(V::template byte_quarter<1>(codes)), V::load(xk + 8), first);
+          auto second = V::mul(V::to_float(V::template byte_quarter<2>(codes)), V::load(xk + 16));
+          second =
+              V::fmadd(V::to_float(V::template byte_quarter<3>(codes)), V::load(xk + 24), second);
+          acc[r] = V::fmadd(first, V::set1(scale[2 * k]), acc[r]);
+          acc[r] = V::fmadd(second, V::set1(scale[2 * k + 1]), acc[r]);
+        }
+      }
+    }
+  }
+  store_rows<V, R>(a, r0, acc);
+}
+
+// Q2_K and Q3_K rows: by bytes where V has them.
+template <class V, int R, bool kThirdBit>
+void q2_q3_k_rows(const RowsArgs& a, int64_t r0) {
+  if constexpr (HasByteBlocks<V>)
+    q2_q3_k_rows_by_bytes<V, R, kThirdBit>(a, r0);
+  else
+    q2_q3_k_rows_at<V, R, kThirdBit>(a, r0);
 }
 
 // f32 rows (also the rows other storages widen into a buffer first).
@@ -726,6 +910,8 @@ constexpr lora::gemv::Kernels make_kernels() {
           &rows_in_fours<&q4_k_rows_at<V, 4>, &q4_k_rows_at<V, 1>>,
           &rows_in_fours<&q4_k_rows_at<V, 4, true>, &q4_k_rows_at<V, 1, true>>,
           &rows_in_fours<&q6_k_rows_at<V, 4>, &q6_k_rows_at<V, 1>>,
+          &rows_in_fours<&q2_q3_k_rows<V, 4, false>, &q2_q3_k_rows<V, 1, false>>,
+          &rows_in_fours<&q2_q3_k_rows<V, 4, true>, &q2_q3_k_rows<V, 1, true>>,
           &tile_gemm<V>,
           &cached_scores<V>,
           &cached_values<V>,

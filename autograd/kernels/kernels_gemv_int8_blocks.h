@@ -1,4 +1,4 @@
-// The ggml block types with 4 to 8-bit codes against x rounded to int8 (GemvActivations::Int8),
+// The ggml block types with 2 to 8-bit codes against x rounded to int8 (GemvActivations::Int8),
 // written over an 8-lane V whose integer vectors are 32 bytes (gemv_avx2_ops.h; the AVX-512 copy
 // has 64-byte forms, gemv_avx512_int8_blocks.h, and uses these for their one-row tails). x comes in
 // element order as int8, each 32 elements with their own step dx (RowsArgs::x_low, x_scales): a
@@ -121,8 +121,8 @@ void q4_k_int8_rows_at(const RowsArgs& a, int64_t r0) {
         auto low = V::low4(codes), high = V::high4(codes);
         if constexpr (kFifthBit) {
           const auto h = V::load_bytes(block + 16);
-          low = V::ior(low, V::bit_to_bit4(h, 2 * p));
-          high = V::ior(high, V::bit_to_bit4(h, 2 * p + 1));
+          low = V::ior(low, V::template byte_bit_to<4>(h, 2 * p));
+          high = V::ior(high, V::template byte_bit_to<4>(h, 2 * p + 1));
         }
         const auto lo = V::to_float(V::dot_bytes(low, xl));
         const auto hi = V::to_float(V::dot_bytes(high, xh));
@@ -149,7 +149,7 @@ void q6_k_int8_rows_at(const RowsArgs& a, int64_t r0) {
     prefetch_next_rows<R>(a, r0, 210 * b, 210);
     for (int half = 0; half < 2; ++half) {
       const int8_t* x = a.x_low + 256 * b + 128 * half;
-      const float* dx = a.x_scales + 8 * b + 4 * half;
+      const auto dx = V::pairs_of_four(a.x_scales + 8 * b + 4 * half);
       const auto offsets = V::mul(V::load(a.sums + 16 * b + 8 * half), V::set1(-32.0f));
       LORA_GEMV_UNROLL
       for (int r = 0; r < R; ++r) {
@@ -157,6 +157,7 @@ void q6_k_int8_rows_at(const RowsArgs& a, int64_t r0) {
         const auto scales = V::mul(V::to_float(V::load_s8(block + 192 + 8 * half)),
                                    V::set1(half_at(a, block + 208)));
         acc[r] = V::fmadd(scales, offsets, acc[r]);
+        const auto factors = V::mul(scales, dx);
         const auto la = V::load_bytes(block + 64 * half),
                    lb = V::load_bytes(block + 64 * half + 32);
         const auto h = V::load_bytes(block + 128 + 32 * half);
@@ -167,12 +168,59 @@ void q6_k_int8_rows_at(const RowsArgs& a, int64_t r0) {
         LORA_GEMV_UNROLL
         for (int k = 0; k < 4; ++k) {
           const auto dot = V::to_float(V::dot_bytes(codes[k], V::load_bytes(x + 32 * k)));
-          acc[r] = V::fmadd(dot, V::mul(V::lane_pair(scales, k), V::set1(dx[k])), acc[r]);
+          acc[r] = V::fmadd(dot, V::lane_pair(factors, k), acc[r]);
         }
       }
     }
   }
   store_rows<V, R>(a, r0, acc);
+}
+
+// Q2_K and Q3_K (layouts above q2_q3_k_rows_at): a 128-element half reads 32 code bytes four
+// times, piece k (elements 32k .. 32k + 31) being bit pair 2k of each byte (and Q3_K's third bit,
+// bit 4 * half + k of the matching byte of its 32). A piece is two sub-blocks of 16, so its dot's
+// lanes 0-3 take the half's scale 2k and lanes 4-7 scale 2k + 1, as in Q6_K, and the offsets
+// (-dmin * m, -4 * d * sc) meet x's sums per 16, eight a vector.
+template <class V, int R, bool kThirdBit>
+void q2_q3_k_int8_rows_at(const RowsArgs& a, int64_t r0) {
+  static_assert(V::W == 8, "a half-block's 8 scales are one vector");
+  constexpr int64_t kBlockBytes = kThirdBit ? 110 : 84, kCodesAt = kThirdBit ? 32 : 16;
+  const int64_t blocks = a.cols / 256;
+  typename V::reg acc[R];
+  const uint8_t* rows[R];
+  start_rows<V, R>(a, r0, acc, rows);
+  for (int64_t b = 0; b < blocks; ++b) {
+    prefetch_next_rows<R>(a, r0, kBlockBytes * b, kBlockBytes);
+    for (int half = 0; half < 2; ++half) {
+      const int8_t* x = a.x_low + 256 * b + 128 * half;
+      const auto dx = V::pairs_of_four(a.x_scales + 8 * b + 4 * half);
+      const auto sums = V::load(a.sums + 16 * b + 8 * half);
+      LORA_GEMV_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* block = rows[r] + kBlockBytes * b;
+        const auto factors =
+            V::mul(low_k_half_scales<V, kThirdBit>(a, block, half, sums, acc[r]), dx);
+        const auto q = V::load_bytes(block + kCodesAt + 32 * half);
+        LORA_GEMV_UNROLL
+        for (int k = 0; k < 4; ++k) {
+          const auto codes = low_k_piece_codes<V, kThirdBit>(q, block, half, k);
+          const auto dot = V::to_float(V::dot_bytes(codes, V::load_bytes(x + 32 * k)));
+          acc[r] = V::fmadd(dot, V::lane_pair(factors, k), acc[r]);
+        }
+      }
+    }
+  }
+  store_rows<V, R>(a, r0, acc);
+}
+
+// `k` with V's Q2_K and Q3_K int8 kernels (32-byte ones on every copy).
+template <class V>
+constexpr lora::gemv::Kernels with_low_k_int8_blocks(lora::gemv::Kernels k) {
+  k.q2_k_int8 =
+      &rows_in_fours<&q2_q3_k_int8_rows_at<V, 4, false>, &q2_q3_k_int8_rows_at<V, 1, false>>;
+  k.q3_k_int8 =
+      &rows_in_fours<&q2_q3_k_int8_rows_at<V, 4, true>, &q2_q3_k_int8_rows_at<V, 1, true>>;
+  return k;
 }
 
 // `k` with the int8 block kernels of V added.
@@ -190,7 +238,7 @@ constexpr lora::gemv::Kernels with_int8_blocks(lora::gemv::Kernels k) {
   k.q4_k_int8 = &rows_in_fours<&q4_k_int8_rows_at<V, 4>, &q4_k_int8_rows_at<V, 1>>;
   k.q5_k_int8 = &rows_in_fours<&q4_k_int8_rows_at<V, 4, true>, &q4_k_int8_rows_at<V, 1, true>>;
   k.q6_k_int8 = &rows_in_fours<&q6_k_int8_rows_at<V, 4>, &q6_k_int8_rows_at<V, 1>>;
-  return k;
+  return with_low_k_int8_blocks<V>(k);
 }
 
 }  // namespace
