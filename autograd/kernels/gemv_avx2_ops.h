@@ -175,10 +175,12 @@ struct Avx2 {
   }
   // Byte j: bit s (below 8) of byte j of h moved to bit To, as 0 or 2^To (Q5_K's fifth bits at
   // bit 4, Q3_K's third bits at bit 2).
+  // One 16-bit shift either way: bit s of each byte lands on bit To of the same byte.
   template <int To>
   static ireg byte_bit_to(ireg h, int s) {
-    const ireg down = _mm256_srl_epi16(h, _mm_cvtsi32_si128(s));
-    return _mm256_and_si256(_mm256_slli_epi16(down, To), _mm256_set1_epi8(1 << To));
+    const ireg moved = s >= To ? _mm256_srl_epi16(h, _mm_cvtsi32_si128(s - To))
+                               : _mm256_sll_epi16(h, _mm_cvtsi32_si128(To - s));
+    return _mm256_and_si256(moved, _mm256_set1_epi8(static_cast<char>(1 << To)));
   }
   // Byte j: bits s and s + 1 of byte j of v, as 0..3 (Q2_K's and Q3_K's low code bits).
   static ireg byte_bit_pair(ireg v, int s) {
