@@ -173,6 +173,30 @@ TEST(GgufConvert, MixesFollowLlamaQuantize) {
   EXPECT_EQ(type(*s, "blk.4.attn_v.weight"), GgmlType::Q4_K);
   EXPECT_EQ(type(*s, "blk.3.ffn_down.weight"), GgmlType::Q5_K);
   EXPECT_EQ(type(*s, "blk.4.ffn_down.weight"), GgmlType::Q4_K);
+  // Q3_K_M over 32 layers: attn_v Q5_K on layers 0-1, ffn_down on layers 0-1 (32 / 16).
+  const auto q3m = GgufTypePlan::parse("Q3_K_M");
+  ASSERT_TRUE(q3m);
+  EXPECT_EQ(q3m->file_type(), 12u);
+  EXPECT_EQ(type(*q3m, "blk.1.attn_v.weight"), GgmlType::Q5_K);
+  EXPECT_EQ(type(*q3m, "blk.2.attn_v.weight"), GgmlType::Q4_K);
+  EXPECT_EQ(type(*q3m, "blk.1.ffn_down.weight", 11008), GgmlType::Q5_K);
+  EXPECT_EQ(type(*q3m, "blk.2.ffn_down.weight", 11008), GgmlType::Q4_K);
+  EXPECT_EQ(type(*q3m, "blk.9.attn_output.weight"), GgmlType::Q4_K);
+  EXPECT_EQ(type(*q3m, "blk.9.attn_k.weight"), GgmlType::Q3_K);
+  EXPECT_EQ(type(*q3m, "blk.9.ffn_up.weight"), GgmlType::Q3_K);
+  EXPECT_EQ(type(*q3m, "output.weight"), GgmlType::Q6_K);
+  EXPECT_EQ(type(*q3m, "blk.9.ffn_up.weight", 576), GgmlType::Q4_0);  // not whole 256-blocks
+  const auto q3l = GgufTypePlan::parse("q3_k_l");
+  EXPECT_EQ(q3l->file_type(), 13u);
+  for (const char* name :
+       {"blk.20.attn_v.weight", "blk.20.ffn_down.weight", "blk.20.attn_output.weight"})
+    EXPECT_EQ(type(*q3l, name), GgmlType::Q5_K) << name;
+  EXPECT_EQ(type(*q3l, "blk.20.attn_q.weight"), GgmlType::Q3_K);
+  const auto q3s = GgufTypePlan::parse("q3_k_s");
+  EXPECT_EQ(q3s->file_type(), 11u);
+  EXPECT_EQ(type(*q3s, "blk.0.attn_v.weight"), GgmlType::Q3_K);
+  EXPECT_EQ(type(*q3s, "blk.0.ffn_down.weight"), GgmlType::Q3_K);
+  EXPECT_EQ(type(*q3s, "output.weight"), GgmlType::Q6_K);
   // A plain type is every matrix's.
   const auto q8 = GgufTypePlan::parse("Q8_0");
   EXPECT_EQ(type(*q8, "output.weight"), GgmlType::Q8_0);

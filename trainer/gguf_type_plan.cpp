@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <tuple>
+#include <utility>
 
 namespace lora {
 
@@ -35,11 +37,15 @@ int64_t layer_of(const std::string& name) {
 std::optional<GgufTypePlan> GgufTypePlan::parse(std::string_view name) {
   GgufTypePlan p;
   p.name_ = lower(name);
-  if (p.name_ == "q4_k_m" || p.name_ == "q5_k_m" || p.name_ == "q4_k_s") {
-    p.mix_ = p.name_ == "q4_k_m" ? Mix::q4_k_m : p.name_ == "q5_k_m" ? Mix::q5_k_m : Mix::q4_k_s;
-    p.base_ = p.mix_ == Mix::q5_k_m ? GgmlType::Q5_K : GgmlType::Q4_K;
-    return p;
-  }
+  static constexpr std::pair<std::string_view, std::pair<Mix, GgmlType>> kMixes[] = {
+      {"q4_k_m", {Mix::q4_k_m, GgmlType::Q4_K}}, {"q5_k_m", {Mix::q5_k_m, GgmlType::Q5_K}},
+      {"q4_k_s", {Mix::q4_k_s, GgmlType::Q4_K}}, {"q3_k_s", {Mix::q3_k_s, GgmlType::Q3_K}},
+      {"q3_k_m", {Mix::q3_k_m, GgmlType::Q3_K}}, {"q3_k_l", {Mix::q3_k_l, GgmlType::Q3_K}}};
+  for (const auto& [mix_name, mix] : kMixes)
+    if (p.name_ == mix_name) {
+      std::tie(p.mix_, p.base_) = mix;
+      return p;
+    }
   const auto t = ggml_type_named(name);
   if (!t) return std::nullopt;
   p.base_ = *t;
@@ -76,20 +82,42 @@ GgmlType GgufTypePlan::type_of(const std::string& name, int64_t dims, int64_t co
     return GgmlType::F32;
   GgmlType t = base_;
   if (mix_ != Mix::none) {
-    const int64_t layer = layer_of(name);
-    // llama-quantize treats a fused attn_qkv (Phi-3) as it treats attn_v.
-    const bool v = name.ends_with(".attn_v.weight") || name.ends_with(".attn_qkv.weight");
-    const bool down = name.ends_with(".ffn_down.weight");
-    if (name == "output.weight" || (tied && name == "token_embd.weight")) {
+    if (name == "output.weight" || (tied && name == "token_embd.weight"))
       // llama-quantize gives the output Q8_0 when its rows are not whole 256-blocks.
       t = cols % 256 == 0 ? GgmlType::Q6_K : GgmlType::Q8_0;
-    } else if (mix_ == Mix::q4_k_s) {
-      if ((v && layer < 4) || (down && layer < layers / 8)) t = GgmlType::Q5_K;
-    } else if ((v || down) && use_more_bits(layer, layers)) {
-      t = GgmlType::Q6_K;
-    }
+    else
+      t = block_matrix_type(name, layers);
   }
   return ggml_fallback_type(t, cols);
+}
+
+GgmlType GgufTypePlan::block_matrix_type(const std::string& name, int64_t layers) const {
+  const int64_t layer = layer_of(name);
+  // llama-quantize treats a fused attn_qkv (Phi-3) as it treats attn_v.
+  const bool v = name.ends_with(".attn_v.weight") || name.ends_with(".attn_qkv.weight");
+  const bool down = name.ends_with(".ffn_down.weight");
+  const bool output = name.ends_with(".attn_output.weight");
+  switch (mix_) {
+    case Mix::q4_k_s:
+      if ((v && layer < 4) || (down && layer < layers / 8)) return GgmlType::Q5_K;
+      break;
+    case Mix::q4_k_m:
+    case Mix::q5_k_m:
+      if ((v || down) && use_more_bits(layer, layers)) return GgmlType::Q6_K;
+      break;
+    case Mix::q3_k_m:
+      if (v) return layer < 2 ? GgmlType::Q5_K : GgmlType::Q4_K;
+      if (down) return layer < layers / 16 ? GgmlType::Q5_K : GgmlType::Q4_K;
+      if (output) return GgmlType::Q4_K;
+      break;
+    case Mix::q3_k_l:
+      if (v || down || output) return GgmlType::Q5_K;
+      break;
+    case Mix::q3_k_s:
+    case Mix::none:
+      break;
+  }
+  return base_;
 }
 
 uint32_t GgufTypePlan::file_type() const {
@@ -100,6 +128,12 @@ uint32_t GgufTypePlan::file_type() const {
       return 17;
     case Mix::q4_k_s:
       return 14;
+    case Mix::q3_k_s:
+      return 11;
+    case Mix::q3_k_m:
+      return 12;
+    case Mix::q3_k_l:
+      return 13;
     case Mix::none:
       break;
   }
