@@ -16,6 +16,16 @@ namespace d = attention_detail;
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
+// The row stride of the transposed keys and the score blocks: whole vectors, and an odd number of
+// 64-byte lines. The products walk these down their rows, a head_dim or block of them per panel;
+// at a power-of-two stride (512 keys: 2 KiB) those rows fall into two of L1's 64 sets and evict
+// one another on every pass, where an odd number of lines spreads them over all the sets.
+int64_t score_stride(int64_t seq_k, int64_t lanes) {
+  constexpr int64_t kLineFloats = 16;
+  const int64_t ld = round_up(round_up(seq_k, lanes), kLineFloats);
+  return (ld / kLineFloats) % 2 == 1 ? ld : ld + kLineFloats;
+}
+
 // Operands of one tile GEMM call: C = alpha * A B (+ C), A read with strides (a_row, a_col).
 gemv::TileArgs tile(int64_t m, int64_t n, int64_t k, const float* a, int64_t a_row, int64_t a_col,
                     const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate,
@@ -182,7 +192,7 @@ bool tiled_attention_fits(const AttentionShape& s, const gemv::Kernels& kernels)
 void attention_forward_tiled(const float* q, const float* k, const float* v,
                              const AttentionShape& s, const uint8_t* key_valid, float* out,
                              float* lse, const gemv::Kernels& kernels) {
-  const int64_t hd = s.head_dim, ld = round_up(s.seq_k, kernels.lanes);
+  const int64_t hd = s.head_dim, ld = score_stride(s.seq_k, kernels.lanes);
   const int64_t pairs = s.batch * s.kv_heads, block = std::min(kQueryBlock, s.seq_q);
   const int64_t blocks = (s.seq_q + block - 1) / block;
   std::vector<float> kt(static_cast<std::size_t>(pairs * hd * ld));
@@ -210,7 +220,7 @@ void attention_backward_tiled(const float* q, const float* k, const float* v, co
                               const float* lse, const float* g, const AttentionShape& s,
                               const uint8_t* key_valid, float* dq, float* dk, float* dv,
                               const gemv::Kernels& kernels) {
-  const int64_t ld = round_up(s.seq_k, kernels.lanes), block = std::min(kQueryBlock, s.seq_q);
+  const int64_t ld = score_stride(s.seq_k, kernels.lanes), block = std::min(kQueryBlock, s.seq_q);
   const Gradients grads{dq, dk, dv};
 #pragma omp parallel if (parallel_worth_it(s))
   {
