@@ -26,7 +26,7 @@ struct TypeTraits {
   int64_t elems;
   int64_t bytes;
 };
-constexpr std::array<TypeTraits, 13> kTypes{{
+constexpr std::array<TypeTraits, 15> kTypes{{
     {GgmlType::F32, "F32", 1, 4},
     {GgmlType::F16, "F16", 1, 2},
     {GgmlType::BF16, "BF16", 1, 2},
@@ -40,6 +40,8 @@ constexpr std::array<TypeTraits, 13> kTypes{{
     {GgmlType::Q4_K, "Q4_K", 256, 144},
     {GgmlType::Q5_K, "Q5_K", 256, 176},
     {GgmlType::Q6_K, "Q6_K", 256, 210},
+    {GgmlType::IQ4_NL, "IQ4_NL", 32, 18},
+    {GgmlType::IQ4_XS, "IQ4_XS", 256, 136},
 }};
 
 const TypeTraits& traits(GgmlType t) {
@@ -109,6 +111,16 @@ float q_k_reference(GgmlType t, const uint8_t* b, int i) {
       const auto sc = static_cast<int8_t>(b[192 + 8 * half + l / 16 + 2 * quarter]);
       return f16_at(b + 208) * static_cast<float>(sc) * static_cast<float>((low | high << 4) - 32);
     }
+    case GgmlType::IQ4_XS: {  // d, scales_h (2 bytes), scales_l (4), then 8 x 16 code bytes
+      const int sub = i / 32, r = i % 32;
+      uint16_t high_bits;
+      std::memcpy(&high_bits, b + 2, 2);
+      const int scale =
+          (((b[4 + sub / 2] >> (4 * (sub % 2))) & 15) | ((high_bits >> (2 * sub)) & 3) << 4) - 32;
+      const uint8_t byte = b[8 + 16 * sub + r % 16];
+      const int code = r < 16 ? (byte & 15) : (byte >> 4);
+      return f16_at(b) * static_cast<float>(scale) * static_cast<float>(kIq4Values[code]);
+    }
     default:
       throw std::logic_error("q_k_reference: not a K-quant");
   }
@@ -120,6 +132,8 @@ float q32_reference(GgmlType t, const uint8_t* b, int i) {
   switch (t) {
     case GgmlType::Q8_0:
       return f16_at(b) * static_cast<float>(static_cast<int8_t>(b[2 + i]));
+    case GgmlType::IQ4_NL:
+      return f16_at(b) * static_cast<float>(kIq4Values[upper ? (b[2 + j] >> 4) : (b[2 + j] & 15)]);
     case GgmlType::Q4_0:
     case GgmlType::Q4_1: {
       const uint8_t* qs = b + (t == GgmlType::Q4_0 ? 2 : 4);
@@ -333,6 +347,12 @@ void ggml_quantize_row(GgmlType t, const float* src, int64_t cols, std::byte* ds
       for (int64_t b = 0; b < cols / 256; ++b) encode(src + 256 * b, out + traits(t).bytes * b);
       return;
     }
+    case GgmlType::IQ4_NL:
+      for (int64_t b = 0; b < cols / 32; ++b) quantize_iq4_nl_block(src + 32 * b, out + 18 * b);
+      return;
+    case GgmlType::IQ4_XS:
+      for (int64_t b = 0; b < cols / 256; ++b) quantize_iq4_xs_block(src + 256 * b, out + 136 * b);
+      return;
     default:
       for (int64_t b = 0; b < cols / 32; ++b)
         quantize_block32(t, src + 32 * b, out + traits(t).bytes * b);

@@ -1,7 +1,10 @@
 // ggml's tensor types as GGUF files store them: plain floats (F32, F16, BF16), the 32-element
 // blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: an f16 scale, sometimes an f16 minimum, packed codes)
 // and the 256-element K-quant super-blocks (Q2_K..Q6_K: an f16 super-scale over 16 or 8
-// sub-blocks whose own scales are quantized). A row of a matrix is a whole number of blocks.
+// sub-blocks whose own scales are quantized), and the non-linear 4-bit types (IQ4_NL: 32
+// elements, an f16 scale; IQ4_XS: 256 elements, an f16 scale over eight 6-bit sub-block scales),
+// whose codes index kIq4Values instead of counting steps. A row of a matrix is a whole number of
+// blocks.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -27,10 +30,17 @@ enum class GgmlType : uint32_t {
   Q4_K = 12,
   Q5_K = 13,
   Q6_K = 14,
+  IQ4_NL = 20,
+  IQ4_XS = 23,
   BF16 = 30,
 };
 
-// The types we read; nullopt for any other id (Q8_1, IQ*, TQ*, ...).
+// The 16 levels an IQ4_NL or IQ4_XS code stands for, in units of the block's scale: closer
+// together near zero, where most weights lie.
+inline constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                          1,    13,   25,  38,  53,  69,  89,  113};
+
+// The types we read; nullopt for any other id (Q8_1, IQ1-IQ3, TQ*, ...).
 std::optional<GgmlType> ggml_type_from_id(uint32_t id);
 std::string_view ggml_type_name(GgmlType t);  // "Q4_K"
 // The name of any ggml type id, for error messages ("IQ2_XXS", "type 99").
@@ -52,7 +62,8 @@ std::string_view ggml_kernel_isa();
 
 // Quantizes a row of f32 (whole blocks) to `t`: llama.cpp's reference rounding for the 32-element
 // types (the extreme value on the end of the code range, codes to nearest), its reference search
-// for Q2_K, Q3_K, Q4_K, Q5_K and Q6_K (gguf_quantize_k.h); floats are converted.
+// for Q2_K, Q3_K, Q4_K, Q5_K and Q6_K (gguf_quantize_k.h), and llama-quantize's scale search for
+// IQ4_NL and IQ4_XS (gguf_quantize_k.h too); floats are converted.
 void ggml_quantize_row(GgmlType t, const float* src, int64_t cols, std::byte* dst);
 
 // A [rows, cols] matrix in one ggml type, its bytes owned elsewhere (a memory-mapped GGUF file)

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "autograd/dtype.h"
+#include "autograd/gguf_quant.h"
 
 namespace lora {
 
@@ -213,6 +214,66 @@ void quantize_affine_k(const float* x, int top, uint8_t* b, uint8_t* qh, uint8_t
     }
 }
 
+// The kIq4Values level nearest v (the lower one on a tie), by bisection.
+int nearest_iq4_level(float v) {
+  const int8_t* levels = kIq4Values;
+  if (v <= levels[0]) return 0;
+  if (v >= levels[15]) return 15;
+  int lo = 0, hi = 15;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    (v < levels[mid] ? hi : lo) = mid;
+  }
+  return v - levels[lo] < levels[hi] - v ? lo : hi;
+}
+
+// The weighted least-squares scale of 32 values rounded at `inv_step` to the levels: the sums
+// sum(w q x) and sum(w q^2), q a level.
+struct LevelFit {
+  float qx = 0, q2 = 0;
+};
+LevelFit fit_levels(const float* x, float inv_step) {
+  LevelFit f;
+  for (int j = 0; j < 32; ++j) {
+    const float q = kIq4Values[nearest_iq4_level(inv_step * x[j])], w = x[j] * x[j];
+    f.qx += w * q * x[j];
+    f.q2 += w * q * q;
+  }
+  return f;
+}
+
+// One 32-element block's IQ4 scale: the extreme value on the end level (-127), then fifteen
+// steps around it, each refitted; the candidate of least weighted squared error wins (the largest
+// qx^2 / q2). 0 for a block of zeros.
+float search_iq4_scale(const float* x) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < 32; ++j)
+    if (std::fabs(x[j]) > amax) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  if (amax < 1e-15f) return 0;
+  constexpr int kTries = 7;
+  const float first_step = -max / static_cast<float>(kIq4Values[0]);
+  LevelFit f = fit_levels(x, 1 / first_step);
+  float d = f.q2 > 0 ? f.qx / f.q2 : 0.0f, best = d * f.qx;
+  for (int shift = -kTries; shift <= kTries; ++shift) {
+    f = fit_levels(x, static_cast<float>(shift + kIq4Values[0]) / max);
+    if (f.q2 > 0 && f.qx * f.qx > best * f.q2) {
+      d = f.qx / f.q2;
+      best = d * f.qx;
+    }
+  }
+  return d;
+}
+
+// Codes of 32 values at `inv_step`, packed as the Q4_0 layout packs them.
+void put_iq4_codes(const float* x, float inv_step, uint8_t* qs) {
+  for (int j = 0; j < 16; ++j)
+    qs[j] = static_cast<uint8_t>(nearest_iq4_level(inv_step * x[j]) |
+                                 nearest_iq4_level(inv_step * x[j + 16]) << 4);
+}
+
 }  // namespace
 
 // Q2_K: x ~ d * sc_j * q - dmin * m_j on sub-block j of 16, sc_j and m_j 4 bits, q in [0, 3].
@@ -338,6 +399,42 @@ void quantize_q6_k_block(const float* x, uint8_t* block) {
       qh[32 * h + l] = static_cast<uint8_t>((p[l] >> 4) | ((p[32 + l] >> 4) << 2) |
                                             ((p[64 + l] >> 4) << 4) | ((p[96 + l] >> 4) << 6));
     }
+}
+
+// IQ4_NL: d (f16) and 16 code bytes; codes are rounded at the unrounded scale, as llama-quantize
+// rounds them.
+void quantize_iq4_nl_block(const float* x, uint8_t* block) {
+  const float d = search_iq4_scale(x);
+  put_f16(block, d);
+  put_iq4_codes(x, d != 0 ? 1 / d : 0.0f, block + 2);
+}
+
+// IQ4_XS: d (f16), scales_h (2 bytes), scales_l (4), 8 x 16 code bytes. The sub-block scales
+// are stored as l - 32 steps of d = -(the largest scale) / 32, and each sub-block's codes rounded
+// again at d * l (with d unrounded).
+void quantize_iq4_xs_block(const float* x, uint8_t* block) {
+  float scale[8];
+  float max_scale = 0, amax_scale = 0;
+  for (int s = 0; s < 8; ++s) {
+    scale[s] = search_iq4_scale(x + 32 * s);
+    if (std::fabs(scale[s]) > amax_scale) {
+      amax_scale = std::fabs(scale[s]);
+      max_scale = scale[s];
+    }
+  }
+  const float d = -max_scale / 32, inv = d != 0 ? 1 / d : 0.0f;
+  put_f16(block, d);
+  uint16_t high_bits = 0;
+  std::fill(block + 4, block + 8, uint8_t{0});
+  for (int s = 0; s < 8; ++s) {
+    const int l = nearest(inv * scale[s], -32, 31);
+    const float step = d * static_cast<float>(l);
+    put_iq4_codes(x + 32 * s, step != 0 ? 1 / step : 0.0f, block + 8 + 16 * s);
+    const int stored = l + 32;
+    block[4 + s / 2] |= static_cast<uint8_t>((stored & 15) << (4 * (s % 2)));
+    high_bits |= static_cast<uint16_t>((stored >> 4) << (2 * s));
+  }
+  std::memcpy(block + 2, &high_bits, 2);
 }
 
 }  // namespace lora

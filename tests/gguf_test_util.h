@@ -15,6 +15,8 @@ inline std::vector<int> ggml_scale_offsets(GgmlType t) {
     case GgmlType::Q4_0:
     case GgmlType::Q5_0:
     case GgmlType::Q8_0:
+    case GgmlType::IQ4_NL:
+    case GgmlType::IQ4_XS:
       return {0};
     case GgmlType::Q4_1:
     case GgmlType::Q5_1:
@@ -45,7 +47,10 @@ inline float ggml_code_range(GgmlType t) {
     case GgmlType::Q5_1:
       return 31;
     case GgmlType::Q8_0:
+    case GgmlType::IQ4_NL:
       return 127;
+    case GgmlType::IQ4_XS:
+      return 127 * 32;
     case GgmlType::Q2_K:
       return 45;
     case GgmlType::Q3_K:
@@ -89,8 +94,8 @@ inline std::vector<std::byte> random_ggml_bytes(GgmlType t, int64_t rows, int64_
 }
 
 inline constexpr GgmlType kAllGgmlTypes[] = {
-    GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1,
-    GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q3_K,
-    GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+    GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0,   GgmlType::Q4_1,
+    GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q2_K,   GgmlType::Q3_K,
+    GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_NL, GgmlType::IQ4_XS};
 
 }  // namespace lora::test

@@ -73,7 +73,7 @@ TEST(GgufConvert, EveryTypeSameGreedyTextAsLlamaCpp) {
   test::TempDir tmp("gguf-convert");
   std::vector<fs::path> files;
   for (const std::string type : {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1",
-                                 "q4_k", "q5_k", "q6_k", "q4_k_m"}) {
+                                 "q4_k", "q5_k", "q6_k", "q4_k_m", "iq4_nl", "iq4_xs"}) {
     files.push_back(tmp / ("stories-" + type + ".gguf"));
     convert(stories(), files.back(), type);
   }

@@ -2,9 +2,11 @@
 // llama.cpp's own (make_qkx2_quants / make_qx_quants, without an importance matrix):
 // the real ggml_quantize_chunk from node-llama-cpp's libggml-base.so on the same Gaussian rows,
 // both dequantized by our decoder. Prints both errors; ours must stay within a stated factor.
+// IQ4_NL and IQ4_XS must be llama.cpp's bytes exactly, and our decoder its decoder's floats.
 #include <dlfcn.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <random>
@@ -33,19 +35,38 @@ double rms_error(GgmlType t, const std::vector<std::byte>& bytes, const std::vec
   return std::sqrt(sum / double(x.size()));
 }
 
-TEST(GgufKQuantEncoder, ErrorAgainstLlamaCppsQuantizer) {
-  LORA_REQUIRE_LLAMA_CPP();
-  if (!std::filesystem::exists(libggml_base()))
-    LORA_MISSING_REFERENCE("node-llama-cpp's libggml-base.so for linux-x64 is not installed");
-  void* lib = dlopen(libggml_base().c_str(), RTLD_NOW | RTLD_LOCAL);
-  ASSERT_NE(lib, nullptr) << dlerror();
-  const auto quantize_chunk = reinterpret_cast<QuantizeChunk>(dlsym(lib, "ggml_quantize_chunk"));
-  ASSERT_NE(quantize_chunk, nullptr);
-  const int64_t rows = 32, cols = 4096;
-  std::mt19937 rng(7);
+// node-llama-cpp's libggml-base.so. Never closed: loading it installs a terminate handler that
+// aborts when it finds its own already there, so a second load after an unload would abort; a
+// second dlopen while it stays loaded only counts a reference.
+struct LibGgml {
+  void* handle = dlopen(libggml_base().c_str(), RTLD_NOW | RTLD_LOCAL);
+  template <typename F>
+  F symbol(const char* name) const {
+    return reinterpret_cast<F>(dlsym(handle, name));
+  }
+};
+
+std::vector<float> gaussian_rows(int64_t rows, int64_t cols, unsigned seed) {
+  std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<float> x(static_cast<std::size_t>(rows * cols));
   for (float& v : x) v = normal(rng);
+  return x;
+}
+
+#define LORA_REQUIRE_LIBGGML()                                                                 \
+  LORA_REQUIRE_LLAMA_CPP();                                                                    \
+  if (!std::filesystem::exists(libggml_base()))                                                \
+    LORA_MISSING_REFERENCE("node-llama-cpp's libggml-base.so for linux-x64 is not installed"); \
+  const LibGgml lib;                                                                           \
+  ASSERT_NE(lib.handle, nullptr) << dlerror();                                                 \
+  const auto quantize_chunk = lib.symbol<QuantizeChunk>("ggml_quantize_chunk");                \
+  ASSERT_NE(quantize_chunk, nullptr)
+
+TEST(GgufKQuantEncoder, ErrorAgainstLlamaCppsQuantizer) {
+  LORA_REQUIRE_LIBGGML();
+  const int64_t rows = 32, cols = 4096;
+  const std::vector<float> x = gaussian_rows(rows, cols, 7);
   // Our error / llama.cpp's on this data: 1.0056 (Q2_K), 1 (Q3_K, all 512 blocks alike), 1.0059
   // (Q4_K), 1.0024 (Q5_K), 1.00002 (Q6_K), with 85, 47, 103 and 510 of 512 blocks byte for byte
   // alike; before the search (each sub-block fitted by its range alone) the ratios
@@ -79,7 +100,51 @@ TEST(GgufKQuantEncoder, ErrorAgainstLlamaCppsQuantizer) {
     }
     EXPECT_GT(e_mine, 0.5 * e_theirs) << ggml_type_name(t);  // the comparison is live
   }
-  dlclose(lib);
+}
+
+// IQ4_NL and IQ4_XS: llama-quantize's bytes (ggml_quantize_chunk without an importance matrix) on
+// Gaussian rows with a zero block, a block of one value and a tiny block among them; and on random
+// bytes, our decoders (the dispatched one and the per-element reference) give its decoder's floats.
+TEST(GgufKQuantEncoder, Iq4TypesAreLlamaCppsBytesAndFloats) {
+  LORA_REQUIRE_LIBGGML();
+  using Dequantize = void (*)(const void*, float*, int64_t);
+  const std::pair<GgmlType, const char*> kinds[] = {{GgmlType::IQ4_NL, "dequantize_row_iq4_nl"},
+                                                    {GgmlType::IQ4_XS, "dequantize_row_iq4_xs"}};
+  const int64_t rows = 16, cols = 2048;
+  std::vector<float> x = gaussian_rows(rows, cols, 11);
+  std::fill_n(x.begin() + 256, 256, 0.0f);
+  std::fill_n(x.begin() + 512 + 32, 32, -0.75f);
+  for (int j = 0; j < 32; ++j) x[1024 + j] *= 1e-9f;
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (const auto& [t, decoder_name] : kinds) {
+    SCOPED_TRACE(std::string(ggml_type_name(t)));
+    const auto theirs_decode = lib.symbol<Dequantize>(decoder_name);
+    ASSERT_NE(theirs_decode, nullptr);
+    const uint64_t rb = ggml_row_bytes(t, cols);
+    std::vector<std::byte> mine(rb * rows), theirs(rb * rows);
+    for (int64_t r = 0; r < rows; ++r)
+      ggml_quantize_row(t, x.data() + r * cols, cols, mine.data() + r * rb);
+    ASSERT_EQ(quantize_chunk(static_cast<int>(t), x.data(), theirs.data(), 0, rows, cols, nullptr),
+              rb * rows);
+    const auto bb = static_cast<std::size_t>(ggml_block_bytes(t));
+    for (std::size_t b = 0; b < mine.size(); b += bb)
+      ASSERT_TRUE(std::equal(mine.begin() + b, mine.begin() + b + bb, theirs.begin() + b))
+          << "block " << b / bb << " differs from llama.cpp's";
+    // Random bytes, with the f16 scales kept finite (exponent bits below all ones).
+    std::vector<std::byte> noise(rb * rows);
+    for (auto& v : noise) v = static_cast<std::byte>(byte(rng));
+    for (std::size_t b = 0; b < noise.size(); b += bb) noise[b + 1] &= std::byte{0x7b};
+    std::vector<float> ours(static_cast<std::size_t>(rows * cols)), reference(ours.size()),
+        expected(ours.size());
+    theirs_decode(noise.data(), expected.data(), rows * cols);
+    ggml_dequantize_row(t, noise.data(), rows * cols, ours.data());
+    ggml_dequantize_row_reference(t, noise.data(), rows * cols, reference.data());
+    for (std::size_t i = 0; i < ours.size(); ++i) {
+      ASSERT_EQ(ours[i], expected[i]) << "element " << i;
+      ASSERT_EQ(reference[i], expected[i]) << "element " << i;
+    }
+  }
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // A random Llama whose dimensions allow K-quants (multiples of 256), written as GGUF in a
-// Q4_K_M-like mix (Q4_K, with Q6_K for v, down and the head), all-Q5_K and a Q2_K/Q3_K mix: the
+// Q4_K_M-like mix (Q4_K, with Q6_K for v, down and the head), all-Q5_K, a Q2_K/Q3_K mix and an
+// IQ4_XS/IQ4_NL mix: the
 // real llama.cpp's log-probabilities agree with ours within the noise of its own activation
 // quantization, and training on it lowers the loss.
 #include <gtest/gtest.h>
@@ -89,12 +90,15 @@ const Mix kMixes[] = {
      GgmlType::Q6_K},
     {"q2_k_q3_k", GgmlType::Q3_K, GgmlType::Q3_K, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q2_K,
      GgmlType::Q3_K},
+    {"iq4_xs_nl", GgmlType::IQ4_XS, GgmlType::IQ4_NL, GgmlType::IQ4_XS, GgmlType::IQ4_NL,
+     GgmlType::IQ4_XS, GgmlType::IQ4_NL},
 };
 
 // llama.cpp multiplies K-quant weights by activations rounded to Q8_K (8-bit codes per 256
 // values, so each product's input carries a relative error up to 1/254 of its block's largest
 // value); we multiply by the f32 activations. That rounding is the whole difference: the weights
-// are the same blocks. Measured: worst 0.025 (Q5_K) to 0.095 (Q2_K/Q3_K), mean 0.003 to 0.011 on
+// are the same blocks. Measured: worst 0.025 (Q5_K) to 0.096 (IQ4_XS/IQ4_NL, whose products it
+// feeds Q8_0 and Q8_K activations), mean 0.003 to 0.014 on
 // log-probabilities spanning 10 to 12 units; a misread block moves them by whole units. The
 // bounds (worst 0.15, mean 0.02) leave room for other CPUs' rounding.
 TEST(GgufKQuantModel, LlamaCppLogProbabilitiesAgreeWithinActivationRounding) {

@@ -47,6 +47,10 @@ TEST(GgmlTypes, SizesAndNames) {
   EXPECT_EQ(ggml_row_bytes(GgmlType::Q8_0, 64), 68u);
   EXPECT_EQ(ggml_row_bytes(GgmlType::Q6_K, 256), 210u);
   EXPECT_EQ(ggml_row_bytes(GgmlType::BF16, 3), 6u);
+  EXPECT_EQ(ggml_row_bytes(GgmlType::IQ4_NL, 64), 36u);
+  EXPECT_EQ(ggml_row_bytes(GgmlType::IQ4_XS, 512), 272u);
+  EXPECT_EQ(ggml_type_from_id(20), GgmlType::IQ4_NL);
+  EXPECT_EQ(ggml_type_named("iq4_xs"), GgmlType::IQ4_XS);
   EXPECT_THROW(ggml_row_bytes(GgmlType::Q4_K, 128), std::invalid_argument);
   EXPECT_EQ(ggml_type_named("q5_k"), GgmlType::Q5_K);
   EXPECT_EQ(ggml_type_named("iq2_xxs"), std::nullopt);
@@ -164,6 +168,35 @@ TEST(GgmlTypes, HandMadeKQuantBlocks) {
   EXPECT_EQ(y[0], 1.0f);
   EXPECT_EQ(y[32], 8.0f);
   EXPECT_EQ(y[64], -15.0f);
+}
+
+// IQ4_NL: code c stands for kIq4Values[c] steps; IQ4_XS: sub-block s's step is d * (l - 32), l's
+// low nibble in scales_l and high two bits in scales_h.
+TEST(GgmlTypes, HandMadeIq4Blocks) {
+  Block nl(GgmlType::IQ4_NL);
+  nl.f16(0, 0.5f);
+  nl.u8(2, 0xF0);  // element 0: code 0 (-127), element 16: code 15 (113)
+  nl.u8(3, 0x08);  // element 1: code 8 (1), element 17: code 0 (-127)
+  auto y = nl.decode();
+  EXPECT_EQ(y[0], -63.5f);
+  EXPECT_EQ(y[16], 56.5f);
+  EXPECT_EQ(y[1], 0.5f);
+  EXPECT_EQ(y[17], -63.5f);
+
+  Block xs(GgmlType::IQ4_XS);
+  xs.f16(0, 0.25f);
+  xs.u8(2, 0x80);       // scales_h: sub-block 3's high bits 2 (l += 32)
+  xs.u8(4, 0x1F);       // scales_l: sub-block 0 l = 15, sub-block 1 l = 1
+  xs.u8(5, 0x20);       // sub-block 2 l = 0, sub-block 3 l = 2 + 32
+  xs.u8(8, 0x9F);       // sub-block 0: element 0 code 15 (113), element 16 code 9 (13)
+  xs.u8(8 + 16, 0x07);  // sub-block 1: element 32 code 7 (-10)
+  xs.u8(8 + 48, 0x0E);  // sub-block 3: element 96 code 14 (89)
+  y = xs.decode();
+  EXPECT_EQ(y[0], 0.25f * -17 * 113);
+  EXPECT_EQ(y[16], 0.25f * -17 * 13);
+  EXPECT_EQ(y[32], 0.25f * -31 * -10);
+  EXPECT_EQ(y[64], 0.25f * -32 * -127);  // sub-block 2: code 0, l - 32 = -32
+  EXPECT_EQ(y[96], 0.25f * 2 * 89);
 }
 
 TEST(GgmlTypes, KernelsMatchTheScalarReferenceOnRandomBlocks) {

@@ -69,6 +69,9 @@ GgmlType ggml_fallback_type(GgmlType t, int64_t cols) {
     case GgmlType::Q6_K:
       f = GgmlType::Q8_0;
       break;
+    case GgmlType::IQ4_XS:
+      f = GgmlType::IQ4_NL;
+      break;
     default:
       break;
   }
@@ -162,6 +165,10 @@ uint32_t GgufTypePlan::file_type() const {
       return 16;
     case GgmlType::Q6_K:
       return 18;
+    case GgmlType::IQ4_NL:
+      return 25;
+    case GgmlType::IQ4_XS:
+      return 30;
     case GgmlType::BF16:
       return 32;
   }

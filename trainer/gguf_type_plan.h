@@ -7,7 +7,7 @@
 // for Q3_K_M attn_v Q5_K on layers 0-1 and Q4_K after, ffn_down Q5_K on the first sixteenth and
 // Q4_K after, attn_output Q4_K; for Q3_K_L those three Q5_K; the rest the base K type. Vectors
 // (norms, biases) stay F32. A matrix whose rows are not whole blocks falls back as llama.cpp's
-// does (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K -> Q4_0, then F16).
+// does (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K -> Q4_0, IQ4_XS -> IQ4_NL, then F16).
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -20,8 +20,8 @@ namespace lora {
 
 class GgufTypePlan {
  public:
-  // "f32", "F16", "bf16", "q8_0", ..., "q6_k", "q4_k_m", "q5_k_m", "q4_k_s", "q3_k_s", "q3_k_m",
-  // "q3_k_l"; nullopt otherwise.
+  // "f32", "F16", "bf16", "q8_0", ..., "q6_k", "iq4_nl", "iq4_xs", "q4_k_m", "q5_k_m", "q4_k_s",
+  // "q3_k_s", "q3_k_m", "q3_k_l"; nullopt otherwise.
   static std::optional<GgufTypePlan> parse(std::string_view name);
 
   // The type of tensor `name` (GGUF naming: "blk.3.attn_v.weight", "output.weight") with `dims`

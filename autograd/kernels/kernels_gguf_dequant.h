@@ -203,6 +203,35 @@ void q6_k_block(const uint8_t* b, float* y) {
   }
 }
 
+// IQ4_NL: the Q4_0 layout, its codes indexing kIq4Values.
+void iq4_nl_block(const uint8_t* b, float* y) {
+  const float d = load_f16(b);
+  const uint8_t* qs = b + 2;
+  for (int j = 0; j < 16; ++j) {
+    y[j] = d * static_cast<float>(lora::kIq4Values[qs[j] & 15]);
+    y[j + 16] = d * static_cast<float>(lora::kIq4Values[qs[j] >> 4]);
+  }
+}
+
+// IQ4_XS: eight IQ4_NL-like sub-blocks of 32 under one f16 d, sub-block s scaled by d * (l - 32)
+// with l's low four bits in nibble s % 2 of scales_l[s / 2] and its high two at bits 2s of
+// scales_h.
+void iq4_xs_block(const uint8_t* b, float* y) {
+  const float d = load_f16(b);
+  uint16_t high_bits;
+  std::memcpy(&high_bits, b + 2, 2);
+  for (int sub = 0; sub < 8; ++sub) {
+    const int l = ((b[4 + sub / 2] >> (4 * (sub % 2))) & 15) | ((high_bits >> (2 * sub)) & 3) << 4;
+    const float dl = d * static_cast<float>(l - 32);
+    const uint8_t* qs = b + 8 + 16 * sub;
+    float* out = y + 32 * sub;
+    for (int j = 0; j < 16; ++j) {
+      out[j] = dl * static_cast<float>(lora::kIq4Values[qs[j] & 15]);
+      out[j + 16] = dl * static_cast<float>(lora::kIq4Values[qs[j] >> 4]);
+    }
+  }
+}
+
 template <void (*Block)(const uint8_t*, float*)>
 void blocks(const uint8_t* src, int64_t n, int64_t elems, int64_t bytes, float* y) {
   for (int64_t i = 0; i < n / elems; ++i) Block(src + i * bytes, y + i * elems);
@@ -239,6 +268,10 @@ void dequantize_row_blocks(lora::GgmlType t, const uint8_t* src, int64_t n, floa
       return blocks<q5_k_block>(src, n, 256, 176, y);
     case GgmlType::Q6_K:
       return blocks<q6_k_block>(src, n, 256, 210, y);
+    case GgmlType::IQ4_NL:
+      return blocks<iq4_nl_block>(src, n, 32, 18, y);
+    case GgmlType::IQ4_XS:
+      return blocks<iq4_xs_block>(src, n, 256, 136, y);
   }
 }
 

@@ -36,9 +36,10 @@ void run_convert_gguf(const ConvertCliOptions& o, const GlobalOptions& global) {
   const std::string name = o.q_type.empty() ? "f16" : o.q_type;
   const auto plan = GgufTypePlan::parse(name);
   if (!plan)
-    throw std::runtime_error("--q-type: unknown type '" + name +
-                             "' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, "
-                             "q5_k, q6_k, q4_k_m, q5_k_m, q4_k_s, q3_k_s, q3_k_m, q3_k_l)");
+    throw std::runtime_error(
+        "--q-type: unknown type '" + name +
+        "' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, "
+        "q5_k, q6_k, iq4_nl, iq4_xs, q4_k_m, q5_k_m, q4_k_s, q3_k_s, q3_k_m, q3_k_l)");
   const GgufConvertReport r = convert_to_gguf(o.model, o.out, *plan);
   if (global.json) {
     std::printf("%s\n",
@@ -99,7 +100,8 @@ void add_convert(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option(
       "--q-type", opts->q_type,
       "GGUF output: f32, f16 (default), bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, "
-      "q4_k, q5_k, q6_k, or the llama-quantize mixes q4_k_m, q5_k_m, q4_k_s, q3_k_s, "
+      "q4_k, q5_k, q6_k, iq4_nl, iq4_xs, or the llama-quantize mixes q4_k_m, q5_k_m, q4_k_s, "
+      "q3_k_s, "
       "q3_k_m, q3_k_l");
   add_quantize_flags(*cmd, opts->bits, opts->group_size,
                      "Quantize the linears to this many bits: 2, 3, 4, 5, 6 or 8");

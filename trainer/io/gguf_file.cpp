@@ -218,7 +218,8 @@ GgufTensorInfo read_tensor_info(Cursor& c, uint64_t index) {
   const auto type = ggml_type_from_id(type_id);
   if (!type)
     c.fail(where + ": tensor type " + ggml_type_id_name(type_id) + " (" + std::to_string(type_id) +
-           ") is not supported (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K are)");
+           ") is not supported (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL, "
+           "IQ4_XS are)");
   t.type = *type;
   if (t.ne[0] % ggml_block_elems(t.type) != 0)
     c.fail(where + ": row length " + std::to_string(t.ne[0]) + " is not a multiple of the " +
