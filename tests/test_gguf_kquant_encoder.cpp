@@ -54,6 +54,21 @@ std::vector<float> gaussian_rows(int64_t rows, int64_t cols, unsigned seed) {
   return x;
 }
 
+// Rows of x encoded as `t` by us and by llama.cpp's ggml_quantize_chunk (no importance matrix).
+struct Encodings {
+  std::vector<std::byte> mine, theirs;
+};
+Encodings encode_both(QuantizeChunk quantize_chunk, GgmlType t, const std::vector<float>& x,
+                      int64_t rows, int64_t cols) {
+  const uint64_t rb = ggml_row_bytes(t, cols);
+  Encodings e{std::vector<std::byte>(rb * rows), std::vector<std::byte>(rb * rows)};
+  for (int64_t r = 0; r < rows; ++r)
+    ggml_quantize_row(t, x.data() + r * cols, cols, e.mine.data() + r * rb);
+  EXPECT_EQ(quantize_chunk(static_cast<int>(t), x.data(), e.theirs.data(), 0, rows, cols, nullptr),
+            rb * rows);
+  return e;
+}
+
 #define LORA_REQUIRE_LIBGGML()                                                                 \
   LORA_REQUIRE_LLAMA_CPP();                                                                    \
   if (!std::filesystem::exists(libggml_base()))                                                \
@@ -77,12 +92,7 @@ TEST(GgufKQuantEncoder, ErrorAgainstLlamaCppsQuantizer) {
                                                {GgmlType::Q5_K, 1.02},
                                                {GgmlType::Q6_K, 1.01}};
   for (const auto& [t, bound] : kinds) {
-    const uint64_t rb = ggml_row_bytes(t, cols);
-    std::vector<std::byte> mine(rb * rows), theirs(rb * rows);
-    for (int64_t r = 0; r < rows; ++r)
-      ggml_quantize_row(t, x.data() + r * cols, cols, mine.data() + r * rb);
-    ASSERT_EQ(quantize_chunk(static_cast<int>(t), x.data(), theirs.data(), 0, rows, cols, nullptr),
-              rb * rows);
+    const auto [mine, theirs] = encode_both(quantize_chunk, t, x, rows, cols);
     std::size_t same_blocks = 0;
     const auto bb = static_cast<std::size_t>(ggml_block_bytes(t));
     for (std::size_t b = 0; b < mine.size(); b += bb)
@@ -121,18 +131,13 @@ TEST(GgufKQuantEncoder, Iq4TypesAreLlamaCppsBytesAndFloats) {
     SCOPED_TRACE(std::string(ggml_type_name(t)));
     const auto theirs_decode = lib.symbol<Dequantize>(decoder_name);
     ASSERT_NE(theirs_decode, nullptr);
-    const uint64_t rb = ggml_row_bytes(t, cols);
-    std::vector<std::byte> mine(rb * rows), theirs(rb * rows);
-    for (int64_t r = 0; r < rows; ++r)
-      ggml_quantize_row(t, x.data() + r * cols, cols, mine.data() + r * rb);
-    ASSERT_EQ(quantize_chunk(static_cast<int>(t), x.data(), theirs.data(), 0, rows, cols, nullptr),
-              rb * rows);
+    const auto [mine, theirs] = encode_both(quantize_chunk, t, x, rows, cols);
     const auto bb = static_cast<std::size_t>(ggml_block_bytes(t));
     for (std::size_t b = 0; b < mine.size(); b += bb)
       ASSERT_TRUE(std::equal(mine.begin() + b, mine.begin() + b + bb, theirs.begin() + b))
           << "block " << b / bb << " differs from llama.cpp's";
     // Random bytes, with the f16 scales kept finite (exponent bits below all ones).
-    std::vector<std::byte> noise(rb * rows);
+    std::vector<std::byte> noise(ggml_row_bytes(t, cols) * rows);
     for (auto& v : noise) v = static_cast<std::byte>(byte(rng));
     for (std::size_t b = 0; b < noise.size(); b += bb) noise[b + 1] &= std::byte{0x7b};
     std::vector<float> ours(static_cast<std::size_t>(rows * cols)), reference(ours.size()),
