@@ -13,7 +13,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -22,6 +21,7 @@
 #include "autograd/frozen_gemv.h"
 #include "autograd/gguf_quant.h"
 #include "autograd/quant.h"
+#include "bench/bench_args.h"
 
 namespace {
 
@@ -48,12 +48,25 @@ int main(int argc, char** argv) {
   int64_t rows = 1536, cols = 576;
   int group = 64, reps = 3000;
   std::string type = "mlx4";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--rows")) rows = std::atoll(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--cols")) cols = std::atoll(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--group")) group = std::atoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--reps")) reps = std::max(1, std::atoi(argv[i + 1]));
-    if (!std::strcmp(argv[i], "--type")) type = argv[i + 1];
+  try {
+    bench::parse_flags(argc, argv, [&](const std::string& k, auto& value) {
+      if (k == "--rows")
+        rows = std::stoll(value());
+      else if (k == "--cols")
+        cols = std::stoll(value());
+      else if (k == "--group")
+        group = std::stoi(value());
+      else if (k == "--reps")
+        reps = std::max(1, std::stoi(value()));
+      else if (k == "--type")
+        type = value();
+      else
+        return false;
+      return true;
+    });
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gemv_kernels: %s\n", e.what());
+    return 2;
   }
   std::mt19937 rng(3);
   std::normal_distribution<float> normal(0.0f, 0.1f);
