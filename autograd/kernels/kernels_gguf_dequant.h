@@ -8,7 +8,7 @@
 
 #include "autograd/dtype.h"
 #include "autograd/gguf_quant.h"
-#if defined(__F16C__)
+#if defined(__F16C__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -203,15 +203,34 @@ void q6_k_block(const uint8_t* b, float* y) {
   }
 }
 
-// IQ4_NL: the Q4_0 layout, its codes indexing kIq4Values.
-void iq4_nl_block(const uint8_t* b, float* y) {
-  const float d = load_f16(b);
-  const uint8_t* qs = b + 2;
+// 32 IQ4 codes (16 bytes: element j in the low nibble of byte j, element j + 16 in its high one)
+// as their kIq4Values levels times `scale`. With AVX2 the 16-entry level table is one register
+// and vpshufb looks the levels up 16 codes at a time; a table lookup does not vectorize by itself.
+void iq4_levels_times(const uint8_t* qs, float scale, float* y) {
+#if defined(__AVX2__)
+  const __m128i table = _mm_loadu_si128(reinterpret_cast<const __m128i*>(lora::kIq4Values));
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i low = _mm_set1_epi8(15);
+  const __m128i lo = _mm_shuffle_epi8(table, _mm_and_si128(bytes, low));
+  const __m128i hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(bytes, 4), low));
+  const __m256 s = _mm256_set1_ps(scale);
+  auto put8 = [&](__m128i levels, float* out) {
+    _mm256_storeu_ps(out, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(levels)), s));
+  };
+  put8(lo, y);
+  put8(_mm_srli_si128(lo, 8), y + 8);
+  put8(hi, y + 16);
+  put8(_mm_srli_si128(hi, 8), y + 24);
+#else
   for (int j = 0; j < 16; ++j) {
-    y[j] = d * static_cast<float>(lora::kIq4Values[qs[j] & 15]);
-    y[j + 16] = d * static_cast<float>(lora::kIq4Values[qs[j] >> 4]);
+    y[j] = static_cast<float>(lora::kIq4Values[qs[j] & 15]) * scale;
+    y[j + 16] = static_cast<float>(lora::kIq4Values[qs[j] >> 4]) * scale;
   }
+#endif
 }
+
+// IQ4_NL: the Q4_0 layout, its codes indexing kIq4Values.
+void iq4_nl_block(const uint8_t* b, float* y) { iq4_levels_times(b + 2, load_f16(b), y); }
 
 // IQ4_XS: eight IQ4_NL-like sub-blocks of 32 under one f16 d, sub-block s scaled by d * (l - 32)
 // with l's low four bits in nibble s % 2 of scales_l[s / 2] and its high two at bits 2s of
@@ -222,13 +241,7 @@ void iq4_xs_block(const uint8_t* b, float* y) {
   std::memcpy(&high_bits, b + 2, 2);
   for (int sub = 0; sub < 8; ++sub) {
     const int l = ((b[4 + sub / 2] >> (4 * (sub % 2))) & 15) | ((high_bits >> (2 * sub)) & 3) << 4;
-    const float dl = d * static_cast<float>(l - 32);
-    const uint8_t* qs = b + 8 + 16 * sub;
-    float* out = y + 32 * sub;
-    for (int j = 0; j < 16; ++j) {
-      out[j] = dl * static_cast<float>(lora::kIq4Values[qs[j] & 15]);
-      out[j + 16] = dl * static_cast<float>(lora::kIq4Values[qs[j] >> 4]);
-    }
+    iq4_levels_times(b + 8 + 16 * sub, d * static_cast<float>(l - 32), y + 32 * sub);
   }
 }
 
