@@ -185,6 +185,13 @@ TEST(GgufAdapter, TrainedOnAGgufBaseLlamaCppAgrees) {
   ASSERT_EQ(m.exit_code, 0) << m.err;
   EXPECT_GT(json::parse(m.out)["delta_kept"].get<double>(), 0.9);
   EXPECT_EQ(GgufFile::open(q8).tensor("blk.0.attn_q.weight").type, GgmlType::Q8_0);
+  // Requantized to IQ4_NL: the 64-wide rows take it; the 172-wide ffn_down rows keep their F32.
+  const auto iq4 = tmp / "merged-iq4_nl.gguf";
+  m = test::run_lora({"--json", "merge", "--model", gguf("f32").string(), "--adapter-path",
+                      adapter.string(), "--out", iq4.string(), "--outtype", "iq4_nl"});
+  ASSERT_EQ(m.exit_code, 0) << m.err;
+  EXPECT_EQ(GgufFile::open(iq4).tensor("blk.0.attn_q.weight").type, GgmlType::IQ4_NL);
+  EXPECT_EQ(GgufFile::open(iq4).tensor("blk.0.ffn_down.weight").type, GgmlType::F32);
 
   const json prompt = {1, 403, 407, 261, 378};
   const json refs = test::llama_cpp_jobs(

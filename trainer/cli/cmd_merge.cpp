@@ -128,7 +128,7 @@ void add_merge(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option(
       "--outtype", opts->outtype,
       "GGUF output: type of the merged weights (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, "
-      "q4_k, q5_k, q6_k; "
+      "q4_k, q5_k, q6_k, iq4_nl, iq4_xs; "
       "default: each keeps its own)");
   cmd->add_option("--adapter-path", opts->adapters,
                   "Adapter folder or .safetensors file (MLX-LM or PEFT); repeat to stack")
