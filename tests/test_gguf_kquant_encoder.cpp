@@ -12,6 +12,7 @@
 #include <random>
 
 #include "autograd/gguf_quant.h"
+#include "gguf_test_util.h"
 #include "llama_cpp_oracle.h"
 
 namespace lora {
@@ -125,8 +126,6 @@ TEST(GgufKQuantEncoder, Iq4TypesAreLlamaCppsBytesAndFloats) {
   std::fill_n(x.begin() + 256, 256, 0.0f);
   std::fill_n(x.begin() + 512 + 32, 32, -0.75f);
   for (int j = 0; j < 32; ++j) x[1024 + j] *= 1e-9f;
-  std::mt19937 rng(5);
-  std::uniform_int_distribution<int> byte(0, 255);
   for (const auto& [t, decoder_name] : kinds) {
     SCOPED_TRACE(std::string(ggml_type_name(t)));
     const auto theirs_decode = lib.symbol<Dequantize>(decoder_name);
@@ -136,10 +135,7 @@ TEST(GgufKQuantEncoder, Iq4TypesAreLlamaCppsBytesAndFloats) {
     for (std::size_t b = 0; b < mine.size(); b += bb)
       ASSERT_TRUE(std::equal(mine.begin() + b, mine.begin() + b + bb, theirs.begin() + b))
           << "block " << b / bb << " differs from llama.cpp's";
-    // Random bytes, with the f16 scales kept finite (exponent bits below all ones).
-    std::vector<std::byte> noise(ggml_row_bytes(t, cols) * rows);
-    for (auto& v : noise) v = static_cast<std::byte>(byte(rng));
-    for (std::size_t b = 0; b < noise.size(); b += bb) noise[b + 1] &= std::byte{0x7b};
+    const std::vector<std::byte> noise = test::random_ggml_bytes(t, rows, cols, 5);
     std::vector<float> ours(static_cast<std::size_t>(rows * cols)), reference(ours.size()),
         expected(ours.size());
     theirs_decode(noise.data(), expected.data(), rows * cols);
