@@ -155,14 +155,19 @@ gemv::RowsKernel int8_block_kernel(GgmlType type, const gemv::Kernels& k) {
       return k.q2_k_int8;
     case GgmlType::Q3_K:
       return k.q3_k_int8;
+    case GgmlType::IQ4_NL:
+      return k.iq4_nl_int8;
+    case GgmlType::IQ4_XS:
+      return k.iq4_xs_int8;
     default:
       return nullptr;
   }
 }
 
-// The elements per sum of x the int8 kernel of a block type reads (Q8_0's codes have no offset).
+// The elements per sum of x the int8 kernel of a block type reads (Q8_0's and IQ4's codes have no
+// offset).
 int64_t int8_block_sum_width(GgmlType type) {
-  if (type == GgmlType::Q8_0) return 0;
+  if (type == GgmlType::Q8_0 || type == GgmlType::IQ4_NL || type == GgmlType::IQ4_XS) return 0;
   const bool sixteens = type == GgmlType::Q2_K || type == GgmlType::Q3_K || type == GgmlType::Q6_K;
   return sixteens ? 16 : 32;
 }
@@ -208,6 +213,10 @@ Plan plan_for(const FrozenWeight& w, const gemv::Kernels& k, GemvActivations act
           return {k.q2_k, data, rb, 16, false};
         case GgmlType::Q3_K:
           return {k.q3_k, data, rb, 16, false};
+        case GgmlType::IQ4_NL:  // a null kernel (the portable baseline) widens the rows
+          return {k.iq4_nl, data, rb, 0, false};
+        case GgmlType::IQ4_XS:
+          return {k.iq4_xs, data, rb, 0, false};
         case GgmlType::F32:
           return {k.f32, data, rb, 0, false};
         default:

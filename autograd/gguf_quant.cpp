@@ -11,6 +11,7 @@
 
 #include "autograd/cpu_features.h"
 #include "autograd/dtype.h"
+#include "autograd/gguf_iq_grids.h"
 #include "autograd/gguf_quantize_k.h"
 #include "autograd/kernels/gguf_dequant_isa.h"
 #include "autograd/kernels/kernels_gguf_dequant.h"
@@ -25,8 +26,9 @@ struct TypeTraits {
   std::string_view name;
   int64_t elems;
   int64_t bytes;
+  bool writable = true;
 };
-constexpr std::array<TypeTraits, 15> kTypes{{
+constexpr std::array<TypeTraits, 25> kTypes{{
     {GgmlType::F32, "F32", 1, 4},
     {GgmlType::F16, "F16", 1, 2},
     {GgmlType::BF16, "BF16", 1, 2},
@@ -42,6 +44,16 @@ constexpr std::array<TypeTraits, 15> kTypes{{
     {GgmlType::Q6_K, "Q6_K", 256, 210},
     {GgmlType::IQ4_NL, "IQ4_NL", 32, 18},
     {GgmlType::IQ4_XS, "IQ4_XS", 256, 136},
+    {GgmlType::IQ2_XXS, "IQ2_XXS", 256, 66, false},
+    {GgmlType::IQ2_XS, "IQ2_XS", 256, 74, false},
+    {GgmlType::IQ2_S, "IQ2_S", 256, 82, false},
+    {GgmlType::IQ3_XXS, "IQ3_XXS", 256, 98, false},
+    {GgmlType::IQ3_S, "IQ3_S", 256, 110, false},
+    {GgmlType::IQ1_S, "IQ1_S", 256, 50, false},
+    {GgmlType::IQ1_M, "IQ1_M", 256, 56, false},
+    {GgmlType::TQ1_0, "TQ1_0", 256, 54, false},
+    {GgmlType::TQ2_0, "TQ2_0", 256, 66, false},
+    {GgmlType::MXFP4, "MXFP4", 32, 17, false},
 }};
 
 const TypeTraits& traits(GgmlType t) {
@@ -123,6 +135,118 @@ float q_k_reference(GgmlType t, const uint8_t* b, int i) {
     }
     default:
       throw std::logic_error("q_k_reference: not a K-quant");
+  }
+}
+
+uint16_t u16_at(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+uint32_t u32_at(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// MXFP4's E8M0 scale halved (its levels are doubled): 2^(e - 128), the two smallest as subnormals.
+float e8m0_half(uint8_t e) {
+  const uint32_t bits = e < 2 ? uint32_t(0x00200000) << e : uint32_t(e - 1) << 23;
+  float v;
+  std::memcpy(&v, &bits, 4);
+  return v;
+}
+
+// The signed magnitude `value` times `scale`, negated where bit k of `signs` is set; the products
+// in the order the format's own decoder forms them, so that the floats are the same.
+float signed_times(float scale, int value, uint8_t signs, int k) {
+  return scale * static_cast<float>(value) * ((signs >> k) & 1 ? -1.0f : 1.0f);
+}
+
+// Element i of a codebook, ternary or MXFP4 block, on its own (layouts in gguf_iq_grids.h and
+// kernels_gguf_dequant.h). For the codebook types, element i is value j = i % 8 of entry
+// l = i % 32 / 8 of group g = i / 32.
+float iq_reference(GgmlType t, const uint8_t* b, int i) {
+  using namespace iq_grids;
+  const int g = i / 32, l = i % 32 / 8, j = i % 8;
+  switch (t) {
+    case GgmlType::IQ2_XXS: {  // d, then per group 4 entry bytes and a word of 4 x 7 signs, scale
+      const uint32_t word = u32_at(b + 2 + 8 * g + 4);
+      const float db = f16_at(b) * (0.5f + static_cast<float>(word >> 28)) * 0.25f;
+      return signed_times(db, grid_value(kIq2Xxs[b[2 + 8 * g + l]], j),
+                          signs_of_seven(word >> (7 * l)), j);
+    }
+    case GgmlType::IQ2_XS: {  // d, 32 words (9-bit entry, 7 signs), 8 bytes of two 4-bit scales
+      const uint16_t q = u16_at(b + 2 + 2 * (4 * g + l));
+      const int scale = (b[66 + g] >> (4 * (l / 2))) & 15;
+      const float db = f16_at(b) * (0.5f + static_cast<float>(scale)) * 0.25f;
+      return signed_times(db, grid_value(kIq2Xs[q & 511], j), signs_of_seven(q >> 9), j);
+    }
+    case GgmlType::IQ2_S: {  // d, 32 entry bytes, 32 sign bytes, 8 high-bit bytes, 8 scales
+      const int entry = b[2 + 4 * g + l] | ((b[66 + g] << (8 - 2 * l)) & 0x300);
+      const int scale = (b[74 + g] >> (4 * (l / 2))) & 15;
+      const float db = f16_at(b) * (0.5f + static_cast<float>(scale)) * 0.25f;
+      return signed_times(db, grid_value(kIq2S[entry], j), b[34 + 4 * g + l], j);
+    }
+    case GgmlType::IQ3_XXS: {  // d, 64 entry bytes (4 values each), per group a word as IQ2_XXS
+      const uint32_t word = u32_at(b + 66 + 4 * g);
+      const float db = f16_at(b) * (0.5f + static_cast<float>(word >> 28)) * 0.5f;
+      const uint32_t entry = kIq3Xxs[b[2 + 8 * g + 2 * l + j / 4]];
+      return signed_times(db, grid_value(entry, j % 4), signs_of_seven(word >> (7 * l)), j);
+    }
+    case GgmlType::IQ3_S: {  // d, 64 entry bytes, 8 high-bit bytes, 32 sign bytes, 4 scales
+      const int high = (b[66 + g] >> (2 * l + j / 4)) & 1;
+      const uint32_t entry = kIq3S[b[2 + 8 * g + 2 * l + j / 4] | high << 8];
+      const int scale = (b[106 + g / 2] >> (4 * (g % 2))) & 15;
+      const float db = f16_at(b) * static_cast<float>(1 + 2 * scale);
+      return signed_times(db, grid_value(entry, j % 4), b[74 + 4 * g + l], j);
+    }
+    case GgmlType::IQ1_S: {  // d, 32 entry bytes, per group a word: 4 x 3 high bits, scale, sign
+      const uint16_t word = u16_at(b + 34 + 2 * g);
+      const float dl = f16_at(b) * static_cast<float>(2 * ((word >> 12) & 7) + 1);
+      const float delta = word & 0x8000 ? -0.125f : 0.125f;
+      const int entry = b[2 + 4 * g + l] | ((word >> (3 * l)) & 7) << 8;
+      return dl * (static_cast<float>(iq1_grid_value(kIq1S[entry], j)) + delta);
+    }
+    case GgmlType::IQ1_M: {  // 32 entry bytes, 16 high-bit bytes, 4 words of 3-bit scales + d
+      uint16_t sc[4];
+      std::memcpy(sc, b + 48, 8);
+      const auto d_bits = static_cast<uint16_t>((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) |
+                                                ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000));
+      const int scale = (sc[g / 2] >> (6 * (g % 2) + 3 * (l / 2))) & 7;
+      const float dl = f16_to_f32(d_bits) * static_cast<float>(2 * scale + 1);
+      const uint8_t high = b[32 + 2 * g + l / 2] >> (4 * (l % 2));
+      const float delta = high & 8 ? -0.125f : 0.125f;
+      const int entry = b[4 * g + l] | (high & 7) << 8;
+      return dl * (static_cast<float>(iq1_grid_value(kIq1S[entry], j)) + delta);
+    }
+    case GgmlType::TQ1_0: {  // 48 bytes of 5 trits, 4 bytes of 4 trits, d
+      // Trit n of a byte q is the top of 3 * (q * 3^n mod 256) / 256, in 0..2.
+      static constexpr uint8_t kPow3[5] = {1, 3, 9, 27, 81};
+      int byte = 0, n = 0;
+      if (i < 160) {
+        byte = i % 32, n = i / 32;
+      } else if (i < 240) {
+        byte = 32 + (i - 160) % 16, n = (i - 160) / 16;
+      } else {
+        byte = 48 + (i - 240) % 4, n = (i - 240) / 4;
+      }
+      const auto q = static_cast<uint8_t>(b[byte] * kPow3[n]);
+      return static_cast<float>(((q * 3) >> 8) - 1) * f16_at(b + 52);
+    }
+    case GgmlType::TQ2_0: {  // 64 bytes of 4 two-bit codes (element 128h + 32n + m: byte
+                             // 32h + m, bits 2n), d
+      const int h = i / 128, n = i % 128 / 32, m = i % 32;
+      return static_cast<float>(((b[32 * h + m] >> (2 * n)) & 3) - 1) * f16_at(b + 64);
+    }
+    case GgmlType::MXFP4: {  // E8M0 scale, then Q4_0's nibble order over the doubled E2M1 levels
+      static constexpr int8_t kLevels[16] = {0, 1,  2,  3,  4,  6,  8,  12,
+                                             0, -1, -2, -3, -4, -6, -8, -12};
+      const int code = i < 16 ? (b[1 + i] & 15) : (b[1 + i - 16] >> 4);
+      return static_cast<float>(kLevels[code]) * e8m0_half(b[0]);
+    }
+    default:
+      throw std::logic_error("iq_reference: not a codebook, ternary or MXFP4 type");
   }
 }
 
@@ -266,6 +390,8 @@ std::optional<GgmlType> ggml_type_named(std::string_view name) {
   return std::nullopt;
 }
 
+bool ggml_type_writable(GgmlType t) { return traits(t).writable; }
+
 int64_t ggml_block_elems(GgmlType t) { return traits(t).elems; }
 int64_t ggml_block_bytes(GgmlType t) { return traits(t).bytes; }
 
@@ -319,13 +445,18 @@ void ggml_dequantize_row_reference(GgmlType t, const std::byte* src, int64_t col
         break;
       }
       default:
-        dst[i] = tr.elems == 32 ? q32_reference(t, block, k) : q_k_reference(t, block, k);
+        dst[i] = !tr.writable     ? iq_reference(t, block, k)
+                 : tr.elems == 32 ? q32_reference(t, block, k)
+                                  : q_k_reference(t, block, k);
     }
   }
 }
 
 void ggml_quantize_row(GgmlType t, const float* src, int64_t cols, std::byte* dst) {
   check_whole_blocks(t, cols);
+  if (!traits(t).writable)
+    throw std::invalid_argument(std::string(traits(t).name) +
+                                " is read but not written: choose another type to write");
   auto* out = reinterpret_cast<uint8_t*>(dst);
   switch (t) {
     case GgmlType::F32:

@@ -3,8 +3,11 @@
 // and the 256-element K-quant super-blocks (Q2_K..Q6_K: an f16 super-scale over 16 or 8
 // sub-blocks whose own scales are quantized), and the non-linear 4-bit types (IQ4_NL: 32
 // elements, an f16 scale; IQ4_XS: 256 elements, an f16 scale over eight 6-bit sub-block scales),
-// whose codes index kIq4Values instead of counting steps. A row of a matrix is a whole number of
-// blocks.
+// whose codes index kIq4Values instead of counting steps. The types below IQ4, which pick whole
+// groups of 4 or 8 values from a codebook (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S;
+// gguf_iq_grids.h), the ternary ones (TQ1_0, TQ2_0) and MXFP4 (32 four-bit floats under a power
+// of two) are read but not written: llama-quantize needs an importance matrix for most of them,
+// and no encoder for them is built here. A row of a matrix is a whole number of blocks.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -30,9 +33,19 @@ enum class GgmlType : uint32_t {
   Q4_K = 12,
   Q5_K = 13,
   Q6_K = 14,
+  IQ2_XXS = 16,
+  IQ2_XS = 17,
+  IQ3_XXS = 18,
+  IQ1_S = 19,
   IQ4_NL = 20,
+  IQ3_S = 21,
+  IQ2_S = 22,
   IQ4_XS = 23,
+  IQ1_M = 29,
   BF16 = 30,
+  TQ1_0 = 34,
+  TQ2_0 = 35,
+  MXFP4 = 39,
 };
 
 // The 16 levels an IQ4_NL or IQ4_XS code stands for, in units of the block's scale: closer
@@ -40,13 +53,16 @@ enum class GgmlType : uint32_t {
 inline constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                           1,    13,   25,  38,  53,  69,  89,  113};
 
-// The types we read; nullopt for any other id (Q8_1, IQ1-IQ3, TQ*, ...).
+// The types we read; nullopt for any other id (Q8_1, Q8_K, the repacked Q4_0_4_4, NVFP4, ...).
 std::optional<GgmlType> ggml_type_from_id(uint32_t id);
 std::string_view ggml_type_name(GgmlType t);  // "Q4_K"
 // The name of any ggml type id, for error messages ("IQ2_XXS", "type 99").
 std::string ggml_type_id_name(uint32_t id);
 // "q4_k", "Q8_0", "f16", "bf16", ... (any case) -> the type; nullopt otherwise.
 std::optional<GgmlType> ggml_type_named(std::string_view name);
+
+// Whether ggml_quantize_row writes `t` (every type but the read-only ones named above).
+bool ggml_type_writable(GgmlType t);
 
 int64_t ggml_block_elems(GgmlType t);  // 1 for floats, 32 or 256
 int64_t ggml_block_bytes(GgmlType t);
@@ -63,7 +79,8 @@ std::string_view ggml_kernel_isa();
 // Quantizes a row of f32 (whole blocks) to `t`: llama.cpp's reference rounding for the 32-element
 // types (the extreme value on the end of the code range, codes to nearest), its reference search
 // for Q2_K, Q3_K, Q4_K, Q5_K and Q6_K (gguf_quantize_k.h), and llama-quantize's scale search for
-// IQ4_NL and IQ4_XS (gguf_quantize_k.h too); floats are converted.
+// IQ4_NL and IQ4_XS (gguf_quantize_k.h too); floats are converted. Throws std::invalid_argument
+// for a type that is not ggml_type_writable.
 void ggml_quantize_row(GgmlType t, const float* src, int64_t cols, std::byte* dst);
 
 // A [rows, cols] matrix in one ggml type, its bytes owned elsewhere (a memory-mapped GGUF file)

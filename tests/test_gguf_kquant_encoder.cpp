@@ -2,7 +2,8 @@
 // llama.cpp's own (make_qkx2_quants / make_qx_quants, without an importance matrix):
 // the real ggml_quantize_chunk from node-llama-cpp's libggml-base.so on the same Gaussian rows,
 // both dequantized by our decoder. Prints both errors; ours must stay within a stated factor.
-// IQ4_NL and IQ4_XS must be llama.cpp's bytes exactly, and our decoder its decoder's floats.
+// IQ4_NL and IQ4_XS must be llama.cpp's bytes exactly, and our decoder its decoder's floats; the
+// types we only read, its decoders' floats.
 #include <dlfcn.h>
 #include <gtest/gtest.h>
 
@@ -145,6 +146,40 @@ TEST(GgufKQuantEncoder, Iq4TypesAreLlamaCppsBytesAndFloats) {
       ASSERT_EQ(ours[i], expected[i]) << "element " << i;
       ASSERT_EQ(reference[i], expected[i]) << "element " << i;
     }
+  }
+}
+
+// The types we read but do not write (the codebook types IQ1_S to IQ3_S, the ternary TQ1_0 and
+// TQ2_0, MXFP4): on random blocks, our dispatched decoder and our per-element reference give
+// exactly llama.cpp's dequantize_row floats.
+TEST(GgufKQuantEncoder, ReadOnlyTypesDecodeToLlamaCppsFloats) {
+  LORA_REQUIRE_LIBGGML();
+  using Dequantize = void (*)(const void*, float*, int64_t);
+  const std::pair<GgmlType, const char*> kinds[] = {
+      {GgmlType::IQ2_XXS, "dequantize_row_iq2_xxs"}, {GgmlType::IQ2_XS, "dequantize_row_iq2_xs"},
+      {GgmlType::IQ2_S, "dequantize_row_iq2_s"},     {GgmlType::IQ3_XXS, "dequantize_row_iq3_xxs"},
+      {GgmlType::IQ3_S, "dequantize_row_iq3_s"},     {GgmlType::IQ1_S, "dequantize_row_iq1_s"},
+      {GgmlType::IQ1_M, "dequantize_row_iq1_m"},     {GgmlType::TQ1_0, "dequantize_row_tq1_0"},
+      {GgmlType::TQ2_0, "dequantize_row_tq2_0"},     {GgmlType::MXFP4, "dequantize_row_mxfp4"}};
+  const int64_t rows = 8, cols = 4096;  // 128 blocks of 256: every codebook entry index is drawn
+  for (const auto& [t, decoder_name] : kinds) {
+    SCOPED_TRACE(std::string(ggml_type_name(t)));
+    EXPECT_FALSE(ggml_type_writable(t));
+    const auto theirs_decode = lib.symbol<Dequantize>(decoder_name);
+    ASSERT_NE(theirs_decode, nullptr);
+    const std::vector<std::byte> noise = test::random_ggml_bytes(t, rows, cols, 21);
+    std::vector<float> ours(static_cast<std::size_t>(rows * cols)), reference(ours.size()),
+        expected(ours.size());
+    theirs_decode(noise.data(), expected.data(), rows * cols);
+    ggml_dequantize_row(t, noise.data(), rows * cols, ours.data());
+    ggml_dequantize_row_reference(t, noise.data(), rows * cols, reference.data());
+    int64_t nonzero = 0;
+    for (std::size_t i = 0; i < ours.size(); ++i) {
+      ASSERT_EQ(ours[i], expected[i]) << "element " << i;
+      ASSERT_EQ(reference[i], expected[i]) << "element " << i;
+      nonzero += expected[i] != 0.0f;
+    }
+    EXPECT_GT(nonzero, rows * cols / 4);  // the scales are live
   }
 }
 

@@ -53,12 +53,67 @@ TEST(GgmlTypes, SizesAndNames) {
   EXPECT_EQ(ggml_type_named("iq4_xs"), GgmlType::IQ4_XS);
   EXPECT_THROW(ggml_row_bytes(GgmlType::Q4_K, 128), std::invalid_argument);
   EXPECT_EQ(ggml_type_named("q5_k"), GgmlType::Q5_K);
-  EXPECT_EQ(ggml_type_named("iq2_xxs"), std::nullopt);
-  EXPECT_EQ(ggml_type_from_id(9), std::nullopt);  // Q8_1 is not read
+  // The read-only types' blocks, as the format's structs lay them out.
+  const std::pair<GgmlType, uint64_t> read_only[] = {
+      {GgmlType::IQ2_XXS, 66}, {GgmlType::IQ2_XS, 74}, {GgmlType::IQ2_S, 82},
+      {GgmlType::IQ3_XXS, 98}, {GgmlType::IQ3_S, 110}, {GgmlType::IQ1_S, 50},
+      {GgmlType::IQ1_M, 56},   {GgmlType::TQ1_0, 54},  {GgmlType::TQ2_0, 66}};
+  for (const auto& [t, bytes] : read_only) {
+    EXPECT_EQ(ggml_row_bytes(t, 256), bytes) << ggml_type_name(t);
+    EXPECT_FALSE(ggml_type_writable(t)) << ggml_type_name(t);
+  }
+  EXPECT_EQ(ggml_row_bytes(GgmlType::MXFP4, 64), 34u);
+  EXPECT_EQ(ggml_type_named("iq2_xxs"), GgmlType::IQ2_XXS);
+  EXPECT_EQ(ggml_type_from_id(39), GgmlType::MXFP4);
+  EXPECT_TRUE(ggml_type_writable(GgmlType::IQ4_XS));
+  std::vector<float> row(256);
+  std::vector<std::byte> out(66);
+  EXPECT_THROW(ggml_quantize_row(GgmlType::IQ2_XXS, row.data(), 256, out.data()),
+               std::invalid_argument);
+  EXPECT_EQ(ggml_type_from_id(9), std::nullopt);   // Q8_1 is not read
+  EXPECT_EQ(ggml_type_from_id(40), std::nullopt);  // nor NVFP4
   EXPECT_EQ(ggml_type_id_name(16), "IQ2_XXS");
   EXPECT_EQ(ggml_type_id_name(999), "type 999");
   const auto isa = ggml_kernel_isa();
   EXPECT_TRUE(isa == "avx512" || isa == "avx2" || isa == "scalar") << isa;
+}
+
+// Read-only types, one element each worked by hand from the layouts.
+TEST(GgmlTypes, HandMadeReadOnlyBlocks) {
+  // IQ2_XXS group 0: entry 0 (eight 8s); signs word 1 -> value 0 negative and, for an even count,
+  // value 7; scale nibble 1 -> d (1 + 1/2) / 4.
+  Block iq2(GgmlType::IQ2_XXS);
+  iq2.f16(0, 2.0f);
+  iq2.u8(6, 1);     // the word at 6: 7 sign bits of entry 0 = 1
+  iq2.u8(9, 0x10);  // its top nibble: scale 1
+  auto y = iq2.decode();
+  EXPECT_EQ(y[0], -2.0f * 1.5f * 0.25f * 8);
+  EXPECT_EQ(y[1], 2.0f * 1.5f * 0.25f * 8);
+  EXPECT_EQ(y[7], -2.0f * 1.5f * 0.25f * 8);
+  EXPECT_EQ(y[8], 2.0f * 1.5f * 0.25f * 8);  // the second entry (grid entry 0 too), no signs
+  // TQ2_0: codes 0, 1, 2 are -1, 0, 1 times d; element 32 is byte 0's bits 2-3.
+  Block tq2(GgmlType::TQ2_0);
+  tq2.f16(64, 0.5f);
+  tq2.u8(0, 0b1000);  // element 0: code 0, element 32: code 2
+  y = tq2.decode();
+  EXPECT_EQ(y[0], -0.5f);
+  EXPECT_EQ(y[32], 0.5f);
+  EXPECT_EQ(y[1], -0.5f);
+  // TQ1_0: byte 0 = 1 x 81 + ... base 3 digits of 162 (= 2 x 81) scaled: trit 0 is 162 * 3 / 256
+  // = 1 (0 after the -1), trit 1 is (162 * 3 mod 256) * 3 / 256 = 2 (1).
+  Block tq1(GgmlType::TQ1_0);
+  tq1.f16(52, 4.0f);
+  tq1.u8(0, 162);
+  y = tq1.decode();
+  EXPECT_EQ(y[0], 0.0f);
+  EXPECT_EQ(y[32], 4.0f);
+  // MXFP4: e = 130 -> 2^(130 - 128) = 4; code 7 is 12 (a doubled 6), code 9 is -1.
+  Block mx(GgmlType::MXFP4);
+  mx.u8(0, 130);
+  mx.u8(1, 0x97);
+  y = mx.decode();
+  EXPECT_EQ(y[0], 48.0f);
+  EXPECT_EQ(y[16], -4.0f);
 }
 
 TEST(GgmlTypes, HandMadeLegacyBlocks) {

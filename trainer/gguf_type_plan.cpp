@@ -47,7 +47,7 @@ std::optional<GgufTypePlan> GgufTypePlan::parse(std::string_view name) {
       return p;
     }
   const auto t = ggml_type_named(name);
-  if (!t) return std::nullopt;
+  if (!t || !ggml_type_writable(*t)) return std::nullopt;
   p.base_ = *t;
   return p;
 }
@@ -76,6 +76,26 @@ GgmlType ggml_fallback_type(GgmlType t, int64_t cols) {
       break;
   }
   return cols % ggml_block_elems(f) == 0 ? f : GgmlType::F16;
+}
+
+GgmlType ggml_written_type(GgmlType t, int64_t cols) {
+  switch (t) {
+    case GgmlType::IQ1_S:
+    case GgmlType::IQ1_M:
+    case GgmlType::IQ2_XXS:
+    case GgmlType::IQ2_XS:
+    case GgmlType::IQ2_S:
+    case GgmlType::TQ1_0:
+    case GgmlType::TQ2_0:
+      return ggml_fallback_type(GgmlType::Q2_K, cols);
+    case GgmlType::IQ3_XXS:
+    case GgmlType::IQ3_S:
+      return ggml_fallback_type(GgmlType::Q3_K, cols);
+    case GgmlType::MXFP4:
+      return ggml_fallback_type(GgmlType::IQ4_NL, cols);
+    default:
+      return t;
+  }
 }
 
 GgmlType GgufTypePlan::type_of(const std::string& name, int64_t dims, int64_t cols, int64_t layers,
@@ -171,6 +191,17 @@ uint32_t GgufTypePlan::file_type() const {
       return 30;
     case GgmlType::BF16:
       return 32;
+    case GgmlType::IQ2_XXS:  // read-only types: never a plan's base (parse refuses them)
+    case GgmlType::IQ2_XS:
+    case GgmlType::IQ2_S:
+    case GgmlType::IQ3_XXS:
+    case GgmlType::IQ3_S:
+    case GgmlType::IQ1_S:
+    case GgmlType::IQ1_M:
+    case GgmlType::TQ1_0:
+    case GgmlType::TQ2_0:
+    case GgmlType::MXFP4:
+      break;
   }
   return 0;
 }

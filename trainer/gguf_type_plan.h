@@ -43,5 +43,9 @@ class GgufTypePlan {
 
 // llama.cpp's fallback for a matrix whose rows are not whole blocks of `t`.
 GgmlType ggml_fallback_type(GgmlType t, int64_t cols);
+// The type a changed matrix of type `t` is written in: `t` itself where we write it; for the
+// read-only types (gguf_quant.h) the nearest we write at no fewer bits, Q2_K for the 1- and 2-bit
+// types, Q3_K for IQ3_XXS and IQ3_S, IQ4_NL for MXFP4, falling back as ggml_fallback_type says.
+GgmlType ggml_written_type(GgmlType t, int64_t cols);
 
 }  // namespace lora

@@ -8,6 +8,7 @@
 
 #include "autograd/tensor.h"
 #include "trainer/gguf_model.h"
+#include "trainer/gguf_type_plan.h"
 #include "trainer/io/adapter_io.h"
 #include "trainer/io/gguf_file.h"
 
@@ -81,19 +82,29 @@ nlohmann::json GgufMergeReport::to_json() const {
 
 GgufMergeReport merge_into_gguf(const fs::path& base, std::span<const MergeAdapter> adapters,
                                 const fs::path& out, std::optional<GgmlType> outtype) {
+  if (outtype && !ggml_type_writable(*outtype))
+    throw std::invalid_argument("merge: " + std::string(ggml_type_name(*outtype)) +
+                                " is read but not written; choose another output type");
   const GgufFile f = GgufFile::open(base);
   const ModelConfig c = gguf_model_config(f);
   const auto deltas = deltas_of(f, c, adapters);
+  // The type each tensor is written in: --outtype where its rows take it, else its own, a
+  // read-only type of a changed tensor replaced (ggml_written_type).
+  auto type_of = [&](const GgufTensorInfo& t) {
+    if (outtype && t.ne.size() == 2 && t.cols() % ggml_block_elems(*outtype) == 0) return *outtype;
+    return deltas.contains(t.name) ? ggml_written_type(t.type, t.cols()) : t.type;
+  };
+  const bool retyped = std::ranges::any_of(
+      f.tensors(), [&](const GgufTensorInfo& t) { return type_of(t) != t.type; });
   GgufWriter w(f.alignment());
   for (const auto& key : f.metadata_order())
-    // The file type names the base's mix; with --outtype it no longer holds.
-    if (key != "general.alignment" && !(outtype && key == "general.file_type"))
+    // The file type names the base's mix; once a tensor changes type it no longer holds.
+    if (key != "general.alignment" && !(retyped && key == "general.file_type"))
       w.set(key, *f.find(key));
   GgufMergeReport report;
   for (const GgufTensorInfo& t : f.tensors()) {
     const auto d = deltas.find(t.name);
-    const bool convert = outtype && t.ne.size() == 2 && t.cols() % ggml_block_elems(*outtype) == 0;
-    const GgmlType type = convert ? *outtype : t.type;
+    const GgmlType type = type_of(t);
     if (d == deltas.end() && type == t.type) {
       const auto b = f.bytes(t);
       w.add_tensor(t.name, t.type, t.shape(), {b.begin(), b.end()});

@@ -3,11 +3,13 @@
 #include "autograd/kernels/gemv_avx2_ops.h"
 #include "autograd/kernels/kernels_gemv.h"
 #include "autograd/kernels/kernels_gemv_int8_blocks.h"
+#include "autograd/kernels/kernels_gemv_iq4.h"
 
 namespace lora::gemv_avx2 {
 
 const gemv::Kernels& kernels() {
-  static constexpr gemv::Kernels k = with_int8_blocks<Avx2>(make_kernels<Avx2>());
+  static constexpr gemv::Kernels k =
+      with_iq4_blocks<Avx2>(with_int8_blocks<Avx2>(make_kernels<Avx2>()));
   return k;
 }
 

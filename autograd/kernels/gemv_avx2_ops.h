@@ -197,6 +197,18 @@ struct Avx2 {
     const __m128i half = Q < 2 ? _mm256_castsi256_si128(v) : _mm256_extracti128_si256(v, 1);
     return _mm256_cvtepu8_epi32(Q % 2 == 0 ? half : _mm_srli_si128(half, 8));
   }
+  // Bytes 8Q to 8Q + 7 of v, widened to 8 lanes with their signs.
+  template <int Q>
+  static ireg signed_byte_quarter(ireg v) {
+    const __m128i half = Q < 2 ? _mm256_castsi256_si128(v) : _mm256_extracti128_si256(v, 1);
+    return _mm256_cvtepi8_epi32(Q % 2 == 0 ? half : _mm_srli_si128(half, 8));
+  }
+  // The 16 bytes at p in both 128-bit halves, for look_up.
+  static ireg byte_table(const void* p) {
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(p)));
+  }
+  // Byte j: byte index[j] (at most 15) of the table.
+  static ireg look_up(ireg table, ireg index) { return _mm256_shuffle_epi8(table, index); }
   // The 8 bytes of v (byte l in lane l), unsigned.
   static ireg byte_lanes(uint64_t v) {
     return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(v)));

@@ -5,12 +5,14 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include "autograd/kernels/gemv_avx512_int8_blocks.h"
+#include "autograd/kernels/kernels_gemv_iq4.h"
 
 namespace lora::gemv_avx512 {
 
 const gemv::Kernels& kernels() {
   // Every int8 block type has a 64-byte form here (its one-row tails use the AVX2 operations).
-  static constexpr gemv::Kernels k = with_wide_int8_blocks<Avx512>(make_kernels<Avx512>());
+  static constexpr gemv::Kernels k =
+      with_iq4_blocks<Avx2>(with_wide_int8_blocks<Avx512>(make_kernels<Avx512>()));
   return k;
 }
 

@@ -245,6 +245,12 @@ void iq4_xs_block(const uint8_t* b, float* y) {
   }
 }
 
+}  // namespace
+
+#include "autograd/kernels/kernels_gguf_dequant_codebook.h"
+
+namespace {
+
 template <void (*Block)(const uint8_t*, float*)>
 void blocks(const uint8_t* src, int64_t n, int64_t elems, int64_t bytes, float* y) {
   for (int64_t i = 0; i < n / elems; ++i) Block(src + i * bytes, y + i * elems);
@@ -285,6 +291,26 @@ void dequantize_row_blocks(lora::GgmlType t, const uint8_t* src, int64_t n, floa
       return blocks<iq4_nl_block>(src, n, 32, 18, y);
     case GgmlType::IQ4_XS:
       return blocks<iq4_xs_block>(src, n, 256, 136, y);
+    case GgmlType::IQ2_XXS:
+      return blocks<iq2_xxs_block>(src, n, 256, 66, y);
+    case GgmlType::IQ2_XS:
+      return blocks<iq2_xs_block>(src, n, 256, 74, y);
+    case GgmlType::IQ2_S:
+      return blocks<iq2_s_block>(src, n, 256, 82, y);
+    case GgmlType::IQ3_XXS:
+      return blocks<iq3_xxs_block>(src, n, 256, 98, y);
+    case GgmlType::IQ3_S:
+      return blocks<iq3_s_block>(src, n, 256, 110, y);
+    case GgmlType::IQ1_S:
+      return blocks<iq1_s_block>(src, n, 256, 50, y);
+    case GgmlType::IQ1_M:
+      return blocks<iq1_m_block>(src, n, 256, 56, y);
+    case GgmlType::TQ1_0:
+      return blocks<tq1_0_block>(src, n, 256, 54, y);
+    case GgmlType::TQ2_0:
+      return blocks<tq2_0_block>(src, n, 256, 66, y);
+    case GgmlType::MXFP4:
+      return blocks<mxfp4_block>(src, n, 32, 17, y);
   }
 }
 

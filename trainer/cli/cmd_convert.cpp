@@ -35,6 +35,10 @@ void run_convert_gguf(const ConvertCliOptions& o, const GlobalOptions& global) {
         "takes --q-type");
   const std::string name = o.q_type.empty() ? "f16" : o.q_type;
   const auto plan = GgufTypePlan::parse(name);
+  if (const auto t = ggml_type_named(name); t && !ggml_type_writable(*t))
+    throw std::runtime_error("--q-type: " + std::string(ggml_type_name(*t)) +
+                             " is read but not written (no encoder for it is built); q2_k, q3_k or "
+                             "iq4_xs are the nearest");
   if (!plan)
     throw std::runtime_error(
         "--q-type: unknown type '" + name +

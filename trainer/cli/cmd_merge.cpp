@@ -39,6 +39,9 @@ void merge_gguf(const MergeCliOptions& o, std::span<const MergeAdapter> adapters
   if (!o.outtype.empty()) {
     outtype = ggml_type_named(o.outtype);
     if (!outtype) throw std::runtime_error("--outtype: unknown type '" + o.outtype + "'");
+    if (!ggml_type_writable(*outtype))
+      throw std::runtime_error("--outtype: " + std::string(ggml_type_name(*outtype)) +
+                               " is read but not written; q2_k, q3_k or iq4_xs are the nearest");
   }
   const GgufMergeReport report = merge_into_gguf(o.model, adapters, o.out, outtype);
   if (global.json) {

@@ -219,7 +219,8 @@ GgufTensorInfo read_tensor_info(Cursor& c, uint64_t index) {
   if (!type)
     c.fail(where + ": tensor type " + ggml_type_id_name(type_id) + " (" + std::to_string(type_id) +
            ") is not supported (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL, "
-           "IQ4_XS are)");
+           "IQ4_XS, IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, TQ1_0, TQ2_0 and MXFP4 "
+           "are)");
   t.type = *type;
   if (t.ne[0] % ggml_block_elems(t.type) != 0)
     c.fail(where + ": row length " + std::to_string(t.ne[0]) + " is not a multiple of the " +
