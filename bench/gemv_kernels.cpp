@@ -85,6 +85,11 @@ int main(int argc, char** argv) {
                    type.c_str(), static_cast<long long>(cols));
       return 2;
     }
+    if (!ggml_type_writable(*t)) {  // the matrix is made by quantizing Gaussian rows
+      std::fprintf(stderr, "gemv_kernels: --type %s is read but not written: no matrix to time\n",
+                   type.c_str());
+      return 2;
+    }
     std::vector<std::byte> blocks(ggml_row_bytes(*t, cols) * static_cast<uint64_t>(rows));
     for (int64_t r = 0; r < rows; ++r)
       ggml_quantize_row(*t, &dense[static_cast<std::size_t>(r * cols)], cols,
