@@ -6,7 +6,8 @@
 //   build/bench/gemv_kernels [--rows 1536] [--cols 576] [--group 64] [--reps 3000]
 //                            [--type mlx4|q4_0|q4_k|q6_k]
 // --type picks a ggml block type instead of MLX 4-bit (bytes then count the whole blocks; cols a
-// multiple of 256 for the K types: --cols 1536 --rows 576 is a SmolLM2-135M down projection).
+// multiple of 256 for the K types: --cols 1536 --rows 576 is a SmolLM2-135M down projection);
+// any type we read, those we only read (iq2_xs, tq1_0, ...) as random blocks.
 // Defaults are a SmolLM2-135M MLP projection (432 KiB of codes: in L2 on the CPUs measured);
 // --rows 4096 --cols 1024 is 2 MiB (L3). Prints one JSON object per copy.
 #include <algorithm>
@@ -22,6 +23,7 @@
 #include "autograd/gguf_quant.h"
 #include "autograd/quant.h"
 #include "bench/bench_args.h"
+#include "tests/gguf_test_util.h"
 
 namespace {
 
@@ -85,15 +87,14 @@ int main(int argc, char** argv) {
                    type.c_str(), static_cast<long long>(cols));
       return 2;
     }
-    if (!ggml_type_writable(*t)) {  // the matrix is made by quantizing Gaussian rows
-      std::fprintf(stderr, "gemv_kernels: --type %s is read but not written: no matrix to time\n",
-                   type.c_str());
-      return 2;
-    }
     std::vector<std::byte> blocks(ggml_row_bytes(*t, cols) * static_cast<uint64_t>(rows));
-    for (int64_t r = 0; r < rows; ++r)
-      ggml_quantize_row(*t, &dense[static_cast<std::size_t>(r * cols)], cols,
-                        &blocks[ggml_row_bytes(*t, cols) * static_cast<uint64_t>(r)]);
+    if (ggml_type_writable(*t)) {
+      for (int64_t r = 0; r < rows; ++r)
+        ggml_quantize_row(*t, &dense[static_cast<std::size_t>(r * cols)], cols,
+                          &blocks[ggml_row_bytes(*t, cols) * static_cast<uint64_t>(r)]);
+    } else {  // types we cannot write: the tests' random blocks (random codes, finite scales)
+      blocks = test::random_ggml_bytes(*t, rows, cols, 1);
+    }
     w = FrozenWeight::from_ggml(GgmlMatrix::owning(rows, cols, *t, blocks));
     bytes = double(blocks.size());
   }

@@ -203,12 +203,13 @@ void q6_k_block(const uint8_t* b, float* y) {
   }
 }
 
-// 32 IQ4 codes (16 bytes: element j in the low nibble of byte j, element j + 16 in its high one)
-// as their kIq4Values levels times `scale`. With AVX2 the 16-entry level table is one register
-// and vpshufb looks the levels up 16 codes at a time; a table lookup does not vectorize by itself.
-void iq4_levels_times(const uint8_t* qs, float scale, float* y) {
+// 32 codes (16 bytes: element j in the low nibble of byte j, element j + 16 in its high one) as
+// their levels (a table of 16: kIq4Values, MXFP4's) times `scale`. With AVX2 the table is one
+// register and vpshufb looks the levels up 16 codes at a time; a table lookup does not vectorize
+// by itself.
+void levels_times(const int8_t (&levels)[16], const uint8_t* qs, float scale, float* y) {
 #if defined(__AVX2__)
-  const __m128i table = _mm_loadu_si128(reinterpret_cast<const __m128i*>(lora::kIq4Values));
+  const __m128i table = _mm_loadu_si128(reinterpret_cast<const __m128i*>(levels));
   const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
   const __m128i low = _mm_set1_epi8(15);
   const __m128i lo = _mm_shuffle_epi8(table, _mm_and_si128(bytes, low));
@@ -223,10 +224,14 @@ void iq4_levels_times(const uint8_t* qs, float scale, float* y) {
   put8(_mm_srli_si128(hi, 8), y + 24);
 #else
   for (int j = 0; j < 16; ++j) {
-    y[j] = static_cast<float>(lora::kIq4Values[qs[j] & 15]) * scale;
-    y[j + 16] = static_cast<float>(lora::kIq4Values[qs[j] >> 4]) * scale;
+    y[j] = static_cast<float>(levels[qs[j] & 15]) * scale;
+    y[j + 16] = static_cast<float>(levels[qs[j] >> 4]) * scale;
   }
 #endif
+}
+
+void iq4_levels_times(const uint8_t* qs, float scale, float* y) {
+  levels_times(lora::kIq4Values, qs, scale, y);
 }
 
 // IQ4_NL: the Q4_0 layout, its codes indexing kIq4Values.

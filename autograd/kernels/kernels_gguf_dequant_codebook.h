@@ -13,11 +13,28 @@
 
 namespace {
 
-// An entry's 8 magnitudes times db, value k negated where bit k of signs is set.
+#if defined(__AVX2__)
+// The entry's 8 bytes as 8 float lanes, unsigned or signed.
+inline __m256 entry_lanes(uint64_t entry, bool is_signed) {
+  const __m128i bytes = _mm_cvtsi64_si128(static_cast<int64_t>(entry));
+  return _mm256_cvtepi32_ps(is_signed ? _mm256_cvtepi8_epi32(bytes) : _mm256_cvtepu8_epi32(bytes));
+}
+#endif
+
+// An entry's 8 magnitudes times db, value k negated where bit k of signs is set. With AVX2 in
+// lanes: the negation flips the sign bit, which is what multiplying by -1 does.
 inline void signed_entry(uint64_t entry, uint8_t signs, float db, float* y) {
+#if defined(__AVX2__)
+  const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256i set = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(signs), bit), bit);
+  const __m256 sign = _mm256_castsi256_ps(_mm256_slli_epi32(set, 31));
+  const __m256 v = _mm256_mul_ps(_mm256_set1_ps(db), entry_lanes(entry, false));
+  _mm256_storeu_ps(y, _mm256_xor_ps(v, sign));
+#else
   for (int k = 0; k < 8; ++k)
     y[k] = db * static_cast<float>(static_cast<uint8_t>(entry >> (8 * k))) *
            ((signs >> k) & 1 ? -1.0f : 1.0f);
+#endif
 }
 
 // Two 4-value IQ3 entries as one of 8 values.
@@ -100,8 +117,13 @@ void iq3_s_block(const uint8_t* b, float* y) {
 
 // An IQ1 entry's 8 values (-1, 0 or 1) plus delta, times dl.
 inline void shifted_entry(uint64_t entry, float delta, float dl, float* y) {
+#if defined(__AVX2__)
+  const __m256 v = _mm256_add_ps(entry_lanes(entry, true), _mm256_set1_ps(delta));
+  _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_set1_ps(dl), v));
+#else
   for (int k = 0; k < 8; ++k)
     y[k] = dl * (static_cast<float>(static_cast<int8_t>(entry >> (8 * k))) + delta);
+#endif
 }
 
 // IQ1_S: d, 32 entry bytes, then per group a word: 4 x 3 high entry bits, a 3-bit scale and the
@@ -172,10 +194,7 @@ void mxfp4_block(const uint8_t* b, float* y) {
   const uint32_t bits = b[0] < 2 ? uint32_t(0x00200000) << b[0] : uint32_t(b[0] - 1) << 23;
   float d;
   std::memcpy(&d, &bits, 4);
-  for (int j = 0; j < 16; ++j) {
-    y[j] = static_cast<float>(kLevels[b[1 + j] & 15]) * d;
-    y[j + 16] = static_cast<float>(kLevels[b[1 + j] >> 4]) * d;
-  }
+  levels_times(kLevels, b + 1, d, y);
 }
 
 }  // namespace
