@@ -159,15 +159,19 @@ gemv::RowsKernel int8_block_kernel(GgmlType type, const gemv::Kernels& k) {
       return k.iq4_nl_int8;
     case GgmlType::IQ4_XS:
       return k.iq4_xs_int8;
+    case GgmlType::MXFP4:
+      return k.mxfp4_int8;
     default:
       return nullptr;
   }
 }
 
-// The elements per sum of x the int8 kernel of a block type reads (Q8_0's and IQ4's codes have no
-// offset).
+// The elements per sum of x the int8 kernel of a block type reads (Q8_0's, IQ4's and MXFP4's
+// codes have no offset).
 int64_t int8_block_sum_width(GgmlType type) {
-  if (type == GgmlType::Q8_0 || type == GgmlType::IQ4_NL || type == GgmlType::IQ4_XS) return 0;
+  if (type == GgmlType::Q8_0 || type == GgmlType::IQ4_NL || type == GgmlType::IQ4_XS ||
+      type == GgmlType::MXFP4)
+    return 0;
   const bool sixteens = type == GgmlType::Q2_K || type == GgmlType::Q3_K || type == GgmlType::Q6_K;
   return sixteens ? 16 : 32;
 }
@@ -217,6 +221,8 @@ Plan plan_for(const FrozenWeight& w, const gemv::Kernels& k, GemvActivations act
           return {k.iq4_nl, data, rb, 0, false};
         case GgmlType::IQ4_XS:
           return {k.iq4_xs, data, rb, 0, false};
+        case GgmlType::MXFP4:
+          return {k.mxfp4, data, rb, 0, false};
         case GgmlType::F32:
           return {k.f32, data, rb, 0, false};
         default:

@@ -2,8 +2,8 @@
 // batch 1 the product reads every weight once and does two flops per weight, so its speed is the
 // memory's: the kernels read each packed weight once, straight from its storage (MLX 4/8-bit
 // codes; Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K blocks, the types of llama.cpp's K-quant
-// files; IQ4_NL and IQ4_XS where the CPU has AVX2; f32), with no widened copy of the matrix, and
-// split the output rows over threads. Other storages (F16, BF16) widen 16 rows at a time into a
+// files; IQ4_NL, IQ4_XS and MXFP4 where the CPU has AVX2; f32), with no widened copy of the matrix,
+// and split the output rows over threads. Other storages (F16, BF16) widen 16 rows at a time into a
 // buffer.
 #pragma once
 #include <cstdint>

@@ -149,14 +149,6 @@ uint32_t u32_at(const uint8_t* p) {
   return v;
 }
 
-// MXFP4's E8M0 scale halved (its levels are doubled): 2^(e - 128), the two smallest as subnormals.
-float e8m0_half(uint8_t e) {
-  const uint32_t bits = e < 2 ? uint32_t(0x00200000) << e : uint32_t(e - 1) << 23;
-  float v;
-  std::memcpy(&v, &bits, 4);
-  return v;
-}
-
 // The signed magnitude `value` times `scale`, negated where bit k of `signs` is set; the products
 // in the order the format's own decoder forms them, so that the floats are the same.
 float signed_times(float scale, int value, uint8_t signs, int k) {
@@ -240,10 +232,8 @@ float iq_reference(GgmlType t, const uint8_t* b, int i) {
       return static_cast<float>(((b[32 * h + m] >> (2 * n)) & 3) - 1) * f16_at(b + 64);
     }
     case GgmlType::MXFP4: {  // E8M0 scale, then Q4_0's nibble order over the doubled E2M1 levels
-      static constexpr int8_t kLevels[16] = {0, 1,  2,  3,  4,  6,  8,  12,
-                                             0, -1, -2, -3, -4, -6, -8, -12};
       const int code = i < 16 ? (b[1 + i] & 15) : (b[1 + i - 16] >> 4);
-      return static_cast<float>(kLevels[code]) * e8m0_half(b[0]);
+      return static_cast<float>(kMxfp4Levels[code]) * e8m0_half(b[0]);
     }
     default:
       throw std::logic_error("iq_reference: not a codebook, ternary or MXFP4 type");

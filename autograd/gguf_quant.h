@@ -11,6 +11,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <span>
@@ -52,6 +53,19 @@ enum class GgmlType : uint32_t {
 // together near zero, where most weights lie.
 inline constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                           1,    13,   25,  38,  53,  69,  89,  113};
+
+// MXFP4's 16 levels: the E2M1 values doubled (so its scale is halved, e8m0_half).
+inline constexpr int8_t kMxfp4Levels[16] = {0, 1,  2,  3,  4,  6,  8,  12,
+                                            0, -1, -2, -3, -4, -6, -8, -12};
+
+// An MXFP4 block's E8M0 scale byte e as 2^(e - 128): 2^(e - 127) halved for the doubled levels;
+// the two smallest are subnormals. (e = 255, NaN in the MX format, reads as 2^127, as llama.cpp's.)
+inline float e8m0_half(uint8_t e) {
+  const uint32_t bits = e < 2 ? uint32_t(0x00200000) << e : uint32_t(e - 1) << 23;
+  float v;
+  std::memcpy(&v, &bits, 4);
+  return v;
+}
 
 // The types we read; nullopt for any other id (Q8_1, Q8_K, the repacked Q4_0_4_4, NVFP4, ...).
 std::optional<GgmlType> ggml_type_from_id(uint32_t id);

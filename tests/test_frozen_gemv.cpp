@@ -197,7 +197,8 @@ TEST(FrozenGemv, Int8ActivationsLeaveOtherStoragesAsTheyAre) {
   const auto x = random_values(static_cast<std::size_t>(n * cols), 44);
   for (const auto& [what, w] : weights)
     for (GemvIsa isa : every_isa()) {
-      const bool block_type = what.front() == 'Q' || what.starts_with("IQ4");
+      const bool block_type =
+          what.front() == 'Q' || what.starts_with("IQ4") || what.starts_with("MXFP4");
       const bool int8_kernel = isa != GemvIsa::Scalar && block_type;
       std::vector<float> plain(static_cast<std::size_t>(n * kRows)), int8(plain.size());
       const GemvProduct a{&w, plain.data()}, b{&w, int8.data()};
@@ -228,7 +229,8 @@ TEST(FrozenGemv, Int8ActivationsOnGgmlBlocksEqualTheProductOfTheRoundedInput) {
       {GgmlType::Q4_0, {2, 18}},   {GgmlType::Q4_1, {4, 20}},  {GgmlType::Q5_0, {2, 22}},
       {GgmlType::Q5_1, {4, 24}},   {GgmlType::Q8_0, {2, 34}},  {GgmlType::Q4_K, {16, 144}},
       {GgmlType::Q5_K, {16, 176}}, {GgmlType::Q6_K, {0, 192}}, {GgmlType::Q2_K, {16, 80}},
-      {GgmlType::Q3_K, {0, 96}},   {GgmlType::IQ4_NL, {0, 2}}, {GgmlType::IQ4_XS, {0, 2}}};
+      {GgmlType::Q3_K, {0, 96}},   {GgmlType::IQ4_NL, {0, 2}}, {GgmlType::IQ4_XS, {0, 2}},
+      {GgmlType::MXFP4, {1, 17}}};
   for (const auto& [t, codes] : types)
     for (int64_t cols : {int64_t(256), int64_t(768)}) {
       const auto bytes = test::random_ggml_bytes(t, kRows, cols, 51, 0.5f);
@@ -253,7 +255,7 @@ TEST(FrozenGemv, VnniInt8ProductsEqualThePlainAvx512Ones) {
             quantize(random_values(kRows * 9 * group, 61, 0.1f), kRows, 9 * group, 4, group)));
   for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
                      GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
-                     GgmlType::IQ4_NL, GgmlType::IQ4_XS})
+                     GgmlType::IQ4_NL, GgmlType::IQ4_XS, GgmlType::MXFP4})
     for (int64_t rows : {kRows, int64_t(5)})
       weights.emplace_back(std::string(ggml_type_name(t)) + ", " + std::to_string(rows) + " rows",
                            FrozenWeight::from_ggml(GgmlMatrix::owning(

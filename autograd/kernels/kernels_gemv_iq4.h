@@ -1,5 +1,6 @@
 // The non-linear 4-bit ggml blocks against x in f32, or rounded to int8 in the layout of
-// kernels_gemv_int8_blocks.h. IQ4_NL is Q4_0's layout (an f16 scale d, then 16 code bytes: element
+// kernels_gemv_int8_blocks.h: IQ4_NL, IQ4_XS, and MXFP4 (IQ4_NL's layout with an E8M0 scale byte
+// and its own levels). IQ4_NL is Q4_0's layout (an f16 scale d, then 16 code bytes: element
 // j in the low nibble of byte j, element j + 16 in its high one); IQ4_XS holds 256 elements as
 // eight such 32-element groups of code bytes under one d, group j weighted d * (l_j - 32) by a
 // 6-bit l_j. A code stands for one of the 16 kIq4Values levels, not a count of steps, so a byte
@@ -17,7 +18,20 @@
 
 namespace {
 
-inline constexpr int64_t kIq4NlBytes = 18, kIq4XsBytes = 136;
+inline constexpr int64_t kIq4XsBytes = 136;
+
+// The 32-value blocks of 16 code bytes whose codes index a table of 16 levels: IQ4_NL (an f16
+// scale) and MXFP4 (an E8M0 scale byte, gguf_quant.h, over the doubled E2M1 values).
+struct Iq4NlLayout {
+  static constexpr int64_t kBytes = 18, kCodes = 2;
+  static constexpr const int8_t* kLevels = lora::kIq4Values;
+  static float scale(const RowsArgs& a, const uint8_t* block) { return half_at(a, block); }
+};
+struct Mxfp4Layout {
+  static constexpr int64_t kBytes = 17, kCodes = 1;
+  static constexpr const int8_t* kLevels = lora::kMxfp4Levels;
+  static float scale(const RowsArgs&, const uint8_t* block) { return lora::e8m0_half(block[0]); }
+};
 
 // The levels of the 32 codes in the 16 bytes at p, as signed bytes in element order.
 template <class V>
@@ -71,10 +85,10 @@ template <class V>
   return V::mul(V::add(l, V::set1(-32.0f)), V::set1(half_at(a, block)));
 }
 
-template <class V, int R>
-void iq4_nl_rows_at(const RowsArgs& a, int64_t r0) {
+template <class V, class L, int R>
+void level_table_rows_at(const RowsArgs& a, int64_t r0) {
   static_assert(V::W == 8, "a 32-element block is one vector of bytes");
-  const auto table = V::byte_table(lora::kIq4Values);
+  const auto table = V::byte_table(L::kLevels);
   const int64_t blocks = a.cols / 32;
   typename V::reg acc[R];
   const uint8_t* rows[R];
@@ -82,12 +96,12 @@ void iq4_nl_rows_at(const RowsArgs& a, int64_t r0) {
   for (int64_t b = 0; b < blocks; ++b) {
     typename V::reg x[4];
     load_x32<V>(a.x + 32 * b, x);
-    prefetch_next_rows<R>(a, r0, kIq4NlBytes * b, kIq4NlBytes);
+    prefetch_next_rows<R>(a, r0, L::kBytes * b, L::kBytes);
     LORA_GEMV_UNROLL
     for (int r = 0; r < R; ++r) {
-      const uint8_t* block = rows[r] + kIq4NlBytes * b;
-      const auto dot = iq4_dot_f32<V>(iq4_levels<V>(block + 2, table), x);
-      acc[r] = V::fmadd(dot, V::set1(half_at(a, block)), acc[r]);
+      const uint8_t* block = rows[r] + L::kBytes * b;
+      const auto dot = iq4_dot_f32<V>(iq4_levels<V>(block + L::kCodes, table), x);
+      acc[r] = V::fmadd(dot, V::set1(L::scale(a, block)), acc[r]);
     }
   }
   store_rows<V, R>(a, r0, acc);
@@ -123,10 +137,10 @@ void iq4_xs_rows_at(const RowsArgs& a, int64_t r0) {
 
 // Against int8 x: a 32-element group's dot is dx * (levels . xq), the levels' signs moved onto x
 // as for Q8_0 (dot_signed_bytes; |level| <= 127, so a byte pair's sum fits 16 bits).
-template <class V, int R>
-void iq4_nl_int8_rows_at(const RowsArgs& a, int64_t r0) {
+template <class V, class L, int R>
+void level_table_int8_rows_at(const RowsArgs& a, int64_t r0) {
   static_assert(V::W == 8, "a 32-element block is one vector of bytes");
-  const auto table = V::byte_table(lora::kIq4Values);
+  const auto table = V::byte_table(L::kLevels);
   const int64_t blocks = a.cols / 32;
   typename V::reg acc[R];
   const uint8_t* rows[R];
@@ -134,12 +148,13 @@ void iq4_nl_int8_rows_at(const RowsArgs& a, int64_t r0) {
   for (int64_t b = 0; b < blocks; ++b) {
     const auto xq = V::load_bytes(a.x_low + 32 * b);
     const float dx = a.x_scales[b];
-    prefetch_next_rows<R>(a, r0, kIq4NlBytes * b, kIq4NlBytes);
+    prefetch_next_rows<R>(a, r0, L::kBytes * b, L::kBytes);
     LORA_GEMV_UNROLL
     for (int r = 0; r < R; ++r) {
-      const uint8_t* block = rows[r] + kIq4NlBytes * b;
-      const auto dot = V::to_float(V::dot_signed_bytes(iq4_levels<V>(block + 2, table), xq));
-      acc[r] = V::fmadd(dot, V::set1(half_at(a, block) * dx), acc[r]);
+      const uint8_t* block = rows[r] + L::kBytes * b;
+      const auto levels = iq4_levels<V>(block + L::kCodes, table);
+      const auto dot = V::to_float(V::dot_signed_bytes(levels, xq));
+      acc[r] = V::fmadd(dot, V::set1(L::scale(a, block) * dx), acc[r]);
     }
   }
   store_rows<V, R>(a, r0, acc);
@@ -176,9 +191,15 @@ void iq4_xs_int8_rows_at(const RowsArgs& a, int64_t r0) {
 // `k` with the IQ4 kernels on V.
 template <class V>
 constexpr lora::gemv::Kernels with_iq4_blocks(lora::gemv::Kernels k) {
-  k.iq4_nl = &rows_in_fours<&iq4_nl_rows_at<V, 4>, &iq4_nl_rows_at<V, 1>>;
+  k.iq4_nl = &rows_in_fours<&level_table_rows_at<V, Iq4NlLayout, 4>,
+                            &level_table_rows_at<V, Iq4NlLayout, 1>>;
+  k.mxfp4 = &rows_in_fours<&level_table_rows_at<V, Mxfp4Layout, 4>,
+                           &level_table_rows_at<V, Mxfp4Layout, 1>>;
   k.iq4_xs = &rows_in_fours<&iq4_xs_rows_at<V, 4>, &iq4_xs_rows_at<V, 1>>;
-  k.iq4_nl_int8 = &rows_in_fours<&iq4_nl_int8_rows_at<V, 4>, &iq4_nl_int8_rows_at<V, 1>>;
+  k.iq4_nl_int8 = &rows_in_fours<&level_table_int8_rows_at<V, Iq4NlLayout, 4>,
+                                 &level_table_int8_rows_at<V, Iq4NlLayout, 1>>;
+  k.mxfp4_int8 = &rows_in_fours<&level_table_int8_rows_at<V, Mxfp4Layout, 4>,
+                                &level_table_int8_rows_at<V, Mxfp4Layout, 1>>;
   k.iq4_xs_int8 = &rows_in_fours<&iq4_xs_int8_rows_at<V, 4>, &iq4_xs_int8_rows_at<V, 1>>;
   return k;
 }

@@ -121,8 +121,8 @@ void add_decode_activations_flag(CLI::App& cmd, GemvActivations& activations) {
          "What a decode step's 4-bit products read: f32 (the activations as computed; default) or "
          "int8 (rounded to 8 bits per group, as llama.cpp does: integer multiply-adds, a faster "
          "step, slightly different logits, so greedy text may part after a while; MLX 4-bit "
-         "weights, and GGUF blocks from Q4_0 to Q8_0, Q2_K to Q6_K, IQ4_NL and IQ4_XS on AVX2 or "
-         "AVX-512 CPUs)")
+         "weights, and GGUF blocks from Q4_0 to Q8_0, Q2_K to Q6_K, IQ4_NL, IQ4_XS and MXFP4 on "
+         "AVX2 or AVX-512 CPUs)")
       ->check(CLI::IsMember({"f32", "int8"}, CLI::ignore_case));
 }
 
