@@ -161,16 +161,26 @@ gemv::RowsKernel int8_block_kernel(GgmlType type, const gemv::Kernels& k) {
       return k.iq4_xs_int8;
     case GgmlType::MXFP4:
       return k.mxfp4_int8;
+    case GgmlType::IQ2_XXS:
+      return k.iq2_xxs_int8;
+    case GgmlType::IQ2_XS:
+      return k.iq2_xs_int8;
+    case GgmlType::IQ2_S:
+      return k.iq2_s_int8;
+    case GgmlType::IQ3_XXS:
+      return k.iq3_xxs_int8;
+    case GgmlType::IQ3_S:
+      return k.iq3_s_int8;
     default:
       return nullptr;
   }
 }
 
-// The elements per sum of x the int8 kernel of a block type reads (Q8_0's, IQ4's and MXFP4's
-// codes have no offset).
+// The elements per sum of x the int8 kernel of a block type reads (Q8_0's, IQ4's, MXFP4's and
+// the signed codebook types' codes have no offset).
 int64_t int8_block_sum_width(GgmlType type) {
-  if (type == GgmlType::Q8_0 || type == GgmlType::IQ4_NL || type == GgmlType::IQ4_XS ||
-      type == GgmlType::MXFP4)
+  if (type == GgmlType::Q8_0 || !ggml_type_writable(type) || type == GgmlType::IQ4_NL ||
+      type == GgmlType::IQ4_XS)
     return 0;
   const bool sixteens = type == GgmlType::Q2_K || type == GgmlType::Q3_K || type == GgmlType::Q6_K;
   return sixteens ? 16 : 32;

@@ -452,10 +452,14 @@ constexpr int iq1_grid_value(uint64_t entry, int k) {
 }
 
 // The IQ2 and IQ3_XXS types store 7 of each 8 signs: the eighth makes the count of negative
-// values even. Bit k set: value k is negative.
-constexpr uint8_t signs_of_seven(unsigned seven) {
-  const unsigned bits = seven & 127;
-  return static_cast<uint8_t>(bits | (static_cast<unsigned>(std::popcount(bits)) & 1u) << 7);
-}
+// values even. Bit k set: value k is negative. By table: a population count is a library call
+// where the instruction set lacks one.
+inline constexpr auto kSignsOfSeven = [] {
+  std::array<uint8_t, 128> t{};
+  for (unsigned bits = 0; bits < 128; ++bits)
+    t[bits] = static_cast<uint8_t>(bits | (static_cast<unsigned>(std::popcount(bits)) & 1u) << 7);
+  return t;
+}();
+constexpr uint8_t signs_of_seven(unsigned seven) { return kSignsOfSeven[seven & 127]; }
 
 }  // namespace lora::iq_grids

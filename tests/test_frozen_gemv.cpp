@@ -182,8 +182,9 @@ TEST(FrozenGemv, Int8ActivationsEqualTheProductOfTheRoundedInput) {
 }
 
 // Int8 applies to MLX 4-bit weights and to the ggml blocks with int8 kernels (on AVX2 and
-// AVX-512: every block type, Q2_K to Q8_0, IQ4_NL and IQ4_XS): the other storages (8-bit MLX,
-// f32, F16, BF16), and the blocks on the portable baseline, give their f32 results unchanged.
+// AVX-512: Q2_K to Q8_0, IQ4_NL, IQ4_XS, MXFP4, IQ2_* and IQ3_*): the other storages (8-bit MLX,
+// f32, F16, BF16, IQ1_*, TQ*), and the blocks on the portable baseline, give their f32 results
+// unchanged.
 TEST(FrozenGemv, Int8ActivationsLeaveOtherStoragesAsTheyAre) {
   const int64_t cols = 256, n = 2;
   std::vector<std::pair<std::string, FrozenWeight>> weights;
@@ -197,8 +198,9 @@ TEST(FrozenGemv, Int8ActivationsLeaveOtherStoragesAsTheyAre) {
   const auto x = random_values(static_cast<std::size_t>(n * cols), 44);
   for (const auto& [what, w] : weights)
     for (GemvIsa isa : every_isa()) {
-      const bool block_type =
-          what.front() == 'Q' || what.starts_with("IQ4") || what.starts_with("MXFP4");
+      const bool block_type = what.front() == 'Q' || what.starts_with("IQ4") ||
+                              what.starts_with("MXFP4") || what.starts_with("IQ2") ||
+                              what.starts_with("IQ3");
       const bool int8_kernel = isa != GemvIsa::Scalar && block_type;
       std::vector<float> plain(static_cast<std::size_t>(n * kRows)), int8(plain.size());
       const GemvProduct a{&w, plain.data()}, b{&w, int8.data()};
@@ -211,8 +213,9 @@ TEST(FrozenGemv, Int8ActivationsLeaveOtherStoragesAsTheyAre) {
 // A ggml block row's weights as (coded part) + (offset): the offset is what the row dequantizes
 // to with every code zero (Q4_0's -8 d, Q4_1's m, Q8_0's 0, Q2_K's and Q4_K's -dmin m, Q3_K's
 // -4 d sc, Q6_K's -32 d sc), the coded part the rest. `codes` is each block's bytes [first, end)
-// that are zeroed for it: its code bytes, high bits included; for IQ4, whose codes are levels
-// with no offset (and whose code 0 is not zero), its scale d instead, which makes the offset 0.
+// that are zeroed for it: its code bytes, high bits included; for IQ4 and the codebook types,
+// whose codes have no offset (and whose code 0 is not zero), its scale d instead, which makes
+// the offset 0.
 std::vector<float> offsets_of(GgmlType t, std::vector<std::byte> bytes, int64_t rows, int64_t cols,
                               std::pair<int, int> codes) {
   const auto block = static_cast<std::size_t>(ggml_block_bytes(t));
@@ -221,16 +224,17 @@ std::vector<float> offsets_of(GgmlType t, std::vector<std::byte> bytes, int64_t 
   return FrozenWeight::from_ggml(GgmlMatrix::owning(rows, cols, t, bytes)).to_f32();
 }
 
-// The ggml blocks with int8 kernels (Q4_0 to Q8_0, Q2_K to Q6_K, IQ4_NL, IQ4_XS): x rounded per
-// 32 elements.
+// The ggml blocks with int8 kernels (Q4_0 to Q8_0, Q2_K to Q6_K, IQ4_NL, IQ4_XS, MXFP4, IQ2_XXS,
+// IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S): x rounded per 32 elements.
 // Rows of one and three super-blocks.
 TEST(FrozenGemv, Int8ActivationsOnGgmlBlocksEqualTheProductOfTheRoundedInput) {
   const std::pair<GgmlType, std::pair<int, int>> types[] = {
-      {GgmlType::Q4_0, {2, 18}},   {GgmlType::Q4_1, {4, 20}},  {GgmlType::Q5_0, {2, 22}},
-      {GgmlType::Q5_1, {4, 24}},   {GgmlType::Q8_0, {2, 34}},  {GgmlType::Q4_K, {16, 144}},
-      {GgmlType::Q5_K, {16, 176}}, {GgmlType::Q6_K, {0, 192}}, {GgmlType::Q2_K, {16, 80}},
-      {GgmlType::Q3_K, {0, 96}},   {GgmlType::IQ4_NL, {0, 2}}, {GgmlType::IQ4_XS, {0, 2}},
-      {GgmlType::MXFP4, {1, 17}}};
+      {GgmlType::Q4_0, {2, 18}},   {GgmlType::Q4_1, {4, 20}},   {GgmlType::Q5_0, {2, 22}},
+      {GgmlType::Q5_1, {4, 24}},   {GgmlType::Q8_0, {2, 34}},   {GgmlType::Q4_K, {16, 144}},
+      {GgmlType::Q5_K, {16, 176}}, {GgmlType::Q6_K, {0, 192}},  {GgmlType::Q2_K, {16, 80}},
+      {GgmlType::Q3_K, {0, 96}},   {GgmlType::IQ4_NL, {0, 2}},  {GgmlType::IQ4_XS, {0, 2}},
+      {GgmlType::MXFP4, {1, 17}},  {GgmlType::IQ2_XXS, {0, 2}}, {GgmlType::IQ2_XS, {0, 2}},
+      {GgmlType::IQ2_S, {0, 2}},   {GgmlType::IQ3_XXS, {0, 2}}, {GgmlType::IQ3_S, {0, 2}}};
   for (const auto& [t, codes] : types)
     for (int64_t cols : {int64_t(256), int64_t(768)}) {
       const auto bytes = test::random_ggml_bytes(t, kRows, cols, 51, 0.5f);
@@ -255,7 +259,8 @@ TEST(FrozenGemv, VnniInt8ProductsEqualThePlainAvx512Ones) {
             quantize(random_values(kRows * 9 * group, 61, 0.1f), kRows, 9 * group, 4, group)));
   for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
                      GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
-                     GgmlType::IQ4_NL, GgmlType::IQ4_XS, GgmlType::MXFP4})
+                     GgmlType::IQ4_NL, GgmlType::IQ4_XS, GgmlType::MXFP4, GgmlType::IQ2_XXS,
+                     GgmlType::IQ2_XS, GgmlType::IQ2_S, GgmlType::IQ3_XXS, GgmlType::IQ3_S})
     for (int64_t rows : {kRows, int64_t(5)})
       weights.emplace_back(std::string(ggml_type_name(t)) + ", " + std::to_string(rows) + " rows",
                            FrozenWeight::from_ggml(GgmlMatrix::owning(

@@ -209,6 +209,25 @@ struct Avx2 {
   }
   // Byte j: byte index[j] (at most 15) of the table.
   static ireg look_up(ireg table, ireg index) { return _mm256_shuffle_epi8(table, index); }
+  // Four 8-byte codebook entries side by side: bytes 8k to 8k + 7 are entry k.
+  static ireg four_entries(uint64_t e0, uint64_t e1, uint64_t e2, uint64_t e3) {
+    return _mm256_setr_epi64x(static_cast<int64_t>(e0), static_cast<int64_t>(e1),
+                              static_cast<int64_t>(e2), static_cast<int64_t>(e3));
+  }
+  // x with byte j negated where bit j of `signs` is set (x never -128).
+  static ireg negate_where(ireg x, uint32_t signs) {
+    const ireg spread =
+        _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(signs)),
+                            _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
+                                             2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const ireg bit = _mm256_set1_epi64x(0x8040201008040201);
+    const ireg set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);  // 0 or -1
+    return _mm256_sign_epi8(x, _mm256_or_si256(set, _mm256_set1_epi8(1)));
+  }
+  // Lanes 0-3 low, lanes 4-7 high.
+  static reg halves(float low, float high) {
+    return _mm256_setr_m128(_mm_set1_ps(low), _mm_set1_ps(high));
+  }
   // The 8 bytes of v (byte l in lane l), unsigned.
   static ireg byte_lanes(uint64_t v) {
     return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(v)));

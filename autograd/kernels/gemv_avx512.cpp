@@ -5,14 +5,16 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include "autograd/kernels/gemv_avx512_int8_blocks.h"
+#include "autograd/kernels/kernels_gemv_codebook.h"
 #include "autograd/kernels/kernels_gemv_iq4.h"
 
 namespace lora::gemv_avx512 {
 
 const gemv::Kernels& kernels() {
-  // Every int8 block type has a 64-byte form here (its one-row tails use the AVX2 operations).
-  static constexpr gemv::Kernels k =
-      with_iq4_blocks<Avx2>(with_wide_int8_blocks<Avx512>(make_kernels<Avx512>()));
+  // The legacy and K int8 block types have 64-byte forms here (their one-row tails use the AVX2
+  // operations); the IQ4, MXFP4 and codebook kernels are the 32-byte AVX2 ones.
+  static constexpr gemv::Kernels k = with_codebook_int8_blocks<Avx2>(
+      with_iq4_blocks<Avx2>(with_wide_int8_blocks<Avx512>(make_kernels<Avx512>())));
   return k;
 }
 

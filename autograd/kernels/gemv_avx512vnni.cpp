@@ -7,13 +7,14 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"  // as in gemv_avx512.cpp: GCC bug 105593
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include "autograd/kernels/gemv_avx512_int8_blocks.h"
+#include "autograd/kernels/kernels_gemv_codebook.h"
 #include "autograd/kernels/kernels_gemv_iq4.h"
 
 namespace lora::gemv_avx512_vnni {
 
 const gemv::Kernels& kernels() {
-  static constexpr gemv::Kernels k =
-      with_iq4_blocks<Avx2>(with_wide_int8_blocks<Avx512>(make_kernels<Avx512>()));
+  static constexpr gemv::Kernels k = with_codebook_int8_blocks<Avx2>(
+      with_iq4_blocks<Avx2>(with_wide_int8_blocks<Avx512>(make_kernels<Avx512>())));
   return k;
 }
 

@@ -1,0 +1,168 @@
+// The codebook ggml types whose entries are magnitudes with sign bits (IQ2_XXS, IQ2_XS, IQ2_S,
+// IQ3_XXS, IQ3_S; layouts in kernels_gguf_dequant_codebook.h) against x rounded to int8
+// (kernels_gemv_int8_blocks.h's layout: per 32 elements, in order, with a step dx each). A
+// 32-value group is four entries of 8 bytes (IQ3's 4-value entries in pairs) put side by side in
+// one vector; the group's 32 sign bits negate x's bytes instead of the magnitudes, so the product
+// stays unsigned codes times signed x (vpmaddubsw, or vpdpbusd with VNNI; magnitudes at most 62,
+// so a byte pair's sum fits 16 bits). Lanes 0-3 of the dot are entries 0 and 1, lanes 4-7 entries
+// 2 and 3: IQ2_XS's and IQ2_S's two scales a group meet them as the two halves of one factor
+// vector. With f32 x these types widen their rows (frozen_gemv.cpp): converting each 8 values to
+// floats costs as much as widening them. Written over a V of 32-byte integer vectors
+// (gemv_avx2_ops.h) for the AVX2 and AVX-512 copies. Internal linkage, as kernels_gemv.h.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#include "autograd/gguf_iq_grids.h"
+#include "autograd/kernels/kernels_gemv.h"
+
+namespace {
+
+// One 32-value group: its four entries, its 32 sign bits (bit j: value j negative) and its
+// scales (d included) for entries 0-1 and 2-3.
+struct CodebookGroup {
+  uint64_t entries[4];
+  uint32_t signs;
+  float low, high;
+};
+
+// The 7 stored sign bits of each of four entries (bits 7l..7l+6 of `word`) as 32 sign bits.
+inline uint32_t four_signs_of_seven(uint32_t word) {
+  uint32_t signs = 0;
+  LORA_GEMV_UNROLL
+  for (int l = 0; l < 4; ++l)
+    signs |= uint32_t(lora::iq_grids::signs_of_seven(word >> (7 * l))) << (8 * l);
+  return signs;
+}
+
+inline uint32_t u32_at(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// d (s + 1/2) / 4, an IQ2 group's scale for its 4-bit s.
+inline float iq2_group_scale(float d, int s) { return d * (0.5f + static_cast<float>(s)) * 0.25f; }
+
+struct Iq2XxsGroups {
+  static constexpr int64_t kBytes = 66;
+  [[gnu::always_inline]] static CodebookGroup group(const uint8_t* b, int g, float d) {
+    const uint8_t* q = b + 2 + 8 * g;
+    const uint32_t word = u32_at(q + 4);
+    const float s = iq2_group_scale(d, static_cast<int>(word >> 28));
+    using lora::iq_grids::kIq2Xxs;
+    return {{kIq2Xxs[q[0]], kIq2Xxs[q[1]], kIq2Xxs[q[2]], kIq2Xxs[q[3]]},
+            four_signs_of_seven(word),
+            s,
+            s};
+  }
+};
+
+struct Iq2XsGroups {
+  static constexpr int64_t kBytes = 74;
+  [[gnu::always_inline]] static CodebookGroup group(const uint8_t* b, int g, float d) {
+    CodebookGroup out{};
+    LORA_GEMV_UNROLL
+    for (int l = 0; l < 4; ++l) {
+      uint16_t q;
+      std::memcpy(&q, b + 2 + 2 * (4 * g + l), 2);
+      out.entries[l] = lora::iq_grids::kIq2Xs[q & 511];
+      out.signs |= uint32_t(lora::iq_grids::signs_of_seven(q >> 9)) << (8 * l);
+    }
+    out.low = iq2_group_scale(d, b[66 + g] & 15);
+    out.high = iq2_group_scale(d, b[66 + g] >> 4);
+    return out;
+  }
+};
+
+struct Iq2SGroups {
+  static constexpr int64_t kBytes = 82;
+  [[gnu::always_inline]] static CodebookGroup group(const uint8_t* b, int g, float d) {
+    CodebookGroup out{};
+    const int high = b[66 + g];
+    LORA_GEMV_UNROLL
+    for (int l = 0; l < 4; ++l)
+      out.entries[l] = lora::iq_grids::kIq2S[b[2 + 4 * g + l] | ((high << (8 - 2 * l)) & 0x300)];
+    out.signs = u32_at(b + 34 + 4 * g);
+    out.low = iq2_group_scale(d, b[74 + g] & 15);
+    out.high = iq2_group_scale(d, b[74 + g] >> 4);
+    return out;
+  }
+};
+
+struct Iq3XxsGroups {
+  static constexpr int64_t kBytes = 98;
+  [[gnu::always_inline]] static CodebookGroup group(const uint8_t* b, int g, float d) {
+    const uint8_t* q = b + 2 + 8 * g;
+    const uint32_t word = u32_at(b + 66 + 4 * g);
+    const float s = d * (0.5f + static_cast<float>(word >> 28)) * 0.5f;
+    CodebookGroup out{{}, four_signs_of_seven(word), s, s};
+    LORA_GEMV_UNROLL
+    for (int l = 0; l < 4; ++l)
+      out.entries[l] =
+          lora::iq_grids::kIq3Xxs[q[2 * l]] | uint64_t(lora::iq_grids::kIq3Xxs[q[2 * l + 1]]) << 32;
+    return out;
+  }
+};
+
+struct Iq3SGroups {
+  static constexpr int64_t kBytes = 110;
+  [[gnu::always_inline]] static CodebookGroup group(const uint8_t* b, int g, float d) {
+    const uint8_t* q = b + 2 + 8 * g;
+    const int high = b[66 + g];
+    const float s = d * static_cast<float>(1 + 2 * ((b[106 + g / 2] >> (4 * (g % 2))) & 15));
+    CodebookGroup out{{}, u32_at(b + 74 + 4 * g), s, s};
+    LORA_GEMV_UNROLL
+    for (int l = 0; l < 4; ++l)
+      out.entries[l] =
+          lora::iq_grids::kIq3S[q[2 * l] | ((high >> (2 * l)) & 1) << 8] |
+          uint64_t(lora::iq_grids::kIq3S[q[2 * l + 1] | ((high >> (2 * l + 1)) & 1) << 8]) << 32;
+    return out;
+  }
+};
+
+template <class V, class C, int R>
+void codebook_int8_rows_at(const RowsArgs& a, int64_t r0) {
+  static_assert(V::W == 8, "a 32-value group is one vector of bytes");
+  const int64_t blocks = a.cols / 256;
+  typename V::reg acc[R];
+  const uint8_t* rows[R];
+  start_rows<V, R>(a, r0, acc, rows);
+  for (int64_t b = 0; b < blocks; ++b) {
+    prefetch_next_rows<R>(a, r0, C::kBytes * b, C::kBytes);
+    float d[R];
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) d[r] = half_at(a, rows[r] + C::kBytes * b);
+    for (int g = 0; g < 8; ++g) {
+      const auto xq = V::load_bytes(a.x_low + 256 * b + 32 * g);
+      const float dx = a.x_scales[8 * b + g];
+      LORA_GEMV_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const CodebookGroup q = C::group(rows[r] + C::kBytes * b, g, d[r]);
+        const auto magnitudes =
+            V::four_entries(q.entries[0], q.entries[1], q.entries[2], q.entries[3]);
+        const auto dot = V::to_float(V::dot_bytes(magnitudes, V::negate_where(xq, q.signs)));
+        acc[r] = V::fmadd(dot, V::halves(q.low * dx, q.high * dx), acc[r]);
+      }
+    }
+  }
+  store_rows<V, R>(a, r0, acc);
+}
+
+// `k` with the codebook int8 kernels on V.
+template <class V>
+constexpr lora::gemv::Kernels with_codebook_int8_blocks(lora::gemv::Kernels k) {
+  k.iq2_xxs_int8 = &rows_in_fours<&codebook_int8_rows_at<V, Iq2XxsGroups, 4>,
+                                  &codebook_int8_rows_at<V, Iq2XxsGroups, 1>>;
+  k.iq2_xs_int8 = &rows_in_fours<&codebook_int8_rows_at<V, Iq2XsGroups, 4>,
+                                 &codebook_int8_rows_at<V, Iq2XsGroups, 1>>;
+  k.iq2_s_int8 = &rows_in_fours<&codebook_int8_rows_at<V, Iq2SGroups, 4>,
+                                &codebook_int8_rows_at<V, Iq2SGroups, 1>>;
+  k.iq3_xxs_int8 = &rows_in_fours<&codebook_int8_rows_at<V, Iq3XxsGroups, 4>,
+                                  &codebook_int8_rows_at<V, Iq3XxsGroups, 1>>;
+  k.iq3_s_int8 = &rows_in_fours<&codebook_int8_rows_at<V, Iq3SGroups, 4>,
+                                &codebook_int8_rows_at<V, Iq3SGroups, 1>>;
+  return k;
+}
+
+}  // namespace
