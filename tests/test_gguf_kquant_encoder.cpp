@@ -71,6 +71,31 @@ Encodings encode_both(QuantizeChunk quantize_chunk, GgmlType t, const std::vecto
   return e;
 }
 
+// Our dispatched decoder and our per-element reference give exactly the floats of llama.cpp's
+// `decoder` on the n elements in `bytes`; returns how many are not zero.
+int64_t expect_llama_cpps_floats(const LibGgml& lib, GgmlType t, const char* decoder,
+                                 const std::vector<std::byte>& bytes, int64_t n) {
+  using Dequantize = void (*)(const void*, float*, int64_t);
+  const auto theirs_decode = lib.symbol<Dequantize>(decoder);
+  EXPECT_NE(theirs_decode, nullptr) << decoder;
+  if (!theirs_decode) return 0;
+  std::vector<float> ours(static_cast<std::size_t>(n)), reference(ours.size()),
+      expected(ours.size());
+  theirs_decode(bytes.data(), expected.data(), n);
+  ggml_dequantize_row(t, bytes.data(), n, ours.data());
+  ggml_dequantize_row_reference(t, bytes.data(), n, reference.data());
+  int64_t nonzero = 0;
+  for (std::size_t i = 0; i < ours.size(); ++i) {
+    if (ours[i] != expected[i] || reference[i] != expected[i]) {
+      ADD_FAILURE() << ggml_type_name(t) << " element " << i << ": ours " << ours[i]
+                    << ", reference " << reference[i] << ", llama.cpp " << expected[i];
+      return nonzero;
+    }
+    nonzero += expected[i] != 0.0f;
+  }
+  return nonzero;
+}
+
 #define LORA_REQUIRE_LIBGGML()                                                                 \
   LORA_REQUIRE_LLAMA_CPP();                                                                    \
   if (!std::filesystem::exists(libggml_base()))                                                \
@@ -119,7 +144,6 @@ TEST(GgufKQuantEncoder, ErrorAgainstLlamaCppsQuantizer) {
 // bytes, our decoders (the dispatched one and the per-element reference) give its decoder's floats.
 TEST(GgufKQuantEncoder, Iq4TypesAreLlamaCppsBytesAndFloats) {
   LORA_REQUIRE_LIBGGML();
-  using Dequantize = void (*)(const void*, float*, int64_t);
   const std::pair<GgmlType, const char*> kinds[] = {{GgmlType::IQ4_NL, "dequantize_row_iq4_nl"},
                                                     {GgmlType::IQ4_XS, "dequantize_row_iq4_xs"}};
   const int64_t rows = 16, cols = 2048;
@@ -129,23 +153,13 @@ TEST(GgufKQuantEncoder, Iq4TypesAreLlamaCppsBytesAndFloats) {
   for (int j = 0; j < 32; ++j) x[1024 + j] *= 1e-9f;
   for (const auto& [t, decoder_name] : kinds) {
     SCOPED_TRACE(std::string(ggml_type_name(t)));
-    const auto theirs_decode = lib.symbol<Dequantize>(decoder_name);
-    ASSERT_NE(theirs_decode, nullptr);
     const auto [mine, theirs] = encode_both(quantize_chunk, t, x, rows, cols);
     const auto bb = static_cast<std::size_t>(ggml_block_bytes(t));
     for (std::size_t b = 0; b < mine.size(); b += bb)
       ASSERT_TRUE(std::equal(mine.begin() + b, mine.begin() + b + bb, theirs.begin() + b))
           << "block " << b / bb << " differs from llama.cpp's";
-    const std::vector<std::byte> noise = test::random_ggml_bytes(t, rows, cols, 5);
-    std::vector<float> ours(static_cast<std::size_t>(rows * cols)), reference(ours.size()),
-        expected(ours.size());
-    theirs_decode(noise.data(), expected.data(), rows * cols);
-    ggml_dequantize_row(t, noise.data(), rows * cols, ours.data());
-    ggml_dequantize_row_reference(t, noise.data(), rows * cols, reference.data());
-    for (std::size_t i = 0; i < ours.size(); ++i) {
-      ASSERT_EQ(ours[i], expected[i]) << "element " << i;
-      ASSERT_EQ(reference[i], expected[i]) << "element " << i;
-    }
+    expect_llama_cpps_floats(lib, t, decoder_name, test::random_ggml_bytes(t, rows, cols, 5),
+                             rows * cols);
   }
 }
 
@@ -154,7 +168,6 @@ TEST(GgufKQuantEncoder, Iq4TypesAreLlamaCppsBytesAndFloats) {
 // exactly llama.cpp's dequantize_row floats.
 TEST(GgufKQuantEncoder, ReadOnlyTypesDecodeToLlamaCppsFloats) {
   LORA_REQUIRE_LIBGGML();
-  using Dequantize = void (*)(const void*, float*, int64_t);
   const std::pair<GgmlType, const char*> kinds[] = {
       {GgmlType::IQ2_XXS, "dequantize_row_iq2_xxs"}, {GgmlType::IQ2_XS, "dequantize_row_iq2_xs"},
       {GgmlType::IQ2_S, "dequantize_row_iq2_s"},     {GgmlType::IQ3_XXS, "dequantize_row_iq3_xxs"},
@@ -163,23 +176,10 @@ TEST(GgufKQuantEncoder, ReadOnlyTypesDecodeToLlamaCppsFloats) {
       {GgmlType::TQ2_0, "dequantize_row_tq2_0"},     {GgmlType::MXFP4, "dequantize_row_mxfp4"}};
   const int64_t rows = 8, cols = 4096;  // 128 blocks of 256: every codebook entry index is drawn
   for (const auto& [t, decoder_name] : kinds) {
-    SCOPED_TRACE(std::string(ggml_type_name(t)));
-    EXPECT_FALSE(ggml_type_writable(t));
-    const auto theirs_decode = lib.symbol<Dequantize>(decoder_name);
-    ASSERT_NE(theirs_decode, nullptr);
-    const std::vector<std::byte> noise = test::random_ggml_bytes(t, rows, cols, 21);
-    std::vector<float> ours(static_cast<std::size_t>(rows * cols)), reference(ours.size()),
-        expected(ours.size());
-    theirs_decode(noise.data(), expected.data(), rows * cols);
-    ggml_dequantize_row(t, noise.data(), rows * cols, ours.data());
-    ggml_dequantize_row_reference(t, noise.data(), rows * cols, reference.data());
-    int64_t nonzero = 0;
-    for (std::size_t i = 0; i < ours.size(); ++i) {
-      ASSERT_EQ(ours[i], expected[i]) << "element " << i;
-      ASSERT_EQ(reference[i], expected[i]) << "element " << i;
-      nonzero += expected[i] != 0.0f;
-    }
-    EXPECT_GT(nonzero, rows * cols / 4);  // the scales are live
+    EXPECT_FALSE(ggml_type_writable(t)) << ggml_type_name(t);
+    const int64_t nonzero = expect_llama_cpps_floats(
+        lib, t, decoder_name, test::random_ggml_bytes(t, rows, cols, 21), rows * cols);
+    EXPECT_GT(nonzero, rows * cols / 4) << ggml_type_name(t);  // the scales are live
   }
 }
 

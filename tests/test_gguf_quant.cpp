@@ -99,8 +99,8 @@ TEST(GgmlTypes, HandMadeReadOnlyBlocks) {
   EXPECT_EQ(y[0], -0.5f);
   EXPECT_EQ(y[32], 0.5f);
   EXPECT_EQ(y[1], -0.5f);
-  // TQ1_0: byte 0 = 1 x 81 + ... base 3 digits of 162 (= 2 x 81) scaled: trit 0 is 162 * 3 / 256
-  // = 1 (0 after the -1), trit 1 is (162 * 3 mod 256) * 3 / 256 = 2 (1).
+  // TQ1_0: trit n of byte q is 3 (q 3^n mod 256) / 256, less 1. q = 162: n = 0 gives 486 / 256
+  // = 1 (the value 0); n = 1 gives 3 x (486 mod 256 = 230) / 256 = 2 (the value 1), element 32.
   Block tq1(GgmlType::TQ1_0);
   tq1.f16(52, 4.0f);
   tq1.u8(0, 162);
