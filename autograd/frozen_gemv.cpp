@@ -171,19 +171,39 @@ gemv::RowsKernel int8_block_kernel(GgmlType type, const gemv::Kernels& k) {
       return k.iq3_xxs_int8;
     case GgmlType::IQ3_S:
       return k.iq3_s_int8;
+    case GgmlType::IQ1_S:
+      return k.iq1_s_int8;
+    case GgmlType::IQ1_M:
+      return k.iq1_m_int8;
+    case GgmlType::TQ2_0:
+      return k.tq2_0_int8;
     default:
       return nullptr;
   }
 }
 
-// The elements per sum of x the int8 kernel of a block type reads (Q8_0's, IQ4's, MXFP4's and
-// the signed codebook types' codes have no offset).
+// The elements per sum of x the int8 kernel of a block type reads: none where the codes have no
+// offset (Q8_0, IQ2-IQ4, MXFP4); per 8 for IQ1_M's per-entry shifts.
 int64_t int8_block_sum_width(GgmlType type) {
-  if (type == GgmlType::Q8_0 || !ggml_type_writable(type) || type == GgmlType::IQ4_NL ||
-      type == GgmlType::IQ4_XS)
-    return 0;
-  const bool sixteens = type == GgmlType::Q2_K || type == GgmlType::Q3_K || type == GgmlType::Q6_K;
-  return sixteens ? 16 : 32;
+  switch (type) {
+    case GgmlType::Q2_K:
+    case GgmlType::Q3_K:
+    case GgmlType::Q6_K:
+      return 16;
+    case GgmlType::IQ1_M:
+      return 8;
+    case GgmlType::Q4_0:
+    case GgmlType::Q4_1:
+    case GgmlType::Q5_0:
+    case GgmlType::Q5_1:
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
+    case GgmlType::IQ1_S:
+    case GgmlType::TQ2_0:
+      return 32;
+    default:
+      return 0;
+  }
 }
 
 Plan plan_for(const FrozenWeight& w, const gemv::Kernels& k, GemvActivations activations) {

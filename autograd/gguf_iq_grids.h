@@ -441,6 +441,15 @@ inline constexpr auto kIq2S = widen<1024, 8, 2, uint64_t>(kIq2SGrid, kIq2Levels)
 inline constexpr auto kIq3Xxs = widen<256, 4, 3, uint32_t>(kIq3XxsGrid, kIq3XxsLevels);
 inline constexpr auto kIq3S = widen<512, 4, 3, uint32_t>(kIq3SGrid, kIq3SLevels);
 inline constexpr auto kIq1S = widen<2048, 8, 2, uint64_t>(kIq1SGrid, kIq1Levels);
+// IQ1's values plus 1 (0, 1 or 2): unsigned bytes for the int8 products.
+inline constexpr int8_t kIq1UnsignedLevels[4] = {0, 1, 2, 0};
+inline constexpr auto kIq1SUnsigned = widen<2048, 8, 2, uint64_t>(kIq1SGrid, kIq1UnsignedLevels);
+
+// An IQ1 group's or entry's shift: -1/8 where its sign bit is set, else +1/8, without a branch
+// (the bits are as good as random: a branch mispredicts every other one).
+constexpr float iq1_shift(unsigned sign_bit) {
+  return 0.125f - 0.25f * static_cast<float>(sign_bit);
+}
 
 // Value k (a byte) of a grid entry; IQ1's are signed.
 template <class Entry>

@@ -182,9 +182,8 @@ TEST(FrozenGemv, Int8ActivationsEqualTheProductOfTheRoundedInput) {
 }
 
 // Int8 applies to MLX 4-bit weights and to the ggml blocks with int8 kernels (on AVX2 and
-// AVX-512: Q2_K to Q8_0, IQ4_NL, IQ4_XS, MXFP4, IQ2_* and IQ3_*): the other storages (8-bit MLX,
-// f32, F16, BF16, IQ1_*, TQ*), and the blocks on the portable baseline, give their f32 results
-// unchanged.
+// AVX-512: Q2_K to Q8_0, IQ1_S to IQ4_XS, MXFP4, TQ2_0): the other storages (8-bit MLX, f32,
+// F16, BF16, TQ1_0), and the blocks on the portable baseline, give their f32 results unchanged.
 TEST(FrozenGemv, Int8ActivationsLeaveOtherStoragesAsTheyAre) {
   const int64_t cols = 256, n = 2;
   std::vector<std::pair<std::string, FrozenWeight>> weights;
@@ -198,9 +197,8 @@ TEST(FrozenGemv, Int8ActivationsLeaveOtherStoragesAsTheyAre) {
   const auto x = random_values(static_cast<std::size_t>(n * cols), 44);
   for (const auto& [what, w] : weights)
     for (GemvIsa isa : every_isa()) {
-      const bool block_type = what.front() == 'Q' || what.starts_with("IQ4") ||
-                              what.starts_with("MXFP4") || what.starts_with("IQ2") ||
-                              what.starts_with("IQ3");
+      const bool block_type = what.front() == 'Q' || what.front() == 'I' ||
+                              what.starts_with("MXFP4") || what.starts_with("TQ2");
       const bool int8_kernel = isa != GemvIsa::Scalar && block_type;
       std::vector<float> plain(static_cast<std::size_t>(n * kRows)), int8(plain.size());
       const GemvProduct a{&w, plain.data()}, b{&w, int8.data()};
@@ -215,17 +213,26 @@ TEST(FrozenGemv, Int8ActivationsLeaveOtherStoragesAsTheyAre) {
 // -4 d sc, Q6_K's -32 d sc), the coded part the rest. `codes` is each block's bytes [first, end)
 // that are zeroed for it: its code bytes, high bits included; for IQ4 and the codebook types,
 // whose codes have no offset (and whose code 0 is not zero), its scale d instead, which makes
-// the offset 0.
+// the offset 0. IQ1's and TQ2_0's values -1, 0, 1 count from -1: their offset is what entry 0
+// (all -1) or code 0 gives, IQ1's with its shift (IQ1_S's high entry bits share a word with the
+// group's scale and shift sign, IQ1_M's a nibble with the entry's shift sign: only they go).
 std::vector<float> offsets_of(GgmlType t, std::vector<std::byte> bytes, int64_t rows, int64_t cols,
                               std::pair<int, int> codes) {
   const auto block = static_cast<std::size_t>(ggml_block_bytes(t));
-  for (std::size_t b = 0; b < bytes.size(); b += block)
+  for (std::size_t b = 0; b < bytes.size(); b += block) {
     std::fill(bytes.begin() + b + codes.first, bytes.begin() + b + codes.second, std::byte{0});
+    for (int g = 0; g < 8; ++g) {
+      if (t == GgmlType::IQ1_S) bytes[b + 34 + 2 * g] = std::byte{0};  // high bits 0-7
+      if (t == GgmlType::IQ1_S) bytes[b + 35 + 2 * g] &= std::byte{0xF0};
+      if (t == GgmlType::IQ1_M) bytes[b + 32 + g] &= std::byte{0x88};
+      if (t == GgmlType::IQ1_M) bytes[b + 40 + g] &= std::byte{0x88};
+    }
+  }
   return FrozenWeight::from_ggml(GgmlMatrix::owning(rows, cols, t, bytes)).to_f32();
 }
 
-// The ggml blocks with int8 kernels (Q4_0 to Q8_0, Q2_K to Q6_K, IQ4_NL, IQ4_XS, MXFP4, IQ2_XXS,
-// IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S): x rounded per 32 elements.
+// The ggml blocks with int8 kernels (Q4_0 to Q8_0, Q2_K to Q6_K, IQ4_NL, IQ4_XS, MXFP4, IQ1_S to
+// IQ3_S, TQ2_0): x rounded per 32 elements.
 // Rows of one and three super-blocks.
 TEST(FrozenGemv, Int8ActivationsOnGgmlBlocksEqualTheProductOfTheRoundedInput) {
   const std::pair<GgmlType, std::pair<int, int>> types[] = {
@@ -234,7 +241,8 @@ TEST(FrozenGemv, Int8ActivationsOnGgmlBlocksEqualTheProductOfTheRoundedInput) {
       {GgmlType::Q5_K, {16, 176}}, {GgmlType::Q6_K, {0, 192}},  {GgmlType::Q2_K, {16, 80}},
       {GgmlType::Q3_K, {0, 96}},   {GgmlType::IQ4_NL, {0, 2}},  {GgmlType::IQ4_XS, {0, 2}},
       {GgmlType::MXFP4, {1, 17}},  {GgmlType::IQ2_XXS, {0, 2}}, {GgmlType::IQ2_XS, {0, 2}},
-      {GgmlType::IQ2_S, {0, 2}},   {GgmlType::IQ3_XXS, {0, 2}}, {GgmlType::IQ3_S, {0, 2}}};
+      {GgmlType::IQ2_S, {0, 2}},   {GgmlType::IQ3_XXS, {0, 2}}, {GgmlType::IQ3_S, {0, 2}},
+      {GgmlType::IQ1_S, {2, 34}},  {GgmlType::IQ1_M, {0, 32}},  {GgmlType::TQ2_0, {0, 64}}};
   for (const auto& [t, codes] : types)
     for (int64_t cols : {int64_t(256), int64_t(768)}) {
       const auto bytes = test::random_ggml_bytes(t, kRows, cols, 51, 0.5f);

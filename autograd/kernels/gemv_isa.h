@@ -86,10 +86,11 @@ struct Kernels {
   // baseline, which widens their rows.
   RowsKernel iq4_nl = nullptr, iq4_xs = nullptr, mxfp4 = nullptr, iq4_nl_int8 = nullptr,
              iq4_xs_int8 = nullptr, mxfp4_int8 = nullptr;
-  // The codebook types with sign bits against int8 x (kernels_gemv_codebook.h); with f32 x, and
-  // on the portable baseline, their rows are widened.
+  // The codebook and ternary types against int8 x (kernels_gemv_codebook.h); with f32 x, and on
+  // the portable baseline, their rows are widened.
   RowsKernel iq2_xxs_int8 = nullptr, iq2_xs_int8 = nullptr, iq2_s_int8 = nullptr,
-             iq3_xxs_int8 = nullptr, iq3_s_int8 = nullptr;
+             iq3_xxs_int8 = nullptr, iq3_s_int8 = nullptr, iq1_s_int8 = nullptr,
+             iq1_m_int8 = nullptr, tq2_0_int8 = nullptr;
 };
 
 }  // namespace lora::gemv

@@ -149,6 +149,107 @@ void codebook_int8_rows_at(const RowsArgs& a, int64_t r0) {
   store_rows<V, R>(a, r0, acc);
 }
 
+// The types whose values are -1, 0 or 1 under a scale, plus a shift (IQ1_S, IQ1_M: +-1/8 per
+// group or entry) or not (TQ2_0): the codes become unsigned as value + 1, so a group's dot is
+// scale (dx (codes . xq) + (shift - 1) sum(x)), the last term from x's exact sums (per 32, or
+// per 8 for IQ1_M's per-entry shifts) as the other types' offsets are.
+template <class V>
+struct OffsetGroup {
+  typename V::ireg codes;  // values + 1, 32 unsigned bytes
+  float low, high;         // the scales of entries 0-1 and 2-3
+  float offset;            // the group's sum over its parts of scale (shift - 1) sum(x)
+};
+
+struct Iq1SGroups {
+  static constexpr int64_t kBytes = 50, kSumWidth = 32;
+  static float scale(const RowsArgs& a, const uint8_t* b) { return half_at(a, b); }
+  template <class V>
+  [[gnu::always_inline]] static OffsetGroup<V> group(const uint8_t* b, int g, float d,
+                                                     const float* sums) {
+    uint16_t word;
+    std::memcpy(&word, b + 34 + 2 * g, 2);
+    const float dl = d * static_cast<float>(2 * ((word >> 12) & 7) + 1);
+    const float shift = lora::iq_grids::iq1_shift(word >> 15);
+    uint64_t e[4];
+    LORA_GEMV_UNROLL
+    for (int l = 0; l < 4; ++l)
+      e[l] = lora::iq_grids::kIq1SUnsigned[b[2 + 4 * g + l] | ((word >> (3 * l)) & 7) << 8];
+    return {V::four_entries(e[0], e[1], e[2], e[3]), dl, dl, dl * (shift - 1.0f) * sums[0]};
+  }
+};
+
+struct Iq1MGroups {
+  static constexpr int64_t kBytes = 56, kSumWidth = 8;
+  // d's f16 bits are the top nibbles of the four scale words.
+  static float scale(const RowsArgs& a, const uint8_t* b) {
+    uint16_t sc[4];
+    std::memcpy(sc, b + 48, 8);
+    return a.halves[(sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) |
+                    (sc[3] & 0xf000)];
+  }
+  template <class V>
+  [[gnu::always_inline]] static OffsetGroup<V> group(const uint8_t* b, int g, float d,
+                                                     const float* sums) {
+    uint16_t word;
+    std::memcpy(&word, b + 48 + 2 * (g / 2), 2);
+    const int scales = word >> (6 * (g % 2));
+    const float dl[2] = {d * static_cast<float>(2 * (scales & 7) + 1),
+                         d * static_cast<float>(2 * ((scales >> 3) & 7) + 1)};
+    uint64_t e[4];
+    float offset = 0.0f;
+    LORA_GEMV_UNROLL
+    for (int l = 0; l < 4; ++l) {
+      const int high = b[32 + 2 * g + l / 2] >> (4 * (l % 2));
+      e[l] = lora::iq_grids::kIq1SUnsigned[b[4 * g + l] | (high & 7) << 8];
+      offset += dl[l / 2] * (lora::iq_grids::iq1_shift((high >> 3) & 1) - 1.0f) * sums[l];
+    }
+    return {V::four_entries(e[0], e[1], e[2], e[3]), dl[0], dl[1], offset};
+  }
+};
+
+// TQ2_0: group g is bit pair 2 (g % 4) of bytes 32 (g / 4) .. + 31; d after the codes.
+struct Tq2Groups {
+  static constexpr int64_t kBytes = 66, kSumWidth = 32;
+  static float scale(const RowsArgs& a, const uint8_t* b) { return half_at(a, b + 64); }
+  template <class V>
+  [[gnu::always_inline]] static OffsetGroup<V> group(const uint8_t* b, int g, float d,
+                                                     const float* sums) {
+    const auto codes = V::byte_bit_pair(V::load_bytes(b + 32 * (g / 4)), 2 * (g % 4));
+    return {codes, d, d, -d * sums[0]};
+  }
+};
+
+template <class V, class C, int R>
+void offset_codes_int8_rows_at(const RowsArgs& a, int64_t r0) {
+  static_assert(V::W == 8, "a 32-value group is one vector of bytes");
+  constexpr int64_t kSumsPerGroup = 32 / C::kSumWidth;
+  const int64_t blocks = a.cols / 256;
+  typename V::reg acc[R];
+  float offset[R] = {};
+  const uint8_t* rows[R];
+  start_rows<V, R>(a, r0, acc, rows);
+  for (int64_t b = 0; b < blocks; ++b) {
+    prefetch_next_rows<R>(a, r0, C::kBytes * b, C::kBytes);
+    float d[R];
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) d[r] = C::scale(a, rows[r] + C::kBytes * b);
+    for (int g = 0; g < 8; ++g) {
+      const auto xq = V::load_bytes(a.x_low + 256 * b + 32 * g);
+      const float dx = a.x_scales[8 * b + g];
+      const float* sums = a.sums + kSumsPerGroup * (8 * b + g);
+      LORA_GEMV_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const auto q = C::template group<V>(rows[r] + C::kBytes * b, g, d[r], sums);
+        const auto dot = V::to_float(V::dot_bytes(q.codes, xq));
+        acc[r] = V::fmadd(dot, V::halves(q.low * dx, q.high * dx), acc[r]);
+        offset[r] += q.offset;
+      }
+    }
+  }
+  LORA_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]) + offset[r], a.beta);
+}
+
 // `k` with the codebook int8 kernels on V.
 template <class V>
 constexpr lora::gemv::Kernels with_codebook_int8_blocks(lora::gemv::Kernels k) {
@@ -162,6 +263,12 @@ constexpr lora::gemv::Kernels with_codebook_int8_blocks(lora::gemv::Kernels k) {
                                   &codebook_int8_rows_at<V, Iq3XxsGroups, 1>>;
   k.iq3_s_int8 = &rows_in_fours<&codebook_int8_rows_at<V, Iq3SGroups, 4>,
                                 &codebook_int8_rows_at<V, Iq3SGroups, 1>>;
+  k.iq1_s_int8 = &rows_in_fours<&offset_codes_int8_rows_at<V, Iq1SGroups, 4>,
+                                &offset_codes_int8_rows_at<V, Iq1SGroups, 1>>;
+  k.iq1_m_int8 = &rows_in_fours<&offset_codes_int8_rows_at<V, Iq1MGroups, 4>,
+                                &offset_codes_int8_rows_at<V, Iq1MGroups, 1>>;
+  k.tq2_0_int8 = &rows_in_fours<&offset_codes_int8_rows_at<V, Tq2Groups, 4>,
+                                &offset_codes_int8_rows_at<V, Tq2Groups, 1>>;
   return k;
 }
 

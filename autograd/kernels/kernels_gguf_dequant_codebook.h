@@ -115,10 +115,6 @@ void iq3_s_block(const uint8_t* b, float* y) {
   }
 }
 
-// An IQ1 group's or entry's shift: -1/8 where its sign bit is set, else +1/8, without a branch
-// (the bits are as good as random: a branch mispredicted every other entry).
-inline float iq1_delta(unsigned sign_bit) { return 0.125f - 0.25f * static_cast<float>(sign_bit); }
-
 // An IQ1 entry's 8 values (-1, 0 or 1) plus delta, times dl.
 inline void shifted_entry(uint64_t entry, float delta, float dl, float* y) {
 #if defined(__AVX2__)
@@ -138,7 +134,7 @@ void iq1_s_block(const uint8_t* b, float* y) {
     uint16_t word;
     std::memcpy(&word, b + 34 + 2 * g, 2);
     const float dl = d * static_cast<float>(2 * ((word >> 12) & 7) + 1);
-    const float delta = iq1_delta(word >> 15);
+    const float delta = lora::iq_grids::iq1_shift(word >> 15);
     for (int l = 0; l < 4; ++l)
       shifted_entry(lora::iq_grids::kIq1S[b[2 + 4 * g + l] | ((word >> (3 * l)) & 7) << 8], delta,
                     dl, y + 8 * l);
@@ -157,7 +153,8 @@ void iq1_m_block(const uint8_t* b, float* y) {
       const int scale = (sc[g / 2] >> (6 * (g % 2) + 3 * (l / 2))) & 7;
       const uint8_t high = b[32 + 2 * g + l / 2] >> (4 * (l % 2));
       shifted_entry(lora::iq_grids::kIq1S[b[4 * g + l] | (high & 7) << 8],
-                    iq1_delta((high >> 3) & 1), d * static_cast<float>(2 * scale + 1), y + 8 * l);
+                    lora::iq_grids::iq1_shift((high >> 3) & 1),
+                    d * static_cast<float>(2 * scale + 1), y + 8 * l);
     }
 }
 
