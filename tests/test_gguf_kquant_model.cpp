@@ -305,7 +305,12 @@ TEST(GgufKQuantModel, MergingIntoReadOnlyTypesWritesTheNearestWrittenTypes) {
   r = test::run_lora({"--json", "merge", "--model", base.string(), "--adapter-path",
                       (tmp / "a").string(), "--out", merged.string()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(json::parse(r.out)["merged_tensors"], 14);  // 7 projections x 2 layers
+  const json report = json::parse(r.out);
+  EXPECT_EQ(report["merged_tensors"], 14);  // 7 projections x 2 layers
+  EXPECT_EQ(report["retyped"], (json{{"IQ2_XXS -> Q2_K", 6},
+                                     {"IQ3_S -> Q3_K", 2},
+                                     {"MXFP4 -> IQ4_NL", 4},
+                                     {"TQ1_0 -> Q2_K", 2}}));
   const GgufFile in = GgufFile::open(base), out = GgufFile::open(merged);
   const std::pair<const char*, GgmlType> expected[] = {
       {"blk.0.attn_q.weight", GgmlType::Q2_K},   {"blk.1.attn_output.weight", GgmlType::Q2_K},

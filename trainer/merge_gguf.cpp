@@ -77,7 +77,8 @@ nlohmann::json GgufMergeReport::to_json() const {
   return {{"merged_tensors", merged_tensors},
           {"delta_kept", total.kept()},
           {"norm_ratio", total.norm_ratio()},
-          {"max_error", total.max_error}};
+          {"max_error", total.max_error},
+          {"retyped", retyped}};
 }
 
 GgufMergeReport merge_into_gguf(const fs::path& base, std::span<const MergeAdapter> adapters,
@@ -125,6 +126,9 @@ GgufMergeReport merge_into_gguf(const fs::path& base, std::span<const MergeAdapt
                   file_delta.data() + r * delta.cols);
     }
     for (std::size_t i = 0; i < weight.size(); ++i) weight[i] += file_delta[i];
+    if (type != t.type && !ggml_type_writable(t.type) && !(outtype && type == *outtype))
+      ++report.retyped[std::string(ggml_type_name(t.type)) + " -> " +
+                       std::string(ggml_type_name(type))];
     auto bytes = quantized(type, weight, t.rows(), t.cols());
     std::vector<float> change(weight.size());
     for (int64_t r = 0; r < t.rows(); ++r)

@@ -4,9 +4,11 @@
 // llama.cpp's row order for Llama bases.
 #pragma once
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
+#include <string>
 
 #include "autograd/gguf_quant.h"
 #include "trainer/merge.h"
@@ -19,11 +21,14 @@ struct GgufMergeReport {
   // float types up to rounding), the norm ratio ||W' - W|| / ||delta|| (above 1 when requantizing
   // adds noise) and the largest |W' - W - delta|.
   MergeFidelity total;
+  // Changed tensors of a read-only type written in another (ggml_written_type), counted per
+  // change: "IQ2_XS -> Q2_K".
+  std::map<std::string, int64_t> retyped;
   nlohmann::json to_json() const;
 };
 
-// Throws before writing anything when an adapter does not fit the base or a merged tensor's type
-// cannot be written (Q3_K: pass an `outtype`).
+// Throws before writing anything when an adapter does not fit the base or `outtype` is a type
+// that is read but not written.
 GgufMergeReport merge_into_gguf(const std::filesystem::path& base,
                                 std::span<const MergeAdapter> adapters,
                                 const std::filesystem::path& out,

@@ -55,6 +55,10 @@ void merge_gguf(const MergeCliOptions& o, std::span<const MergeAdapter> adapters
     std::printf("merged %lld tensors: %.1f%% of the change kept, norm ratio %.3f, max error %.3g\n",
                 static_cast<long long>(report.merged_tensors), 100.0 * total.kept(),
                 total.norm_ratio(), total.max_error);
+  for (const auto& [change, count] : report.retyped)
+    std::fprintf(stderr,
+                 "note: %lld tensors written as %s (the base's type is read, not written)\n",
+                 static_cast<long long>(count), change.c_str());
   if (total.kept() < o.min_delta_kept)
     std::fprintf(stderr, "warning: only %.1f%% of the change survived the requantization\n",
                  100.0 * total.kept());
