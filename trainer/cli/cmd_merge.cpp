@@ -56,8 +56,7 @@ void merge_gguf(const MergeCliOptions& o, std::span<const MergeAdapter> adapters
                 static_cast<long long>(report.merged_tensors), 100.0 * total.kept(),
                 total.norm_ratio(), total.max_error);
   for (const auto& [change, count] : report.retyped)
-    std::fprintf(stderr,
-                 "note: %lld tensors written as %s (the base's type is read, not written)\n",
+    std::fprintf(stderr, "note: %lld tensors %s: the base's type is read but not written\n",
                  static_cast<long long>(count), change.c_str());
   if (total.kept() < o.min_delta_kept)
     std::fprintf(stderr, "warning: only %.1f%% of the change survived the requantization\n",
