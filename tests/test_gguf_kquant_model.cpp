@@ -338,6 +338,10 @@ TEST(GgufKQuantModel, MergingIntoReadOnlyTypesWritesTheNearestWrittenTypes) {
   EXPECT_GT(floats.spread, 2.0);
 
   r = test::run_lora({"merge", "--model", base.string(), "--adapter-path", (tmp / "a").string(),
+                      "--out", (tmp / "plain.gguf").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("note: 6 tensors IQ2_XXS -> Q2_K"), std::string::npos) << r.err;
+  r = test::run_lora({"merge", "--model", base.string(), "--adapter-path", (tmp / "a").string(),
                       "--out", (tmp / "x.gguf").string(), "--outtype", "iq2_xs"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("IQ2_XS is read but not written"), std::string::npos) << r.err;
