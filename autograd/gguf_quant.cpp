@@ -480,6 +480,20 @@ void ggml_quantize_row(GgmlType t, const float* src, int64_t cols, std::byte* ds
   }
 }
 
+std::vector<std::byte> ggml_quantize_rows(GgmlType t, std::span<const float> w, int64_t rows,
+                                          int64_t cols) {
+  if (rows < 0 || w.size() != static_cast<std::size_t>(rows * cols))
+    throw std::invalid_argument("ggml_quantize_rows: " + std::to_string(w.size()) +
+                                " values are not " + std::to_string(rows) + " rows of " +
+                                std::to_string(cols));
+  const uint64_t rb = ggml_row_bytes(t, cols);
+  std::vector<std::byte> bytes(rb * static_cast<uint64_t>(rows));
+  parallel_for(rows, rows * cols >= (int64_t(1) << 16), [&](int64_t r) {
+    ggml_quantize_row(t, w.data() + r * cols, cols, bytes.data() + static_cast<uint64_t>(r) * rb);
+  });
+  return bytes;
+}
+
 void GgmlMatrix::rows_f32(int64_t begin, int64_t end, float* out) const {
   if (begin < 0 || end > rows || begin > end)
     throw std::out_of_range("GgmlMatrix::rows_f32: rows [" + std::to_string(begin) + ", " +

@@ -96,6 +96,11 @@ std::string_view ggml_kernel_isa();
 // IQ4_NL and IQ4_XS (gguf_quantize_k.h too); floats are converted. Throws std::invalid_argument
 // for a type that is not ggml_type_writable.
 void ggml_quantize_row(GgmlType t, const float* src, int64_t cols, std::byte* dst);
+// A [rows, cols] matrix quantized row by row as ggml_quantize_row does, the rows split over the
+// threads (the searches of the K and IQ4 types take minutes on one thread for a 1B model); the
+// bytes do not depend on the thread count.
+std::vector<std::byte> ggml_quantize_rows(GgmlType t, std::span<const float> w, int64_t rows,
+                                          int64_t cols);
 
 // A [rows, cols] matrix in one ggml type, its bytes owned elsewhere (a memory-mapped GGUF file)
 // or in `owned`. `data` stays valid as long as this value lives.

@@ -87,14 +87,10 @@ int main(int argc, char** argv) {
                    type.c_str(), static_cast<long long>(cols));
       return 2;
     }
-    std::vector<std::byte> blocks(ggml_row_bytes(*t, cols) * static_cast<uint64_t>(rows));
-    if (ggml_type_writable(*t)) {
-      for (int64_t r = 0; r < rows; ++r)
-        ggml_quantize_row(*t, &dense[static_cast<std::size_t>(r * cols)], cols,
-                          &blocks[ggml_row_bytes(*t, cols) * static_cast<uint64_t>(r)]);
-    } else {  // types we cannot write: the tests' random blocks (random codes, finite scales)
-      blocks = test::random_ggml_bytes(*t, rows, cols, 1);
-    }
+    // Types we cannot write: the tests' random blocks (random codes, finite scales).
+    const std::vector<std::byte> blocks = ggml_type_writable(*t)
+                                              ? ggml_quantize_rows(*t, dense, rows, cols)
+                                              : test::random_ggml_bytes(*t, rows, cols, 1);
     w = FrozenWeight::from_ggml(GgmlMatrix::owning(rows, cols, *t, blocks));
     bytes = double(blocks.size());
   }

@@ -27,15 +27,6 @@ namespace {
   throw std::runtime_error(path.string() + ": " + what);
 }
 
-std::vector<std::byte> encode(GgmlType type, const std::vector<float>& w, int64_t cols) {
-  const uint64_t rb = ggml_row_bytes(type, cols);
-  const int64_t rows = cols == 0 ? 0 : static_cast<int64_t>(w.size()) / cols;
-  std::vector<std::byte> bytes(rb * static_cast<uint64_t>(rows));
-  for (int64_t r = 0; r < rows; ++r)
-    ggml_quantize_row(type, w.data() + r * cols, cols, bytes.data() + r * rb);
-  return bytes;
-}
-
 // Hugging Face name -> GGUF name and, for Llama q/k, the heads whose rows llama.cpp permutes.
 struct GgufName {
   std::string name;
@@ -300,7 +291,8 @@ void add_tensor(GgufWriter& w, GgufConvertReport& report, const GgufTypePlan& pl
   const int64_t cols = t.shape.empty() ? 1 : t.shape.back();
   const GgmlType type =
       plan.type_of(t.name, static_cast<int64_t>(t.shape.size()), cols, layers, tied);
-  w.add_tensor(t.name, type, t.shape, encode(type, t.values, cols));
+  const int64_t rows = cols == 0 ? 0 : static_cast<int64_t>(t.values.size()) / cols;
+  w.add_tensor(t.name, type, t.shape, ggml_quantize_rows(type, t.values, rows, cols));
   ++report.tensors_by_type[std::string(ggml_type_name(type))];
 }
 

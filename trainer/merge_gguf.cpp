@@ -62,15 +62,6 @@ std::map<std::string, Delta> deltas_of(const GgufFile& f, const ModelConfig& c,
   return out;
 }
 
-std::vector<std::byte> quantized(GgmlType type, const std::vector<float>& w, int64_t rows,
-                                 int64_t cols) {
-  std::vector<std::byte> bytes(ggml_row_bytes(type, cols) * static_cast<uint64_t>(rows));
-  const uint64_t rb = ggml_row_bytes(type, cols);
-  for (int64_t r = 0; r < rows; ++r)
-    ggml_quantize_row(type, w.data() + r * cols, cols, bytes.data() + r * rb);
-  return bytes;
-}
-
 }  // namespace
 
 nlohmann::json GgufMergeReport::to_json() const {
@@ -113,7 +104,7 @@ GgufMergeReport merge_into_gguf(const fs::path& base, std::span<const MergeAdapt
     }
     std::vector<float> weight = f.read_f32(t.name);
     if (d == deltas.end()) {
-      w.add_tensor(t.name, type, t.shape(), quantized(type, weight, t.rows(), t.cols()));
+      w.add_tensor(t.name, type, t.shape(), ggml_quantize_rows(type, weight, t.rows(), t.cols()));
       continue;
     }
     const Delta& delta = d->second;
@@ -129,7 +120,7 @@ GgufMergeReport merge_into_gguf(const fs::path& base, std::span<const MergeAdapt
     if (type != t.type && !ggml_type_writable(t.type) && !(outtype && type == *outtype))
       ++report.retyped[std::string(ggml_type_name(t.type)) + " -> " +
                        std::string(ggml_type_name(type))];
-    auto bytes = quantized(type, weight, t.rows(), t.cols());
+    auto bytes = ggml_quantize_rows(type, weight, t.rows(), t.cols());
     std::vector<float> change(weight.size());
     for (int64_t r = 0; r < t.rows(); ++r)
       ggml_dequantize_row(type, bytes.data() + r * ggml_row_bytes(type, t.cols()), t.cols(),
