@@ -445,6 +445,12 @@ inline constexpr auto kIq1S = widen<2048, 8, 2, uint64_t>(kIq1SGrid, kIq1Levels)
 inline constexpr int8_t kIq1UnsignedLevels[4] = {0, 1, 2, 0};
 inline constexpr auto kIq1SUnsigned = widen<2048, 8, 2, uint64_t>(kIq1SGrid, kIq1UnsignedLevels);
 
+// An IQ2 group's (or half-group's) scale for its 4-bit s: d (s + 1/2) / 4, in this order of
+// rounding (the format's decoder's).
+constexpr float iq2_group_scale(float d, int s) {
+  return d * (0.5f + static_cast<float>(s)) * 0.25f;
+}
+
 // An IQ1 group's or entry's shift: -1/8 where its sign bit is set, else +1/8, without a branch
 // (the bits are as good as random: a branch mispredicts every other one).
 constexpr float iq1_shift(unsigned sign_bit) {

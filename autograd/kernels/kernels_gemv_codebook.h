@@ -1,14 +1,16 @@
-// The codebook ggml types whose entries are magnitudes with sign bits (IQ2_XXS, IQ2_XS, IQ2_S,
-// IQ3_XXS, IQ3_S; layouts in kernels_gguf_dequant_codebook.h) against x rounded to int8
-// (kernels_gemv_int8_blocks.h's layout: per 32 elements, in order, with a step dx each). A
-// 32-value group is four entries of 8 bytes (IQ3's 4-value entries in pairs) put side by side in
-// one vector; the group's 32 sign bits negate x's bytes instead of the magnitudes, so the product
-// stays unsigned codes times signed x (vpmaddubsw, or vpdpbusd with VNNI; magnitudes at most 62,
-// so a byte pair's sum fits 16 bits). Lanes 0-3 of the dot are entries 0 and 1, lanes 4-7 entries
-// 2 and 3: IQ2_XS's and IQ2_S's two scales a group meet them as the two halves of one factor
-// vector. With f32 x these types widen their rows (frozen_gemv.cpp): converting each 8 values to
-// floats costs as much as widening them. Written over a V of 32-byte integer vectors
-// (gemv_avx2_ops.h) for the AVX2 and AVX-512 copies. Internal linkage, as kernels_gemv.h.
+// The codebook and ternary ggml types against x rounded to int8 (kernels_gemv_int8_blocks.h's
+// layout: per 32 elements, in order, with a step dx each); block layouts in
+// kernels_gguf_dequant_codebook.h. First the types whose entries are magnitudes with sign bits
+// (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S): a 32-value group is four entries of 8 bytes (IQ3's
+// 4-value entries in pairs) side by side in one vector, and its 32 sign bits negate x's bytes
+// instead of the magnitudes, so the product stays unsigned codes times signed x (vpmaddubsw, or
+// vpdpbusd with VNNI; magnitudes at most 62, so a byte pair's sum fits 16 bits). Lanes 0-3 of the
+// dot are entries 0 and 1, lanes 4-7 entries 2 and 3: IQ2_XS's and IQ2_S's two scales a group
+// meet them as the two halves of one factor vector. Then the types whose values are -1, 0 or 1
+// (IQ1_S, IQ1_M, TQ2_0; offset_codes_int8_rows_at). With f32 x these types widen their rows
+// (frozen_gemv.cpp): converting each 8 values to floats costs as much as widening them. Written
+// over a V of 32-byte integer vectors (gemv_avx2_ops.h) for the AVX2 and AVX-512 copies. Internal
+// linkage, as kernels_gemv.h.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -41,15 +43,12 @@ inline uint32_t u32_at(const uint8_t* p) {
   return v;
 }
 
-// d (s + 1/2) / 4, an IQ2 group's scale for its 4-bit s.
-inline float iq2_group_scale(float d, int s) { return d * (0.5f + static_cast<float>(s)) * 0.25f; }
-
 struct Iq2XxsGroups {
   static constexpr int64_t kBytes = 66;
   [[gnu::always_inline]] static CodebookGroup group(const uint8_t* b, int g, float d) {
     const uint8_t* q = b + 2 + 8 * g;
     const uint32_t word = u32_at(q + 4);
-    const float s = iq2_group_scale(d, static_cast<int>(word >> 28));
+    const float s = lora::iq_grids::iq2_group_scale(d, static_cast<int>(word >> 28));
     using lora::iq_grids::kIq2Xxs;
     return {{kIq2Xxs[q[0]], kIq2Xxs[q[1]], kIq2Xxs[q[2]], kIq2Xxs[q[3]]},
             four_signs_of_seven(word),
@@ -69,8 +68,8 @@ struct Iq2XsGroups {
       out.entries[l] = lora::iq_grids::kIq2Xs[q & 511];
       out.signs |= uint32_t(lora::iq_grids::signs_of_seven(q >> 9)) << (8 * l);
     }
-    out.low = iq2_group_scale(d, b[66 + g] & 15);
-    out.high = iq2_group_scale(d, b[66 + g] >> 4);
+    out.low = lora::iq_grids::iq2_group_scale(d, b[66 + g] & 15);
+    out.high = lora::iq_grids::iq2_group_scale(d, b[66 + g] >> 4);
     return out;
   }
 };
@@ -84,8 +83,8 @@ struct Iq2SGroups {
     for (int l = 0; l < 4; ++l)
       out.entries[l] = lora::iq_grids::kIq2S[b[2 + 4 * g + l] | ((high << (8 - 2 * l)) & 0x300)];
     out.signs = u32_at(b + 34 + 4 * g);
-    out.low = iq2_group_scale(d, b[74 + g] & 15);
-    out.high = iq2_group_scale(d, b[74 + g] >> 4);
+    out.low = lora::iq_grids::iq2_group_scale(d, b[74 + g] & 15);
+    out.high = lora::iq_grids::iq2_group_scale(d, b[74 + g] >> 4);
     return out;
   }
 };

@@ -42,16 +42,13 @@ inline uint64_t entry_pair(uint32_t first, uint32_t second) {
   return first | uint64_t(second) << 32;
 }
 
-// A group's 4-bit IQ2 scale as its factor: d (s + 1/2) / 4.
-inline float iq2_scale(float d, int s) { return d * (0.5f + static_cast<float>(s)) * 0.25f; }
-
 // IQ2_XXS: d, then per group of 32 four entry bytes and a word holding 4 x 7 signs and the scale.
 void iq2_xxs_block(const uint8_t* b, float* y) {
   const float d = load_f16(b);
   for (int g = 0; g < 8; ++g, y += 32) {
     uint32_t word;
     std::memcpy(&word, b + 2 + 8 * g + 4, 4);
-    const float db = iq2_scale(d, static_cast<int>(word >> 28));
+    const float db = lora::iq_grids::iq2_group_scale(d, static_cast<int>(word >> 28));
     for (int l = 0; l < 4; ++l)
       signed_entry(lora::iq_grids::kIq2Xxs[b[2 + 8 * g + l]],
                    lora::iq_grids::signs_of_seven(word >> (7 * l)), db, y + 8 * l);
@@ -65,7 +62,7 @@ void iq2_xs_block(const uint8_t* b, float* y) {
     for (int l = 0; l < 4; ++l) {
       uint16_t q;
       std::memcpy(&q, b + 2 + 2 * (4 * g + l), 2);
-      const float db = iq2_scale(d, (b[66 + g] >> (4 * (l / 2))) & 15);
+      const float db = lora::iq_grids::iq2_group_scale(d, (b[66 + g] >> (4 * (l / 2))) & 15);
       signed_entry(lora::iq_grids::kIq2Xs[q & 511], lora::iq_grids::signs_of_seven(q >> 9), db,
                    y + 8 * l);
     }
@@ -78,7 +75,7 @@ void iq2_s_block(const uint8_t* b, float* y) {
   for (int g = 0; g < 8; ++g, y += 32)
     for (int l = 0; l < 4; ++l) {
       const int entry = b[2 + 4 * g + l] | ((b[66 + g] << (8 - 2 * l)) & 0x300);
-      const float db = iq2_scale(d, (b[74 + g] >> (4 * (l / 2))) & 15);
+      const float db = lora::iq_grids::iq2_group_scale(d, (b[74 + g] >> (4 * (l / 2))) & 15);
       signed_entry(lora::iq_grids::kIq2S[entry], b[34 + 4 * g + l], db, y + 8 * l);
     }
 }
