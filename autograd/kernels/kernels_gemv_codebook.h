@@ -7,7 +7,7 @@
 // vpdpbusd with VNNI; magnitudes at most 62, so a byte pair's sum fits 16 bits). Lanes 0-3 of the
 // dot are entries 0 and 1, lanes 4-7 entries 2 and 3: IQ2_XS's and IQ2_S's two scales a group
 // meet them as the two halves of one factor vector. Then the types whose values are -1, 0 or 1
-// (IQ1_S, IQ1_M, TQ2_0; offset_codes_int8_rows_at). With f32 x these types widen their rows
+// (IQ1_S, IQ1_M, TQ2_0). With f32 x these types widen their rows
 // (frozen_gemv.cpp): converting each 8 values to floats costs as much as widening them. Written
 // over a V of 32-byte integer vectors (gemv_avx2_ops.h) for the AVX2 and AVX-512 copies. Internal
 // linkage, as kernels_gemv.h.
@@ -44,7 +44,8 @@ inline uint32_t u32_at(const uint8_t* p) {
 }
 
 struct Iq2XxsGroups {
-  static constexpr int64_t kBytes = 66;
+  static constexpr int64_t kBytes = 66, kSumWidth = 0;
+  static float scale(const RowsArgs& a, const uint8_t* b) { return half_at(a, b); }
   [[gnu::always_inline]] static CodebookGroup group(const uint8_t* b, int g, float d) {
     const uint8_t* q = b + 2 + 8 * g;
     const uint32_t word = u32_at(q + 4);
@@ -58,7 +59,8 @@ struct Iq2XxsGroups {
 };
 
 struct Iq2XsGroups {
-  static constexpr int64_t kBytes = 74;
+  static constexpr int64_t kBytes = 74, kSumWidth = 0;
+  static float scale(const RowsArgs& a, const uint8_t* b) { return half_at(a, b); }
   [[gnu::always_inline]] static CodebookGroup group(const uint8_t* b, int g, float d) {
     CodebookGroup out{};
     LORA_GEMV_UNROLL
@@ -75,7 +77,8 @@ struct Iq2XsGroups {
 };
 
 struct Iq2SGroups {
-  static constexpr int64_t kBytes = 82;
+  static constexpr int64_t kBytes = 82, kSumWidth = 0;
+  static float scale(const RowsArgs& a, const uint8_t* b) { return half_at(a, b); }
   [[gnu::always_inline]] static CodebookGroup group(const uint8_t* b, int g, float d) {
     CodebookGroup out{};
     const int high = b[66 + g];
@@ -90,7 +93,8 @@ struct Iq2SGroups {
 };
 
 struct Iq3XxsGroups {
-  static constexpr int64_t kBytes = 98;
+  static constexpr int64_t kBytes = 98, kSumWidth = 0;
+  static float scale(const RowsArgs& a, const uint8_t* b) { return half_at(a, b); }
   [[gnu::always_inline]] static CodebookGroup group(const uint8_t* b, int g, float d) {
     const uint8_t* q = b + 2 + 8 * g;
     const uint32_t word = u32_at(b + 66 + 4 * g);
@@ -105,7 +109,8 @@ struct Iq3XxsGroups {
 };
 
 struct Iq3SGroups {
-  static constexpr int64_t kBytes = 110;
+  static constexpr int64_t kBytes = 110, kSumWidth = 0;
+  static float scale(const RowsArgs& a, const uint8_t* b) { return half_at(a, b); }
   [[gnu::always_inline]] static CodebookGroup group(const uint8_t* b, int g, float d) {
     const uint8_t* q = b + 2 + 8 * g;
     const int high = b[66 + g];
@@ -119,34 +124,6 @@ struct Iq3SGroups {
     return out;
   }
 };
-
-template <class V, class C, int R>
-void codebook_int8_rows_at(const RowsArgs& a, int64_t r0) {
-  static_assert(V::W == 8, "a 32-value group is one vector of bytes");
-  const int64_t blocks = a.cols / 256;
-  typename V::reg acc[R];
-  const uint8_t* rows[R];
-  start_rows<V, R>(a, r0, acc, rows);
-  for (int64_t b = 0; b < blocks; ++b) {
-    prefetch_next_rows<R>(a, r0, C::kBytes * b, C::kBytes);
-    float d[R];
-    LORA_GEMV_UNROLL
-    for (int r = 0; r < R; ++r) d[r] = half_at(a, rows[r] + C::kBytes * b);
-    for (int g = 0; g < 8; ++g) {
-      const auto xq = V::load_bytes(a.x_low + 256 * b + 32 * g);
-      const float dx = a.x_scales[8 * b + g];
-      LORA_GEMV_UNROLL
-      for (int r = 0; r < R; ++r) {
-        const CodebookGroup q = C::group(rows[r] + C::kBytes * b, g, d[r]);
-        const auto magnitudes =
-            V::four_entries(q.entries[0], q.entries[1], q.entries[2], q.entries[3]);
-        const auto dot = V::to_float(V::dot_bytes(magnitudes, V::negate_where(xq, q.signs)));
-        acc[r] = V::fmadd(dot, V::halves(q.low * dx, q.high * dx), acc[r]);
-      }
-    }
-  }
-  store_rows<V, R>(a, r0, acc);
-}
 
 // The types whose values are -1, 0 or 1 under a scale, plus a shift (IQ1_S, IQ1_M: +-1/8 per
 // group or entry) or not (TQ2_0): the codes become unsigned as value + 1, so a group's dot is
@@ -218,10 +195,11 @@ struct Tq2Groups {
   }
 };
 
+// One kernel for both families: a sign type's group negates x's bytes; an offset type's group
+// brings its term of x's exact sums (kSumWidth elements a sum).
 template <class V, class C, int R>
-void offset_codes_int8_rows_at(const RowsArgs& a, int64_t r0) {
+void codebook_int8_rows_at(const RowsArgs& a, int64_t r0) {
   static_assert(V::W == 8, "a 32-value group is one vector of bytes");
-  constexpr int64_t kSumsPerGroup = 32 / C::kSumWidth;
   const int64_t blocks = a.cols / 256;
   typename V::reg acc[R];
   float offset[R] = {};
@@ -235,18 +213,34 @@ void offset_codes_int8_rows_at(const RowsArgs& a, int64_t r0) {
     for (int g = 0; g < 8; ++g) {
       const auto xq = V::load_bytes(a.x_low + 256 * b + 32 * g);
       const float dx = a.x_scales[8 * b + g];
-      const float* sums = a.sums + kSumsPerGroup * (8 * b + g);
       LORA_GEMV_UNROLL
       for (int r = 0; r < R; ++r) {
-        const auto q = C::template group<V>(rows[r] + C::kBytes * b, g, d[r], sums);
-        const auto dot = V::to_float(V::dot_bytes(q.codes, xq));
-        acc[r] = V::fmadd(dot, V::halves(q.low * dx, q.high * dx), acc[r]);
-        offset[r] += q.offset;
+        const uint8_t* block = rows[r] + C::kBytes * b;
+        typename V::reg dot;
+        float low, high;
+        if constexpr (C::kSumWidth == 0) {
+          const CodebookGroup q = C::group(block, g, d[r]);
+          const auto magnitudes =
+              V::four_entries(q.entries[0], q.entries[1], q.entries[2], q.entries[3]);
+          dot = V::to_float(V::dot_bytes(magnitudes, V::negate_where(xq, q.signs)));
+          low = q.low, high = q.high;
+        } else {
+          const float* sums = a.sums + (32 / C::kSumWidth) * (8 * b + g);
+          const auto q = C::template group<V>(block, g, d[r], sums);
+          dot = V::to_float(V::dot_bytes(q.codes, xq));
+          low = q.low, high = q.high;
+          offset[r] += q.offset;
+        }
+        acc[r] = V::fmadd(dot, V::halves(low * dx, high * dx), acc[r]);
       }
     }
   }
-  LORA_GEMV_UNROLL
-  for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]) + offset[r], a.beta);
+  if constexpr (C::kSumWidth == 0) {
+    store_rows<V, R>(a, r0, acc);
+  } else {
+    LORA_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) store_row(a.y, r0 + r, V::hsum(acc[r]) + offset[r], a.beta);
+  }
 }
 
 // `k` with the codebook int8 kernels on V.
@@ -262,12 +256,12 @@ constexpr lora::gemv::Kernels with_codebook_int8_blocks(lora::gemv::Kernels k) {
                                   &codebook_int8_rows_at<V, Iq3XxsGroups, 1>>;
   k.iq3_s_int8 = &rows_in_fours<&codebook_int8_rows_at<V, Iq3SGroups, 4>,
                                 &codebook_int8_rows_at<V, Iq3SGroups, 1>>;
-  k.iq1_s_int8 = &rows_in_fours<&offset_codes_int8_rows_at<V, Iq1SGroups, 4>,
-                                &offset_codes_int8_rows_at<V, Iq1SGroups, 1>>;
-  k.iq1_m_int8 = &rows_in_fours<&offset_codes_int8_rows_at<V, Iq1MGroups, 4>,
-                                &offset_codes_int8_rows_at<V, Iq1MGroups, 1>>;
-  k.tq2_0_int8 = &rows_in_fours<&offset_codes_int8_rows_at<V, Tq2Groups, 4>,
-                                &offset_codes_int8_rows_at<V, Tq2Groups, 1>>;
+  k.iq1_s_int8 = &rows_in_fours<&codebook_int8_rows_at<V, Iq1SGroups, 4>,
+                                &codebook_int8_rows_at<V, Iq1SGroups, 1>>;
+  k.iq1_m_int8 = &rows_in_fours<&codebook_int8_rows_at<V, Iq1MGroups, 4>,
+                                &codebook_int8_rows_at<V, Iq1MGroups, 1>>;
+  k.tq2_0_int8 = &rows_in_fours<&codebook_int8_rows_at<V, Tq2Groups, 4>,
+                                &codebook_int8_rows_at<V, Tq2Groups, 1>>;
   return k;
 }
 
