@@ -7,7 +7,7 @@ run by run so that a change in the machine's load hits each of them.
 
     bench/generate_bench.py [--shape qwen2.5-0.5b|smollm2-135m|tinyllama-1.1b] [--threads 1,2]
         [--runs 3] [--tokens 64] [--prompt-tokens N] [--kv-cache-type f32|f16]
-        [--int8-activations] [--gguf-types q4_0,q4_k_m] [--no-mlx]
+        [--activations int8|f32|f32,int8] [--gguf-types q4_0,q4_k_m] [--no-mlx]
         [--work out/bench/generate] [--json FILE]
 
 The model is random (scripts/make_random_model.py, bf16, tied embeddings) with the shape's
@@ -20,9 +20,10 @@ a weight, as Q4_0). GGUF: bench/gguf_from_folder with Q4_0 (llama.cpp's rounding
 --q-type q4_k_m` (llama-quantize's Q4_K_M mix); any other --gguf-types entry T by `lora convert
 --q-type T` (q3_k, q2_k, ...: the K types need rows that are whole 256-element blocks, which
 tinyllama-1.1b's 2048 and 5632 are and the other shapes' 896 and 576 are not; their other
-matrices fall back as `lora convert` says). Every run starts from the same prompt ids. With
---int8-activations the MLX model and every GGUF file also run with `--decode-activations int8`
-(lora_mlx_q4_int8, lora_gguf_T_int8).
+matrices fall back as `lora convert` says). Every run starts from the same prompt ids. lora runs
+the MLX model and every GGUF file with each `--decode-activations` value of --activations: int8
+(lora's default; programs lora_mlx_q4_int8, lora_gguf_T_int8) and, when asked, f32 (lora_mlx_q4,
+lora_gguf_T). --int8-activations, from before int8 was the default, runs both.
 
 Reported per program and thread count: medians of prompt (prefill) tokens/s and decode tokens/s,
 the bytes one decode step reads (every matrix as held in memory, the head included, plus the KV
@@ -179,8 +180,11 @@ def main():
                     help="repeat the prompt text to about this many tokens (default: once)")
     ap.add_argument("--kv-cache-type", choices=["f32", "f16"], default="f32",
                     help="lora's KV cache (llama.cpp keeps its default F16)")
+    ap.add_argument("--activations", default="int8",
+                    help="lora's --decode-activations values to run, comma-separated (default int8, "
+                         "lora's default; f32,int8 runs both)")
     ap.add_argument("--int8-activations", action="store_true",
-                    help="also run the MLX model and the GGUF files with --decode-activations int8")
+                    help="the same as --activations f32,int8")
     ap.add_argument("--gguf-types", default="q4_0,q4_k_m",
                     help="the GGUF files to make and run, by `lora convert --q-type` name")
     ap.add_argument("--no-mlx", action="store_true", help="leave out the MLX 4-bit model")
@@ -189,6 +193,10 @@ def main():
     ap.add_argument("--run-timeout", type=int, default=RUN_TIMEOUT_S,
                     help="seconds before one program's run counts as timed out")
     a = ap.parse_args()
+    activations = ["f32", "int8"] if a.int8_activations else a.activations.split(",")
+    unknown = set(activations) - {"f32", "int8"}
+    if unknown:
+        ap.error(f"--activations: {', '.join(sorted(unknown))} is not f32 or int8")
     globals()["RUN_TIMEOUT_S"] = a.run_timeout
     os.makedirs(a.work, exist_ok=True)
     mlx, ggufs = make_models(a.shape, a.work, [t for t in a.gguf_types.split(",") if t])
@@ -200,7 +208,6 @@ def main():
     kv = a.kv_cache_type
     # Each program: (what it runs, the file it reads, the llama.cpp program it is compared with).
     programs, files, reference = {}, {}, {}
-    activations = ["f32", "int8"] if a.int8_activations else ["f32"]
     for act in activations if not a.no_mlx else []:
         name = "lora_mlx_q4" + ("_int8" if act == "int8" else "")
         programs[name] = lambda t, act=act: ours(mlx, prompt, a.tokens, t, kv, act)

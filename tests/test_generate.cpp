@@ -104,12 +104,13 @@ TEST(GenerateCli, HalfKvCacheKeepsTheReferenceStory) {
 }
 
 // Int8 decode activations on a 4-bit stories260K (groups of 32: every projection but the
-// 172-wide down): `lora generate --decode-activations int8` gives the greedy ids that the library's
-// Decoding gives with GemvActivations::Int8, and with f32 those of f32 (on the machine this was
-// written on the two settings part after 165 tokens in the Release build and earlier in the
-// sanitizer build, so the flag is seen to reach the products; where they happen to agree for 200
-// tokens this cannot tell). A value that is not f32 or int8 is refused by name.
-TEST(GenerateCli, Int8DecodeActivationsReachTheProducts) {
+// 172-wide down): `lora generate --decode-activations int8`, and `lora generate` without the flag,
+// give the greedy ids that the library's Decoding gives with GemvActivations::Int8, and with f32
+// those of f32 (on the machine this was written on the two settings part after 165 tokens in the
+// Release build and earlier in the sanitizer build, so the flag is seen to reach the products;
+// where they happen to agree for 200 tokens this cannot tell). A value that is not f32 or int8 is
+// refused by name.
+TEST(GenerateCli, DecodeActivationsReachTheProductsInt8ByDefault) {
   LORA_REQUIRE_SHARED("models/stories260K/model.safetensors");
   const Model model = load_model(stories(), {.quantize_bits = 4, .quantize_group_size = 32});
   auto library = [&](GemvActivations activations) {
@@ -123,15 +124,18 @@ TEST(GenerateCli, Int8DecodeActivationsReachTheProducts) {
     return std::vector<int>(d.tokens().begin(), d.tokens().end());
   };
   auto cli = [](const std::string& activations) {
-    auto r = test::run_lora({"--json", "generate", "--model", stories().string(), "--max-tokens",
-                             "200", "--quantize", "4", "--q-group-size", "32",
-                             "--decode-activations", activations});
+    std::vector<std::string> args{"--json",         "generate", "--model",    stories().string(),
+                                  "--max-tokens",   "200",      "--quantize", "4",
+                                  "--q-group-size", "32"};
+    if (!activations.empty()) args.insert(args.end(), {"--decode-activations", activations});
+    auto r = test::run_lora(args);
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return json::parse(r.out)["tokens"].get<std::vector<int>>();
   };
   const std::vector<int> int8 = library(GemvActivations::Int8);
   EXPECT_EQ(int8.size(), 200u);
   EXPECT_EQ(cli("int8"), int8);
+  EXPECT_EQ(cli(""), int8);
   EXPECT_EQ(cli("f32"), library(GemvActivations::F32));
   auto bad =
       test::run_lora({"generate", "--model", stories().string(), "--decode-activations", "int4"});

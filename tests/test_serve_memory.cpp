@@ -129,20 +129,23 @@ TEST(ServeMemory, HalfKvCacheHalvesTheCache) {
               static_cast<long long>(f32), static_cast<long long>(f16));
 }
 
-// ServeOptions::decode_activations reaches every request: on a 4-bit stories260K the 400-token
-// greedy completions with int8 and f32 decode activations part (after 165 tokens in `lora
-// generate`'s Release build on the machine this was written on, earlier under the sanitizers).
-TEST(ServeMemory, Int8DecodeActivationsReachTheRequests) {
+// ServeOptions::decode_activations reaches every request, and int8 is the default: on a 4-bit
+// stories260K the 400-token greedy completions with int8 and f32 decode activations part (after
+// 165 tokens in `lora generate`'s Release build on the machine this was written on, earlier under
+// the sanitizers).
+TEST(ServeMemory, DecodeActivationsReachTheRequestsInt8ByDefault) {
   LORA_REQUIRE_SHARED(kStoriesModel);
   const Model model =
       load_model(shared_dir() / kStoriesModel, {.quantize_bits = 4, .quantize_group_size = 32});
-  serve::ServeOptions f32, int8;
+  serve::ServeOptions by_default, f32, int8;
+  f32.decode_activations = GemvActivations::F32;
   int8.decode_activations = GemvActivations::Int8;
   const std::string a = complete_once(model, f32, 400).text,
                     b = complete_once(model, int8, 400).text;
   ASSERT_GT(a.size(), 400u);
   ASSERT_GT(b.size(), 400u);
   EXPECT_NE(a, b);
+  EXPECT_EQ(complete_once(model, by_default, 400).text, b);
 }
 
 }  // namespace

@@ -16,7 +16,11 @@ namespace lora {
 struct GenerateOptions {
   int64_t max_tokens = 100;
   KVCacheType kv_cache = KVCacheType::F32;
-  GemvActivations decode_activations = GemvActivations::F32;
+  // Int8: decode steps round x to 8 bits per group for the quantized weights that have integer
+  // kernels, as llama.cpp does for every quantized model. On AVX2 such a step runs 1.5-2x faster
+  // than with f32 x, and the rounding is far below the weights' own 4-bit error; F32 keeps each
+  // product the exact one of the dequantized weights (what mlx-lm computes).
+  GemvActivations decode_activations = GemvActivations::Int8;
   SamplingOptions sampling;
   std::vector<int32_t> stop_ids;  // generation ends after one of these (it is not emitted)
 };

@@ -24,7 +24,7 @@ struct GenerateFlags {
   std::string prompt;
   int64_t max_tokens = 100;
   KVCacheType kv_cache = KVCacheType::F32;
-  GemvActivations decode_activations = GemvActivations::F32;
+  GemvActivations decode_activations = GenerateOptions{}.decode_activations;
   SamplingOptions sampling;
   std::vector<std::string> stop;
   int quantize = 0;

@@ -28,7 +28,7 @@ struct ServeFlags {
   serve::ServeLimits limits;
   serve::SchedulerOptions scheduler;
   KVCacheType kv_cache = KVCacheType::F32;
-  GemvActivations decode_activations = GemvActivations::F32;
+  GemvActivations decode_activations = serve::ServeOptions{}.decode_activations;
 };
 
 // NAME=DIR, or DIR alone (named after its folder).

@@ -23,7 +23,7 @@ struct ServeOptions {
   ServeLimits limits;
   SchedulerOptions scheduler;
   KVCacheType kv_cache = KVCacheType::F32;  // every request's
-  GemvActivations decode_activations = GemvActivations::F32;
+  GemvActivations decode_activations = GenerateOptions{}.decode_activations;
 };
 
 class Server {
