@@ -540,16 +540,35 @@ void frozen_short_gemm(const FrozenWeight& w, const float* x, int64_t n, float* 
   frozen_short_gemm(w, x, n, y, beta, gemv_isa());
 }
 
+namespace {
+
+// frozen_short_gemm's blocking. x transposed, [cols, tokens], is as large as a Zen 3 core's L2 at
+// 2048 columns and 64 tokens: a block of rows that went past all of it at once read it from L3,
+// block after block. So a block's widened rows go past x a chunk of columns at a time, and every
+// register tile of the block (up to kShortGemmTiles, fewer where the threads would run out of
+// blocks) multiplies a chunk while it is in L1 and L2.
+constexpr int64_t kShortGemmTiles = 4;
+constexpr int64_t kShortGemmChunk = 256;
+
+int64_t short_gemm_tiles(int64_t rows, int64_t tile_rows) {
+  const int64_t tiles = (rows + tile_rows - 1) / tile_rows;
+  return std::clamp<int64_t>(tiles / (4 * team_size()), 1, kShortGemmTiles);
+}
+
+}  // namespace
+
 void frozen_short_gemm(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta,
                        GemvIsa isa) {
   const gemv::Kernels& k = runnable_kernels(isa, "frozen_short_gemm");
   const int64_t rows = w.rows, cols = w.cols;
   if (n <= 0 || rows == 0) return;
   // Tokens padded to whole vectors: tile_gemm takes them two vectors at a time and a last one.
-  const int64_t R = k.tile_rows, padded = (n + k.lanes - 1) / k.lanes * k.lanes;
-  std::vector<float> xt(static_cast<std::size_t>(cols * padded), 0.0f);  // [cols, padded]
+  const int64_t padded = (n + k.lanes - 1) / k.lanes * k.lanes;
+  const int64_t ldx = gemv::odd_line_stride(padded);
+  std::vector<float> xt(static_cast<std::size_t>(cols * ldx), 0.0f);  // [cols, ldx]
   for (int64_t t = 0; t < n; ++t)
-    for (int64_t c = 0; c < cols; ++c) xt[c * padded + t] = x[t * cols + c];
+    for (int64_t c = 0; c < cols; ++c) xt[c * ldx + t] = x[t * cols + c];
+  const int64_t R = k.tile_rows * short_gemm_tiles(rows, k.tile_rows);
   const int64_t blocks = (rows + R - 1) / R;
   struct Scratch {
     std::vector<float> widened, out;
@@ -565,16 +584,18 @@ void frozen_short_gemm(const FrozenWeight& w, const float* x, int64_t n, float* 
         const int64_t r0 = b * R, used = std::min(R, rows - r0);
         w.rows_f32(r0, r0 + used, widened.data());
         std::fill(widened.begin() + used * cols, widened.end(), 0.0f);  // a last, partial block
-        k.tile_gemm({.m = R,
-                     .n = padded,
-                     .k = cols,
-                     .a = widened.data(),
-                     .a_row = cols,
-                     .a_col = 1,
-                     .b = xt.data(),
-                     .ldb = padded,
-                     .c = out.data(),
-                     .ldc = padded});
+        for (int64_t c0 = 0; c0 < cols; c0 += kShortGemmChunk)
+          k.tile_gemm({.m = R,
+                       .n = padded,
+                       .k = std::min(kShortGemmChunk, cols - c0),
+                       .a = widened.data() + c0,
+                       .a_row = cols,
+                       .a_col = 1,
+                       .b = xt.data() + c0 * ldx,
+                       .ldb = ldx,
+                       .c = out.data(),
+                       .ldc = padded,
+                       .accumulate = c0 > 0});
         for (int64_t t = 0; t < n; ++t)
           for (int64_t r = 0; r < used; ++r) {
             float& to = y[t * rows + r0 + r];

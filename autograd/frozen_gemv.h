@@ -38,8 +38,8 @@ inline constexpr int64_t kShortGemmMaxTokens = 64;
 
 // y[n, rows] = x[n, cols] W^T + beta * y for a few dozen tokens (a prompt): each thread widens a
 // block of rows at a time into a buffer its cache holds and multiplies it with every token there,
-// x transposed once; sgemm would instead repack the whole widened weight, which is most of its
-// time at this size.
+// x transposed once and taken a chunk of columns at a time; sgemm would instead repack the whole
+// widened weight, which is most of its time at this size.
 void frozen_short_gemm(const FrozenWeight& w, const float* x, int64_t n, float* y,
                        float beta = 0.0f);
 void frozen_short_gemm(const FrozenWeight& w, const float* x, int64_t n, float* y, float beta,

@@ -379,6 +379,22 @@ TEST(FrozenGemv, ShortGemmEqualsTheReference) {
     expect_matches_reference(w, what, {9, 16, 40, 64}, short_gemm);
 }
 
+// The short GEMM's blocks of several register tiles, each going past x in column chunks: 401
+// rows (blocks of up to four tiles where the team has up to 8 threads, and a ragged last block)
+// by 576 columns (two chunks of 256 and a ragged one of 64), 4-bit MLX and Q4_0.
+TEST(FrozenGemv, ShortGemmInTilesAndColumnChunksEqualsTheReference) {
+  const int64_t rows = 401, cols = 576;
+  const auto dense = random_values(rows * cols, 28, 0.1f);
+  const auto mlx = FrozenWeight::from_quantized(quantize(dense, rows, cols, 4, 64));
+  const auto q4_0 = FrozenWeight::from_ggml(GgmlMatrix::owning(
+      rows, cols, GgmlType::Q4_0, test::random_ggml_bytes(GgmlType::Q4_0, rows, cols, 29, 0.5f)));
+  const Product short_gemm = [](const FrozenWeight& w, const float* x, int64_t n, float* y,
+                                float beta,
+                                GemvIsa isa) { frozen_short_gemm(w, x, n, y, beta, isa); };
+  expect_matches_reference(mlx, "4-bit", {9, 64}, short_gemm);
+  expect_matches_reference(q4_0, "Q4_0", {9, 64}, short_gemm);
+}
+
 // Products of one x in one pass: a 4-bit MLX, a Q4_0 and a bf16 weight (one read with x
 // permuted for nibbles, one with group sums, one widened) of 37, 1000 and 5 rows, beta 0 and
 // 0.5, on every instruction set: each output equals its product run alone, bit for bit. Weights

@@ -16,14 +16,10 @@ namespace d = attention_detail;
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// The row stride of the transposed keys and the score blocks: whole vectors, and an odd number of
-// 64-byte lines. The products walk these down their rows, a head_dim or block of them per panel;
-// at a power-of-two stride (512 keys: 2 KiB) those rows fall into two of L1's 64 sets and evict
-// one another on every pass, where an odd number of lines spreads them over all the sets.
+// The row stride of the transposed keys and the score blocks, which the products walk down their
+// rows, a head_dim or block of them per panel.
 int64_t score_stride(int64_t seq_k, int64_t lanes) {
-  constexpr int64_t kLineFloats = 16;
-  const int64_t ld = round_up(round_up(seq_k, lanes), kLineFloats);
-  return (ld / kLineFloats) % 2 == 1 ? ld : ld + kLineFloats;
+  return gemv::odd_line_stride(round_up(seq_k, lanes));
 }
 
 // Operands of one tile GEMM call: C = alpha * A B (+ C), A read with strides (a_row, a_col).

@@ -48,6 +48,16 @@ struct TileArgs {
 };
 using TileGemmKernel = void (*)(const TileArgs&);
 
+// A row stride for an operand tile_gemm walks down row by row (a panel of B, rows of A): at least
+// n floats, whole 64-byte lines, and an odd number of them. At a power-of-two stride (512 floats:
+// 2 KiB) the rows fall into a few of L1's 64 sets and evict one another on every pass; an odd
+// number of lines spreads them over all the sets.
+inline int64_t odd_line_stride(int64_t n) {
+  constexpr int64_t kLineFloats = 16;
+  const int64_t lines = (n + kLineFloats - 1) / kLineFloats;
+  return (lines % 2 == 1 ? lines : lines + 1) * kLineFloats;
+}
+
 // The query heads that share one KV head, in one decode step, against one sequence's cache.
 struct CachedHeadsArgs {
   const float* q = nullptr;     // `heads` rows of head_dim, adjacent
