@@ -177,6 +177,8 @@ gemv::RowsKernel int8_block_kernel(GgmlType type, const gemv::Kernels& k) {
       return k.iq1_m_int8;
     case GgmlType::TQ2_0:
       return k.tq2_0_int8;
+    case GgmlType::TQ1_0:
+      return k.tq1_0_int8;
     default:
       return nullptr;
   }
@@ -199,6 +201,7 @@ int64_t int8_block_sum_width(GgmlType type) {
     case GgmlType::Q4_K:
     case GgmlType::Q5_K:
     case GgmlType::IQ1_S:
+    case GgmlType::TQ1_0:
     case GgmlType::TQ2_0:
       return 32;
     default:

@@ -27,8 +27,8 @@ ComputeDType compute_dtype_named(const std::string& name);
 // to int8 per group of the weight's (a scale per group, as llama.cpp rounds them for its quantized
 // types) so that the products run on integer multiply-adds. Int8 applies to MLX 4-bit weights with
 // groups of 32, 64 or 128, and, where the CPU has AVX2, to the ggml blocks Q4_0, Q4_1, Q5_0, Q5_1,
-// Q8_0, Q2_K to Q6_K, IQ4_NL, IQ4_XS and MXFP4 (x rounded per 32 elements); every other product
-// stays f32.
+// Q8_0, Q2_K to Q6_K, IQ4_NL, IQ4_XS, MXFP4, IQ1_S to IQ3_S, TQ1_0 and TQ2_0 (x rounded per 32
+// elements); every other product stays f32.
 enum class GemvActivations { F32, Int8 };
 // "f32" or "int8" (the --decode-activations values); anything else throws std::invalid_argument.
 GemvActivations gemv_activations_named(const std::string& name);

@@ -182,8 +182,8 @@ TEST(FrozenGemv, Int8ActivationsEqualTheProductOfTheRoundedInput) {
 }
 
 // Int8 applies to MLX 4-bit weights and to the ggml blocks with int8 kernels (on AVX2 and
-// AVX-512: Q2_K to Q8_0, IQ1_S to IQ4_XS, MXFP4, TQ2_0): the other storages (8-bit MLX, f32,
-// F16, BF16, TQ1_0), and the blocks on the portable baseline, give their f32 results unchanged.
+// AVX-512: Q2_K to Q8_0, IQ1_S to IQ4_XS, MXFP4, TQ1_0, TQ2_0): the other storages (8-bit MLX,
+// f32, F16, BF16), and the blocks on the portable baseline, give their f32 results unchanged.
 TEST(FrozenGemv, Int8ActivationsLeaveOtherStoragesAsTheyAre) {
   const int64_t cols = 256, n = 2;
   std::vector<std::pair<std::string, FrozenWeight>> weights;
@@ -198,7 +198,7 @@ TEST(FrozenGemv, Int8ActivationsLeaveOtherStoragesAsTheyAre) {
   for (const auto& [what, w] : weights)
     for (GemvIsa isa : every_isa()) {
       const bool block_type = what.front() == 'Q' || what.front() == 'I' ||
-                              what.starts_with("MXFP4") || what.starts_with("TQ2");
+                              what.starts_with("MXFP4") || what.starts_with("TQ");
       const bool int8_kernel = isa != GemvIsa::Scalar && block_type;
       std::vector<float> plain(static_cast<std::size_t>(n * kRows)), int8(plain.size());
       const GemvProduct a{&w, plain.data()}, b{&w, int8.data()};
@@ -213,9 +213,10 @@ TEST(FrozenGemv, Int8ActivationsLeaveOtherStoragesAsTheyAre) {
 // -4 d sc, Q6_K's -32 d sc), the coded part the rest. `codes` is each block's bytes [first, end)
 // that are zeroed for it: its code bytes, high bits included; for IQ4 and the codebook types,
 // whose codes have no offset (and whose code 0 is not zero), its scale d instead, which makes
-// the offset 0. IQ1's and TQ2_0's values -1, 0, 1 count from -1: their offset is what entry 0
-// (all -1) or code 0 gives, IQ1's with its shift (IQ1_S's high entry bits share a word with the
-// group's scale and shift sign, IQ1_M's a nibble with the entry's shift sign: only they go).
+// the offset 0. IQ1's and TQ's values -1, 0, 1 count from -1: their offset is what entry 0 (all
+// -1) or code 0 (TQ1_0: every byte 0, every trit 0) gives, IQ1's with its shift (IQ1_S's high entry
+// bits share a word with the group's scale and shift sign, IQ1_M's a nibble with the entry's shift
+// sign: only they go).
 std::vector<float> offsets_of(GgmlType t, std::vector<std::byte> bytes, int64_t rows, int64_t cols,
                               std::pair<int, int> codes) {
   const auto block = static_cast<std::size_t>(ggml_block_bytes(t));
@@ -232,7 +233,7 @@ std::vector<float> offsets_of(GgmlType t, std::vector<std::byte> bytes, int64_t 
 }
 
 // The ggml blocks with int8 kernels (Q4_0 to Q8_0, Q2_K to Q6_K, IQ4_NL, IQ4_XS, MXFP4, IQ1_S to
-// IQ3_S, TQ2_0): x rounded per 32 elements.
+// IQ3_S, TQ1_0, TQ2_0): x rounded per 32 elements.
 // Rows of one and three super-blocks.
 TEST(FrozenGemv, Int8ActivationsOnGgmlBlocksEqualTheProductOfTheRoundedInput) {
   const std::pair<GgmlType, std::pair<int, int>> types[] = {
@@ -242,7 +243,8 @@ TEST(FrozenGemv, Int8ActivationsOnGgmlBlocksEqualTheProductOfTheRoundedInput) {
       {GgmlType::Q3_K, {0, 96}},   {GgmlType::IQ4_NL, {0, 2}},  {GgmlType::IQ4_XS, {0, 2}},
       {GgmlType::MXFP4, {1, 17}},  {GgmlType::IQ2_XXS, {0, 2}}, {GgmlType::IQ2_XS, {0, 2}},
       {GgmlType::IQ2_S, {0, 2}},   {GgmlType::IQ3_XXS, {0, 2}}, {GgmlType::IQ3_S, {0, 2}},
-      {GgmlType::IQ1_S, {2, 34}},  {GgmlType::IQ1_M, {0, 32}},  {GgmlType::TQ2_0, {0, 64}}};
+      {GgmlType::IQ1_S, {2, 34}},  {GgmlType::IQ1_M, {0, 32}},  {GgmlType::TQ2_0, {0, 64}},
+      {GgmlType::TQ1_0, {0, 52}}};
   for (const auto& [t, codes] : types)
     for (int64_t cols : {int64_t(256), int64_t(768)}) {
       const auto bytes = test::random_ggml_bytes(t, kRows, cols, 51, 0.5f);
@@ -265,10 +267,12 @@ TEST(FrozenGemv, VnniInt8ProductsEqualThePlainAvx512Ones) {
         "MLX 4-bit, group " + std::to_string(group),
         FrozenWeight::from_quantized(
             quantize(random_values(kRows * 9 * group, 61, 0.1f), kRows, 9 * group, 4, group)));
-  for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
-                     GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
-                     GgmlType::IQ4_NL, GgmlType::IQ4_XS, GgmlType::MXFP4, GgmlType::IQ2_XXS,
-                     GgmlType::IQ2_XS, GgmlType::IQ2_S, GgmlType::IQ3_XXS, GgmlType::IQ3_S})
+  for (GgmlType t :
+       {GgmlType::Q4_0,   GgmlType::Q4_1,    GgmlType::Q5_0,  GgmlType::Q5_1,    GgmlType::Q8_0,
+        GgmlType::Q2_K,   GgmlType::Q3_K,    GgmlType::Q4_K,  GgmlType::Q5_K,    GgmlType::Q6_K,
+        GgmlType::IQ4_NL, GgmlType::IQ4_XS,  GgmlType::MXFP4, GgmlType::IQ2_XXS, GgmlType::IQ2_XS,
+        GgmlType::IQ2_S,  GgmlType::IQ3_XXS, GgmlType::IQ3_S, GgmlType::IQ1_S,   GgmlType::IQ1_M,
+        GgmlType::TQ1_0,  GgmlType::TQ2_0})
     for (int64_t rows : {kRows, int64_t(5)})
       weights.emplace_back(std::string(ggml_type_name(t)) + ", " + std::to_string(rows) + " rows",
                            FrozenWeight::from_ggml(GgmlMatrix::owning(

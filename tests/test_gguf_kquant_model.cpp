@@ -29,6 +29,8 @@ struct Mix {
   GgmlType attn, v, ffn, down, embed, head;
   // Bounds on the log-probabilities' difference from llama.cpp's (its activation rounding).
   double worst = 0.15, mean = 0.02;
+  // The int8 decode's worst-case bound where it is not 1.7 x worst (see below).
+  double int8_worst = 0;
 };
 
 std::vector<std::byte> f32_bytes(const std::vector<float>& v) {
@@ -112,7 +114,7 @@ const Mix kMixes[] = {
      GgmlType::IQ1_M, GgmlType::IQ2_XS},
     // Ternary weights carry llama.cpp's activation rounding further (see below): 0.168 / 0.022.
     {"iq3_tq_mxfp4", GgmlType::IQ3_XXS, GgmlType::IQ3_S, GgmlType::TQ2_0, GgmlType::TQ1_0,
-     GgmlType::MXFP4, GgmlType::IQ3_S, 0.3, 0.04},
+     GgmlType::MXFP4, GgmlType::IQ3_S, 0.3, 0.04, 0.75},
 };
 
 // llama.cpp multiplies K-quant weights by activations rounded to Q8_K (8-bit codes per 256
@@ -154,8 +156,10 @@ TEST(GgufKQuantModel, LlamaCppLogProbabilitiesAgreeWithinActivationRounding) {
     // Decode steps one token at a time with int8 activations (the int8 block kernels, where the
     // type has one): llama.cpp's log-probabilities again. Our rounding of x (per 32) now adds to
     // its own (per 256), so the bounds are 1.7x and 1.5x the f32 ones. Measured: worst 0.042
-    // (Q5_K) to 0.199 (IQ3/TQ/MXFP4), mean 0.006 to 0.023; Q2_K/Q3_K 0.121, and 0.158 in the
-    // sanitizer build, whose other float contractions round a few elements of x the other way.
+    // (Q5_K) to 0.199, mean 0.006 to 0.023; Q2_K/Q3_K 0.121, and 0.158 in the sanitizer build,
+    // whose other float contractions round a few elements of x the other way. IQ3/TQ/MXFP4, with
+    // TQ1_0 on its int8 kernel too: 0.453 / 0.037, where our own int8 rounding moves our result
+    // by 0.40 from our f32 one (llama.cpp's moves its by 0.68): its worst-case bound is 0.75.
     KVCache cache = KVCache::create(model.config, int64_t(ids.size()));
     std::vector<float> stepped;
     for (std::size_t t = 0; t < ids.size(); ++t) {
@@ -167,7 +171,8 @@ TEST(GgufKQuantModel, LlamaCppLogProbabilitiesAgreeWithinActivationRounding) {
     const auto d = test::compare_logprobs(stepped, 512, ref["logprobs"]);
     RecordProperty(mix.name + "_int8_max_abs_logprob_difference", std::to_string(d.worst));
     RecordProperty(mix.name + "_int8_mean_abs_logprob_difference", std::to_string(d.mean));
-    EXPECT_LT(d.worst, 1.7 * mix.worst) << mix.name << ", int8 decode";
+    EXPECT_LT(d.worst, mix.int8_worst > 0 ? mix.int8_worst : 1.7 * mix.worst)
+        << mix.name << ", int8 decode";
     EXPECT_LT(d.mean, 1.5 * mix.mean) << mix.name << ", int8 decode";
   }
 }

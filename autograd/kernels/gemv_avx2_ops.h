@@ -224,6 +224,25 @@ struct Avx2 {
     const ireg set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);  // 0 or -1
     return _mm256_sign_epi8(x, _mm256_or_si256(set, _mm256_set1_epi8(1)));
   }
+  // Byte j: the ternary digit of byte j of v that factor j (a power of 3) brings to the top, as
+  // 0..2: q = v * factor mod 256, then floor(3 q / 256), which is (q > 85) + (q > 170). AVX2 has
+  // no byte multiply: 16-bit ones give the even bytes' low halves and the odd ones' high halves.
+  static ireg trits(ireg v, ireg factor) {
+    const ireg low = _mm256_set1_epi16(0x00FF);
+    const ireg even = _mm256_and_si256(_mm256_mullo_epi16(v, factor), low);
+    const ireg odd = _mm256_mullo_epi16(_mm256_andnot_si256(low, v), _mm256_srli_epi16(factor, 8));
+    const ireg q = _mm256_xor_si256(_mm256_or_si256(even, _mm256_andnot_si256(low, odd)),
+                                    _mm256_set1_epi8(static_cast<char>(0x80)));
+    // Signed compares of q - 128 against 85 - 128 and 170 - 128: 0 or -1 each.
+    const ireg above_third = _mm256_cmpgt_epi8(q, _mm256_set1_epi8(85 - 128));
+    const ireg above_two_thirds = _mm256_cmpgt_epi8(q, _mm256_set1_epi8(170 - 128));
+    return _mm256_sub_epi8(_mm256_setzero_si256(), _mm256_add_epi8(above_third, above_two_thirds));
+  }
+  // The 16 bytes at p, then four copies of w.
+  static ireg sixteen_then_word(const void* p, uint32_t w) {
+    return _mm256_setr_m128i(_mm_loadu_si128(static_cast<const __m128i*>(p)),
+                             _mm_set1_epi32(static_cast<int>(w)));
+  }
   // Lanes 0-3 low, lanes 4-7 high.
   static reg halves(float low, float high) {
     return _mm256_setr_m128(_mm_set1_ps(low), _mm_set1_ps(high));

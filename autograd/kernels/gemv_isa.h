@@ -100,7 +100,7 @@ struct Kernels {
   // the portable baseline, their rows are widened.
   RowsKernel iq2_xxs_int8 = nullptr, iq2_xs_int8 = nullptr, iq2_s_int8 = nullptr,
              iq3_xxs_int8 = nullptr, iq3_s_int8 = nullptr, iq1_s_int8 = nullptr,
-             iq1_m_int8 = nullptr, tq2_0_int8 = nullptr;
+             iq1_m_int8 = nullptr, tq2_0_int8 = nullptr, tq1_0_int8 = nullptr;
 };
 
 }  // namespace lora::gemv

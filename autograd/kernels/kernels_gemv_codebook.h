@@ -7,11 +7,12 @@
 // vpdpbusd with VNNI; magnitudes at most 62, so a byte pair's sum fits 16 bits). Lanes 0-3 of the
 // dot are entries 0 and 1, lanes 4-7 entries 2 and 3: IQ2_XS's and IQ2_S's two scales a group
 // meet them as the two halves of one factor vector. Then the types whose values are -1, 0 or 1
-// (IQ1_S, IQ1_M, TQ2_0). With f32 x these types widen their rows
+// (IQ1_S, IQ1_M, TQ2_0, TQ1_0). With f32 x these types widen their rows
 // (frozen_gemv.cpp): converting each 8 values to floats costs as much as widening them. Written
 // over a V of 32-byte integer vectors (gemv_avx2_ops.h) for the AVX2 and AVX-512 copies. Internal
 // linkage, as kernels_gemv.h.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <cstring>
 
@@ -195,6 +196,41 @@ struct Tq2Groups {
   }
 };
 
+// TQ1_0: groups 0-4 are trit g of bytes 0-31; groups 5 and 6 trits 2g - 10 and 2g - 9 of bytes
+// 32-47, one a half; group 7 trit 4 of bytes 32-47, then trits 0-3 of bytes 48-51 (four bytes a
+// trit); d after them. A group's bytes times its powers of 3 bring each trit to the top byte.
+struct Tq1Groups {
+  static constexpr int64_t kBytes = 54, kSumWidth = 32;
+  static float scale(const RowsArgs& a, const uint8_t* b) { return half_at(a, b + 52); }
+  template <class V>
+  [[gnu::always_inline]] static OffsetGroup<V> group(const uint8_t* b, int g, float d,
+                                                     const float* sums) {
+    // Per group, each byte's power of 3: the trit it brings to the top.
+    static constexpr auto kFactors = [] {
+      constexpr uint8_t kPow3[5] = {1, 3, 9, 27, 81};
+      std::array<std::array<uint8_t, 32>, 8> f{};
+      for (int group = 0; group < 8; ++group)
+        for (int j = 0; j < 32; ++j)
+          f[group][j] = group < 5   ? kPow3[group]
+                        : group < 7 ? kPow3[2 * (group - 5) + j / 16]
+                        : j < 16    ? kPow3[4]
+                                    : kPow3[(j - 16) / 4];
+      return f;
+    }();
+    typename V::ireg bytes;
+    if (g < 5) {
+      bytes = V::load_bytes(b);
+    } else if (g < 7) {
+      bytes = V::byte_table(b + 32);
+    } else {
+      uint32_t last;
+      std::memcpy(&last, b + 48, 4);
+      bytes = V::sixteen_then_word(b + 32, last);
+    }
+    return {V::trits(bytes, V::load_bytes(kFactors[g].data())), d, d, -d * sums[0]};
+  }
+};
+
 // One kernel for both families: a sign type's group negates x's bytes; an offset type's group
 // brings its term of x's exact sums (kSumWidth elements a sum).
 template <class V, class C, int R>
@@ -262,6 +298,8 @@ constexpr lora::gemv::Kernels with_codebook_int8_blocks(lora::gemv::Kernels k) {
                                 &codebook_int8_rows_at<V, Iq1MGroups, 1>>;
   k.tq2_0_int8 = &rows_in_fours<&codebook_int8_rows_at<V, Tq2Groups, 4>,
                                 &codebook_int8_rows_at<V, Tq2Groups, 1>>;
+  k.tq1_0_int8 = &rows_in_fours<&codebook_int8_rows_at<V, Tq1Groups, 4>,
+                                &codebook_int8_rows_at<V, Tq1Groups, 1>>;
   return k;
 }
 

@@ -122,7 +122,8 @@ void add_decode_activations_flag(CLI::App& cmd, GemvActivations& activations) {
          "activations rounded to 8 bits per group (32 values, or an MLX model's group), as "
          "llama.cpp does; integer "
          "multiply-adds, 1.4-2.2x faster steps on AVX2; MLX 4-bit weights, and GGUF blocks from "
-         "Q4_0 to Q8_0, Q2_K to Q6_K, IQ1 to IQ4, TQ2_0 and MXFP4, on AVX2 or AVX-512 CPUs) or "
+         "Q4_0 to Q8_0, Q2_K to Q6_K, IQ1 to IQ4, TQ1_0, TQ2_0 and MXFP4, on AVX2 or AVX-512 "
+         "CPUs) or "
          "f32 (the activations as computed: each product the exact one of the dequantized "
          "weights, as mlx-lm computes it; greedy text may part from int8's after a while). "
          "Float weights always read f32")
