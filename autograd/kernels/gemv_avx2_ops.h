@@ -97,6 +97,21 @@ struct Avx2 {
   static ireg load_bytes(const void* p) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   }
+  // The 16 bytes at p, then the 16 at q.
+  static ireg two_pieces(const uint8_t* p, const uint8_t* q) {
+    const auto piece = [](const uint8_t* at) {
+      return _mm_loadu_si128(reinterpret_cast<const __m128i*>(at));
+    };
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(piece(p)), piece(q), 1);
+  }
+  // The first (low_halves) or last (high_halves) 16 bytes of a, then those of b.
+  static ireg low_halves(ireg a, ireg b) { return _mm256_permute2x128_si256(a, b, 0x20); }
+  static ireg high_halves(ireg a, ireg b) { return _mm256_permute2x128_si256(a, b, 0x31); }
+  // *p in the first four lanes, *q in the last four.
+  static reg two_broadcasts(const float* p, const float* q) {
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_broadcast_ss(p)), _mm_broadcast_ss(q),
+                                1);
+  }
   static ireg lanes_below(int64_t n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),
                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));

@@ -50,12 +50,13 @@ inline void prefetch_next_rows(const RowsArgs& a, int64_t r0, int64_t offset, in
   for (int64_t b = 0; b < R * step; b += 64) prefetch_line(next + b);
 }
 
-// A ggml block's f16 scale at p, by table.
-inline float half_at(const RowsArgs& a, const uint8_t* p) {
+// A ggml block's f16 scale at p, by table: its entry, and its value.
+inline const float* half_entry(const RowsArgs& a, const uint8_t* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);
-  return a.halves[h];
+  return a.halves + h;
 }
+inline float half_at(const RowsArgs& a, const uint8_t* p) { return *half_entry(a, p); }
 
 // Points rows at the R rows from r0 and zeroes their accumulators.
 template <class V, int R>
