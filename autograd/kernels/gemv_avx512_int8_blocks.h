@@ -194,15 +194,15 @@ void q4_k_int8_wide_rows_at(const RowsArgs& a, int64_t r0) {
     LORA_GEMV_UNROLL
     for (int r = 0; r < R; ++r) {
       const uint8_t* block = rows[r] + kBlockBytes * b;
-      uint64_t sc, mn;
-      k_scales_mins(block + 4, &sc, &mn);
-      const __m256 mins = _mm256_mul_ps(_mm256_cvtepi32_ps(Avx2::byte_lanes(mn)),
-                                        _mm256_set1_ps(-half_at(a, block + 2)));
+      __m256i sc, mn;
+      Avx2::k_scale_min_lanes(block + 4, &sc, &mn);
+      const __m256 mins =
+          _mm256_mul_ps(_mm256_cvtepi32_ps(mn), _mm256_set1_ps(-half_at(a, block + 2)));
       acc[r] = _mm512_fmadd_ps(_mm512_zextps256_ps512(mins), sums, acc[r]);
-      const __m512 factors = _mm512_mul_ps(
-          _mm512_zextps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(Avx2::byte_lanes(sc)),
-                                               _mm256_set1_ps(half_at(a, block)))),
-          dx);
+      const __m512 factors =
+          _mm512_mul_ps(_mm512_zextps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(sc),
+                                                             _mm256_set1_ps(half_at(a, block)))),
+                        dx);
       LORA_GEMV_UNROLL
       for (int q = 0; q < 2; ++q) {
         const __m512i codes = _mm512_loadu_si512(block + kCodesAt + 64 * q);

@@ -114,19 +114,6 @@ void q8_0_int8_rows_at(const RowsArgs& a, int64_t r0) {
   store_rows<V, R>(a, r0, acc);
 }
 
-// A Q4_K block's 8 six-bit scales and 8 mins (k_scale_min's unpacking, 4 sub-blocks per 32-bit
-// word at once), one byte each, sub-block j in byte j: two words' bit operations instead of 16
-// calls, whose stores a vector load then read back only after a store-forwarding stall.
-inline void k_scales_mins(const uint8_t* s, uint64_t* scales, uint64_t* mins) {
-  uint32_t u[3];
-  std::memcpy(u, s, 12);
-  constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
-  const uint32_t sc_high = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);
-  const uint32_t mn_high = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);
-  *scales = (u[0] & kLow6) | (uint64_t(sc_high) << 32);
-  *mins = (u[1] & kLow6) | (uint64_t(mn_high) << 32);
-}
-
 // Q4_K and Q5_K (layouts above q4_k_rows_at): each 32 code bytes hold sub-blocks 2p (low
 // nibbles) and 2p + 1 (high), 64 elements of x in order; Q5_K's fifth bits are bits 2p and
 // 2p + 1 of its 32 high bytes. A row's block first gets its 8 factors d * sc_j * dx_j in one
@@ -146,11 +133,11 @@ void q4_k_int8_rows_at(const RowsArgs& a, int64_t r0) {
     LORA_GEMV_UNROLL
     for (int r = 0; r < R; ++r) {
       const uint8_t* block = rows[r] + kBlockBytes * b;
-      uint64_t sc, mn;
-      k_scales_mins(block + 4, &sc, &mn);
-      const auto mins = V::mul(V::to_float(V::byte_lanes(mn)), V::set1(-half_at(a, block + 2)));
+      typename V::ireg sc, mn;
+      V::k_scale_min_lanes(block + 4, &sc, &mn);
+      const auto mins = V::mul(V::to_float(mn), V::set1(-half_at(a, block + 2)));
       acc[r] = V::fmadd(mins, sums, acc[r]);
-      factors[r] = V::mul(V::mul(V::to_float(V::byte_lanes(sc)), V::set1(half_at(a, block))), dx);
+      factors[r] = V::mul(V::mul(V::to_float(sc), V::set1(half_at(a, block))), dx);
     }
     for (int p = 0; p < 4; ++p) {
       const int8_t* x = a.x_low + 256 * b + 64 * p;
@@ -165,10 +152,8 @@ void q4_k_int8_rows_at(const RowsArgs& a, int64_t r0) {
           low = V::ior(low, V::template byte_bit_to<4>(h, 2 * p));
           high = V::ior(high, V::template byte_bit_to<4>(h, 2 * p + 1));
         }
-        const auto lo = V::to_float(V::dot_bytes(low, xl));
-        const auto hi = V::to_float(V::dot_bytes(high, xh));
-        acc[r] = V::fmadd(lo, V::lane(factors[r], 2 * p), acc[r]);
-        acc[r] = V::fmadd(hi, V::lane(factors[r], 2 * p + 1), acc[r]);
+        const auto dots = V::to_float(V::dot_bytes_halves(low, xl, high, xh));
+        acc[r] = V::fmadd(dots, V::lane_pair(factors[r], p), acc[r]);
       }
     }
   }
