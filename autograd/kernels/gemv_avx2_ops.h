@@ -304,13 +304,12 @@ struct Avx2 {
   static ireg byte_lanes(uint64_t v) {
     return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(v)));
   }
-  // Lane l of v (the same in every lane), and the pair lanes 2k (in lanes 0-3) and 2k + 1 (4-7).
-  static reg lane(reg v, int l) { return _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(l)); }
   // Lanes 2i and 2i + 1: p[i], i = 0..3.
   static reg pairs_of_four(const float* p) {
     return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(p)),
                                     _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
   }
+  // Lane 2k of v in lanes 0-3, lane 2k + 1 in lanes 4-7.
   static reg lane_pair(reg v, int k) {
     return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(2 * k, 2 * k, 2 * k, 2 * k, 2 * k + 1,
                                                          2 * k + 1, 2 * k + 1, 2 * k + 1));
