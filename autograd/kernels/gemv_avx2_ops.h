@@ -97,20 +97,15 @@ struct Avx2 {
   static ireg load_bytes(const void* p) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   }
-  // The 16 bytes at p, then the 16 at q.
-  static ireg two_pieces(const uint8_t* p, const uint8_t* q) {
-    const auto piece = [](const uint8_t* at) {
-      return _mm_loadu_si128(reinterpret_cast<const __m128i*>(at));
-    };
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(piece(p)), piece(q), 1);
+  // The 16 bytes at p, then the 16 at q, as a blend of two loads (where an insert would take
+  // one of the two shuffle pipes of Zen 3, which the block kernels load most); reads the 32 bytes
+  // from p and the 16 before q too.
+  static ireg two_pieces(const void* p, const void* q) {
+    return _mm256_blend_epi32(load_bytes(p), load_bytes(static_cast<const char*>(q) - 16), 0xF0);
   }
-  // The first (low_halves) or last (high_halves) 16 bytes of a, then those of b.
-  static ireg low_halves(ireg a, ireg b) { return _mm256_permute2x128_si256(a, b, 0x20); }
-  static ireg high_halves(ireg a, ireg b) { return _mm256_permute2x128_si256(a, b, 0x31); }
   // *p in the first four lanes, *q in the last four.
   static reg two_broadcasts(const float* p, const float* q) {
-    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_broadcast_ss(p)), _mm_broadcast_ss(q),
-                                1);
+    return _mm256_blend_ps(_mm256_broadcast_ss(p), _mm256_broadcast_ss(q), 0xF0);
   }
   static ireg lanes_below(int64_t n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),

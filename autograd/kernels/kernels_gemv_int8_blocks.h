@@ -35,13 +35,12 @@ template <class V, class L, int R>
                                                            typename V::reg (&acc)[R],
                                                            const uint8_t* const (&rows)[R]) {
   const int64_t pairs = a.cols / 64;
-  const auto two_groups = V::group_index(4);
   for (int64_t b = 0; b < 2 * pairs; b += 2) {
-    const auto x0 = V::load_bytes(a.x_low + 32 * b), x1 = V::load_bytes(a.x_low + 32 * b + 32);
-    const auto xl = V::low_halves(x0, x1), xh = V::high_halves(x0, x1);
-    const auto dx = V::spread_groups(a.x_scales + b, 2, two_groups);
+    const int8_t* x = a.x_low + 32 * b;
+    const auto xl = V::two_pieces(x, x + 32), xh = V::two_pieces(x + 16, x + 48);
+    const auto dx = V::two_broadcasts(a.x_scales + b, a.x_scales + b + 1);
     // Each block's sum of x spread over its four lanes, times the offset where it is a constant.
-    const auto sums = V::mul(V::spread_groups(a.sums + b, 2, two_groups),
+    const auto sums = V::mul(V::two_broadcasts(a.sums + b, a.sums + b + 1),
                              V::set1(L::kMin ? 0.25f : -8.0f / 4.0f));
     prefetch_next_rows<R>(a, r0, L::kBytes * b, 2 * L::kBytes);
     LORA_GEMV_UNROLL
