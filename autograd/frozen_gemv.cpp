@@ -13,6 +13,7 @@
 #include "autograd/dtype.h"
 #include "autograd/kernels/kernels_attention.h"
 #include "autograd/kernels/kernels_gemv.h"
+#include "autograd/line_aligned.h"
 #include "autograd/parallel.h"
 #include "autograd/quant.h"
 
@@ -568,19 +569,20 @@ void frozen_short_gemm(const FrozenWeight& w, const float* x, int64_t n, float* 
   // Tokens padded to whole vectors: tile_gemm takes them two vectors at a time and a last one.
   const int64_t padded = (n + k.lanes - 1) / k.lanes * k.lanes;
   const int64_t ldx = gemv::odd_line_stride(padded);
-  std::vector<float> xt(static_cast<std::size_t>(cols * ldx), 0.0f);  // [cols, ldx]
+  LineAlignedFloats xt(static_cast<std::size_t>(cols * ldx), 0.0f);  // [cols, ldx]
   for (int64_t t = 0; t < n; ++t)
     for (int64_t c = 0; c < cols; ++c) xt[c * ldx + t] = x[t * cols + c];
   const int64_t R = k.tile_rows * short_gemm_tiles(rows, k.tile_rows);
   const int64_t blocks = (rows + R - 1) / R;
   struct Scratch {
-    std::vector<float> widened, out;
+    std::vector<float> widened;
+    LineAlignedFloats out;
   };
   parallel_for_with_scratch(
       blocks, n * rows * cols >= kParallelWork,
       [&] {
         return Scratch{std::vector<float>(static_cast<std::size_t>(R * cols)),
-                       std::vector<float>(static_cast<std::size_t>(R * padded))};
+                       LineAlignedFloats(static_cast<std::size_t>(R * padded))};
       },
       [&](Scratch& s, int64_t b) {
         auto& [widened, out] = s;

@@ -18,6 +18,7 @@
 #include "autograd/frozen_weight.h"
 #include "autograd/heap.h"
 #include "autograd/kernels/kernels_attention.h"
+#include "autograd/line_aligned.h"
 #include "autograd/parallel.h"
 #include "autograd/process_start.h"
 #include "autograd/quant.h"
@@ -32,7 +33,7 @@ void whole_x_per_block(const FrozenWeight& w, const float* x, int64_t n, float* 
                        const lora::gemv::Kernels& k) {
   const int64_t rows = w.rows, cols = w.cols, R = k.tile_rows;
   const int64_t padded = (n + k.lanes - 1) / k.lanes * k.lanes;
-  std::vector<float> xt(static_cast<std::size_t>(cols * padded), 0.0f);
+  lora::LineAlignedFloats xt(static_cast<std::size_t>(cols * padded), 0.0f);  // as the library's
   for (int64_t t = 0; t < n; ++t)
     for (int64_t c = 0; c < cols; ++c) xt[c * padded + t] = x[t * cols + c];
   struct Scratch {

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <random>
 #include <sstream>
@@ -16,6 +17,7 @@
 
 #include "autograd/frozen_gemv.h"
 #include "autograd/kernels/gemv_isa.h"
+#include "autograd/line_aligned.h"
 #include "gguf_test_util.h"
 #include "support/test_support.h"
 
@@ -388,6 +390,21 @@ TEST(FrozenGemv, ShortGemmEqualsTheReference) {
 // The short GEMM's blocks of several register tiles, each going past x in column chunks: 401
 // rows (blocks of up to four tiles where the team has up to 8 threads, and a ragged last block)
 // by 576 columns (two chunks of 256 and a ragged one of 64), 4-bit MLX and Q4_0.
+// The short GEMM's and attention's scratch buffers start on a cache line at every size: small
+// ones that glibc serves from its heap at any 16-byte boundary, large ones it maps (16 bytes into
+// a page), and after the growth a resize makes.
+TEST(FrozenGemv, LineAlignedBuffersStartOnACacheLine) {
+  const auto offset = [](const float* p) { return reinterpret_cast<std::uintptr_t>(p) % 64; };
+  for (std::size_t n : {std::size_t(1), std::size_t(5), std::size_t(100), std::size_t(70000),
+                        std::size_t(1) << 20}) {
+    lora::LineAlignedFloats v(n, 1.0f);
+    EXPECT_EQ(offset(v.data()), 0u) << n << " floats";
+    v.resize(3 * n + 1);
+    EXPECT_EQ(offset(v.data()), 0u) << 3 * n + 1 << " floats after a resize";
+    EXPECT_EQ(v[n - 1], 1.0f);
+  }
+}
+
 TEST(FrozenGemv, ShortGemmInTilesAndColumnChunksEqualsTheReference) {
   const int64_t rows = 401, cols = 576;
   const auto dense = random_values(rows * cols, 28, 0.1f);

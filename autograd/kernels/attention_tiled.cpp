@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "autograd/kernels/kernels_attention.h"
+#include "autograd/line_aligned.h"
 
 namespace lora::kernels {
 namespace {
@@ -108,7 +109,7 @@ void forward_block(const gemv::Kernels& kn, const HeadBlock& blk, const float* q
 
 // Per-thread buffers of the backward.
 struct BackwardScratch {
-  std::vector<float> kt, vt, p, ds, slope, delta;
+  LineAlignedFloats kt, vt, p, ds, slope, delta;
   BackwardScratch(const AttentionShape& s, int64_t ld, int64_t block)
       : kt(static_cast<std::size_t>(s.head_dim * ld)),
         vt(kt.size()),
@@ -191,14 +192,13 @@ void attention_forward_tiled(const float* q, const float* k, const float* v,
   const int64_t hd = s.head_dim, ld = score_stride(s.seq_k, kernels.lanes);
   const int64_t pairs = s.batch * s.kv_heads, block = std::min(kQueryBlock, s.seq_q);
   const int64_t blocks = (s.seq_q + block - 1) / block;
-  std::vector<float> kt(static_cast<std::size_t>(pairs * hd * ld));
+  LineAlignedFloats kt(static_cast<std::size_t>(pairs * hd * ld));
 #pragma omp parallel if (parallel_worth_it(s))
   {
 #pragma omp for schedule(static)
     for (int64_t pair = 0; pair < pairs; ++pair)
       transpose_keys(k, s, pair / s.kv_heads, pair % s.kv_heads, ld, kt.data() + pair * hd * ld);
-    std::vector<float> p(static_cast<std::size_t>(block * ld)),
-        inv(static_cast<std::size_t>(block));
+    LineAlignedFloats p(static_cast<std::size_t>(block * ld)), inv(static_cast<std::size_t>(block));
     // Later query blocks see more keys: dynamic keeps the threads' shares even. Heads innermost:
     // a query row's heads lie side by side, so neighbouring work reads neighbouring lines.
 #pragma omp for collapse(3) schedule(dynamic)
