@@ -274,7 +274,6 @@ struct Avx2 {
   static reg halves(float low, float high) {
     return _mm256_setr_m128(_mm_set1_ps(low), _mm_set1_ps(high));
   }
-  // The 8 bytes of v (byte l in lane l), unsigned.
   // A K-quant block's 12 bytes of 6-bit scales and mins at p, one sub-block a lane: scale j is
   // byte j's low 6 bits (j < 4) or byte j + 4's low nibble under byte j - 4's top 2 bits; min j
   // is byte j + 4's low 6 bits (j < 4) or byte j + 4's high nibble under byte j's top 2 bits.
@@ -296,6 +295,7 @@ struct Avx2 {
     *scales = _mm256_cvtepu8_epi32(both);
     *mins = _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(both, both));
   }
+  // The 8 bytes of v (byte l in lane l), unsigned.
   static ireg byte_lanes(uint64_t v) {
     return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(v)));
   }
