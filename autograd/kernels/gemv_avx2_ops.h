@@ -103,7 +103,8 @@ struct Avx2 {
   static ireg two_pieces(const void* p, const void* q) {
     return _mm256_blend_epi32(load_bytes(p), load_bytes(static_cast<const char*>(q) - 16), 0xF0);
   }
-  // *p in the first four lanes, *q in the last four.
+  // *p in the first four lanes, *q in the last four: halves() below for values already in
+  // registers, this for values in memory, where two broadcast loads and a blend spare the insert.
   static reg two_broadcasts(const float* p, const float* q) {
     return _mm256_blend_ps(_mm256_broadcast_ss(p), _mm256_broadcast_ss(q), 0xF0);
   }
@@ -270,7 +271,7 @@ struct Avx2 {
     return _mm256_setr_m128i(_mm_loadu_si128(static_cast<const __m128i*>(p)),
                              _mm_set1_epi32(static_cast<int>(w)));
   }
-  // Lanes 0-3 low, lanes 4-7 high.
+  // Lanes 0-3 low, lanes 4-7 high (two_broadcasts above for values in memory).
   static reg halves(float low, float high) {
     return _mm256_setr_m128(_mm_set1_ps(low), _mm_set1_ps(high));
   }
