@@ -227,6 +227,11 @@ Plan plan_for(const FrozenWeight& w, const gemv::Kernels& k, GemvActivations act
     case WeightFormat::Ggml: {
       const auto* data = reinterpret_cast<const uint8_t*>(w.ggml.data.get());
       const auto rb = static_cast<int64_t>(w.ggml.row_bytes());
+      // Octets have the int8 kernel alone; without it (f32 x) their rows are widened.
+      if (w.ggml.layout == GgmlLayout::Q4_0Octets)
+        return activations == GemvActivations::Int8 && k.q4_0_octets_int8
+                   ? Plan{k.q4_0_octets_int8, data, rb, 32, false, Int8X::Blocks}
+                   : p;
       if (const gemv::RowsKernel int8 = int8_block_kernel(w.ggml.type, k);
           int8 && activations == GemvActivations::Int8)
         return {int8, data, rb, int8_block_sum_width(w.ggml.type), false, Int8X::Blocks};

@@ -494,15 +494,85 @@ std::vector<std::byte> ggml_quantize_rows(GgmlType t, std::span<const float> w, 
   return bytes;
 }
 
+namespace {
+
+// Q4_0Octets' pieces: 64 columns of 8 rows.
+constexpr int64_t kOctetRows = 8, kOctetPieceBytes = 8 * 2 * 18;
+
+// Where byte `at` of row r's block j (0 or 1) of a 64-column piece lies in the piece: the scale's
+// two bytes, then the code bytes in chunks of 4.
+int64_t octet_offset(int64_t r, int64_t j, int64_t at) {
+  if (at < 2) return 16 * j + 2 * r + at;
+  const int64_t code = at - 2;
+  return 32 + 128 * j + 32 * (code / 4) + 4 * r + code % 4;
+}
+
+// Moves one group's 8 rows between the layouts: byte `at` of block b of row r is at
+// r * row_bytes + 18 * b + at in Rows and at 288 * (b / 2) + octet_offset(...) in octets.
+template <bool kToOctets>
+void move_octet_group(const std::byte* from, int64_t cols, std::byte* to) {
+  const int64_t rb = cols / 32 * 18;
+  for (int64_t r = 0; r < kOctetRows; ++r)
+    for (int64_t b = 0; b < cols / 32; ++b)
+      for (int64_t at = 0; at < 18; at += 2) {
+        const int64_t plain = r * rb + 18 * b + at;
+        const int64_t octet = kOctetPieceBytes * (b / 2) + octet_offset(r, b % 2, at);
+        std::memcpy(to + (kToOctets ? octet : plain), from + (kToOctets ? plain : octet), 2);
+      }
+}
+
+}  // namespace
+
+bool q4_0_octets_fit(GgmlType type, int64_t rows, int64_t cols) {
+  return type == GgmlType::Q4_0 && rows > 0 && rows % kOctetRows == 0 && cols > 0 && cols % 64 == 0;
+}
+
+void q4_0_to_octets(std::span<std::byte> bytes, int64_t rows, int64_t cols) {
+  if (!q4_0_octets_fit(GgmlType::Q4_0, rows, cols) ||
+      bytes.size() != ggml_row_bytes(GgmlType::Q4_0, cols) * static_cast<uint64_t>(rows))
+    throw std::invalid_argument("q4_0_to_octets: not a [" + std::to_string(rows) + ", " +
+                                std::to_string(cols) +
+                                "] Q4_0 matrix of whole octets of rows and 64-column pieces");
+  const auto group_bytes = static_cast<std::size_t>(kOctetRows * cols / 32 * 18);
+  parallel_for_with_scratch(
+      rows / kOctetRows, rows * cols >= (int64_t(1) << 16),
+      [&] { return std::vector<std::byte>(group_bytes); },
+      [&](std::vector<std::byte>& plain, int64_t g) {
+        std::byte* group = bytes.data() + static_cast<std::size_t>(g) * group_bytes;
+        std::memcpy(plain.data(), group, group_bytes);
+        move_octet_group<true>(plain.data(), cols, group);
+      });
+}
+
+void q4_0_octets_to_rows(const std::byte* group, int64_t cols, std::byte* rows_out) {
+  move_octet_group<false>(group, cols, rows_out);
+}
+
 void GgmlMatrix::rows_f32(int64_t begin, int64_t end, float* out) const {
   if (begin < 0 || end > rows || begin > end)
     throw std::out_of_range("GgmlMatrix::rows_f32: rows [" + std::to_string(begin) + ", " +
                             std::to_string(end) + ") of " + std::to_string(rows));
   const uint64_t rb = row_bytes();
   const std::byte* base = data.get();
-  parallel_for(end - begin, (end - begin) * cols >= (int64_t(1) << 16), [&](int64_t i) {
-    ggml_dequantize_row(type, base + static_cast<uint64_t>(begin + i) * rb, cols, out + i * cols);
-  });
+  const bool parallel = (end - begin) * cols >= (int64_t(1) << 16);
+  if (layout == GgmlLayout::Rows) {
+    parallel_for(end - begin, parallel, [&](int64_t i) {
+      ggml_dequantize_row(type, base + static_cast<uint64_t>(begin + i) * rb, cols, out + i * cols);
+    });
+    return;
+  }
+  // Octets: each group that holds wanted rows goes back to Rows layout, then widens as above.
+  const int64_t first = begin / kOctetRows, last = (end + kOctetRows - 1) / kOctetRows;
+  parallel_for_with_scratch(
+      last - first, parallel, [&] { return std::vector<std::byte>(kOctetRows * rb); },
+      [&](std::vector<std::byte>& plain, int64_t i) {
+        const int64_t g = first + i;
+        q4_0_octets_to_rows(base + static_cast<uint64_t>(g * kOctetRows) * rb, cols, plain.data());
+        for (int64_t r = std::max(begin, g * kOctetRows); r < std::min(end, (g + 1) * kOctetRows);
+             ++r)
+          ggml_dequantize_row(type, plain.data() + static_cast<uint64_t>(r % kOctetRows) * rb, cols,
+                              out + (r - begin) * cols);
+      });
 }
 
 GgmlMatrix GgmlMatrix::owning(int64_t rows, int64_t cols, GgmlType type,

@@ -102,6 +102,23 @@ void ggml_quantize_row(GgmlType t, const float* src, int64_t cols, std::byte* ds
 std::vector<std::byte> ggml_quantize_rows(GgmlType t, std::span<const float> w, int64_t rows,
                                           int64_t cols);
 
+// How a matrix's blocks lie. Rows: as GGUF stores them, row after row. Q4_0Octets (Q4_0 only,
+// rows a multiple of 8 and columns of 64; what the int8 decode kernel reads fastest): each 8 rows
+// take the same bytes as before, now in pieces of 288 bytes for 64 columns (two blocks b, b + 1):
+// the 8 rows' f16 scales of block b, those of block b + 1, then per block its 16 code bytes in
+// four chunks of 4, chunk c of all 8 rows side by side (row r at byte 4r of the 32). A byte dot
+// of such 32 bytes with 4 bytes of x repeated gives row r's sum in lane r: eight rows advance
+// together with no horizontal sum, where a row's own 18-byte blocks straddle vector loads.
+enum class GgmlLayout { Rows, Q4_0Octets };
+
+// Whether a [rows, cols] matrix of `type` can take the Q4_0Octets layout.
+bool q4_0_octets_fit(GgmlType type, int64_t rows, int64_t cols);
+// Rewrites `bytes`, a [rows, cols] Q4_0 matrix in Rows layout, into Q4_0Octets in place
+// (q4_0_octets_fit must hold).
+void q4_0_to_octets(std::span<std::byte> bytes, int64_t rows, int64_t cols);
+// One octet group of `cols` columns (8 * row_bytes bytes at `group`) back in Rows layout.
+void q4_0_octets_to_rows(const std::byte* group, int64_t cols, std::byte* rows_out);
+
 // A [rows, cols] matrix in one ggml type, its bytes owned elsewhere (a memory-mapped GGUF file)
 // or in `owned`. `data` stays valid as long as this value lives.
 struct GgmlMatrix {
@@ -109,6 +126,7 @@ struct GgmlMatrix {
   int64_t cols = 0;
   GgmlType type = GgmlType::F32;
   std::shared_ptr<const std::byte> data;
+  GgmlLayout layout = GgmlLayout::Rows;
 
   uint64_t row_bytes() const { return ggml_row_bytes(type, cols); }
   uint64_t total_bytes() const { return row_bytes() * static_cast<uint64_t>(rows); }

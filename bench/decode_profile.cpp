@@ -41,10 +41,6 @@ double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
 
-Model load_any(const std::string& path) {
-  return is_gguf_file(path) ? load_gguf_model(path) : load_model(path);
-}
-
 // A prompt's products: each projection of each layer on n rows, then the head on one row (as
 // the prefill runs them); CPU seconds, which a loaded machine disturbs less than wall time.
 double prompt_products_seconds(const Model& m, int64_t n) {
@@ -130,7 +126,9 @@ int main(int argc, char** argv) {
   }
   omp_set_num_threads(threads);
   openblas_set_num_threads(threads);  // the prompt's sgemm on the same threads, as lora sets it
-  const Model m = load_any(argv[1]);
+  LoadOptions load;                   // as lora generate loads for its decode activations
+  load.int8_decode_layout = activations == GemvActivations::Int8;
+  const Model m = load_model(argv[1], load);
   KVCache cache = KVCache::create(m.config, prompt + 2 * tokens + 2, kv_cache);
   std::vector<int32_t> ids(static_cast<std::size_t>(prompt));
   for (int i = 0; i < prompt; ++i) ids[i] = 3 + i;

@@ -259,10 +259,47 @@ TEST(FrozenGemv, Int8ActivationsOnGgmlBlocksEqualTheProductOfTheRoundedInput) {
     }
 }
 
+// Q4_0 in octets (GgmlLayout::Q4_0Octets): its int8 kernel against the rounded-input reference
+// (with the offsets of the same rows in the file layout), and against the file layout's int8
+// kernel to float rounding; with f32 activations (rows widened, on every instruction set) against
+// the plain reference. 8 rows (one group), 40 (groups over more than one 16-row block) and 1000
+// (split over threads); 64 columns (one piece), 192 and 2048.
+TEST(FrozenGemv, Q4_0OctetsEqualTheFileLayout) {
+  for (int64_t rows : {int64_t(8), int64_t(40), int64_t(1000)})
+    for (int64_t cols : {int64_t(64), int64_t(192), int64_t(2048)}) {
+      if (rows * cols > 1000 * 192) continue;
+      const auto bytes = test::random_ggml_bytes(GgmlType::Q4_0, rows, cols, 81, 0.5f);
+      auto octet_bytes = bytes;
+      q4_0_to_octets(octet_bytes, rows, cols);
+      GgmlMatrix m = GgmlMatrix::owning(rows, cols, GgmlType::Q4_0, octet_bytes);
+      m.layout = GgmlLayout::Q4_0Octets;
+      const auto octets = FrozenWeight::from_ggml(std::move(m));
+      const auto plain =
+          FrozenWeight::from_ggml(GgmlMatrix::owning(rows, cols, GgmlType::Q4_0, bytes));
+      const std::string what =
+          "Q4_0 octets, " + std::to_string(rows) + " x " + std::to_string(cols);
+      expect_int8_product(octets, offsets_of(GgmlType::Q4_0, bytes, rows, cols, {2, 18}), 32, what,
+                          /*scalar_has_kernel=*/false);
+      expect_matches_reference(octets, what);
+      const int64_t n = 2;
+      const auto x = random_values(static_cast<std::size_t>(n * cols), 82);
+      for (GemvIsa isa : every_isa()) {
+        std::vector<float> a(static_cast<std::size_t>(n * rows), 0.25f), b = a;
+        const GemvProduct pa{&plain, a.data(), 0.5f}, pb{&octets, b.data(), 0.5f};
+        frozen_gemv({&pa, 1}, x.data(), n, isa, GemvActivations::Int8);
+        frozen_gemv({&pb, 1}, x.data(), n, isa, GemvActivations::Int8);
+        for (std::size_t i = 0; i < a.size(); ++i)
+          ASSERT_NEAR(a[i], b[i], 1e-5 * (1 + std::fabs(a[i])))
+              << what << ", " << gemv_isa_name(isa) << ", output " << i;
+      }
+    }
+}
+
 // The VNNI copy adds the same integer products with fewer instructions, so its int8 products equal
 // the plain AVX-512 copy's bit for bit: MLX 4-bit rows, every ggml block type with an int8 kernel
-// (rows of 37 and 5 leave the 4-row loops their tails), and Q8_0 at the largest byte sums (codes
-// of -128 against x that rounds to +-127 everywhere: 2 * 128 * 127 per byte pair in 16 bits).
+// (rows of 37 and 5 leave the 4-row loops their tails), Q4_0 in octets, and Q8_0 at the largest
+// byte sums (codes of -128 against x that rounds to +-127 everywhere: 2 * 128 * 127 per byte pair
+// in 16 bits).
 TEST(FrozenGemv, VnniInt8ProductsEqualThePlainAvx512Ones) {
   if (!gemv_isa_supported(GemvIsa::Avx512Vnni)) GTEST_SKIP() << "no AVX512-VNNI on this CPU";
   std::vector<std::pair<std::string, FrozenWeight>> weights;
@@ -288,6 +325,11 @@ TEST(FrozenGemv, VnniInt8ProductsEqualThePlainAvx512Ones) {
   }
   weights.emplace_back("Q8_0, codes -128", FrozenWeight::from_ggml(GgmlMatrix::owning(
                                                6, 768, GgmlType::Q8_0, extreme)));
+  auto octets = test::random_ggml_bytes(GgmlType::Q4_0, 40, 768, 64, 0.5f);
+  q4_0_to_octets(octets, 40, 768);
+  GgmlMatrix octet_matrix = GgmlMatrix::owning(40, 768, GgmlType::Q4_0, octets);
+  octet_matrix.layout = GgmlLayout::Q4_0Octets;
+  weights.emplace_back("Q4_0 octets", FrozenWeight::from_ggml(std::move(octet_matrix)));
   std::vector<float> x(2 * 9 * 128);
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = i % 3 ? 1.0f : -1.0f;
   std::vector<float> random_x = random_values(x.size(), 63);

@@ -7,9 +7,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
 #include <map>
 #include <random>
 
+#include "autograd/frozen_gemv.h"
 #include "gguf_test_util.h"
 #include "llama_cpp_oracle.h"
 #include "train_fixtures.h"
@@ -206,6 +208,70 @@ TEST(GgufKQuantModel, ReadOnlyTypesRunAsLlamaCppRunsTheirFloats) {
     EXPECT_LT(c.worst, 1e-3) << mixes[m]->name;
     EXPECT_GT(c.spread, 2.0) << mixes[m]->name;
   }
+}
+
+// A Q4_0 file loaded for int8 decoding (LoadOptions::int8_decode_layout) takes the octet layout
+// where the matrices fit (every one here; q and k through their row reordering) and leaves the
+// file on disk as it was. Every matrix's int8 product equals the file layout's to float rounding,
+// and a prompt through the widened rows equals it to the bit. Whole decode steps cannot be held
+// that close: in this random model one ulp of one embedding value moves some element of a later
+// product's input across an int8 rounding boundary often enough (1 in 6 tries) to move the
+// logits by 0.06. So the octets' int8 decode is held to the file layout's distance from the f32
+// decode: over 12 steps and 9 seeds the two were 0.11-0.97 from it and within 0.83x-1.42x of each
+// other (a misread block moves logits by whole units); the bound is 2x.
+TEST(GgufKQuantModel, Q4_0OctetLayoutDecodesAsTheFileLayout) {
+  LORA_REQUIRE_SHARED("models/stories260K-gguf/stories260K-f32.gguf");
+  test::TempDir tmp("q4_0-octets");
+  const Mix mix{"q4_0",         GgmlType::Q4_0, GgmlType::Q4_0, GgmlType::Q4_0,
+                GgmlType::Q4_0, GgmlType::Q4_0, GgmlType::Q4_0};
+  const auto path = tmp / "q4_0.gguf";
+  write_random_model(path, mix, 23);
+  const auto file_bytes = [&] {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string before = file_bytes();
+  const Model plain = load_model(path);
+  LoadOptions options;
+  options.int8_decode_layout = true;
+  const Model octets = load_model(path, options);
+  EXPECT_EQ(file_bytes(), before);
+  std::vector<std::pair<const FrozenWeight*, const FrozenWeight*>> pairs = {
+      {&plain.embed, &octets.embed}, {&plain.head(), &octets.head()}};
+  for (std::size_t l = 0; l < plain.layers.size(); ++l)
+    for (Proj p : {Proj::q, Proj::k, Proj::v, Proj::o, Proj::gate, Proj::up, Proj::down})
+      pairs.emplace_back(&plain.layers[l].at(p), &octets.layers[l].at(p));
+  for (std::size_t m = 0; m < pairs.size(); ++m) {
+    const auto [a, b] = pairs[m];
+    EXPECT_EQ(a->ggml.layout, GgmlLayout::Rows) << "matrix " << m;
+    ASSERT_EQ(b->ggml.layout, GgmlLayout::Q4_0Octets) << "matrix " << m;
+    std::vector<float> x(static_cast<std::size_t>(a->cols));
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(float(i)) * (i % 37 ? 1.0f : 20.0f);
+    std::vector<float> ya(static_cast<std::size_t>(a->rows)), yb(ya.size());
+    const GemvProduct pa{a, ya.data()}, pb{b, yb.data()};
+    frozen_gemv({&pa, 1}, x.data(), 1, GemvActivations::Int8);
+    frozen_gemv({&pb, 1}, x.data(), 1, GemvActivations::Int8);
+    for (std::size_t i = 0; i < ya.size(); ++i)
+      ASSERT_NEAR(ya[i], yb[i], 1e-5 * (1 + std::fabs(ya[i]))) << "matrix " << m << ", row " << i;
+  }
+  const std::vector<int32_t> ids = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315};
+  const auto seq = int64_t(ids.size());
+  EXPECT_EQ(forward_logits(octets, {}, ids, 1, seq).data,
+            forward_logits(plain, {}, ids, 1, seq).data);
+  KVCache a = KVCache::create(plain.config, seq), b = a, f = a;
+  double plain_noise = 0, octet_noise = 0;
+  for (std::size_t t = 0; t < ids.size(); ++t) {
+    const auto step = std::span(ids).subspan(t, 1);
+    const Tensor x = forward_cached(plain, {}, a, step, CachedLogits::Last, GemvActivations::Int8);
+    const Tensor y = forward_cached(octets, {}, b, step, CachedLogits::Last, GemvActivations::Int8);
+    const Tensor z = forward_cached(plain, {}, f, step, CachedLogits::Last);
+    for (std::size_t i = 0; i < x.data.size(); ++i) {
+      plain_noise = std::max(plain_noise, double(std::fabs(x.data[i] - z.data[i])));
+      octet_noise = std::max(octet_noise, double(std::fabs(y.data[i] - z.data[i])));
+    }
+  }
+  EXPECT_GT(octet_noise, 0.0) << "the int8 kernels did not run";
+  EXPECT_LT(octet_noise, 2 * plain_noise);
 }
 
 TEST(GgufKQuantModel, TrainingLowersTheLoss) {

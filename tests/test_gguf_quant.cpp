@@ -469,5 +469,49 @@ TEST(GgmlTypes, LinearGradientsMatchTorchOnTheDequantizedMatrix) {
   }
 }
 
+// The Q4_0 octet layout holds the same rows: for 8 and 24 rows of 64 and 192 columns, nearly every
+// byte moves (a scale or code left where it was would be read as another row's), each group reads
+// back to its rows, and rows_f32 over whole and partial ranges (inside a group, across groups,
+// a single row) equals the file layout's. Matrices that do not fit are refused.
+TEST(GgmlTypes, Q4_0OctetsHoldTheSameRows) {
+  for (int64_t rows : {int64_t(8), int64_t(24)})
+    for (int64_t cols : {int64_t(64), int64_t(192)}) {
+      const auto plain = random_ggml_bytes(GgmlType::Q4_0, rows, cols, 71, 0.5f);
+      auto octets = plain;
+      q4_0_to_octets(octets, rows, cols);
+      const std::string what = std::to_string(rows) + " x " + std::to_string(cols);
+      // Nearly every 2-byte unit moves (a few land where they were, row 0's first scale among
+      // them).
+      std::size_t same = 0;
+      for (std::size_t i = 0; i < plain.size(); i += 2)
+        same += std::memcmp(plain.data() + i, octets.data() + i, 2) == 0;
+      EXPECT_LT(same, plain.size() / 2 / 20) << what;
+      const uint64_t group = 8 * ggml_row_bytes(GgmlType::Q4_0, cols);
+      for (uint64_t g = 0; g < plain.size() / group; ++g) {
+        std::vector<std::byte> back(group);
+        q4_0_octets_to_rows(octets.data() + g * group, cols, back.data());
+        EXPECT_TRUE(std::equal(back.begin(), back.end(), plain.begin() + g * group))
+            << what << ", group " << g;
+      }
+      const GgmlMatrix rows_layout = GgmlMatrix::owning(rows, cols, GgmlType::Q4_0, plain);
+      GgmlMatrix octet_layout = GgmlMatrix::owning(rows, cols, GgmlType::Q4_0, octets);
+      octet_layout.layout = GgmlLayout::Q4_0Octets;
+      for (auto [begin, end] :
+           {std::pair<int64_t, int64_t>{0, rows}, {3, 7}, {5, rows}, {rows - 1, rows}, {8, 8}}) {
+        std::vector<float> a(static_cast<std::size_t>((end - begin) * cols)), b(a.size());
+        rows_layout.rows_f32(begin, end, a.data());
+        octet_layout.rows_f32(begin, end, b.data());
+        EXPECT_EQ(a, b) << what << ", rows " << begin << " to " << end;
+      }
+    }
+  EXPECT_TRUE(q4_0_octets_fit(GgmlType::Q4_0, 16, 128));
+  EXPECT_FALSE(q4_0_octets_fit(GgmlType::Q4_0, 12, 128));
+  EXPECT_FALSE(q4_0_octets_fit(GgmlType::Q4_0, 16, 96));
+  EXPECT_FALSE(q4_0_octets_fit(GgmlType::Q8_0, 16, 128));
+  auto odd = random_ggml_bytes(GgmlType::Q4_0, 12, 64, 72, 0.5f);
+  EXPECT_THROW(q4_0_to_octets(odd, 12, 64), std::invalid_argument);
+  EXPECT_THROW(q4_0_to_octets(std::span(odd).first(8 * 36), 8, 128), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace lora

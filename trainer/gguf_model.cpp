@@ -3,6 +3,7 @@
 #include <array>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <stdexcept>
 
 #include "autograd/tensor.h"
@@ -28,17 +29,28 @@ constexpr std::array<std::string_view, kNumProj> kGgufProj{"attn_q",      "attn_
 // Reads the file's tensors into the model's frozen formats, checking every shape.
 class GgufLoader {
  public:
-  explicit GgufLoader(const GgufFile& file) : file_(file) {}
+  GgufLoader(GgufFile& file, bool octets) : file_(file), octets_(octets) {}
 
   bool has(const std::string& name) const { return file_.contains_tensor(name); }
 
   // A [rows, cols] matrix in its own ggml type. With `qk_heads` (llama q/k), the rows are put
-  // back in Hugging Face order: a copy of the row bytes, the blocks themselves untouched.
-  FrozenWeight matrix(const std::string& name, int64_t rows, int64_t cols,
-                      int64_t qk_heads = 0) const {
+  // back in Hugging Face order: a copy of the row bytes, the blocks themselves untouched. Q4_0
+  // takes the octet layout where the options ask for it and the matrix fits it.
+  FrozenWeight matrix(const std::string& name, int64_t rows, int64_t cols, int64_t qk_heads = 0) {
     const GgufTensorInfo& t = info(name, {rows, cols});
-    if (qk_heads == 0)
-      return FrozenWeight::from_ggml(GgmlMatrix{rows, cols, t.type, file_.shared_bytes(t)});
+    const bool octets = octets_ && q4_0_octets_fit(t.type, rows, cols);
+    if (qk_heads == 0) {
+      GgmlMatrix m{rows, cols, t.type, file_.shared_bytes(t)};
+      // A tensor read twice is rewritten once.
+      if (octets &&
+          (rewritten_.contains(name) || file_.rewrite_in_place(t, [&](std::span<std::byte> bytes) {
+            q4_0_to_octets(bytes, rows, cols);
+          }))) {
+        rewritten_.insert(name);
+        m.layout = GgmlLayout::Q4_0Octets;
+      }
+      return FrozenWeight::from_ggml(std::move(m));
+    }
     const auto src = file_.bytes(t);
     const uint64_t rb = ggml_row_bytes(t.type, cols);
     std::vector<std::byte> hf(src.size());
@@ -47,7 +59,10 @@ class GgufLoader {
       const int64_t to = gguf_qk_row_to_hf(r, head_dim);
       std::memcpy(hf.data() + to * rb, src.data() + r * rb, rb);
     }
-    return FrozenWeight::from_ggml(GgmlMatrix::owning(rows, cols, t.type, hf));
+    if (octets) q4_0_to_octets(hf, rows, cols);
+    GgmlMatrix m = GgmlMatrix::owning(rows, cols, t.type, hf);
+    if (octets) m.layout = GgmlLayout::Q4_0Octets;
+    return FrozenWeight::from_ggml(std::move(m));
   }
 
   std::vector<float> vector(const std::string& name, int64_t size) const {
@@ -65,7 +80,9 @@ class GgufLoader {
     return t;
   }
 
-  const GgufFile& file_;
+  GgufFile& file_;
+  bool octets_;
+  std::set<std::string> rewritten_;
 };
 
 std::string block_tensor(int64_t layer, const std::string& what) {
@@ -245,12 +262,12 @@ Model load_gguf_model(const fs::path& path, const LoadOptions& options) {
   if (options.quantize_bits != 0)
     throw SettingError(
         "quantize", path.string() + ": a GGUF model keeps the types it is stored in; leave it 0");
-  const GgufFile file = GgufFile::open(path);
+  GgufFile file = GgufFile::open(path);
   Model m;
   m.dir = path;
   m.config = gguf_model_config(file);
   const ModelConfig& c = m.config;
-  const GgufLoader w(file);
+  GgufLoader w(file, options.int8_decode_layout);
   const int64_t hidden = c.hidden_size, q_out = c.num_heads * c.head_dim,
                 kv_out = c.num_kv_heads * c.head_dim, inter = c.intermediate_size;
   m.embed = w.matrix("token_embd.weight", c.vocab_size, hidden);

@@ -89,6 +89,11 @@ struct LoadOptions {
   // Quantize float linears at load (MLX affine); 0 = keep as stored.
   int quantize_bits = 0;
   int quantize_group_size = 64;
+  // For generation with int8 decode activations: a GGUF file's Q4_0 matrices (whole octets of
+  // rows) are rewritten into GgmlLayout::Q4_0Octets, which the int8 decode kernel reads fastest,
+  // where the file was read into memory (not mapped, as files above a quarter of RAM are). Any
+  // other product (f32 activations, prompts, training) widens such rows, as it does any Q4_0.
+  bool int8_decode_layout = false;
 };
 
 // Throws SettingError ("quantize" or "q_group_size") unless MLX's affine format allows these:

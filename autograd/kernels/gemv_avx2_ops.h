@@ -131,6 +131,34 @@ struct Avx2 {
     return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
 #endif
   }
+  // The four bytes at p in every lane: x's bytes against eight rows' codes side by side.
+  static ireg broadcast_word(const void* p) {
+    int32_t w;
+    std::memcpy(&w, p, 4);
+    return _mm256_set1_epi32(w);
+  }
+  static ireg izero() { return _mm256_setzero_si256(); }
+  // sums plus codes' low nibbles times x_low and high nibbles times x_high, per 4 bytes. Plain,
+  // in 16-bit pair sums that widen_nibble_dots turns into lanes: at most 2 * 2 * 15 * 127 a call,
+  // so four calls fit; with VNNI in 32-bit lanes already.
+  static ireg add_nibble_dots(ireg sums, ireg codes, ireg x_low, ireg x_high) {
+    const ireg mask = _mm256_set1_epi8(15);
+    const ireg low = _mm256_and_si256(codes, mask);
+    const ireg high = _mm256_and_si256(_mm256_srli_epi16(codes, 4), mask);
+#ifdef LORA_GEMV_VNNI
+    return _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(sums, low, x_low), high, x_high);
+#else
+    return _mm256_add_epi16(sums, _mm256_add_epi16(_mm256_maddubs_epi16(low, x_low),
+                                                   _mm256_maddubs_epi16(high, x_high)));
+#endif
+  }
+  static ireg widen_nibble_dots(ireg sums) {
+#ifdef LORA_GEMV_VNNI
+    return sums;
+#else
+    return _mm256_madd_epi16(sums, _mm256_set1_epi16(1));
+#endif
+  }
   static ireg group_index(int64_t lanes_per_group) {
     const ireg lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_srlv_epi32(lane, _mm256_set1_epi32(std::countr_zero(uint64_t(lanes_per_group))));

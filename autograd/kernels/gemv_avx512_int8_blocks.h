@@ -304,7 +304,7 @@ constexpr lora::gemv::Kernels with_wide_int8_blocks(lora::gemv::Kernels k) {
   k.q5_k_int8 =
       &rows_in_fours<&q4_k_int8_wide_rows_at<V, 4, true>, &q4_k_int8_wide_rows_at<V, 1, true>>;
   k.q6_k_int8 = &rows_in_fours<&q6_k_int8_wide_rows_at<V, 4>, &q6_k_int8_wide_rows_at<V, 1>>;
-  return with_low_k_int8_blocks<Avx2>(k);
+  return with_shared_int8_blocks<Avx2>(k);
 }
 
 }  // namespace

@@ -92,6 +92,8 @@ struct Kernels {
   RowsKernel q4_0_int8 = nullptr, q4_1_int8 = nullptr, q5_0_int8 = nullptr, q5_1_int8 = nullptr,
              q8_0_int8 = nullptr, q4_k_int8 = nullptr, q5_k_int8 = nullptr, q6_k_int8 = nullptr,
              q2_k_int8 = nullptr, q3_k_int8 = nullptr;
+  // Q4_0 in GgmlLayout::Q4_0Octets against int8 x: rows r0 and r1 multiples of 8 (or r1 = rows).
+  RowsKernel q4_0_octets_int8 = nullptr;
   // The IQ4 and MXFP4 blocks (kernels_gemv_iq4.h), f32 and int8 x: none in the portable
   // baseline, which widens their rows.
   RowsKernel iq4_nl = nullptr, iq4_xs = nullptr, mxfp4 = nullptr, iq4_nl_int8 = nullptr,

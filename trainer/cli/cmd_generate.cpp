@@ -149,6 +149,7 @@ void run_generate(const GenerateFlags& f, const GlobalOptions& global) {
   LoadOptions load;
   load.quantize_bits = f.quantize;
   load.quantize_group_size = f.q_group_size;
+  load.int8_decode_layout = f.decode_activations == GemvActivations::Int8;
   const Model model = load_model(f.model, load);
   const auto tokenizer = load_model_tokenizer(f.model);
 

@@ -88,6 +88,7 @@ void run_serve(const ServeFlags& f, const GlobalOptions& global) {
   LoadOptions load;
   load.quantize_bits = f.quantize;
   load.quantize_group_size = f.q_group_size;
+  load.int8_decode_layout = f.decode_activations == GemvActivations::Int8;
   const Model model = load_model(f.model, load);
   serve::ServeOptions options;
   options.model_dir = f.model;

@@ -269,7 +269,8 @@ int64_t GgufTensorInfo::numel() const {
 }
 
 struct GgufFile::Mapping : FileMapping {
-  using FileMapping::FileMapping;
+  Mapping(void* a, std::size_t s, bool own) : FileMapping(a, s), own_pages(own) {}
+  bool own_pages;  // read into this process's memory (read_into_huge_pages), not mapped
 };
 
 GgufFile::GgufFile(GgufFile&&) noexcept = default;
@@ -318,13 +319,14 @@ GgufFile GgufFile::open(const fs::path& path) {
   const auto size = static_cast<std::size_t>(st.st_size);
   void* addr = nullptr;
   if (size > 0) addr = read_into_huge_pages(file.fd, size, path);
+  const bool own_pages = addr != nullptr;
   if (size > 0 && !addr) {
     // MAP_POPULATE faults every page in now (as llama.cpp's loader does), so the first forward
     // pass does not take a page fault per 4 KiB of weights (a third of a 0.5B model's prompt).
     addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, file.fd, 0);
     if (addr == MAP_FAILED) bad(path, std::string("mmap failed: ") + std::strerror(errno));
   }
-  f.map_ = std::make_shared<const Mapping>(addr, size);
+  f.map_ = std::make_shared<const Mapping>(addr, size, own_pages);
   f.parse();
   return f;
 }
@@ -461,6 +463,23 @@ std::span<const std::byte> GgufFile::bytes(const GgufTensorInfo& t) const {
 
 std::shared_ptr<const std::byte> GgufFile::shared_bytes(const GgufTensorInfo& t) const {
   return {map_, map_->bytes() + data_offset_ + t.offset};
+}
+
+bool GgufFile::rewrite_in_place(const GgufTensorInfo& t,
+                                const std::function<void(std::span<std::byte>)>& rewrite) {
+  if (!map_->own_pages) return false;
+  // The whole mapping changes protection, not the tensor's pages alone: a range inside a 2 MiB
+  // page would split it into small ones.
+  if (::mprotect(map_->addr, map_->size, PROT_READ | PROT_WRITE) != 0) return false;
+  auto* at = static_cast<std::byte*>(map_->addr) + data_offset_ + t.offset;
+  try {
+    rewrite({at, static_cast<std::size_t>(t.bytes)});
+  } catch (...) {
+    ::mprotect(map_->addr, map_->size, PROT_READ);
+    throw;
+  }
+  ::mprotect(map_->addr, map_->size, PROT_READ);
+  return true;
 }
 
 std::vector<float> GgufFile::read_f32(const std::string& name) const {

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -100,6 +101,12 @@ class GgufFile {
   std::shared_ptr<const std::byte> shared_bytes(const GgufTensorInfo& t) const;
   // F32/F16/BF16 and every block type widened to f32.
   std::vector<float> read_f32(const std::string& name) const;
+  // Lets `rewrite` change a tensor's bytes where they lie, for a layout of the same size (the
+  // decode kernels' Q4_0 octets), where the file was read into this process's own memory; returns
+  // false, changing nothing, where it is mapped from the page cache (a write would copy its pages).
+  // Shared bytes handed out before see the change.
+  bool rewrite_in_place(const GgufTensorInfo& t,
+                        const std::function<void(std::span<std::byte>)>& rewrite);
 
  private:
   GgufFile() = default;
